@@ -1,0 +1,1 @@
+//! Deterministic topological ordering.
