@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -35,6 +37,7 @@ from benches.progress import Progress
 from benches.scenarios import BY_KEY, CHILDREN_PER_PARENT, FEW, Scenario, Sizes
 
 WARMUP_SIZE = 100
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESSAGE_LIMIT = 300
 
 
@@ -96,7 +99,7 @@ def _time(prepared: Prepared) -> float:
 _libc: Any = None
 
 
-def _trim() -> None:
+def trim() -> None:
     """Give freed heap back to the OS (glibc) so RSS reflects what is held."""
     global _libc
     if _libc is None:
@@ -108,7 +111,7 @@ def _trim() -> None:
         _libc.malloc_trim(0)
 
 
-def _rss() -> int | None:
+def rss() -> int | None:
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -116,23 +119,9 @@ def _rss() -> int | None:
         return None
 
 
-def _measure_memory(contender: Contender, job: Job, n: int) -> dict[str, float]:
-    """Bytes held per loaded object: by tracemalloc (Python heap only), and by RSS (all
-    heaps, including a native extension's), each in its own pass since tracing costs RSS."""
-    key, variant = job.scenario.key, job.variant
-    prepared = contender.prepare(key, n, variant)
-    try:
-        gc.collect()
-        _trim()
-        before = _rss()
-        result = prepared.timed()
-        gc.collect()
-        _trim()
-        after = _rss()
-        del result
-    finally:
-        prepared.cleanup()
-    prepared = contender.prepare(key, n, variant)
+def _measure_tracemalloc(contender: Contender, job: Job, n: int) -> float:
+    """Python-heap bytes still held per object after loading n (setup not counted)."""
+    prepared = contender.prepare(job.scenario.key, n, job.variant)
     try:
         gc.collect()
         tracemalloc.start()
@@ -144,10 +133,7 @@ def _measure_memory(contender: Contender, job: Job, n: int) -> dict[str, float]:
     finally:
         tracemalloc.stop()
         prepared.cleanup()
-    figures = {"tracemalloc_bytes": held / n}
-    if before is not None and after is not None:
-        figures["rss_bytes"] = (after - before) / n
-    return figures
+    return held / n
 
 
 def expected_state(key: str, n: int) -> list[tuple[str, int]]:
@@ -179,6 +165,10 @@ class CheckFailed(Exception):
     pass
 
 
+class ProbeFailed(Exception):
+    pass
+
+
 class Runner:
     def __init__(self, config: Config, dsn: str) -> None:
         self.config = config
@@ -193,9 +183,9 @@ class Runner:
     def _run(self, job: Job, n: int, verify: bool = False) -> dict[str, float]:
         contender = self.contenders[job.contender]
         scenario = job.scenario
-        self.admin.reset(n if scenario.preload else 0)
         if scenario.memory:
-            return _measure_memory(contender, job, n)
+            return self._measure_memory(job, n)
+        self.admin.reset(n if scenario.preload else 0)
         prepared = contender.prepare(scenario.key, n, job.variant)
         expected = expected_state(scenario.key, n)
         try:
@@ -210,6 +200,44 @@ class Runner:
                 if got != value:
                     raise CheckFailed(f"wrong result: {query!r} gave {got}, expected {value}")
         return {"seconds": seconds}
+
+    def _measure_memory(self, job: Job, n: int) -> dict[str, float]:
+        """Bytes per loaded object by tracemalloc here, and by RSS in a fresh process."""
+        self.admin.reset(0)
+        command = [sys.executable, "-m", "benches.memory_probe", job.contender, job.variant]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+        probe = subprocess.Popen(
+            [*command, str(n), self.dsn],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert probe.stdin is not None and probe.stdout is not None
+            ready = probe.stdout.readline().strip()
+            if ready == "ready":
+                self.admin.reset(n)
+                probe.stdin.write("go\n")
+                probe.stdin.flush()
+                answer = probe.stdout.readline()
+            _, err = probe.communicate(timeout=600)
+            if ready != "ready" or probe.returncode != 0:
+                lines = [line for line in err.strip().splitlines() if line.strip()]
+                raise ProbeFailed(lines[-1] if lines else f"exit status {probe.returncode}")
+        finally:
+            if probe.poll() is None:
+                probe.kill()
+                probe.wait()
+        figures = {
+            "tracemalloc_bytes": _measure_tracemalloc(self.contenders[job.contender], job, n)
+        }
+        rss_bytes = json.loads(answer).get("rss_bytes")
+        if rss_bytes is not None:
+            figures["rss_bytes"] = rss_bytes
+        return figures
 
     def _attempt(self, job: Job, n: int, verify: bool = False) -> dict[str, float] | None:
         try:
