@@ -1,0 +1,806 @@
+"""Engine, Connection and Transaction: running SQL on PostgreSQL through psycopg 3.
+
+An `Engine` owns a `psycopg_pool.ConnectionPool`, opened on first use. A `Connection` holds
+one pooled psycopg connection (autocommit off: PostgreSQL starts a transaction with the first
+statement) until it is closed. Every statement goes through `Connection._cursor_execute`,
+the one place that logs (echo), calls the engine's statement hooks and wraps psycopg errors
+into `retort.exc`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import psycopg
+import psycopg_pool
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from retort import exc
+from retort.engine.result import Result, RowTransform, ScalarResult
+from retort.engine.url import URL, make_url
+
+__all__ = [
+    "Connection",
+    "Engine",
+    "NestedTransaction",
+    "RootTransaction",
+    "Transaction",
+    "create_engine",
+]
+
+logger = logging.getLogger("retort.engine")
+
+StatementHook = Callable[[str, Any], None]
+DriverConnection = psycopg.Connection[Any]
+_Pool = psycopg_pool.ConnectionPool[DriverConnection]
+
+_IDLE = pq.TransactionStatus.IDLE
+_INERROR = pq.TransactionStatus.INERROR
+
+# connect_args that would take the connection out of retort's hands
+_FORBIDDEN_CONNECT_ARGS = {
+    "autocommit": "retort manages transactions itself (autocommit stays off)",
+    "row_factory": "results are built by retort from plain tuples",
+    "cursor_factory": "retort creates its own cursors",
+}
+
+# While a pool has not yet delivered a connection (or its last connect attempt failed), a
+# checkout waits in slices this long, so that a connect error surfaces at once instead of
+# after pool_timeout.
+_UNHEALTHY_WAIT_SLICE = 0.05
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    echo: bool | str = False,
+    pool_timeout: float = 30.0,
+    connect_args: Mapping[str, Any] | None = None,
+) -> Engine:
+    """An `Engine` for a PostgreSQL URL (`postgresql://` or `postgresql+psycopg://`).
+
+    At most `pool_size + max_overflow` connections are open at once; a checkout waits up to
+    `pool_timeout` seconds for one. `echo=True` logs every statement and its parameters to
+    the "retort.engine" logger. `connect_args` go to `psycopg.connect` (libpq parameters such
+    as `connect_timeout`, or psycopg options such as `prepare_threshold`).
+    """
+    u = make_url(url)
+    if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
+        raise exc.ArgumentError(f"pool_size must be a positive integer, got {pool_size!r}")
+    if not isinstance(max_overflow, int) or isinstance(max_overflow, bool) or max_overflow < 0:
+        raise exc.ArgumentError(
+            f"max_overflow must be an integer >= 0 (the pool needs an upper bound), "
+            f"got {max_overflow!r}"
+        )
+    if not isinstance(pool_timeout, int | float) or pool_timeout <= 0:
+        raise exc.ArgumentError(f"pool_timeout must be a positive number, got {pool_timeout!r}")
+    args = dict(connect_args or {})
+    for key, why in _FORBIDDEN_CONNECT_ARGS.items():
+        if key in args and not (key == "autocommit" and args[key] is False):
+            raise exc.ArgumentError(f"connect_args may not set {key!r}: {why}")
+    args.pop("autocommit", None)
+    return Engine(
+        u,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        echo=echo,
+        pool_timeout=float(pool_timeout),
+        connect_args=args,
+    )
+
+
+class _ConnectHealth:
+    """The outcome of the pool's latest connect attempt (attempts run in pool threads)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+
+def _pooled_connection_class(health: _ConnectHealth) -> type[DriverConnection]:
+    """A psycopg Connection class that records connect failures for the pool's users."""
+
+    class PooledConnection(psycopg.Connection[Any]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except Exception as err:
+                health.error = err
+                raise
+            health.error = None
+            return conn
+
+    return PooledConnection
+
+
+class Engine:
+    """A source of `Connection`s to one database, through a connection pool.
+
+    Thread-safe; create one per database and process. `connect()` checks a connection out,
+    `begin()` runs a block in a transaction, `dispose()` closes the pool.
+    """
+
+    name: ClassVar[str] = "postgresql"
+    driver: ClassVar[str] = "psycopg"
+
+    def __init__(
+        self,
+        url: URL,
+        *,
+        pool_size: int,
+        max_overflow: int,
+        echo: bool | str,
+        pool_timeout: float,
+        connect_args: dict[str, Any],
+    ) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
+        self.pool_timeout = pool_timeout
+        self._conninfo = make_conninfo("", **url.connect_kwargs())
+        self._connect_args = connect_args
+        # Called as hook(sql, params) before every statement; tests and instrumentation append
+        # to this list (never rebind it: connections keep a reference to it).
+        self._statement_hooks: list[StatementHook] = []
+        self._pool: _Pool | None = None
+        self._pool_lock = threading.Lock()
+        self._pool_warm = False  # the current pool has delivered a connection
+        self._health = _ConnectHealth()
+        self._echo: bool = False
+        self.echo = echo
+
+    # -- settings ------------------------------------------------------------------------
+
+    @property
+    def echo(self) -> bool:
+        return self._echo
+
+    @echo.setter
+    def echo(self, value: bool | str) -> None:
+        self._echo = bool(value)
+        if self._echo and not logger.hasHandlers():
+            # echo is asked for but logging is not configured: show the SQL anyway
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+            )
+            logger.addHandler(handler)
+
+    def __repr__(self) -> str:
+        return f"Engine({self.url.render_as_string(hide_password=True)})"
+
+    # -- connections ---------------------------------------------------------------------
+
+    def connect(self) -> Connection:
+        """Check a connection out of the pool; close it (or use `with`) to give it back."""
+        return Connection(self)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """`with engine.begin() as conn:` runs the block in a transaction on a new connection,
+        committed when the block succeeds and rolled back when it raises."""
+        with self.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        """Close the pool and its idle connections. Checked-out connections are closed when
+        they are returned; the next `connect()` opens a new pool."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            self._pool_warm = False
+        if pool is not None:
+            pool.close()
+
+    def _get_pool(self) -> _Pool:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._pool_lock:
+            if self._pool is None:
+                # min_size 0 so that opening does not race the first checkout into opening two
+                # connections; once one connection has been made the floor is raised to 1.
+                self._pool = psycopg_pool.ConnectionPool(
+                    self._conninfo,
+                    connection_class=_pooled_connection_class(self._health),
+                    kwargs=self._connect_args,
+                    min_size=0,
+                    max_size=self.pool_size + self.max_overflow,
+                    timeout=self.pool_timeout,
+                    name=f"retort-{id(self):x}",
+                    open=True,
+                )
+            return self._pool
+
+    def _checkout(self) -> tuple[DriverConnection, _Pool | None]:
+        """A psycopg connection and the pool to return it to (None: close it instead)."""
+        for _ in range(2):  # a dispose() on another thread may close the pool under us
+            pool = self._get_pool()
+            try:
+                if self._pool_warm and self._health.error is None:
+                    return pool.getconn(self.pool_timeout), pool
+                return self._checkout_slow(pool)
+            except psycopg_pool.PoolClosed:
+                continue
+            except psycopg_pool.PoolTimeout as err:
+                raise exc.OperationalError(
+                    f"no connection available from the pool within {self.pool_timeout:g}s: "
+                    f"all {self.pool_size + self.max_overflow} connections (pool_size="
+                    f"{self.pool_size} + max_overflow={self.max_overflow}) are checked out; "
+                    "close connections when done or raise pool_size/max_overflow",
+                    err,
+                    None,
+                    None,
+                ) from None
+        raise exc.InvalidRequestError("the engine was disposed while connecting; try again")
+
+    def _checkout_slow(self, pool: _Pool) -> tuple[DriverConnection, _Pool | None]:
+        """Checkout while the pool is unproven or its last connect attempt failed: the pool
+        connects in its own threads, so watch for failures instead of waiting them out."""
+        deadline = time.monotonic() + self.pool_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise exc.OperationalError(
+                    f"could not get a database connection within {self.pool_timeout:g}s; "
+                    "the server did not answer in time",
+                    None,
+                    None,
+                    None,
+                )
+            try:
+                conn = pool.getconn(min(remaining, _UNHEALTHY_WAIT_SLICE))
+            except psycopg_pool.PoolTimeout:
+                if self._health.error is not None:
+                    # raises the real connect error, or hands out a direct connection if the
+                    # database is back while the pool is still backing off
+                    return self._probe(remaining), None
+                continue
+            if not self._pool_warm:
+                with self._pool_lock:
+                    if pool is self._pool and not self._pool_warm:
+                        pool.resize(1, pool.max_size)
+                        self._pool_warm = True
+            return conn, pool
+
+    def _probe(self, remaining: float) -> DriverConnection:
+        """Connect once outside the pool (which has just failed to)."""
+        args = dict(self._connect_args)
+        if "connect_timeout" not in args and "connect_timeout" not in conninfo_to_dict(
+            self._conninfo
+        ):
+            args["connect_timeout"] = max(2, int(remaining))
+        try:
+            conn = psycopg.Connection.connect(self._conninfo, **args)
+        except psycopg.Error as err:
+            raise exc.OperationalError(
+                f"cannot connect to {self.url}: {err}".rstrip(), err, None, None
+            ) from err
+        self._health.error = None
+        return conn
+
+
+class _NoDriverConnection:
+    """Stands in for the psycopg connection of a closed or invalidated Connection, so that
+    the statement path needs no extra check: its `cursor()` raises the right error."""
+
+    __slots__ = ("_error",)
+    closed = True
+
+    def __init__(self, error: Callable[[], Exception]) -> None:
+        self._error = error
+
+    def cursor(self) -> Any:
+        raise self._error()
+
+
+def _closed_error() -> Exception:
+    return exc.ResourceClosedError("this Connection is closed; get a new one with engine.connect()")
+
+
+def _invalidated_error() -> Exception:
+    return exc.PendingRollbackError(
+        "the database connection was lost inside a transaction, which the server has "
+        "abandoned; call rollback() on the connection before running more statements "
+        "(a new database connection is used then)"
+    )
+
+
+_CLOSED: Any = _NoDriverConnection(_closed_error)
+_INVALIDATED: Any = _NoDriverConnection(_invalidated_error)
+
+
+class Connection:
+    """One database connection checked out of an Engine's pool, until `close()`.
+
+    The first statement starts a transaction (autobegin); `commit()` or `rollback()` ends
+    it. Not thread-safe: use one Connection per thread.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_dbapi",
+        "_echo",
+        "_hooks",
+        "_info",
+        "_invalid",
+        "_nested",
+        "_pool",
+        "_savepoint_seq",
+        "_transaction",
+        "engine",
+    )
+
+    _dbapi: DriverConnection
+    _pool: _Pool | None
+
+    def __init__(self, engine: Engine) -> None:
+        self._closed = True  # until the checkout succeeded (for __del__)
+        self.engine = engine
+        self._hooks = engine._statement_hooks
+        self._echo = engine._echo or logger.isEnabledFor(logging.INFO)
+        self._transaction: RootTransaction | None = None
+        self._nested: NestedTransaction | None = None
+        self._savepoint_seq = 0
+        self._invalid = False
+        self._info: dict[Any, Any] | None = None
+        self._dbapi, self._pool = engine._checkout()
+        self._closed = False
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def invalidated(self) -> bool:
+        """True after the database connection was lost, until `rollback()`."""
+        return self._invalid
+
+    @property
+    def driver_connection(self) -> DriverConnection:
+        """The psycopg connection in use."""
+        if self._closed:
+            raise _closed_error()
+        if self._invalid:
+            raise _invalidated_error()
+        return self._dbapi
+
+    @property
+    def info(self) -> dict[Any, Any]:
+        """A dict for the caller's own bookkeeping, kept for the life of this Connection."""
+        if self._info is None:
+            self._info = {}
+        return self._info
+
+    def in_transaction(self) -> bool:
+        return self._transaction is not None
+
+    def in_nested_transaction(self) -> bool:
+        return self._nested is not None
+
+    def get_transaction(self) -> RootTransaction | None:
+        return self._transaction
+
+    def get_nested_transaction(self) -> NestedTransaction | None:
+        return self._nested
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "invalidated" if self._invalid else "open"
+        return f"<Connection {state} {self.engine!r}>"
+
+    # -- statements ----------------------------------------------------------------------
+
+    def execute(self, statement: Any, parameters: Any = None) -> Result:
+        """Run a statement (`select(...)`, `text(...)`, ...) with optional parameters: a dict,
+        or a list of dicts to run it once per dict (executemany)."""
+        if isinstance(statement, str):
+            raise exc.ArgumentError(
+                "execute() takes a statement such as text('...') or select(...); "
+                "run a raw SQL string with exec_driver_sql()"
+            )
+        compile_ = _compiler()
+        if _is_many(parameters):
+            compiled = [compile_(statement, p) for p in parameters]
+            sql = compiled[0].sql
+            if any(c.sql != sql for c in compiled):
+                raise exc.ArgumentError(
+                    "executemany: the parameter sets compile to different SQL; give every "
+                    "set the same keys"
+                )
+            cursor = self._cursor_execute(sql, [c.params for c in compiled], many=True)
+            return Result(cursor)
+        return self._execute_compiled(compile_(statement, parameters))
+
+    def _execute_compiled(
+        self,
+        compiled: Any,
+        *,
+        row_transform: RowTransform | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> Result:
+        """Run a `Compiled` and buffer its result (see `Result` for the two options)."""
+        params = compiled.params
+        # never None: psycopg only unescapes %% when it is given parameters
+        cursor = self._cursor_execute(compiled.sql, () if params is None else params)
+        return Result(cursor, compiled.columns, row_transform=row_transform, keys=keys)
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None) -> Result:
+        """Run SQL text as psycopg takes it (`%s` / `%(name)s` placeholders). A list of
+        tuples or dicts runs the statement once per item (executemany). Without parameters
+        the text is sent as is (`%` needs no escaping)."""
+        many = _is_many(parameters)
+        return Result(self._cursor_execute(statement, parameters, many=many))
+
+    def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        """The first column of the first row of the statement's result, or None."""
+        return self.execute(statement, parameters).scalar()
+
+    def scalars(self, statement: Any, parameters: Any = None) -> ScalarResult:
+        """The first column of each row of the statement's result."""
+        return self.execute(statement, parameters).scalars()
+
+    def _cursor_execute(self, sql: str, params: Any, *, many: bool = False) -> psycopg.Cursor[Any]:
+        """Run one statement and return the psycopg cursor. Every statement goes through
+        here: it begins the transaction, logs (echo), calls the statement hooks, and wraps
+        psycopg errors into retort.exc."""
+        if self._transaction is None:
+            self._begin_root()
+        if self._echo:
+            _log_statement(sql, params, many)
+        if self._hooks:
+            for hook in self._hooks:
+                hook(sql, params)
+        try:
+            cursor = self._dbapi.cursor()
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+        except psycopg.Error as err:
+            raise self._wrap(err, sql, params) from err
+        return cursor
+
+    def _wrap(self, err: psycopg.Error, sql: str | None, params: Any) -> exc.DBAPIError:
+        if self._dbapi.closed and not self._invalid and not self._closed:
+            self._invalidate()
+        return exc.wrap_dbapi_error(err, sql, params)
+
+    # -- transactions --------------------------------------------------------------------
+
+    def begin(self) -> RootTransaction:
+        """Begin a transaction explicitly; use it as a context manager to commit on success
+        and roll back on error. PostgreSQL sees BEGIN with the first statement."""
+        if self._transaction is not None:
+            raise exc.InvalidRequestError(
+                "a transaction is already in progress on this connection (begun by begin() "
+                "or by the first statement); commit() or rollback() it first, or use "
+                "begin_nested() for a SAVEPOINT"
+            )
+        return self._begin_root()
+
+    def begin_nested(self) -> NestedTransaction:
+        """Open a SAVEPOINT (beginning the transaction first if needed). Committing the
+        returned transaction releases it, rolling back returns to it."""
+        if self._transaction is None:
+            self._begin_root()
+        self._savepoint_seq += 1
+        name = f"retort_sp_{self._savepoint_seq}"
+        self._cursor_execute(f"SAVEPOINT {name}", None)
+        self._nested = NestedTransaction(self, name, self._nested)
+        return self._nested
+
+    def commit(self) -> None:
+        """Commit the transaction in progress, if any (savepoints inside it included)."""
+        if self._transaction is not None:
+            self._commit_root()
+
+    def rollback(self) -> None:
+        """Roll back the transaction in progress, if any."""
+        if self._transaction is not None:
+            self._rollback_root()
+
+    def _begin_root(self) -> RootTransaction:
+        if self._closed:
+            raise _closed_error()
+        if self._invalid:
+            self._dbapi, self._pool = self.engine._checkout()
+            self._invalid = False
+        txn = self._transaction = RootTransaction(self)
+        if self._echo:
+            _log("BEGIN (implicit)")
+        return txn
+
+    def _end_all(self) -> None:
+        """Mark every transaction of this connection inactive and forget them."""
+        nested = self._nested
+        while nested is not None:
+            nested.is_active = False
+            nested = nested._parent
+        if self._transaction is not None:
+            self._transaction.is_active = False
+        self._transaction = None
+        self._nested = None
+
+    def _commit_root(self) -> None:
+        if self._invalid:
+            raise _invalidated_error()
+        dbapi = self._dbapi
+        if dbapi.pgconn.transaction_status == _INERROR:
+            self._rollback_root()
+            raise exc.InvalidRequestError(
+                "cannot commit: a statement in this transaction failed, so PostgreSQL aborted "
+                "the transaction; it has been rolled back and nothing was committed"
+            )
+        self._end_all()
+        if self._echo and dbapi.pgconn.transaction_status != _IDLE:
+            _log("COMMIT")
+        try:
+            dbapi.commit()
+        except psycopg.Error as err:
+            raise self._wrap(err, "COMMIT", None) from err
+
+    def _rollback_root(self) -> None:
+        self._end_all()
+        if self._invalid:
+            return  # the server dropped the transaction with the connection
+        dbapi = self._dbapi
+        if dbapi.pgconn.transaction_status == _IDLE:
+            return  # nothing was run: no round trip
+        if self._echo:
+            _log("ROLLBACK")
+        try:
+            dbapi.rollback()
+        except psycopg.Error as err:
+            if dbapi.closed:  # lost connection: the transaction is gone with it
+                self._invalidate()
+                self._end_all()
+                return
+            raise self._wrap(err, "ROLLBACK", None) from err
+
+    def _release(self, txn: NestedTransaction) -> None:
+        self._cursor_execute(f"RELEASE SAVEPOINT {txn.name}", None)
+        self._pop_nested(txn)
+
+    def _rollback_to(self, txn: NestedTransaction) -> None:
+        if not self._invalid:
+            self._cursor_execute(f"ROLLBACK TO SAVEPOINT {txn.name}", None)
+        self._pop_nested(txn)
+
+    def _pop_nested(self, txn: NestedTransaction) -> None:
+        # releasing or rolling back a savepoint ends the savepoints opened after it
+        nested = self._nested
+        while nested is not None and nested is not txn:
+            nested.is_active = False
+            nested = nested._parent
+        txn.is_active = False
+        self._nested = txn._parent
+
+    # -- closing -------------------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        """Discard the database connection (it is closed, not returned to the pool). A
+        transaction in progress is lost; call rollback() before using this Connection again."""
+        if self._closed or self._invalid:
+            return
+        self._dbapi.close()
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        dbapi, self._dbapi = self._dbapi, _INVALIDATED
+        self._invalid = True
+        _give_back(self._pool, dbapi)  # the pool sees it is broken, drops it, opens another
+        # the server has abandoned the transaction; keep the root so that the caller must
+        # acknowledge that with rollback() before a new database connection is used
+        nested = self._nested
+        while nested is not None:
+            nested.is_active = False
+            nested = nested._parent
+        self._nested = None
+        if self._transaction is not None:
+            self._transaction.is_active = False
+
+    def close(self) -> None:
+        """Roll back a transaction in progress and return the connection to the pool."""
+        if self._closed:
+            return
+        try:
+            if self._transaction is not None:
+                self._rollback_root()
+        finally:
+            self._closed = True
+            self._end_all()
+            dbapi, self._dbapi = self._dbapi, _CLOSED
+            if not self._invalid:
+                _give_back(self._pool, dbapi)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._invalid:
+            _return_abandoned(self._pool, self._dbapi)
+        warnings.warn(
+            "a retort Connection was garbage collected without being closed; its database "
+            "connection was returned to the pool and its transaction rolled back. Close "
+            "connections explicitly or use `with engine.connect() as conn:`",
+            ResourceWarning,
+            stacklevel=1,
+        )
+
+
+class Transaction:
+    """A transaction of a Connection: `commit()`, `rollback()`, `close()`, `is_active`.
+
+    As a context manager it commits when the block succeeds and rolls back when it raises
+    (unless the block already ended it).
+    """
+
+    __slots__ = ("_parent", "connection", "is_active")
+
+    nested: ClassVar[bool] = False
+    _parent: NestedTransaction | None
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.is_active = True
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Roll back if still in progress."""
+        self.rollback()
+
+    def _in_progress(self) -> bool:
+        return self.is_active
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if not self._in_progress():
+            return  # committed or rolled back inside the block
+        if exc_type is not None:
+            self.rollback()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            if self._in_progress():
+                self.rollback()
+            raise
+
+
+class RootTransaction(Transaction):
+    """The outermost transaction of a Connection (BEGIN ... COMMIT/ROLLBACK)."""
+
+    __slots__ = ()
+
+    def _in_progress(self) -> bool:
+        # an invalidated transaction is inactive but still needs its rollback()
+        return self.connection._transaction is self
+
+    def commit(self) -> None:
+        if self.connection._transaction is not self:
+            raise exc.InvalidRequestError(
+                "this transaction has already been committed or rolled back; begin a new one"
+            )
+        self.connection._commit_root()
+
+    def rollback(self) -> None:
+        if self.connection._transaction is self:
+            self.connection._rollback_root()
+
+    def __enter__(self) -> RootTransaction:
+        return self
+
+
+class NestedTransaction(Transaction):
+    """A SAVEPOINT: `commit()` releases it, `rollback()` rolls back to it."""
+
+    __slots__ = ("name",)
+
+    nested: ClassVar[bool] = True
+
+    def __init__(self, connection: Connection, name: str, parent: NestedTransaction | None):
+        super().__init__(connection)
+        self.name = name
+        self._parent = parent
+
+    def commit(self) -> None:
+        if not self.is_active:
+            raise exc.InvalidRequestError(
+                f"savepoint {self.name} has already been released or rolled back"
+            )
+        self.connection._release(self)
+
+    def rollback(self) -> None:
+        if self.is_active:
+            self.connection._rollback_to(self)
+
+    def __enter__(self) -> NestedTransaction:
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+_compile: Callable[[Any, Any], Any] | None = None
+
+
+def _compiler() -> Callable[[Any, Any], Any]:
+    """`retort.sql.compiler.compile`, imported on first use (the sql layer sits below the
+    engine, but the engine must import without it for raw-SQL use)."""
+    global _compile
+    if _compile is None:
+        _compile = importlib.import_module("retort.sql.compiler").compile
+    return _compile
+
+
+def _is_many(params: Any) -> bool:
+    """A list of dicts or tuples is one parameter set per execution. (A list of lists is a
+    single positional set whose values are arrays.)"""
+    return isinstance(params, list) and bool(params) and isinstance(params[0], Mapping | tuple)
+
+
+def _log(msg: str, *args: Any) -> None:
+    # Log at INFO even when the logger's level is higher: echo=True on one engine must not
+    # need (or cause) a global logging change.
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, msg, args, None))
+
+
+def _log_statement(sql: str, params: Any, many: bool) -> None:
+    _log("%s", sql)
+    if many:
+        _log("[executemany %d sets] %s", len(params), exc._short_params(params))
+    elif params:
+        _log("[parameters] %s", exc._short_params(params))
+    else:
+        _log("[no parameters]")
+
+
+def _give_back(pool: _Pool | None, dbapi: DriverConnection) -> None:
+    """Return a connection to its pool (which rolls back or discards it as needed)."""
+    if pool is None:
+        dbapi.close()
+        return
+    try:
+        pool.putconn(dbapi)
+    except Exception:
+        dbapi.close()
+
+
+def _return_abandoned(pool: _Pool | None, dbapi: DriverConnection) -> None:
+    # Runs from a finalizer, possibly while this thread holds the pool's lock: hand the
+    # connection back from another thread so that can never deadlock.
+    try:
+        threading.Thread(
+            target=_give_back, args=(pool, dbapi), name="retort-return-connection", daemon=True
+        ).start()
+    except RuntimeError:  # interpreter shutting down
+        dbapi.close()
