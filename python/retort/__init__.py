@@ -1,7 +1,11 @@
-"""retort: a unit-of-work ORM session for PostgreSQL with a Rust core."""
+"""retort: a unit-of-work ORM session for PostgreSQL with a Rust core.
 
-from retort._version import __version__
+The API follows SQLAlchemy 2.x: declare models on a `DeclarativeBase`, then add, change and
+delete objects in a `Session` and `flush()`/`commit()`.
+"""
+
 from retort import _core
+from retort._version import __version__
 
 if _core.__version__ != __version__:  # pragma: no cover - exercised by a packaging test
     raise ImportError(
@@ -9,4 +13,121 @@ if _core.__version__ != __version__:  # pragma: no cover - exercised by a packag
         f"{__version__}; rebuild the extension (`make build`) or reinstall retort"
     )
 
-__all__ = ["__version__"]
+from retort import exc
+from retort.engine import Connection, Engine, Result, Row, create_engine
+from retort.inspection import inspect
+from retort.mapping import (
+    DeclarativeBase,
+    Mapped,
+    Mapper,
+    configure_mappers,
+    mapped_column,
+)
+from retort.session import (
+    Session,
+    SessionTransaction,
+    close_all_sessions,
+    make_transient,
+    object_session,
+    sessionmaker,
+)
+from retort.sql import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Interval,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    Time,
+    UniqueConstraint,
+    Uuid,
+    and_,
+    asc,
+    delete,
+    desc,
+    func,
+    insert,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+    text,
+    update,
+)
+
+__all__ = [
+    "JSON",
+    "BigInteger",
+    "Boolean",
+    "CheckConstraint",
+    "Column",
+    "Connection",
+    "Date",
+    "DateTime",
+    "DeclarativeBase",
+    "Engine",
+    "Enum",
+    "Float",
+    "ForeignKey",
+    "Identity",
+    "Index",
+    "Integer",
+    "Interval",
+    "LargeBinary",
+    "Mapped",
+    "Mapper",
+    "MetaData",
+    "Numeric",
+    "PrimaryKeyConstraint",
+    "Result",
+    "Row",
+    "Session",
+    "SessionTransaction",
+    "SmallInteger",
+    "String",
+    "Table",
+    "Text",
+    "Time",
+    "UniqueConstraint",
+    "Uuid",
+    "__version__",
+    "and_",
+    "asc",
+    "close_all_sessions",
+    "configure_mappers",
+    "create_engine",
+    "delete",
+    "desc",
+    "exc",
+    "func",
+    "insert",
+    "inspect",
+    "literal",
+    "make_transient",
+    "mapped_column",
+    "not_",
+    "null",
+    "object_session",
+    "or_",
+    "select",
+    "sessionmaker",
+    "text",
+    "update",
+]

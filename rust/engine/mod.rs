@@ -1,4 +1,11 @@
 //! The pure-Rust engine: everything done once per object, independent of Python.
+//!
+//! Nothing here imports PyO3. Types that hold application values are generic over the value
+//! type, so the same code serves Python objects in the binding and plain values in tests.
 
+pub mod error;
 pub mod key;
+pub mod plan;
+pub mod snapshot;
+pub mod state;
 pub mod topo;

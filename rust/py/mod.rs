@@ -1,9 +1,28 @@
-//! PyO3 bindings: the native module `retort._core`.
+//! PyO3 bindings: the native module `retort._core`. The only code that imports PyO3.
 
 use pyo3::prelude::*;
 
+pub mod attr;
+pub mod convert;
+pub mod errors;
+pub mod flush;
+pub mod interned;
+pub mod mapper;
+pub mod session;
+pub mod state;
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<mapper::MapperCore>()?;
+    m.add_class::<state::InstanceState>()?;
+    m.add_class::<attr::ColumnAttribute>()?;
+    m.add_class::<session::SessionCore>()?;
+    m.add_class::<flush::Batch>()?;
+    m.add_class::<flush::FlushPlan>()?;
+    let sentinel = py.import("builtins")?.getattr("object")?.call0()?;
+    let _ = session::NEEDS_LOAD.set(py, sentinel.clone().unbind());
+    m.add("NEEDS_LOAD", sentinel)?;
     Ok(())
 }

@@ -1,0 +1,203 @@
+"""Run a flush plan from the core against a connection.
+
+The core plans (which rows, in which order, grouped into batches with their parameters ready);
+this module only turns each batch into SQL text, cached per batch shape, and executes it:
+
+- INSERT: multi-row ``VALUES`` lists in chunks. A database-generated key is pre-allocated from
+  the column's sequence in one round trip when a batch has several rows, so every row's key is
+  known before the INSERT and nothing depends on the order rows come back in. A single row uses
+  ``INSERT ... RETURNING``.
+- UPDATE: one statement per (table, column set): ``UPDATE ... FROM (VALUES ...)`` joined on the
+  primary key, or a plain ``UPDATE ... WHERE pk = %s`` for one row.
+- DELETE: ``DELETE ... WHERE pk = ANY(%s)`` (a ``VALUES`` join for composite keys).
+
+Row counts of UPDATE and DELETE are checked: a mismatch raises `StaleDataError`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from retort import exc
+from retort.sql.compiler import quote_identifier
+
+if TYPE_CHECKING:
+    from retort._core import Batch, FlushPlan
+    from retort.engine import Connection
+    from retort.mapping import Mapper
+
+# PostgreSQL allows 65535 bind parameters per statement; stay well below, and keep chunks to a
+# few fixed sizes so statement texts repeat (and get prepared) across flushes.
+MAX_PARAMS = 32000
+MAX_ROWS = 1000
+
+
+def _table(mapper: Mapper) -> str:
+    t = mapper.local_table
+    name = quote_identifier(t.name)
+    return f"{quote_identifier(t.schema)}.{name}" if t.schema else name
+
+
+def _cast(mapper: Mapper, index: int) -> str:
+    return mapper.columns[index].type.ddl()
+
+
+def _chunk_rows(width: int) -> int:
+    return max(1, min(MAX_ROWS, MAX_PARAMS // max(width, 1)))
+
+
+def execute(plan: FlushPlan, conn: Connection) -> list[Any]:
+    """Execute every batch in order; return per batch the rows it fetched back (or None)."""
+    results: list[Any] = []
+    for batch in plan.batches:
+        mapper: Mapper = batch.mapper.owner
+        op = batch.op
+        if op == "insert":
+            results.append(_insert(batch, mapper, conn))
+        elif op == "update":
+            _update(batch, mapper, conn)
+            results.append(None)
+        else:
+            _delete(batch, mapper, conn)
+            results.append(None)
+    return results
+
+
+# -- INSERT ------------------------------------------------------------------------------------
+
+
+def _preallocate_keys(batch: Batch, mapper: Mapper, conn: Connection) -> None:
+    t = mapper.local_table
+    qualified = f"{t.schema}.{quote_identifier(t.name)}" if t.schema else quote_identifier(t.name)
+    column = mapper.columns[batch.gen_key].name
+    sql = (
+        "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence(%s, %s)::regclass AS seq) s, "
+        "generate_series(1, %s)"
+    )
+    cur = conn._cursor_execute(sql, (qualified, column, batch.n))
+    keys = [r[0] for r in cur.fetchall()]
+    batch.set_keys(keys)
+
+
+def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
+    gen_key = batch.gen_key
+    n = batch.n
+    if gen_key is not None and n > 1:
+        _preallocate_keys(batch, mapper, conn)
+    with_keys = batch.has_keys
+    cols = list(batch.cols)
+    insert_cols = ([gen_key] if with_keys else []) + cols
+    fetch = list(batch.fetch)
+    returning: list[int] = []
+    if fetch or (gen_key is not None and not with_keys):
+        returning = [*batch.pk, *fetch]
+    width = len(insert_cols)
+    per_chunk = _chunk_rows(width)
+    out: list[Any] | None = [] if returning else None
+    for nrows, params in batch.chunks(per_chunk):
+        key = ("insert", tuple(insert_cols), tuple(returning), nrows, with_keys)
+        sql = mapper.sql_cache.get(key)
+        if sql is None:
+            sql = mapper.sql_cache[key] = _insert_sql(
+                mapper, insert_cols, returning, nrows, with_keys
+            )
+        cur = conn._cursor_execute(sql, params)
+        if out is not None:
+            out.extend(cur.fetchall())
+    return out
+
+
+def _insert_sql(
+    mapper: Mapper, cols: list[int], returning: list[int], nrows: int, overriding: bool
+) -> str:
+    names = ", ".join(quote_identifier(mapper.columns[i].name) for i in cols)
+    if cols:
+        one = "(" + ", ".join(["%s"] * len(cols)) + ")"
+        values = "VALUES " + ", ".join([one] * nrows)
+        head = f"INSERT INTO {_table(mapper)} ({names})"
+    else:
+        values = "DEFAULT VALUES"
+        head = f"INSERT INTO {_table(mapper)}"
+    if overriding:
+        head += " OVERRIDING SYSTEM VALUE"
+    sql = f"{head} {values}"
+    if returning:
+        sql += " RETURNING " + ", ".join(
+            quote_identifier(mapper.columns[i].name) for i in returning
+        )
+    return sql
+
+
+# -- UPDATE ------------------------------------------------------------------------------------
+
+
+def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
+    cols = list(batch.cols)
+    pk = list(batch.pk)
+    width = len(cols) + len(pk)
+    per_chunk = 1 if batch.n == 1 else _chunk_rows(width)
+    for nrows, params in batch.chunks(per_chunk):
+        key = ("update", tuple(cols), nrows)
+        sql = mapper.sql_cache.get(key)
+        if sql is None:
+            sql = mapper.sql_cache[key] = _update_sql(mapper, cols, pk, nrows)
+        cur = conn._cursor_execute(sql, params)
+        _check_count(cur.rowcount, nrows, "UPDATE", mapper)
+
+
+def _update_sql(mapper: Mapper, cols: list[int], pk: list[int], nrows: int) -> str:
+    table = _table(mapper)
+    if nrows == 1:
+        sets = ", ".join(f"{quote_identifier(mapper.columns[i].name)} = %s" for i in cols)
+        where = " AND ".join(f"{quote_identifier(mapper.columns[i].name)} = %s" for i in pk)
+        return f"UPDATE {table} SET {sets} WHERE {where}"
+    aliases = [f"v{j}" for j in range(len(cols))] + [f"k{j}" for j in range(len(pk))]
+    typed = ", ".join(f"%s::{_cast(mapper, i)}" for i in [*cols, *pk])
+    rows = ", ".join([f"({typed})"] * nrows)
+    sets = ", ".join(
+        f"{quote_identifier(mapper.columns[i].name)} = v.v{j}" for j, i in enumerate(cols)
+    )
+    where = " AND ".join(
+        f"{table}.{quote_identifier(mapper.columns[i].name)} = v.k{j}" for j, i in enumerate(pk)
+    )
+    return (
+        f"UPDATE {table} SET {sets} FROM (VALUES {rows}) AS v({', '.join(aliases)}) WHERE {where}"
+    )
+
+
+# -- DELETE ------------------------------------------------------------------------------------
+
+
+def _delete(batch: Batch, mapper: Mapper, conn: Connection) -> None:
+    pk = list(batch.pk)
+    table = _table(mapper)
+    if len(pk) == 1:
+        col = quote_identifier(mapper.columns[pk[0]].name)
+        if batch.n == 1:
+            sql = f"DELETE FROM {table} WHERE {col} = %s"
+            cur = conn._cursor_execute(sql, batch.chunks(1)[0][1])
+        else:
+            sql = f"DELETE FROM {table} WHERE {col} = ANY(%s::{_cast(mapper, pk[0])}[])"
+            cur = conn._cursor_execute(sql, [batch.key_list()])
+        _check_count(cur.rowcount, batch.n, "DELETE", mapper)
+        return
+    per_chunk = _chunk_rows(len(pk))
+    for nrows, params in batch.chunks(per_chunk):
+        typed = ", ".join(f"%s::{_cast(mapper, i)}" for i in pk)
+        rows = ", ".join([f"({typed})"] * nrows)
+        aliases = ", ".join(f"k{j}" for j in range(len(pk)))
+        where = " AND ".join(
+            f"{table}.{quote_identifier(mapper.columns[i].name)} = v.k{j}" for j, i in enumerate(pk)
+        )
+        sql = f"DELETE FROM {table} USING (VALUES {rows}) AS v({aliases}) WHERE {where}"
+        cur = conn._cursor_execute(sql, params)
+        _check_count(cur.rowcount, nrows, "DELETE", mapper)
+
+
+def _check_count(matched: int, expected: int, what: str, mapper: Mapper) -> None:
+    if matched != expected:
+        raise exc.StaleDataError(
+            f"{what} statement on table {mapper.local_table.name!r} expected to match "
+            f"{expected} row(s); {matched} were matched. The rows were changed or deleted by "
+            "another transaction since they were loaded; roll back, reload and retry"
+        )

@@ -1,0 +1,169 @@
+"""`inspect()`: the state of a mapped object, or the mapper of a mapped class."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from retort import exc
+from retort.mapping import Mapper, object_mapper
+
+__all__ = ["AttributeState", "History", "InstanceState", "inspect"]
+
+
+class History(NamedTuple):
+    """An attribute's change since it was loaded: values added, unchanged and deleted."""
+
+    added: tuple[Any, ...]
+    unchanged: tuple[Any, ...]
+    deleted: tuple[Any, ...]
+
+    def has_changes(self) -> bool:
+        return bool(self.added or self.deleted)
+
+    def empty(self) -> bool:
+        return not (self.added or self.unchanged or self.deleted)
+
+
+class AttributeState:
+    """One attribute of an inspected object."""
+
+    def __init__(self, owner: InstanceState, key: str, index: int) -> None:
+        self._owner = owner
+        self.key = key
+        self._index = index
+
+    @property
+    def value(self) -> Any:
+        return getattr(self._owner.object, self.key)
+
+    @property
+    def loaded_value(self) -> Any:
+        return self._owner.object.__dict__.get(self.key)
+
+    @property
+    def history(self) -> History:
+        obj = self._owner.object
+        state = self._owner._state
+        present = self.key in obj.__dict__ and not (state is not None and state.stale)
+        current = obj.__dict__.get(self.key)
+        committed = state.committed_value(self._index) if state is not None else None
+        if committed is None:
+            return History((), (current,), ()) if present else History((), (), ())
+        known, old = committed
+        return History((current,), (), (old,) if known else ())
+
+
+class InstanceState:
+    """What `inspect(obj)` returns for a mapped object."""
+
+    def __init__(self, obj: Any) -> None:
+        self.mapper: Mapper = object_mapper(obj)
+        self.object = obj
+        self.class_ = type(obj)
+
+    @property
+    def _state(self) -> Any:
+        return self.object.__dict__.get("_retort_state")
+
+    def _lifecycle(self) -> str:
+        state = self._state
+        return "transient" if state is None else str(state.lifecycle)
+
+    @property
+    def transient(self) -> bool:
+        return self._lifecycle() == "transient"
+
+    @property
+    def pending(self) -> bool:
+        return self._lifecycle() == "pending"
+
+    @property
+    def persistent(self) -> bool:
+        return self._lifecycle() == "persistent"
+
+    @property
+    def deleted(self) -> bool:
+        return self._lifecycle() == "deleted"
+
+    @property
+    def detached(self) -> bool:
+        return self._lifecycle() == "detached"
+
+    @property
+    def was_deleted(self) -> bool:
+        state = self._state
+        return bool(state is not None and state.was_deleted)
+
+    @property
+    def has_identity(self) -> bool:
+        state = self._state
+        return bool(state is not None and state.has_identity)
+
+    @property
+    def identity(self) -> tuple[Any, ...] | None:
+        if not self.has_identity:
+            return None
+        return tuple(self.mapper._core.primary_key_of(self.object))
+
+    @property
+    def identity_key(self) -> tuple[type, tuple[Any, ...], None] | None:
+        ident = self.identity
+        return None if ident is None else (self.mapper.class_, ident, None)
+
+    key = identity_key
+
+    @property
+    def session(self) -> Any:
+        state = self._state
+        return None if state is None else state.session
+
+    @property
+    def modified(self) -> bool:
+        state = self._state
+        return bool(state is not None and state.changed)
+
+    @property
+    def expired(self) -> bool:
+        return bool(self.expired_attributes)
+
+    @property
+    def expired_attributes(self) -> set[str]:
+        state = self._state
+        if state is None or not state.has_identity:
+            return set()
+        pk = {c.key for c in self.mapper.primary_key}
+        if state.stale:
+            return {k for k in self.mapper.keys if k not in pk}
+        return {k for k in self.mapper.keys if k not in self.object.__dict__}
+
+    @property
+    def unloaded(self) -> set[str]:
+        return self.expired_attributes
+
+    @property
+    def dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.object.__dict__.items() if k != "_retort_state"}
+
+    @property
+    def attrs(self) -> dict[str, AttributeState]:
+        return {k: AttributeState(self, k, i) for i, k in enumerate(self.mapper.keys)}
+
+    def __repr__(self) -> str:
+        return f"<InstanceState of {self.object!r}: {self._lifecycle()}>"
+
+
+def inspect(subject: Any, raiseerr: bool = True) -> Any:
+    """The `Mapper` of a mapped class, or the `InstanceState` of a mapped object."""
+    if isinstance(subject, type):
+        mapper = subject.__dict__.get("__mapper__")
+        if isinstance(mapper, Mapper):
+            return mapper
+    elif isinstance(getattr(type(subject), "__mapper__", None), Mapper):
+        return InstanceState(subject)
+    elif isinstance(subject, Mapper):
+        return subject
+    if raiseerr:
+        raise exc.NoInspectionAvailable(
+            f"no inspection is available for {subject!r}: pass a mapped class or an instance of one"
+        )
+    return None

@@ -1,0 +1,703 @@
+"""The Session: the public unit-of-work API over the Rust core.
+
+The core holds the identity map, object states and change tracking, and plans flushes; this
+module owns transactions, the connection, SQL execution and the public API with SQLAlchemy 2.x
+names and semantics.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from retort import _core, exc, flush
+from retort.engine.result import Result, ScalarResult
+from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
+from retort.sql.compiler import compile as compile_stmt
+from retort.sql.compiler import quote_identifier
+
+if TYPE_CHECKING:
+    from retort.engine import Connection, Engine
+
+_T = TypeVar("_T")
+
+__all__ = [
+    "Session",
+    "SessionTransaction",
+    "close_all_sessions",
+    "make_transient",
+    "object_session",
+    "sessionmaker",
+]
+
+_NEEDS_LOAD = _core.NEEDS_LOAD
+_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+class IdentitySet:
+    """A set of objects compared by identity (objects may define ``__eq__`` as they like)."""
+
+    __slots__ = ("_objs",)
+
+    def __init__(self, objs: Iterable[Any] = ()) -> None:
+        self._objs = {id(o): o for o in objs}
+
+    def __contains__(self, obj: object) -> bool:
+        return id(obj) in self._objs
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._objs.values())
+
+    def __len__(self) -> int:
+        return len(self._objs)
+
+    def __bool__(self) -> bool:
+        return bool(self._objs)
+
+    def __repr__(self) -> str:
+        return f"IdentitySet({list(self._objs.values())!r})"
+
+
+class IdentityMapView:
+    """The persistent objects of a session, keyed by ``(class, primary key tuple, None)``."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def values(self) -> list[Any]:
+        return list(self._session._core.identity_objects())
+
+    def _key(self, obj: Any) -> tuple[type, tuple[Any, ...], None]:
+        mapper = object_mapper(obj)
+        return (mapper.class_, tuple(mapper._core.primary_key_of(obj)), None)
+
+    def keys(self) -> list[tuple[type, tuple[Any, ...], None]]:
+        return [self._key(o) for o in self.values()]
+
+    def items(self) -> list[tuple[tuple[type, tuple[Any, ...], None], Any]]:
+        return [(self._key(o), o) for o in self.values()]
+
+    def __iter__(self) -> Iterator[tuple[type, tuple[Any, ...], None]]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.values())
+
+    def get(self, key: tuple[Any, ...], default: Any = None) -> Any:
+        cls, ident = key[0], key[1]
+        obj = self._session._core.identity_lookup(class_mapper(cls)._core, tuple(ident))
+        return default if obj is None else obj
+
+    def __getitem__(self, key: tuple[Any, ...]) -> Any:
+        obj = self.get(key)
+        if obj is None:
+            raise KeyError(key)
+        return obj
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and self.get(key) is not None
+
+
+class SessionTransaction:
+    """A transaction of a Session, from `Session.begin()` (or begun implicitly)."""
+
+    def __init__(self, session: Session, *, explicit: bool) -> None:
+        self.session = session
+        self.nested = False
+        self.parent: SessionTransaction | None = None
+        self._explicit = explicit
+        self._closed = False
+
+    @property
+    def is_active(self) -> bool:
+        return not self._closed and self.session._failed is None
+
+    def commit(self) -> None:
+        self._check_current()
+        self.session.commit()
+
+    def rollback(self) -> None:
+        if self._closed:
+            return
+        self.session.rollback()
+
+    def _check_current(self) -> None:
+        if self._closed or self.session._tx is not self:
+            raise exc.InvalidRequestError(
+                "this transaction has already ended; begin a new one with session.begin()"
+            )
+
+    def __enter__(self) -> SessionTransaction:
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        if self._closed:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+
+class Session:
+    """Manages persistence operations for mapped objects (SQLAlchemy 2.x semantics).
+
+    Use it as a context manager to close it at the end; it never commits implicitly.
+    """
+
+    def __init__(
+        self,
+        bind: Engine | Connection | None = None,
+        *,
+        binds: Mapping[Any, Engine | Connection] | None = None,
+        autoflush: bool = True,
+        expire_on_commit: bool = True,
+        info: dict[Any, Any] | None = None,
+    ) -> None:
+        self.bind = bind
+        self._binds: dict[Any, Any] = dict(binds or {})
+        self.autoflush = autoflush
+        self.expire_on_commit = expire_on_commit
+        self.info: dict[Any, Any] = dict(info or {})
+        self._core = _core.SessionCore(weakref.ref(self))
+        self._conn: Connection | None = None
+        self._tx: SessionTransaction | None = None
+        self._failed: BaseException | None = None
+        self._flushing = False
+        self._no_autoflush = 0
+        _sessions.add(self)
+
+    # -- context management -------------------------------------------------------------------
+
+    def __enter__(self: _T) -> _T:
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _autobegin(self) -> SessionTransaction:
+        tx = self._tx
+        if tx is None:
+            tx = self._tx = SessionTransaction(self, explicit=False)
+        return tx
+
+    def begin(self) -> SessionTransaction:
+        """Begin a transaction explicitly; use as ``with session.begin(): ...``."""
+        if self._tx is not None:
+            raise exc.InvalidRequestError(
+                "a transaction is already begun on this Session; commit or roll it back "
+                "before calling begin() again"
+            )
+        self._tx = SessionTransaction(self, explicit=True)
+        return self._tx
+
+    def in_transaction(self) -> bool:
+        return self._tx is not None
+
+    def in_nested_transaction(self) -> bool:
+        return False
+
+    def get_transaction(self) -> SessionTransaction | None:
+        return self._tx
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise exc.PendingRollbackError(
+                "this Session's transaction was rolled back because of an earlier error "
+                f"during flush ({type(self._failed).__name__}: {self._failed}); call "
+                "session.rollback() before using the session again"
+            ) from self._failed
+
+    def _connection_for(self, mapper: Mapper | None = None) -> Connection:
+        conn = self._conn
+        if conn is None:
+            self._autobegin()
+            bind = self.get_bind(mapper)
+            if hasattr(bind, "connect"):
+                conn = bind.connect()
+            else:
+                conn = bind  # a Connection given as bind
+            self._conn = conn
+        return conn
+
+    def _release_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and conn is not self.bind and conn not in self._binds.values():
+            conn.close()
+
+    def commit(self) -> None:
+        """Flush, commit the database transaction and end the session's transaction.
+
+        With ``expire_on_commit`` every loaded object is expired (in constant time); its next
+        attribute access reloads it.
+        """
+        self._check_usable()
+        if self._core.has_changes():
+            self.flush()
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.commit()
+            except BaseException:
+                self._rollback_connection()
+                self._core.rollback()
+                self._tx = None
+                raise
+        self._core.commit(self.expire_on_commit)
+        if self._tx is not None:
+            self._tx._closed = True
+        self._tx = None
+        self._release_connection()
+
+    def _rollback_connection(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.rollback()
+            finally:
+                self._release_connection()
+
+    def rollback(self) -> None:
+        """Roll the transaction back: objects added in it become transient again, deleted ones
+        come back, and every loaded object is expired so that it reloads its committed state."""
+        try:
+            self._rollback_connection()
+        finally:
+            self._core.rollback()
+            if self._tx is not None:
+                self._tx._closed = True
+            self._tx = None
+            self._failed = None
+
+    def close(self) -> None:
+        """Release the connection (rolling back) and detach every object."""
+        try:
+            self._rollback_connection()
+        finally:
+            if self._tx is not None:
+                self._tx._closed = True
+            self._tx = None
+            self._failed = None
+            self._core = _core.SessionCore(weakref.ref(self))
+
+    def reset(self) -> None:
+        self.close()
+
+    # -- binds ----------------------------------------------------------------------------
+
+    def get_bind(self, mapper: Any = None, clause: Any = None) -> Any:
+        """The engine (or connection) SQL for `mapper` runs on."""
+        if self._binds and mapper is not None:
+            m = mapper if isinstance(mapper, Mapper) else class_mapper(mapper)
+            for key in (*m.class_.__mro__, m, m.local_table):
+                if key in self._binds:
+                    return self._binds[key]
+        if self.bind is not None:
+            return self.bind
+        raise exc.InvalidRequestError(
+            "this Session is not bound to an engine; create it with Session(engine) or "
+            "sessionmaker(engine)"
+        )
+
+    def connection(self) -> Connection:
+        """The connection of the current transaction (beginning one if needed)."""
+        self._check_usable()
+        return self._connection_for()
+
+    # -- adding and removing objects ------------------------------------------------------
+
+    def add(self, instance: object) -> None:
+        """Place an object in the session; it is inserted (or updated) at the next flush."""
+        self._autobegin()
+        self._core.add(instance)
+
+    def add_all(self, instances: Iterable[object]) -> None:
+        self._autobegin()
+        add = self._core.add
+        for obj in instances:
+            add(obj)
+
+    def delete(self, instance: object) -> None:
+        """Mark a persistent object for deletion at the next flush."""
+        self._autobegin()
+        self._core.delete(instance)
+
+    def expunge(self, instance: object) -> None:
+        """Remove an object from the session without touching the database."""
+        self._core.expunge(instance)
+
+    def expunge_all(self) -> None:
+        """Remove every object from the session (the transaction stays open)."""
+        self._core = _core.SessionCore(weakref.ref(self))
+
+    def __contains__(self, instance: object) -> bool:
+        return bool(self._core.contains(instance))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([*self._core.new_objects(), *self._core.identity_objects()])
+
+    @property
+    def new(self) -> IdentitySet:
+        """Objects added and not yet flushed."""
+        return IdentitySet(self._core.new_objects())
+
+    @property
+    def dirty(self) -> IdentitySet:
+        """Persistent objects with a net change to flush."""
+        return IdentitySet(self._core.dirty_objects())
+
+    @property
+    def deleted(self) -> IdentitySet:
+        """Objects marked for deletion and not yet flushed."""
+        return IdentitySet(self._core.deleted_objects())
+
+    @property
+    def identity_map(self) -> IdentityMapView:
+        return IdentityMapView(self)
+
+    def is_modified(self, instance: object, include_collections: bool = True) -> bool:
+        return bool(self._core.is_modified(instance))
+
+    # -- flush ----------------------------------------------------------------------------
+
+    @property
+    @contextmanager
+    def no_autoflush(self) -> Iterator[Session]:
+        """``with session.no_autoflush:`` suspends autoflush inside the block."""
+        self._no_autoflush += 1
+        try:
+            yield self
+        finally:
+            self._no_autoflush -= 1
+
+    def _autoflush(self) -> None:
+        if (
+            self.autoflush
+            and not self._no_autoflush
+            and not self._flushing
+            and self._core.has_changes()
+        ):
+            self.flush()
+
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        """Write pending changes to the database, in dependency order, in batches."""
+        self._check_usable()
+        if self._flushing:
+            raise exc.InvalidRequestError(
+                "the Session is already flushing; flush() cannot be called from inside a flush"
+            )
+        if not self._core.has_changes():
+            return
+        configure_mappers()
+        self._flushing = True
+        try:
+            plan = self._core.plan()
+            if not len(plan):
+                return
+            conn = self._connection_for(plan.batches[0].mapper.owner)
+            try:
+                results = flush.execute(plan, conn)
+                self._core.finish_flush(plan, results)
+            except BaseException as e:
+                self._failed = e
+                try:
+                    conn.rollback()
+                except Exception:  # the original error matters more
+                    pass
+                raise
+        finally:
+            self._flushing = False
+
+    def flush_plan(self) -> list[dict[str, Any]]:
+        """The steps the next flush would run, without running them."""
+        configure_mappers()
+        steps = []
+        for b in self._core.plan().batches:
+            mapper: Mapper = b.mapper.owner
+            method = {
+                "insert": "multi-row INSERT",
+                "update": "set UPDATE" if b.n > 1 else "UPDATE",
+                "delete": "DELETE = ANY" if b.n > 1 else "DELETE",
+            }[b.op]
+            steps.append(
+                {
+                    "table": mapper.local_table.name,
+                    "operation": b.op,
+                    "rows": b.n,
+                    "method": method,
+                    "columns": [mapper.columns[i].name for i in b.cols],
+                    "dependency": b.reason,
+                }
+            )
+        return steps
+
+    # -- loading --------------------------------------------------------------------------
+
+    def _select_by_pk(self, mapper: Mapper, for_update: Any = None) -> str:
+        key = ("select_pk", bool(for_update))
+        sql = mapper.sql_cache.get(key)
+        if sql is None:
+            t = mapper.local_table
+            table = quote_identifier(t.name)
+            if t.schema:
+                table = f"{quote_identifier(t.schema)}.{table}"
+            cols = ", ".join(quote_identifier(c.name) for c in mapper.columns)  # type: ignore[arg-type]
+            where = " AND ".join(
+                f"{quote_identifier(c.name)} = %s"  # type: ignore[arg-type]
+                for c in mapper.primary_key
+            )
+            sql = f"SELECT {cols} FROM {table} WHERE {where}"
+            if for_update:
+                sql += " FOR UPDATE"
+            mapper.sql_cache[key] = sql
+        return sql
+
+    def _fetch_by_pk(self, mapper: Mapper, ident: Sequence[Any], for_update: Any = None) -> Any:
+        conn = self._connection_for(mapper)
+        cur = conn._cursor_execute(self._select_by_pk(mapper, for_update), list(ident))
+        return cur.fetchall()
+
+    def _retort_load(self, instance: Any, state: Any) -> None:
+        """Called by the core to load an object's unloaded attributes."""
+        self._check_usable()
+        mapper = object_mapper(instance)
+        if state.lifecycle == "deleted":
+            raise exc.ObjectDeletedError(
+                f"{instance!r} was deleted in this transaction; its attributes cannot be loaded"
+            )
+        self._autoflush()
+        rows = self._fetch_by_pk(mapper, mapper._core.primary_key_of(instance))
+        if not rows:
+            raise exc.ObjectDeletedError(
+                f"the row of {instance!r} no longer exists in the database, so its expired "
+                "attributes cannot be loaded"
+            )
+        self._core.load_rows(mapper._core, rows, 0, False)
+
+    def get(
+        self,
+        entity: type[_T],
+        ident: Any,
+        *,
+        populate_existing: bool = False,
+        with_for_update: Any = None,
+    ) -> _T | None:
+        """The object with this primary key, from the identity map or else the database."""
+        mapper = class_mapper(entity)
+        if isinstance(ident, Mapping):
+            try:
+                ident = tuple(ident[c.key] for c in mapper.primary_key)
+            except KeyError as e:
+                raise exc.InvalidRequestError(
+                    f"the dict passed to get() lacks primary key attribute {e.args[0]!r} of "
+                    f"{mapper.class_.__name__}"
+                ) from None
+        core = self._core
+        obj = core.get(mapper._core, ident)
+        if obj is False:
+            return None
+        if obj is not None and obj is not _NEEDS_LOAD:
+            if not populate_existing and with_for_update is None:
+                return obj  # type: ignore[no-any-return]
+        self._check_usable()
+        self._autoflush()
+        if not isinstance(ident, tuple | list):
+            ident = (ident,)
+        rows = self._fetch_by_pk(mapper, ident, with_for_update)
+        if not rows:
+            return None
+        refresh = populate_existing or with_for_update is not None
+        if refresh and obj is not None and obj is not _NEEDS_LOAD:
+            core.expire(obj)
+        return core.load_rows(mapper._core, rows, 0, False)[0]  # type: ignore[no-any-return]
+
+    def get_one(self, entity: type[_T], ident: Any, **kw: Any) -> _T:
+        obj = self.get(entity, ident, **kw)
+        if obj is None:
+            raise exc.NoResultFound(
+                f"no {getattr(entity, '__name__', entity)} row with primary key {ident!r}"
+            )
+        return obj
+
+    def refresh(
+        self,
+        instance: object,
+        attribute_names: Iterable[str] | None = None,
+        with_for_update: Any = None,
+    ) -> None:
+        """Reload an object's attributes (all, or the ones named) from the database now."""
+        self._check_usable()
+        names = list(attribute_names) if attribute_names is not None else None
+        self._core.expire(instance, names)
+        mapper = object_mapper(instance)
+        self._autoflush()
+        rows = self._fetch_by_pk(mapper, mapper._core.primary_key_of(instance), with_for_update)
+        if not rows:
+            raise exc.InvalidRequestError(
+                f"could not refresh {instance!r}: its row no longer exists in the database"
+            )
+        self._core.load_rows(mapper._core, rows, 0, False)
+
+    def expire(self, instance: object, attribute_names: Iterable[str] | None = None) -> None:
+        """Mark attributes (all by default) as expired: the next access reloads them."""
+        names = list(attribute_names) if attribute_names is not None else None
+        self._core.expire(instance, names)
+
+    def expire_all(self) -> None:
+        """Expire every persistent object (in constant time)."""
+        self._core.expire_all()
+
+    # -- statements -----------------------------------------------------------------------
+
+    def execute(
+        self,
+        statement: Any,
+        params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        execution_options: Mapping[str, Any] | None = None,
+    ) -> Result:
+        """Run a statement in the session's transaction; ORM entities come back as objects."""
+        self._check_usable()
+        if isinstance(statement, str):
+            raise exc.ArgumentError(
+                "Session.execute() takes a statement object; wrap raw SQL in text('...')"
+            )
+        self._autoflush()
+        compiled = compile_stmt(statement, params)
+        entities = [e for e in compiled.entities if e.mapper is not None]
+        conn = self._connection_for(entities[0].mapper if entities else None)
+        cur = conn._cursor_execute(compiled.sql, compiled.params)
+        if not entities:
+            return Result(cur, compiled.columns)
+        options = dict(getattr(statement, "_execution_options", None) or {})
+        options.update(execution_options or {})
+        populate = bool(options.get("populate_existing", False))
+        core = self._core
+        shapes = compiled.entities
+
+        def to_objects(rows: list[Any]) -> list[Any]:
+            columns: list[Any] = []
+            for shape in shapes:
+                if shape.mapper is not None:
+                    columns.append(
+                        core.load_rows(shape.mapper._core, rows, shape.start, populate, False)
+                    )
+                else:
+                    columns.append([r[shape.start] for r in rows])
+            return list(zip(*columns, strict=True))
+
+        keys = [
+            s.mapper.class_.__name__ if s.mapper is not None else compiled.columns[s.start].name
+            for s in shapes
+        ]
+        return Result(cur, compiled.columns, row_transform=to_objects, keys=keys)
+
+    def scalars(
+        self,
+        statement: Any,
+        params: Mapping[str, Any] | None = None,
+        *,
+        execution_options: Mapping[str, Any] | None = None,
+    ) -> ScalarResult:
+        """Run a statement and hand out the first column (objects for ``select(Model)``)."""
+        return self.execute(statement, params, execution_options=execution_options).scalars()
+
+    def scalar(
+        self,
+        statement: Any,
+        params: Mapping[str, Any] | None = None,
+        *,
+        execution_options: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The first column of the first row of a statement's result."""
+        return self.execute(statement, params, execution_options=execution_options).scalar()
+
+    def merge(self, instance: _T, *, load: bool = True) -> _T:
+        """Copy the state of `instance` onto the persistent object with its identity."""
+        mapper = object_mapper(instance)
+        ident = tuple(mapper._core.primary_key_of(instance))
+        target: Any = None
+        if all(v is not None for v in ident):
+            target = self.get(mapper.class_, ident) if load else None
+        if target is None:
+            target = mapper.class_.__new__(mapper.class_)
+            self.add(target)
+        for key in mapper.keys:
+            if key in instance.__dict__:
+                setattr(target, key, instance.__dict__[key])
+        return target  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<Session at {id(self):#x}>"
+
+
+class sessionmaker:
+    """A factory of Sessions with fixed settings: ``Session = sessionmaker(engine)``."""
+
+    def __init__(
+        self,
+        bind: Any = None,
+        *,
+        class_: type[Session] = Session,
+        autoflush: bool = True,
+        expire_on_commit: bool = True,
+        info: dict[Any, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        self.class_ = class_
+        self.kw: dict[str, Any] = {
+            "bind": bind,
+            "autoflush": autoflush,
+            "expire_on_commit": expire_on_commit,
+            "info": info,
+            **kw,
+        }
+
+    def __call__(self, **local_kw: Any) -> Session:
+        kw = dict(self.kw)
+        if kw.get("info") is not None and "info" in local_kw:
+            kw["info"] = {**kw["info"], **local_kw.pop("info")}
+        kw.update(local_kw)
+        return self.class_(**kw)
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        """A new session in a transaction: committed on success, rolled back on error,
+        closed either way."""
+        with self() as session, session.begin():
+            yield session
+
+    def configure(self, **kw: Any) -> None:
+        self.kw.update(kw)
+
+    def __repr__(self) -> str:
+        return f"sessionmaker(class_={self.class_.__name__}, {self.kw!r})"
+
+
+def object_session(instance: object) -> Session | None:
+    """The session an object belongs to, or None."""
+    object_mapper(instance)
+    state = instance.__dict__.get("_retort_state")
+    if state is None:
+        return None
+    session: Session | None = state.session
+    return session
+
+
+def close_all_sessions() -> None:
+    """Close every session still alive in this process."""
+    for s in list(_sessions):
+        s.close()
+
+
+def make_transient(instance: object) -> None:
+    """Turn an object back into a new (transient) one: no session, no identity."""
+    object_mapper(instance)
+    session = object_session(instance)
+    if session is not None:
+        session.expunge(instance)
+    instance.__dict__.pop("_retort_state", None)

@@ -1,0 +1,196 @@
+//! The column attribute descriptor installed on mapped classes.
+//!
+//! Values live in the instance `__dict__`. Reads return the stored value, loading unloaded
+//! attributes of persistent objects through the session. Writes keep the committed value on the
+//! first change of a persistent object and register it as dirty with its session; setting the
+//! committed value back removes the change again.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use crate::engine::snapshot::Committed;
+use crate::engine::state::Lifecycle;
+
+use super::errors::{busy, DetachedInstanceError};
+use super::interned::LOAD_HOOK;
+use super::state::{instance_dict, materialize_expiry, state_in, InstanceState};
+
+#[pyclass(frozen, subclass, module = "retort._core")]
+pub struct ColumnAttribute {
+    #[pyo3(get)]
+    key: Py<PyString>,
+    #[pyo3(get)]
+    index: u16,
+}
+
+/// Python equality for change detection: identity first, then `==`; a failing `==` counts
+/// as different.
+pub fn values_equal(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> bool {
+    if a.is(b) {
+        return true;
+    }
+    let same_kind = a.get_type().is(b.get_type())
+        || (a.is_instance_of::<pyo3::types::PyInt>() && b.is_instance_of::<pyo3::types::PyInt>());
+    if !same_kind {
+        // 1 == 1.0 in Python, but a column that goes from 1 to 1.0 changes what is written.
+        return false;
+    }
+    a.eq(b).unwrap_or(false)
+}
+
+/// Load the unloaded attributes of a persistent instance through its session.
+fn load_through_session(
+    instance: &Bound<'_, PyAny>,
+    state: &Bound<'_, InstanceState>,
+    key: &Bound<'_, PyString>,
+) -> PyResult<()> {
+    let py = instance.py();
+    let session = {
+        let inner = state.get().lock()?;
+        match inner.effective() {
+            Lifecycle::Persistent | Lifecycle::Deleted => inner.session().map(|s| s.owner(py)),
+            _ => None,
+        }
+    };
+    match session {
+        Some(s) if !s.is_none(py) => {
+            s.bind(py)
+                .call_method1(LOAD_HOOK.get(py), (instance, state))?;
+            Ok(())
+        }
+        _ => Err(DetachedInstanceError::new_err(format!(
+            "attribute '{key}' of {} is not loaded and the object is not bound to a Session, \
+             so it cannot be loaded; keep the session open while using the object, use \
+             expire_on_commit=False, or add the object to a session (session.add) first",
+            instance.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+impl ColumnAttribute {
+    fn get_value<'py>(&self, instance: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = instance.py();
+        let dict = instance_dict(instance)?;
+        let key = self.key.bind(py);
+        let state = state_in(&dict)?;
+        if let Some(st) = &state {
+            let mut inner = st.get().lock()?;
+            if inner.is_stale() {
+                materialize_expiry(&mut inner, &dict, st.get().mapper.get())?;
+            }
+        }
+        if let Some(v) = dict.get_item(key)? {
+            return Ok(v);
+        }
+        if let Some(st) = &state {
+            let needs_load = matches!(
+                st.get().lock()?.effective(),
+                Lifecycle::Persistent | Lifecycle::Deleted | Lifecycle::Detached
+            ) && st.get().lock()?.key.is_some();
+            if needs_load {
+                load_through_session(instance, st, key)?;
+                if let Some(v) = dict.get_item(key)? {
+                    return Ok(v);
+                }
+            }
+        }
+        Ok(py.None().into_bound(py))
+    }
+
+    pub fn set_value(
+        &self,
+        instance: &Bound<'_, PyAny>,
+        dict: &Bound<'_, PyDict>,
+        value: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = instance.py();
+        let key = self.key.bind(py);
+        let Some(st) = state_in(dict)? else {
+            return dict.set_item(key, value);
+        };
+        let state = st.get();
+        let (has_change, session) = {
+            let mut inner = state.lock()?;
+            if inner.key.is_none() {
+                // Transient or pending: nothing committed to compare with.
+                drop(inner);
+                return dict.set_item(key, value);
+            }
+            if inner.is_stale() {
+                materialize_expiry(&mut inner, dict, state.mapper.get())?;
+            }
+            let current = match dict.get_item(key)? {
+                Some(v) => Committed::Value(v.unbind()),
+                None => Committed::Unknown,
+            };
+            let any =
+                inner
+                    .committed
+                    .record_set(self.index, current, &value.clone().unbind(), |a, b| {
+                        values_equal(a.bind(py), b.bind(py))
+                    });
+            let session = match inner.effective() {
+                Lifecycle::Persistent => inner.session(),
+                _ => None,
+            };
+            (any, session)
+        };
+        dict.set_item(key, value)?;
+        if let Some(shared) = session {
+            let mut uow = shared.uow.try_lock().map_err(|_| busy("session"))?;
+            let ptr = instance.as_ptr() as usize;
+            if has_change {
+                if !uow.deleted.contains_key(&ptr) {
+                    uow.dirty
+                        .entry(ptr)
+                        .or_insert_with(|| (instance.clone().unbind(), st.clone().unbind()));
+                }
+            } else {
+                let removed = uow.dirty.shift_remove(&ptr);
+                drop(uow);
+                drop(removed);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl ColumnAttribute {
+    #[new]
+    #[pyo3(signature = (key, index, *_args, **_kwargs))]
+    fn new(
+        key: Bound<'_, PyString>,
+        index: u16,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Self {
+        ColumnAttribute {
+            key: key.unbind(),
+            index,
+        }
+    }
+
+    fn __get__<'py>(
+        slf: &Bound<'py, Self>,
+        instance: Option<&Bound<'py, PyAny>>,
+        _owner: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match instance {
+            None => Ok(slf.clone().into_any()),
+            Some(i) if i.is_none() => Ok(slf.clone().into_any()),
+            Some(i) => slf.get().get_value(i),
+        }
+    }
+
+    fn __set__(&self, instance: &Bound<'_, PyAny>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        let dict = instance_dict(instance)?;
+        self.set_value(instance, &dict, value)
+    }
+
+    fn __delete__(&self, instance: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = instance.py();
+        let dict = instance_dict(instance)?;
+        self.set_value(instance, &dict, py.None().into_bound(py))
+    }
+}

@@ -1,0 +1,191 @@
+//! A planned flush, handed to Python: ordered batches with their parameter rows.
+//!
+//! Planning only reads the session; nothing changes until `SessionCore.finish_flush` is given
+//! the plan back with the statement results, so a flush that fails in the database leaves the
+//! core exactly as it was.
+
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use pyo3::PyTraverseError;
+
+use crate::engine::plan::Op;
+
+use super::mapper::MapperCore;
+use super::state::InstanceState;
+
+pub type Held = (Py<PyAny>, Py<InstanceState>);
+
+/// One row of a batch.
+pub struct Row {
+    pub held: Held,
+    /// Parameter values: inserted columns (insert) or changed columns (update); empty for delete.
+    pub values: Vec<Py<PyAny>>,
+    /// Values the flush computed (defaults, NULLs) to store on the object once it succeeds.
+    pub writeback: Vec<(u16, Py<PyAny>)>,
+    /// Primary-key values that identify the row in the database (update, delete).
+    pub old_pk: Vec<Py<PyAny>>,
+}
+
+#[pyclass(frozen, module = "retort._core")]
+pub struct Batch {
+    pub op: Op,
+    pub mapper: Py<MapperCore>,
+    pub cols: Vec<u16>,
+    pub gen_key: Option<u16>,
+    pub fetch: Vec<u16>,
+    pub reason: Option<String>,
+    pub rows: Vec<Row>,
+    pub keys: Mutex<Option<Vec<Py<PyAny>>>>,
+}
+
+#[pymethods]
+impl Batch {
+    /// "insert", "update" or "delete".
+    #[getter]
+    fn op(&self) -> &'static str {
+        self.op.name()
+    }
+    #[getter]
+    fn mapper(&self, py: Python<'_>) -> Py<MapperCore> {
+        self.mapper.clone_ref(py)
+    }
+    /// Column indexes written: inserted (insert) or set (update).
+    #[getter]
+    fn cols(&self) -> Vec<u16> {
+        self.cols.clone()
+    }
+    /// The primary-key column the database must generate for these rows, if any.
+    #[getter]
+    fn gen_key(&self) -> Option<u16> {
+        self.gen_key
+    }
+    /// Columns left out of the INSERT whose server-side values must be fetched back.
+    #[getter]
+    fn fetch(&self) -> Vec<u16> {
+        self.fetch.clone()
+    }
+    #[getter]
+    fn pk(&self) -> Vec<u16> {
+        self.mapper.get().pk.clone()
+    }
+    #[getter]
+    fn n(&self) -> usize {
+        self.rows.len()
+    }
+    #[getter]
+    fn reason(&self) -> Option<String> {
+        self.reason.clone()
+    }
+    #[getter]
+    fn has_keys(&self) -> bool {
+        self.keys.lock().map(|k| k.is_some()).unwrap_or(false)
+    }
+
+    /// Provide pre-allocated primary keys for a batch with a generated key, one per row.
+    fn set_keys(&self, keys: Vec<Py<PyAny>>) -> PyResult<()> {
+        if self.gen_key.is_none() || keys.len() != self.rows.len() {
+            return Err(PyValueError::new_err(format!(
+                "set_keys: expected {} keys for a batch with a generated key",
+                self.rows.len()
+            )));
+        }
+        *self
+            .keys
+            .lock()
+            .map_err(|_| super::errors::busy("flush plan"))? = Some(keys);
+        Ok(())
+    }
+
+    /// Parameters in chunks of at most `max_rows` rows: a list of (row count, flat list).
+    ///
+    /// Row layout: insert = [pre-allocated key] + inserted values; update = set values +
+    /// old primary key; delete = old primary key.
+    fn chunks<'py>(
+        &self,
+        py: Python<'py>,
+        max_rows: usize,
+    ) -> PyResult<Vec<(usize, Bound<'py, PyList>)>> {
+        let max_rows = max_rows.max(1);
+        let keys = self
+            .keys
+            .lock()
+            .map_err(|_| super::errors::busy("flush plan"))?;
+        let mut out = Vec::with_capacity(self.rows.len().div_ceil(max_rows));
+        for (c, chunk) in self.rows.chunks(max_rows).enumerate() {
+            let list = PyList::empty(py);
+            for (j, row) in chunk.iter().enumerate() {
+                if let Some(keys) = keys.as_ref() {
+                    list.append(keys[c * max_rows + j].bind(py))?;
+                }
+                for v in &row.values {
+                    list.append(v.bind(py))?;
+                }
+                for v in &row.old_pk {
+                    list.append(v.bind(py))?;
+                }
+            }
+            out.push((chunk.len(), list));
+        }
+        Ok(out)
+    }
+
+    /// The first primary-key value of every row (for `DELETE ... WHERE pk = ANY(%s)`).
+    fn key_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.rows.iter().map(|r| r.old_pk[0].bind(py)))
+    }
+
+    /// The objects of the batch, in row order.
+    fn objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.rows.iter().map(|r| r.held.0.bind(py)))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.mapper)?;
+        for r in &self.rows {
+            visit.call(&r.held.0)?;
+            visit.call(&r.held.1)?;
+            for v in r.values.iter().chain(r.old_pk.iter()) {
+                visit.call(v)?;
+            }
+            for (_, v) in &r.writeback {
+                visit.call(v)?;
+            }
+        }
+        if let Ok(k) = self.keys.try_lock() {
+            for v in k.iter().flatten() {
+                visit.call(v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pyclass(frozen, module = "retort._core")]
+pub struct FlushPlan {
+    pub batches: Vec<Py<Batch>>,
+    /// Identity of the session core that made the plan.
+    pub core_id: usize,
+}
+
+#[pymethods]
+impl FlushPlan {
+    #[getter]
+    fn batches(&self, py: Python<'_>) -> Vec<Py<Batch>> {
+        self.batches.iter().map(|b| b.clone_ref(py)).collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for b in &self.batches {
+            visit.call(b)?;
+        }
+        Ok(())
+    }
+}

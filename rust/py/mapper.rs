@@ -1,0 +1,239 @@
+//! The core's view of a mapped class: its columns, keys, defaults and processors.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::PyTraverseError;
+
+use crate::engine::plan::MapperGraph;
+
+use super::state::{instance_dict, STATE_KEY};
+
+static NEXT_MAPPER_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Every mapper ever registered, with the foreign-key dependencies between them.
+pub static GRAPH: Mutex<MapperGraph> = Mutex::new(MapperGraph {
+    mappers: Vec::new(),
+    edges: Vec::new(),
+    edge_reasons: Vec::new(),
+});
+
+/// A Python-side default (`default=` / `onupdate=`): a value, or a callable to call per row.
+pub enum ColumnDefault {
+    Scalar(Py<PyAny>),
+    Callable(Py<PyAny>),
+}
+
+impl ColumnDefault {
+    pub fn value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self {
+            ColumnDefault::Scalar(v) => Ok(v.clone_ref(py)),
+            ColumnDefault::Callable(f) => f.call0(py),
+        }
+    }
+
+    fn from_py(v: Option<Bound<'_, PyAny>>) -> Option<ColumnDefault> {
+        let v = v?;
+        if v.is_none() {
+            return None;
+        }
+        Some(if v.is_callable() {
+            ColumnDefault::Callable(v.unbind())
+        } else {
+            ColumnDefault::Scalar(v.unbind())
+        })
+    }
+
+    fn obj(&self) -> &Py<PyAny> {
+        match self {
+            ColumnDefault::Scalar(v) | ColumnDefault::Callable(v) => v,
+        }
+    }
+}
+
+#[pyclass(frozen, module = "retort._core")]
+pub struct MapperCore {
+    #[pyo3(get)]
+    pub id: u32,
+    #[pyo3(get)]
+    pub class_: Py<PyType>,
+    pub name: String,
+    /// Column attribute names, in load order (the order of `mapper.columns`).
+    pub keys: Vec<Py<PyString>>,
+    /// Attribute name → column index.
+    pub key_index: Py<PyDict>,
+    /// Primary-key column indexes.
+    pub pk: Vec<u16>,
+    /// The single primary-key column the database generates, if any.
+    pub autoinc: Option<u16>,
+    pub defaults: Vec<Option<ColumnDefault>>,
+    pub onupdate: Vec<Option<ColumnDefault>>,
+    pub server_default: Vec<bool>,
+    pub bind: Vec<Option<Py<PyAny>>>,
+    pub result: Vec<Option<Py<PyAny>>>,
+    /// Names `__init__` accepts besides columns (relationships).
+    pub extra_init: Py<PyAny>,
+    /// The Python `Mapper` this core belongs to.
+    #[pyo3(get)]
+    pub owner: Py<PyAny>,
+    pub object_new: Py<PyAny>,
+}
+
+impl MapperCore {
+    pub fn ncols(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+#[pymethods]
+impl MapperCore {
+    #[new]
+    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, extra_init))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        class_: Py<PyType>,
+        owner: Py<PyAny>,
+        keys: Vec<Bound<'_, PyString>>,
+        pk: Vec<u16>,
+        autoinc: Option<u16>,
+        defaults: Vec<Option<Bound<'_, PyAny>>>,
+        onupdate: Vec<Option<Bound<'_, PyAny>>>,
+        server_default: Vec<bool>,
+        bind: Vec<Option<Py<PyAny>>>,
+        result: Vec<Option<Py<PyAny>>>,
+        extra_init: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let n = keys.len();
+        if [
+            defaults.len(),
+            onupdate.len(),
+            server_default.len(),
+            bind.len(),
+            result.len(),
+        ]
+        .iter()
+        .any(|l| *l != n)
+            || pk.iter().any(|i| *i as usize >= n)
+            || pk.is_empty()
+        {
+            return Err(PyTypeError::new_err(
+                "MapperCore: per-column lists must all have one entry per column and the \
+                 primary key must name at least one column",
+            ));
+        }
+        let key_index = PyDict::new(py);
+        for (i, k) in keys.iter().enumerate() {
+            key_index.set_item(k, i)?;
+        }
+        let id = NEXT_MAPPER_ID.fetch_add(1, Ordering::Relaxed);
+        GRAPH
+            .lock()
+            .map_err(|_| PyTypeError::new_err("mapper registry poisoned"))?
+            .mappers
+            .push(id);
+        let name = class_.bind(py).qualname()?.to_string();
+        let object_new = py
+            .import("builtins")?
+            .getattr("object")?
+            .getattr("__new__")?
+            .unbind();
+        Ok(MapperCore {
+            id,
+            class_,
+            name,
+            keys: keys.into_iter().map(|k| k.unbind()).collect(),
+            key_index: key_index.unbind(),
+            pk,
+            autoinc,
+            defaults: defaults.into_iter().map(ColumnDefault::from_py).collect(),
+            onupdate: onupdate.into_iter().map(ColumnDefault::from_py).collect(),
+            server_default,
+            bind,
+            result,
+            extra_init,
+            owner,
+            object_new,
+        })
+    }
+
+    /// Record that rows of `self` must be inserted after rows of `parent` (a foreign key).
+    fn add_dependency(&self, parent: &MapperCore, reason: String) -> PyResult<()> {
+        let mut g = GRAPH
+            .lock()
+            .map_err(|_| PyTypeError::new_err("mapper registry poisoned"))?;
+        if !g.edges.contains(&(parent.id, self.id)) {
+            g.edges.push((parent.id, self.id));
+            g.edge_reasons.push(reason);
+        }
+        Ok(())
+    }
+
+    /// The generated `__init__`: set each keyword argument, rejecting unknown names.
+    #[pyo3(signature = (instance, kwargs=None))]
+    fn init_instance(
+        &self,
+        instance: &Bound<'_, PyAny>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let Some(kwargs) = kwargs else { return Ok(()) };
+        let py = instance.py();
+        let dict = instance_dict(instance)?;
+        let tracked = dict.contains(STATE_KEY.get(py))?;
+        let key_index = self.key_index.bind(py);
+        for (k, v) in kwargs.iter() {
+            if key_index.contains(&k)? {
+                if tracked {
+                    instance.setattr(k.cast::<PyString>()?, v)?;
+                } else {
+                    dict.set_item(k, v)?;
+                }
+            } else if self.extra_init.bind(py).contains(&k)? {
+                instance.setattr(k.cast::<PyString>()?, v)?;
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "{k} is an invalid keyword argument for {}: it is not a mapped attribute \
+                     (mapped attributes: {})",
+                    self.name,
+                    self.keys
+                        .iter()
+                        .map(|k| k.bind(py).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Primary-key values of `instance` as a tuple, read from its attributes as set.
+    fn primary_key_of<'py>(&self, instance: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = instance.py();
+        let dict = instance_dict(instance)?;
+        let mut out = Vec::with_capacity(self.pk.len());
+        for &i in &self.pk {
+            out.push(
+                dict.get_item(self.keys[i as usize].bind(py))?
+                    .unwrap_or_else(|| py.None().into_bound(py)),
+            );
+        }
+        PyTuple::new(py, out)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.class_)?;
+        visit.call(&self.owner)?;
+        visit.call(&self.extra_init)?;
+        for d in self.defaults.iter().chain(self.onupdate.iter()).flatten() {
+            visit.call(d.obj())?;
+        }
+        for p in self.bind.iter().chain(self.result.iter()).flatten() {
+            visit.call(p)?;
+        }
+        Ok(())
+    }
+}

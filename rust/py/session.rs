@@ -1,0 +1,1074 @@
+//! The session core: identity map, the new/dirty/deleted sets, loading, flush planning and
+//! transaction bookkeeping. One Python call per batch (a page of rows, a flush, a commit).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use indexmap::IndexMap;
+use pyo3::exceptions::PyTypeError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyWeakrefMethods;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyWeakrefReference};
+use pyo3::PyTraverseError;
+
+use crate::engine::error::CoreError;
+use crate::engine::key::IdentityKey;
+use crate::engine::plan::{self, Change, ColSet, Op};
+use crate::engine::snapshot::Committed;
+use crate::engine::state::Lifecycle;
+
+use super::convert::{identity_key, key_value};
+use super::errors::{busy, InvalidRequestError};
+use super::flush::{Batch, FlushPlan, Held, Row};
+use super::mapper::{MapperCore, GRAPH};
+use super::state::{
+    ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, InstanceState,
+    StateInner, STATE_KEY,
+};
+
+type FastMap<K, V> = IndexMap<K, V, ahash::RandomState>;
+
+fn fast_map<K, V>() -> FastMap<K, V> {
+    IndexMap::with_hasher(ahash::RandomState::new())
+}
+
+/// Returned by `get()` for an object that is in the identity map but must be reloaded.
+pub static NEEDS_LOAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+pub struct Entry {
+    obj: Py<PyWeakrefReference>,
+    state: Py<InstanceState>,
+}
+
+#[derive(Default)]
+pub struct Uow {
+    pub identity: HashMap<IdentityKey, Entry, ahash::RandomState>,
+    pub new: FastMap<usize, Held>,
+    pub dirty: FastMap<usize, Held>,
+    pub deleted: FastMap<usize, Held>,
+    /// Identities made persistent by flushes of the current transaction.
+    pub tx_inserted: Vec<IdentityKey>,
+    /// Objects whose DELETE was flushed in the current transaction.
+    pub tx_deleted: Vec<Held>,
+    sweep_at: usize,
+}
+
+impl Uow {
+    fn live(&self, py: Python<'_>, key: &IdentityKey) -> Option<(Py<PyAny>, Py<InstanceState>)> {
+        let e = self.identity.get(key)?;
+        let obj = e.obj.bind(py).upgrade()?;
+        Some((obj.unbind(), e.state.clone_ref(py)))
+    }
+
+    /// Drop identity entries whose objects are gone, amortised over insertions.
+    fn maybe_sweep(&mut self, py: Python<'_>) {
+        if self.identity.len() < self.sweep_at.max(1024) {
+            return;
+        }
+        self.identity
+            .retain(|_, e| e.obj.bind(py).upgrade().is_some());
+        self.sweep_at = self.identity.len() * 2;
+    }
+
+    fn insert_identity(
+        &mut self,
+        py: Python<'_>,
+        key: IdentityKey,
+        obj: &Bound<'_, PyAny>,
+        state: Py<InstanceState>,
+    ) -> PyResult<()> {
+        let weak = PyWeakrefReference::new(obj)?.unbind();
+        self.identity.insert(key, Entry { obj: weak, state });
+        self.maybe_sweep(py);
+        Ok(())
+    }
+}
+
+pub struct Shared {
+    pub gen: Arc<AtomicU64>,
+    /// A weak reference to the Python Session.
+    owner: Py<PyAny>,
+    pub uow: Mutex<Uow>,
+}
+
+impl Shared {
+    pub fn owner(&self, py: Python<'_>) -> Py<PyAny> {
+        self.owner.call0(py).unwrap_or_else(|_| py.None())
+    }
+}
+
+#[pyclass(frozen, module = "retort._core")]
+pub struct SessionCore {
+    shared: Arc<Shared>,
+}
+
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<object>".into())
+}
+
+fn pk_values<'py>(
+    dict: &Bound<'py, PyDict>,
+    mapper: &MapperCore,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let py = dict.py();
+    mapper
+        .pk
+        .iter()
+        .map(|&i| {
+            Ok(dict
+                .get_item(mapper.keys[i as usize].bind(py))?
+                .unwrap_or_else(|| py.None().into_bound(py)))
+        })
+        .collect()
+}
+
+/// The value a primary-key column had in the database: its committed value if it was changed.
+fn db_pk_values(
+    py: Python<'_>,
+    dict: &Bound<'_, PyDict>,
+    inner: &StateInner,
+    mapper: &MapperCore,
+) -> PyResult<Vec<Py<PyAny>>> {
+    mapper
+        .pk
+        .iter()
+        .map(|&i| match inner.committed.get(i) {
+            Some(Committed::Value(v)) => Ok(v.clone_ref(py)),
+            _ => Ok(dict
+                .get_item(mapper.keys[i as usize].bind(py))?
+                .map(|v| v.unbind())
+                .unwrap_or_else(|| py.None())),
+        })
+        .collect()
+}
+
+fn bind_value(py: Python<'_>, mapper: &MapperCore, col: u16, v: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    match &mapper.bind[col as usize] {
+        Some(f) if !v.is_none(py) => f.call1(py, (v,)),
+        _ => Ok(v),
+    }
+}
+
+fn result_value<'py>(
+    mapper: &MapperCore,
+    col: usize,
+    v: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match &mapper.result[col] {
+        Some(f) if !v.is_none() => f.bind(v.py()).call1((v,)),
+        _ => Ok(v),
+    }
+}
+
+fn load_value<'py>(
+    mapper: &MapperCore,
+    col: usize,
+    v: Bound<'py, PyAny>,
+    process: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    if process {
+        result_value(mapper, col, v)
+    } else {
+        Ok(v)
+    }
+}
+
+impl SessionCore {
+    fn uow(&self) -> PyResult<MutexGuard<'_, Uow>> {
+        self.shared.uow.try_lock().map_err(|_| busy("session"))
+    }
+
+    fn ident_from<'py>(
+        &self,
+        mapper: &MapperCore,
+        ident: &Bound<'py, PyAny>,
+    ) -> PyResult<IdentityKey> {
+        let n = mapper.pk.len();
+        if let Ok(t) = ident.cast::<PyTuple>() {
+            if t.len() != n {
+                return Err(wrong_key_len(mapper, n, t.len()));
+            }
+            return identity_key(mapper.id, t.iter());
+        }
+        if let Ok(l) = ident.cast::<PyList>() {
+            if l.len() != n {
+                return Err(wrong_key_len(mapper, n, l.len()));
+            }
+            return identity_key(mapper.id, l.iter());
+        }
+        if n != 1 {
+            return Err(wrong_key_len(mapper, n, 1));
+        }
+        Ok(IdentityKey::new(mapper.id, [key_value(ident)?]))
+    }
+
+    /// Build the insert row of a pending object.
+    fn insert_row(
+        py: Python<'_>,
+        held: Held,
+        mapper: &MapperCore,
+    ) -> PyResult<(ColSet, Option<u16>, Vec<u16>, Row)> {
+        let dict = instance_dict(held.0.bind(py))?;
+        let mut cols = ColSet::new();
+        let mut values = Vec::with_capacity(mapper.ncols());
+        let mut writeback = Vec::new();
+        let mut gen_key = None;
+        let mut fetch = Vec::new();
+        for (i, key) in mapper.keys.iter().enumerate() {
+            let c = i as u16;
+            let v = match dict.get_item(key.bind(py))? {
+                Some(v) if !(v.is_none() && mapper.autoinc == Some(c)) => v.unbind(),
+                _ => {
+                    if let Some(d) = &mapper.defaults[i] {
+                        let v = d.value(py)?;
+                        writeback.push((c, v.clone_ref(py)));
+                        v
+                    } else if mapper.autoinc == Some(c) {
+                        gen_key = Some(c);
+                        continue;
+                    } else if mapper.server_default[i] {
+                        fetch.push(c);
+                        continue;
+                    } else {
+                        writeback.push((c, py.None()));
+                        py.None()
+                    }
+                }
+            };
+            cols.push(c);
+            values.push(bind_value(py, mapper, c, v)?);
+        }
+        let row = Row {
+            held,
+            values,
+            writeback,
+            old_pk: Vec::new(),
+        };
+        Ok((cols, gen_key, fetch, row))
+    }
+
+    fn update_row(
+        py: Python<'_>,
+        held: Held,
+        mapper: &MapperCore,
+    ) -> PyResult<Option<(ColSet, Row)>> {
+        let dict = instance_dict(held.0.bind(py))?;
+        let state = held.1.get();
+        let inner = state.lock()?;
+        let changed = inner.committed.changed_attrs();
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let mut cols: ColSet = changed.iter().copied().collect();
+        let mut writeback = Vec::new();
+        for (i, d) in mapper.onupdate.iter().enumerate() {
+            if let Some(d) = d {
+                if !cols.contains(&(i as u16)) {
+                    cols.push(i as u16);
+                    writeback.push((i as u16, d.value(py)?));
+                }
+            }
+        }
+        cols.sort_unstable();
+        let mut values = Vec::with_capacity(cols.len());
+        for &c in &cols {
+            let v = match writeback.iter().find(|(w, _)| *w == c) {
+                Some((_, v)) => v.clone_ref(py),
+                None => dict
+                    .get_item(mapper.keys[c as usize].bind(py))?
+                    .map(|v| v.unbind())
+                    .unwrap_or_else(|| py.None()),
+            };
+            values.push(bind_value(py, mapper, c, v)?);
+        }
+        let old_pk = db_pk_values(py, &dict, &inner, mapper)?;
+        drop(inner);
+        Ok(Some((
+            cols,
+            Row {
+                held,
+                values,
+                writeback,
+                old_pk,
+            },
+        )))
+    }
+
+    fn delete_row(py: Python<'_>, held: Held, mapper: &MapperCore) -> PyResult<Row> {
+        let dict = instance_dict(held.0.bind(py))?;
+        let inner = held.1.get().lock()?;
+        let old_pk = db_pk_values(py, &dict, &inner, mapper)?;
+        drop(inner);
+        Ok(Row {
+            held,
+            values: Vec::new(),
+            writeback: Vec::new(),
+            old_pk,
+        })
+    }
+}
+
+#[cold]
+fn wrong_key_len(mapper: &MapperCore, expected: usize, got: usize) -> PyErr {
+    InvalidRequestError::new_err(format!(
+        "{} has a primary key of {expected} column(s) but {got} value(s) were given; pass a \
+         scalar for a single-column key, or a tuple (in primary-key column order) or a dict \
+         keyed by attribute name for a composite key",
+        mapper.name
+    ))
+}
+
+fn key_from_dict(mapper: &MapperCore, dict: &Bound<'_, PyDict>) -> PyResult<IdentityKey> {
+    identity_key(mapper.id, pk_values(dict, mapper)?.into_iter())
+}
+
+#[pymethods]
+impl SessionCore {
+    #[new]
+    fn new(owner: Py<PyAny>) -> Self {
+        SessionCore {
+            shared: Arc::new(Shared {
+                gen: Arc::new(AtomicU64::new(1)),
+                owner,
+                uow: Mutex::new(Uow {
+                    identity: HashMap::with_hasher(ahash::RandomState::new()),
+                    new: fast_map(),
+                    dirty: fast_map(),
+                    deleted: fast_map(),
+                    tx_inserted: Vec::new(),
+                    tx_deleted: Vec::new(),
+                    sweep_at: 1024,
+                }),
+            }),
+        }
+    }
+
+    /// Add an object. Returns "pending" (transient → pending), "persistent" (detached →
+    /// persistent) or "" when it was already in this session.
+    fn add(&self, obj: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+        let py = obj.py();
+        let (dict, st) = ensure_state(obj)?;
+        let state = st.get();
+        let mut inner = state.lock()?;
+        match inner.effective() {
+            Lifecycle::Transient => {
+                inner.attach(&self.shared, Lifecycle::Pending);
+                inner.key = None;
+                drop(inner);
+                let mut uow = self.uow()?;
+                uow.new.insert(
+                    obj.as_ptr() as usize,
+                    (obj.clone().unbind(), st.clone().unbind()),
+                );
+                Ok("pending")
+            }
+            Lifecycle::Pending | Lifecycle::Persistent => {
+                if inner.in_session(&self.shared) {
+                    Ok("")
+                } else {
+                    Err(InvalidRequestError::new_err(format!(
+                        "{} is already attached to another Session; expunge it from that \
+                         session (or close it) first, or use session.merge() to copy its state \
+                         into this one",
+                        describe(obj)
+                    )))
+                }
+            }
+            Lifecycle::Deleted => Err(InvalidRequestError::new_err(format!(
+                "{} has been deleted in this transaction; use make_transient() to turn it \
+                 back into a new object before adding it again",
+                describe(obj)
+            ))),
+            Lifecycle::Detached => {
+                let mapper = state.mapper.get();
+                let key = inner.key.clone().ok_or_else(|| {
+                    InvalidRequestError::new_err("detached object without identity")
+                })?;
+                let mut uow = self.uow()?;
+                if let Some((other, _)) = uow.live(py, &key) {
+                    if !other.bind(py).is(obj) {
+                        return Err(InvalidRequestError::new_err(format!(
+                            "cannot attach {}: another instance with identity {} {} is \
+                             already present in this session; use session.merge() to copy \
+                             this object's state onto the instance the session holds",
+                            describe(obj),
+                            mapper.name,
+                            key
+                        )));
+                    }
+                }
+                if inner.is_stale() {
+                    materialize_expiry(&mut inner, &dict, mapper)?;
+                }
+                inner.attach(&self.shared, Lifecycle::Persistent);
+                let dirty = !inner.committed.is_empty();
+                drop(inner);
+                let ptr = obj.as_ptr() as usize;
+                uow.insert_identity(py, key, obj, st.clone().unbind())?;
+                if dirty {
+                    uow.dirty
+                        .insert(ptr, (obj.clone().unbind(), st.clone().unbind()));
+                }
+                Ok("persistent")
+            }
+        }
+    }
+
+    /// Mark a persistent object for deletion at the next flush.
+    fn delete(&self, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let dict = instance_dict(obj)?;
+        let st = match state_in(&dict)? {
+            Some(s) => s,
+            None => {
+                mapper_of(obj)?;
+                Lifecycle::Transient.check_delete(&describe(obj))?;
+                unreachable!("a transient object cannot be deleted")
+            }
+        };
+        let inner = st.get().lock()?;
+        let life = inner.effective();
+        if life == Lifecycle::Persistent && !inner.in_session(&self.shared) {
+            return Err(InvalidRequestError::new_err(format!(
+                "{} belongs to another Session; delete it through that session",
+                describe(obj)
+            )));
+        }
+        life.check_delete(&describe(obj))?;
+        drop(inner);
+        let mut uow = self.uow()?;
+        let ptr = obj.as_ptr() as usize;
+        if uow.deleted.contains_key(&ptr) {
+            return Ok(false);
+        }
+        let held = uow.dirty.shift_remove(&ptr);
+        uow.deleted.insert(ptr, (obj.clone().unbind(), st.unbind()));
+        drop(uow);
+        drop(held);
+        Ok(true)
+    }
+
+    /// Remove an object from the session: pending → transient, persistent → detached.
+    fn expunge(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = obj.py();
+        let dict = instance_dict(obj)?;
+        let st = state_in(&dict)?;
+        let st = match st {
+            Some(s) if s.get().lock()?.in_session(&self.shared) => s,
+            _ => {
+                mapper_of(obj)?;
+                return Err(InvalidRequestError::new_err(format!(
+                    "{} is not present in this Session, so it cannot be expunged",
+                    describe(obj)
+                )));
+            }
+        };
+        let mut inner = st.get().lock()?;
+        let ptr = obj.as_ptr() as usize;
+        let mut uow = self.uow()?;
+        let a = uow.new.shift_remove(&ptr);
+        let b = uow.dirty.shift_remove(&ptr);
+        let c = uow.deleted.shift_remove(&ptr);
+        if let Some(key) = inner.key.clone() {
+            if let Some((o, _)) = uow.live(py, &key) {
+                if o.bind(py).is(obj) {
+                    uow.identity.remove(&key);
+                }
+            }
+        }
+        inner.detach();
+        drop(uow);
+        drop(inner);
+        drop((a, b, c));
+        Ok(())
+    }
+
+    /// Look an identity up. Returns the object, None when absent, False when marked for
+    /// deletion, or NEEDS_LOAD
+    /// when the object is present but expired and must be refreshed.
+    fn get<'py>(
+        &self,
+        mapper: &Bound<'py, MapperCore>,
+        ident: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = mapper.py();
+        let key = self.ident_from(mapper.get(), ident)?;
+        let uow = self.uow()?;
+        let Some((obj, st)) = uow.live(py, &key) else {
+            return Ok(py.None().into_bound(py));
+        };
+        if uow.deleted.contains_key(&(obj.as_ptr() as usize)) {
+            return Ok(pyo3::types::PyBool::new(py, false).to_owned().into_any());
+        }
+        drop(uow);
+        if st.get().lock()?.is_stale() {
+            return Ok(NEEDS_LOAD
+                .get(py)
+                .expect("module initialised")
+                .bind(py)
+                .clone());
+        }
+        Ok(obj.into_bound(py))
+    }
+
+    /// The identity key of `ident` for `mapper`, validated (raises on a wrong shape).
+    fn check_ident(
+        &self,
+        mapper: &Bound<'_, MapperCore>,
+        ident: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.ident_from(mapper.get(), ident).map(|_| ())
+    }
+
+    /// Turn a page of result rows into instances: `ncols` columns from `offset` of each row
+    /// belong to `mapper`. Objects already in the identity map are returned as they are
+    /// (unloaded attributes are filled in) unless `populate_existing`. With `process`, the
+    /// columns' result processors are applied (skip it when the rows were processed already).
+    #[pyo3(signature = (mapper, rows, offset, populate_existing, process=true))]
+    fn load_rows<'py>(
+        &self,
+        mapper: &Bound<'py, MapperCore>,
+        rows: &Bound<'py, PyList>,
+        offset: usize,
+        populate_existing: bool,
+        process: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = mapper.py();
+        let m = mapper.get();
+        let n = m.ncols();
+        let out = PyList::empty(py);
+        let state_key = STATE_KEY.get(py);
+        let cls = m.class_.bind(py);
+        let object_new = m.object_new.bind(py);
+        let mut uow = self.uow()?;
+        let gen = self.shared.gen.load(Ordering::Acquire);
+        for row in rows.iter() {
+            let row = row.cast_into::<PyTuple>()?;
+            if row.len() < offset + n {
+                return Err(PyTypeError::new_err(
+                    "load_rows: row is shorter than the mapper's columns",
+                ));
+            }
+            let key = identity_key(
+                m.id,
+                m.pk.iter()
+                    .map(|&i| row.get_item(offset + i as usize).expect("checked length")),
+            )?;
+            if let Some((obj, st)) = uow.live(py, &key) {
+                let obj = obj.into_bound(py);
+                let dict = instance_dict(&obj)?;
+                let mut inner = st.get().lock()?;
+                if inner.is_stale() {
+                    materialize_expiry(&mut inner, &dict, m)?;
+                }
+                for (i, k) in m.keys.iter().enumerate() {
+                    let k = k.bind(py);
+                    let fill = if populate_existing {
+                        !inner.committed.contains(i as u16)
+                    } else {
+                        !dict.contains(k)?
+                    };
+                    if fill {
+                        dict.set_item(k, load_value(m, i, row.get_item(offset + i)?, process)?)?;
+                    }
+                }
+                drop(inner);
+                out.append(obj)?;
+                continue;
+            }
+            let obj = object_new.call1((cls,))?;
+            let dict = instance_dict(&obj)?;
+            for (i, k) in m.keys.iter().enumerate() {
+                dict.set_item(
+                    k.bind(py),
+                    load_value(m, i, row.get_item(offset + i)?, process)?,
+                )?;
+            }
+            let state = InstanceState::new_transient(mapper.clone().unbind());
+            {
+                let mut inner = state.lock()?;
+                inner.attach(&self.shared, Lifecycle::Persistent);
+                inner.gen = gen;
+                inner.key = Some(key.clone());
+            }
+            let state = Bound::new(py, state)?;
+            dict.set_item(state_key, &state)?;
+            uow.insert_identity(py, key, &obj, state.unbind())?;
+            out.append(obj)?;
+        }
+        Ok(out)
+    }
+
+    /// Whether anything waits to be flushed.
+    fn has_changes(&self) -> PyResult<bool> {
+        let uow = self.uow()?;
+        Ok(!(uow.new.is_empty() && uow.dirty.is_empty() && uow.deleted.is_empty()))
+    }
+
+    /// Plan a flush without changing anything.
+    fn plan(&self, py: Python<'_>) -> PyResult<FlushPlan> {
+        let (new, dirty, deleted): (Vec<Held>, Vec<Held>, Vec<Held>) = {
+            let uow = self.uow()?;
+            let clone = |m: &FastMap<usize, Held>| -> Vec<Held> {
+                m.values()
+                    .map(|(o, s)| (o.clone_ref(py), s.clone_ref(py)))
+                    .collect()
+            };
+            (clone(&uow.new), clone(&uow.dirty), clone(&uow.deleted))
+        };
+        let mut changes = Vec::with_capacity(new.len() + dirty.len() + deleted.len());
+        let mut rows: Vec<Option<Row>> = Vec::with_capacity(changes.capacity());
+        let mut extra: Vec<(Option<u16>, Vec<u16>)> = Vec::with_capacity(changes.capacity());
+        let mut mappers: HashMap<u32, Py<MapperCore>> = HashMap::new();
+        let mut push = |mapper: &Py<MapperCore>, op: Op, cols: ColSet, row: Row, x| {
+            let id = mapper.get().id;
+            mappers.entry(id).or_insert_with(|| mapper.clone_ref(py));
+            changes.push(Change {
+                mapper: id,
+                op,
+                cols,
+                item: rows.len(),
+            });
+            rows.push(Some(row));
+            extra.push(x);
+        };
+        for held in new {
+            let mapper = held.1.get().mapper.clone_ref(py);
+            let (cols, gen_key, fetch, row) = Self::insert_row(py, held, mapper.get())?;
+            push(&mapper, Op::Insert, cols, row, (gen_key, fetch));
+        }
+        for held in dirty {
+            let mapper = held.1.get().mapper.clone_ref(py);
+            if let Some((cols, row)) = Self::update_row(py, held, mapper.get())? {
+                push(&mapper, Op::Update, cols, row, (None, Vec::new()));
+            }
+        }
+        for held in deleted {
+            let mapper = held.1.get().mapper.clone_ref(py);
+            let row = Self::delete_row(py, held, mapper.get())?;
+            let pk: ColSet = mapper.get().pk.iter().copied().collect();
+            push(&mapper, Op::Delete, pk, row, (None, Vec::new()));
+        }
+        let graph = GRAPH.lock().map_err(|_| busy("mapper registry"))?.clone();
+        let steps = plan::plan(&changes, &graph).map_err(PyErr::from)?;
+        let mut batches = Vec::with_capacity(steps.len());
+        for step in steps {
+            let (gen_key, fetch) = extra[step.items[0]].clone();
+            let batch_rows: Vec<Row> = step
+                .items
+                .iter()
+                .map(|&i| rows[i].take().expect("each row is planned once"))
+                .collect();
+            batches.push(Py::new(
+                py,
+                Batch {
+                    op: step.op,
+                    mapper: mappers[&step.mapper].clone_ref(py),
+                    cols: step.cols.to_vec(),
+                    gen_key,
+                    fetch,
+                    reason: step.reason,
+                    rows: batch_rows,
+                    keys: Mutex::new(None),
+                },
+            )?);
+        }
+        Ok(FlushPlan {
+            batches,
+            core_id: Arc::as_ptr(&self.shared) as usize,
+        })
+    }
+
+    /// Apply a flush whose statements all succeeded: `results[i]` holds the rows returned by
+    /// batch i (primary key then fetched columns), or None.
+    fn finish_flush(&self, plan: &FlushPlan, results: &Bound<'_, PyList>) -> PyResult<()> {
+        let py = results.py();
+        if plan.core_id != Arc::as_ptr(&self.shared) as usize {
+            return Err(InvalidRequestError::new_err(
+                "this flush plan belongs to another session",
+            ));
+        }
+        let mut uow = self.uow()?;
+        let gen = self.shared.gen.load(Ordering::Acquire);
+        for (bi, batch) in plan.batches.iter().enumerate() {
+            let batch = batch.get();
+            let m = batch.mapper.get();
+            let returned = results.get_item(bi)?;
+            let returned: Option<Bound<'_, PyList>> = if returned.is_none() {
+                None
+            } else {
+                Some(returned.cast_into::<PyList>()?)
+            };
+            match batch.op {
+                Op::Insert => {
+                    let keys = batch.keys.lock().map_err(|_| busy("flush plan"))?;
+                    // Returned rows start with the primary key: index them by identity unless
+                    // there is a single row.
+                    let mut by_key: HashMap<IdentityKey, usize> = HashMap::new();
+                    if let Some(r) = &returned {
+                        if batch.rows.len() > 1 {
+                            for (j, row) in r.iter().enumerate() {
+                                let row = row.cast_into::<PyTuple>()?;
+                                let k = identity_key(
+                                    m.id,
+                                    (0..m.pk.len()).map(|p| row.get_item(p).expect("pk column")),
+                                )?;
+                                by_key.insert(k, j);
+                            }
+                        }
+                    }
+                    for (j, row) in batch.rows.iter().enumerate() {
+                        let obj = row.held.0.bind(py);
+                        let dict = instance_dict(obj)?;
+                        for (c, v) in &row.writeback {
+                            dict.set_item(m.keys[*c as usize].bind(py), v.bind(py))?;
+                        }
+                        if let (Some(g), Some(keys)) = (batch.gen_key, keys.as_ref()) {
+                            dict.set_item(m.keys[g as usize].bind(py), keys[j].bind(py))?;
+                        }
+                        if let Some(r) = &returned {
+                            let idx = if batch.rows.len() == 1 {
+                                Some(0)
+                            } else {
+                                by_key.get(&key_from_dict(m, &dict)?).copied()
+                            };
+                            let idx = idx.ok_or_else(|| {
+                                CoreError::Flush(format!(
+                                    "the database returned no row for an inserted {} object",
+                                    m.name
+                                ))
+                            })?;
+                            let rrow = r.get_item(idx)?.cast_into::<PyTuple>()?;
+                            let npk = m.pk.len();
+                            if batch.gen_key.is_some() && keys.is_none() {
+                                for (p, &c) in m.pk.iter().enumerate() {
+                                    dict.set_item(m.keys[c as usize].bind(py), rrow.get_item(p)?)?;
+                                }
+                            }
+                            for (f, &c) in batch.fetch.iter().enumerate() {
+                                let v = result_value(m, c as usize, rrow.get_item(npk + f)?)?;
+                                dict.set_item(m.keys[c as usize].bind(py), v)?;
+                            }
+                        }
+                        let key = key_from_dict(m, &dict)?;
+                        {
+                            let mut inner = row.held.1.get().lock()?;
+                            inner.lifecycle = Lifecycle::Persistent;
+                            inner.gen = gen;
+                            inner.key = Some(key.clone());
+                            drop(inner.committed.clear());
+                        }
+                        uow.new.shift_remove(&(obj.as_ptr() as usize));
+                        uow.insert_identity(py, key.clone(), obj, row.held.1.clone_ref(py))?;
+                        uow.tx_inserted.push(key);
+                    }
+                }
+                Op::Update => {
+                    for row in &batch.rows {
+                        let obj = row.held.0.bind(py);
+                        let dict = instance_dict(obj)?;
+                        for (c, v) in &row.writeback {
+                            dict.set_item(m.keys[*c as usize].bind(py), v.bind(py))?;
+                        }
+                        let new_key = key_from_dict(m, &dict)?;
+                        let old_key = {
+                            let mut inner = row.held.1.get().lock()?;
+                            drop(inner.committed.clear());
+                            inner.key.replace(new_key.clone())
+                        };
+                        if old_key.as_ref() != Some(&new_key) {
+                            if let Some(k) = old_key {
+                                uow.identity.remove(&k);
+                            }
+                            uow.insert_identity(py, new_key, obj, row.held.1.clone_ref(py))?;
+                        }
+                        uow.dirty.shift_remove(&(obj.as_ptr() as usize));
+                    }
+                }
+                Op::Delete => {
+                    for row in &batch.rows {
+                        let obj = row.held.0.bind(py);
+                        let key = {
+                            let mut inner = row.held.1.get().lock()?;
+                            inner.lifecycle = Lifecycle::Deleted;
+                            inner.was_deleted = true;
+                            inner.key.clone()
+                        };
+                        if let Some(k) = key {
+                            uow.identity.remove(&k);
+                        }
+                        uow.deleted.shift_remove(&(obj.as_ptr() as usize));
+                        uow.tx_deleted
+                            .push((obj.clone().unbind(), row.held.1.clone_ref(py)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End the transaction successfully: deleted objects become detached; with `expire`, every
+    /// loaded object is expired (lazily: O(1)).
+    fn commit(&self, expire: bool) -> PyResult<()> {
+        let (deleted, _) = {
+            let mut uow = self.uow()?;
+            let deleted = std::mem::take(&mut uow.tx_deleted);
+            let inserted = std::mem::take(&mut uow.tx_inserted);
+            (deleted, inserted)
+        };
+        for (_, st) in &deleted {
+            st.get().lock()?.detach();
+        }
+        if expire {
+            self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Undo the transaction's bookkeeping: pending and inserted objects become transient,
+    /// deleted ones persistent again, changes are discarded and everything is expired.
+    fn rollback(&self, py: Python<'_>) -> PyResult<()> {
+        let mut uow = self.uow()?;
+        let new = std::mem::replace(&mut uow.new, fast_map());
+        let dirty = std::mem::replace(&mut uow.dirty, fast_map());
+        let deleted = std::mem::replace(&mut uow.deleted, fast_map());
+        let inserted = std::mem::take(&mut uow.tx_inserted);
+        let tx_deleted = std::mem::take(&mut uow.tx_deleted);
+        let mut transient = Vec::new();
+        for key in inserted {
+            if let Some((obj, st)) = uow.live(py, &key) {
+                uow.identity.remove(&key);
+                transient.push((obj, st));
+            } else {
+                uow.identity.remove(&key);
+            }
+        }
+        for (obj, st) in &tx_deleted {
+            let key = {
+                let mut inner = st.get().lock()?;
+                inner.lifecycle = Lifecycle::Persistent;
+                inner.was_deleted = false;
+                inner.key.clone()
+            };
+            if let Some(k) = key {
+                uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
+            }
+        }
+        drop(uow);
+        for (_, st) in new.values().chain(transient.iter()) {
+            let mut inner = st.get().lock()?;
+            inner.lifecycle = Lifecycle::Transient;
+            inner.session = None;
+            inner.gen_ref = None;
+            inner.key = None;
+            drop(inner.committed.clear());
+        }
+        for (_, st) in dirty.values() {
+            drop(st.get().lock()?.committed.clear());
+        }
+        drop((new, dirty, deleted, tx_deleted, transient));
+        self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Expire every loaded object (O(1)) and discard unflushed changes of persistent objects.
+    fn expire_all(&self) -> PyResult<()> {
+        let dirty = std::mem::replace(&mut self.uow()?.dirty, fast_map());
+        for (_, st) in dirty.values() {
+            drop(st.get().lock()?.committed.clear());
+        }
+        self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Expire some (or all) column attributes of one persistent object of this session.
+    #[pyo3(signature = (obj, names=None))]
+    fn expire(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        names: Option<Vec<Bound<'_, PyString>>>,
+    ) -> PyResult<()> {
+        let py = obj.py();
+        let dict = instance_dict(obj)?;
+        let st = self.persistent_state(obj, &dict, "expire")?;
+        let m = st.get().mapper.get();
+        let mut inner = st.get().lock()?;
+        materialize_expiry(&mut inner, &dict, m)?;
+        let key_index = m.key_index.bind(py);
+        let indexes: Vec<usize> = match &names {
+            None => (0..m.ncols())
+                .filter(|i| !m.pk.contains(&(*i as u16)))
+                .collect(),
+            Some(ns) => {
+                let mut v = Vec::new();
+                for n in ns {
+                    match key_index.get_item(n)? {
+                        Some(i) => v.push(i.extract::<usize>()?),
+                        None => {
+                            return Err(InvalidRequestError::new_err(format!(
+                                "{} has no column attribute {n}",
+                                m.name
+                            )))
+                        }
+                    }
+                }
+                v
+            }
+        };
+        let mut dropped = Vec::new();
+        let mut kept = crate::engine::snapshot::Snapshot::default();
+        for (a, c) in inner.committed.clear() {
+            if indexes.contains(&(a as usize)) {
+                dropped.push(c);
+            } else {
+                kept.record_set(a, c, &py.None(), |_, _| false);
+            }
+        }
+        // record_set with an always-different comparison keeps each entry as it was.
+        inner.committed = kept;
+        let clean = inner.committed.is_empty();
+        for i in &indexes {
+            let k = m.keys[*i].bind(py);
+            if dict.contains(k)? {
+                dict.del_item(k)?;
+            }
+        }
+        drop(inner);
+        if clean {
+            let removed = self.uow()?.dirty.shift_remove(&(obj.as_ptr() as usize));
+            drop(removed);
+        }
+        drop(dropped);
+        Ok(())
+    }
+
+    /// Whether a persistent or pending object has net changes.
+    fn is_modified(&self, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let dict = instance_dict(obj)?;
+        let Some(st) = state_in(&dict)? else {
+            mapper_of(obj)?;
+            return Ok(false);
+        };
+        let inner = st.get().lock()?;
+        Ok(inner.effective() == Lifecycle::Pending || !inner.committed.is_empty())
+    }
+
+    fn contains(&self, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let dict = instance_dict(obj)?;
+        let Some(st) = state_in(&dict)? else {
+            mapper_of(obj)?;
+            return Ok(false);
+        };
+        let inner = st.get().lock()?;
+        Ok(inner.in_session(&self.shared)
+            && matches!(
+                inner.effective(),
+                Lifecycle::Pending | Lifecycle::Persistent
+            ))
+    }
+
+    fn new_objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.uow()?.new.values().map(|h| h.0.clone_ref(py)))
+    }
+
+    fn dirty_objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.uow()?.dirty.values().map(|h| h.0.clone_ref(py)))
+    }
+
+    fn deleted_objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.uow()?.deleted.values().map(|h| h.0.clone_ref(py)))
+    }
+
+    /// Live persistent objects of the identity map.
+    fn identity_objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let uow = self.uow()?;
+        let objs: Vec<Bound<'py, PyAny>> = uow
+            .identity
+            .values()
+            .filter_map(|e| e.obj.bind(py).upgrade())
+            .collect();
+        PyList::new(py, objs)
+    }
+
+    /// The live object with this identity, or None.
+    fn identity_lookup<'py>(
+        &self,
+        mapper: &Bound<'py, MapperCore>,
+        ident: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = mapper.py();
+        let key = self.ident_from(mapper.get(), ident)?;
+        Ok(match self.uow()?.live(py, &key) {
+            Some((o, _)) => o.into_bound(py),
+            None => py.None().into_bound(py),
+        })
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        let uow = self.uow()?;
+        Ok(uow.new.len()
+            + uow
+                .identity
+                .values()
+                .filter(|e| e.obj.bind(py).upgrade().is_some())
+                .count())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.shared.owner)?;
+        let Ok(uow) = self.shared.uow.try_lock() else {
+            return Ok(());
+        };
+        for e in uow.identity.values() {
+            visit.call(&e.obj)?;
+            visit.call(&e.state)?;
+        }
+        for (o, s) in uow
+            .new
+            .values()
+            .chain(uow.dirty.values())
+            .chain(uow.deleted.values())
+            .chain(uow.tx_deleted.iter())
+        {
+            visit.call(o)?;
+            visit.call(s)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let taken = match self.shared.uow.try_lock() {
+            Ok(mut uow) => std::mem::take(&mut *uow),
+            Err(_) => return,
+        };
+        drop(taken);
+    }
+}
+
+impl SessionCore {
+    fn persistent_state<'py>(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        dict: &Bound<'py, PyDict>,
+        what: &str,
+    ) -> PyResult<Bound<'py, InstanceState>> {
+        if let Some(st) = state_in(dict)? {
+            let inner = st.get().lock()?;
+            if inner.in_session(&self.shared) && inner.effective() == Lifecycle::Persistent {
+                drop(inner);
+                return Ok(st);
+            }
+        } else {
+            mapper_of(obj)?;
+        }
+        Err(InvalidRequestError::new_err(format!(
+            "cannot {what} {}: it is not persistent within this Session (add it and flush, or \
+             load it through this session, first)",
+            describe(obj)
+        )))
+    }
+}

@@ -1,0 +1,293 @@
+//! Per-object state: lifecycle, identity, committed snapshot and the link to a session.
+//!
+//! An `InstanceState` lives in its instance's `__dict__`. It links to its session weakly (a
+//! Rust `Weak`), so closing or dropping a session detaches every object at once without
+//! visiting them. Expiry after commit is lazy: the session bumps a generation counter and
+//! each state notices on its next use that it is older than its session's generation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use pyo3::exceptions::PyAttributeError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::PyTraverseError;
+
+use crate::engine::key::IdentityKey;
+use crate::engine::snapshot::{Committed, Snapshot};
+use crate::engine::state::Lifecycle;
+
+use super::errors::{busy, UnmappedInstanceError};
+use super::interned::MAPPER_CORE;
+pub use super::interned::STATE_KEY;
+use super::mapper::MapperCore;
+use super::session::Shared;
+
+pub struct StateInner {
+    pub lifecycle: Lifecycle,
+    pub session: Option<Weak<Shared>>,
+    pub gen_ref: Option<Arc<AtomicU64>>,
+    pub gen: u64,
+    pub key: Option<IdentityKey>,
+    pub committed: Snapshot<Py<PyAny>>,
+    pub was_deleted: bool,
+}
+
+impl StateInner {
+    pub fn session(&self) -> Option<Arc<Shared>> {
+        self.session.as_ref().and_then(Weak::upgrade)
+    }
+
+    /// The lifecycle as a user sees it: a state whose session is gone is transient or detached.
+    pub fn effective(&self) -> Lifecycle {
+        match self.lifecycle {
+            Lifecycle::Pending | Lifecycle::Persistent | Lifecycle::Deleted => {
+                if self.session().is_some() {
+                    self.lifecycle
+                } else {
+                    self.lifecycle.without_session()
+                }
+            }
+            other => other,
+        }
+    }
+
+    pub fn in_session(&self, shared: &Arc<Shared>) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(shared)))
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.gen_ref
+            .as_ref()
+            .is_some_and(|g| self.gen < g.load(Ordering::Acquire))
+    }
+
+    pub fn attach(&mut self, shared: &Arc<Shared>, lifecycle: Lifecycle) {
+        self.session = Some(Arc::downgrade(shared));
+        self.gen_ref = Some(shared.gen.clone());
+        self.gen = shared.gen.load(Ordering::Acquire);
+        self.lifecycle = lifecycle;
+    }
+
+    pub fn detach(&mut self) {
+        self.lifecycle = self.lifecycle.without_session();
+        if self.lifecycle == Lifecycle::Transient {
+            self.key = None;
+        }
+        self.session = None;
+    }
+}
+
+#[pyclass(frozen, module = "retort._core")]
+pub struct InstanceState {
+    pub mapper: Py<MapperCore>,
+    pub inner: Mutex<StateInner>,
+}
+
+impl InstanceState {
+    pub fn lock(&self) -> PyResult<MutexGuard<'_, StateInner>> {
+        self.inner.try_lock().map_err(|_| busy("object"))
+    }
+
+    pub fn new_transient(mapper: Py<MapperCore>) -> Self {
+        InstanceState {
+            mapper,
+            inner: Mutex::new(StateInner {
+                lifecycle: Lifecycle::Transient,
+                session: None,
+                gen_ref: None,
+                gen: 0,
+                key: None,
+                committed: Snapshot::default(),
+                was_deleted: false,
+            }),
+        }
+    }
+}
+
+/// Apply a pending lazy expiry: drop loaded column values (the primary key stays, it is the
+/// identity) so the next access reloads them.
+pub fn materialize_expiry(
+    inner: &mut StateInner,
+    dict: &Bound<'_, PyDict>,
+    mapper: &MapperCore,
+) -> PyResult<()> {
+    let Some(g) = &inner.gen_ref else {
+        return Ok(());
+    };
+    let current = g.load(Ordering::Acquire);
+    if inner.gen >= current {
+        return Ok(());
+    }
+    let py = dict.py();
+    for (i, k) in mapper.keys.iter().enumerate() {
+        if mapper.pk.contains(&(i as u16)) {
+            continue;
+        }
+        let k = k.bind(py);
+        if dict.contains(k)? {
+            dict.del_item(k)?;
+        }
+    }
+    inner.gen = current;
+    drop(inner.committed.clear());
+    Ok(())
+}
+
+/// The `__dict__` of an instance.
+pub fn instance_dict<'py>(instance: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    let py = instance.py();
+    // Safety: PyObject_GenericGetDict returns a new reference to the instance dict (creating
+    // it if needed) or NULL with an exception set; from_owned_ptr_or_err handles both.
+    let dict = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyObject_GenericGetDict(instance.as_ptr(), std::ptr::null_mut()),
+        )?
+    };
+    dict.cast_into::<PyDict>()
+        .map_err(|_| PyAttributeError::new_err("retort: instance __dict__ is not a dict"))
+}
+
+/// The state of an instance, if it has one.
+pub fn state_in<'py>(dict: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, InstanceState>>> {
+    match dict.get_item(STATE_KEY.get(dict.py()))? {
+        Some(s) => Ok(Some(s.cast_into::<InstanceState>().map_err(|_| {
+            PyAttributeError::new_err("retort: _retort_state of an instance was replaced")
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The mapper of an instance's class, or UnmappedInstanceError.
+pub fn mapper_of<'py>(instance: &Bound<'py, PyAny>) -> PyResult<Bound<'py, MapperCore>> {
+    let py = instance.py();
+    let ty = instance.get_type();
+    match ty.getattr(MAPPER_CORE.get(py)) {
+        Ok(m) => m.cast_into::<MapperCore>().map_err(|_| unmapped(instance)),
+        Err(_) => Err(unmapped(instance)),
+    }
+}
+
+#[cold]
+fn unmapped(instance: &Bound<'_, PyAny>) -> PyErr {
+    let name = instance
+        .get_type()
+        .qualname()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    UnmappedInstanceError::new_err(format!(
+        "Class '{name}' is not mapped: only instances of classes declared on a DeclarativeBase \
+         subclass (with __tablename__) can be added to a Session"
+    ))
+}
+
+/// The state of an instance, created (transient) if it has none yet.
+pub fn ensure_state<'py>(
+    instance: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, InstanceState>)> {
+    let dict = instance_dict(instance)?;
+    if let Some(s) = state_in(&dict)? {
+        return Ok((dict, s));
+    }
+    let mapper = mapper_of(instance)?;
+    let state = Bound::new(instance.py(), InstanceState::new_transient(mapper.unbind()))?;
+    dict.set_item(STATE_KEY.get(instance.py()), &state)?;
+    Ok((dict, state))
+}
+
+#[pymethods]
+impl InstanceState {
+    /// "transient", "pending", "persistent", "deleted" or "detached".
+    #[getter]
+    fn lifecycle(&self) -> PyResult<&'static str> {
+        Ok(self.lock()?.effective().name())
+    }
+
+    #[getter]
+    fn was_deleted(&self) -> PyResult<bool> {
+        Ok(self.lock()?.was_deleted)
+    }
+
+    #[getter]
+    fn has_identity(&self) -> PyResult<bool> {
+        Ok(self.lock()?.key.is_some())
+    }
+
+    /// Whether a commit or rollback expired this object since it was last loaded.
+    #[getter]
+    fn stale(&self) -> PyResult<bool> {
+        Ok(self.lock()?.is_stale())
+    }
+
+    /// The Python Session this object belongs to, or None.
+    #[getter]
+    fn session(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let inner = self.lock()?;
+        Ok(match inner.session() {
+            Some(s) if inner.effective() != Lifecycle::Detached => s.owner(py),
+            _ => py.None(),
+        })
+    }
+
+    #[getter]
+    fn mapper(&self, py: Python<'_>) -> Py<MapperCore> {
+        self.mapper.clone_ref(py)
+    }
+
+    /// Indexes of attributes with a net change.
+    #[getter]
+    fn changed(&self) -> PyResult<Vec<u16>> {
+        Ok(self.lock()?.committed.changed_attrs().to_vec())
+    }
+
+    /// (True, value) for an attribute's value before its first change, (False, None) when it
+    /// was not loaded, or None when the attribute has no net change.
+    fn committed_value<'py>(
+        &self,
+        py: Python<'py>,
+        index: u16,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let inner = self.lock()?;
+        Ok(match inner.committed.get(index) {
+            None => None,
+            Some(Committed::Value(v)) => Some(PyTuple::new(
+                py,
+                [
+                    true.into_pyobject(py)?.to_owned().into_any(),
+                    v.bind(py).clone(),
+                ],
+            )?),
+            Some(Committed::Unknown) => Some(PyTuple::new(
+                py,
+                [
+                    false.into_pyobject(py)?.to_owned().into_any(),
+                    py.None().into_bound(py),
+                ],
+            )?),
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.mapper)?;
+        if let Ok(inner) = self.inner.try_lock() {
+            for (_, c) in inner.committed.iter() {
+                if let Committed::Value(v) = c {
+                    visit.call(v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let taken = match self.inner.try_lock() {
+            Ok(mut inner) => inner.committed.clear(),
+            Err(_) => return,
+        };
+        drop(taken);
+    }
+}
