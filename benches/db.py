@@ -95,7 +95,18 @@ class Admin:
 
     def reset(self, item_rows: int = 0) -> None:
         """Empty all tables, restart identities, then COPY ``item_rows`` items (ids 1..n)."""
-        self.conn.execute("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY")
+        truncate = "TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY"
+        try:
+            self.conn.execute(truncate)
+        except psycopg.errors.LockNotAvailable:
+            # A contender leaked a transaction (a scenario that raised mid-setup): end it,
+            # or every later run would wait on it.
+            self.conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND state LIKE 'idle in transaction%'"
+            )
+            self.conn.execute(truncate)
         if item_rows:
             with self.conn.cursor() as cur:
                 with cur.copy("COPY item (name, qty, price, note) FROM STDIN") as copy:

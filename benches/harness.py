@@ -49,6 +49,7 @@ class Config:
     scenarios: list[str]
     contenders: list[str]
     warmup: bool = True
+    gc: bool = True  # leave the garbage collector enabled inside timed sections
     db_description: str = ""
 
 
@@ -87,13 +88,38 @@ def classify(exc: BaseException) -> tuple[str, str]:
 # -- measurement --------------------------------------------------------------------------
 
 
-def _time(prepared: Prepared) -> float:
+class GcClock:
+    """Time spent in the cyclic garbage collector (a ``gc.callbacks`` entry)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+            self.collections += 1
+
+
+def _time(prepared: Prepared, gc_enabled: bool = True) -> dict[str, float]:
+    """Time ``prepared.timed()`` alone, and how much of it the garbage collector took."""
     gc.collect()
-    t0 = time.perf_counter()
-    result = prepared.timed()
-    t1 = time.perf_counter()
+    clock = GcClock()
+    gc.callbacks.append(clock)
+    if not gc_enabled:
+        gc.disable()
+    try:
+        t0 = time.perf_counter()
+        result = prepared.timed()
+        t1 = time.perf_counter()
+    finally:
+        gc.enable()
+        gc.callbacks.remove(clock)
     del result  # freeing what the timed section built is not part of it
-    return t1 - t0
+    return {"seconds": t1 - t0, "gc_seconds": clock.seconds, "gc_collections": clock.collections}
 
 
 _libc: Any = None
@@ -189,7 +215,7 @@ class Runner:
         prepared = contender.prepare(scenario.key, n, job.variant)
         expected = expected_state(scenario.key, n)
         try:
-            seconds = _time(prepared)
+            figures = _time(prepared, self.config.gc)
             if verify and prepared.commit is not None:
                 prepared.commit()
         finally:
@@ -199,7 +225,7 @@ class Runner:
                 got = self.admin.scalar(query)
                 if got != value:
                     raise CheckFailed(f"wrong result: {query!r} gave {got}, expected {value}")
-        return {"seconds": seconds}
+        return figures
 
     def _measure_memory(self, job: Job, n: int) -> dict[str, float]:
         """Bytes per loaded object by tracemalloc here, and by RSS in a fresh process."""
@@ -355,8 +381,10 @@ class Runner:
             "duration_s": round(finished - started, 1),
             "machine": machine_info(),
             "versions": versions,
+            "gc_enabled_while_timed": self.config.gc,
             "timing": "time.perf_counter around Prepared.timed() only; gc.collect() before "
-            "each; GC enabled while timed; medians over rounds",
+            f"each; garbage collector {'enabled' if self.config.gc else 'disabled'} while "
+            "timed (gc_seconds: time it took inside the timed section); medians over rounds",
         }
         scenarios = []
         for key in self.config.scenarios:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +38,36 @@ def _value(s: dict[str, Any], contender: str, metric: str) -> float | None:
     return float(value) if value else None
 
 
+def _raw(s: dict[str, Any], contender: str, metric: str) -> list[float]:
+    figures = _primary(s["results"].get(contender))
+    return list(figures["raw"].get(metric, [])) if figures else []
+
+
+def paired_ratio(mine: list[float], theirs: list[float]) -> float | None:
+    """Median over rounds of mine[r] / theirs[r].
+
+    Contenders run interleaved within a round, so a round's pair saw the same machine load;
+    the median of per-round ratios resists drifting load better than a ratio of medians.
+    Falls back to the ratio of medians when the rounds do not pair up (a failed round).
+    """
+    if not mine or not theirs or not all(mine) or not all(theirs):
+        return None
+    if len(mine) == len(theirs):
+        return statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
+    return statistics.median(mine) / statistics.median(theirs)
+
+
 def evaluate(s: dict[str, Any]) -> dict[str, Any]:
     """Ratios (retort's cost / peer's cost) and target verdicts for each metric."""
     out: dict[str, Any] = {}
     for metric in _metrics(s):
-        retort = _value(s, "retort", metric.key)
+        retort = _raw(s, "retort", metric.key)
         ratios: dict[str, float | None] = {}
         for peer in ("sqlalchemy", "psycopg"):
-            other = _value(s, peer, metric.key)
-            ratios[peer] = retort / other if retort and other else None
+            ratios[peer] = paired_ratio(retort, _raw(s, peer, metric.key))
         small = _primary(s["results"].get("retort"))
-        if retort and small and small.get("median_small"):
-            ratios["scaling"] = retort / small["median_small"]
+        if retort and small and small.get("raw_small"):
+            ratios["scaling"] = paired_ratio(retort, small["raw_small"])
         targets = []
         for t in s["targets"]:
             ratio = ratios.get(t["peer"])
@@ -93,8 +112,8 @@ def fmt_ratio(ratio: float | None, memory: bool) -> str:
     if ratio is None:
         return "—"
     if ratio <= 1:
-        return f"{1 / ratio:.1f}{X} {'less' if memory else 'faster'}"
-    return f"{ratio:.2f}{X} {'more' if memory else 'slower'}"
+        return f"{1 / ratio:.3g}{X} {'less' if memory else 'faster'}"
+    return f"{ratio:.3g}{X} {'more' if memory else 'slower'}"
 
 
 def _cell(s: dict[str, Any], contender: str, metric: str) -> str:
@@ -187,10 +206,12 @@ def render_notes(results: dict[str, Any]) -> str:
         f"{meta['machine'].get('cpu', meta['machine']['machine'])} {X} "
         f"{meta['machine']['cpu_count']}, run took {meta['duration_s']} s",
         "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        "ratios are retort's cost against the peer's; 'n/a': no counterpart or feature "
-        "not implemented yet",
+        "ratios: retort's cost against the peer's, median of per-round ratios; "
+        "'n/a': no counterpart or feature not implemented yet; garbage collector "
+        + ("enabled" if meta.get("gc_enabled_while_timed", True) else "DISABLED")
+        + " while timed",
     ]
-    alternates, scaling, problems = [], [], []
+    alternates, scaling, problems, collector = [], [], [], []
     no_counterpart: dict[str, list[str]] = {}
     for s in results["scenarios"]:
         for contender, entry in s["results"].items():
@@ -201,6 +222,14 @@ def render_notes(results: dict[str, Any]) -> str:
                     alternates.append(
                         f"  {s['title']}: {LABELS[contender]} {label} "
                         f"{fmt_value(s, 'seconds', seconds)} (primary: {variants[0][0]})"
+                    )
+            for _, figures in variants[:1]:
+                seconds = figures["median"].get("seconds")
+                in_gc = figures["median"].get("gc_seconds")
+                if seconds and in_gc and in_gc >= 0.1 * seconds and seconds >= 1e-3:
+                    collector.append(
+                        f"  {s['title']}: {LABELS[contender]} {fmt_ms(in_gc)} of "
+                        f"{fmt_ms(seconds)} ({in_gc / seconds:.0%})"
                     )
             if s["scaling"] and variants:
                 figures = variants[0][1]
@@ -222,6 +251,9 @@ def render_notes(results: dict[str, Any]) -> str:
                     )
     if alternates:
         lines += ["second figures:", *alternates]
+    if collector:
+        lines += ["time in the garbage collector inside the timed section (median, ≥ 10%):"]
+        lines += collector
     if scaling:
         lines += ["cost against N (t(N) / t(N/10); ~1 means O(changed), ~10 means O(N)):"]
         lines += scaling
