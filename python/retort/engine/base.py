@@ -210,8 +210,10 @@ class Engine:
             return pool
         with self._pool_lock:
             if self._pool is None:
-                # min_size 0 so that opening does not race the first checkout into opening two
-                # connections; once one connection has been made the floor is raised to 1.
+                # min_size 0: opening connects nothing, so the first checkout makes the one
+                # connection it needs (with min_size 1 the pool's initial connect and the
+                # growth triggered by the waiting client would open two). Connections left
+                # unused for max_idle (10 min) are closed one at a time.
                 self._pool = psycopg_pool.ConnectionPool(
                     self._conninfo,
                     connection_class=_pooled_connection_class(self._health),
@@ -268,11 +270,8 @@ class Engine:
                     # database is back while the pool is still backing off
                     return self._probe(remaining), None
                 continue
-            if not self._pool_warm:
-                with self._pool_lock:
-                    if pool is self._pool and not self._pool_warm:
-                        pool.resize(1, pool.max_size)
-                        self._pool_warm = True
+            if pool is self._pool:
+                self._pool_warm = True
             return conn, pool
 
     def _probe(self, remaining: float) -> DriverConnection:
@@ -368,7 +367,8 @@ class Connection:
 
     @property
     def invalidated(self) -> bool:
-        """True after the database connection was lost, until `rollback()`."""
+        """True from the loss of the database connection until a new one is used (by the
+        first statement after `rollback()`)."""
         return self._invalid
 
     @property
@@ -413,18 +413,10 @@ class Connection:
                 "execute() takes a statement such as text('...') or select(...); "
                 "run a raw SQL string with exec_driver_sql()"
             )
-        compile_ = _compiler()
-        if _is_many(parameters):
-            compiled = [compile_(statement, p) for p in parameters]
-            sql = compiled[0].sql
-            if any(c.sql != sql for c in compiled):
-                raise exc.ArgumentError(
-                    "executemany: the parameter sets compile to different SQL; give every "
-                    "set the same keys"
-                )
-            cursor = self._cursor_execute(sql, [c.params for c in compiled], many=True)
-            return Result(cursor)
-        return self._execute_compiled(compile_(statement, parameters))
+        compiled = _compiler()(statement, parameters)
+        if _is_many(parameters):  # compiled.params is then one dict per execution
+            return Result(self._cursor_execute(compiled.sql, compiled.params, many=True))
+        return self._execute_compiled(compiled)
 
     def _execute_compiled(
         self,

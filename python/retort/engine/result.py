@@ -328,7 +328,7 @@ class Result(_Filter):
     fetch methods raise `ResourceClosedError`; `rowcount` is the number of rows affected.
     """
 
-    __slots__ = ("_keys", "_pos", "_returns_rows", "_row_cls", "_rowcount", "_rows")
+    __slots__ = ("__weakref__", "_keys", "_pos", "_returns_rows", "_row_cls", "_rowcount", "_rows")
 
     _rows: list[Any] | None
     _keys: tuple[str, ...]
