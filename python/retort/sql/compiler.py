@@ -170,6 +170,7 @@ class SQLCompiler:
         self.columns: list[ResultColumn] = []
         self.entities: list[EntityShape] = []
         self._dml_keys: Iterable[str] = ()
+        self._labels: list[Mapping[str, el.ColumnElement]] = []
 
     def esc(self, text: str) -> str:
         return text.replace("%", "%%") if self.escape_percent else text
@@ -311,6 +312,9 @@ class SQLCompiler:
             if isinstance(clause, el.BooleanClauseList):
                 if not clause.clauses:
                     continue
+                if clause.operator == blist.operator:
+                    parts.append(self.process(clause))
+                    continue
                 text = self.process(clause)
                 # AND inside OR gets parentheses too: correct either way, clearer with them.
                 parts.append(f"({text})" if len(clause.clauses) > 1 else text)
@@ -447,9 +451,12 @@ class SQLCompiler:
         if having:
             parts.append("HAVING " + having)
         if select._order_by:
-            parts.append(
-                "ORDER BY " + ", ".join(self._order_item(o, labels) for o in select._order_by)
-            )
+            self._labels.append(labels)
+            try:
+                order = ", ".join(self._order_item(o, labels) for o in select._order_by)
+            finally:
+                self._labels.pop()
+            parts.append("ORDER BY " + order)
         if select._limit is not None:
             parts.append(f"LIMIT {int(select._limit)}")
         if select._offset is not None:
@@ -487,14 +494,18 @@ class SQLCompiler:
 
     def _order_item(self, item: Any, labels: Mapping[str, el.ColumnElement]) -> str:
         if isinstance(item, str):
-            if item in labels:
-                return self.ident(item)
-            raise exc.CompileError(
-                f"order_by({item!r}): no label {item!r} in the select; pass a column instead"
-            )
-        if isinstance(item, el.Label) and item.name in labels:
+            item = el.LabelReference(item)
+        if isinstance(item, el.Label) and labels.get(item.name) is item:
             return self.ident(item.name)
         return self.process(item)
+
+    def visit_label_reference(self, ref: el.LabelReference, **kw: Any) -> str:
+        if self._labels and ref.name in self._labels[-1]:
+            return self.ident(ref.name)
+        raise exc.CompileError(
+            f"ORDER BY {ref.name!r}: there is no label {ref.name!r} in the select's columns; "
+            "label a column with .label(name) or order by the column itself"
+        )
 
     def visit_textual_select(
         self, ts: sel.TextualSelect, *, nested: bool = False, **kw: Any
@@ -691,7 +702,10 @@ def compile(stmt: Any, params: Any = None) -> Compiled:
         raise exc.ArgumentError(
             f"cannot execute {stmt!r}; expected select(), text(), insert()/update()/delete()"
         )
-    many = isinstance(params, Sequence) and not isinstance(params, str | bytes)
+    if isinstance(params, list) and not params:
+        params = None
+    many = isinstance(params, list)
+    rows: list[Mapping[str, Any]] = []
     if many:
         rows = list(params)
         if not all(isinstance(p, Mapping) for p in rows):
@@ -701,7 +715,7 @@ def compile(stmt: Any, params: Any = None) -> Compiled:
             f"statement parameters must be a dict or a list of dicts, got {type(params).__name__}"
         )
     compiler = SQLCompiler()
-    first: Mapping[str, Any] | None = rows[0] if many and rows else None if many else params
+    first: Mapping[str, Any] | None = rows[0] if many else params
     if isinstance(element, sel._DML) and first is not None:
         compiler._dml_keys = list(first)
     if isinstance(element, el.ColumnElement):

@@ -385,7 +385,12 @@ class ColumnElement(ColumnOperators, ClauseElement):
             if isinstance(value, TextClause):
                 return Grouping(value)
             raise exc.ArgumentError(f"{value!r} cannot be used as a value in an expression")
-        return BindParameter(None, value, type_=self.type, name_hint=self._result_name)
+        return BindParameter(None, value, type_=self.type, name_hint=self._bind_hint)
+
+    @property
+    def _bind_hint(self) -> str | None:
+        """Base name for anonymous parameters compared with this (``age`` → ``age_1``)."""
+        return self._result_name
 
     def _compare(self, op: str, other: Any) -> ColumnElement:
         other = _clause(other)
@@ -443,7 +448,7 @@ class ColumnElement(ColumnOperators, ClauseElement):
         value = _clause(value)
         if isinstance(value, ClauseElement):
             return self._bind(value)
-        return BindParameter(None, value, type_=type_, name_hint=self._result_name)
+        return BindParameter(None, value, type_=type_, name_hint=self._bind_hint)
 
     def _pattern(self, other: Any, before: str, after: str, autoescape: bool) -> ColumnElement:
         if autoescape:
@@ -617,6 +622,11 @@ class BinaryExpression(ColumnElement):
     def _precedence(self) -> int:  # type: ignore[override]
         return self._op_precedence
 
+    @property
+    def _bind_hint(self) -> str | None:
+        left = self.left
+        return left._bind_hint if isinstance(left, ColumnElement) else None
+
     def get_children(self) -> Iterable[ClauseElement]:
         return (self.left, self.right)
 
@@ -713,20 +723,33 @@ class UnaryExpression(ColumnElement):
         return None
 
 
+class LabelReference(ColumnElement):
+    """A label of the columns clause named by a string in ORDER BY: ``desc("cnt")``."""
+
+    __visit_name__ = "label_reference"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _order_column(value: Any) -> ColumnElement:
+    return LabelReference(value) if isinstance(value, str) else _as_column(value)
+
+
 def asc(column: Any) -> UnaryExpression:
-    return UnaryExpression(_as_column(column), modifier="ASC")
+    return UnaryExpression(_order_column(column), modifier="ASC")
 
 
 def desc(column: Any) -> UnaryExpression:
-    return UnaryExpression(_as_column(column), modifier="DESC")
+    return UnaryExpression(_order_column(column), modifier="DESC")
 
 
 def nulls_first(column: Any) -> UnaryExpression:
-    return UnaryExpression(_as_column(column), modifier="NULLS FIRST")
+    return UnaryExpression(_order_column(column), modifier="NULLS FIRST")
 
 
 def nulls_last(column: Any) -> UnaryExpression:
-    return UnaryExpression(_as_column(column), modifier="NULLS LAST")
+    return UnaryExpression(_order_column(column), modifier="NULLS LAST")
 
 
 def distinct(expr: Any) -> UnaryExpression:
@@ -982,9 +1005,9 @@ func = _FunctionGenerator()
 
 # Text -----------------------------------------------------------------------------------------
 
-# A :name parameter: not preceded by a colon, word character or backslash (so `::int` casts,
-# `12:30` and `\:` are left alone), and not followed by a colon.
-_BIND_RE = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+# A :name parameter: not preceded by a colon, word character or backslash, so `x::int` casts,
+# `12:30` and `\:` are left alone while `:name::int` is a parameter with a cast.
+_BIND_RE = re.compile(r"(?<![:\w\\]):(\w+)")
 
 
 class TextClause(ClauseElement):

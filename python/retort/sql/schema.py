@@ -134,6 +134,11 @@ class Column(ColumnElement):
                 self.foreign_keys.append(arg)
             elif isinstance(arg, Identity):
                 self.identity = arg
+            elif isinstance(arg, type):
+                raise exc.ArgumentError(
+                    f"Column got the Python class {arg.__name__}; expected a column type such as "
+                    f"Integer or String(50) (type_for_python({arg.__name__}) finds one)"
+                )
             else:
                 raise exc.ArgumentError(
                     f"unexpected Column argument {arg!r}; give the name, the type, then "

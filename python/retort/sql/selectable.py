@@ -334,10 +334,10 @@ class Select(Executable):
         """The FROM list: explicit items and joins, then tables the expressions refer to."""
         froms: list[FromClause] = list(self._from_obj)
         if self._joins and not froms:
-            for e in self._entities():
-                for col in e.columns:
-                    froms.extend(col._from_objects()[:1])
-                if froms:
+            for col in (c for e in self._entities() for c in e.columns):
+                first = col._from_objects()[:1]
+                if first:
+                    froms.extend(first)
                     break
             if not froms:
                 raise exc.InvalidRequestError(
