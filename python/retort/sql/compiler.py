@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import functools
 import math
 import re
 import uuid
@@ -80,12 +81,15 @@ RESERVED_WORDS = frozenset(
 _PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*\Z")
 
 
+@functools.lru_cache(maxsize=4096)
 def quote_identifier(name: str) -> str:
     """``name`` as a PostgreSQL identifier, double-quoted when it has to be.
 
     Quoting is needed for reserved words (``"user"``, ``"order"``), upper-case letters
     (PostgreSQL folds unquoted names to lower case) and anything but ``[a-z0-9_$]``.
     """
+    if not isinstance(name, str) or not name:
+        raise exc.ArgumentError(f"an identifier must be a non-empty string, got {name!r}")
     if _PLAIN_IDENTIFIER.match(name) and name not in RESERVED_WORDS:
         return name
     if "\x00" in name:
@@ -94,9 +98,21 @@ def quote_identifier(name: str) -> str:
 
 
 def quote_table(table: Table) -> str:
-    if table.schema:
-        return f"{quote_identifier(table.schema)}.{quote_identifier(table.name)}"
-    return quote_identifier(table.name)
+    """The table's (schema-qualified) name, quoted as needed."""
+    return _qualified(table.schema, table.name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _qualified(schema: str | None, name: str) -> str:
+    if schema:
+        return f"{quote_identifier(schema)}.{quote_identifier(name)}"
+    return quote_identifier(name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _column_sql(schema: str | None, table: str, column: str) -> str:
+    """``table.column`` as written in a statement, %-escaped for psycopg."""
+    return _escape(f"{_qualified(schema, table)}.{quote_identifier(column)}")
 
 
 def render_literal(value: Any, type_: sqltypes.TypeEngine | None = None) -> str:
@@ -231,9 +247,12 @@ class SQLCompiler:
     def visit_column(self, col: Column, **kw: Any) -> str:
         if col.name is None:
             raise exc.CompileError("a Column without a name cannot be compiled")
-        if col.table is None:
+        table = col.table
+        if table is None:
             return self.ident(col.name)
-        return f"{self.from_name(col.table)}.{self.ident(col.name)}"
+        if self.escape_percent:
+            return _column_sql(table.schema, table.name, col.name)
+        return f"{quote_table(table)}.{quote_identifier(col.name)}"
 
     def visit_alias_column(self, col: sel.AliasColumn, **kw: Any) -> str:
         return f"{self.from_name(col.alias)}.{self.ident(col.name)}"
@@ -714,6 +733,21 @@ def compile(stmt: Any, params: Any = None) -> Compiled:
         raise exc.ArgumentError(
             f"statement parameters must be a dict or a list of dicts, got {type(params).__name__}"
         )
+    if isinstance(element, sel.Select):
+        # Statements are immutable, so a select's SQL can be kept on it and reused with
+        # fresh parameter values; generating a new select drops the cached text.
+        cached = element.__dict__.get("_compiled_cache")
+        if cached is None:
+            compiler = SQLCompiler()
+            sql = compiler.process(element)
+            cached = (sql, compiler)
+            element._compiled_cache = cached
+        sql, compiler = cached
+        if many:
+            return Compiled(
+                sql, [compiler.build_params(p) for p in rows], compiler.columns, compiler.entities
+            )
+        return Compiled(sql, compiler.build_params(params), compiler.columns, compiler.entities)
     compiler = SQLCompiler()
     first: Mapping[str, Any] | None = rows[0] if many else params
     if isinstance(element, sel._DML) and first is not None:

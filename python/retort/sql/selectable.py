@@ -133,7 +133,9 @@ class Executable(ClauseElement):
     _execution_options: Mapping[str, Any] = {}
 
     def _generate(self) -> Any:
-        return copy.copy(self)
+        new = copy.copy(self)
+        new.__dict__.pop("_compiled_cache", None)
+        return new
 
     def execution_options(self, **kw: Any) -> Any:
         """Options for the engine and session, e.g. ``populate_existing=True``."""
@@ -150,6 +152,7 @@ class Select(Executable):
 
     __visit_name__ = "select"
     _is_select = True
+    _compiled_cache: Any  # (sql, compiler) of the first compile(); see compiler.compile
 
     def __init__(self, *entities: Any) -> None:
         if len(entities) == 1 and isinstance(entities[0], list | tuple):
