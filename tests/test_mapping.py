@@ -235,7 +235,9 @@ class Color(enum.Enum):
     GREEN = "g"
 
 
-def test_annotation_types_become_column_types(engine: Engine, admin_conn: Conn, schema: str) -> None:
+def test_annotation_types_become_column_types(
+    engine: Engine, admin_conn: Conn, schema: str
+) -> None:
     class Base(DeclarativeBase):
         pass
 
@@ -371,7 +373,7 @@ def test_unsupported_annotation_type_is_rejected() -> None:
     class Weird:
         pass
 
-    with pytest.raises(exc.ArgumentError, match="Bad.thing"):
+    with pytest.raises(exc.ArgumentError, match=r"Bad\.thing"):
 
         class Bad(Base):
             __tablename__ = "bad"
@@ -871,7 +873,9 @@ def test_table_create_and_drop_one_table(engine: Engine, admin_conn: Conn, schem
     assert _tables(admin_conn, schema) == set()
 
 
-def test_core_table_maps_through_dunder_table(engine: Engine, admin_conn: Conn, schema: str) -> None:
+def test_core_table_maps_through_dunder_table(
+    engine: Engine, admin_conn: Conn, schema: str
+) -> None:
     from retort import Column
 
     class Base(DeclarativeBase):
