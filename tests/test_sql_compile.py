@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 
 from retort import exc
 from retort.sql import (
+    ARRAY,
     JSON,
     Column,
     DateTime,
@@ -59,6 +60,7 @@ users = Table(
     Column("color", Enum(Color)),
     Column("prefs", JSON),
     Column("created", DateTime(timezone=True)),
+    Column("tags", ARRAY(String)),
 )
 addresses = Table(
     "addresses",
@@ -404,13 +406,14 @@ def test_select_mapped_class_entities() -> None:
     c = compile(select(User, Address.email, func.count()).join(Address).group_by(users.c.id))
     assert c.sql == (
         "SELECT users.id, users.name, users.age, users.color, users.prefs, users.created, "
-        "addresses.email, count(*) FROM users JOIN addresses ON addresses.user_id = users.id "
+        "users.tags, addresses.email, count(*) FROM users "
+        "JOIN addresses ON addresses.user_id = users.id "
         "GROUP BY users.id"
     )
     assert c.entities == [
-        EntityShape(User.__mapper__, 0, 6),
-        EntityShape(None, 6, 1),
+        EntityShape(User.__mapper__, 0, 7),
         EntityShape(None, 7, 1),
+        EntityShape(None, 8, 1),
     ]
     assert c.columns[3] == ResultColumn("color", users.c.color.type)
 
@@ -718,4 +721,63 @@ def test_update_with_other_table_in_where_uses_from() -> None:
     assert sql(s.values(email="e")) == (
         "UPDATE addresses SET email=%(email)s FROM users WHERE addresses.user_id = users.id "
         "AND users.name = %(name_1)s"
+    )
+
+
+# -- PostgreSQL specifics ----------------------------------------------------------------------
+
+
+def test_in_with_one_list_parameter_uses_any() -> None:
+    c = compile(
+        select(users.c.id).where(
+            users.c.color.in_(bindparam("cs")), users.c.id.in_(bindparam("ids"))
+        ),
+        {"cs": [Color.RED, "GREEN"], "ids": []},
+    )
+    assert c.sql == (
+        "SELECT users.id FROM users WHERE users.color = ANY (%(cs)s::varchar[]) "
+        "AND users.id = ANY (%(ids)s::int4[])"
+    )
+    assert c.params == {"cs": ["RED", "GREEN"], "ids": []}
+    for crit in (not_(users.c.id.in_(bindparam("ids"))), users.c.id.not_in(bindparam("ids"))):
+        c = compile(select(users.c.id).where(crit), {"ids": [1]})
+        assert c.sql == "SELECT users.id FROM users WHERE users.id <> ALL (%(ids)s::int4[])"
+
+
+def test_json_paths_and_containment() -> None:
+    text_, params = where(
+        users.c.prefs["a"]["b"].astext == "x",
+        users.c.prefs["n"].as_integer() > 3,
+        users.c.prefs[0] == {"k": 1},
+        users.c.prefs.contains({"a": 1}),
+        users.c.tags.contains(["t"]),
+    )
+    assert text_ == (
+        "users.prefs -> %(prefs_1)s ->> %(prefs_2)s = %(prefs_3)s "
+        "AND CAST(users.prefs ->> %(prefs_4)s AS INTEGER) > %(param_1)s "
+        "AND users.prefs -> %(prefs_5)s = %(prefs_6)s "
+        "AND users.prefs @> %(prefs_7)s AND users.tags @> %(tags_1)s::varchar[]"
+    )
+    assert params["prefs_1"] == "a" and params["prefs_5"] == 0
+    assert isinstance(params["prefs_6"], Jsonb) and isinstance(params["prefs_7"], Jsonb)
+    assert params["tags_1"] == ["t"]
+
+
+def test_columns_are_not_iterable() -> None:
+    with pytest.raises(TypeError):
+        iter(users.c.prefs)
+    with pytest.raises(TypeError, match="subscriptable"):
+        users.c.name["x"]
+
+
+def test_join_through_a_relationship_like_attribute() -> None:
+    class Rel:
+        def __join_info__(self) -> tuple[Any, Any]:
+            return Address, addresses.c.user_id == users.c.id
+
+    assert sql(select(User).join(Rel())).endswith(
+        "FROM users JOIN addresses ON addresses.user_id = users.id"
+    )
+    assert sql(select(User.id).join(Address, Rel())) == (
+        "SELECT users.id FROM users JOIN addresses ON addresses.user_id = users.id"
     )

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from retort import exc
 from retort.sql import (
+    ARRAY,
     JSON,
     BigInteger,
     Boolean,
@@ -78,6 +79,8 @@ class Level(enum.IntEnum):
         (Enum(Status), "VARCHAR(6)", "varchar"),
         (Enum("x", "yyy"), "VARCHAR(3)", "varchar"),
         (Enum(Status, length=20), "VARCHAR(20)", "varchar"),
+        (ARRAY(Integer), "INTEGER[]", "int4[]"),
+        (ARRAY(String(5)), "VARCHAR(5)[]", "varchar[]"),
     ],
 )
 def test_ddl_and_cast_names(type_: TypeEngine, ddl: str, cast: str) -> None:
@@ -218,6 +221,9 @@ VALUES: dict[str, tuple[TypeEngine, Any]] = {
     "jl": (JSON(), [1, "two", 3.5, True]),
     "e": (Enum(Status), Status.BANNED),
     "es": (Enum("red", "green"), "green"),
+    "ev": (Enum(Status, values_callable=lambda cls: [m.value for m in cls]), Status.BANNED),
+    "ai": (ARRAY(Integer), [1, 2, 3]),
+    "ae": (ARRAY(Enum(Status)), [Status.ACTIVE, Status.BANNED]),
 }
 
 
@@ -319,3 +325,53 @@ def test_text_with_typed_columns(engine: Any) -> None:
     with engine.connect() as conn:
         row = conn.execute(stmt, {"n": 41}).one()
     assert row.status is Status.BANNED and row.n == 42
+
+
+def test_enum_values_callable_and_check_constraint(engine: Any) -> None:
+    m = MetaData()
+    t = Table(
+        "st",
+        m,
+        Column("id", Integer, primary_key=True),
+        Column(
+            "s",
+            Enum(Status, values_callable=lambda c: [x.value for x in c], create_constraint=True),
+        ),
+    )
+    from retort.sql.ddl import create_table_sql
+
+    assert "s VARCHAR(1) CHECK (s IN ('a', 'b'))" in create_table_sql(t)
+    m.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(t).values(s=Status.BANNED))
+        assert conn.exec_driver_sql("SELECT s FROM st").scalar() == "b"
+        assert conn.execute(select(t.c.s)).scalar() is Status.BANNED
+    with pytest.raises(exc.IntegrityError, match="check"), engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO st (s) VALUES ('z')")
+
+
+def test_json_paths_and_any_against_the_database(engine: Any, everything: Table) -> None:
+    t = everything
+    with engine.begin() as conn:
+        conn.execute(
+            insert(t),
+            [
+                {"jd": {"a": {"b": "x"}, "n": 5}, "e": Status.ACTIVE, "ai": [1, 2]},
+                {"jd": {"a": {"b": "y"}, "n": 1}, "e": Status.BANNED, "ai": [3]},
+            ],
+        )
+
+        def ids(*crit: Any, **params: Any) -> list[int]:
+            stmt = select(t.c.id).where(*crit).order_by(t.c.id)
+            return list(conn.execute(stmt, params or None).scalars().all())
+
+        assert ids(t.c.jd["a"]["b"].astext == "y") == [2]
+        assert ids(t.c.jd["n"].as_integer() > 2) == [1]
+        assert ids(t.c.jd["n"] == 1) == [2]
+        assert ids(t.c.jd.contains({"a": {"b": "x"}})) == [1]
+        assert ids(t.c.ai.contains([3])) == [2]
+        assert ids(t.c.e.in_(bindparam("es")), es=[Status.BANNED, "ACTIVE"]) == [1, 2]
+        assert ids(t.c.id.in_(bindparam("ids")), ids=[]) == []
+        assert ids(t.c.id.not_in(bindparam("ids")), ids=[]) == [1, 2]
+        assert ids(t.c.id.in_([])) == []
+        assert ids(t.c.id.not_in([2])) == [1]

@@ -71,6 +71,7 @@ from retort.sql.selectable import (
     update,
 )
 from retort.sql.types import (
+    ARRAY,
     JSON,
     BigInteger,
     Boolean,
@@ -92,6 +93,7 @@ from retort.sql.types import (
 )
 
 __all__ = [
+    "ARRAY",
     "JSON",
     "AddConstraint",
     "Alias",

@@ -300,6 +300,9 @@ class SQLCompiler:
         if self.literal_binds:
             value = bind.callable() if bind.callable is not None else bind.value
             return self.esc(render_literal(value, bind.type))
+        if isinstance(bind.type, sqltypes.ARRAY):
+            # psycopg types a list from its items (int2[] for small ints): say which array.
+            return f"%({self.bind_name(bind)})s::{self.esc(bind.type.sql_cast())}"
         return f"%({self.bind_name(bind)})s"
 
     # Expressions
@@ -357,6 +360,10 @@ class SQLCompiler:
         ):
             inner = f"({inner})"
         return f"{inner} {unary.modifier}"
+
+    def visit_json_element(self, j: el.JSONElement, **kw: Any) -> str:
+        doc = self._paren(j.doc, j._precedence, strict=False)
+        return f"{doc} {j.operator} {self.process(j.index)}"
 
     def visit_grouping(self, g: el.Grouping, **kw: Any) -> str:
         return f"({self.process(g.element)})"

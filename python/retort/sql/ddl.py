@@ -93,6 +93,9 @@ def column_ddl(column: Column) -> str:
         parts.append(text)
     if not column.nullable:
         parts.append("NOT NULL")
+    if isinstance(type_, sqltypes.Enum) and type_.create_constraint:
+        allowed = ", ".join(render_literal(v) for v in type_.enums)
+        parts.append(f"CHECK ({quote_identifier(column.name or '')} IN ({allowed}))")
     return " ".join(parts)
 
 

@@ -8,6 +8,7 @@ wherever a column is, and `ColumnOperators` gives such classes the Python operat
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -89,7 +90,10 @@ _OPERATORS: dict[str, int] = {
     "NOT LIKE": P_MATCH,
     "ILIKE": P_MATCH,
     "NOT ILIKE": P_MATCH,
+    "= ANY": P_COMPARE,
+    "<> ALL": P_COMPARE,
     "||": P_OTHER,
+    "@>": P_OTHER,
     "->": P_OTHER,
     "->>": P_OTHER,
     "+": P_ADD,
@@ -117,6 +121,8 @@ _NEGATIONS: dict[str, str] = {
     "IS NOT": "IS",
     "IS DISTINCT FROM": "IS NOT DISTINCT FROM",
     "IS NOT DISTINCT FROM": "IS DISTINCT FROM",
+    "= ANY": "<> ALL",
+    "<> ALL": "= ANY",
 }
 
 _ASSOCIATIVE = frozenset({"AND", "OR", "+", "*", "||"})
@@ -209,6 +215,16 @@ class ColumnOperators:
         return element
 
     __hash__ = object.__hash__
+    # __getitem__ (JSON paths) must not make columns look iterable.
+    __iter__ = None
+
+    def __getitem__(self, index: Any) -> ColumnElement:
+        col = self._col()
+        if isinstance(col.type, sqltypes.JSON):
+            return JSONElement(col, index, astext=False)
+        raise TypeError(
+            f"{col!r} is not subscriptable; only JSON columns support [] (JSON path access)"
+        )
 
     def __eq__(self, other: Any) -> ColumnElement:  # type: ignore[override]
         return self._col()._compare("=", other)
@@ -273,7 +289,12 @@ class ColumnOperators:
         return self._col()._pattern(other, "%", "", autoescape)
 
     def contains(self, other: Any, autoescape: bool = False) -> ColumnElement:
-        return self._col()._pattern(other, "%", "%", autoescape)
+        """LIKE '%value%' for strings; ``@>`` (containment) for JSON and ARRAY columns."""
+        col = self._col()
+        if isinstance(col.type, sqltypes.JSON | sqltypes.ARRAY):
+            right = BindParameter(None, other, col.type, name_hint=col._bind_hint)
+            return BinaryExpression(col, right, "@>", type_=sqltypes.Boolean())
+        return col._pattern(other, "%", "%", autoescape)
 
     def between(self, lower: Any, upper: Any, symmetric: bool = False) -> ColumnElement:
         col = self._col()
@@ -421,6 +442,19 @@ class ColumnElement(ColumnOperators, ClauseElement):
 
     def _in(self, op: str, other: Any) -> ColumnElement:
         other = _clause(other)
+        if isinstance(other, BindParameter):
+            # One parameter holding a list: x = ANY(%(p)s::type[]), so the SQL text does not
+            # depend on the list's length; an empty list gives false (true for NOT IN).
+            bind = other
+            if isinstance(bind.type, sqltypes.NullType):
+                bind = copy.copy(bind)
+                bind.type = sqltypes.ARRAY(self.type) if _castable(self.type) else bind.type
+            return BinaryExpression(
+                self,
+                Grouping(bind),
+                "= ANY" if op == "IN" else "<> ALL",
+                type_=sqltypes.Boolean(),
+            )
         if isinstance(other, ClauseElement):
             if other._is_select:
                 return BinaryExpression(
@@ -527,6 +561,60 @@ def literal(value: Any, type_: Any = None) -> BindParameter:
         except exc.ArgumentError:
             type_ = None
     return BindParameter(None, value, type_)
+
+
+def _castable(type_: sqltypes.TypeEngine) -> bool:
+    return not isinstance(type_, sqltypes.NullType | sqltypes.ARRAY)
+
+
+class JSONElement(ColumnElement):
+    """``doc -> key`` (a JSON value) or ``doc ->> key`` (its text) on a JSON column."""
+
+    __visit_name__ = "json_element"
+    _precedence = P_OTHER
+
+    def __init__(self, doc: ColumnElement, index: Any, *, astext: bool) -> None:
+        if not isinstance(index, str | int) or isinstance(index, bool):
+            raise exc.ArgumentError(f"JSON index must be a str key or an int, got {index!r}")
+        self.doc = doc
+        self.index = BindParameter(
+            None,
+            index,
+            sqltypes.Text() if isinstance(index, str) else sqltypes.Integer(),
+            name_hint=doc._bind_hint,
+        )
+        self._astext = astext
+        self.operator = "->>" if astext else "->"
+        self.type = sqltypes.Text() if astext else sqltypes.JSON()
+        self._raw_index = index
+
+    @property
+    def astext(self) -> JSONElement:
+        """The value as text (``->>``), as SQLAlchemy's ``col["key"].astext``."""
+        return self.as_string()
+
+    @property
+    def _bind_hint(self) -> str | None:
+        return self.doc._bind_hint
+
+    def get_children(self) -> Iterable[ClauseElement]:
+        return (self.doc, self.index)
+
+    def as_string(self) -> JSONElement:
+        """The value as text (``->>``)."""
+        return JSONElement(self.doc, self._raw_index, astext=True)
+
+    def as_integer(self) -> Cast:
+        return Cast(self.as_string(), sqltypes.Integer())
+
+    def as_float(self) -> Cast:
+        return Cast(self.as_string(), sqltypes.Float())
+
+    def as_boolean(self) -> Cast:
+        return Cast(self.as_string(), sqltypes.Boolean())
+
+    def as_numeric(self, precision: int, scale: int) -> Cast:
+        return Cast(self.as_string(), sqltypes.Numeric(precision, scale))
 
 
 class Null(ColumnElement):

@@ -88,6 +88,8 @@ class Column(ColumnElement):
         type_: Any = None,
         comment: str | None = None,
         info: dict[str, Any] | None = None,
+        doc: str | None = None,
+        server_onupdate: Any = None,
     ) -> None:
         rest = list(args)
         if rest and isinstance(rest[0], str):
@@ -154,6 +156,9 @@ class Column(ColumnElement):
                 f"expression, got {server_default!r}; e.g. server_default='0' or text('now()')"
             )
         self.server_default = server_default
+        #: Marks a column the database changes on UPDATE (a trigger); retort stores it only.
+        self.server_onupdate = server_onupdate
+        self.doc = doc
 
     # Names and type
 

@@ -318,7 +318,18 @@ class Select(Executable):
     def join(
         self, target: Any, onclause: Any = None, *, isouter: bool = False, full: bool = False
     ) -> Select:
-        """JOIN a mapped class or table; without an ON clause, it follows the foreign key."""
+        """JOIN a mapped class or table; without an ON clause, it follows the foreign key.
+
+        A relationship attribute (anything with ``__join_info__() -> (target, onclause)``) may
+        be given as the target, ``join(User.addresses)``, or as the ON clause.
+        """
+        info = getattr(target, "__join_info__", None)
+        if info is not None and not isinstance(target, type):
+            target, implied = info()
+            onclause = implied if onclause is None else onclause
+        info = getattr(onclause, "__join_info__", None)
+        if info is not None:
+            onclause = info()[1]
         table = _as_from(target, "join()")
         on = coerce_where(onclause) if onclause is not None else None
         new = self._generate()

@@ -13,7 +13,7 @@ import enum
 import types as _pytypes
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from psycopg.types.json import Jsonb
@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from retort import exc
 
 __all__ = [
+    "ARRAY",
     "JSON",
     "BigInteger",
     "Boolean",
@@ -140,9 +141,11 @@ class String(TypeEngine):
 
 
 class Text(String):
+    """TEXT (unlimited length; a ``length`` is accepted for portability and ignored)."""
+
     cast_name = "text"
 
-    def __init__(self) -> None:
+    def __init__(self, length: int | None = None) -> None:
         super().__init__(None)
 
     def ddl(self) -> str:
@@ -261,20 +264,17 @@ class Interval(TypeEngine):
         return "INTERVAL"
 
 
-def _to_bytes(value: Any) -> Any:
-    # psycopg returns bytea as bytes already; memoryview shows up with some loaders.
-    return bytes(value) if isinstance(value, memoryview) else value
-
-
 class LargeBinary(TypeEngine):
+    """BYTEA (a ``length`` is accepted for portability and ignored); psycopg returns bytes."""
+
     python_type = bytes
     cast_name = "bytea"
 
+    def __init__(self, length: int | None = None) -> None:
+        pass
+
     def ddl(self) -> str:
         return "BYTEA"
-
-    def result_processor(self) -> Processor | None:
-        return _to_bytes
 
 
 def _uuid_to_str(value: Any) -> Any:
@@ -330,19 +330,80 @@ def _json_bind(value: Any) -> Any:
     return Jsonb(value)
 
 
+def _json_bind_none_as_json(value: Any) -> Any:
+    return Jsonb(None) if value is None else _json_bind(value)
+
+
 class JSON(TypeEngine):
-    """A JSON document, stored as JSONB. Python None is SQL NULL; `JSON.NULL` is JSON null."""
+    """A JSON document, stored as JSONB.
+
+    Python None is SQL NULL (unless ``none_as_null=False``); `JSON.NULL` is always JSON null.
+    """
 
     python_type = dict
     mutable = True
     cast_name = "jsonb"
     NULL: ClassVar[_JSONNull] = _JSON_NULL
 
+    def __init__(self, none_as_null: bool = True) -> None:
+        self.none_as_null = none_as_null
+
     def ddl(self) -> str:
         return "JSONB"
 
     def bind_processor(self) -> Processor | None:
-        return _json_bind
+        return _json_bind if self.none_as_null else _json_bind_none_as_json
+
+    def _args(self) -> tuple[Any, ...]:
+        return () if self.none_as_null else (False,)
+
+
+class ARRAY(TypeEngine):
+    """A PostgreSQL array of ``item_type`` values (``INTEGER[]``), as a Python list."""
+
+    python_type = list
+
+    def __init__(self, item_type: Any) -> None:
+        self.item_type = to_instance(item_type)
+        if isinstance(self.item_type, ARRAY):
+            raise exc.ArgumentError("ARRAY(ARRAY(...)): give the item type once; arrays nest")
+
+    @property
+    def mutable(self) -> bool:  # type: ignore[override]
+        return True
+
+    def ddl(self) -> str:
+        return f"{self.item_type.ddl()}[]"
+
+    def sql_cast(self) -> str:
+        return f"{self.item_type.sql_cast()}[]"
+
+    def bind_processor(self) -> Processor | None:
+        item = self.item_type.bind_processor()
+        if item is None:
+            return None
+
+        def process(value: Any) -> Any:
+            if value is None:
+                return None
+            return [item(v) for v in value]
+
+        return process
+
+    def result_processor(self) -> Processor | None:
+        item = self.item_type.result_processor()
+        if item is None:
+            return None
+
+        def process(value: Any) -> Any:
+            if value is None:
+                return None
+            return [item(v) for v in value]
+
+        return process
+
+    def _args(self) -> tuple[Any, ...]:
+        return (self.item_type,)
 
 
 class Enum(TypeEngine):
@@ -350,16 +411,44 @@ class Enum(TypeEngine):
 
     ``Enum(MyEnum)`` binds members (or their names) and loads members; ``Enum("a", "b")``
     binds and loads the strings themselves. Anything else raises `retort.exc.ArgumentError`.
+    ``values_callable=lambda cls: [m.value for m in cls]`` stores other strings than the
+    names; ``create_constraint=True`` adds a CHECK constraint listing the allowed strings.
     """
 
     cast_name = "varchar"
 
-    def __init__(self, *enums: Any, length: int | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        *enums: Any,
+        length: int | None = None,
+        name: str | None = None,
+        values_callable: Callable[[Any], Sequence[str]] | None = None,
+        native_enum: bool = False,
+        create_constraint: bool = False,
+        validate_strings: bool = True,
+    ) -> None:
+        # native_enum and validate_strings are accepted for SQLAlchemy compatibility: values
+        # are always stored as VARCHAR, and always validated.
         self.enum_class: type[enum.Enum] | None
         if len(enums) == 1 and isinstance(enums[0], type) and issubclass(enums[0], enum.Enum):
             self.enum_class = enums[0]
-            self.enums: tuple[str, ...] = tuple(self.enum_class.__members__)
-            self._members: dict[str, Any] = dict(self.enum_class.__members__)
+            members = list(self.enum_class.__members__.values())
+            if values_callable is not None:
+                stored = [str(v) for v in values_callable(self.enum_class)]
+                if len(stored) != len(members):
+                    raise exc.ArgumentError(
+                        "Enum values_callable must return one string per member of "
+                        f"{self.enum_class.__name__}"
+                    )
+            else:
+                stored = list(self.enum_class.__members__)
+            # Aliases share a member; the first name (or value) is the one stored.
+            self._members: dict[str, Any] = {}
+            self._stored: dict[Any, str] = {}
+            for text, member in zip(stored, self.enum_class.__members__.values(), strict=True):
+                self._members.setdefault(text, member)
+                self._stored.setdefault(member, text)
+            self.enums: tuple[str, ...] = tuple(self._stored.values())
         else:
             if not enums:
                 raise exc.ArgumentError(
@@ -374,6 +463,7 @@ class Enum(TypeEngine):
             self.enum_class = None
             self.enums = tuple(dict.fromkeys(enums))
             self._members = {v: v for v in self.enums}
+            self._stored = {}
         longest = max((len(v) for v in self.enums), default=1)
         if length is not None and length < longest:
             raise exc.ArgumentError(
@@ -381,6 +471,7 @@ class Enum(TypeEngine):
             )
         self.length = length if length is not None else longest
         self.name = name or (self.enum_class.__name__.lower() if self.enum_class else None)
+        self.create_constraint = create_constraint
 
     @property
     def python_type(self) -> type:  # type: ignore[override]
@@ -394,18 +485,19 @@ class Enum(TypeEngine):
 
     def _describe(self) -> str:
         if self.enum_class is not None:
-            return f"{self.enum_class.__name__} members or their names {list(self.enums)}"
+            return f"{self.enum_class.__name__} members or the strings {list(self.enums)}"
         return f"one of {list(self.enums)}"
 
     def bind_processor(self) -> Processor | None:
         enum_class = self.enum_class
         names = self._members
+        stored = self._stored
 
         def process(value: Any) -> Any:
             if value is None:
                 return None
             if enum_class is not None and isinstance(value, enum_class):
-                return value.name
+                return stored[value]
             if isinstance(value, str) and value in names:
                 return value
             raise exc.ArgumentError(
