@@ -1,0 +1,421 @@
+"""The exact SQL a flush sends: batching, changed columns only, no-ops and table order."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+import pytest
+
+from retort import DeclarativeBase, ForeignKey, Mapped, Session, mapped_column, select
+from retort.engine import Engine
+
+Log = list[tuple[str, Any]]
+Conn = psycopg.Connection[Any]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    qty: Mapped[int] = mapped_column(default=0)
+    note: Mapped[str | None]
+
+
+class Code(Base):
+    __tablename__ = "codes"
+    code: Mapped[str] = mapped_column(primary_key=True)
+    label: Mapped[str]
+
+
+class Pair(Base):
+    __tablename__ = "pairs"
+    a: Mapped[int] = mapped_column(primary_key=True)
+    b: Mapped[int] = mapped_column(primary_key=True)
+    v: Mapped[str | None]
+
+
+@pytest.fixture
+def db(engine: Engine) -> Engine:
+    Base.metadata.create_all(engine)
+    return engine
+
+
+@pytest.fixture
+def fk_models(engine: Engine) -> tuple[type[Any], type[Any]]:
+    """Two tables joined by a foreign key, with client-given keys and no relationship()."""
+
+    class FkBase(DeclarativeBase):
+        pass
+
+    # the child is declared first so that declaration order cannot explain a correct order
+    class Child(FkBase):
+        __tablename__ = "children"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        parent_id: Mapped[int] = mapped_column(ForeignKey("parents.id"))
+
+    class Parent(FkBase):
+        __tablename__ = "parents"
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        name: Mapped[str | None]
+
+    FkBase.metadata.create_all(engine)
+    return Parent, Child
+
+
+def _statements(log: Log) -> list[str]:
+    return [sql for sql, _ in log]
+
+
+def _verbs(log: Log) -> list[str]:
+    return [sql.split(None, 1)[0].upper() for sql, _ in log]
+
+
+def _set_columns(sql: str) -> list[str]:
+    m = re.search(r"\bSET (.*?) (?:FROM|WHERE)\b", sql, re.S)
+    assert m, f"not an UPDATE with SET: {sql}"
+    return [part.split("=")[0].strip().strip('"') for part in m.group(1).split(", ")]
+
+
+def _table_of(sql: str) -> str:
+    m = re.match(r"\s*(?:INSERT INTO|UPDATE|DELETE FROM)\s+(\S+)", sql)
+    assert m, sql
+    return m.group(1).strip('"').split(".")[-1]
+
+
+def _loaded(engine: Engine, n: int) -> tuple[Session, list[Item]]:
+    with Session(engine) as s:
+        s.add_all([Item(name=f"i{k}", qty=k) for k in range(n)])
+        s.commit()
+    s = Session(engine)
+    items = list(s.scalars(select(Item).order_by(Item.id)).all())
+    return s, items
+
+
+# --------------------------------------------------------------------------------------------
+# INSERT
+
+
+def test_three_inserts_with_generated_keys_are_one_key_select_and_one_insert(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        items = [Item(name=f"n{k}", qty=k) for k in range(3)]
+        s.add_all(items)
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["SELECT", "INSERT"]
+        key_sql, insert_sql = _statements(sql_log)
+        assert "nextval" in key_sql
+        assert _table_of(insert_sql) == "items"
+        assert insert_sql.count("(%s") == 3  # three rows in one VALUES list
+        ids = [i.id for i in items]
+        assert len(set(ids)) == 3 and all(isinstance(i, int) for i in ids)
+        # the pre-allocated keys are the ones written, row for row
+        params = list(sql_log[1][1])
+        for item in items:
+            assert item.id in params
+        s.commit()
+    rows = admin_conn.execute(f"SELECT id, name, qty FROM {schema}.items ORDER BY id").fetchall()
+    assert sorted(rows) == sorted((i.id, f"n{k}", k) for k, i in enumerate(items))
+
+
+def test_one_insert_with_generated_key_uses_returning(db: Engine, sql_log: Log) -> None:
+    with Session(db) as s:
+        item = Item(name="solo")
+        s.add(item)
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["INSERT"]
+        assert "RETURNING" in sql_log[0][0]
+        assert "nextval" not in sql_log[0][0]
+        assert isinstance(item.id, int)
+        assert item.qty == 0  # the Python default was sent
+
+
+def test_inserts_with_natural_keys_need_no_key_select(db: Engine, sql_log: Log) -> None:
+    with Session(db) as s:
+        s.add_all([Code(code=c, label=c.upper()) for c in "abcd"])
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["INSERT"]
+        assert sql_log[0][0].count("(%s") == 4
+        assert "nextval" not in sql_log[0][0]
+
+
+def test_insert_params_carry_the_values(db: Engine, sql_log: Log) -> None:
+    with Session(db) as s:
+        s.add(Code(code="k", label="value with ' quote"))
+        sql_log.clear()
+        s.flush()
+        ((sql, params),) = sql_log
+        assert list(params) == ["k", "value with ' quote"]
+        assert "value with" not in sql  # values are bound, never inlined
+
+
+# --------------------------------------------------------------------------------------------
+# UPDATE
+
+
+def test_same_column_set_on_several_objects_is_one_update(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    s, items = _loaded(db, 4)
+    try:
+        for k, item in enumerate(items[:3]):
+            item.qty = 100 + k
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["UPDATE"]
+        assert _set_columns(sql_log[0][0]) == ["qty"]
+        s.commit()
+    finally:
+        s.close()
+    rows = admin_conn.execute(f"SELECT name, qty FROM {schema}.items ORDER BY id").fetchall()
+    assert rows == [("i0", 100), ("i1", 101), ("i2", 102), ("i3", 3)]
+
+
+def test_different_column_sets_are_separate_updates(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    s, items = _loaded(db, 4)
+    try:
+        items[0].qty = 10
+        items[1].qty = 11
+        items[2].name = "renamed"
+        items[3].name = "both"
+        items[3].note = "n"
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["UPDATE", "UPDATE", "UPDATE"]
+        column_sets = sorted(sorted(_set_columns(sql)) for sql in _statements(sql_log))
+        assert column_sets == [["name"], ["name", "note"], ["qty"]]
+        s.commit()
+    finally:
+        s.close()
+    rows = admin_conn.execute(f"SELECT name, qty, note FROM {schema}.items ORDER BY id").fetchall()
+    assert rows == [("i0", 10, None), ("i1", 11, None), ("renamed", 2, None), ("both", 3, "n")]
+
+
+def test_update_sets_only_the_changed_columns(db: Engine, sql_log: Log) -> None:
+    s, (item,) = _loaded(db, 1)
+    try:
+        item.note = "hello"
+        sql_log.clear()
+        s.flush()
+        ((sql, params),) = sql_log
+        assert sql.startswith("UPDATE")
+        assert _set_columns(sql) == ["note"]
+        assert list(params) == ["hello", item.id]
+    finally:
+        s.close()
+
+
+def test_setting_a_value_back_to_the_original_sends_nothing(db: Engine, sql_log: Log) -> None:
+    s, items = _loaded(db, 2)
+    try:
+        items[0].name = "temporary"
+        items[0].name = "i0"
+        items[1].qty = 50
+        items[1].qty = 1
+        items[1].note = "x"
+        items[1].note = None
+        sql_log.clear()
+        s.flush()
+        assert sql_log == []
+        s.commit()
+        assert sql_log == []
+    finally:
+        s.close()
+
+
+def test_only_the_net_changed_column_of_several_is_updated(db: Engine, sql_log: Log) -> None:
+    s, (item,) = _loaded(db, 1)
+    try:
+        item.name = "other"
+        item.qty = 99
+        item.name = "i0"  # back again
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["UPDATE"]
+        assert _set_columns(sql_log[0][0]) == ["qty"]
+    finally:
+        s.close()
+
+
+def test_updates_of_composite_key_rows(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        s.add_all([Pair(a=1, b=1), Pair(a=1, b=2), Pair(a=2, b=1)])
+        s.commit()
+    with Session(db) as s:
+        pairs = s.scalars(select(Pair).order_by(Pair.a, Pair.b)).all()
+        for p in pairs:
+            p.v = f"{p.a}-{p.b}"
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["UPDATE"]
+        s.commit()
+    rows = admin_conn.execute(f"SELECT a, b, v FROM {schema}.pairs ORDER BY a, b").fetchall()
+    assert rows == [(1, 1, "1-1"), (1, 2, "1-2"), (2, 1, "2-1")]
+
+
+# --------------------------------------------------------------------------------------------
+# DELETE
+
+
+def test_deletes_of_several_objects_are_one_delete_any(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    s, items = _loaded(db, 5)
+    try:
+        for item in items[1:4]:
+            s.delete(item)
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["DELETE"]
+        ((sql, params),) = sql_log
+        assert "= ANY" in sql
+        assert sorted(params[0]) == sorted(i.id for i in items[1:4])
+        s.commit()
+    finally:
+        s.close()
+    rows = admin_conn.execute(f"SELECT name FROM {schema}.items ORDER BY id").fetchall()
+    assert rows == [("i0",), ("i4",)]
+
+
+def test_deletes_of_composite_key_rows_are_one_statement(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        s.add_all([Pair(a=1, b=1), Pair(a=1, b=2), Pair(a=2, b=1)])
+        s.commit()
+    with Session(db) as s:
+        for key in [(1, 2), (2, 1)]:
+            s.delete(s.get(Pair, key))
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["DELETE"]
+        s.commit()
+    assert admin_conn.execute(f"SELECT a, b FROM {schema}.pairs").fetchall() == [(1, 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# no-op flushes
+
+
+def test_noop_flush_sends_nothing(db: Engine, sql_log: Log) -> None:
+    s, items = _loaded(db, 3)
+    try:
+        _ = [(i.name, i.qty, i.note) for i in items]
+        sql_log.clear()
+        s.flush()
+        s.flush()
+        assert sql_log == []
+        assert s.flush_plan() == []
+    finally:
+        s.close()
+    with Session(db) as empty:
+        sql_log.clear()
+        empty.flush()
+        empty.commit()
+        assert sql_log == []
+
+
+def test_added_then_expunged_object_is_not_written(db: Engine, sql_log: Log) -> None:
+    with Session(db) as s:
+        item = Item(name="gone")
+        s.add(item)
+        s.expunge(item)
+        sql_log.clear()
+        s.flush()
+        assert sql_log == []
+
+
+# --------------------------------------------------------------------------------------------
+# table order
+
+
+def test_inserts_go_parent_table_first(
+    fk_models: tuple[type[Any], type[Any]],
+    engine: Engine,
+    sql_log: Log,
+    admin_conn: Conn,
+    schema: str,
+) -> None:
+    Parent, Child = fk_models
+    with Session(engine) as s:
+        # children added before their parents
+        s.add_all([Child(id=1, parent_id=10), Child(id=2, parent_id=20)])
+        s.add_all([Parent(id=10), Parent(id=20)])
+        sql_log.clear()
+        s.flush()
+        assert [(_verbs([e])[0], _table_of(e[0])) for e in sql_log] == [
+            ("INSERT", "parents"),
+            ("INSERT", "children"),
+        ]
+        s.commit()
+    assert admin_conn.execute(f"SELECT count(*) FROM {schema}.children").fetchone() == (2,)
+
+
+def test_deletes_go_child_table_first(
+    fk_models: tuple[type[Any], type[Any]],
+    engine: Engine,
+    sql_log: Log,
+    admin_conn: Conn,
+    schema: str,
+) -> None:
+    Parent, Child = fk_models
+    with Session(engine) as s:
+        s.add_all([Parent(id=10), Parent(id=20)])
+        s.flush()
+        s.add_all([Child(id=1, parent_id=10), Child(id=2, parent_id=20)])
+        s.commit()
+    with Session(engine) as s:
+        parents = s.scalars(select(Parent)).all()
+        children = s.scalars(select(Child)).all()
+        for p in parents:  # parents marked first
+            s.delete(p)
+        for c in children:
+            s.delete(c)
+        sql_log.clear()
+        s.flush()
+        assert [(_verbs([e])[0], _table_of(e[0])) for e in sql_log] == [
+            ("DELETE", "children"),
+            ("DELETE", "parents"),
+        ]
+        s.commit()
+    assert admin_conn.execute(f"SELECT count(*) FROM {schema}.parents").fetchone() == (0,)
+
+
+def test_mixed_flush_inserts_parents_before_children_and_updates_both(
+    fk_models: tuple[type[Any], type[Any]],
+    engine: Engine,
+    sql_log: Log,
+    admin_conn: Conn,
+    schema: str,
+) -> None:
+    Parent, Child = fk_models
+    with Session(engine) as s:
+        s.add(Parent(id=1, name="one"))
+        s.commit()
+    with Session(engine) as s:
+        one = s.get(Parent, 1)
+        assert one is not None
+        one.name = "uno"
+        s.add(Child(id=5, parent_id=2))
+        s.add(Parent(id=2, name="two"))
+        sql_log.clear()
+        s.flush()
+        ops = [(_verbs([e])[0], _table_of(e[0])) for e in sql_log]
+        assert sorted(ops) == [("INSERT", "children"), ("INSERT", "parents"), ("UPDATE", "parents")]
+        assert ops.index(("INSERT", "parents")) < ops.index(("INSERT", "children"))
+        s.commit()
+    rows = admin_conn.execute(f"SELECT id, name FROM {schema}.parents ORDER BY id").fetchall()
+    assert rows == [(1, "uno"), (2, "two")]
