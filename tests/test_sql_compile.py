@@ -254,6 +254,10 @@ def test_truth_value_of_expression() -> None:
     assert bool(users.c.id != users.c.age) is True
     with pytest.raises(TypeError, match="and_"):
         bool(users.c.id < users.c.age)
+    # schema objects are plainly true; only conditions refuse a truth value
+    assert bool(users.c.id) and bool(users) and bool(users.alias())
+    with pytest.raises(TypeError):
+        bool(and_(users.c.id == 1, users.c.age == 2))
     # identity semantics make `in` on lists of columns work
     assert users.c.id in [users.c.name, users.c.id]
     assert users.c.age not in [users.c.name, users.c.id]

@@ -172,6 +172,9 @@ class FromClause(ClauseElement):
     def _from_objects(self) -> list[FromClause]:
         return [self]
 
+    def __bool__(self) -> bool:
+        return True  # tables, joins and aliases are not conditions
+
     def _tables(self) -> list[FromClause]:
         """The innermost FROM items this one covers (a join covers both of its sides)."""
         return [self]

@@ -240,6 +240,11 @@ class Column(ColumnElement):
     def _from_objects(self) -> list[FromClause]:
         return [self.table] if self.table is not None else []
 
+    def __bool__(self) -> bool:
+        # A column is a schema object first: `if fk.parent:` means "is there one". Conditions
+        # built from it (col == x, and_(...)) still refuse a truth value.
+        return True
+
     def references(self, column: Column) -> bool:
         """True if this column has a foreign key to `column`."""
         return any(fk.column is column for fk in self.foreign_keys)
