@@ -105,6 +105,7 @@ def test_type_equality() -> None:
     assert String(5) != String(6)
     assert Integer() != BigInteger()
     assert Enum(Status) == Enum(Status)
+    assert Enum(Status) != Enum(Status, values_callable=lambda c: [m.value for m in c])
     assert len({String(5), String(5), Text()}) == 2
 
 

@@ -524,7 +524,9 @@ class Enum(TypeEngine):
 
     def _args(self) -> tuple[Any, ...]:
         if self.enum_class is not None:
-            return (self.enum_class,)
+            if self.enums == tuple(self.enum_class.__members__):
+                return (self.enum_class,)
+            return (self.enum_class, self.enums)
         return self.enums
 
 
