@@ -48,6 +48,13 @@ class Tag(Base):
     label: Mapped[str]
 
 
+class Profile(Base):
+    __tablename__ = "profiles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prefs: Mapped[dict[str, Any]]
+    tags: Mapped[list[str]]
+
+
 @pytest.fixture
 def db(engine: Engine) -> Engine:
     Base.metadata.create_all(engine)
@@ -865,3 +872,18 @@ def test_update_and_delete_round_trip(db: Engine, admin_conn: Conn, schema: str)
         s.commit()
     rows = admin_conn.execute(f"SELECT name, age FROM {schema}.users ORDER BY id").fetchall()
     assert rows == [("a", 1), ("bee", 30)]
+
+
+def test_in_place_json_changes_are_detected(db: Engine, admin_conn: Conn, schema: str) -> None:
+    # SPEC §5: changes inside JSON/JSONB and list values are detected with no wrapper types
+    with Session(db) as s:
+        p = Profile(prefs={"theme": "light"}, tags=["a"])
+        s.add(p)
+        s.commit()
+        p.prefs["theme"] = "dark"
+        p.tags.append("b")
+        assert s.is_modified(p)
+        assert p in s.dirty
+        s.commit()
+    row = admin_conn.execute(f"SELECT prefs, tags FROM {schema}.profiles").fetchone()
+    assert row == ({"theme": "dark"}, ["a", "b"])

@@ -1,0 +1,219 @@
+"""Memory: what a Session keeps alive and what it lets go.
+
+Clean persistent objects are held weakly by the identity map; new, dirty and deleted objects are
+held strongly until flushed; a closed (or dropped) session and its objects are freed.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from retort import DeclarativeBase, Mapped, Session, inspect, mapped_column, select
+from retort.engine import Engine
+
+Log = list[tuple[str, Any]]
+Collected = Callable[..., None]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    payload: Mapped[dict[str, Any] | None]
+
+
+@pytest.fixture
+def db(engine: Engine) -> Engine:
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add_all([Node(name=f"n{i}", payload={"i": i}) for i in range(5)])
+        s.commit()
+    return engine
+
+
+def _collect() -> None:
+    for _ in range(3):
+        gc.collect()
+
+
+def test_closed_session_and_its_objects_are_collected(
+    db: Engine, assert_collected: Collected
+) -> None:
+    s = Session(db)
+    loaded = s.scalars(select(Node)).all()
+    added = Node(name="new")
+    s.add(added)
+    s.flush()
+    loaded[0].name = "changed"
+    s.delete(loaded[1])
+    s.commit()
+    _ = [n.name for n in s.scalars(select(Node)).all()]  # reload after expiry
+    s.close()
+    refs = [weakref.ref(s), weakref.ref(added), *(weakref.ref(o) for o in loaded)]
+    del s, loaded, added
+    assert_collected(*refs)
+
+
+def test_closed_session_with_pending_changes_is_collected(
+    db: Engine, assert_collected: Collected
+) -> None:
+    s = Session(db)
+    objs = s.scalars(select(Node)).all()
+    objs[0].name = "dirty"
+    s.delete(objs[1])
+    new = Node(name="pending")
+    s.add(new)
+    s.close()
+    refs = [weakref.ref(s), weakref.ref(new), *(weakref.ref(o) for o in objs)]
+    del s, objs, new
+    assert_collected(*refs)
+
+
+def test_session_used_as_context_manager_is_collected(
+    db: Engine, assert_collected: Collected
+) -> None:
+    with Session(db) as s:
+        obj = s.scalars(select(Node).limit(1)).one()
+        obj.name = "x"
+        s.commit()
+    refs = [weakref.ref(s), weakref.ref(obj)]
+    del s, obj
+    assert_collected(*refs)
+
+
+def test_objects_do_not_keep_their_session_alive(db: Engine, assert_collected: Collected) -> None:
+    with Session(db, expire_on_commit=False) as s:
+        obj = s.scalars(select(Node).limit(1)).one()
+        ref = weakref.ref(s)
+        del s
+    assert_collected(ref)
+    assert obj.name.startswith("n")
+    assert inspect(obj).session is None
+
+
+def test_dropped_unclosed_session_is_collected(db: Engine, assert_collected: Collected) -> None:
+    s = Session(db)
+    objs = s.scalars(select(Node)).all()
+    s.commit()  # no transaction left open, nothing to roll back
+    refs = [weakref.ref(s), *(weakref.ref(o) for o in objs)]
+    del s, objs
+    assert_collected(*refs)
+
+
+def test_clean_persistent_objects_are_held_weakly(
+    db: Engine, sql_log: Log, assert_collected: Collected
+) -> None:
+    with Session(db) as s:
+        objs = s.scalars(select(Node).order_by(Node.id)).all()
+        ids = [o.id for o in objs]
+        keep = objs[0]
+        refs = [weakref.ref(o) for o in objs[1:]]
+        del objs
+        assert_collected(*refs)
+        assert len(s.identity_map) == 1
+        assert list(s) == [keep]
+        # a collected object is loaded again on demand, as a new instance
+        sql_log.clear()
+        again = s.get(Node, ids[1])
+        assert again is not None and again.name == "n1"
+        assert [sql.split()[0] for sql, _ in sql_log] == ["SELECT"]
+        assert s.get(Node, ids[0]) is keep
+
+
+def test_flushed_and_committed_objects_become_weak(db: Engine, assert_collected: Collected) -> None:
+    with Session(db) as s:
+        new = Node(name="new")
+        s.add(new)
+        s.flush()  # now persistent and clean
+        obj = s.scalars(select(Node).where(Node.name == "n0")).one()
+        obj.name = "n0!"
+        s.commit()  # clean (and expired) afterwards
+        refs = [weakref.ref(new), weakref.ref(obj)]
+        del new, obj
+        assert_collected(*refs)
+
+
+def test_new_objects_are_held_strongly(db: Engine) -> None:
+    with Session(db) as s:
+        s.add(Node(name="only referenced by the session"))
+        ref = weakref.ref(next(iter(s.new)))
+        _collect()
+        assert ref() is not None
+        assert len(s.new) == 1
+        s.commit()
+    with Session(db) as s2:
+        assert s2.scalars(select(Node).where(Node.name.like("only%"))).one() is not None
+
+
+def test_dirty_objects_are_held_strongly(db: Engine) -> None:
+    with Session(db) as s:
+        obj = s.scalars(select(Node).where(Node.name == "n2")).one()
+        oid = obj.id
+        obj.name = "modified"
+        ref = weakref.ref(obj)
+        del obj
+        _collect()
+        assert ref() is not None
+        assert len(s.dirty) == 1
+        s.commit()
+    with Session(db) as s2:
+        fresh = s2.get(Node, oid)
+        assert fresh is not None and fresh.name == "modified"
+
+
+def test_in_place_json_change_keeps_the_object_alive(db: Engine) -> None:
+    # changes inside JSON values are detected without wrapper types (SPEC §5): an object whose
+    # JSON was changed in place has a change to flush, so it must not be dropped
+    with Session(db) as s:
+        obj = s.scalars(select(Node).where(Node.name == "n3")).one()
+        oid = obj.id
+        payload = obj.payload
+        assert payload is not None
+        payload["i"] = 300
+        ref = weakref.ref(obj)
+        del obj
+        _collect()
+        assert ref() is not None
+        s.commit()
+    with Session(db) as s2:
+        fresh = s2.get(Node, oid)
+        assert fresh is not None and fresh.payload == {"i": 300}
+
+
+def test_deleted_objects_are_held_strongly(db: Engine, assert_collected: Collected) -> None:
+    with Session(db) as s:
+        obj = s.scalars(select(Node).where(Node.name == "n4")).one()
+        s.delete(obj)
+        ref = weakref.ref(obj)
+        del obj
+        _collect()
+        assert ref() is not None
+        assert len(s.deleted) == 1
+        s.flush()
+        s.commit()
+        assert_collected(ref)  # detached after commit: nothing holds it
+    with Session(db) as s2:
+        assert s2.scalars(select(Node).where(Node.name == "n4")).all() == []
+
+
+def test_expunged_objects_are_released(db: Engine, assert_collected: Collected) -> None:
+    with Session(db) as s:
+        obj = s.scalars(select(Node).limit(1)).one()
+        obj.name = "dirty but expunged"
+        s.expunge(obj)
+        pending = Node(name="pending but expunged")
+        s.add(pending)
+        s.expunge(pending)
+        refs = [weakref.ref(obj), weakref.ref(pending)]
+        del obj, pending
+        assert_collected(*refs)
+        assert len(s.dirty) == 0 and len(s.new) == 0
