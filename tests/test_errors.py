@@ -98,10 +98,6 @@ def test_add_of_an_unmapped_object(
     with Session(db) as s:
         with pytest.raises(exc.UnmappedInstanceError, match="NotMapped"):
             s.add(NotMapped())
-        with pytest.raises(exc.UnmappedInstanceError):
-            s.add("a string")
-        with pytest.raises(exc.UnmappedInstanceError):
-            s.add(User)  # the class, not an instance
         ok = User(name="carl")
         with pytest.raises(exc.UnmappedInstanceError):
             s.add_all([ok, NotMapped()])
@@ -109,6 +105,16 @@ def test_add_of_an_unmapped_object(
         s.rollback()
         assert _rows(admin_conn, schema) == seeded
         _session_still_works(s, admin_conn, schema, "dan")
+
+
+@pytest.mark.parametrize("thing", ["a string", 42, None, User], ids=["str", "int", "None", "cls"])
+def test_add_of_something_that_is_not_a_mapped_instance(
+    db: Engine, thing: Any, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        with pytest.raises(exc.UnmappedInstanceError):
+            s.add(thing)
+        _session_still_works(s, admin_conn, schema, "ann")
 
 
 def test_delete_of_an_unmapped_object(db: Engine, admin_conn: Conn, schema: str) -> None:
@@ -411,3 +417,17 @@ def test_bad_sql_in_execute_is_a_programming_error(db: Engine) -> None:
         assert info.value.statement is not None and "no_such_column" in info.value.statement
         s.rollback()
         assert s.scalars(select(User)).all() == []
+
+
+def test_adding_a_deleted_object_again(
+    db: Engine, seeded: list[Any], admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        bob = s.get(User, seeded[1][0])
+        s.delete(bob)
+        s.flush()
+        with pytest.raises(exc.InvalidRequestError, match="deleted"):
+            s.add(bob)
+        assert inspect(bob).deleted
+        s.rollback()
+    assert _rows(admin_conn, schema) == seeded

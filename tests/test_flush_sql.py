@@ -419,3 +419,76 @@ def test_mixed_flush_inserts_parents_before_children_and_updates_both(
         s.commit()
     rows = admin_conn.execute(f"SELECT id, name FROM {schema}.parents ORDER BY id").fetchall()
     assert rows == [(1, "uno"), (2, "two")]
+
+
+# --------------------------------------------------------------------------------------------
+# large batches and unique keys
+
+
+def test_large_insert_is_chunked_with_one_key_select(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    n = 2500
+    with Session(db) as s:
+        items = [Item(name=f"bulk{k}", qty=k) for k in range(n)]
+        s.add_all(items)
+        sql_log.clear()
+        s.flush()
+        verbs = _verbs(sql_log)
+        assert verbs[0] == "SELECT" and "nextval" in sql_log[0][0]
+        assert set(verbs[1:]) == {"INSERT"}
+        assert 1 < len(verbs) - 1 <= 10  # a few big statements, not one per row
+        ids = [i.id for i in items]
+        assert len(set(ids)) == n
+        s.commit()
+    rows = admin_conn.execute(f"SELECT id, qty FROM {schema}.items").fetchall()
+    assert sorted(rows) == sorted(zip(ids, range(n), strict=True))
+
+
+def test_large_update_and_delete_are_few_statements(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    s, items = _loaded(db, 2500)
+    try:
+        for item in items[:2000]:
+            item.qty = -item.qty
+        for item in items[2000:]:
+            s.delete(item)
+        sql_log.clear()
+        s.flush()
+        verbs = _verbs(sql_log)
+        assert set(verbs) == {"UPDATE", "DELETE"}
+        assert len(verbs) <= 6
+        s.commit()
+    finally:
+        s.close()
+    assert admin_conn.execute(f"SELECT count(*), sum(qty) FROM {schema}.items").fetchone() == (
+        2000,
+        -sum(range(2000)),
+    )
+
+
+def test_delete_that_frees_a_unique_key_runs_before_the_insert_taking_it(
+    engine: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    class UBase(DeclarativeBase):
+        pass
+
+    class Account(UBase):
+        __tablename__ = "accounts"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        email: Mapped[str] = mapped_column(unique=True)
+
+    UBase.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Account(email="a@x"))
+        s.commit()
+    with Session(engine) as s:
+        old = s.scalars(select(Account)).one()
+        s.add(Account(email="a@x"))  # added before the delete is even marked
+        s.delete(old)
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["DELETE", "INSERT"]
+        s.commit()
+    assert admin_conn.execute(f"SELECT email FROM {schema}.accounts").fetchall() == [("a@x",)]

@@ -945,3 +945,72 @@ def test_models_of_one_registry_do_not_affect_flushes_of_another(
         s.add(Plain())
         s.commit()
     assert admin_conn.execute(f"SELECT count(*) FROM {schema}.plain").fetchone() == (1,)
+
+
+def test_server_defaults_are_fetched_for_a_multi_row_insert(engine: Engine) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class SD(Base):
+        __tablename__ = "sd_many"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        label: Mapped[str] = mapped_column(server_default="unnamed")
+        made: Mapped[dt.datetime] = mapped_column(
+            DateTime(timezone=True), server_default=text("now()")
+        )
+
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        objs = [SD() for _ in range(3)]
+        s.add_all(objs)
+        s.flush()
+        assert [o.label for o in objs] == ["unnamed"] * 3
+        assert all(isinstance(o.made, dt.datetime) and o.made.tzinfo for o in objs)
+        assert len({o.id for o in objs}) == 3
+
+
+def test_onupdate_applies_to_each_row_of_a_set_update(engine: Engine) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class OU(Base):
+        __tablename__ = "ou_many"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        n: Mapped[int]
+        touched: Mapped[str] = mapped_column(default="created", onupdate="updated")
+
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        objs = [OU(n=i) for i in range(4)]
+        s.add_all(objs)
+        s.commit()
+        for o in objs[:3]:
+            o.n += 10
+        s.commit()
+        ids = [o.id for o in objs]
+    with Session(engine) as s:
+        got = [(o.n, o.touched) for o in (s.get(OU, i) for i in ids) if o is not None]
+    assert got == [(10, "updated"), (11, "updated"), (12, "updated"), (3, "created")]
+
+
+def test_primary_key_of_a_persistent_object_can_change(
+    engine: Engine, admin_conn: Conn, schema: str
+) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class K(Base):
+        __tablename__ = "k"
+        code: Mapped[str] = mapped_column(primary_key=True)
+        v: Mapped[int]
+
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        k = K(code="old", v=1)
+        s.add(k)
+        s.commit()
+        k.code = "new"
+        s.commit()
+        assert s.get(K, "new") is k
+        assert inspect(k).identity == ("new",)
+    assert admin_conn.execute(f"SELECT code, v FROM {schema}.k").fetchall() == [("new", 1)]
