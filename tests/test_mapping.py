@@ -759,6 +759,13 @@ def test_foreign_key_column_takes_the_type_of_its_target(
     assert cols["parent_id"][0] in ("integer", "bigint")
     assert ("children", "parents") in _foreign_keys(admin_conn, schema)
     assert Child.__table__.autoincrement_column is Child.__table__.c.id
+    # a model with a foreign key can be flushed (this configures the mappers)
+    with Session(engine) as s:
+        s.add(Parent(id=7))
+        s.flush()
+        s.add(Child(parent_id=7))
+        s.commit()
+    assert admin_conn.execute(f"SELECT parent_id FROM {schema}.children").fetchall() == [(7,)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -807,49 +814,154 @@ def test_create_all_and_drop_all_follow_foreign_key_order(
     assert _tables(admin_conn, schema) == set()
 
 
-def test_use_alter_allows_mutually_referencing_tables(
-    engine: Engine, admin_conn: Conn, schema: str, sql_log: list[tuple[str, Any]]
+# Mapper dependencies are process-wide state: the two tests below declare mutually referencing
+# models, so they run in a fresh interpreter, where whatever they do cannot leak into the
+# mappers (and flushes) of every later test.
+
+_ISOLATED_PRELUDE = """
+import os, psycopg
+from typing import Any
+from retort import DeclarativeBase, ForeignKey, Mapped, Session, create_engine, mapped_column
+engine = create_engine(os.environ["RETORT_ISOLATED_URL"])
+schema = os.environ["RETORT_ISOLATED_SCHEMA"]
+admin = psycopg.connect(os.environ["RETORT_ISOLATED_CONNINFO"], autocommit=True)
+log: list[str] = []
+engine._statement_hooks.append(lambda sql, params: log.append(sql))
+"""
+
+
+def _run_isolated(engine: Engine, schema: str, body: str) -> None:
+    """Run `body` (after a prelude defining engine, schema, admin and log) in a new process."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    url = engine.url
+    env = {
+        **os.environ,
+        "RETORT_ISOLATED_URL": url.render_as_string(hide_password=False),
+        "RETORT_ISOLATED_SCHEMA": schema,
+        "RETORT_ISOLATED_CONNINFO": psycopg.conninfo.make_conninfo("", **url.connect_kwargs()),
+    }
+    script = _ISOLATED_PRELUDE + textwrap.dedent(body) + "\nengine.dispose()\n"
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"isolated test failed:\n{proc.stderr[-4000:]}", pytrace=False)
+
+
+def test_use_alter_allows_mutually_referencing_tables(engine: Engine, schema: str) -> None:
+    _run_isolated(
+        engine,
+        schema,
+        """
+        class Base(DeclarativeBase):
+            pass
+
+        class Team(Base):
+            __tablename__ = "teams"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            captain_id: Mapped[int | None] = mapped_column(
+                ForeignKey("players.id", use_alter=True, name="fk_team_captain")
+            )
+
+        class Player(Base):
+            __tablename__ = "players"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
+
+        Base.metadata.create_all(engine)
+        ddl = [q for q in log if q.startswith(("CREATE", "ALTER"))]
+        def first(prefix):
+            return next(i for i, q in enumerate(ddl) if q.startswith(prefix))
+        assert first("CREATE TABLE teams") < first("CREATE TABLE players") < first(
+            "ALTER TABLE teams"
+        ), ddl
+        assert "fk_team_captain" in ddl[first("ALTER TABLE teams")]
+        fks = {
+            (r[0].split(".")[-1], r[1].split(".")[-1])
+            for r in admin.execute(
+                "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text "
+                "FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+                "WHERE n.nspname = %s AND c.contype = 'f'",
+                (schema,),
+            )
+        }
+        assert fks == {("teams", "players"), ("players", "teams")}, fks
+        # the constraints really exist: a dangling reference is refused
+        try:
+            admin.execute(f"INSERT INTO {schema}.teams (id, captain_id) VALUES (1, 99)")
+        except psycopg.errors.ForeignKeyViolation:
+            pass
+        else:
+            raise AssertionError("the use_alter foreign key was not created")
+
+        # the mapped classes can be used: the cycle goes through nullable columns
+        with Session(engine) as s:
+            team = Team()
+            s.add(team)
+            s.flush()
+            player = Player(team_id=team.id)
+            s.add(player)
+            s.flush()
+            team.captain_id = player.id
+            s.commit()
+        rows = admin.execute(
+            f"SELECT t.captain_id = p.id, p.team_id = t.id "
+            f"FROM {schema}.teams t, {schema}.players p"
+        ).fetchall()
+        assert rows == [(True, True)], rows
+
+        Base.metadata.drop_all(engine)
+        left = admin.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchone()
+        assert left == (0,), left
+        """,
+    )
+
+
+def test_models_of_one_registry_do_not_affect_flushes_of_another(
+    engine: Engine, schema: str
 ) -> None:
-    class Base(DeclarativeBase):
-        pass
+    _run_isolated(
+        engine,
+        schema,
+        """
+        class Other(DeclarativeBase):
+            pass
 
-    class Team(Base):
-        __tablename__ = "teams"
-        id: Mapped[int] = mapped_column(primary_key=True)
-        captain_id: Mapped[int | None] = mapped_column(
-            ForeignKey("players.id", use_alter=True, name="fk_team_captain")
-        )
+        # a registry whose tables reference each other (never created, never used)
+        class Hen(Other):
+            __tablename__ = "hens"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            egg_id: Mapped[int | None] = mapped_column(ForeignKey("eggs.id", use_alter=True))
 
-    class Player(Base):
-        __tablename__ = "players"
-        id: Mapped[int] = mapped_column(primary_key=True)
-        team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
+        class Egg(Other):
+            __tablename__ = "eggs"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            hen_id: Mapped[int | None] = mapped_column(ForeignKey("hens.id"))
 
-    Base.metadata.create_all(engine)
-    ddl = _ddl(sql_log)
-    assert _first_index(ddl, "CREATE TABLE teams") < _first_index(ddl, "CREATE TABLE players")
-    alter = _first_index(ddl, "ALTER TABLE teams")
-    assert alter > _first_index(ddl, "CREATE TABLE players")
-    assert "fk_team_captain" in ddl[alter]
-    assert _foreign_keys(admin_conn, schema) == {("teams", "players"), ("players", "teams")}
-    # the constraints really exist: a dangling reference is refused
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        admin_conn.execute(f"INSERT INTO {schema}.teams (id, captain_id) VALUES (1, 99)")
-    # and the mapped classes can be used: the cycle goes through nullable columns
-    with Session(engine) as s:
-        team = Team()
-        s.add(team)
-        s.flush()
-        player = Player(team_id=team.id)
-        s.add(player)
-        s.flush()
-        team.captain_id = player.id
-        s.commit()
-    assert admin_conn.execute(
-        f"SELECT t.captain_id = p.id, p.team_id = t.id FROM {schema}.teams t, {schema}.players p"
-    ).fetchall() == [(True, True)]
-    Base.metadata.drop_all(engine)
-    assert _tables(admin_conn, schema) == set()
+        class Base(DeclarativeBase):
+            pass
+
+        class Plain(Base):
+            __tablename__ = "plain"
+            id: Mapped[int] = mapped_column(primary_key=True)
+
+        Base.metadata.create_all(engine)
+        with Session(engine) as s:
+            s.add(Plain())
+            s.commit()
+        assert admin.execute(f"SELECT count(*) FROM {schema}.plain").fetchone() == (1,)
+        """,
+    )
 
 
 def test_table_create_and_drop_one_table(engine: Engine, admin_conn: Conn, schema: str) -> None:
@@ -914,37 +1026,6 @@ def test_class_attributes_are_column_expressions() -> None:
     assert mapper.class_ is E and mapper.local_table is E.__table__
     # comparisons build SQL, not booleans
     assert not isinstance(E.name == "x", bool)
-
-
-def test_models_of_one_registry_do_not_affect_flushes_of_another(
-    engine: Engine, admin_conn: Conn, schema: str
-) -> None:
-    class Other(DeclarativeBase):
-        pass
-
-    # a registry whose tables reference each other (never created, never used)
-    class Hen(Other):
-        __tablename__ = "hens"
-        id: Mapped[int] = mapped_column(primary_key=True)
-        egg_id: Mapped[int | None] = mapped_column(ForeignKey("eggs.id", use_alter=True))
-
-    class Egg(Other):
-        __tablename__ = "eggs"
-        id: Mapped[int] = mapped_column(primary_key=True)
-        hen_id: Mapped[int | None] = mapped_column(ForeignKey("hens.id"))
-
-    class Base(DeclarativeBase):
-        pass
-
-    class Plain(Base):
-        __tablename__ = "plain"
-        id: Mapped[int] = mapped_column(primary_key=True)
-
-    Base.metadata.create_all(engine)
-    with Session(engine) as s:
-        s.add(Plain())
-        s.commit()
-    assert admin_conn.execute(f"SELECT count(*) FROM {schema}.plain").fetchone() == (1,)
 
 
 def test_server_defaults_are_fetched_for_a_multi_row_insert(engine: Engine) -> None:
