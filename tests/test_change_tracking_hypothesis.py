@@ -127,6 +127,22 @@ def test_change_tracking_matches_a_reference_model(
             setattr(self.objs[i], attr, value)
             self.current[i][attr] = value
 
+        @rule(i=st.integers(0, N - 1), attr=st.sampled_from((None, *ATTRS)))
+        def expire(self, i: int, attr: str | None) -> None:
+            assert self.session is not None
+            self.session.expire(self.objs[i], None if attr is None else [attr])
+            for a in ATTRS if attr is None else (attr,):
+                self.current[i][a] = self.flushed[i][a]  # unflushed change discarded
+
+        @rule(i=st.integers(0, N - 1))
+        def refresh(self, i: int) -> None:
+            assert self.session is not None
+            self.session.refresh(self.objs[i])
+            # SQLAlchemy 2.x order: expire the object (its own changes are discarded), then
+            # autoflush (every other object's changes are written), then reload it
+            self.current[i] = dict(self.flushed[i])
+            self.flushed = [dict(v) for v in self.current]
+
         @rule()
         def flush(self) -> None:
             assert self.session is not None
@@ -198,8 +214,8 @@ def test_change_tracking_matches_a_reference_model(
     run_state_machine_as_test(
         ChangeTracking,
         settings=settings(
-            max_examples=50,
-            stateful_step_count=12,
+            max_examples=100,
+            stateful_step_count=20,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),
