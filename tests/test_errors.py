@@ -431,3 +431,24 @@ def test_adding_a_deleted_object_again(
         assert inspect(bob).deleted
         s.rollback()
     assert _rows(admin_conn, schema) == seeded
+
+
+def test_expire_or_refresh_of_an_object_that_is_not_persistent(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s, Session(db) as other:
+        transient = User(name="t")
+        pending = User(name="p")
+        s.add(pending)
+        foreign = User(name="f")
+        other.add(foreign)
+        other.flush()
+        for obj in (transient, pending, foreign):
+            with pytest.raises(exc.InvalidRequestError):
+                s.expire(obj)
+            with pytest.raises(exc.InvalidRequestError):
+                s.refresh(obj)
+        assert inspect(pending).pending and pending.name == "p"
+        assert inspect(foreign).session is other and foreign.name == "f"
+        s.commit()
+    assert [r[1] for r in _rows(admin_conn, schema)] == ["p"]

@@ -887,3 +887,26 @@ def test_in_place_json_changes_are_detected(db: Engine, admin_conn: Conn, schema
         s.commit()
     row = admin_conn.execute(f"SELECT prefs, tags FROM {schema}.profiles").fetchone()
     assert row == ({"theme": "dark"}, ["a", "b"])
+
+
+def test_deleting_twice_is_harmless(db: Engine, admin_conn: Conn, schema: str) -> None:
+    (uid,) = _seed(db, "ann")
+    with Session(db) as s:
+        u = s.get(User, uid)
+        s.delete(u)
+        s.delete(u)
+        assert len(s.deleted) == 1
+        s.commit()
+    assert _count(admin_conn, schema) == 0
+
+
+def test_close_all_sessions_detaches_everything(db: Engine) -> None:
+    from retort import close_all_sessions
+
+    (uid,) = _seed(db, "ann")
+    s1, s2 = Session(db), Session(db)
+    a = s1.get(User, uid)
+    b = s2.get(User, uid)
+    close_all_sessions()
+    assert inspect(a).detached and inspect(b).detached
+    assert not s1.in_transaction() and not s2.in_transaction()
