@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import weakref
@@ -456,6 +459,21 @@ def test_garbage_collected_connection_goes_back_to_pool(engine_factory: Any) -> 
         status = conn.driver_connection.pgconn.transaction_status
         assert status == psycopg.pq.TransactionStatus.IDLE  # rolled back on return
         assert _pid(conn) == pid
+
+
+def test_connection_leaked_until_interpreter_exit_does_not_hang(dsn: str) -> None:
+    code = textwrap.dedent(
+        f"""
+        import warnings
+        warnings.simplefilter("ignore")
+        from retort.engine import create_engine
+        conn = create_engine({dsn!r}).connect()
+        conn.exec_driver_sql("SELECT 1")
+        cycle = [conn]
+        cycle.append(cycle)  # freed only by the collection at exit
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], timeout=60, check=True)
 
 
 def test_closed_connection_and_result_are_collected(engine: Engine, assert_collected: Any) -> None:

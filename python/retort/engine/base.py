@@ -779,20 +779,31 @@ def _log_statement(sql: str, params: Any, many: bool) -> None:
 def _give_back(pool: _Pool | None, dbapi: DriverConnection) -> None:
     """Return a connection to its pool (which rolls back or discards it as needed)."""
     if pool is None:
-        dbapi.close()
+        _close_quietly(dbapi)
         return
     try:
         pool.putconn(dbapi)
     except Exception:
-        dbapi.close()
+        _close_quietly(dbapi)
 
 
 def _return_abandoned(pool: _Pool | None, dbapi: DriverConnection) -> None:
     # Runs from a finalizer, possibly while this thread holds the pool's lock: hand the
-    # connection back from another thread so that can never deadlock.
+    # connection back from another thread so that can never deadlock. At interpreter exit
+    # no new thread would ever run (start() would wait forever): just close it.
+    if sys.is_finalizing():
+        _close_quietly(dbapi)
+        return
     try:
         threading.Thread(
             target=_give_back, args=(pool, dbapi), name="retort-return-connection", daemon=True
         ).start()
     except RuntimeError:  # interpreter shutting down
+        _close_quietly(dbapi)
+
+
+def _close_quietly(dbapi: DriverConnection) -> None:
+    try:
         dbapi.close()
+    except Exception:
+        pass

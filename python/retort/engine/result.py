@@ -543,7 +543,9 @@ def _process(rows: list[Any], columns: Sequence[_ColumnLike]) -> list[Any]:
                 procs.append((i, proc))
     if not procs:
         return rows
-    cols: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    cols: list[Sequence[Any]] = list(
+        zip(*rows, strict=False)
+    )  # rows of a result have equal lengths
     for i, proc in procs:
         cols[i] = [None if v is None else proc(v) for v in cols[i]]
-    return list(zip(*cols, strict=True))
+    return list(zip(*cols, strict=False))
