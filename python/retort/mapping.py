@@ -167,7 +167,6 @@ class Registry:
 
 
 _unconfigured: list[Mapper] = []
-_by_table: dict[int, Mapper] = {}
 
 
 def configure_mappers() -> None:
@@ -230,13 +229,17 @@ class Mapper:
         )
         self.attrs: dict[str, InstrumentedAttribute[Any]] = {}
         self.sql_cache: dict[Any, Any] = {}
-        _by_table[id(table)] = self
+        table._retort_mapper = self  # type: ignore[attr-defined]
         _unconfigured.append(self)
 
     def _configure(self) -> None:
         for fk in self.local_table.foreign_keys:
+            if fk.use_alter:
+                # Like SQLAlchemy: a use_alter reference does not order the tables (it is how
+                # mutual references are declared); rows that need it are ordered by the flush.
+                continue
             target = fk.column
-            parent = _by_table.get(id(target.table)) if target is not None else None
+            parent = getattr(target.table, "_retort_mapper", None) if target is not None else None
             if parent is not None and parent is not self:
                 self._core.add_dependency(
                     parent._core,

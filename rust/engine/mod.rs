@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod key;
+pub mod ordered;
 pub mod plan;
 pub mod snapshot;
 pub mod state;

@@ -68,12 +68,13 @@ impl MapperGraph {
     ///
     /// Self-references are left to row ordering and do not count here.
     pub fn order(&self) -> CoreResult<Vec<u32>> {
-        let index: ahash::AHashMap<u32, usize> = self
-            .mappers
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (*m, i))
-            .collect();
+        self.order_of(&self.mappers)
+    }
+
+    /// Order only `involved` mappers (a subset, in registration order) by the edges among them.
+    pub fn order_of(&self, involved: &[u32]) -> CoreResult<Vec<u32>> {
+        let index: ahash::AHashMap<u32, usize> =
+            involved.iter().enumerate().map(|(i, m)| (*m, i)).collect();
         let edges: Vec<(usize, usize)> = self
             .edges
             .iter()
@@ -107,7 +108,17 @@ pub fn plan(changes: &[Change], graph: &MapperGraph) -> CoreResult<Vec<Batch>> {
     if changes.is_empty() {
         return Ok(Vec::new());
     }
-    let order = graph.order()?;
+    let mut involved: Vec<u32> = changes.iter().map(|c| c.mapper).collect();
+    involved.sort_unstable();
+    involved.dedup();
+    // Registration order among the involved mappers keeps ties stable.
+    let involved: Vec<u32> = graph
+        .mappers
+        .iter()
+        .copied()
+        .filter(|m| involved.binary_search(m).is_ok())
+        .collect();
+    let order = graph.order_of(&involved)?;
     let mut groups: IndexMap<(u32, Op, ColSet), Vec<usize>, ahash::RandomState> =
         IndexMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4));
     for c in changes {
@@ -222,9 +233,24 @@ mod tests {
     }
 
     #[test]
+    fn only_involved_mappers_are_ordered() {
+        // 0 <-> 1 form a cycle, but a flush touching only mapper 2 must not care.
+        let g = graph(3, &[(0, 1), (1, 0), (0, 2)]);
+        let steps = plan(&[change(2, Op::Insert, &[0], 0)], &g).unwrap();
+        assert_eq!(steps.len(), 1);
+    }
+
+    #[test]
     fn mapper_cycle_is_an_error() {
         let g = graph(2, &[(0, 1), (1, 0)]);
-        let err = plan(&[change(0, Op::Insert, &[0], 0)], &g).unwrap_err();
+        let err = plan(
+            &[
+                change(0, Op::Insert, &[0], 0),
+                change(1, Op::Insert, &[0], 1),
+            ],
+            &g,
+        )
+        .unwrap_err();
         assert!(matches!(err, CoreError::Cycle(_)));
     }
 

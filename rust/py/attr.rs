@@ -142,11 +142,10 @@ impl ColumnAttribute {
             if has_change {
                 if !uow.deleted.contains_key(&ptr) {
                     uow.dirty
-                        .entry(ptr)
-                        .or_insert_with(|| (instance.clone().unbind(), st.clone().unbind()));
+                        .insert_if_absent(ptr, || (instance.clone().unbind(), st.clone().unbind()));
                 }
             } else {
-                let removed = uow.dirty.shift_remove(&ptr);
+                let removed = uow.dirty.remove(&ptr);
                 drop(uow);
                 drop(removed);
             }

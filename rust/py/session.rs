@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use indexmap::IndexMap;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
@@ -16,6 +15,7 @@ use pyo3::PyTraverseError;
 
 use crate::engine::error::CoreError;
 use crate::engine::key::IdentityKey;
+use crate::engine::ordered::OrderedMap;
 use crate::engine::plan::{self, Change, ColSet, Op};
 use crate::engine::snapshot::Committed;
 use crate::engine::state::Lifecycle;
@@ -29,10 +29,10 @@ use super::state::{
     StateInner, STATE_KEY,
 };
 
-type FastMap<K, V> = IndexMap<K, V, ahash::RandomState>;
+type FastMap<K, V> = OrderedMap<K, V>;
 
-fn fast_map<K, V>() -> FastMap<K, V> {
-    IndexMap::with_hasher(ahash::RandomState::new())
+fn fast_map<K: std::hash::Hash + Eq + Copy, V>() -> FastMap<K, V> {
+    OrderedMap::new()
 }
 
 /// Returned by `get()` for an object that is in the identity map but must be reloaded.
@@ -361,10 +361,9 @@ impl SessionCore {
                 inner.key = None;
                 drop(inner);
                 let mut uow = self.uow()?;
-                uow.new.insert(
-                    obj.as_ptr() as usize,
-                    (obj.clone().unbind(), st.clone().unbind()),
-                );
+                uow.new.insert_if_absent(obj.as_ptr() as usize, || {
+                    (obj.clone().unbind(), st.clone().unbind())
+                });
                 Ok("pending")
             }
             Lifecycle::Pending | Lifecycle::Persistent => {
@@ -412,7 +411,7 @@ impl SessionCore {
                 uow.insert_identity(py, key, obj, st.clone().unbind())?;
                 if dirty {
                     uow.dirty
-                        .insert(ptr, (obj.clone().unbind(), st.clone().unbind()));
+                        .insert_if_absent(ptr, || (obj.clone().unbind(), st.clone().unbind()));
                 }
                 Ok("persistent")
             }
@@ -445,8 +444,9 @@ impl SessionCore {
         if uow.deleted.contains_key(&ptr) {
             return Ok(false);
         }
-        let held = uow.dirty.shift_remove(&ptr);
-        uow.deleted.insert(ptr, (obj.clone().unbind(), st.unbind()));
+        let held = uow.dirty.remove(&ptr);
+        uow.deleted
+            .insert_if_absent(ptr, || (obj.clone().unbind(), st.unbind()));
         drop(uow);
         drop(held);
         Ok(true)
@@ -470,9 +470,9 @@ impl SessionCore {
         let mut inner = st.get().lock()?;
         let ptr = obj.as_ptr() as usize;
         let mut uow = self.uow()?;
-        let a = uow.new.shift_remove(&ptr);
-        let b = uow.dirty.shift_remove(&ptr);
-        let c = uow.deleted.shift_remove(&ptr);
+        let a = uow.new.remove(&ptr);
+        let b = uow.dirty.remove(&ptr);
+        let c = uow.deleted.remove(&ptr);
         if let Some(key) = inner.key.clone() {
             if let Some((o, _)) = uow.live(py, &key) {
                 if o.bind(py).is(obj) {
@@ -762,7 +762,7 @@ impl SessionCore {
                             inner.key = Some(key.clone());
                             drop(inner.committed.clear());
                         }
-                        uow.new.shift_remove(&(obj.as_ptr() as usize));
+                        uow.new.remove(&(obj.as_ptr() as usize));
                         uow.insert_identity(py, key.clone(), obj, row.held.1.clone_ref(py))?;
                         uow.tx_inserted.push(key);
                     }
@@ -786,7 +786,7 @@ impl SessionCore {
                             }
                             uow.insert_identity(py, new_key, obj, row.held.1.clone_ref(py))?;
                         }
-                        uow.dirty.shift_remove(&(obj.as_ptr() as usize));
+                        uow.dirty.remove(&(obj.as_ptr() as usize));
                     }
                 }
                 Op::Delete => {
@@ -801,7 +801,7 @@ impl SessionCore {
                         if let Some(k) = key {
                             uow.identity.remove(&k);
                         }
-                        uow.deleted.shift_remove(&(obj.as_ptr() as usize));
+                        uow.deleted.remove(&(obj.as_ptr() as usize));
                         uow.tx_deleted
                             .push((obj.clone().unbind(), row.held.1.clone_ref(py)));
                     }
@@ -939,7 +939,7 @@ impl SessionCore {
         }
         drop(inner);
         if clean {
-            let removed = self.uow()?.dirty.shift_remove(&(obj.as_ptr() as usize));
+            let removed = self.uow()?.dirty.remove(&(obj.as_ptr() as usize));
             drop(removed);
         }
         drop(dropped);
