@@ -1,7 +1,9 @@
 """Memory: what a Session keeps alive and what it lets go.
 
 Clean persistent objects are held weakly by the identity map; new, dirty and deleted objects are
-held strongly until flushed; a closed (or dropped) session and its objects are freed.
+held strongly until flushed; a closed (or dropped) session and its objects are freed. Objects of
+classes with JSON columns are the exception: a change made inside a JSON value has no event, so
+the session keeps them (strongly) to compare their values with the ones loaded before a flush.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ class Node(Base):
     __tablename__ = "nodes"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
+
+
+class Doc(Base):
+    __tablename__ = "docs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
     payload: Mapped[dict[str, Any] | None]
 
 
@@ -35,7 +43,8 @@ class Node(Base):
 def db(engine: Engine) -> Engine:
     Base.metadata.create_all(engine)
     with Session(engine) as s:
-        s.add_all([Node(name=f"n{i}", payload={"i": i}) for i in range(5)])
+        s.add_all([Node(name=f"n{i}") for i in range(5)])
+        s.add_all([Doc(name=f"n{i}", payload={"i": i}) for i in range(5)])
         s.commit()
     return engine
 
@@ -174,7 +183,7 @@ def test_in_place_json_change_keeps_the_object_alive(db: Engine) -> None:
     # changes inside JSON values are detected without wrapper types (SPEC §5): an object whose
     # JSON was changed in place has a change to flush, so it must not be dropped
     with Session(db) as s:
-        obj = s.scalars(select(Node).where(Node.name == "n3")).one()
+        obj = s.scalars(select(Doc).where(Doc.name == "n3")).one()
         oid = obj.id
         payload = obj.payload
         assert payload is not None
@@ -185,8 +194,21 @@ def test_in_place_json_change_keeps_the_object_alive(db: Engine) -> None:
         assert ref() is not None
         s.commit()
     with Session(db) as s2:
-        fresh = s2.get(Node, oid)
+        fresh = s2.get(Doc, oid)
         assert fresh is not None and fresh.payload == {"i": 300}
+
+
+def test_objects_with_json_columns_are_held_while_in_the_session(
+    db: Engine, assert_collected: Collected
+) -> None:
+    with Session(db) as s:
+        docs = s.scalars(select(Doc)).all()
+        refs = [weakref.ref(d) for d in docs]
+        del docs
+        _collect()
+        assert all(r() is not None for r in refs)
+    # ...and let go once the session is closed
+    assert_collected(*refs)
 
 
 def test_deleted_objects_are_held_strongly(db: Engine, assert_collected: Collected) -> None:

@@ -46,7 +46,10 @@ class AttributeState:
         state = self._owner._state
         present = self.key in obj.__dict__ and not (state is not None and state.stale)
         current = obj.__dict__.get(self.key)
-        committed = state.committed_value(self._index) if state is not None else None
+        if state is None or not state.has_identity:
+            # Transient or pending: everything set is an addition.
+            return History((current,), (), ()) if present else History((), (), ())
+        committed = state.committed_value(self._index)
         if committed is None:
             return History((), (current,), ()) if present else History((), (), ())
         known, old = committed

@@ -172,9 +172,10 @@ _unconfigured: list[Mapper] = []
 def configure_mappers() -> None:
     """Resolve what mapping left for later: foreign-key dependencies between mappers."""
     while _unconfigured:
-        mapper = _unconfigured[0]
+        # Taken off the queue first: a mapper that fails to configure must not make every
+        # later flush in the process fail with it.
+        mapper = _unconfigured.pop(0)
         mapper._configure()
-        _unconfigured.pop(0)
 
 
 class Mapper:
@@ -225,6 +226,7 @@ class Mapper:
             [c.server_default is not None for c in self.columns],
             [c.type.bind_processor() for c in self.columns],
             [c.type.result_processor() for c in self.columns],
+            [i for i, c in enumerate(self.columns) if c.type.mutable],
             frozenset(),
         )
         self.attrs: dict[str, InstrumentedAttribute[Any]] = {}

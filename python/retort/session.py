@@ -570,7 +570,12 @@ class Session:
         compiled = compile_stmt(statement, params)
         entities = [e for e in compiled.entities if e.mapper is not None]
         conn = self._connection_for(entities[0].mapper if entities else None)
-        cur = conn._cursor_execute(compiled.sql, compiled.params)
+        many = (
+            isinstance(compiled.params, list)
+            and bool(compiled.params)
+            and isinstance(compiled.params[0], Mapping)
+        )
+        cur = conn._cursor_execute(compiled.sql, compiled.params, many=many)
         if not entities:
             return Result(cur, compiled.columns)
         options = dict(getattr(statement, "_execution_options", None) or {})

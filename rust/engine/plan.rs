@@ -81,10 +81,10 @@ impl MapperGraph {
             .filter(|(a, b)| a != b)
             .filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?)))
             .collect();
-        match topo::sort(self.mappers.len(), &edges) {
-            Ok(order) => Ok(order.into_iter().map(|i| self.mappers[i]).collect()),
+        match topo::sort(involved.len(), &edges) {
+            Ok(order) => Ok(order.into_iter().map(|i| involved[i]).collect()),
             Err(cycle) => {
-                let ids: Vec<String> = cycle.iter().map(|i| self.mappers[*i].to_string()).collect();
+                let ids: Vec<String> = cycle.iter().map(|i| involved[*i].to_string()).collect();
                 Err(CoreError::Cycle(format!(
                     "mappers {} depend on each other in a cycle",
                     ids.join(" -> ")
@@ -141,12 +141,41 @@ pub fn plan(changes: &[Change], graph: &MapperGraph) -> CoreResult<Vec<Batch>> {
             }
         }
     };
+    // A mapper's deletes go before its own saves when nothing else in this flush depends on
+    // it: a DELETE then frees unique values (keys, unique columns) for the INSERT or UPDATE that
+    // takes them. When another mapper of the flush references it, its rows may still be needed
+    // until that mapper's saves are done, so its deletes wait for the end as usual.
+    let has = |m: u32, op: Op| changes.iter().any(|c| c.mapper == m && c.op == op);
+    let early: Vec<u32> = order
+        .iter()
+        .copied()
+        .filter(|&m| {
+            has(m, Op::Delete)
+                && (has(m, Op::Insert) || has(m, Op::Update))
+                && !graph
+                    .edges
+                    .iter()
+                    .any(|&(a, b)| a == m && b != m && involved.contains(&b))
+        })
+        .collect();
     for &m in &order {
+        if early.contains(&m) {
+            let first = steps.len();
+            take(m, Op::Delete, &mut steps);
+            for step in &mut steps[first..] {
+                step.reason = Some(
+                    "deletes run before this table's inserts and updates, freeing unique values"
+                        .into(),
+                );
+            }
+        }
         take(m, Op::Update, &mut steps);
         take(m, Op::Insert, &mut steps);
     }
     for &m in order.iter().rev() {
-        take(m, Op::Delete, &mut steps);
+        if !early.contains(&m) {
+            take(m, Op::Delete, &mut steps);
+        }
     }
     if steps.iter().map(|b| b.items.len()).sum::<usize>() != changes.len() {
         return Err(CoreError::Flush(
@@ -205,14 +234,15 @@ mod tests {
             vec![
                 (0, Op::Update, vec![6]),
                 (0, Op::Insert, vec![1, 3]),
-                (1, Op::Insert, vec![0, 2]),
+                // nothing references mapper 1: its delete frees unique values first
                 (1, Op::Delete, vec![4]),
+                (1, Op::Insert, vec![0, 2]),
                 (0, Op::Delete, vec![5]),
             ]
         );
-        assert_eq!(steps[2].reason.as_deref(), Some("1 references 0"));
+        assert_eq!(steps[3].reason.as_deref(), Some("1 references 0"));
         let cols: ColSet = smallvec![0, 1];
-        assert_eq!(steps[2].cols, cols);
+        assert_eq!(steps[3].cols, cols);
     }
 
     #[test]
@@ -290,5 +320,58 @@ mod tests {
             let again = plan(&changes, &g).unwrap();
             prop_assert_eq!(again, steps);
         }
+    }
+}
+#[cfg(test)]
+mod subset_tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_table_deletes_before_it_inserts() {
+        let g = MapperGraph {
+            mappers: vec![1, 2],
+            edges: vec![(1, 2)],
+            edge_reasons: vec!["2 references 1".into()],
+        };
+        let ch = |m, op, item| Change {
+            mapper: m,
+            op,
+            cols: [0u16].into_iter().collect(),
+            item,
+        };
+        // Only mapper 2 (the child) is touched: its delete frees the unique value first.
+        let steps = plan(&[ch(2, Op::Insert, 0), ch(2, Op::Delete, 1)], &g).unwrap();
+        assert_eq!(steps[0].op, Op::Delete);
+        assert_eq!(steps[1].op, Op::Insert);
+        // Mapper 1 is referenced by mapper 2, which has changes: its delete waits.
+        let steps = plan(
+            &[
+                ch(1, Op::Insert, 0),
+                ch(1, Op::Delete, 1),
+                ch(2, Op::Insert, 2),
+            ],
+            &g,
+        )
+        .unwrap();
+        let ops: Vec<(u32, Op)> = steps.iter().map(|b| (b.mapper, b.op)).collect();
+        assert_eq!(ops, vec![(1, Op::Insert), (2, Op::Insert), (1, Op::Delete)]);
+    }
+
+    /// A parent registered after its child, among other unrelated mappers, still goes first.
+    #[test]
+    fn later_registered_parent_goes_first() {
+        let g = MapperGraph {
+            mappers: vec![1, 2, 3, 4, 5],
+            edges: vec![(5, 4)],
+            edge_reasons: vec!["r".into()],
+        };
+        let ch = |m, item| Change {
+            mapper: m,
+            op: Op::Insert,
+            cols: [0u16].into_iter().collect(),
+            item,
+        };
+        let steps = plan(&[ch(4, 0), ch(4, 1), ch(5, 2), ch(5, 3)], &g).unwrap();
+        assert_eq!(steps[0].mapper, 5, "{steps:?}");
     }
 }

@@ -75,6 +75,8 @@ pub struct MapperCore {
     pub server_default: Vec<bool>,
     pub bind: Vec<Option<Py<PyAny>>>,
     pub result: Vec<Option<Py<PyAny>>>,
+    /// Columns of mutable types (JSON), whose values can change in place.
+    pub mutable: Vec<u16>,
     /// Names `__init__` accepts besides columns (relationships).
     pub extra_init: Py<PyAny>,
     /// The Python `Mapper` this core belongs to.
@@ -92,7 +94,7 @@ impl MapperCore {
 #[pymethods]
 impl MapperCore {
     #[new]
-    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, extra_init))]
+    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -106,6 +108,7 @@ impl MapperCore {
         server_default: Vec<bool>,
         bind: Vec<Option<Py<PyAny>>>,
         result: Vec<Option<Py<PyAny>>>,
+        mutable: Vec<u16>,
         extra_init: Py<PyAny>,
     ) -> PyResult<Self> {
         let n = keys.len();
@@ -118,7 +121,7 @@ impl MapperCore {
         ]
         .iter()
         .any(|l| *l != n)
-            || pk.iter().any(|i| *i as usize >= n)
+            || pk.iter().chain(mutable.iter()).any(|i| *i as usize >= n)
             || pk.is_empty()
         {
             return Err(PyTypeError::new_err(
@@ -155,6 +158,7 @@ impl MapperCore {
             server_default,
             bind,
             result,
+            mutable,
             extra_init,
             owner,
             object_new,

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 pub mod attr;
 pub mod convert;
 pub mod errors;
+pub mod fingerprint;
 pub mod flush;
 pub mod interned;
 pub mod mapper;

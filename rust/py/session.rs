@@ -22,6 +22,7 @@ use crate::engine::state::Lifecycle;
 
 use super::convert::{identity_key, key_value};
 use super::errors::{busy, InvalidRequestError};
+use super::fingerprint::fingerprint;
 use super::flush::{Batch, FlushPlan, Held, Row};
 use super::mapper::{MapperCore, GRAPH};
 use super::state::{
@@ -49,6 +50,9 @@ pub struct Uow {
     pub new: FastMap<usize, Held>,
     pub dirty: FastMap<usize, Held>,
     pub deleted: FastMap<usize, Held>,
+    /// Persistent objects with mutable (JSON) columns, held strongly: an in-place change has
+    /// no event, so these are compared with their fingerprints before each flush.
+    pub watched: FastMap<usize, Held>,
     /// Identities made persistent by flushes of the current transaction.
     pub tx_inserted: Vec<IdentityKey>,
     /// Objects whose DELETE was flushed in the current transaction.
@@ -163,6 +167,31 @@ fn result_value<'py>(
         Some(f) if !v.is_none() => f.bind(v.py()).call1((v,)),
         _ => Ok(v),
     }
+}
+
+/// Record fingerprints of an object's mutable column values and watch it for in-place changes.
+fn watch(
+    uow: &mut Uow,
+    obj: &Bound<'_, PyAny>,
+    state: &Py<InstanceState>,
+    mapper: &MapperCore,
+) -> PyResult<()> {
+    if mapper.mutable.is_empty() {
+        return Ok(());
+    }
+    let py = obj.py();
+    let dict = instance_dict(obj)?;
+    let mut prints = smallvec::SmallVec::new();
+    for &c in &mapper.mutable {
+        if let Some(v) = dict.get_item(mapper.keys[c as usize].bind(py))? {
+            prints.push((c, fingerprint(&v)?));
+        }
+    }
+    state.get().lock()?.fingerprints = prints;
+    uow.watched.insert_if_absent(obj.as_ptr() as usize, || {
+        (obj.clone().unbind(), state.clone_ref(py))
+    });
+    Ok(())
 }
 
 fn load_value<'py>(
@@ -340,6 +369,7 @@ impl SessionCore {
                     new: fast_map(),
                     dirty: fast_map(),
                     deleted: fast_map(),
+                    watched: fast_map(),
                     tx_inserted: Vec::new(),
                     tx_deleted: Vec::new(),
                     sweep_at: 1024,
@@ -413,6 +443,8 @@ impl SessionCore {
                     uow.dirty
                         .insert_if_absent(ptr, || (obj.clone().unbind(), st.clone().unbind()));
                 }
+                watch(&mut uow, obj, &st.clone().unbind(), mapper)?;
+
                 Ok("persistent")
             }
         }
@@ -429,8 +461,15 @@ impl SessionCore {
                 unreachable!("a transient object cannot be deleted")
             }
         };
-        let inner = st.get().lock()?;
-        let life = inner.effective();
+        let mut inner = st.get().lock()?;
+        let mut life = inner.effective();
+        if life == Lifecycle::Detached {
+            // Like SQLAlchemy: deleting a detached object attaches it to this session first.
+            drop(inner);
+            self.add(obj)?;
+            inner = st.get().lock()?;
+            life = inner.effective();
+        }
         if life == Lifecycle::Persistent && !inner.in_session(&self.shared) {
             return Err(InvalidRequestError::new_err(format!(
                 "{} belongs to another Session; delete it through that session",
@@ -473,6 +512,7 @@ impl SessionCore {
         let a = uow.new.remove(&ptr);
         let b = uow.dirty.remove(&ptr);
         let c = uow.deleted.remove(&ptr);
+        let d = uow.watched.remove(&ptr);
         if let Some(key) = inner.key.clone() {
             if let Some((o, _)) = uow.live(py, &key) {
                 if o.bind(py).is(obj) {
@@ -483,7 +523,7 @@ impl SessionCore {
         inner.detach();
         drop(uow);
         drop(inner);
-        drop((a, b, c));
+        drop((a, b, c, d));
         Ok(())
     }
 
@@ -565,18 +605,29 @@ impl SessionCore {
                 if inner.is_stale() {
                     materialize_expiry(&mut inner, &dict, m)?;
                 }
+                let mut filled = false;
+                let discarded = if populate_existing {
+                    // The database's values win, and unflushed changes are discarded.
+                    inner.committed.clear()
+                } else {
+                    Default::default()
+                };
                 for (i, k) in m.keys.iter().enumerate() {
                     let k = k.bind(py);
-                    let fill = if populate_existing {
-                        !inner.committed.contains(i as u16)
-                    } else {
-                        !dict.contains(k)?
-                    };
-                    if fill {
+                    if populate_existing || !dict.contains(k)? {
                         dict.set_item(k, load_value(m, i, row.get_item(offset + i)?, process)?)?;
+                        filled = true;
                     }
                 }
                 drop(inner);
+                drop(discarded);
+                if populate_existing {
+                    let removed = uow.dirty.remove(&(obj.as_ptr() as usize));
+                    drop(removed);
+                }
+                if filled {
+                    watch(&mut uow, &obj, &st, m)?;
+                }
                 out.append(obj)?;
                 continue;
             }
@@ -595,22 +646,25 @@ impl SessionCore {
                 inner.gen = gen;
                 inner.key = Some(key.clone());
             }
-            let state = Bound::new(py, state)?;
-            dict.set_item(state_key, &state)?;
-            uow.insert_identity(py, key, &obj, state.unbind())?;
+            let state = Bound::new(py, state)?.unbind();
+            dict.set_item(state_key, state.bind(py))?;
+            watch(&mut uow, &obj, &state, m)?;
+            uow.insert_identity(py, key, &obj, state)?;
             out.append(obj)?;
         }
         Ok(out)
     }
 
-    /// Whether anything waits to be flushed.
-    fn has_changes(&self) -> PyResult<bool> {
+    /// Whether anything waits to be flushed (including in-place changes of JSON values).
+    fn has_changes(&self, py: Python<'_>) -> PyResult<bool> {
+        self.scan_mutations(py)?;
         let uow = self.uow()?;
         Ok(!(uow.new.is_empty() && uow.dirty.is_empty() && uow.deleted.is_empty()))
     }
 
     /// Plan a flush without changing anything.
     fn plan(&self, py: Python<'_>) -> PyResult<FlushPlan> {
+        self.scan_mutations(py)?;
         let (new, dirty, deleted): (Vec<Held>, Vec<Held>, Vec<Held>) = {
             let uow = self.uow()?;
             let clone = |m: &FastMap<usize, Held>| -> Vec<Held> {
@@ -763,6 +817,7 @@ impl SessionCore {
                             drop(inner.committed.clear());
                         }
                         uow.new.remove(&(obj.as_ptr() as usize));
+                        watch(&mut uow, obj, &row.held.1, m)?;
                         uow.insert_identity(py, key.clone(), obj, row.held.1.clone_ref(py))?;
                         uow.tx_inserted.push(key);
                     }
@@ -787,6 +842,7 @@ impl SessionCore {
                             uow.insert_identity(py, new_key, obj, row.held.1.clone_ref(py))?;
                         }
                         uow.dirty.remove(&(obj.as_ptr() as usize));
+                        watch(&mut uow, obj, &row.held.1, m)?;
                     }
                 }
                 Op::Delete => {
@@ -802,6 +858,7 @@ impl SessionCore {
                             uow.identity.remove(&k);
                         }
                         uow.deleted.remove(&(obj.as_ptr() as usize));
+                        uow.watched.remove(&(obj.as_ptr() as usize));
                         uow.tx_deleted
                             .push((obj.clone().unbind(), row.held.1.clone_ref(py)));
                     }
@@ -842,6 +899,7 @@ impl SessionCore {
         for key in inserted {
             if let Some((obj, st)) = uow.live(py, &key) {
                 uow.identity.remove(&key);
+                uow.watched.remove(&(obj.as_ptr() as usize));
                 transient.push((obj, st));
             } else {
                 uow.identity.remove(&key);
@@ -857,6 +915,7 @@ impl SessionCore {
             if let Some(k) = key {
                 uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
             }
+            watch(&mut uow, obj.bind(py), st, st.get().mapper.get())?;
         }
         drop(uow);
         for (_, st) in new.values().chain(transient.iter()) {
@@ -948,6 +1007,7 @@ impl SessionCore {
 
     /// Whether a persistent or pending object has net changes.
     fn is_modified(&self, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.scan_mutations(obj.py())?;
         let dict = instance_dict(obj)?;
         let Some(st) = state_in(&dict)? else {
             mapper_of(obj)?;
@@ -976,6 +1036,7 @@ impl SessionCore {
     }
 
     fn dirty_objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.scan_mutations(py)?;
         PyList::new(py, self.uow()?.dirty.values().map(|h| h.0.clone_ref(py)))
     }
 
@@ -1050,6 +1111,61 @@ impl SessionCore {
 }
 
 impl SessionCore {
+    /// Mark watched objects whose mutable values changed in place as dirty.
+    fn scan_mutations(&self, py: Python<'_>) -> PyResult<()> {
+        let watched: Vec<Held> = {
+            let uow = self.uow()?;
+            if uow.watched.is_empty() {
+                return Ok(());
+            }
+            uow.watched
+                .values()
+                .map(|(o, s)| (o.clone_ref(py), s.clone_ref(py)))
+                .collect()
+        };
+        let mut changed = Vec::new();
+        for (obj, st) in watched {
+            let state = st.get();
+            let m = state.mapper.get();
+            let dict = instance_dict(obj.bind(py))?;
+            let mut inner = state.lock()?;
+            if inner.is_stale() || inner.effective() != Lifecycle::Persistent {
+                continue;
+            }
+            let mut any = false;
+            for (c, print) in inner.fingerprints.clone() {
+                if inner.committed.contains(c) {
+                    continue;
+                }
+                let Some(v) = dict.get_item(m.keys[c as usize].bind(py))? else {
+                    continue;
+                };
+                if fingerprint(&v)? != print {
+                    // The value as loaded is gone (it was changed in place), so the committed
+                    // value is unknown; the change is flushed all the same.
+                    inner
+                        .committed
+                        .record_set(c, Committed::Unknown, &v.unbind(), |_, _| false);
+                    any = true;
+                }
+            }
+            drop(inner);
+            if any {
+                changed.push((obj, st));
+            }
+        }
+        if !changed.is_empty() {
+            let mut uow = self.uow()?;
+            for (obj, st) in changed {
+                let ptr = obj.as_ptr() as usize;
+                if !uow.deleted.contains_key(&ptr) {
+                    uow.dirty.insert_if_absent(ptr, || (obj, st));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn persistent_state<'py>(
         &self,
         obj: &Bound<'py, PyAny>,

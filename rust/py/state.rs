@@ -32,6 +32,8 @@ pub struct StateInner {
     pub key: Option<IdentityKey>,
     pub committed: Snapshot<Py<PyAny>>,
     pub was_deleted: bool,
+    /// Fingerprints of mutable column values as loaded or last flushed.
+    pub fingerprints: smallvec::SmallVec<[(u16, u64); 1]>,
 }
 
 impl StateInner {
@@ -103,6 +105,7 @@ impl InstanceState {
                 key: None,
                 committed: Snapshot::default(),
                 was_deleted: false,
+                fingerprints: smallvec::SmallVec::new(),
             }),
         }
     }
@@ -146,8 +149,9 @@ pub fn instance_dict<'py>(instance: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
         Bound::from_owned_ptr_or_err(
             py,
             pyo3::ffi::PyObject_GenericGetDict(instance.as_ptr(), std::ptr::null_mut()),
-        )?
-    };
+        )
+    }
+    .map_err(|_| unmapped(instance))?;
     dict.cast_into::<PyDict>()
         .map_err(|_| PyAttributeError::new_err("retort: instance __dict__ is not a dict"))
 }
