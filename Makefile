@@ -42,7 +42,7 @@ lint: build
 	$(VPY) -m ruff check python tests benches
 	$(VPY) -m ruff format --check python tests benches
 	$(VPY) -m mypy
-	$(VPY) -m mypy.stubtest retort._core --allowlist .stubtest-allowlist
+	$(VPY) -m mypy.stubtest retort._core
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --features python -- -D warnings
 

@@ -69,7 +69,9 @@ def execute(plan: FlushPlan, conn: Connection) -> list[Any]:
 def _preallocate_keys(batch: Batch, mapper: Mapper, conn: Connection) -> None:
     t = mapper.local_table
     qualified = f"{t.schema}.{quote_identifier(t.name)}" if t.schema else quote_identifier(t.name)
-    column = mapper.columns[batch.gen_key].name
+    gen_key = batch.gen_key
+    assert gen_key is not None
+    column = mapper.columns[gen_key].name
     sql = (
         "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence(%s, %s)::regclass AS seq) s, "
         "generate_series(1, %s)"
@@ -86,7 +88,7 @@ def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
         _preallocate_keys(batch, mapper, conn)
     with_keys = batch.has_keys
     cols = list(batch.cols)
-    insert_cols = ([gen_key] if with_keys else []) + cols
+    insert_cols = ([gen_key] if with_keys and gen_key is not None else []) + cols
     fetch = list(batch.fetch)
     returning: list[int] = []
     if fetch or (gen_key is not None and not with_keys):

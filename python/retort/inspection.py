@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, NamedTuple
 
 from retort import exc
@@ -148,7 +149,7 @@ class InstanceState:
         return {k: v for k, v in self.object.__dict__.items() if k != "_retort_state"}
 
     @property
-    def attrs(self) -> dict[str, AttributeState]:
+    def attrs(self) -> builtins.dict[str, AttributeState]:
         return {k: AttributeState(self, k, i) for i, k in enumerate(self.mapper.keys)}
 
     def __repr__(self) -> str:

@@ -445,11 +445,8 @@ class Session:
             table = quote_identifier(t.name)
             if t.schema:
                 table = f"{quote_identifier(t.schema)}.{table}"
-            cols = ", ".join(quote_identifier(c.name) for c in mapper.columns)  # type: ignore[arg-type]
-            where = " AND ".join(
-                f"{quote_identifier(c.name)} = %s"  # type: ignore[arg-type]
-                for c in mapper.primary_key
-            )
+            cols = ", ".join(quote_identifier(c.name) for c in mapper.columns)
+            where = " AND ".join(f"{quote_identifier(c.name)} = %s" for c in mapper.primary_key)
             sql = f"SELECT {cols} FROM {table} WHERE {where}"
             if for_update:
                 sql += " FOR UPDATE"
@@ -502,7 +499,7 @@ class Session:
             return None
         if obj is not None and obj is not _NEEDS_LOAD:
             if not populate_existing and with_for_update is None:
-                return obj  # type: ignore[no-any-return]
+                return obj
         self._check_usable()
         self._autoflush()
         if not isinstance(ident, tuple | list):
@@ -513,7 +510,7 @@ class Session:
         refresh = populate_existing or with_for_update is not None
         if refresh and obj is not None and obj is not _NEEDS_LOAD:
             core.expire(obj)
-        return core.load_rows(mapper._core, rows, 0, False)[0]  # type: ignore[no-any-return]
+        return core.load_rows(mapper._core, rows, 0, False)[0]
 
     def get_one(self, entity: type[_T], ident: Any, **kw: Any) -> _T:
         obj = self.get(entity, ident, **kw)
@@ -629,12 +626,12 @@ class Session:
         if all(v is not None for v in ident):
             target = self.get(mapper.class_, ident) if load else None
         if target is None:
-            target = mapper.class_.__new__(mapper.class_)
+            target = object.__new__(mapper.class_)
             self.add(target)
         for key in mapper.keys:
             if key in instance.__dict__:
                 setattr(target, key, instance.__dict__[key])
-        return target  # type: ignore[no-any-return]
+        return target
 
     def __repr__(self) -> str:
         return f"<Session at {id(self):#x}>"
