@@ -64,11 +64,16 @@ def _updates(log: list[tuple[str, Any]]) -> dict[tuple[int, str], Any]:
         m = _SET.search(sql)
         assert m, sql
         cols = [p.split("=")[0].strip().strip('"') for p in m.group(1).split(", ")]
-        values = list(params)
         width = len(cols) + 1
-        assert len(values) % width == 0, (sql, values)
-        for start in range(0, len(values), width):
-            row = values[start : start + width]
+        if "unnest(" in sql:
+            # set-based form: one array per column (SET columns, then the key)
+            assert len(params) == width, (sql, params)
+            rows = [list(r) for r in zip(*params, strict=True)]
+        else:
+            values = list(params)
+            assert len(values) % width == 0, (sql, values)
+            rows = [values[start : start + width] for start in range(0, len(values), width)]
+        for row in rows:
             pk = row[-1]
             for col, value in zip(cols, row[:-1], strict=True):
                 assert (pk, col) not in written, f"{pk}.{col} updated twice in one flush"

@@ -3,12 +3,13 @@
 The core plans (which rows, in which order, grouped into batches with their parameters ready);
 this module only turns each batch into SQL text, cached per batch shape, and executes it:
 
-- INSERT: multi-row ``VALUES`` lists in chunks. A database-generated key is pre-allocated from
-  the column's sequence in one round trip when a batch has several rows, so every row's key is
-  known before the INSERT and nothing depends on the order rows come back in. A single row uses
+- INSERT: ``COPY`` for large batches that need nothing back from the server, multi-row
+  ``VALUES`` lists in chunks otherwise. A database-generated key is pre-allocated from the
+  column's sequence in one round trip when a batch has several rows, so every row's key is known
+  before the INSERT and nothing depends on the order rows come back in. A single row uses
   ``INSERT ... RETURNING``.
-- UPDATE: one statement per (table, column set): ``UPDATE ... FROM (VALUES ...)`` joined on the
-  primary key, or a plain ``UPDATE ... WHERE pk = %s`` for one row.
+- UPDATE: one statement per (table, column set): ``UPDATE ... FROM unnest(arrays)`` joined on
+  the primary key, or a plain ``UPDATE ... WHERE pk = %s`` for one row.
 - DELETE: ``DELETE ... WHERE pk = ANY(%s)`` (a ``VALUES`` join for composite keys).
 
 Row counts of UPDATE and DELETE are checked: a mismatch raises `StaleDataError`.
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 # few fixed sizes so statement texts repeat (and get prepared) across flushes.
 MAX_PARAMS = 32000
 MAX_ROWS = 1000
+# From this many rows an INSERT batch that fetches nothing back goes through COPY.
+COPY_MIN_ROWS = 64
 
 
 def _table(mapper: Mapper) -> str:
@@ -93,6 +96,9 @@ def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
     returning: list[int] = []
     if fetch or (gen_key is not None and not with_keys):
         returning = [*batch.pk, *fetch]
+    if not returning and n >= COPY_MIN_ROWS and insert_cols:
+        _copy(batch, mapper, insert_cols, conn)
+        return None
     width = len(insert_cols)
     per_chunk = _chunk_rows(width)
     out: list[Any] | None = [] if returning else None
@@ -107,6 +113,19 @@ def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
         if out is not None:
             out.extend(cur.fetchall())
     return out
+
+
+def _copy(batch: Batch, mapper: Mapper, cols: list[int], conn: Connection) -> None:
+    key = ("copy", tuple(cols))
+    sql = mapper.sql_cache.get(key)
+    if sql is None:
+        names = ", ".join(quote_identifier(mapper.columns[i].name) for i in cols)
+        sql = mapper.sql_cache[key] = f"COPY {_table(mapper)} ({names}) FROM STDIN"
+    rows = batch.rows()
+    with conn._copy(sql, rows) as copy:
+        write = copy.write_row
+        for row in rows:
+            write(row)
 
 
 def _insert_sql(
@@ -136,15 +155,36 @@ def _insert_sql(
 def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
     cols = list(batch.cols)
     pk = list(batch.pk)
-    width = len(cols) + len(pk)
-    per_chunk = 1 if batch.n == 1 else _chunk_rows(width)
-    for nrows, params in batch.chunks(per_chunk):
+    if batch.n > 1:
+        key = ("update_unnest", tuple(cols))
+        sql = mapper.sql_cache.get(key)
+        if sql is None:
+            sql = mapper.sql_cache[key] = _update_unnest_sql(mapper, cols, pk)
+        cur = conn._cursor_execute(sql, batch.columns())
+        _check_count(cur.rowcount, batch.n, "UPDATE", mapper)
+        return
+    for nrows, params in batch.chunks(1):
         key = ("update", tuple(cols), nrows)
         sql = mapper.sql_cache.get(key)
         if sql is None:
             sql = mapper.sql_cache[key] = _update_sql(mapper, cols, pk, nrows)
         cur = conn._cursor_execute(sql, params)
         _check_count(cur.rowcount, nrows, "UPDATE", mapper)
+
+
+def _update_unnest_sql(mapper: Mapper, cols: list[int], pk: list[int]) -> str:
+    table = _table(mapper)
+    arrays = ", ".join(f"%s::{mapper.columns[i].type.sql_cast()}[]" for i in [*cols, *pk])
+    aliases = [f"v{j}" for j in range(len(cols))] + [f"k{j}" for j in range(len(pk))]
+    sets = ", ".join(
+        f"{quote_identifier(mapper.columns[i].name)} = v.v{j}" for j, i in enumerate(cols)
+    )
+    where = " AND ".join(
+        f"{table}.{quote_identifier(mapper.columns[i].name)} = v.k{j}" for j, i in enumerate(pk)
+    )
+    return (
+        f"UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({', '.join(aliases)}) WHERE {where}"
+    )
 
 
 def _update_sql(mapper: Mapper, cols: list[int], pk: list[int], nrows: int) -> str:

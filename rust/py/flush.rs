@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::engine::plan::Op;
@@ -131,6 +131,55 @@ impl Batch {
             out.push((chunk.len(), list));
         }
         Ok(out)
+    }
+
+    /// Every row as a tuple, in the layout of `chunks` (for COPY).
+    fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let keys = self
+            .keys
+            .lock()
+            .map_err(|_| super::errors::busy("flush plan"))?;
+        let out = PyList::empty(py);
+        for (j, row) in self.rows.iter().enumerate() {
+            let mut items: Vec<&Py<PyAny>> =
+                Vec::with_capacity(1 + row.values.len() + row.old_pk.len());
+            if let Some(keys) = keys.as_ref() {
+                items.push(&keys[j]);
+            }
+            items.extend(row.values.iter());
+            items.extend(row.old_pk.iter());
+            out.append(PyTuple::new(py, items.into_iter().map(|v| v.bind(py)))?)?;
+        }
+        Ok(out)
+    }
+
+    /// The rows column by column, in the layout of `chunks` (for `unnest` arrays).
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyList>>> {
+        let keys = self
+            .keys
+            .lock()
+            .map_err(|_| super::errors::busy("flush plan"))?;
+        let Some(first) = self.rows.first() else {
+            return Ok(Vec::new());
+        };
+        let width = usize::from(keys.is_some()) + first.values.len() + first.old_pk.len();
+        let mut cols: Vec<Vec<&Py<PyAny>>> = (0..width)
+            .map(|_| Vec::with_capacity(self.rows.len()))
+            .collect();
+        for (j, row) in self.rows.iter().enumerate() {
+            let mut c = 0;
+            if let Some(keys) = keys.as_ref() {
+                cols[0].push(&keys[j]);
+                c = 1;
+            }
+            for v in row.values.iter().chain(row.old_pk.iter()) {
+                cols[c].push(v);
+                c += 1;
+            }
+        }
+        cols.into_iter()
+            .map(|col| PyList::new(py, col.into_iter().map(|v| v.bind(py))))
+            .collect()
     }
 
     /// The first primary-key value of every row (for `DELETE ... WHERE pk = ANY(%s)`).

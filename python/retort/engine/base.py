@@ -467,6 +467,24 @@ class Connection:
             raise self._wrap(err, sql, params) from err
         return cursor
 
+    @contextmanager
+    def _copy(self, sql: str, rows: Any) -> Iterator[psycopg.Copy]:
+        """``COPY ... FROM STDIN``: yields psycopg's Copy object to write rows to. Like
+        `_cursor_execute` it begins the transaction, logs, calls the statement hooks (with the
+        rows as parameters) and wraps psycopg errors."""
+        if self._transaction is None:
+            self._begin_root()
+        if self._echo:
+            _log_statement(sql, rows, True)
+        if self._hooks:
+            for hook in self._hooks:
+                hook(sql, rows)
+        try:
+            with self._dbapi.cursor().copy(sql) as copy:
+                yield copy
+        except psycopg.Error as err:
+            raise self._wrap(err, sql, rows) from err
+
     def _wrap(self, err: psycopg.Error, sql: str | None, params: Any) -> exc.DBAPIError:
         if self._dbapi.closed and not self._invalid and not self._closed:
             self._invalidate()
