@@ -4,6 +4,7 @@
 //! type, so the same code serves Python objects in the binding and plain values in tests.
 
 pub mod error;
+pub mod identity;
 pub mod key;
 pub mod ordered;
 pub mod plan;

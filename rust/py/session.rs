@@ -14,6 +14,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
 use crate::engine::error::CoreError;
+use crate::engine::identity::IdentityMap;
 use crate::engine::key::IdentityKey;
 use crate::engine::ordered::OrderedMap;
 use crate::engine::plan::{self, Change, ColSet, Op};
@@ -46,7 +47,7 @@ pub struct Entry {
 
 #[derive(Default)]
 pub struct Uow {
-    pub identity: HashMap<IdentityKey, Entry, ahash::RandomState>,
+    pub identity: IdentityMap<Entry>,
     pub new: FastMap<usize, Held>,
     pub dirty: FastMap<usize, Held>,
     pub deleted: FastMap<usize, Held>,
@@ -57,7 +58,6 @@ pub struct Uow {
     pub tx_inserted: Vec<IdentityKey>,
     /// Objects whose DELETE was flushed in the current transaction.
     pub tx_deleted: Vec<Held>,
-    sweep_at: usize,
 }
 
 impl Uow {
@@ -65,16 +65,6 @@ impl Uow {
         let e = self.identity.get(key)?;
         let obj = e.obj.bind(py).upgrade()?;
         Some((obj.unbind(), e.state.clone_ref(py)))
-    }
-
-    /// Drop identity entries whose objects are gone, amortised over insertions.
-    fn maybe_sweep(&mut self, py: Python<'_>) {
-        if self.identity.len() < self.sweep_at.max(1024) {
-            return;
-        }
-        self.identity
-            .retain(|_, e| e.obj.bind(py).upgrade().is_some());
-        self.sweep_at = self.identity.len() * 2;
     }
 
     fn insert_identity(
@@ -85,8 +75,10 @@ impl Uow {
         state: Py<InstanceState>,
     ) -> PyResult<()> {
         let weak = PyWeakrefReference::new(obj)?.unbind();
-        self.identity.insert(key, Entry { obj: weak, state });
-        self.maybe_sweep(py);
+        let replaced = self.identity.insert(key, Entry { obj: weak, state }, |e| {
+            e.obj.bind(py).upgrade().is_some()
+        });
+        drop(replaced);
         Ok(())
     }
 }
@@ -365,14 +357,13 @@ impl SessionCore {
                 gen: Arc::new(AtomicU64::new(1)),
                 owner,
                 uow: Mutex::new(Uow {
-                    identity: HashMap::with_hasher(ahash::RandomState::new()),
+                    identity: IdentityMap::new(),
                     new: fast_map(),
                     dirty: fast_map(),
                     deleted: fast_map(),
                     watched: fast_map(),
                     tx_inserted: Vec::new(),
                     tx_deleted: Vec::new(),
-                    sweep_at: 1024,
                 }),
             }),
         }
