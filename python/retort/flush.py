@@ -156,10 +156,10 @@ def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
     cols = list(batch.cols)
     pk = list(batch.pk)
     if batch.n > 1:
-        key = ("update_unnest", tuple(cols))
-        sql = mapper.sql_cache.get(key)
+        unnest_key = ("update_unnest", tuple(cols))
+        sql = mapper.sql_cache.get(unnest_key)
         if sql is None:
-            sql = mapper.sql_cache[key] = _update_unnest_sql(mapper, cols, pk)
+            sql = mapper.sql_cache[unnest_key] = _update_unnest_sql(mapper, cols, pk)
         cur = conn._cursor_execute(sql, batch.columns())
         _check_count(cur.rowcount, batch.n, "UPDATE", mapper)
         return
