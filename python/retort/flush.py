@@ -69,19 +69,24 @@ def execute(plan: FlushPlan, conn: Connection) -> list[Any]:
 # -- INSERT ------------------------------------------------------------------------------------
 
 
-def _preallocate_keys(batch: Batch, mapper: Mapper, conn: Connection) -> None:
+_KEYS_SQL = (
+    "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence(%s, %s)::regclass AS seq) s, "
+    "generate_series(1, %s)"
+)
+
+
+def allocate_keys(mapper: Mapper, count: int, conn: Connection) -> list[Any]:
+    """Take `count` values from the sequence of the mapper's generated key, in one round trip."""
+    index = mapper.autoincrement_index
+    assert index is not None
     t = mapper.local_table
     qualified = f"{t.schema}.{quote_identifier(t.name)}" if t.schema else quote_identifier(t.name)
-    gen_key = batch.gen_key
-    assert gen_key is not None
-    column = mapper.columns[gen_key].name
-    sql = (
-        "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence(%s, %s)::regclass AS seq) s, "
-        "generate_series(1, %s)"
-    )
-    cur = conn._cursor_execute(sql, (qualified, column, batch.n))
-    keys = [r[0] for r in cur.fetchall()]
-    batch.set_keys(keys)
+    cur = conn._cursor_execute(_KEYS_SQL, (qualified, mapper.columns[index].name, count))
+    return [r[0] for r in cur.fetchall()]
+
+
+def _preallocate_keys(batch: Batch, mapper: Mapper, conn: Connection) -> None:
+    batch.set_keys(allocate_keys(mapper, batch.n, conn))
 
 
 def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
@@ -243,3 +248,156 @@ def _check_count(matched: int, expected: int, what: str, mapper: Mapper) -> None
             f"{expected} row(s); {matched} were matched. The rows were changed or deleted by "
             "another transaction since they were loaded; roll back, reload and retry"
         )
+
+
+# -- relationships -----------------------------------------------------------------------------
+
+_MISSING: Any = object()
+
+
+class RelatedChanges:
+    """What relationships add to a flush: association rows of many-to-many relationships, and
+    the collections whose change history the flush consumes."""
+
+    def __init__(self) -> None:
+        self.link_inserts: dict[Any, list[tuple[Any, ...]]] = {}
+        self.link_deletes: dict[Any, list[tuple[Any, ...]]] = {}
+        self.collections: list[Any] = []
+
+    def _link(self, prop: Any, owner: Any, item: Any) -> tuple[Any, tuple[Any, ...]]:
+        cols = [scol for _, scol in prop.secondary_pairs] + [
+            scol for _, scol in prop.target_secondary_pairs
+        ]
+        values = [getattr(owner, pcol.key) for pcol, _ in prop.secondary_pairs] + [
+            getattr(item, tcol.key) for tcol, _ in prop.target_secondary_pairs
+        ]
+        return (prop.secondary, tuple(c.name for c in cols)), tuple(values)
+
+    def link_insert(self, prop: Any, owner: Any, item: Any) -> None:
+        key, row = self._link(prop, owner, item)
+        self.link_inserts.setdefault(key, []).append(row)
+
+    def link_delete(self, prop: Any, owner: Any, item: Any) -> None:
+        key, row = self._link(prop, owner, item)
+        self.link_deletes.setdefault(key, []).append(row)
+
+    def delete_links(self, conn: Connection) -> None:
+        """Association rows to remove go first: before the rows they reference."""
+        for (table, names), rows in self.link_deletes.items():
+            rows = list(dict.fromkeys(rows))
+            cols = ", ".join(quote_identifier(n) for n in names)
+            one = "(" + ", ".join(["%s"] * len(names)) + ")"
+            sql = (
+                f"DELETE FROM {_qualified(table)} WHERE ({cols}) IN "
+                f"(VALUES {', '.join([one] * len(rows))})"
+            )
+            conn._cursor_execute(sql, [v for r in rows for v in r])
+
+    def insert_links(self, conn: Connection) -> None:
+        """Association rows to add go last: after the rows they reference."""
+        for (table, names), rows in self.link_inserts.items():
+            rows = list(dict.fromkeys(rows))
+            cols = ", ".join(quote_identifier(n) for n in names)
+            one = "(" + ", ".join(["%s"] * len(names)) + ")"
+            sql = f"INSERT INTO {_qualified(table)} ({cols}) VALUES {', '.join([one] * len(rows))}"
+            conn._cursor_execute(sql, [v for r in rows for v in r])
+
+    def done(self) -> None:
+        for coll in self.collections:
+            coll._reset_history()
+
+
+def _qualified(table: Any) -> str:
+    name = quote_identifier(table.name)
+    return f"{quote_identifier(table.schema)}.{name}" if table.schema else name
+
+
+def _set_if_different(obj: Any, key: str, value: Any) -> None:
+    current = obj.__dict__.get(key, _MISSING)
+    if current is _MISSING or (current is not value and current != value):
+        setattr(obj, key, value)
+
+
+def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
+    """Copy keys along the relationships of `objs` into foreign keys and association rows;
+    delete orphans; null or delete the children of parents being deleted."""
+    changes = RelatedChanges()
+    deleted = session.deleted
+    for obj in objs:
+        d = obj.__dict__
+        is_deleted = obj in deleted
+        for prop in type(obj).__mapper__.relationships.values():
+            if prop.viewonly:
+                continue
+            if is_deleted:
+                _parent_deleted(session, obj, prop, changes)
+                continue
+            if prop.key not in d:
+                continue
+            value = d[prop.key]
+            if prop.direction == "MANYTOONE":
+                for src, dst in prop.pairs:
+                    _set_if_different(
+                        obj, dst.key, None if value is None else getattr(value, src.key)
+                    )
+            elif prop.direction == "ONETOMANY":
+                _sync_one_to_many(session, obj, prop, value, changes)
+            else:
+                for item in value._added.values():
+                    changes.link_insert(prop, obj, item)
+                for item in value._removed.values():
+                    changes.link_delete(prop, obj, item)
+                changes.collections.append(value)
+    return changes
+
+
+def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: Any) -> None:
+    parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
+    if prop.uselist:
+        items = list(value)
+        removed = list(value._removed.values())
+        changes.collections.append(value)
+    else:
+        items = [] if value is None else [value]
+        orphan = session._orphans.pop(id(obj), None)
+        removed = [] if orphan is None else [orphan]
+    for child in items:
+        for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
+            _set_if_different(child, dst.key, pv)
+    for child in removed:
+        if any(x is child for x in items):
+            continue
+        still_ours = all(
+            child.__dict__.get(dst.key) == pv
+            for (_, dst), pv in zip(prop.pairs, parent_values, strict=True)
+        )
+        if not still_ours:
+            continue  # moved to another parent meanwhile
+        if "delete-orphan" in prop.cascade:
+            state = child.__dict__.get("_retort_state")
+            if state is not None and state.lifecycle == "persistent":
+                session._core.delete(child)
+                session._cascade_delete(child)
+        else:
+            for _, dst in prop.pairs:
+                setattr(child, dst.key, None)
+
+
+def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
+    if prop.direction == "MANYTOONE":
+        return
+    if prop.passive_deletes and prop.key not in obj.__dict__:
+        return  # ON DELETE in the database does it, without loading anything
+    value = getattr(obj, prop.key)
+    if prop.direction == "MANYTOMANY":
+        for item in [*value, *value._removed.values()]:
+            changes.link_delete(prop, obj, item)
+        return
+    if "delete" in prop.cascade:
+        return  # the children are deleted with it (cascaded by Session.delete)
+    items = list(value) if prop.uselist else ([] if value is None else [value])
+    deleted = session.deleted
+    for child in items:
+        if child not in deleted:
+            for _, dst in prop.pairs:
+                setattr(child, dst.key, None)

@@ -12,10 +12,11 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from retort import _core, exc
+from retort.attributes import RelationshipAttribute
 from retort.sql import types as sqltypes
 from retort.sql.elements import ClauseElement, ColumnOperators
 from retort.sql.schema import Column, ForeignKey, Identity, MetaData, Table
@@ -30,6 +31,7 @@ __all__ = [
     "Registry",
     "configure_mappers",
     "mapped_column",
+    "relationship",
 ]
 
 
@@ -181,8 +183,18 @@ def configure_mappers() -> None:
 class Mapper:
     """How a class maps to its table: columns in load order, primary key, the core's view."""
 
-    def __init__(self, class_: type, table: Table, attr_columns: list[tuple[str, Column]]) -> None:
+    def __init__(
+        self,
+        class_: type,
+        table: Table,
+        attr_columns: list[tuple[str, Column]],
+        relationships: dict[str, RelationshipProperty] | None = None,
+    ) -> None:
         self.class_ = class_
+        self.relationships: dict[str, RelationshipProperty] = dict(relationships or {})
+        # True when a relationship copies this mapper's keys: pending objects then get their
+        # database-generated keys before the flush plan is made.
+        self.early_keys = False
         self.local_table = table
         self.columns: list[Column] = [c for _, c in attr_columns]
         self.keys: list[str] = [k for k, _ in attr_columns]
@@ -227,14 +239,25 @@ class Mapper:
             [c.type.bind_processor() for c in self.columns],
             [c.type.result_processor() for c in self.columns],
             [i for i, c in enumerate(self.columns) if c.type.mutable],
-            frozenset(),
+            frozenset(self.relationships),
         )
         self.attrs: dict[str, InstrumentedAttribute[Any]] = {}
         self.sql_cache: dict[Any, Any] = {}
         table._retort_mapper = self  # type: ignore[attr-defined]
         _unconfigured.append(self)
 
+    def check_related(self, item: Any, prop: RelationshipProperty) -> None:
+        if not isinstance(item, self.class_):
+            raise exc.ArgumentError(
+                f"{prop} holds {self.class_.__name__} objects, not {type(item).__name__} ({item!r})"
+            )
+
     def _configure(self) -> None:
+        for prop in self.relationships.values():
+            prop._configure()
+            if not prop.viewonly:
+                self.early_keys = True
+                prop.target.early_keys = True
         for fk in self.local_table.foreign_keys:
             if fk.use_alter:
                 # Like SQLAlchemy: a use_alter reference does not order the tables (it is how
@@ -410,7 +433,20 @@ def _map_class(cls: type[DeclarativeBase]) -> None:
             raise exc.ArgumentError(f"{cls.__name__} declares no mapped columns")
         positional, keywords = _table_args(cls)
         table = Table(tablename, metadata, *(c for _, c in attr_columns), *positional, **keywords)
-    mapper = Mapper(cls, table, attr_columns)
+    relationships: dict[str, RelationshipProperty] = {}
+    anns = dict(inspect.get_annotations(cls))
+    for name, value in list(cls.__dict__.items()):
+        if isinstance(value, RelationshipProperty):
+            value.key = name
+            target, uselist = _relationship_target(cls, name, anns.get(name))
+            if value.argument is None:
+                value.argument = target
+            value._annotation_uselist = uselist
+            relationships[name] = value
+    mapper = Mapper(cls, table, attr_columns, relationships)
+    for prop in relationships.values():
+        prop.parent = mapper
+        setattr(cls, prop.key, RelationshipAttribute(prop))
     for index, (key, column) in enumerate(attr_columns):
         attr: InstrumentedAttribute[Any] = InstrumentedAttribute(key, index, column, cls)
         setattr(cls, key, attr)
@@ -456,6 +492,8 @@ class DeclarativeBase:
             _map_class(cls)
 
     def __init__(self, **kwargs: Any) -> None:
+        if _unconfigured:
+            configure_mappers()
         try:
             core = type(self)._retort_core_mapper  # type: ignore[attr-defined]
         except AttributeError:
@@ -495,3 +533,443 @@ def object_mapper(obj: Any) -> Mapper:
 
 
 _Callable = Callable[..., Any]
+
+
+# -- relationships ------------------------------------------------------------------------------
+
+_CASCADES = frozenset(
+    {"save-update", "merge", "delete", "delete-orphan", "expunge", "refresh-expire"}
+)
+_ALL = frozenset({"save-update", "merge", "delete", "expunge", "refresh-expire"})
+
+
+def _parse_cascade(text: str) -> frozenset[str]:
+    out: set[str] = set()
+    for raw in text.split(","):
+        word = raw.strip()
+        if not word:
+            continue
+        if word == "all":
+            out |= _ALL
+        elif word in _CASCADES:
+            out.add(word)
+        else:
+            raise exc.ArgumentError(
+                f"unknown cascade {word!r}; use any of {', '.join(sorted(_CASCADES))} or 'all'"
+            )
+    return frozenset(out)
+
+
+class _Unresolved:
+    """A name in an annotation that is not defined yet (a class declared later)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __or__(self, other: Any) -> Any:
+        return typing.Union[self, other]  # noqa: UP007
+
+    def __ror__(self, other: Any) -> Any:
+        return typing.Union[other, self]  # noqa: UP007
+
+    def __call__(self) -> None:  # lets typing accept it inside Optional[...]
+        return None
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class _LenientNamespace(dict[str, Any]):
+    def __missing__(self, key: str) -> Any:
+        if key in vars(builtins_module):
+            return vars(builtins_module)[key]
+        return _Unresolved(key)
+
+
+import builtins as builtins_module  # noqa: E402
+
+
+def _relationship_target(cls: type, name: str, ann: Any) -> tuple[Any, bool | None]:
+    """(target class or name, uselist from the annotation) of a relationship annotation."""
+    if isinstance(ann, str):
+        module = sys.modules.get(cls.__module__)
+        namespace = _LenientNamespace(vars(module) if module is not None else {})
+        namespace.setdefault("Mapped", Mapped)
+        namespace.update({k: v for k, v in vars(typing).items() if not k.startswith("_")})
+        namespace.update(vars(cls))
+        try:
+            ann = eval(ann, {"__builtins__": builtins_module}, namespace)
+        except Exception as e:
+            raise exc.ArgumentError(
+                f"{cls.__name__}.{name}: cannot read the relationship annotation {ann!r} ({e})"
+            ) from None
+    is_mapped, inner = _unwrap_annotation(ann)
+    if not is_mapped:
+        return None, None
+    _, inner = _optional(inner)
+    origin = typing.get_origin(inner)
+    if origin in (list, typing.List, Sequence, MutableSequence):  # noqa: UP006
+        args = typing.get_args(inner)
+        target = args[0] if args else None
+        return _target_name(target), True
+    return _target_name(inner), False
+
+
+def _target_name(t: Any) -> Any:
+    if isinstance(t, typing.ForwardRef):
+        return t.__forward_arg__
+    if isinstance(t, _Unresolved):
+        return t.name
+    return t
+
+
+class RelationshipProperty:
+    """A relationship between two mapped classes, as declared by `relationship()`."""
+
+    def __init__(
+        self,
+        argument: Any,
+        *,
+        secondary: Any,
+        back_populates: str | None,
+        cascade: str,
+        passive_deletes: bool | str,
+        post_update: bool,
+        foreign_keys: Any,
+        remote_side: Any,
+        order_by: Any,
+        uselist: bool | None,
+        lazy: str,
+        viewonly: bool,
+    ) -> None:
+        if lazy not in ("select", "selectin", "joined", "raise", "noload", "raise_on_sql"):
+            raise exc.ArgumentError(
+                f"lazy={lazy!r} is not supported; use 'select', 'selectin', 'joined' or 'raise'"
+            )
+        self.argument = argument
+        self.secondary = secondary
+        self.back_populates = back_populates
+        self.cascade = _parse_cascade(cascade)
+        if "delete-orphan" in self.cascade and "delete" not in self.cascade:
+            self.cascade = self.cascade | {"delete"}
+        self.passive_deletes = passive_deletes
+        self.post_update = post_update
+        self.foreign_keys = foreign_keys
+        self.remote_side = remote_side
+        self.order_by = order_by
+        self.explicit_uselist = uselist
+        self.lazy = lazy
+        self.viewonly = viewonly
+        # set when mapped / configured
+        self.key = ""
+        self.parent: Mapper = None  # type: ignore[assignment]
+        self.target: Mapper = None  # type: ignore[assignment]
+        self.uselist = bool(uselist)
+        self.direction = ""
+        # (source column, destination column) pairs, copied source -> destination at flush:
+        # many-to-one: target key -> parent foreign key; one-to-many: parent key -> target FK.
+        self.pairs: list[tuple[Column, Column]] = []
+        # many-to-many: parent key -> secondary column, target key -> secondary column
+        self.secondary_pairs: list[tuple[Column, Column]] = []
+        self.target_secondary_pairs: list[tuple[Column, Column]] = []
+        self.back: RelationshipProperty | None = None
+        self._annotation_uselist: bool | None = None
+        self._configured = False
+
+    def __repr__(self) -> str:
+        owner = self.parent.class_.__name__ if self.parent is not None else "?"
+        return f"{owner}.{self.key}"
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _columns_of(self, value: Any) -> list[Column]:
+        if value is None:
+            return []
+        items = value if isinstance(value, list | tuple | set) else [value]
+        cols: list[Column] = []
+        for item in items:
+            if isinstance(item, str):
+                item = self._resolve_string(item)
+            if hasattr(item, "__clause_element__"):
+                item = item.__clause_element__()
+            if not isinstance(item, Column):
+                raise exc.ArgumentError(f"{self}: expected columns, got {item!r}")
+            cols.append(item)
+        return cols
+
+    def _resolve_string(self, text: str) -> Any:
+        registry: Registry = self.parent.class_.registry  # type: ignore[attr-defined]
+        namespace: dict[str, Any] = {m.class_.__name__: m.class_ for m in registry.mappers}
+        namespace.update({t.name: t for t in registry.metadata.tables.values()})
+        try:
+            return eval(text, {"__builtins__": {}}, namespace)
+        except Exception as e:
+            raise exc.ArgumentError(f"{self}: cannot resolve {text!r} ({e})") from None
+
+    def _resolve_target(self) -> Mapper:
+        arg = self.argument
+        if callable(arg) and not isinstance(arg, type):
+            arg = arg()
+        if isinstance(arg, str):
+            registry: Registry = self.parent.class_.registry  # type: ignore[attr-defined]
+            matches = [m for m in registry.mappers if m.class_.__name__ == arg]
+            if not matches:
+                raise exc.ArgumentError(
+                    f"{self}: no mapped class named {arg!r} in this declarative base; declare "
+                    "it, or import the module that declares it, before the first flush or query"
+                )
+            return matches[-1]
+        if isinstance(arg, type) and isinstance(arg.__dict__.get("__mapper__"), Mapper):
+            return arg.__dict__["__mapper__"]
+        raise exc.ArgumentError(
+            f"{self}: cannot tell the related class; annotate with Mapped[Target] / "
+            "Mapped[list[Target]] or pass relationship(Target)"
+        )
+
+    def _configure(self) -> None:
+        if self._configured:
+            return
+        self.target = self._resolve_target()
+        parent_t = self.parent.local_table
+        target_t = self.target.local_table
+        if self.secondary is not None:
+            sec = self.secondary
+            if isinstance(sec, str):
+                sec = self._resolve_string(sec)
+            if not isinstance(sec, Table):
+                raise exc.ArgumentError(f"{self}: secondary= must be a Table")
+            self.secondary = sec
+            self.direction = "MANYTOMANY"
+            for fk in sec.foreign_keys:
+                col = fk.column
+                if col.table is parent_t and fk.parent is not None:
+                    self.secondary_pairs.append((col, fk.parent))
+                elif col.table is target_t and fk.parent is not None:
+                    self.target_secondary_pairs.append((col, fk.parent))
+            if not self.secondary_pairs or not self.target_secondary_pairs:
+                raise exc.ArgumentError(
+                    f"{self}: the secondary table {sec.name!r} needs foreign keys to both "
+                    f"{parent_t.name!r} and {target_t.name!r}"
+                )
+        else:
+            only = set(map(id, self._columns_of(self.foreign_keys)))
+            local_fks = [
+                fk
+                for fk in parent_t.foreign_keys
+                if fk.column.table is target_t and (not only or id(fk.parent) in only)
+            ]
+            remote_fks = [
+                fk
+                for fk in target_t.foreign_keys
+                if fk.column.table is parent_t and (not only or id(fk.parent) in only)
+            ]
+            if parent_t is target_t:
+                remote = set(map(id, self._columns_of(self.remote_side)))
+                fks = local_fks
+                # remote_side names the referenced key: this side holds the foreign key.
+                many_to_one = bool(remote) and all(id(fk.column) in remote for fk in fks)
+                if many_to_one:
+                    self.direction = "MANYTOONE"
+                    self.pairs = [(fk.column, fk.parent) for fk in fks]  # type: ignore[misc]
+                else:
+                    self.direction = "ONETOMANY"
+                    self.pairs = [(fk.column, fk.parent) for fk in fks]  # type: ignore[misc]
+            elif local_fks and not remote_fks:
+                self.direction = "MANYTOONE"
+                self.pairs = [(fk.column, fk.parent) for fk in local_fks]  # type: ignore[misc]
+            elif remote_fks and not local_fks:
+                self.direction = "ONETOMANY"
+                self.pairs = [(fk.column, fk.parent) for fk in remote_fks]  # type: ignore[misc]
+            elif local_fks and remote_fks:
+                raise exc.ArgumentError(
+                    f"{self}: {parent_t.name!r} and {target_t.name!r} reference each other; "
+                    "say which foreign key this relationship uses with foreign_keys=[...]"
+                )
+            else:
+                raise exc.ArgumentError(
+                    f"{self}: there is no foreign key between {parent_t.name!r} and "
+                    f"{target_t.name!r}; add a ForeignKey, or use secondary= for a "
+                    "many-to-many relationship"
+                )
+        if self.explicit_uselist is not None:
+            self.uselist = self.explicit_uselist
+        elif self._annotation_uselist is not None:
+            self.uselist = self._annotation_uselist
+        else:
+            self.uselist = self.direction != "MANYTOONE"
+        if self.back_populates:
+            other = self.target.relationships.get(self.back_populates)
+            if other is None:
+                raise exc.ArgumentError(
+                    f"{self}: back_populates={self.back_populates!r} names no relationship of "
+                    f"{self.target.class_.__name__}"
+                )
+            self.back = other
+        self._configured = True
+
+    # -- in-memory events ------------------------------------------------------------------
+
+    def _set_scalar(self, obj: Any, value: Any, *, back: bool) -> None:
+        from retort.attributes import _cascade_add, _note_change
+
+        if value is not None:
+            self.target.check_related(value, self)
+        d = obj.__dict__
+        old = d.get(self.key, _NOT_SET)
+        if old is _NOT_SET and back and self.back is not None and _has_identity(obj):
+            # the old value is needed to take obj out of its collection
+            old = self._load(obj) if self.lazy != "raise" else _NOT_SET
+        if old is value:
+            return
+        d[self.key] = value
+        if back and self.back is not None:
+            if old is not _NOT_SET and old is not None:
+                self.back._unset_backref(old, obj, self)
+            if value is not None:
+                self.back._set_backref(value, obj, self)
+        if old is not _NOT_SET and old is not None and "delete-orphan" in self.cascade:
+            # one-to-one owner losing its child: the child is an orphan
+            obj_session = _session_of(obj)
+            if obj_session is not None:
+                obj_session._orphans[id(old)] = old
+        _cascade_add(obj, self, value)
+        _note_change(obj, self)
+
+    def _set_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
+        """`other` now refers to `obj` through `initiator`: mirror it on this side of `obj`."""
+        if self.uselist:
+            coll = obj.__dict__.get(self.key)
+            if coll is not None:
+                coll._append_quiet(other)
+            else:
+                from retort.attributes import _note_change
+
+                _note_change(obj, self)
+        else:
+            current = obj.__dict__.get(self.key, _NOT_SET)
+            if current is other:
+                return
+            if (
+                current is not _NOT_SET
+                and current is not None
+                and initiator.back is self
+                and initiator.uselist
+            ):
+                # a child moving to another parent leaves the old parent's collection
+                old_coll = current.__dict__.get(initiator.key)
+                if old_coll is not None:
+                    old_coll._remove_quiet(obj)
+            self._set_scalar(obj, other, back=False)
+
+    def _unset_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
+        """`other` no longer refers to `obj`: mirror it on this side of `obj`."""
+        if self.uselist:
+            coll = obj.__dict__.get(self.key)
+            if coll is not None:
+                coll._remove_quiet(other)
+        else:
+            if obj.__dict__.get(self.key, _NOT_SET) is other:
+                self._set_scalar(obj, None, back=False)
+
+    def _replace_collection(self, obj: Any, value: Any) -> None:
+        from retort.attributes import InstrumentedList
+
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise exc.ArgumentError(
+                f"{self} is a collection; assign a list of {self.target.class_.__name__} objects"
+            )
+        new = list(value)
+        current = obj.__dict__.get(self.key)
+        if current is None:
+            if _has_identity(obj) and self.lazy != "raise":
+                current = self._load(obj)
+            else:
+                current = InstrumentedList(obj, self)
+                obj.__dict__[self.key] = current
+        if current is value:
+            return
+        keep = [x for x in current if any(x is y for y in new)]
+        for item in list(current):
+            if not any(item is k for k in keep):
+                current.remove(item)
+        for item in new:
+            if not any(item is x for x in current):
+                current.append(item)
+        # keep the assigned order
+        list.__setitem__(current, slice(None), new)
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _load(self, obj: Any) -> Any:
+        from retort.attributes import InstrumentedList
+
+        if self.lazy == "raise" or self.lazy == "raise_on_sql":
+            raise exc.InvalidRequestError(
+                f"{self} is not loaded and is configured with lazy='raise'; load it with "
+                f"select(...).options(selectinload({self.parent.class_.__name__}.{self.key}))"
+            )
+        session = _session_of(obj)
+        if session is None:
+            raise exc.DetachedInstanceError(
+                f"{self} of {obj!r} is not loaded and the object is not bound to a Session; "
+                "load it while the session is open or add the object to a session first"
+            )
+        value = session._load_relationship(obj, self)
+        if self.uselist:
+            value = InstrumentedList(obj, self, value)
+        obj.__dict__[self.key] = value
+        return value
+
+    def _join_info(self) -> Any:
+        from retort.sql.elements import and_
+
+        self._configure()
+        if self.direction == "MANYTOMANY":
+            raise exc.InvalidRequestError(f"join() along {self} is not supported yet")
+        if self.direction == "MANYTOONE":
+            crit = [parent_col == target_col for target_col, parent_col in self.pairs]
+        else:
+            crit = [target_col == parent_col for parent_col, target_col in self.pairs]
+        return self.target.local_table, and_(*crit)
+
+
+def _has_identity(obj: Any) -> bool:
+    state = obj.__dict__.get("_retort_state")
+    return bool(state is not None and state.has_identity)
+
+
+def _session_of(obj: Any) -> Any:
+    state = obj.__dict__.get("_retort_state")
+    return None if state is None else state.session
+
+
+def relationship(
+    argument: Any = None,
+    *,
+    secondary: Any = None,
+    back_populates: str | None = None,
+    cascade: str = "save-update, merge",
+    passive_deletes: bool | str = False,
+    post_update: bool = False,
+    foreign_keys: Any = None,
+    remote_side: Any = None,
+    order_by: Any = None,
+    uselist: bool | None = None,
+    lazy: str = "select",
+    viewonly: bool = False,
+) -> Any:
+    """Declare a relationship: ``addresses: Mapped[list["Address"]] = relationship(...)``."""
+    return RelationshipProperty(
+        argument,
+        secondary=secondary,
+        back_populates=back_populates,
+        cascade=cascade,
+        passive_deletes=passive_deletes,
+        post_update=post_update,
+        foreign_keys=foreign_keys,
+        remote_side=remote_side,
+        order_by=order_by,
+        uselist=uselist,
+        lazy=lazy,
+        viewonly=viewonly,
+    )

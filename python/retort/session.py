@@ -13,10 +13,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from retort import _core, exc, flush
+from retort.flush import RelatedChanges
 from retort.engine.result import Result, ScalarResult
 from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
 from retort.sql.compiler import compile as compile_stmt
 from retort.sql.compiler import quote_identifier
+from retort.sql.elements import and_
 
 if TYPE_CHECKING:
     from retort.engine import Connection, Engine
@@ -34,6 +36,12 @@ __all__ = [
 
 _NEEDS_LOAD = _core.NEEDS_LOAD
 _sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def _relationships_of(obj: Any) -> Any:
+    """The relationships of a mapped object's class (empty for anything else)."""
+    mapper = getattr(type(obj), "__mapper__", None)
+    return mapper.relationships if isinstance(mapper, Mapper) else ()
 
 
 class IdentitySet:
@@ -167,6 +175,10 @@ class Session:
         self._failed: BaseException | None = None
         self._flushing = False
         self._no_autoflush = 0
+        # Objects whose relationships changed since the last flush (by id), and objects that
+        # lost their owner under a delete-orphan cascade.
+        self._related_changed: dict[int, Any] = {}
+        self._orphans: dict[int, Any] = {}
         _sessions.add(self)
 
     # -- context management -------------------------------------------------------------------
@@ -236,7 +248,7 @@ class Session:
         attribute access reloads it.
         """
         self._check_usable()
-        if self._core.has_changes():
+        if self._related_changed or self._core.has_changes():
             self.flush()
         conn = self._conn
         if conn is not None:
@@ -268,6 +280,8 @@ class Session:
             self._rollback_connection()
         finally:
             self._core.rollback()
+            self._related_changed.clear()
+            self._orphans.clear()
             if self._tx is not None:
                 self._tx._closed = True
             self._tx = None
@@ -282,6 +296,8 @@ class Session:
                 self._tx._closed = True
             self._tx = None
             self._failed = None
+            self._related_changed.clear()
+            self._orphans.clear()
             self._core = _core.SessionCore(weakref.ref(self))
 
     def reset(self) -> None:
@@ -311,20 +327,99 @@ class Session:
     # -- adding and removing objects ------------------------------------------------------
 
     def add(self, instance: object) -> None:
-        """Place an object in the session; it is inserted (or updated) at the next flush."""
+        """Place an object in the session; it is inserted (or updated) at the next flush.
+
+        Related objects reachable through relationships with the save-update cascade (the
+        default) are added with it."""
         self._autobegin()
         self._core.add(instance)
+        if _relationships_of(instance):
+            self._cascade_related(instance)
 
     def add_all(self, instances: Iterable[object]) -> None:
         self._autobegin()
         add = self._core.add
         for obj in instances:
             add(obj)
+            if _relationships_of(obj):
+                self._cascade_related(obj)
+
+    def _cascade_add(self, obj: Any) -> None:
+        """Add an object reached through a save-update cascade (and what it reaches)."""
+        if self._core.add(obj) or obj.__dict__.get("_retort_state") is not None:
+            if type(obj).__mapper__.relationships:
+                self._cascade_related(obj)
+
+    def _cascade_related(self, obj: Any) -> None:
+        """Follow loaded relationships of `obj` with save-update and add what they hold."""
+        self._related_changed[id(obj)] = obj
+        stack = [obj]
+        seen = {id(obj)}
+        while stack:
+            current = stack.pop()
+            d = current.__dict__
+            for prop in type(current).__mapper__.relationships.values():
+                if "save-update" not in prop.cascade or prop.key not in d:
+                    continue
+                value = d[prop.key]
+                items = value if prop.uselist else ([] if value is None else [value])
+                for item in items:
+                    if id(item) in seen:
+                        continue
+                    seen.add(id(item))
+                    if self._core.add(item) and type(item).__mapper__.relationships:
+                        self._related_changed[id(item)] = item
+                    stack.append(item)
 
     def delete(self, instance: object) -> None:
-        """Mark a persistent object for deletion at the next flush."""
+        """Mark a persistent object for deletion at the next flush (with its children, where a
+        relationship has the delete cascade)."""
         self._autobegin()
+        if not _relationships_of(instance):
+            self._core.delete(instance)
+            return
+        # Collect the cascade first: loading a collection may autoflush, and that flush must
+        # not see the parent deleted before its children are.
+        cascade = self._delete_cascade(instance)
         self._core.delete(instance)
+        self._related_changed[id(instance)] = instance
+        for obj in cascade:
+            if self._core.delete(obj):
+                self._related_changed[id(obj)] = obj
+
+    def _delete_cascade(self, obj: Any) -> list[Any]:
+        """Objects reached from `obj` through relationships with the delete cascade."""
+        from retort.inspection import inspect as _inspect
+
+        out: list[Any] = []
+        seen = {id(obj)}
+        stack = [obj]
+        while stack:
+            current = stack.pop()
+            for prop in type(current).__mapper__.relationships.values():
+                if "delete" not in prop.cascade or prop.viewonly:
+                    continue
+                if prop.key not in current.__dict__ and prop.passive_deletes:
+                    continue  # the database's ON DELETE takes care of it
+                value = getattr(current, prop.key)
+                items = list(value) if prop.uselist else ([] if value is None else [value])
+                for item in items:
+                    if id(item) in seen:
+                        continue
+                    seen.add(id(item))
+                    st = _inspect(item)
+                    if st.persistent:
+                        out.append(item)
+                        stack.append(item)
+                    elif st.pending:
+                        self.expunge(item)
+        return out
+
+    def _cascade_delete(self, obj: Any) -> None:
+        """Delete what `obj` (already marked deleted) cascades to."""
+        for item in self._delete_cascade(obj):
+            if self._core.delete(item):
+                self._related_changed[id(item)] = item
 
     def expunge(self, instance: object) -> None:
         """Remove an object from the session without touching the database."""
@@ -333,6 +428,8 @@ class Session:
     def expunge_all(self) -> None:
         """Remove every object from the session (the transaction stays open)."""
         self._core = _core.SessionCore(weakref.ref(self))
+        self._related_changed.clear()
+        self._orphans.clear()
 
     def __contains__(self, instance: object) -> bool:
         return bool(self._core.contains(instance))
@@ -379,7 +476,7 @@ class Session:
             self.autoflush
             and not self._no_autoflush
             and not self._flushing
-            and self._core.has_changes()
+            and (self._related_changed or self._core.has_changes())
         ):
             self.flush()
 
@@ -390,18 +487,25 @@ class Session:
             raise exc.InvalidRequestError(
                 "the Session is already flushing; flush() cannot be called from inside a flush"
             )
-        if not self._core.has_changes():
+        if not self._related_changed and not self._core.has_changes():
             return
         configure_mappers()
         self._flushing = True
         try:
-            plan = self._core.plan()
-            if not len(plan):
-                return
-            conn = self._connection_for(plan.batches[0].mapper.owner)
+            conn = self._connection_for()
             try:
+                related = self._prepare_related(conn) if self._related_changed else None
+                plan = self._core.plan()
+                if related is not None:
+                    related.delete_links(conn)
                 results = flush.execute(plan, conn)
+                if related is not None:
+                    related.insert_links(conn)
                 self._core.finish_flush(plan, results)
+                if related is not None:
+                    related.done()
+                    self._related_changed.clear()
+                    self._orphans.clear()
             except BaseException as e:
                 self._failed = e
                 try:
@@ -411,6 +515,15 @@ class Session:
                 raise
         finally:
             self._flushing = False
+
+    def _prepare_related(self, conn: Connection) -> RelatedChanges:
+        """Before planning: pre-allocate keys relationships need, copy keys into foreign keys,
+        and settle orphans and rows of parents being deleted."""
+        for mapper_core, count in self._core.pending_key_counts():
+            mapper = mapper_core.owner
+            if mapper.early_keys:
+                self._core.assign_keys(mapper_core, flush.allocate_keys(mapper, count, conn))
+        return flush.sync_related(self, list(self._related_changed.values()))
 
     def flush_plan(self) -> list[dict[str, Any]]:
         """The steps the next flush would run, without running them."""
@@ -474,6 +587,36 @@ class Session:
                 "attributes cannot be loaded"
             )
         self._core.load_rows(mapper._core, rows, 0, False)
+
+    def _load_relationship(self, obj: Any, prop: Any) -> Any:
+        """Load a relationship of a persistent object (lazy="select")."""
+        from retort.sql.selectable import select as _select
+
+        self._check_usable()
+        if prop.direction == "MANYTOONE":
+            values = [getattr(obj, dst.key) for _, dst in prop.pairs]
+            if any(v is None for v in values):
+                return None
+            ident = tuple(values)
+            return self.get(prop.target.class_, ident if len(ident) > 1 else ident[0])
+        stmt = _select(prop.target.class_)
+        if prop.direction == "ONETOMANY":
+            crit = [dst == getattr(obj, src.key) for src, dst in prop.pairs]
+        else:
+            sec = prop.secondary
+            on = [tcol == scol for tcol, scol in prop.target_secondary_pairs]
+            stmt = stmt.join(sec, and_(*on))
+            crit = [scol == getattr(obj, pcol.key) for pcol, scol in prop.secondary_pairs]
+        stmt = stmt.where(*crit)
+        if prop.order_by is not None:
+            order = prop.order_by
+            if isinstance(order, str):
+                order = prop._resolve_string(order)
+            stmt = stmt.order_by(*(order if isinstance(order, list | tuple) else [order]))
+        items = self.scalars(stmt).all()
+        if prop.uselist:
+            return items
+        return items[0] if items else None
 
     def get(
         self,
@@ -542,7 +685,16 @@ class Session:
     def expire(self, instance: object, attribute_names: Iterable[str] | None = None) -> None:
         """Mark attributes (all by default) as expired: the next access reloads them."""
         names = list(attribute_names) if attribute_names is not None else None
-        self._core.expire(instance, names)
+        rels = object_mapper(instance).relationships
+        if names is None:
+            self._core.expire(instance, None)
+            for key in rels:
+                instance.__dict__.pop(key, None)
+            return
+        self._core.expire(instance, [n for n in names if n not in rels])
+        for n in names:
+            if n in rels:
+                instance.__dict__.pop(n, None)
 
     def expire_all(self) -> None:
         """Expire every persistent object (in constant time)."""

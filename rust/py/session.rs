@@ -646,6 +646,67 @@ impl SessionCore {
         Ok(out)
     }
 
+    /// Pending objects whose database-generated key is not known yet, counted per mapper (in
+    /// the order the mappers first appear among pending objects).
+    fn pending_key_counts(&self, py: Python<'_>) -> PyResult<Vec<(Py<MapperCore>, usize)>> {
+        let uow = self.uow()?;
+        let mut out: Vec<(Py<MapperCore>, usize)> = Vec::new();
+        for (obj, st) in uow.new.values() {
+            let m = st.get().mapper.bind(py);
+            let Some(c) = m.get().autoinc else { continue };
+            let dict = instance_dict(obj.bind(py))?;
+            let missing = match dict.get_item(m.get().keys[c as usize].bind(py))? {
+                None => true,
+                Some(v) => v.is_none(),
+            };
+            if !missing {
+                continue;
+            }
+            match out.iter_mut().find(|(mm, _)| mm.bind(py).is(m)) {
+                Some((_, n)) => *n += 1,
+                None => out.push((m.clone().unbind(), 1)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Give pending objects of `mapper` without a generated key the keys pre-allocated for
+    /// them, in the order they were added.
+    fn assign_keys(&self, mapper: &Bound<'_, MapperCore>, keys: Vec<Py<PyAny>>) -> PyResult<()> {
+        let py = mapper.py();
+        let m = mapper.get();
+        let Some(c) = m.autoinc else {
+            return Err(InvalidRequestError::new_err(format!(
+                "{} has no database-generated key",
+                m.name
+            )));
+        };
+        let key = m.keys[c as usize].bind(py);
+        let pending: Vec<Py<PyAny>> = {
+            let uow = self.uow()?;
+            uow.new
+                .values()
+                .filter(|(_, st)| st.get().mapper.bind(py).is(mapper))
+                .map(|(o, _)| o.clone_ref(py))
+                .collect()
+        };
+        let mut keys = keys.into_iter();
+        for obj in pending {
+            let dict = instance_dict(obj.bind(py))?;
+            let missing = match dict.get_item(key)? {
+                None => true,
+                Some(v) => v.is_none(),
+            };
+            if missing {
+                let k = keys.next().ok_or_else(|| {
+                    InvalidRequestError::new_err("assign_keys: fewer keys than pending objects")
+                })?;
+                dict.set_item(key, k)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether anything waits to be flushed (including in-place changes of JSON values).
     fn has_changes(&self, py: Python<'_>) -> PyResult<bool> {
         self.scan_mutations(py)?;

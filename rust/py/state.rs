@@ -135,6 +135,13 @@ pub fn materialize_expiry(
             dict.del_item(k)?;
         }
     }
+    // Relationship values expire with the columns.
+    for name in mapper.extra_init.bind(py).try_iter()? {
+        let name = name?;
+        if dict.contains(&name)? {
+            dict.del_item(&name)?;
+        }
+    }
     inner.gen = current;
     drop(inner.committed.clear());
     Ok(())

@@ -1,0 +1,245 @@
+"""Relationship attributes: the descriptor, list collections and their in-memory events.
+
+A relationship's value lives in the instance ``__dict__`` like a column's: the related object
+(or None) for a scalar, an `InstrumentedList` for a collection. Changing either fires the events
+here: the other side of ``back_populates`` is kept in step, related objects join the owner's
+session (save-update cascade), orphans are expunged or remembered for deletion, and the owner is
+registered with its session so that the next flush copies keys into foreign keys.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
+
+from retort import exc
+
+if TYPE_CHECKING:
+    from retort.mapping import RelationshipProperty
+    from retort.session import Session
+
+__all__ = ["InstrumentedList", "RelationshipAttribute"]
+
+_STATE = "_retort_state"
+
+
+def _state(obj: Any) -> Any:
+    return obj.__dict__.get(_STATE)
+
+
+def object_session_of(obj: Any) -> Session | None:
+    state = obj.__dict__.get(_STATE)
+    if state is None:
+        return None
+    session: Session | None = state.session
+    return session
+
+
+def _has_identity(obj: Any) -> bool:
+    state = obj.__dict__.get(_STATE)
+    return bool(state is not None and state.has_identity)
+
+
+def _note_change(owner: Any, prop: RelationshipProperty) -> None:
+    """Tell the owner's session (if any) that a relationship of `owner` changed."""
+    session = object_session_of(owner)
+    if session is not None:
+        session._related_changed[id(owner)] = owner
+
+
+def _cascade_add(owner: Any, prop: RelationshipProperty, item: Any) -> None:
+    """save-update cascade: a related object joins the owner's session."""
+    if item is None or "save-update" not in prop.cascade:
+        return
+    session = object_session_of(owner)
+    if session is not None and object_session_of(item) is not session:
+        session._cascade_add(item)
+
+
+class InstrumentedList(list[Any]):
+    """A list collection of a relationship: every change is seen by the unit of work."""
+
+    __slots__ = ("__weakref__", "_added", "_owner_ref", "_prop", "_removed")
+
+    def __init__(self, owner: Any, prop: RelationshipProperty, items: Iterable[Any] = ()) -> None:
+        super().__init__(items)
+        self._owner_ref = weakref.ref(owner)
+        self._prop = prop
+        self._added: dict[int, Any] = {}
+        self._removed: dict[int, Any] = {}
+
+    # -- the events ------------------------------------------------------------------------
+
+    def _owner(self) -> Any:
+        owner = self._owner_ref()
+        if owner is None:  # pragma: no cover - the owner holds the list
+            raise exc.InvalidRequestError("the object owning this collection is gone")
+        return owner
+
+    def _fire_add(self, item: Any, *, back: bool = True) -> None:
+        if item is None:
+            raise exc.InvalidRequestError(
+                f"None cannot be added to collection {self._prop}; remove the item instead"
+            )
+        prop = self._prop
+        prop.target.check_related(item, prop)
+        owner = self._owner()
+        key = id(item)
+        if key in self._removed:
+            del self._removed[key]
+        else:
+            self._added[key] = item
+        if back and prop.back is not None:
+            prop.back._set_backref(item, owner, prop)
+        _cascade_add(owner, prop, item)
+        _note_change(owner, prop)
+
+    def _fire_remove(self, item: Any, *, back: bool = True) -> None:
+        prop = self._prop
+        owner = self._owner()
+        key = id(item)
+        if key in self._added:
+            del self._added[key]
+        else:
+            self._removed[key] = item
+        if back and prop.back is not None:
+            prop.back._unset_backref(item, owner, prop)
+        if "delete-orphan" in prop.cascade and not _has_identity(item):
+            # A pending orphan never reaches the database.
+            session = object_session_of(item)
+            if session is not None and item in session:
+                session.expunge(item)
+        _note_change(owner, prop)
+
+    def _reset_history(self) -> None:
+        self._added.clear()
+        self._removed.clear()
+
+    # -- list API ----------------------------------------------------------------------------
+
+    def append(self, item: Any) -> None:
+        self._fire_add(item)
+        super().append(item)
+
+    def _append_quiet(self, item: Any) -> None:
+        """Append as the other side of a back_populates event (no event back)."""
+        if any(x is item for x in self):
+            return
+        self._fire_add(item, back=False)
+        super().append(item)
+
+    def _remove_quiet(self, item: Any) -> None:
+        for i, x in enumerate(self):
+            if x is item:
+                super().__delitem__(i)
+                self._fire_remove(item, back=False)
+                return
+
+    def extend(self, items: Iterable[Any]) -> None:
+        for item in items:
+            self.append(item)
+
+    def __iadd__(self, items: Iterable[Any]) -> InstrumentedList:  # type: ignore[misc]
+        self.extend(items)
+        return self
+
+    def insert(self, index: SupportsIndex, item: Any) -> None:
+        self._fire_add(item)
+        super().insert(index, item)
+
+    def remove(self, item: Any) -> None:
+        for i, x in enumerate(self):
+            if x is item or x == item:
+                super().__delitem__(i)
+                self._fire_remove(x)
+                return
+        raise ValueError(f"{item!r} is not in the collection")
+
+    def pop(self, index: SupportsIndex = -1) -> Any:
+        item = super().pop(index)
+        self._fire_remove(item)
+        return item
+
+    def clear(self) -> None:
+        items = list(self)
+        super().clear()
+        for item in items:
+            self._fire_remove(item)
+
+    @overload
+    def __setitem__(self, index: SupportsIndex, value: Any) -> None: ...
+
+    @overload
+    def __setitem__(self, index: slice, value: Iterable[Any]) -> None: ...
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if isinstance(index, slice):
+            old = list.__getitem__(self, index)
+            new = list(value)
+            super().__setitem__(index, new)
+        else:
+            old = [list.__getitem__(self, index)]
+            new = [value]
+            super().__setitem__(index, value)
+        for item in old:
+            if not any(x is item for x in self):
+                self._fire_remove(item)
+        for item in new:
+            if not any(x is item for x in old):
+                self._fire_add(item)
+
+    def __delitem__(self, index: Any) -> None:
+        old = list.__getitem__(self, index)
+        super().__delitem__(index)
+        for item in old if isinstance(index, slice) else [old]:
+            self._fire_remove(item)
+
+    def __reduce__(self) -> Any:
+        return (list, (list(self),))
+
+    def __repr__(self) -> str:
+        return list.__repr__(self)
+
+
+class RelationshipAttribute:
+    """The class attribute of a relationship (``User.addresses``)."""
+
+    def __init__(self, prop: RelationshipProperty) -> None:
+        self.prop = prop
+        self.key = prop.key
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        d = obj.__dict__
+        key = self.key
+        try:
+            return d[key]
+        except KeyError:
+            pass
+        prop = self.prop
+        if not _has_identity(obj):
+            if prop.uselist:
+                value: Any = InstrumentedList(obj, prop)
+                d[key] = value
+                return value
+            return None
+        return prop._load(obj)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        prop = self.prop
+        if prop.uselist:
+            prop._replace_collection(obj, value)
+        else:
+            prop._set_scalar(obj, value, back=True)
+
+    def __delete__(self, obj: Any) -> None:
+        self.__set__(obj, [] if self.prop.uselist else None)
+
+    # expression support for joins: select(User).join(User.addresses)
+    def __join_info__(self) -> Any:
+        return self.prop._join_info()
+
+    def __repr__(self) -> str:
+        return f"<RelationshipAttribute {self.prop}>"
