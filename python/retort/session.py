@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from retort import _core, exc, flush
-from retort.flush import RelatedChanges
 from retort.engine.result import Result, ScalarResult
+from retort.flush import RelatedChanges
 from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
 from retort.sql.compiler import compile as compile_stmt
 from retort.sql.compiler import quote_identifier
