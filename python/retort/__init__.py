@@ -16,12 +16,14 @@ if _core.__version__ != __version__:  # pragma: no cover - exercised by a packag
 from retort import exc
 from retort.engine import Connection, Engine, Result, Row, create_engine
 from retort.inspection import inspect
+from retort.loading import joinedload, lazyload, raiseload, selectinload
 from retort.mapping import (
     DeclarativeBase,
     Mapped,
     Mapper,
     configure_mappers,
     mapped_column,
+    relationship,
 )
 from retort.session import (
     Session,
@@ -119,6 +121,8 @@ __all__ = [
     "func",
     "insert",
     "inspect",
+    "joinedload",
+    "lazyload",
     "literal",
     "make_transient",
     "mapped_column",
@@ -126,7 +130,10 @@ __all__ = [
     "null",
     "object_session",
     "or_",
+    "raiseload",
+    "relationship",
     "select",
+    "selectinload",
     "sessionmaker",
     "text",
     "update",

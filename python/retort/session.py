@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from retort import _core, exc, flush
+from retort import _core, exc, flush, loading
 from retort.engine.result import Result, ScalarResult
 from retort.flush import RelatedChanges
 from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
@@ -42,6 +42,30 @@ def _relationships_of(obj: Any) -> Any:
     """The relationships of a mapped object's class (empty for anything else)."""
     mapper = getattr(type(obj), "__mapper__", None)
     return mapper.relationships if isinstance(mapper, Mapper) else ()
+
+
+def _first_entity(statement: Any) -> Mapper | None:
+    """The mapper of a select's first selected entity, if it is a mapped class."""
+    raw = getattr(statement, "_raw_columns", None)
+    if not raw:
+        return None
+    mapper = getattr(raw[0], "__mapper__", None)
+    return mapper if isinstance(mapper, Mapper) else None
+
+
+def _load_outer(core: Any, rows: list[Any], shape: Any, populate: bool) -> list[Any]:
+    """Objects of an outer-joined entity per row (None where the join found nothing)."""
+    mapper = shape.mapper
+    pk_pos = shape.start + mapper.columns.index(mapper.primary_key[0])
+    present = [i for i, r in enumerate(rows) if r[pk_pos] is not None]
+    out: list[Any] = [None] * len(rows)
+    if present:
+        loaded = core.load_rows(
+            mapper._core, [rows[i] for i in present], shape.start, populate, False
+        )
+        for i, obj in zip(present, loaded, strict=True):
+            out[i] = obj
+    return out
 
 
 class IdentitySet:
@@ -716,6 +740,14 @@ class Session:
                 "Session.execute() takes a statement object; wrap raw SQL in text('...')"
             )
         self._autoflush()
+        loader_opts = loading.root_options(getattr(statement, "_with_options", ()) or ())
+        first = _first_entity(statement)
+        joined: list[Any] = []
+        if first is not None and (loader_opts or first.relationships):
+            joined = loading.joined_props(statement, first, loader_opts)
+            if joined:
+                original = len(compile_stmt(statement, params).entities)
+                statement = loading.widen(statement, joined)
         compiled = compile_stmt(statement, params)
         entities = [e for e in compiled.entities if e.mapper is not None]
         conn = self._connection_for(entities[0].mapper if entities else None)
@@ -732,6 +764,9 @@ class Session:
         populate = bool(options.get("populate_existing", False))
         core = self._core
         shapes = compiled.entities
+        extra = []
+        if joined:
+            shapes, extra = shapes[:original], shapes[original:]
 
         def to_objects(rows: list[Any]) -> list[Any]:
             columns: list[Any] = []
@@ -742,7 +777,17 @@ class Session:
                     )
                 else:
                     columns.append([r[shape.start] for r in rows])
-            return list(zip(*columns, strict=True))
+            out = list(zip(*columns, strict=True))
+            if joined:
+                targets = [_load_outer(core, rows, shape, populate) for shape in extra]
+                keep = loading.assemble(rows, columns[0], joined, targets)
+                out = [out[i] for i in keep]
+                columns = [[c[i] for i in keep] for c in columns]
+            for shape, col in zip(shapes, columns, strict=True):
+                mapper = shape.mapper
+                if mapper is not None and mapper.relationships:
+                    loading.apply(self, col, mapper, loader_opts)
+            return out
 
         keys = [
             s.mapper.class_.__name__ if s.mapper is not None else compiled.columns[s.start].name
