@@ -128,7 +128,7 @@ def _selectin(
         return related
     target = prop.target
     if prop.direction == "MANYTOONE":
-        keys = {}
+        keys: dict[tuple[Any, ...], None] = {}
         for obj in todo:
             vals = tuple(obj.__dict__.get(dst.key) for _, dst in prop.pairs)
             if all(v is not None for v in vals):
