@@ -4,6 +4,8 @@
 the test plumbing: an engine on the test's schema, the log of statements sent, and `fetch()`
 to read the tables through a separate connection. The model factories take an `Api` and
 declare fresh classes on a fresh `DeclarativeBase` each time, then create their tables.
+Column arguments of relationship() (foreign_keys, remote_side) are given as strings here;
+test_relationships.py has the class-body column form separately.
 
 This module deliberately does not use `from __future__ import annotations`: the models'
 `orm.Mapped[...]` annotations must be evaluated where they are written, since `orm` is a
@@ -289,7 +291,7 @@ def tree(orm: Api, *, cascade: str = "all, delete-orphan") -> Any:
         name: orm.Mapped[str] = orm.mapped_column(orm.String(50))
         parent_id: orm.Mapped[int | None] = orm.mapped_column(orm.ForeignKey("nodes.id"))
         parent: orm.Mapped[Optional["Node"]] = orm.relationship(
-            back_populates="children", remote_side=[id]
+            back_populates="children", remote_side="Node.id"
         )
         children: orm.Mapped[list["Node"]] = orm.relationship(
             back_populates="parent", cascade=cascade, order_by="Node.id"
@@ -300,8 +302,9 @@ def tree(orm: Api, *, cascade: str = "all, delete-orphan") -> Any:
 
 
 def mutual(orm: Api, *, post_update: bool = True) -> tuple[Any, Any]:
-    """Widget 1-* Entry, and Widget.favorite_entry *-1 Entry: a cycle through the nullable
-    widgets.favorite_entry_id (added with use_alter), broken by post_update when asked."""
+    """Widget 1-* Entry through the NOT NULL entries.widget_id, and Widget.favorite_entry *-1
+    Entry through the nullable widgets.favorite_entry_id (added with use_alter): a cycle that
+    only favorite_entry_id can break (with post_update when asked)."""
 
     class Base(orm.DeclarativeBase):
         pass
@@ -310,9 +313,9 @@ def mutual(orm: Api, *, post_update: bool = True) -> tuple[Any, Any]:
         __tablename__ = "entries"
         id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
         name: orm.Mapped[str] = orm.mapped_column(orm.String(50))
-        widget_id: orm.Mapped[int | None] = orm.mapped_column(orm.ForeignKey("widgets.id"))
-        widget: orm.Mapped[Optional["Widget"]] = orm.relationship(
-            back_populates="entries", foreign_keys=[widget_id]
+        widget_id: orm.Mapped[int] = orm.mapped_column(orm.ForeignKey("widgets.id"))
+        widget: orm.Mapped["Widget"] = orm.relationship(
+            back_populates="entries", foreign_keys="Entry.widget_id"
         )
 
     class Widget(Base):
@@ -324,11 +327,11 @@ def mutual(orm: Api, *, post_update: bool = True) -> tuple[Any, Any]:
         )
         entries: orm.Mapped[list[Entry]] = orm.relationship(
             back_populates="widget",
-            foreign_keys=[Entry.widget_id],
+            foreign_keys="Entry.widget_id",
             cascade="all, delete-orphan",
         )
         favorite_entry: orm.Mapped[Entry | None] = orm.relationship(
-            foreign_keys=[favorite_entry_id], post_update=post_update
+            foreign_keys="Widget.favorite_entry_id", post_update=post_update
         )
 
     Base.metadata.create_all(orm.engine)
@@ -348,13 +351,13 @@ def two_way_required(orm: Api) -> tuple[Any, Any]:
         beta_ref: orm.Mapped[int] = orm.mapped_column(
             orm.ForeignKey("betas.id", use_alter=True, name="fk_alpha_beta")
         )
-        beta: orm.Mapped["Beta"] = orm.relationship(foreign_keys=[beta_ref])
+        beta: orm.Mapped["Beta"] = orm.relationship(foreign_keys="Alpha.beta_ref")
 
     class Beta(Base):
         __tablename__ = "betas"
         id: orm.Mapped[int] = orm.mapped_column(primary_key=True, autoincrement=False)
         alpha_ref: orm.Mapped[int] = orm.mapped_column(orm.ForeignKey("alphas.id"))
-        alpha: orm.Mapped[Alpha] = orm.relationship(foreign_keys=[alpha_ref])
+        alpha: orm.Mapped[Alpha] = orm.relationship(foreign_keys="Beta.alpha_ref")
 
     Base.metadata.create_all(orm.engine)
     return Alpha, Beta

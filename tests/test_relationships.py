@@ -14,7 +14,7 @@ No `from __future__ import annotations` here: models are declared inside tests f
 
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Optional
 
 import psycopg
 import pytest
@@ -588,6 +588,65 @@ def test_tree_delete_cascades_through_unloaded_levels(orm: Api) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# relationship() arguments written as the class body's own columns
+
+
+def test_foreign_keys_and_remote_side_as_class_body_columns(orm: Api) -> None:
+    # SQLAlchemy's documented declarative style: foreign_keys=[billing_address_id] and
+    # remote_side=[id] name the mapped_column() objects of the class body being declared
+    class Base(orm.DeclarativeBase):
+        pass
+
+    class Address(Base):
+        __tablename__ = "addresses"
+        id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+        street: orm.Mapped[str] = orm.mapped_column(orm.String(50))
+
+    class Customer(Base):
+        __tablename__ = "customers"
+        id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+        name: orm.Mapped[str] = orm.mapped_column(orm.String(50))
+        billing_address_id: orm.Mapped[int | None] = orm.mapped_column(
+            orm.ForeignKey("addresses.id")
+        )
+        shipping_address_id: orm.Mapped[int | None] = orm.mapped_column(
+            orm.ForeignKey("addresses.id")
+        )
+        manager_id: orm.Mapped[int | None] = orm.mapped_column(orm.ForeignKey("customers.id"))
+        billing_address: orm.Mapped[Address | None] = orm.relationship(
+            foreign_keys=[billing_address_id]
+        )
+        shipping_address: orm.Mapped[Address | None] = orm.relationship(
+            foreign_keys=[shipping_address_id]
+        )
+        manager: orm.Mapped[Optional["Customer"]] = orm.relationship(remote_side=[id])
+
+    Base.metadata.create_all(orm.engine)
+    with orm.session() as s:
+        boss = Customer(name="boss", billing_address=Address(street="hq"))
+        s.add(
+            Customer(
+                name="c",
+                manager=boss,
+                billing_address=Address(street="bill"),
+                shipping_address=Address(street="ship"),
+            )
+        )
+        s.commit()
+    rows = orm.fetch(
+        "SELECT c.name, m.name, b.street, sh.street FROM customers c "
+        "LEFT JOIN customers m ON m.id = c.manager_id "
+        "LEFT JOIN addresses b ON b.id = c.billing_address_id "
+        "LEFT JOIN addresses sh ON sh.id = c.shipping_address_id ORDER BY c.name"
+    )
+    assert rows == [("boss", None, "hq", None), ("c", "boss", "bill", "ship")]
+    with orm.session() as s:
+        c = _one(orm, s, Customer, name="c")
+        assert c.manager.name == "boss" and c.manager.manager is None
+        assert (c.billing_address.street, c.shipping_address.street) == ("bill", "ship")
+
+
+# --------------------------------------------------------------------------------------------
 # loading
 
 
@@ -743,14 +802,20 @@ def test_selectinload_many_to_many_and_nested(orm: Api) -> None:
         assert orm.selects() == 3
 
 
-def test_lazy_selectin_default_on_the_relationship(orm: Api) -> None:
-    Parent, Child = parent_child(orm, lazy="selectin")
-    _family(orm, Parent, Child, {"p": ["a"], "q": ["b", "c"]})
+@pytest.mark.parametrize(("lazy", "selects"), [("selectin", 2), ("joined", 1)])
+def test_eager_loading_as_the_relationships_default(orm: Api, lazy: str, selects: int) -> None:
+    Parent, Child = parent_child(orm, lazy=lazy)
+    _family(orm, Parent, Child, {"p": ["a"], "q": ["b", "c"], "r": []})
     with orm.session() as s:
         orm.clear_log()
-        parents = s.scalars(orm.select(Parent).order_by(Parent.id)).all()
-        assert [[c.name for c in p.children] for p in parents] == [["a"], ["b", "c"]]
-        assert orm.selects() == 2
+        parents = s.scalars(orm.select(Parent).order_by(Parent.id)).unique().all()
+        assert [[c.name for c in p.children] for p in parents] == [["a"], ["b", "c"], []]
+        assert orm.selects() == selects
+    with orm.session() as s:
+        (c,) = s.scalars(orm.select(Child).filter_by(name="c")).all()
+        orm.clear_log()
+        assert [x.name for x in c.parent.children] == ["b", "c"]
+        assert orm.selects() == selects  # also when the parent is loaded lazily
 
 
 # --------------------------------------------------------------------------------------------
@@ -864,7 +929,7 @@ def test_refresh_expire_cascade(orm: Api, cascade: str) -> None:
     with orm.session() as s:
         p = _one(orm, s, Parent, name="p")
         (a,) = p.children
-        assert not orm.inspect(a).expired_attributes
+        assert "name" not in orm.inspect(a).expired_attributes
         s.expire(p)
         assert "name" in orm.inspect(p).expired_attributes
         assert ("name" in orm.inspect(a).expired_attributes) == (cascade == "all")
@@ -964,8 +1029,9 @@ def test_update_that_frees_a_unique_value_before_the_insert_that_takes_it(orm: A
     assert orm.fetch("SELECT id, email FROM accounts ORDER BY id") == [(0, "a@x"), (1, "b@x")]
 
 
+@pytest.mark.parametrize("taker_first", [True, False])
 def test_improvement_update_that_frees_a_unique_value_before_the_update_taking_it(
-    orm: Api,
+    orm: Api, taker_first: bool
 ) -> None:
     # SPEC §5: SQLAlchemy updates in primary-key order, so row 1 takes "a@x" while row 2
     # still holds it.
@@ -975,8 +1041,12 @@ def test_improvement_update_that_frees_a_unique_value_before_the_update_taking_i
         s.commit()
     with orm.session() as s:
         one, two = s.get(Account, 1), s.get(Account, 2)
-        two.email = "c@x"
-        one.email = "a@x"
+        if taker_first:
+            one.email = "a@x"
+            two.email = "c@x"
+        else:
+            two.email = "c@x"
+            one.email = "a@x"
         if orm.name == "sqlalchemy":
             with pytest.raises(orm.IntegrityError):
                 s.commit()
