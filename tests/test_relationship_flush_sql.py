@@ -216,19 +216,27 @@ def test_delete_cascade_loads_unloaded_children_before_any_delete(orm: Api) -> N
     assert _children_of(orm) == {"c": "q"}
 
 
+@pytest.mark.parametrize("loaded", [True, False], ids=["loaded", "unloaded"])
 def test_deleting_a_parent_without_delete_cascade_is_one_update_then_the_delete(
-    orm: Api,
+    orm: Api, loaded: bool
 ) -> None:
     Parent, Child = parent_child(orm)
     _family(orm, Parent, Child, {"p": ["a", "b", "c"], "q": ["d"]})
     with orm.session() as s:
         p = s.scalars(orm.select(Parent).filter_by(name="p")).one()
-        _ = p.children
+        if loaded:
+            _ = p.children
         s.delete(p)
         orm.clear_log()
         s.flush()
-        assert _ops(orm) == [("UPDATE", "children"), ("DELETE", "parents")]
-        assert _set_columns(orm.log[0][0]) == ["parent_id"]
+        ops = _ops(orm)
+        if loaded:
+            assert ops == [("UPDATE", "children"), ("DELETE", "parents")]
+        else:  # the collection is loaded first, to null the children in memory too
+            assert ops == [("SELECT", "children"), ("UPDATE", "children"), ("DELETE", "parents")]
+        update_sql, _ = _entries(orm)[-2]
+        assert _set_columns(update_sql) == ["parent_id"]
+        assert all(c.parent_id is None for c in p.children)
         s.commit()
     assert _children_of(orm) == {"a": None, "b": None, "c": None, "d": "q"}
 

@@ -966,8 +966,10 @@ def test_deleting_a_parent_without_delete_cascade_nulls_the_children(orm: Api) -
         s.flush()
         assert c.parent_id is None and c.parent is None
         # p's collection was loaded to do it: the children are in the identity map, nulled
+        orm.clear_log()
         a = s.get(Child, ids["a"])
-        assert a is not None and a.parent_id is None
+        assert orm.log == []
+        assert a is not None and a.parent_id is None and a.parent is None
         s.commit()
     assert _children_of(orm) == {"a": None, "b": None, "c": None, "d": "r"}
 
