@@ -214,6 +214,9 @@ class RelationshipAttribute:
             return self
         d = obj.__dict__
         key = self.key
+        state = d.get(_STATE)
+        if state is not None and state.stale:
+            state.apply_expiry(obj)
         try:
             return d[key]
         except KeyError:

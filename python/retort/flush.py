@@ -271,7 +271,9 @@ class RelatedChanges:
         values = [getattr(owner, pcol.key) for pcol, _ in prop.secondary_pairs] + [
             getattr(item, tcol.key) for tcol, _ in prop.target_secondary_pairs
         ]
-        return (prop.secondary, tuple(c.name for c in cols)), tuple(values)
+        # In column-name order, so that both sides of back_populates give the same row.
+        pairs = sorted(zip((c.name for c in cols), values, strict=True), key=lambda p: p[0])
+        return (prop.secondary, tuple(n for n, _ in pairs)), tuple(v for _, v in pairs)
 
     def link_insert(self, prop: Any, owner: Any, item: Any) -> None:
         key, row = self._link(prop, owner, item)
@@ -302,9 +304,11 @@ class RelatedChanges:
             sql = f"INSERT INTO {_qualified(table)} ({cols}) VALUES {', '.join([one] * len(rows))}"
             conn._cursor_execute(sql, [v for r in rows for v in r])
 
-    def done(self) -> None:
+    def done(self, objs: list[Any]) -> None:
         for coll in self.collections:
             coll._reset_history()
+        for obj in objs:
+            obj.__dict__.pop("_retort_history", None)
 
 
 def _qualified(table: Any) -> str:
@@ -367,10 +371,14 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: An
     for child in removed:
         if any(x is child for x in items):
             continue
-        still_ours = all(
-            child.__dict__.get(dst.key) == pv
-            for (_, dst), pv in zip(prop.pairs, parent_values, strict=True)
-        )
+        if prop.back is not None:
+            # the other side says whether it found a new parent
+            still_ours = child.__dict__.get(prop.back.key) in (None, obj)
+        else:
+            still_ours = all(
+                child.__dict__.get(dst.key) == pv
+                for (_, dst), pv in zip(prop.pairs, parent_values, strict=True)
+            )
         if not still_ours:
             continue  # moved to another parent meanwhile
         if "delete-orphan" in prop.cascade:

@@ -57,6 +57,48 @@ class AttributeState:
         return History((current,), (), (old,) if known else ())
 
 
+_NOTHING: Any = object()
+
+
+class RelationshipState:
+    """One relationship of an inspected object."""
+
+    def __init__(self, owner: InstanceState, key: str) -> None:
+        self._owner = owner
+        self.key = key
+
+    @property
+    def value(self) -> Any:
+        return getattr(self._owner.object, self.key)
+
+    @property
+    def loaded_value(self) -> Any:
+        return self._owner.object.__dict__.get(self.key)
+
+    @property
+    def history(self) -> History:
+        obj = self._owner.object
+        if self.key not in obj.__dict__:
+            return History((), (), ())
+        value = obj.__dict__[self.key]
+        added = getattr(value, "_added", None)
+        if added is not None:  # a collection
+            new = tuple(added.values())
+            return History(
+                new,
+                tuple(x for x in value if not any(x is n for n in new)),
+                tuple(value._removed.values()),
+            )
+        before = obj.__dict__.get("_retort_history", {}).get(self.key, _NOTHING)
+        if before is _NOTHING or before is value:
+            return History((), (value,), ()) if value is not None else History((), (), ())
+        return History(
+            (value,) if value is not None else (),
+            (),
+            (before,) if before is not None else (),
+        )
+
+
 class InstanceState:
     """What `inspect(obj)` returns for a mapped object."""
 
@@ -136,9 +178,10 @@ class InstanceState:
         if state is None or not state.has_identity:
             return set()
         pk = {c.key for c in self.mapper.primary_key}
+        names = [*self.mapper.keys, *self.mapper.relationships]
         if state.stale:
-            return {k for k in self.mapper.keys if k not in pk}
-        return {k for k in self.mapper.keys if k not in self.object.__dict__}
+            return {k for k in names if k not in pk}
+        return {k for k in names if k not in self.object.__dict__}
 
     @property
     def unloaded(self) -> set[str]:
@@ -146,11 +189,20 @@ class InstanceState:
 
     @property
     def dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.object.__dict__.items() if k != "_retort_state"}
+        return {
+            k: v
+            for k, v in self.object.__dict__.items()
+            if k not in ("_retort_state", "_retort_history")
+        }
 
     @property
-    def attrs(self) -> builtins.dict[str, AttributeState]:
-        return {k: AttributeState(self, k, i) for i, k in enumerate(self.mapper.keys)}
+    def attrs(self) -> builtins.dict[str, AttributeState | RelationshipState]:
+        out: builtins.dict[str, AttributeState | RelationshipState] = {
+            k: AttributeState(self, k, i) for i, k in enumerate(self.mapper.keys)
+        }
+        for k in self.mapper.relationships:
+            out[k] = RelationshipState(self, k)
+        return out
 
     def __repr__(self) -> str:
         return f"<InstanceState of {self.object!r}: {self._lifecycle()}>"

@@ -86,7 +86,7 @@ _NOT_SET: Any = object()
 class MappedColumn:
     """What `mapped_column()` returns: a column declaration waiting for its class."""
 
-    __slots__ = ("args", "explicit_nullable", "kwargs", "name", "type_")
+    __slots__ = ("args", "column", "explicit_nullable", "kwargs", "name", "type_")
 
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         rest = list(args)
@@ -112,6 +112,7 @@ class MappedColumn:
         if kwargs.get("type_") is not None:
             self.type_ = kwargs.pop("type_")
         self.args = tuple(rest)
+        self.column: Column | None = None
         nullable = kwargs.pop("nullable", _NOT_SET)
         self.explicit_nullable = nullable
         self.kwargs = kwargs
@@ -195,6 +196,8 @@ class Mapper:
         # True when a relationship copies this mapper's keys: pending objects then get their
         # database-generated keys before the flush plan is made.
         self.early_keys = False
+        # True when some relationship loads eagerly by default (lazy="selectin"/"joined").
+        self.eager = False
         self.local_table = table
         self.columns: list[Column] = [c for _, c in attr_columns]
         self.keys: list[str] = [k for k, _ in attr_columns]
@@ -255,6 +258,8 @@ class Mapper:
     def _configure(self) -> None:
         for prop in self.relationships.values():
             prop._configure()
+            if prop.lazy in ("selectin", "joined"):
+                self.eager = True
             if not prop.viewonly:
                 self.early_keys = True
                 prop.target.early_keys = True
@@ -395,7 +400,7 @@ def _build_column(cls: type, name: str, inner: Any, value: Any) -> Column:
     nullable = mc.explicit_nullable
     if nullable is _NOT_SET:
         nullable = allows_none and not kwargs.get("primary_key")
-    return Column(
+    column = Column(
         mc.name or name,
         type_,
         *mc.args,
@@ -403,6 +408,8 @@ def _build_column(cls: type, name: str, inner: Any, value: Any) -> Column:
         nullable=nullable,
         **kwargs,
     )
+    mc.column = column
+    return column
 
 
 def _table_args(cls: type) -> tuple[list[Any], dict[str, Any]]:
@@ -690,6 +697,8 @@ class RelationshipProperty:
         for item in items:
             if isinstance(item, str):
                 item = self._resolve_string(item)
+            if isinstance(item, MappedColumn) and item.column is not None:
+                item = item.column
             if hasattr(item, "__clause_element__"):
                 item = item.__clause_element__()
             if not isinstance(item, Column):
@@ -816,11 +825,15 @@ class RelationshipProperty:
             self.target.check_related(value, self)
         d = obj.__dict__
         old = d.get(self.key, _NOT_SET)
-        if old is _NOT_SET and back and self.back is not None and _has_identity(obj):
+        wants_old = (back and self.back is not None) or "delete-orphan" in self.cascade
+        if old is _NOT_SET and wants_old and _has_identity(obj):
             # the old value is needed to take obj out of its collection
             old = self._load(obj) if self.lazy != "raise" else _NOT_SET
         if old is value:
             return
+        if old is not _NOT_SET:
+            # the value before the first change, for history (cleared by the flush)
+            d.setdefault("_retort_history", {}).setdefault(self.key, old)
         d[self.key] = value
         if back and self.back is not None:
             if old is not _NOT_SET and old is not None:
@@ -831,7 +844,7 @@ class RelationshipProperty:
             # one-to-one owner losing its child: the child is an orphan
             obj_session = _session_of(obj)
             if obj_session is not None:
-                obj_session._orphans[id(old)] = old
+                obj_session._orphans[id(obj)] = old
         _cascade_add(obj, self, value)
         _note_change(obj, self)
 
@@ -839,6 +852,11 @@ class RelationshipProperty:
         """`other` now refers to `obj` through `initiator`: mirror it on this side of `obj`."""
         if self.uselist:
             coll = obj.__dict__.get(self.key)
+            if coll is None and not _has_identity(obj):
+                # a new object's collection is known to be empty: start it
+                from retort.attributes import InstrumentedList
+
+                coll = obj.__dict__[self.key] = InstrumentedList(obj, self)
             if coll is not None:
                 coll._append_quiet(other)
             else:
@@ -868,7 +886,9 @@ class RelationshipProperty:
             if coll is not None:
                 coll._remove_quiet(other)
         else:
-            if obj.__dict__.get(self.key, _NOT_SET) is other:
+            current = obj.__dict__.get(self.key, _NOT_SET)
+            # not loaded: it was `other` all the same (obj was in other's collection)
+            if current is other or current is _NOT_SET:
                 self._set_scalar(obj, None, back=False)
 
     def _replace_collection(self, obj: Any, value: Any) -> None:

@@ -19,6 +19,7 @@ from retort.mapping import Mapper, class_mapper, configure_mappers, object_mappe
 from retort.sql.compiler import compile as compile_stmt
 from retort.sql.compiler import quote_identifier
 from retort.sql.elements import and_
+from retort.sql.selectable import select as select_
 
 if TYPE_CHECKING:
     from retort.engine import Connection, Engine
@@ -446,8 +447,34 @@ class Session:
                 self._related_changed[id(item)] = item
 
     def expunge(self, instance: object) -> None:
-        """Remove an object from the session without touching the database."""
+        """Remove an object from the session without touching the database (with the objects
+        its relationships reach through the expunge cascade)."""
         self._core.expunge(instance)
+        self._related_changed.pop(id(instance), None)
+        if _relationships_of(instance):
+            for obj in self._cascaded(instance, "expunge"):
+                if obj in self:
+                    self._core.expunge(obj)
+                    self._related_changed.pop(id(obj), None)
+
+    def _cascaded(self, obj: Any, cascade: str) -> list[Any]:
+        """Loaded objects reached from `obj` through relationships with `cascade`."""
+        out: list[Any] = []
+        seen = {id(obj)}
+        stack = [obj]
+        while stack:
+            current = stack.pop()
+            d = current.__dict__
+            for prop in type(current).__mapper__.relationships.values():
+                if cascade not in prop.cascade or prop.key not in d:
+                    continue
+                value = d[prop.key]
+                for item in list(value) if prop.uselist else [value]:
+                    if item is not None and id(item) not in seen:
+                        seen.add(id(item))
+                        out.append(item)
+                        stack.append(item)
+        return out
 
     def expunge_all(self) -> None:
         """Remove every object from the session (the transaction stays open)."""
@@ -468,8 +495,15 @@ class Session:
 
     @property
     def dirty(self) -> IdentitySet:
-        """Persistent objects with a net change to flush."""
-        return IdentitySet(self._core.dirty_objects())
+        """Persistent objects with a net change to flush (in a column or a relationship)."""
+        objs = list(self._core.dirty_objects())
+        if self._related_changed:
+            deleted = self.deleted
+            for obj in self._related_changed.values():
+                state = obj.__dict__.get("_retort_state")
+                if state is not None and state.lifecycle == "persistent" and obj not in deleted:
+                    objs.append(obj)
+        return IdentitySet(objs)
 
     @property
     def deleted(self) -> IdentitySet:
@@ -481,6 +515,8 @@ class Session:
         return IdentityMapView(self)
 
     def is_modified(self, instance: object, include_collections: bool = True) -> bool:
+        if include_collections and id(instance) in self._related_changed:
+            return True
         return bool(self._core.is_modified(instance))
 
     # -- flush ----------------------------------------------------------------------------
@@ -527,7 +563,7 @@ class Session:
                     related.insert_links(conn)
                 self._core.finish_flush(plan, results)
                 if related is not None:
-                    related.done()
+                    related.done(list(self._related_changed.values()))
                     self._related_changed.clear()
                     self._orphans.clear()
             except BaseException as e:
@@ -671,6 +707,14 @@ class Session:
         self._autoflush()
         if not isinstance(ident, tuple | list):
             ident = (ident,)
+        if mapper.eager and with_for_update is None:
+            # eager relationships load with the object: go through a query
+            stmt = select_(mapper.class_).where(
+                *(c == v for c, v in zip(mapper.primary_key, ident, strict=True))
+            )
+            if populate_existing:
+                stmt = stmt.execution_options(populate_existing=True)
+            return self.scalars(stmt).one_or_none()
         rows = self._fetch_by_pk(mapper, ident, with_for_update)
         if not rows:
             return None
@@ -711,9 +755,13 @@ class Session:
         names = list(attribute_names) if attribute_names is not None else None
         rels = object_mapper(instance).relationships
         if names is None:
+            related = self._cascaded(instance, "refresh-expire") if rels else []
             self._core.expire(instance, None)
             for key in rels:
                 instance.__dict__.pop(key, None)
+            for obj in related:
+                if obj in self and obj.__dict__.get("_retort_state").has_identity:
+                    self.expire(obj)
             return
         self._core.expire(instance, [n for n in names if n not in rels])
         for n in names:
@@ -816,8 +864,17 @@ class Session:
         return self.execute(statement, params, execution_options=execution_options).scalar()
 
     def merge(self, instance: _T, *, load: bool = True) -> _T:
-        """Copy the state of `instance` onto the persistent object with its identity."""
+        """Copy the state of `instance` onto the persistent object with its identity (loaded or
+        created), following relationships with the merge cascade; returns that object."""
+        return self._merge(instance, load, {})
+
+    def _merge(self, instance: Any, load: bool, memo: dict[int, Any]) -> Any:
+        if id(instance) in memo:
+            return memo[id(instance)]
         mapper = object_mapper(instance)
+        if instance in self:
+            memo[id(instance)] = instance
+            return instance
         ident = tuple(mapper._core.primary_key_of(instance))
         target: Any = None
         if all(v is not None for v in ident):
@@ -825,9 +882,18 @@ class Session:
         if target is None:
             target = object.__new__(mapper.class_)
             self.add(target)
+        memo[id(instance)] = target
         for key in mapper.keys:
             if key in instance.__dict__:
                 setattr(target, key, instance.__dict__[key])
+        for prop in mapper.relationships.values():
+            if "merge" not in prop.cascade or prop.key not in instance.__dict__:
+                continue
+            value = instance.__dict__[prop.key]
+            if prop.uselist:
+                setattr(target, prop.key, [self._merge(v, load, memo) for v in value])
+            else:
+                setattr(target, prop.key, None if value is None else self._merge(value, load, memo))
         return target
 
     def __repr__(self) -> str:

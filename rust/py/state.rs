@@ -282,6 +282,16 @@ impl InstanceState {
         })
     }
 
+    /// Apply a pending lazy expiry (after commit or rollback) to `instance`'s values now.
+    fn apply_expiry(&self, instance: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut inner = self.lock()?;
+        if inner.is_stale() {
+            let dict = instance_dict(instance)?;
+            materialize_expiry(&mut inner, &dict, self.mapper.get())?;
+        }
+        Ok(())
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.mapper)?;
         if let Ok(inner) = self.inner.try_lock() {
