@@ -509,7 +509,6 @@ def _check_mutual_delete(orm: Api) -> None:
     assert _sets_null(sql, params)  # set to NULL before the rows go
 
 
-@_pending_planner
 @pytest.mark.parametrize("post_update", [True, False], ids=["post_update", "automatic"])
 def test_mutual_references_insert_null_then_update(orm: Api, post_update: bool) -> None:
     # post_update=False: SPEC §5, the cycle through the nullable favorite_entry_id is broken
@@ -542,7 +541,6 @@ def test_mutual_references_insert_null_then_update(orm: Api, post_update: bool) 
     assert orm.fetch("SELECT count(*) FROM widgets") == [(0,)]
 
 
-@_pending_planner
 def test_post_update_alone_is_one_update(orm: Api) -> None:
     Widget, Entry = mutual(orm, post_update=True)
     with orm.session() as s:

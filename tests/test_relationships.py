@@ -1096,7 +1096,6 @@ def test_improvement_unique_value_swap_in_one_flush(orm: Api) -> None:
 # cycles
 
 
-@_pending_planner
 def test_post_update_mutual_references(orm: Api) -> None:
     Widget, Entry = mutual(orm, post_update=True)
     with orm.session() as s:
@@ -1125,7 +1124,6 @@ def test_post_update_mutual_references(orm: Api) -> None:
     assert orm.fetch("SELECT count(*) FROM widgets") == [(0,)]
 
 
-@_pending_planner
 def test_improvement_cycle_through_nullable_fk_without_post_update(orm: Api) -> None:
     # SPEC §5: retort breaks a cycle through a nullable foreign key by itself (insert NULL,
     # then UPDATE; on delete, UPDATE to NULL first). SQLAlchemy needs post_update=True and
@@ -1152,7 +1150,6 @@ def test_improvement_cycle_through_nullable_fk_without_post_update(orm: Api) -> 
     assert orm.fetch("SELECT count(*) FROM widgets") == [(0,)]
 
 
-@_pending_planner
 def test_cycle_without_a_nullable_fk_raises(orm: Api) -> None:
     Alpha, Beta = two_way_required(orm)
     with orm.session() as s:

@@ -243,6 +243,8 @@ class Mapper:
             [c.type.result_processor() for c in self.columns],
             [i for i, c in enumerate(self.columns) if c.type.mutable],
             frozenset(self.relationships),
+            table.name,
+            [str(c.name) for c in self.columns],
         )
         self.attrs: dict[str, InstrumentedAttribute[Any]] = {}
         self.sql_cache: dict[Any, Any] = {}
@@ -263,19 +265,34 @@ class Mapper:
             if not prop.viewonly:
                 self.early_keys = True
                 prop.target.early_keys = True
+        index_of = {id(c): i for i, c in enumerate(self.columns)}
+        constraints: dict[int, list[Any]] = {}
         for fk in self.local_table.foreign_keys:
-            if fk.use_alter:
-                # Like SQLAlchemy: a use_alter reference does not order the tables (it is how
-                # mutual references are declared); rows that need it are ordered by the flush.
+            constraints.setdefault(id(fk.constraint), []).append(fk)
+        for fks in constraints.values():
+            target_table = fks[0].column.table if fks[0].column is not None else None
+            parent = getattr(target_table, "_retort_mapper", None)
+            if parent is None or any(fk.parent is None for fk in fks):
                 continue
-            target = fk.column
-            parent = getattr(target.table, "_retort_mapper", None) if target is not None else None
-            if parent is not None and parent is not self:
-                self._core.add_dependency(
-                    parent._core,
-                    f"{self.local_table.name}.{fk.parent.name if fk.parent else '?'} "
-                    f"references {target.table.name}.{target.name}",  # type: ignore[union-attr]
-                )
+            cols = [index_of[id(fk.parent)] for fk in fks if id(fk.parent) in index_of]
+            if len(cols) != len(fks):
+                continue
+            names = ", ".join(str(fk.parent.name) for fk in fks)
+            targets = ", ".join(fk.column.name for fk in fks)
+            self._core.add_dependency(
+                parent._core,
+                f"{self.local_table.name}.{names} references {parent.local_table.name}.{targets}",
+                cols,
+                all(fk.parent.nullable for fk in fks),
+                self._post_update_along(parent, {id(fk.parent) for fk in fks}),
+            )
+
+    def _post_update_along(self, parent: Mapper, fk_cols: set[int]) -> bool:
+        """Whether a relationship along these foreign-key columns asked for post_update."""
+        for prop in [*self.relationships.values(), *parent.relationships.values()]:
+            if prop.post_update and any(id(dst) in fk_cols for _, dst in prop.pairs):
+                return True
+        return False
 
     @property
     def entity(self) -> type:

@@ -586,16 +586,30 @@ class Session:
         return flush.sync_related(self, list(self._related_changed.values()))
 
     def flush_plan(self) -> list[dict[str, Any]]:
-        """The steps the next flush would run, without running them."""
+        """The steps the next flush would run, in order, without running them.
+
+        It prepares the flush as flush() does (keys that relationships need are taken from
+        their sequences and copied into foreign keys) but writes nothing."""
+        self._check_usable()
         configure_mappers()
+        if self._related_changed:
+            self._flushing = True
+            try:
+                self._prepare_related(self._connection_for())
+            finally:
+                self._flushing = False
         steps = []
         for b in self._core.plan().batches:
             mapper: Mapper = b.mapper.owner
             method = {
-                "insert": "multi-row INSERT",
+                "insert": "COPY" if b.n >= flush.COPY_MIN_ROWS else "multi-row INSERT",
                 "update": "set UPDATE" if b.n > 1 else "UPDATE",
                 "delete": "DELETE = ANY" if b.n > 1 else "DELETE",
             }[b.op]
+            if b.phase == "post_update":
+                method = f"post-update ({method})"
+            elif b.phase == "pre_delete":
+                method = f"pre-delete NULL ({method})"
             steps.append(
                 {
                     "table": mapper.local_table.name,
@@ -603,6 +617,7 @@ class Session:
                     "rows": b.n,
                     "method": method,
                     "columns": [mapper.columns[i].name for i in b.cols],
+                    "phase": b.phase,
                     "dependency": b.reason,
                 }
             )

@@ -7,6 +7,12 @@
 //! order, so rows are deleted before the rows they reference. Within a batch, rows keep the
 //! order in which they were handed in, and batches of one step keep the order of their first
 //! row: the same session state always yields the same statements in the same order.
+//!
+//! Cycles between tables are broken at a foreign key: first at those of `post_update`
+//! relationships, then (beyond SQLAlchemy) at any nullable foreign key of the cycle. Rows are
+//! then inserted with NULL in that key and a post-update phase sets it once every row exists;
+//! before deletes, a pre-delete phase sets it to NULL. A cycle with no nullable key left is an
+//! error naming it.
 
 use indexmap::IndexMap;
 use smallvec::SmallVec;
@@ -34,6 +40,16 @@ impl Op {
 /// Column indexes, ascending.
 pub type ColSet = SmallVec<[u16; 8]>;
 
+/// When a step runs: with the ordinary saves, after every save (setting the foreign keys of
+/// broken cycles), or before every delete (clearing them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Phase {
+    #[default]
+    Main,
+    PostUpdate,
+    PreDelete,
+}
+
 #[derive(Clone, Debug)]
 pub struct Change {
     pub mapper: u32,
@@ -41,6 +57,7 @@ pub struct Change {
     pub cols: ColSet,
     /// The caller's index for this row (into its own list of objects).
     pub item: usize,
+    pub phase: Phase,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,104 +65,232 @@ pub struct Batch {
     pub mapper: u32,
     pub op: Op,
     pub cols: ColSet,
+    pub phase: Phase,
     pub items: Vec<usize>,
     /// Why this step stands where it does (a dependency that forced it), for `flush_plan()`.
     pub reason: Option<String>,
 }
 
-/// Mapper-level dependencies: `(a, b)` means rows of `a` must be inserted before rows of `b`.
+/// A foreign key from the `child` mapper's table to the `parent` mapper's table: rows of
+/// `parent` must be inserted before the rows of `child` that reference them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    pub parent: u32,
+    pub child: u32,
+    /// The child's foreign-key column indexes.
+    pub cols: ColSet,
+    pub nullable: bool,
+    /// A relationship along this key asked for `post_update`.
+    pub post_update: bool,
+    /// Human-readable, for `flush_plan()` and errors.
+    pub reason: String,
+}
+
+/// Mapper-level dependencies.
 #[derive(Clone, Debug, Default)]
 pub struct MapperGraph {
     /// Mapper ids in registration order.
     pub mappers: Vec<u32>,
-    pub edges: Vec<(u32, u32)>,
-    /// Human-readable reason per edge, parallel to `edges`.
-    pub edge_reasons: Vec<String>,
+    pub edges: Vec<Edge>,
+}
+
+/// The order of a flush's mappers, and the edges broken to get it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ordering {
+    pub order: Vec<u32>,
+    /// Indexes into `MapperGraph::edges`.
+    pub broken: Vec<usize>,
+}
+
+/// A cycle of mappers that no nullable foreign key can break.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cycle {
+    pub mappers: Vec<u32>,
+    /// Indexes into `MapperGraph::edges`, along the cycle.
+    pub edges: Vec<usize>,
 }
 
 impl MapperGraph {
     /// Mapper ids ordered so that referenced mappers come first.
-    ///
-    /// Self-references are left to row ordering and do not count here.
     pub fn order(&self) -> CoreResult<Vec<u32>> {
         self.order_of(&self.mappers)
+            .map(|o| o.order)
+            .map_err(|c| self.cycle_error(&c))
     }
 
-    /// Order only `involved` mappers (a subset, in registration order) by the edges among them.
-    pub fn order_of(&self, involved: &[u32]) -> CoreResult<Vec<u32>> {
-        let index: ahash::AHashMap<u32, usize> =
-            involved.iter().enumerate().map(|(i, m)| (*m, i)).collect();
-        let edges: Vec<(usize, usize)> = self
+    pub fn cycle_error(&self, cycle: &Cycle) -> CoreError {
+        let parts: Vec<&str> = cycle
             .edges
             .iter()
-            .filter(|(a, b)| a != b)
-            .filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?)))
+            .map(|&e| self.edges[e].reason.as_str())
             .collect();
-        match topo::sort(involved.len(), &edges) {
-            Ok(order) => Ok(order.into_iter().map(|i| involved[i]).collect()),
-            Err(cycle) => {
-                let ids: Vec<String> = cycle.iter().map(|i| involved[*i].to_string()).collect();
-                Err(CoreError::Cycle(format!(
-                    "mappers {} depend on each other in a cycle",
-                    ids.join(" -> ")
-                )))
+        CoreError::Cycle(format!(
+            "tables depend on each other in a cycle of NOT NULL foreign keys: {}",
+            parts.join("; ")
+        ))
+    }
+
+    /// Order only `involved` mappers (a subset, in registration order) by the edges among
+    /// them, breaking cycles at post_update edges, then at nullable ones.
+    pub fn order_of(&self, involved: &[u32]) -> Result<Ordering, Cycle> {
+        let index: ahash::AHashMap<u32, usize> =
+            involved.iter().enumerate().map(|(i, m)| (*m, i)).collect();
+        let live: Vec<usize> = (0..self.edges.len())
+            .filter(|&e| {
+                let edge = &self.edges[e];
+                edge.parent != edge.child
+                    && index.contains_key(&edge.parent)
+                    && index.contains_key(&edge.child)
+            })
+            .collect();
+        let mut broken: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&e| self.edges[e].post_update)
+            .collect();
+        loop {
+            let pairs: Vec<(usize, usize)> = live
+                .iter()
+                .filter(|e| !broken.contains(e))
+                .map(|&e| (index[&self.edges[e].parent], index[&self.edges[e].child]))
+                .collect();
+            match topo::sort(involved.len(), &pairs) {
+                Ok(order) => {
+                    return Ok(Ordering {
+                        order: order.into_iter().map(|i| involved[i]).collect(),
+                        broken,
+                    })
+                }
+                Err(cycle) => {
+                    let nodes: Vec<u32> = cycle.iter().map(|i| involved[*i]).collect();
+                    // the edges along the cycle, first one per consecutive pair
+                    let along: Vec<usize> = (0..nodes.len())
+                        .filter_map(|k| {
+                            let (a, b) = (nodes[k], nodes[(k + 1) % nodes.len()]);
+                            live.iter().copied().find(|&e| {
+                                !broken.contains(&e)
+                                    && self.edges[e].parent == a
+                                    && self.edges[e].child == b
+                            })
+                        })
+                        .collect();
+                    match along.iter().copied().find(|&e| self.edges[e].nullable) {
+                        Some(e) => broken.push(e),
+                        None => {
+                            return Err(Cycle {
+                                mappers: nodes,
+                                edges: along,
+                            })
+                        }
+                    }
+                }
             }
         }
     }
 
-    fn reason_for(&self, mapper: u32, op: Op) -> Option<String> {
+    fn reason_for(&self, mapper: u32, op: Op, broken: &[usize]) -> Option<String> {
         // The first dependency that forced this mapper after (or, for deletes, before) another.
-        let pos = match op {
-            Op::Delete => self.edges.iter().position(|(a, b)| *a == mapper && a != b),
-            _ => self.edges.iter().position(|(a, b)| *b == mapper && a != b),
-        }?;
-        Some(self.edge_reasons[pos].clone())
+        let pos = self.edges.iter().enumerate().position(|(i, e)| {
+            e.parent != e.child
+                && !broken.contains(&i)
+                && match op {
+                    Op::Delete => e.parent == mapper,
+                    _ => e.child == mapper,
+                }
+        })?;
+        Some(self.edges[pos].reason.clone())
+    }
+
+    fn broken_reason(&self, mapper: u32, broken: &[usize], phase: Phase) -> Option<String> {
+        let e = broken
+            .iter()
+            .map(|&e| &self.edges[e])
+            .find(|e| e.child == mapper)?;
+        let how = if e.post_update {
+            "post_update"
+        } else {
+            "cycle broken at a nullable foreign key"
+        };
+        Some(match phase {
+            Phase::PreDelete => format!("{}: set to NULL before deletes ({how})", e.reason),
+            _ => format!(
+                "{}: set after the rows it references exist ({how})",
+                e.reason
+            ),
+        })
     }
 }
 
-/// Group changes into ordered batches.
+/// The mappers of `changes`, in registration order.
+pub fn involved_mappers(changes: &[Change], graph: &MapperGraph) -> Vec<u32> {
+    let mut ids: Vec<u32> = changes.iter().map(|c| c.mapper).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    graph
+        .mappers
+        .iter()
+        .copied()
+        .filter(|m| ids.binary_search(m).is_ok())
+        .collect()
+}
+
+/// Group changes into ordered batches (ordering the mappers first).
 pub fn plan(changes: &[Change], graph: &MapperGraph) -> CoreResult<Vec<Batch>> {
     if changes.is_empty() {
         return Ok(Vec::new());
     }
-    let mut involved: Vec<u32> = changes.iter().map(|c| c.mapper).collect();
-    involved.sort_unstable();
-    involved.dedup();
-    // Registration order among the involved mappers keeps ties stable.
-    let involved: Vec<u32> = graph
-        .mappers
-        .iter()
-        .copied()
-        .filter(|m| involved.binary_search(m).is_ok())
-        .collect();
-    let order = graph.order_of(&involved)?;
-    let mut groups: IndexMap<(u32, Op, ColSet), Vec<usize>, ahash::RandomState> =
+    let involved = involved_mappers(changes, graph);
+    let ordering = graph
+        .order_of(&involved)
+        .map_err(|c| graph.cycle_error(&c))?;
+    plan_ordered(changes, graph, &ordering)
+}
+
+/// Group changes into batches for a given mapper ordering.
+pub fn plan_ordered(
+    changes: &[Change],
+    graph: &MapperGraph,
+    ordering: &Ordering,
+) -> CoreResult<Vec<Batch>> {
+    let order = &ordering.order;
+    let broken = &ordering.broken;
+    let mut groups: IndexMap<(u32, Op, Phase, ColSet), Vec<usize>, ahash::RandomState> =
         IndexMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4));
     for c in changes {
         groups
-            .entry((c.mapper, c.op, c.cols.clone()))
+            .entry((c.mapper, c.op, c.phase, c.cols.clone()))
             .or_default()
             .push(c.item);
     }
     let mut steps = Vec::with_capacity(groups.len());
-    let take = |mapper: u32, op: Op, steps: &mut Vec<Batch>| {
-        for ((m, o, cols), items) in groups.iter() {
-            if *m == mapper && *o == op {
+    let take = |mapper: u32, op: Op, phase: Phase, steps: &mut Vec<Batch>| {
+        for ((m, o, p, cols), items) in groups.iter() {
+            if *m == mapper && *o == op && *p == phase {
+                let reason = match phase {
+                    Phase::Main => graph.reason_for(mapper, op, broken),
+                    _ => graph.broken_reason(mapper, broken, phase),
+                };
                 steps.push(Batch {
                     mapper,
                     op,
                     cols: cols.clone(),
+                    phase,
                     items: items.clone(),
-                    reason: graph.reason_for(mapper, op),
+                    reason,
                 });
             }
         }
     };
+    let involved: Vec<u32> = order.clone();
     // A mapper's deletes go before its own saves when nothing else in this flush depends on
     // it: a DELETE then frees unique values (keys, unique columns) for the INSERT or UPDATE that
     // takes them. When another mapper of the flush references it, its rows may still be needed
     // until that mapper's saves are done, so its deletes wait for the end as usual.
-    let has = |m: u32, op: Op| changes.iter().any(|c| c.mapper == m && c.op == op);
+    let has = |m: u32, op: Op| {
+        changes
+            .iter()
+            .any(|c| c.mapper == m && c.op == op && c.phase == Phase::Main)
+    };
     let early: Vec<u32> = order
         .iter()
         .copied()
@@ -155,13 +300,13 @@ pub fn plan(changes: &[Change], graph: &MapperGraph) -> CoreResult<Vec<Batch>> {
                 && !graph
                     .edges
                     .iter()
-                    .any(|&(a, b)| a == m && b != m && involved.contains(&b))
+                    .any(|e| e.parent == m && e.child != m && involved.contains(&e.child))
         })
         .collect();
-    for &m in &order {
+    for &m in order {
         if early.contains(&m) {
             let first = steps.len();
-            take(m, Op::Delete, &mut steps);
+            take(m, Op::Delete, Phase::Main, &mut steps);
             for step in &mut steps[first..] {
                 step.reason = Some(
                     "deletes run before this table's inserts and updates, freeing unique values"
@@ -169,12 +314,18 @@ pub fn plan(changes: &[Change], graph: &MapperGraph) -> CoreResult<Vec<Batch>> {
                 );
             }
         }
-        take(m, Op::Update, &mut steps);
-        take(m, Op::Insert, &mut steps);
+        take(m, Op::Update, Phase::Main, &mut steps);
+        take(m, Op::Insert, Phase::Main, &mut steps);
+    }
+    for &m in order {
+        take(m, Op::Update, Phase::PostUpdate, &mut steps);
+    }
+    for &m in order {
+        take(m, Op::Update, Phase::PreDelete, &mut steps);
     }
     for &m in order.iter().rev() {
         if !early.contains(&m) {
-            take(m, Op::Delete, &mut steps);
+            take(m, Op::Delete, Phase::Main, &mut steps);
         }
     }
     if steps.iter().map(|b| b.items.len()).sum::<usize>() != changes.len() {
@@ -191,24 +342,80 @@ mod tests {
     use proptest::prelude::*;
     use smallvec::smallvec;
 
-    fn graph(n: u32, edges: &[(u32, u32)]) -> MapperGraph {
-        MapperGraph {
-            mappers: (0..n).collect(),
-            edges: edges.to_vec(),
-            edge_reasons: edges
-                .iter()
-                .map(|(a, b)| format!("{b} references {a}"))
-                .collect(),
+    pub(super) fn edge(a: u32, b: u32, nullable: bool) -> Edge {
+        Edge {
+            parent: a,
+            child: b,
+            cols: smallvec![0],
+            nullable,
+            post_update: false,
+            reason: format!("{b} references {a}"),
         }
     }
 
-    fn change(mapper: u32, op: Op, cols: &[u16], item: usize) -> Change {
+    pub(super) fn graph(n: u32, edges: &[(u32, u32)]) -> MapperGraph {
+        MapperGraph {
+            mappers: (0..n).collect(),
+            edges: edges.iter().map(|&(a, b)| edge(a, b, false)).collect(),
+        }
+    }
+
+    pub(super) fn change(mapper: u32, op: Op, cols: &[u16], item: usize) -> Change {
         Change {
             mapper,
             op,
             cols: cols.iter().copied().collect(),
             item,
+            phase: Phase::Main,
         }
+    }
+
+    #[test]
+    fn a_cycle_is_broken_at_its_nullable_edge() {
+        // 0 -> 1 (NOT NULL), 1 -> 0 (nullable): break 1 -> 0.
+        let g = MapperGraph {
+            mappers: vec![0, 1],
+            edges: vec![edge(0, 1, false), edge(1, 0, true)],
+        };
+        let o = g.order_of(&[0, 1]).unwrap();
+        assert_eq!(o.order, vec![0, 1]);
+        assert_eq!(o.broken, vec![1]);
+        // both NOT NULL: an error naming the cycle
+        let g = MapperGraph {
+            mappers: vec![0, 1],
+            edges: vec![edge(0, 1, false), edge(1, 0, false)],
+        };
+        let c = g.order_of(&[0, 1]).unwrap_err();
+        assert_eq!(c.mappers, vec![0, 1]);
+        assert_eq!(c.edges.len(), 2);
+    }
+
+    #[test]
+    fn post_update_edges_are_broken_even_without_a_cycle() {
+        let mut e = edge(0, 1, true);
+        e.post_update = true;
+        let g = MapperGraph {
+            mappers: vec![0, 1],
+            edges: vec![e],
+        };
+        let o = g.order_of(&[1, 0]).unwrap();
+        assert_eq!(o.broken, vec![0]);
+        let mut post = change(1, Op::Update, &[0], 2);
+        post.phase = Phase::PostUpdate;
+        let steps = plan_ordered(
+            &[
+                change(1, Op::Insert, &[0, 1], 0),
+                change(0, Op::Insert, &[0], 1),
+                post,
+            ],
+            &g,
+            &o,
+        )
+        .unwrap();
+        let phases: Vec<(u32, Op, Phase)> =
+            steps.iter().map(|b| (b.mapper, b.op, b.phase)).collect();
+        assert_eq!(phases[2], (1, Op::Update, Phase::PostUpdate));
+        assert!(steps[2].reason.as_deref().unwrap().contains("post_update"));
     }
 
     #[test]
@@ -330,15 +537,9 @@ mod subset_tests {
     fn a_lone_table_deletes_before_it_inserts() {
         let g = MapperGraph {
             mappers: vec![1, 2],
-            edges: vec![(1, 2)],
-            edge_reasons: vec!["2 references 1".into()],
+            edges: vec![tests::edge(1, 2, false)],
         };
-        let ch = |m, op, item| Change {
-            mapper: m,
-            op,
-            cols: [0u16].into_iter().collect(),
-            item,
-        };
+        let ch = |m, op, item| tests::change(m, op, &[0], item);
         // Only mapper 2 (the child) is touched: its delete frees the unique value first.
         let steps = plan(&[ch(2, Op::Insert, 0), ch(2, Op::Delete, 1)], &g).unwrap();
         assert_eq!(steps[0].op, Op::Delete);
@@ -362,15 +563,9 @@ mod subset_tests {
     fn later_registered_parent_goes_first() {
         let g = MapperGraph {
             mappers: vec![1, 2, 3, 4, 5],
-            edges: vec![(5, 4)],
-            edge_reasons: vec!["r".into()],
+            edges: vec![tests::edge(5, 4, false)],
         };
-        let ch = |m, item| Change {
-            mapper: m,
-            op: Op::Insert,
-            cols: [0u16].into_iter().collect(),
-            item,
-        };
+        let ch = |m, item| tests::change(m, Op::Insert, &[0], item);
         let steps = plan(&[ch(4, 0), ch(4, 1), ch(5, 2), ch(5, 3)], &g).unwrap();
         assert_eq!(steps[0].mapper, 5, "{steps:?}");
     }

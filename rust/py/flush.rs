@@ -33,6 +33,7 @@ pub struct Row {
 #[pyclass(frozen, module = "retort._core")]
 pub struct Batch {
     pub op: Op,
+    pub phase: crate::engine::plan::Phase,
     pub mapper: Py<MapperCore>,
     pub cols: Vec<u16>,
     pub gen_key: Option<u16>,
@@ -48,6 +49,15 @@ impl Batch {
     #[getter]
     fn op(&self) -> &'static str {
         self.op.name()
+    }
+    /// "main", "post_update" (set foreign keys of broken cycles) or "pre_delete" (clear them).
+    #[getter]
+    fn phase(&self) -> &'static str {
+        match self.phase {
+            crate::engine::plan::Phase::Main => "main",
+            crate::engine::plan::Phase::PostUpdate => "post_update",
+            crate::engine::plan::Phase::PreDelete => "pre_delete",
+        }
     }
     #[getter]
     fn mapper(&self, py: Python<'_>) -> Py<MapperCore> {

@@ -19,7 +19,6 @@ static NEXT_MAPPER_ID: AtomicU32 = AtomicU32::new(1);
 pub static GRAPH: Mutex<MapperGraph> = Mutex::new(MapperGraph {
     mappers: Vec::new(),
     edges: Vec::new(),
-    edge_reasons: Vec::new(),
 });
 
 /// A Python-side default (`default=` / `onupdate=`): a value, or a callable to call per row.
@@ -62,6 +61,9 @@ pub struct MapperCore {
     #[pyo3(get)]
     pub class_: Py<PyType>,
     pub name: String,
+    /// Table and column names, for messages.
+    pub table: String,
+    pub col_names: Vec<String>,
     /// Column attribute names, in load order (the order of `mapper.columns`).
     pub keys: Vec<Py<PyString>>,
     /// Attribute name → column index.
@@ -94,7 +96,7 @@ impl MapperCore {
 #[pymethods]
 impl MapperCore {
     #[new]
-    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init))]
+    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init, table, col_names))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -110,6 +112,8 @@ impl MapperCore {
         result: Vec<Option<Py<PyAny>>>,
         mutable: Vec<u16>,
         extra_init: Py<PyAny>,
+        table: String,
+        col_names: Vec<String>,
     ) -> PyResult<Self> {
         let n = keys.len();
         if [
@@ -149,6 +153,8 @@ impl MapperCore {
             id,
             class_,
             name,
+            table,
+            col_names,
             keys: keys.into_iter().map(|k| k.unbind()).collect(),
             key_index: key_index.unbind(),
             pk,
@@ -165,14 +171,34 @@ impl MapperCore {
         })
     }
 
-    /// Record that rows of `self` must be inserted after rows of `parent` (a foreign key).
-    fn add_dependency(&self, parent: &MapperCore, reason: String) -> PyResult<()> {
+    /// Record a foreign key from `self`'s table (columns `cols`) to `parent`'s: its rows must
+    /// be inserted after the rows of `parent` they reference.
+    #[pyo3(signature = (parent, reason, cols, nullable, post_update))]
+    fn add_dependency(
+        &self,
+        parent: &MapperCore,
+        reason: String,
+        cols: Vec<u16>,
+        nullable: bool,
+        post_update: bool,
+    ) -> PyResult<()> {
         let mut g = GRAPH
             .lock()
             .map_err(|_| PyTypeError::new_err("mapper registry poisoned"))?;
-        if !g.edges.contains(&(parent.id, self.id)) {
-            g.edges.push((parent.id, self.id));
-            g.edge_reasons.push(reason);
+        let cols: crate::engine::plan::ColSet = cols.into_iter().collect();
+        if !g
+            .edges
+            .iter()
+            .any(|e| e.parent == parent.id && e.child == self.id && e.cols == cols)
+        {
+            g.edges.push(crate::engine::plan::Edge {
+                parent: parent.id,
+                child: self.id,
+                cols,
+                nullable,
+                post_update,
+                reason,
+            });
         }
         Ok(())
     }
