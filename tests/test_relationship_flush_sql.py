@@ -30,11 +30,6 @@ Log = list[tuple[str, Any]]
 Op = tuple[str, str]
 
 
-# Issue #3 planner work not built yet (post_update, automatic cycle breaking, unique
-# values changing hands, row switch): these fail today and must pass when it lands.
-_pending_planner = pytest.mark.xfail(reason="issue #3: planner work pending", strict=True)
-
-
 @pytest.fixture
 def orm(engine: Engine, sql_log: Log, admin_conn: psycopg.Connection[Any], schema: str) -> Api:
     admin_conn.execute(f"SET search_path TO {schema}")
@@ -561,7 +556,6 @@ def test_post_update_alone_is_one_update(orm: Api) -> None:
 # row switch and unique values
 
 
-@_pending_planner
 def test_row_switch_is_one_update(orm: Api) -> None:
     Code = natural_keys(orm)
     with orm.session() as s:
@@ -578,7 +572,6 @@ def test_row_switch_is_one_update(orm: Api) -> None:
     assert orm.fetch("SELECT code, label, qty FROM codes") == [("k", "new", 1)]
 
 
-@_pending_planner
 def test_update_freeing_a_unique_value_runs_before_the_update_taking_it(orm: Api) -> None:
     Account = unique_accounts(orm)
     with orm.session() as s:
@@ -596,7 +589,6 @@ def test_update_freeing_a_unique_value_runs_before_the_update_taking_it(orm: Api
     assert orm.fetch("SELECT id, email FROM accounts ORDER BY id") == [(1, "a@x"), (2, "c@x")]
 
 
-@_pending_planner
 def test_unique_value_swap(orm: Api) -> None:
     # PostgreSQL checks a non-deferrable unique constraint row by row, so no single statement
     # can swap two values: the flush must go through an intermediate (NULL here)

@@ -33,20 +33,6 @@ from tests._rel_models import (
     user_profile,
 )
 
-# Issue #3 planner work not built yet (post_update, automatic cycle breaking, unique
-# values changing hands, row switch): these fail today and must pass when it lands.
-_pending_planner = pytest.mark.pending_planner
-
-
-@pytest.fixture(autouse=True)
-def _xfail_pending_on_retort(request: pytest.FixtureRequest) -> None:
-    """Tests marked pending_planner are expected to fail on retort only (strictly: they must
-    start passing when the planner work lands); SQLAlchemy's runs are unaffected."""
-    mark = request.node.get_closest_marker("pending_planner")
-    ids = mark.args if mark is not None and mark.args else ("[retort",)
-    if mark is not None and any(i in request.node.name for i in ids):
-        request.applymarker(pytest.mark.xfail(reason="issue #3: planner work pending", strict=True))
-
 
 @pytest.fixture(params=["retort", "sqlalchemy"])
 def orm(
@@ -1045,7 +1031,6 @@ def test_update_that_frees_a_unique_value_before_the_insert_that_takes_it(orm: A
     assert orm.fetch("SELECT id, email FROM accounts ORDER BY id") == [(0, "a@x"), (1, "b@x")]
 
 
-@_pending_planner("[retort-True]")
 @pytest.mark.parametrize("taker_first", [True, False])
 def test_improvement_update_that_frees_a_unique_value_before_the_update_taking_it(
     orm: Api, taker_first: bool
@@ -1072,7 +1057,6 @@ def test_improvement_update_that_frees_a_unique_value_before_the_update_taking_i
     assert orm.fetch("SELECT id, email FROM accounts ORDER BY id") == [(1, "a@x"), (2, "c@x")]
 
 
-@_pending_planner
 def test_improvement_unique_value_swap_in_one_flush(orm: Api) -> None:
     # SPEC §5: the swap is a cycle through a nullable unique column, broken by a NULL step.
     # SQLAlchemy sends the two UPDATEs as they come and violates the unique constraint.

@@ -42,6 +42,8 @@ class MapperCore:
         extra_init: Any,
         table: str,
         col_names: list[str],
+        unique: list[list[int]] = ...,
+        nullable: list[bool] = ...,
     ) -> MapperCore: ...
     def add_dependency(
         self, parent: MapperCore, reason: str, cols: list[int], nullable: bool, post_update: bool

@@ -245,11 +245,25 @@ class Mapper:
             frozenset(self.relationships),
             table.name,
             [str(c.name) for c in self.columns],
+            self._unique_groups(index_of),
+            [bool(c.nullable) for c in self.columns],
         )
         self.attrs: dict[str, InstrumentedAttribute[Any]] = {}
         self.sql_cache: dict[Any, Any] = {}
         table._retort_mapper = self  # type: ignore[attr-defined]
         _unconfigured.append(self)
+
+    def _unique_groups(self, index_of: dict[int, int]) -> list[list[int]]:
+        """Column indexes of each unique constraint other than the primary key."""
+        from retort.sql.schema import UniqueConstraint
+
+        groups: list[list[int]] = [[index_of[id(c)]] for c in self.columns if c.unique]
+        for con in self.local_table.constraints:
+            if isinstance(con, UniqueConstraint) and all(id(c) in index_of for c in con.columns):
+                group = sorted(index_of[id(c)] for c in con.columns)
+                if group not in groups:
+                    groups.append(group)
+        return groups
 
     def check_related(self, item: Any, prop: RelationshipProperty) -> None:
         if not isinstance(item, self.class_):

@@ -58,6 +58,9 @@ pub struct Change {
     /// The caller's index for this row (into its own list of objects).
     pub item: usize,
     pub phase: Phase,
+    /// Within one mapper's step, rows of a lower level run first (unique values changing
+    /// hands between rows of one table).
+    pub level: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -254,21 +257,32 @@ pub fn plan_ordered(
 ) -> CoreResult<Vec<Batch>> {
     let order = &ordering.order;
     let broken = &ordering.broken;
-    let mut groups: IndexMap<(u32, Op, Phase, ColSet), Vec<usize>, ahash::RandomState> =
+    type GroupKey = (u32, Op, Phase, u32, ColSet);
+    let mut groups: IndexMap<GroupKey, Vec<usize>, ahash::RandomState> =
         IndexMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4));
     for c in changes {
         groups
-            .entry((c.mapper, c.op, c.phase, c.cols.clone()))
+            .entry((c.mapper, c.op, c.phase, c.level, c.cols.clone()))
             .or_default()
             .push(c.item);
     }
     let mut steps = Vec::with_capacity(groups.len());
     let take = |mapper: u32, op: Op, phase: Phase, steps: &mut Vec<Batch>| {
-        for ((m, o, p, cols), items) in groups.iter() {
-            if *m == mapper && *o == op && *p == phase {
+        let mut mine: Vec<(&GroupKey, &Vec<usize>)> = groups
+            .iter()
+            .filter(|((m, o, p, _, _), _)| *m == mapper && *o == op && *p == phase)
+            .collect();
+        mine.sort_by_key(|((_, _, _, level, _), _)| *level); // stable: first-appearance ties
+        for ((_, _, _, level, cols), items) in mine {
+            {
                 let reason = match phase {
                     Phase::Main => graph.reason_for(mapper, op, broken),
                     _ => graph.broken_reason(mapper, broken, phase),
+                };
+                let reason = if *level > 0 {
+                    Some("unique values change hands: rows giving a value up go first".into())
+                } else {
+                    reason
                 };
                 steps.push(Batch {
                     mapper,
@@ -367,6 +381,7 @@ mod tests {
             cols: cols.iter().copied().collect(),
             item,
             phase: Phase::Main,
+            level: 0,
         }
     }
 
@@ -568,5 +583,125 @@ mod subset_tests {
         let ch = |m, item| tests::change(m, Op::Insert, &[0], item);
         let steps = plan(&[ch(4, 0), ch(4, 1), ch(5, 2), ch(5, 3)], &g).unwrap();
         assert_eq!(steps[0].mapper, 5, "{steps:?}");
+    }
+}
+
+/// Unique values changing hands between updated rows of one table.
+///
+/// `rows[i]` lists, per unique column group, the value row `i` gives up and the value it
+/// takes (None for NULL or unchanged). PostgreSQL checks a non-deferrable unique constraint
+/// row by row, so a row taking a value must be updated after the row giving it up, in a later
+/// statement. Returns per row its level (statements run level by level) and whether the row
+/// first needs a step setting its group to NULL (at level 0), which breaks swaps and longer
+/// cycles.
+pub fn unique_levels<V: Eq + std::hash::Hash + Clone>(
+    rows: &[Vec<(Option<V>, Option<V>)>],
+) -> Vec<(u32, bool)> {
+    let n = rows.len();
+    // owner of each value given up, per group
+    let mut owners: std::collections::HashMap<(usize, V), usize> = std::collections::HashMap::new();
+    for (i, groups) in rows.iter().enumerate() {
+        for (g, (old, _)) in groups.iter().enumerate() {
+            if let Some(v) = old {
+                owners.insert((g, v.clone()), i);
+            }
+        }
+    }
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    for (s, groups) in rows.iter().enumerate() {
+        for (g, (_, new)) in groups.iter().enumerate() {
+            if let Some(v) = new {
+                if let Some(&r) = owners.get(&(g, v.clone())) {
+                    if r != s {
+                        edges.push((r, s));
+                    }
+                }
+            }
+        }
+    }
+    let mut nulled = vec![false; n];
+    let order = loop {
+        let live: Vec<(usize, usize)> =
+            edges.iter().copied().filter(|(r, _)| !nulled[*r]).collect();
+        match topo::sort(n, &live) {
+            Ok(order) => break order,
+            Err(cycle) => {
+                // release one row's values first; its own update follows the others
+                let c = *cycle.iter().min().expect("a cycle has rows");
+                nulled[c] = true;
+            }
+        }
+    };
+    let base = u32::from(nulled.iter().any(|x| *x));
+    let mut level = vec![base; n];
+    for &s in &order {
+        for &(r, t) in &edges {
+            if t == s && !nulled[r] {
+                level[s] = level[s].max(level[r] + 1);
+            }
+        }
+    }
+    (0..n).map(|i| (level[i], nulled[i])).collect()
+}
+
+#[cfg(test)]
+mod unique_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn one(old: i32, new: i32) -> Vec<(Option<i32>, Option<i32>)> {
+        vec![(Some(old), Some(new))]
+    }
+
+    #[test]
+    fn freeing_then_taking_and_swapping() {
+        // row 0 takes row 1's value: row 1 first
+        assert_eq!(
+            unique_levels(&[one(10, 20), one(20, 30)]),
+            vec![(1, false), (0, false)]
+        );
+        // a swap: row 0 is nulled first, row 1 takes its value, row 0 takes row 1's
+        assert_eq!(
+            unique_levels(&[one(10, 20), one(20, 10)]),
+            vec![(2, true), (1, false)]
+        );
+    }
+
+    proptest! {
+        /// Simulating the statements level by level (NULL steps first, rows of one level in
+        /// any order) never puts one value on two rows.
+        #[test]
+        fn no_step_ever_duplicates_a_value(
+            perm in (1usize..7).prop_flat_map(|k| Just((0..k as i32).collect::<Vec<_>>()).prop_shuffle()),
+        ) {
+            // k rows exchange their values 0..k among themselves (row i takes perm[i]); rows
+            // k..6 keep theirs
+            let k = perm.len();
+            let rows: Vec<Vec<(Option<i32>, Option<i32>)>> =
+                (0..k).map(|i| one(i as i32, perm[i])).collect();
+            let plan = unique_levels(&rows);
+            let mut held: Vec<Option<i32>> = (0..6).map(Some).collect();
+            for (i, (_, nulled)) in plan.iter().enumerate() {
+                if *nulled { held[i] = None; }
+            }
+            let top = plan.iter().map(|(l, _)| *l).max().unwrap_or(0);
+            for level in 0..=top {
+                let movers: Vec<usize> = (0..k).filter(|&i| plan[i].0 == level).collect();
+                // every mover's target must be free of rows outside this level's movers
+                for &i in &movers {
+                    let target = Some(perm[i]);
+                    let clash = (0..6).any(|j| j != i && held[j] == target && !movers.contains(&j));
+                    prop_assert!(!clash, "level {} row {} -> {:?}: {:?}", level, i, target, plan);
+                }
+                // and no two movers of one statement take the same value or each other's
+                for &i in &movers {
+                    for &j in &movers {
+                        if i != j { prop_assert!(held[j] != Some(perm[i]), "{:?}", plan); }
+                    }
+                }
+                for &i in &movers { held[i] = Some(perm[i]); }
+            }
+            for i in 0..k { prop_assert_eq!(held[i], Some(perm[i])); }
+        }
     }
 }

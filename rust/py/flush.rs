@@ -28,6 +28,8 @@ pub struct Row {
     pub writeback: Vec<(u16, Py<PyAny>)>,
     /// Primary-key values that identify the row in the database (update, delete).
     pub old_pk: Vec<Py<PyAny>>,
+    /// Row switch: the deleted object whose row this new object's UPDATE takes over.
+    pub switched: Option<Held>,
 }
 
 #[pyclass(frozen, module = "retort._core")]
@@ -212,6 +214,10 @@ impl Batch {
             }
             for (_, v) in &r.writeback {
                 visit.call(v)?;
+            }
+            if let Some((o, st)) = &r.switched {
+                visit.call(o)?;
+                visit.call(st)?;
             }
         }
         if let Ok(k) = self.keys.try_lock() {

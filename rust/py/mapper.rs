@@ -79,6 +79,9 @@ pub struct MapperCore {
     pub result: Vec<Option<Py<PyAny>>>,
     /// Columns of mutable types (JSON), whose values can change in place.
     pub mutable: Vec<u16>,
+    /// Unique column groups (besides the primary key), and which columns accept NULL.
+    pub unique: Vec<Vec<u16>>,
+    pub nullable: Vec<bool>,
     /// Names `__init__` accepts besides columns (relationships).
     pub extra_init: Py<PyAny>,
     /// The Python `Mapper` this core belongs to.
@@ -96,7 +99,7 @@ impl MapperCore {
 #[pymethods]
 impl MapperCore {
     #[new]
-    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init, table, col_names))]
+    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init, table, col_names, unique=Vec::new(), nullable=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -114,6 +117,8 @@ impl MapperCore {
         extra_init: Py<PyAny>,
         table: String,
         col_names: Vec<String>,
+        unique: Vec<Vec<u16>>,
+        nullable: Vec<bool>,
     ) -> PyResult<Self> {
         let n = keys.len();
         if [
@@ -165,6 +170,8 @@ impl MapperCore {
             bind,
             result,
             mutable,
+            unique,
+            nullable,
             extra_init,
             owner,
             object_new,

@@ -15,7 +15,7 @@ use pyo3::PyTraverseError;
 
 use crate::engine::error::CoreError;
 use crate::engine::identity::IdentityMap;
-use crate::engine::key::IdentityKey;
+use crate::engine::key::{IdentityKey, KeyValue};
 use crate::engine::ordered::OrderedMap;
 use crate::engine::plan::{self, Change, ColSet, Op, Phase};
 use crate::engine::snapshot::Committed;
@@ -186,6 +186,122 @@ fn watch(
     Ok(())
 }
 
+/// Order UPDATEs of one table in which unique values change hands (see
+/// `engine::plan::unique_levels`), adding a NULL step for rows in a cycle.
+fn unique_handoffs(
+    py: Python<'_>,
+    mappers: &HashMap<u32, Py<MapperCore>>,
+    changes: &mut Vec<Change>,
+    rows: &mut Vec<Option<Row>>,
+    extra: &mut Vec<(Option<u16>, Vec<u16>)>,
+) -> PyResult<()> {
+    type Group = (Option<Vec<KeyValue>>, Option<Vec<KeyValue>>);
+    let as_key = |v: Option<Bound<'_, PyAny>>| -> PyResult<Option<KeyValue>> {
+        match v {
+            Some(v) if !v.is_none() => Ok(Some(key_value(&v)?)),
+            _ => Ok(None),
+        }
+    };
+    let mut ids: Vec<u32> = mappers.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let m = mappers[&id].get();
+        if m.unique.is_empty() {
+            continue;
+        }
+        // the updates of this mapper that change a unique column
+        let idx: Vec<usize> = (0..changes.len())
+            .filter(|&i| {
+                let c = &changes[i];
+                c.mapper == id
+                    && c.op == Op::Update
+                    && c.phase == Phase::Main
+                    && m.unique
+                        .iter()
+                        .any(|g| g.iter().any(|col| c.cols.contains(col)))
+            })
+            .collect();
+        if idx.len() < 2 {
+            continue;
+        }
+        let mut groups: Vec<Vec<Group>> = Vec::new();
+        for &i in &idx {
+            let row = rows[changes[i].item].as_ref().expect("row present");
+            let dict = instance_dict(row.held.0.bind(py))?;
+            let inner = row.held.1.get().lock()?;
+            let mut per_group = Vec::new();
+            for g in &m.unique {
+                let (mut old, mut new) = (Some(Vec::new()), Some(Vec::new()));
+                for &c in g {
+                    let current = dict.get_item(m.keys[c as usize].bind(py))?;
+                    let before = match inner.committed.get(c) {
+                        Some(Committed::Value(v)) => Some(v.bind(py).clone()),
+                        Some(Committed::Unknown) => None,
+                        None => current.clone(),
+                    };
+                    match (as_key(before)?, old.as_mut()) {
+                        (Some(k), Some(o)) => o.push(k),
+                        _ => old = None,
+                    }
+                    match (as_key(current)?, new.as_mut()) {
+                        (Some(k), Some(n)) => n.push(k),
+                        _ => new = None,
+                    }
+                }
+                if old == new {
+                    (old, new) = (None, None);
+                }
+                per_group.push((old, new));
+            }
+            groups.push(per_group);
+        }
+        let plan = plan::unique_levels(&groups);
+        for (pos, &i) in idx.iter().enumerate() {
+            let (level, nulled) = plan[pos];
+            changes[i].level = level;
+            if !nulled {
+                continue;
+            }
+            let row = rows[changes[i].item].as_ref().expect("row present");
+            let mut cols = ColSet::new();
+            for (g, (old, _)) in m.unique.iter().zip(&groups[pos]) {
+                if old.is_some() {
+                    cols.extend(g.iter().copied());
+                }
+            }
+            cols.sort_unstable();
+            cols.dedup();
+            if let Some(&c) = cols.iter().find(|&&c| !m.nullable[c as usize]) {
+                return Err(super::errors::FlushError::new_err(format!(
+                    "rows of {} exchange values of the unique column {} in one flush, which \
+                     PostgreSQL checks row by row; it is NOT NULL, so retort cannot park a \
+                     value as NULL in between: make the constraint DEFERRABLE INITIALLY \
+                     DEFERRED, or flush the change in two steps",
+                    m.table, m.col_names[c as usize]
+                )));
+            }
+            let step = Row {
+                held: (row.held.0.clone_ref(py), row.held.1.clone_ref(py)),
+                values: cols.iter().map(|_| py.None()).collect(),
+                writeback: Vec::new(),
+                old_pk: row.old_pk.iter().map(|v| v.clone_ref(py)).collect(),
+                switched: None,
+            };
+            changes.push(Change {
+                mapper: id,
+                op: Op::Update,
+                cols,
+                item: rows.len(),
+                phase: Phase::Main,
+                level: 0,
+            });
+            rows.push(Some(step));
+            extra.push((None, Vec::new()));
+        }
+    }
+    Ok(())
+}
+
 /// The primary key of a row about to be inserted (it must be known for a post-update).
 fn insert_pk(
     py: Python<'_>,
@@ -352,6 +468,7 @@ impl SessionCore {
             values,
             writeback,
             old_pk: Vec::new(),
+            switched: None,
         };
         Ok((cols, gen_key, fetch, row))
     }
@@ -399,6 +516,7 @@ impl SessionCore {
                 values,
                 writeback,
                 old_pk,
+                switched: None,
             },
         )))
     }
@@ -413,6 +531,7 @@ impl SessionCore {
             values: Vec::new(),
             writeback: Vec::new(),
             old_pk,
+            switched: None,
         })
     }
 }
@@ -854,14 +973,60 @@ impl SessionCore {
                     cols,
                     item: rows.len(),
                     phase,
+                    level: 0,
                 });
                 rows.push(Some(row));
                 extra.push(x);
             };
         let none = (None, Vec::new());
+        // Row switch: a new object taking the identity of one deleted in this flush updates
+        // that row instead of deleting and inserting it.
+        let mut switchable: HashMap<IdentityKey, Held> = HashMap::new();
+        for (obj, st) in &deleted {
+            if let Some(k) = st.get().lock()?.key.clone() {
+                switchable.insert(k, (obj.clone_ref(py), st.clone_ref(py)));
+            }
+        }
+        let mut switched_out: Vec<usize> = Vec::new();
         for held in new {
             let mapper = held.1.get().mapper.clone_ref(py);
             let m = mapper.get();
+            if !switchable.is_empty() {
+                let dict = instance_dict(held.0.bind(py))?;
+                let complete = pk_values(&dict, m)?.iter().all(|v| !v.is_none());
+                if complete {
+                    if let Some(old) = switchable.remove(&key_from_dict(m, &dict)?) {
+                        let (cols, _, _, row) = Self::insert_row(py, held, m)?;
+                        let (mut set_cols, mut values) = (ColSet::new(), Vec::new());
+                        let mut old_pk = Vec::new();
+                        for (c, v) in cols.iter().zip(row.values) {
+                            if m.pk.contains(c) {
+                                old_pk.push(v);
+                            } else {
+                                set_cols.push(*c);
+                                values.push(v);
+                            }
+                        }
+                        switched_out.push(old.0.as_ptr() as usize);
+                        let update = Row {
+                            held: row.held,
+                            values,
+                            writeback: row.writeback,
+                            old_pk,
+                            switched: Some(old),
+                        };
+                        push(
+                            &mapper,
+                            Op::Update,
+                            Phase::Main,
+                            set_cols,
+                            update,
+                            none.clone(),
+                        );
+                        continue;
+                    }
+                }
+            }
             let (cols, gen_key, fetch, mut row) = Self::insert_row(py, held, m)?;
             if let Some(late_cols) = late.get(&m.id) {
                 // insert NULL now, the real value once the referenced rows exist
@@ -880,6 +1045,7 @@ impl SessionCore {
                         values: post_values,
                         writeback: Vec::new(),
                         old_pk,
+                        switched: None,
                     };
                     push(
                         &mapper,
@@ -933,6 +1099,7 @@ impl SessionCore {
                         values: post_vals,
                         writeback: Vec::new(),
                         old_pk: row.old_pk.iter().map(|v| v.clone_ref(py)).collect(),
+                        switched: None,
                     };
                     if !main_cols.is_empty() {
                         let main = Row {
@@ -940,6 +1107,7 @@ impl SessionCore {
                             values: main_vals,
                             writeback: row.writeback,
                             old_pk: row.old_pk,
+                            switched: None,
                         };
                         push(
                             &mapper,
@@ -963,6 +1131,9 @@ impl SessionCore {
             }
         }
         for held in deleted {
+            if switched_out.contains(&(held.0.as_ptr() as usize)) {
+                continue;
+            }
             let mapper = held.1.get().mapper.clone_ref(py);
             let m = mapper.get();
             let row = Self::delete_row(py, held, m)?;
@@ -984,6 +1155,7 @@ impl SessionCore {
                         values: set_null.iter().map(|_| py.None()).collect(),
                         writeback: Vec::new(),
                         old_pk: row.old_pk.iter().map(|v| v.clone_ref(py)).collect(),
+                        switched: None,
                     };
                     push(
                         &mapper,
@@ -998,6 +1170,7 @@ impl SessionCore {
             let pk: ColSet = m.pk.iter().copied().collect();
             push(&mapper, Op::Delete, Phase::Main, pk, row, none.clone());
         }
+        unique_handoffs(py, &mappers, &mut changes, &mut rows, &mut extra)?;
         let steps = plan::plan_ordered(&changes, &graph, &ordering).map_err(PyErr::from)?;
         let mut batches = Vec::with_capacity(steps.len());
         for step in steps {
@@ -1119,6 +1292,35 @@ impl SessionCore {
                 Op::Update => {
                     for row in &batch.rows {
                         let obj = row.held.0.bind(py);
+                        if let Some((old, old_st)) = &row.switched {
+                            // row switch: the new object takes the row over, the old is deleted
+                            let dict = instance_dict(obj)?;
+                            for (c, v) in &row.writeback {
+                                dict.set_item(m.keys[*c as usize].bind(py), v.bind(py))?;
+                            }
+                            let key = key_from_dict(m, &dict)?;
+                            {
+                                let mut inner = old_st.get().lock()?;
+                                inner.lifecycle = Lifecycle::Deleted;
+                                inner.was_deleted = true;
+                            }
+                            uow.deleted.remove(&(old.as_ptr() as usize));
+                            uow.watched.remove(&(old.as_ptr() as usize));
+                            uow.tx_deleted
+                                .push((old.clone_ref(py), old_st.clone_ref(py)));
+                            {
+                                let mut inner = row.held.1.get().lock()?;
+                                inner.lifecycle = Lifecycle::Persistent;
+                                inner.gen = gen;
+                                inner.key = Some(key.clone());
+                                drop(inner.committed.clear());
+                            }
+                            uow.new.remove(&(obj.as_ptr() as usize));
+                            watch(&mut uow, obj, &row.held.1, m)?;
+                            uow.insert_identity(py, key.clone(), obj, row.held.1.clone_ref(py))?;
+                            uow.tx_inserted.push(key);
+                            continue;
+                        }
                         let dict = instance_dict(obj)?;
                         for (c, v) in &row.writeback {
                             dict.set_item(m.keys[*c as usize].bind(py), v.bind(py))?;
