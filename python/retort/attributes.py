@@ -92,8 +92,10 @@ class InstrumentedList(list[Any]):
             self._added[key] = item
         if back and prop.back is not None:
             prop.back._set_backref(item, owner, prop)
-        _cascade_add(owner, prop, item)
-        _note_change(owner, prop)
+        if _STATE in owner.__dict__:
+            # an object that was never added has no session to tell (add() cascades later)
+            _cascade_add(owner, prop, item)
+            _note_change(owner, prop)
 
     def _fire_remove(self, item: Any, *, back: bool = True) -> None:
         prop = self._prop

@@ -871,6 +871,8 @@ class RelationshipProperty:
                 self.back._unset_backref(old, obj, self)
             if value is not None:
                 self.back._set_backref(value, obj, self)
+        if "_retort_state" not in d:
+            return  # never added: no session to tell (add() cascades later)
         if old is not _NOT_SET and old is not None and "delete-orphan" in self.cascade:
             # one-to-one owner losing its child: the child is an orphan
             obj_session = _session_of(obj)

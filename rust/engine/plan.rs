@@ -507,6 +507,49 @@ mod tests {
     }
 
     proptest! {
+        /// On any graph: either an order in which every unbroken edge holds, with only
+        /// post_update or nullable edges broken, or a cycle made of NOT NULL edges only.
+        #[test]
+        fn cycles_are_broken_only_at_nullable_edges_or_reported(
+            n in 1u32..6,
+            raw in proptest::collection::vec((0u32..6, 0u32..6, any::<bool>(), any::<bool>()), 0..10),
+        ) {
+            let edges: Vec<Edge> = raw
+                .into_iter()
+                .map(|(a, b, nullable, post)| {
+                    let mut e = edge(a % n, b % n, nullable || post);
+                    e.post_update = post;
+                    e
+                })
+                .collect();
+            let g = MapperGraph { mappers: (0..n).collect(), edges: edges.clone() };
+            let involved: Vec<u32> = (0..n).collect();
+            match g.order_of(&involved) {
+                Ok(o) => {
+                    let pos = |m: u32| o.order.iter().position(|x| *x == m).unwrap();
+                    for (i, e) in edges.iter().enumerate() {
+                        if e.parent == e.child { continue; }
+                        if o.broken.contains(&i) {
+                            prop_assert!(e.nullable || e.post_update);
+                        } else {
+                            prop_assert!(pos(e.parent) < pos(e.child), "{:?} {:?}", e, o);
+                        }
+                    }
+                    prop_assert_eq!(g.order_of(&involved).unwrap(), o);
+                }
+                Err(c) => {
+                    prop_assert!(!c.edges.is_empty());
+                    for &i in &c.edges {
+                        prop_assert!(!edges[i].nullable && !edges[i].post_update);
+                    }
+                    for k in 0..c.mappers.len() {
+                        let (a, b) = (c.mappers[k], c.mappers[(k + 1) % c.mappers.len()]);
+                        prop_assert!(c.edges.iter().any(|&i| edges[i].parent == a && edges[i].child == b));
+                    }
+                }
+            }
+        }
+
         #[test]
         fn dependencies_hold_and_every_change_appears_once(
             n in 1u32..6,
