@@ -44,6 +44,7 @@ class MapperCore:
         col_names: list[str],
         unique: list[list[int]] = ...,
         nullable: list[bool] = ...,
+        version: int | None = None,
     ) -> MapperCore: ...
     def add_dependency(
         self, parent: MapperCore, reason: str, cols: list[int], nullable: bool, post_update: bool
@@ -99,6 +100,8 @@ class Batch:
     def fetch(self) -> list[int]: ...
     @property
     def pk(self) -> list[int]: ...
+    @property
+    def key_cols(self) -> list[int]: ...
     @property
     def n(self) -> int: ...
     @property

@@ -159,9 +159,9 @@ def _insert_sql(
 
 def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
     cols = list(batch.cols)
-    pk = list(batch.pk)
+    pk = list(batch.key_cols)
     if batch.n > 1:
-        unnest_key = ("update_unnest", tuple(cols))
+        unnest_key = ("update_unnest", tuple(cols), tuple(pk))
         sql = mapper.sql_cache.get(unnest_key)
         if sql is None:
             sql = mapper.sql_cache[unnest_key] = _update_unnest_sql(mapper, cols, pk)
@@ -169,7 +169,7 @@ def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
         _check_count(cur.rowcount, batch.n, "UPDATE", mapper)
         return
     for nrows, params in batch.chunks(1):
-        key = ("update", tuple(cols), nrows)
+        key = ("update", tuple(cols), tuple(pk), nrows)
         sql = mapper.sql_cache.get(key)
         if sql is None:
             sql = mapper.sql_cache[key] = _update_sql(mapper, cols, pk, nrows)
@@ -216,7 +216,7 @@ def _update_sql(mapper: Mapper, cols: list[int], pk: list[int], nrows: int) -> s
 
 
 def _delete(batch: Batch, mapper: Mapper, conn: Connection) -> None:
-    pk = list(batch.pk)
+    pk = list(batch.key_cols)
     table = _table(mapper)
     if len(pk) == 1:
         col = quote_identifier(mapper.columns[pk[0]].name)

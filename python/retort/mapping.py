@@ -247,11 +247,41 @@ class Mapper:
             [str(c.name) for c in self.columns],
             self._unique_groups(index_of),
             [bool(c.nullable) for c in self.columns],
+            self._version_index(class_, index_of),
         )
         self.attrs: dict[str, InstrumentedAttribute[Any]] = {}
         self.sql_cache: dict[Any, Any] = {}
         table._retort_mapper = self  # type: ignore[attr-defined]
         _unconfigured.append(self)
+
+    def _version_index(self, class_: type, index_of: dict[int, int]) -> int | None:
+        """The column of ``__mapper_args__["version_id_col"]``, if the class names one."""
+        args = getattr(class_, "__mapper_args__", None) or {}
+        unknown = set(args) - {"version_id_col"}
+        if unknown:
+            raise exc.ArgumentError(
+                f"{class_.__name__}.__mapper_args__: unsupported key(s) {sorted(unknown)}; "
+                "retort supports version_id_col"
+            )
+        spec = args.get("version_id_col")
+        if spec is None:
+            return None
+        if isinstance(spec, MappedColumn):
+            spec = spec.column
+        if hasattr(spec, "__clause_element__") and not isinstance(spec, Column):
+            spec = spec.__clause_element__()
+        if isinstance(spec, str):
+            spec = self.columns_by_key.get(spec)
+        if not isinstance(spec, Column) or id(spec) not in index_of:
+            raise exc.ArgumentError(
+                f"{class_.__name__}: version_id_col must name a mapped integer column, "
+                f"e.g. __mapper_args__ = {{'version_id_col': 'version'}}"
+            )
+        if not spec.type._is_integer:
+            raise exc.ArgumentError(
+                f"{class_.__name__}: version_id_col {spec.name!r} must be an integer column"
+            )
+        return index_of[id(spec)]
 
     def _unique_groups(self, index_of: dict[int, int]) -> list[list[int]]:
         """Column indexes of each unique constraint other than the primary key."""

@@ -84,6 +84,17 @@ impl Batch {
     fn pk(&self) -> Vec<u16> {
         self.mapper.get().pk.clone()
     }
+    /// The columns an UPDATE or DELETE of this batch matches rows on: the primary key, plus
+    /// the version counter for versioned mappers (not in the post-update/pre-delete phases).
+    #[getter]
+    fn key_cols(&self) -> Vec<u16> {
+        let m = self.mapper.get();
+        if self.phase == crate::engine::plan::Phase::Main && self.op != Op::Insert {
+            m.match_cols()
+        } else {
+            m.pk.clone()
+        }
+    }
     #[getter]
     fn n(&self) -> usize {
         self.rows.len()

@@ -79,6 +79,9 @@ pub struct MapperCore {
     pub result: Vec<Option<Py<PyAny>>>,
     /// Columns of mutable types (JSON), whose values can change in place.
     pub mutable: Vec<u16>,
+    /// The version counter column (`version_id_col`): checked and incremented by every UPDATE,
+    /// checked by every DELETE.
+    pub version: Option<u16>,
     /// Unique column groups (besides the primary key), and which columns accept NULL.
     pub unique: Vec<Vec<u16>>,
     pub nullable: Vec<bool>,
@@ -94,12 +97,20 @@ impl MapperCore {
     pub fn ncols(&self) -> usize {
         self.keys.len()
     }
+
+    /// The columns that identify a row in UPDATE and DELETE: the primary key, then the version
+    /// counter when the mapper has one.
+    pub fn match_cols(&self) -> Vec<u16> {
+        let mut cols = self.pk.clone();
+        cols.extend(self.version);
+        cols
+    }
 }
 
 #[pymethods]
 impl MapperCore {
     #[new]
-    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init, table, col_names, unique=Vec::new(), nullable=Vec::new()))]
+    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init, table, col_names, unique=Vec::new(), nullable=Vec::new(), version=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -119,6 +130,7 @@ impl MapperCore {
         col_names: Vec<String>,
         unique: Vec<Vec<u16>>,
         nullable: Vec<bool>,
+        version: Option<u16>,
     ) -> PyResult<Self> {
         let n = keys.len();
         if [
@@ -172,6 +184,7 @@ impl MapperCore {
             mutable,
             unique,
             nullable,
+            version,
             extra_init,
             owner,
             object_new,

@@ -442,8 +442,21 @@ impl SessionCore {
         for (i, key) in mapper.keys.iter().enumerate() {
             let c = i as u16;
             let v = match dict.get_item(key.bind(py))? {
-                Some(v) if !(v.is_none() && mapper.autoinc == Some(c)) => v.unbind(),
+                Some(v)
+                    if !(v.is_none()
+                        && (mapper.autoinc == Some(c) || mapper.version == Some(c))) =>
+                {
+                    v.unbind()
+                }
                 _ => {
+                    if mapper.version == Some(c) {
+                        // a versioned row starts at 1
+                        let one = 1i64.into_pyobject(py)?.into_any().unbind();
+                        writeback.push((c, one.clone_ref(py)));
+                        cols.push(c);
+                        values.push(one);
+                        continue;
+                    }
                     if let Some(d) = &mapper.defaults[i] {
                         let v = d.value(py)?;
                         writeback.push((c, v.clone_ref(py)));
@@ -487,6 +500,28 @@ impl SessionCore {
         }
         let mut cols: ColSet = changed.iter().copied().collect();
         let mut writeback = Vec::new();
+        let mut old_version = None;
+        if let Some(vc) = mapper.version {
+            // the version the row had when loaded; the UPDATE sets the next one
+            let current = match inner.committed.get(vc) {
+                Some(Committed::Value(v)) => Some(v.clone_ref(py)),
+                _ => dict
+                    .get_item(mapper.keys[vc as usize].bind(py))?
+                    .map(|v| v.unbind()),
+            };
+            let current = current.filter(|v| !v.is_none(py)).ok_or_else(|| {
+                super::errors::FlushError::new_err(format!(
+                    "{} has no version to check: its version column {} is NULL",
+                    mapper.name, mapper.col_names[vc as usize]
+                ))
+            })?;
+            let next = current.bind(py).add(1)?.unbind();
+            if !cols.contains(&vc) {
+                cols.push(vc);
+            }
+            writeback.push((vc, next));
+            old_version = Some(current);
+        }
         for (i, d) in mapper.onupdate.iter().enumerate() {
             if let Some(d) = d {
                 if !cols.contains(&(i as u16)) {
@@ -507,7 +542,8 @@ impl SessionCore {
             };
             values.push(bind_value(py, mapper, c, v)?);
         }
-        let old_pk = db_pk_values(py, &dict, &inner, mapper)?;
+        let mut old_pk = db_pk_values(py, &dict, &inner, mapper)?;
+        old_pk.extend(old_version);
         drop(inner);
         Ok(Some((
             cols,
@@ -524,7 +560,16 @@ impl SessionCore {
     fn delete_row(py: Python<'_>, held: Held, mapper: &MapperCore) -> PyResult<Row> {
         let dict = instance_dict(held.0.bind(py))?;
         let inner = held.1.get().lock()?;
-        let old_pk = db_pk_values(py, &dict, &inner, mapper)?;
+        let mut old_pk = db_pk_values(py, &dict, &inner, mapper)?;
+        if let Some(vc) = mapper.version {
+            let v = match inner.committed.get(vc) {
+                Some(Committed::Value(v)) => Some(v.clone_ref(py)),
+                _ => dict
+                    .get_item(mapper.keys[vc as usize].bind(py))?
+                    .map(|v| v.unbind()),
+            };
+            old_pk.push(v.unwrap_or_else(|| py.None()));
+        }
         drop(inner);
         Ok(Row {
             held,
@@ -1007,11 +1052,27 @@ impl SessionCore {
                                 values.push(v);
                             }
                         }
+                        let mut writeback = row.writeback;
+                        if let Some(vc) = m.version {
+                            // the row keeps counting: old version + 1
+                            let old_dict = instance_dict(old.0.bind(py))?;
+                            let prev = old_dict
+                                .get_item(m.keys[vc as usize].bind(py))?
+                                .map(|v| v.unbind())
+                                .unwrap_or_else(|| py.None());
+                            let next = prev.bind(py).add(1)?.unbind();
+                            if let Some(pos) = set_cols.iter().position(|c| *c == vc) {
+                                values[pos] = next.clone_ref(py);
+                            }
+                            writeback.retain(|(c, _)| *c != vc);
+                            writeback.push((vc, next));
+                            old_pk.push(prev);
+                        }
                         switched_out.push(old.0.as_ptr() as usize);
                         let update = Row {
                             held: row.held,
                             values,
-                            writeback: row.writeback,
+                            writeback,
                             old_pk,
                             switched: Some(old),
                         };
@@ -1098,7 +1159,10 @@ impl SessionCore {
                         held: (row.held.0.clone_ref(py), row.held.1.clone_ref(py)),
                         values: post_vals,
                         writeback: Vec::new(),
-                        old_pk: row.old_pk.iter().map(|v| v.clone_ref(py)).collect(),
+                        old_pk: row.old_pk[..m.pk.len()]
+                            .iter()
+                            .map(|v| v.clone_ref(py))
+                            .collect(),
                         switched: None,
                     };
                     if !main_cols.is_empty() {
@@ -1154,7 +1218,10 @@ impl SessionCore {
                         held: (row.held.0.clone_ref(py), row.held.1.clone_ref(py)),
                         values: set_null.iter().map(|_| py.None()).collect(),
                         writeback: Vec::new(),
-                        old_pk: row.old_pk.iter().map(|v| v.clone_ref(py)).collect(),
+                        old_pk: row.old_pk[..m.pk.len()]
+                            .iter()
+                            .map(|v| v.clone_ref(py))
+                            .collect(),
                         switched: None,
                     };
                     push(
