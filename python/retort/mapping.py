@@ -268,8 +268,9 @@ class Mapper:
             return None
         if isinstance(spec, MappedColumn):
             spec = spec.column
-        if hasattr(spec, "__clause_element__") and not isinstance(spec, Column):
-            spec = spec.__clause_element__()
+        clause = getattr(spec, "__clause_element__", None)
+        if clause is not None and not isinstance(spec, Column):
+            spec = clause()
         if isinstance(spec, str):
             spec = self.columns_by_key.get(spec)
         if not isinstance(spec, Column) or id(spec) not in index_of:
