@@ -68,6 +68,24 @@ impl<K: Hash + Eq + Copy, V> OrderedMap<K, V> {
         self.by_seq.values().map(|(k, v)| (k, v))
     }
 
+    /// The sequence number the next insertion will get (entries inserted later have this
+    /// number or a higher one).
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Take out the entries inserted at or after sequence number `seq`, in order.
+    pub fn take_from(&mut self, seq: u64) -> Vec<(K, V)> {
+        let later = self.by_seq.split_off(&seq);
+        later
+            .into_values()
+            .map(|(k, v)| {
+                self.seq_of.remove(&k);
+                (k, v)
+            })
+            .collect()
+    }
+
     /// Take every entry out, in order.
     pub fn take(&mut self) -> Vec<(K, V)> {
         self.seq_of.clear();

@@ -58,6 +58,17 @@ pub struct Uow {
     pub tx_inserted: Vec<IdentityKey>,
     /// Objects whose DELETE was flushed in the current transaction.
     pub tx_deleted: Vec<Held>,
+    /// Open SAVEPOINTs, innermost last.
+    pub savepoints: Vec<Savepoint>,
+}
+
+/// Where the transaction's records stood when a SAVEPOINT began, and what was updated since.
+pub struct Savepoint {
+    inserted: usize,
+    deleted: usize,
+    new_seq: u64,
+    marked_seq: u64,
+    updated: Vec<Held>,
 }
 
 impl Uow {
@@ -183,6 +194,33 @@ fn watch(
     uow.watched.insert_if_absent(obj.as_ptr() as usize, || {
         (obj.clone().unbind(), state.clone_ref(py))
     });
+    Ok(())
+}
+
+/// Drop an object's loaded values (the primary key stays) and its unflushed changes.
+fn expire_object(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<()> {
+    let py = obj.py();
+    let m = state.mapper.get();
+    let dict = instance_dict(obj)?;
+    let mut inner = state.lock()?;
+    let dropped = inner.committed.clear();
+    for (i, k) in m.keys.iter().enumerate() {
+        if m.pk.contains(&(i as u16)) {
+            continue;
+        }
+        let k = k.bind(py);
+        if dict.contains(k)? {
+            dict.del_item(k)?;
+        }
+    }
+    for name in m.extra_init.bind(py).try_iter()? {
+        let name = name?;
+        if dict.contains(&name)? {
+            dict.del_item(&name)?;
+        }
+    }
+    drop(inner);
+    drop(dropped);
     Ok(())
 }
 
@@ -611,6 +649,7 @@ impl SessionCore {
                     watched: fast_map(),
                     tx_inserted: Vec::new(),
                     tx_deleted: Vec::new(),
+                    savepoints: Vec::new(),
                 }),
             }),
         }
@@ -1406,6 +1445,10 @@ impl SessionCore {
                         }
                         uow.dirty.remove(&(obj.as_ptr() as usize));
                         watch(&mut uow, obj, &row.held.1, m)?;
+                        if let Some(sp) = uow.savepoints.last_mut() {
+                            sp.updated
+                                .push((obj.clone().unbind(), row.held.1.clone_ref(py)));
+                        }
                     }
                 }
                 Op::Delete => {
@@ -1438,6 +1481,7 @@ impl SessionCore {
             let mut uow = self.uow()?;
             let deleted = std::mem::take(&mut uow.tx_deleted);
             let inserted = std::mem::take(&mut uow.tx_inserted);
+            uow.savepoints.clear();
             (deleted, inserted)
         };
         for (_, st) in &deleted {
@@ -1458,6 +1502,7 @@ impl SessionCore {
         let deleted = std::mem::replace(&mut uow.deleted, fast_map());
         let inserted = std::mem::take(&mut uow.tx_inserted);
         let tx_deleted = std::mem::take(&mut uow.tx_deleted);
+        let savepoints = std::mem::take(&mut uow.savepoints);
         let mut transient = Vec::new();
         for key in inserted {
             if let Some((obj, st)) = uow.live(py, &key) {
@@ -1492,8 +1537,100 @@ impl SessionCore {
         for (_, st) in dirty.values() {
             drop(st.get().lock()?.committed.clear());
         }
-        drop((new, dirty, deleted, tx_deleted, transient));
+        drop((new, dirty, deleted, tx_deleted, transient, savepoints));
         self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A SAVEPOINT began (after a flush): remember where the transaction's records stand.
+    fn savepoint_begin(&self) -> PyResult<usize> {
+        let mut uow = self.uow()?;
+        let sp = Savepoint {
+            inserted: uow.tx_inserted.len(),
+            deleted: uow.tx_deleted.len(),
+            new_seq: uow.new.next_seq(),
+            marked_seq: uow.deleted.next_seq(),
+            updated: Vec::new(),
+        };
+        uow.savepoints.push(sp);
+        Ok(uow.savepoints.len())
+    }
+
+    /// The innermost SAVEPOINT was released: its changes now belong to the enclosing one.
+    fn savepoint_release(&self) -> PyResult<()> {
+        let mut uow = self.uow()?;
+        let sp = uow
+            .savepoints
+            .pop()
+            .ok_or_else(|| InvalidRequestError::new_err("no SAVEPOINT is open"))?;
+        if let Some(parent) = uow.savepoints.last_mut() {
+            parent.updated.extend(sp.updated);
+        }
+        Ok(())
+    }
+
+    /// The innermost SAVEPOINT was rolled back: undo what happened inside it only. Objects
+    /// inserted inside become transient, objects deleted inside come back, objects added or
+    /// marked for deletion (unflushed) inside are dropped from the session's sets, and objects
+    /// changed inside are expired so that they reload the state the database has now.
+    fn savepoint_rollback(&self, py: Python<'_>) -> PyResult<()> {
+        let mut uow = self.uow()?;
+        let sp = uow
+            .savepoints
+            .pop()
+            .ok_or_else(|| InvalidRequestError::new_err("no SAVEPOINT is open"))?;
+        let at = sp.inserted.min(uow.tx_inserted.len());
+        let inserted = uow.tx_inserted.split_off(at);
+        let at = sp.deleted.min(uow.tx_deleted.len());
+        let restored = uow.tx_deleted.split_off(at);
+        let added = uow.new.take_from(sp.new_seq);
+        let unmarked = uow.deleted.take_from(sp.marked_seq);
+        let dirty = std::mem::replace(&mut uow.dirty, fast_map());
+        let mut transient = Vec::new();
+        for key in inserted {
+            if let Some((obj, st)) = uow.live(py, &key) {
+                uow.watched.remove(&(obj.as_ptr() as usize));
+                transient.push((obj, st));
+            }
+            uow.identity.remove(&key);
+        }
+        for (obj, st) in &restored {
+            let key = {
+                let mut inner = st.get().lock()?;
+                inner.lifecycle = Lifecycle::Persistent;
+                inner.was_deleted = false;
+                inner.key.clone()
+            };
+            if let Some(k) = key {
+                uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
+            }
+            watch(&mut uow, obj.bind(py), st, st.get().mapper.get())?;
+        }
+        drop(uow);
+        for (_, (_, st)) in &added {
+            let mut inner = st.get().lock()?;
+            inner.lifecycle = Lifecycle::Transient;
+            inner.session = None;
+            inner.gen_ref = None;
+            drop(inner.committed.clear());
+        }
+        for (_, st) in &transient {
+            let mut inner = st.get().lock()?;
+            inner.lifecycle = Lifecycle::Transient;
+            inner.session = None;
+            inner.gen_ref = None;
+            inner.key = None;
+            drop(inner.committed.clear());
+        }
+        // changed inside the savepoint (flushed or not): reload from the database
+        for (obj, st) in dirty
+            .values()
+            .chain(sp.updated.iter())
+            .chain(restored.iter())
+        {
+            expire_object(obj.bind(py), st.get())?;
+        }
+        drop((added, unmarked, dirty, transient, restored, sp));
         Ok(())
     }
 
