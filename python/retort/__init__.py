@@ -13,7 +13,7 @@ if _core.__version__ != __version__:  # pragma: no cover - exercised by a packag
         f"{__version__}; rebuild the extension (`make build`) or reinstall retort"
     )
 
-from retort import exc
+from retort import event, exc
 from retort.engine import Connection, Engine, Result, Row, create_engine
 from retort.inspection import inspect
 from retort.loading import joinedload, lazyload, raiseload, selectinload
@@ -117,6 +117,7 @@ __all__ = [
     "create_engine",
     "delete",
     "desc",
+    "event",
     "exc",
     "func",
     "insert",

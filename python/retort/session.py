@@ -8,11 +8,11 @@ names and semantics.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from retort import _core, exc, flush, loading
+from retort import _core, event, exc, flush, loading
 from retort.engine.result import Result, ScalarResult
 from retort.flush import RelatedChanges
 from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
@@ -43,6 +43,26 @@ def _relationships_of(obj: Any) -> Any:
     """The relationships of a mapped object's class (empty for anything else)."""
     mapper = getattr(type(obj), "__mapper__", None)
     return mapper.relationships if isinstance(mapper, Mapper) else ()
+
+
+def _lifecycle(obj: Any) -> str:
+    """transient, pending, persistent, deleted or detached."""
+    state = obj.__dict__.get("_retort_state")
+    return "transient" if state is None else str(state.lifecycle)
+
+
+def _pending_in(plan: Any) -> list[Any]:
+    """The pending objects a flush plan makes persistent, in flush order: its inserts, and the
+    new objects that take a deleted object's row over (row switch: an UPDATE)."""
+    out: list[Any] = []
+    for batch in plan.batches:
+        if batch.phase != "main":
+            continue
+        if batch.op == "insert":
+            out.extend(batch.objects())
+        elif batch.op == "update":
+            out.extend(o for o in batch.objects() if _lifecycle(o) == "pending")
+    return out
 
 
 def _first_entity(statement: Any) -> Mapper | None:
@@ -133,6 +153,18 @@ class IdentityMapView:
         return isinstance(key, tuple) and self.get(key) is not None
 
 
+class UOWTransaction:
+    """The ``flush_context`` that flush events receive: the session, its transaction and, from
+    after_flush on, the flush plan the core made."""
+
+    __slots__ = ("plan", "session", "transaction")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.transaction = session._tx
+        self.plan: Any = None
+
+
 class SessionTransaction:
     """A transaction of a Session, from `Session.begin()` (or begun implicitly)."""
 
@@ -204,6 +236,14 @@ class Session:
         # lost their owner under a delete-orphan cascade.
         self._related_changed: dict[int, Any] = {}
         self._orphans: dict[int, Any] = {}
+        # Objects deleted by flushes of the current transaction (deleted_to_detached at commit).
+        self._flushed_deleted: list[Any] = []
+        # Event listeners by event name; empty when nobody listens (see retort.event).
+        self._dispatch: dict[str, tuple[Callable[..., Any], ...]] = (
+            event._dispatch_of(self) if event._class_registries else {}
+        )
+        # new/dirty/deleted as they were before the flush, while after_flush runs
+        self._flush_view: tuple[IdentitySet, IdentitySet, IdentitySet] | None = None
         _sessions.add(self)
 
     # -- context management -------------------------------------------------------------------
@@ -213,6 +253,26 @@ class Session:
 
     def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
         self.close()
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _fire(self, name: str, *args: Any) -> None:
+        for fn in self._dispatch.get(name, ()):
+            fn(self, *args)
+
+    def _fire_each(self, name: str, objs: Iterable[Any]) -> None:
+        fns = self._dispatch.get(name)
+        if fns:
+            for obj in objs:
+                for fn in fns:
+                    fn(self, obj)
+
+    def _attached(self, obj: Any, how: str) -> None:
+        """Events of an object the core just attached: how="pending" when it was transient,
+        "persistent" when it was detached."""
+        self._fire("after_attach", obj)
+        if how == "pending":
+            self._fire("transient_to_pending", obj)
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -252,13 +312,15 @@ class Session:
     def _connection_for(self, mapper: Mapper | None = None) -> Connection:
         conn = self._conn
         if conn is None:
-            self._autobegin()
+            tx = self._autobegin()
             bind = self.get_bind(mapper)
             if hasattr(bind, "connect"):
                 conn = bind.connect()
             else:
                 conn = bind  # a Connection given as bind
             self._conn = conn
+            if self._dispatch:
+                self._fire("after_begin", tx, conn)
         return conn
 
     def _release_connection(self) -> None:
@@ -273,22 +335,44 @@ class Session:
         attribute access reloads it.
         """
         self._check_usable()
-        if self._related_changed or self._core.has_changes():
+        if self._dispatch:
+            self._fire("before_commit")
+        # before_commit and flush listeners may change more objects: flush until clean
+        for _ in range(100):
+            if not (self._related_changed or self._core.has_changes()):
+                break
             self.flush()
+        else:
+            raise exc.FlushError(
+                "over 100 flushes in a row during commit(): an event listener keeps changing "
+                "objects (does after_flush add new ones every time?)"
+            )
         conn = self._conn
         if conn is not None:
             try:
                 conn.commit()
             except BaseException:
                 self._rollback_connection()
+                self._flushed_deleted = []
+                if self._dispatch:
+                    self._fire("after_rollback")
                 self._core.rollback()
                 self._tx = None
                 raise
+        deleted, self._flushed_deleted = self._flushed_deleted, []
+        if self._dispatch:
+            self._fire("after_commit")
+            if deleted and "deleted_to_detached" in self._dispatch:
+                deleted = [o for o in deleted if _lifecycle(o) == "deleted"]
+            else:
+                deleted = []
         self._core.commit(self.expire_on_commit)
         if self._tx is not None:
             self._tx._closed = True
         self._tx = None
         self._release_connection()
+        if deleted:
+            self._fire_each("deleted_to_detached", deleted)
 
     def _rollback_connection(self) -> None:
         conn = self._conn
@@ -301,19 +385,28 @@ class Session:
     def rollback(self) -> None:
         """Roll the transaction back: objects added in it become transient again, deleted ones
         come back, and every loaded object is expired so that it reloads its committed state."""
+        tx = self._tx
+        # a failed flush rolled the database transaction back already (and said so)
+        events = tx is not None and bool(self._dispatch)
         try:
             self._rollback_connection()
+            if events and self._failed is None:
+                self._fire("after_rollback")
         finally:
             self._core.rollback()
             self._related_changed.clear()
             self._orphans.clear()
+            self._flushed_deleted = []
             if self._tx is not None:
                 self._tx._closed = True
             self._tx = None
             self._failed = None
+        if events:
+            self._fire("after_soft_rollback", tx)
 
     def close(self) -> None:
         """Release the connection (rolling back) and detach every object."""
+        detached = self._persistent_if_listened()
         try:
             self._rollback_connection()
         finally:
@@ -323,7 +416,17 @@ class Session:
             self._failed = None
             self._related_changed.clear()
             self._orphans.clear()
+            self._flushed_deleted = []
             self._core = _core.SessionCore(weakref.ref(self))
+        if detached:
+            self._fire_each("persistent_to_detached", detached)
+
+    def _persistent_if_listened(self) -> list[Any] | None:
+        """The persistent objects, when someone listens for persistent_to_detached (close and
+        expunge_all stay O(1) otherwise)."""
+        if "persistent_to_detached" in self._dispatch:
+            return list(self._core.identity_objects())
+        return None
 
     def reset(self) -> None:
         self.close()
@@ -357,7 +460,9 @@ class Session:
         Related objects reachable through relationships with the save-update cascade (the
         default) are added with it."""
         self._autobegin()
-        self._core.add(instance)
+        how = self._core.add(instance)
+        if how and self._dispatch:
+            self._attached(instance, how)
         if _relationships_of(instance):
             self._cascade_related(instance)
 
@@ -365,13 +470,18 @@ class Session:
         self._autobegin()
         add = self._core.add
         for obj in instances:
-            add(obj)
+            how = add(obj)
+            if how and self._dispatch:
+                self._attached(obj, how)
             if _relationships_of(obj):
                 self._cascade_related(obj)
 
     def _cascade_add(self, obj: Any) -> None:
         """Add an object reached through a save-update cascade (and what it reaches)."""
-        if self._core.add(obj) or obj.__dict__.get("_retort_state") is not None:
+        how = self._core.add(obj)
+        if how and self._dispatch:
+            self._attached(obj, how)
+        if how or obj.__dict__.get("_retort_state") is not None:
             if type(obj).__mapper__.relationships:
                 self._cascade_related(obj)
 
@@ -392,7 +502,10 @@ class Session:
                     if id(item) in seen:
                         continue
                     seen.add(id(item))
-                    if self._core.add(item) and type(item).__mapper__.relationships:
+                    how = self._core.add(item)
+                    if how and self._dispatch:
+                        self._attached(item, how)
+                    if how and type(item).__mapper__.relationships:
                         self._related_changed[id(item)] = item
                     stack.append(item)
 
@@ -400,6 +513,11 @@ class Session:
         """Mark a persistent object for deletion at the next flush (with its children, where a
         relationship has the delete cascade)."""
         self._autobegin()
+        if self._dispatch and _lifecycle(instance) == "detached":
+            # deleting a detached object attaches it first
+            how = self._core.add(instance)
+            if how:
+                self._attached(instance, how)
         if not _relationships_of(instance):
             self._core.delete(instance)
             return
@@ -449,13 +567,25 @@ class Session:
     def expunge(self, instance: object) -> None:
         """Remove an object from the session without touching the database (with the objects
         its relationships reach through the expunge cascade)."""
+        # (object, lifecycle before) for persistent_to_detached / deleted_to_detached
+        gone: list[tuple[Any, str]] | None = None
+        if self._dispatch:
+            gone = [(instance, _lifecycle(instance))]
         self._core.expunge(instance)
         self._related_changed.pop(id(instance), None)
         if _relationships_of(instance):
             for obj in self._cascaded(instance, "expunge"):
                 if obj in self:
+                    if gone is not None:
+                        gone.append((obj, _lifecycle(obj)))
                     self._core.expunge(obj)
                     self._related_changed.pop(id(obj), None)
+        if gone:
+            for obj, was in gone:
+                if was == "persistent":
+                    self._fire("persistent_to_detached", obj)
+                elif was == "deleted":
+                    self._fire("deleted_to_detached", obj)
 
     def _cascaded(self, obj: Any, cascade: str) -> list[Any]:
         """Loaded objects reached from `obj` through relationships with `cascade`."""
@@ -478,9 +608,13 @@ class Session:
 
     def expunge_all(self) -> None:
         """Remove every object from the session (the transaction stays open)."""
+        detached = self._persistent_if_listened()
         self._core = _core.SessionCore(weakref.ref(self))
         self._related_changed.clear()
         self._orphans.clear()
+        self._flushed_deleted = []
+        if detached:
+            self._fire_each("persistent_to_detached", detached)
 
     def __contains__(self, instance: object) -> bool:
         return bool(self._core.contains(instance))
@@ -491,11 +625,15 @@ class Session:
     @property
     def new(self) -> IdentitySet:
         """Objects added and not yet flushed."""
+        if self._flush_view is not None:
+            return self._flush_view[0]
         return IdentitySet(self._core.new_objects())
 
     @property
     def dirty(self) -> IdentitySet:
         """Persistent objects with a net change to flush (in a column or a relationship)."""
+        if self._flush_view is not None:
+            return self._flush_view[1]
         objs = list(self._core.dirty_objects())
         if self._related_changed:
             deleted = self.deleted
@@ -508,6 +646,8 @@ class Session:
     @property
     def deleted(self) -> IdentitySet:
         """Objects marked for deletion and not yet flushed."""
+        if self._flush_view is not None:
+            return self._flush_view[2]
         return IdentitySet(self._core.deleted_objects())
 
     @property
@@ -552,29 +692,76 @@ class Session:
         configure_mappers()
         self._flushing = True
         try:
+            ctx: UOWTransaction | None = None
+            if "before_flush" in self._dispatch:
+                # objects it adds or changes are part of this flush
+                ctx = UOWTransaction(self)
+                self._fire("before_flush", ctx, objects)
+                if not self._related_changed and not self._core.has_changes():
+                    return
             conn = self._connection_for()
             try:
+                events = self._dispatch
+                if events:
+                    view = (self.new, self.dirty, self.deleted) if "after_flush" in events else None
                 related = self._prepare_related(conn) if self._related_changed else None
+                deleted = self._core.deleted_objects()
                 plan = self._core.plan()
                 if related is not None:
                     related.delete_links(conn)
                 results = flush.execute(plan, conn)
                 if related is not None:
                     related.insert_links(conn)
+                if events:
+                    inserted = _pending_in(plan) if "pending_to_persistent" in events else None
                 self._core.finish_flush(plan, results)
                 if related is not None:
                     related.done(list(self._related_changed.values()))
                     self._related_changed.clear()
                     self._orphans.clear()
+                if deleted:
+                    self._flushed_deleted.extend(deleted)
+                if events:
+                    self._after_flush(ctx or UOWTransaction(self), plan, view, inserted, deleted)
             except BaseException as e:
                 self._failed = e
                 try:
                     conn.rollback()
                 except Exception:  # the original error matters more
                     pass
+                if self._dispatch:
+                    # what SQLAlchemy's flush does: the transaction is rolled back (soft, too)
+                    self._fire("after_rollback")
+                    self._fire("after_soft_rollback", self._tx)
                 raise
         finally:
             self._flushing = False
+
+    def _after_flush(
+        self,
+        ctx: UOWTransaction,
+        plan: Any,
+        view: tuple[IdentitySet, IdentitySet, IdentitySet] | None,
+        inserted: list[Any] | None,
+        deleted: list[Any],
+    ) -> None:
+        """after_flush (seeing new/dirty/deleted as they were before the flush), the lifecycle
+        events of the flushed objects (deletes first, as SQLAlchemy), then
+        after_flush_postexec."""
+        ctx.plan = plan
+        ctx.transaction = self._tx
+        self._flush_view = view
+        try:
+            self._fire("after_flush", ctx)
+        finally:
+            self._flush_view = None
+        if deleted and "persistent_to_deleted" in self._dispatch:
+            self._fire_each(
+                "persistent_to_deleted", [o for o in deleted if _lifecycle(o) == "deleted"]
+            )
+        if inserted:
+            self._fire_each("pending_to_persistent", inserted)
+        self._fire("after_flush_postexec", ctx)
 
     def _prepare_related(self, conn: Connection) -> RelatedChanges:
         """Before planning: pre-allocate keys relationships need, copy keys into foreign keys,
@@ -942,7 +1129,12 @@ class sessionmaker:
         if kw.get("info") is not None and "info" in local_kw:
             kw["info"] = {**kw["info"], **local_kw.pop("info")}
         kw.update(local_kw)
-        return self.class_(**kw)
+        session = self.class_(**kw)
+        # listeners on this sessionmaker apply to its sessions (see retort.event)
+        session._retort_maker = self  # type: ignore[attr-defined]
+        if self.__dict__.get("_retort_listeners"):
+            session._dispatch = event._dispatch_of(session)
+        return session
 
     @contextmanager
     def begin(self) -> Iterator[Session]:
