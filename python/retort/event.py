@@ -218,6 +218,8 @@ def remove(target: Any, identifier: str, fn: Callable[..., Any]) -> None:
     if not listeners:
         assert reg is not None
         del reg[identifier]
+        if not reg and isinstance(target, type):
+            del _class_registries[target]  # new sessions skip the lookup again
     _refresh(target)
 
 
