@@ -174,17 +174,29 @@ class SessionTransaction:
         self.parent: SessionTransaction | None = None
         self._explicit = explicit
         self._closed = False
+        # a SAVEPOINT's: the engine's nested transaction, and objects whose relationships
+        # changed inside it (to expire if it rolls back)
+        self._savepoint: Any = None
+        self._touched: list[Any] = []
 
     @property
     def is_active(self) -> bool:
         return not self._closed and self.session._failed is None
 
     def commit(self) -> None:
+        if self.nested:
+            if self._closed:
+                raise exc.InvalidRequestError("this SAVEPOINT was already released or rolled back")
+            self.session._release_savepoint(self)
+            return
         self._check_current()
         self.session.commit()
 
     def rollback(self) -> None:
         if self._closed:
+            return
+        if self.nested:
+            self.session._rollback_savepoint(self)
             return
         self.session.rollback()
 
@@ -229,6 +241,7 @@ class Session:
         self._core = _core.SessionCore(weakref.ref(self))
         self._conn: Connection | None = None
         self._tx: SessionTransaction | None = None
+        self._nested: list[SessionTransaction] = []
         self._failed: BaseException | None = None
         self._flushing = False
         self._no_autoflush = 0
@@ -296,7 +309,56 @@ class Session:
         return self._tx is not None
 
     def in_nested_transaction(self) -> bool:
-        return False
+        return bool(self._nested)
+
+    def begin_nested(self) -> SessionTransaction:
+        """Begin a SAVEPOINT (flushing pending work first); use as ``with session.begin_nested():``.
+
+        Rolling it back undoes only what happened inside it: objects added inside become
+        transient, objects deleted inside come back, and objects changed inside are expired so
+        that they reload what the database holds after the rollback."""
+        self._check_usable()
+        parent = self._nested[-1] if self._nested else self._autobegin()
+        self.flush()
+        conn = self._connection_for()
+        db_savepoint = conn.begin_nested()
+        self._core.savepoint_begin()
+        tx = SessionTransaction(self, explicit=True)
+        tx.nested = True
+        tx.parent = parent
+        tx._savepoint = db_savepoint
+        self._nested.append(tx)
+        return tx
+
+    def _release_savepoint(self, tx: SessionTransaction) -> None:
+        while self._nested and self._nested[-1] is not tx:
+            self._release_savepoint(self._nested[-1])  # inner ones first
+        self._check_usable()
+        self.flush()
+        tx._savepoint.commit()
+        self._core.savepoint_release()
+        self._nested.pop()
+        tx._closed = True
+        if self._nested:
+            self._nested[-1]._touched.extend(tx._touched)
+
+    def _rollback_savepoint(self, tx: SessionTransaction) -> None:
+        while self._nested and self._nested[-1] is not tx:
+            self._rollback_savepoint(self._nested[-1])  # inner ones first
+        if not self._nested:
+            return
+        touched = [*tx._touched, *self._related_changed.values()]
+        tx._savepoint.rollback()
+        self._core.savepoint_rollback()
+        self._nested.pop()
+        tx._closed = True
+        self._failed = None
+        self._related_changed.clear()
+        self._orphans.clear()
+        for obj in touched:
+            state = obj.__dict__.get("_retort_state")
+            if state is not None and state.lifecycle == "persistent" and obj in self:
+                self.expire(obj)
 
     def get_transaction(self) -> SessionTransaction | None:
         return self._tx
@@ -335,6 +397,8 @@ class Session:
         attribute access reloads it.
         """
         self._check_usable()
+        while self._nested:
+            self._release_savepoint(self._nested[-1])
         if self._dispatch:
             self._fire("before_commit")
         # before_commit and flush listeners may change more objects: flush until clean
@@ -394,6 +458,9 @@ class Session:
                 self._fire("after_rollback")
         finally:
             self._core.rollback()
+            for sp in self._nested:
+                sp._closed = True
+            self._nested.clear()
             self._related_changed.clear()
             self._orphans.clear()
             self._flushed_deleted = []
@@ -413,6 +480,9 @@ class Session:
             if self._tx is not None:
                 self._tx._closed = True
             self._tx = None
+            for sp in self._nested:
+                sp._closed = True
+            self._nested.clear()
             self._failed = None
             self._related_changed.clear()
             self._orphans.clear()
@@ -690,6 +760,9 @@ class Session:
         if not self._related_changed and not self._core.has_changes():
             return
         configure_mappers()
+        if self._nested and self._related_changed:
+            # relationships changed inside a SAVEPOINT are expired if it rolls back
+            self._nested[-1]._touched.extend(self._related_changed.values())
         self._flushing = True
         try:
             ctx: UOWTransaction | None = None
@@ -726,7 +799,12 @@ class Session:
             except BaseException as e:
                 self._failed = e
                 try:
-                    conn.rollback()
+                    if self._nested:
+                        # only the SAVEPOINT's work is lost; the session stays unusable until
+                        # the savepoint (or the whole transaction) is rolled back
+                        self._nested[-1]._savepoint.rollback()
+                    else:
+                        conn.rollback()
                 except Exception:  # the original error matters more
                     pass
                 if self._dispatch:

@@ -1,0 +1,135 @@
+"""SAVEPOINTs: Session.begin_nested() and what rolling one back undoes (only its own work)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from retort import DeclarativeBase, Mapped, Session, exc, inspect, mapped_column, select
+from retort.engine import Engine
+
+Log = list[tuple[str, Any]]
+Conn = psycopg.Connection[Any]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+@pytest.fixture
+def db(engine: Engine) -> Engine:
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add_all([Item(name="a"), Item(name="b")])
+        s.commit()
+    return engine
+
+
+def _names(admin_conn: Conn, schema: str) -> list[str]:
+    rows = admin_conn.execute(f"SELECT name FROM {schema}.items ORDER BY id").fetchall()
+    return [r[0] for r in rows]
+
+
+def test_begin_nested_flushes_first_and_emits_savepoint_statements(
+    db: Engine, sql_log: Log
+) -> None:
+    with Session(db) as s:
+        s.add(Item(name="c"))
+        sql_log.clear()
+        with s.begin_nested() as sp:
+            assert sp.nested and s.in_nested_transaction()
+            assert sp.parent is not None and not sp.parent.nested
+            s.add(Item(name="d"))
+        verbs = [q.split()[0].upper() for q, _ in sql_log]
+        assert verbs[:2] == ["INSERT", "SAVEPOINT"]  # pending work flushed before the SAVEPOINT
+        assert verbs[-2:] == ["INSERT", "RELEASE"]
+        assert not s.in_nested_transaction()
+
+
+def test_rolling_back_a_savepoint_undoes_only_its_work(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        a, b = s.scalars(select(Item).order_by(Item.id)).all()
+        a.name = "a1"  # before the savepoint: kept
+        sp = s.begin_nested()
+        b.name = "b1"
+        s.flush()
+        s.delete(a)
+        added = Item(name="inside")
+        s.add(added)
+        s.flush()
+        sp.rollback()
+        assert inspect(added).transient
+        assert inspect(a).persistent and a in s
+        assert b.name == "b"  # expired and reloaded: the change inside is gone
+        assert a.name == "a1"
+        s.commit()
+    assert _names(admin_conn, schema) == ["a1", "b"]
+
+
+def test_unflushed_work_inside_a_rolled_back_savepoint_is_dropped(db: Engine) -> None:
+    with Session(db) as s:
+        a = s.get(Item, 1)
+        with pytest.raises(RuntimeError):
+            with s.begin_nested():
+                pending = Item(name="p")
+                s.add(pending)
+                s.delete(a)
+                raise RuntimeError("boom")
+        assert inspect(pending).transient
+        assert a not in s.deleted and inspect(a).persistent
+        assert not s.new
+
+
+def test_a_released_savepoint_is_undone_by_the_outer_rollback(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        with s.begin_nested():
+            x = Item(name="x")
+            s.add(x)
+        assert inspect(x).persistent
+        s.rollback()
+        assert inspect(x).transient
+    assert _names(admin_conn, schema) == ["a", "b"]
+
+
+def test_inner_savepoint_rollback_keeps_the_outer_one(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        outer = s.begin_nested()
+        s.add(Item(name="outer"))
+        inner = s.begin_nested()
+        s.add(Item(name="inner"))
+        s.flush()
+        inner.rollback()
+        assert s.in_nested_transaction()
+        outer.commit()
+        s.commit()
+    assert _names(admin_conn, schema) == ["a", "b", "outer"]
+
+
+def test_a_failed_flush_inside_a_savepoint_leaves_the_outer_work(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        s.add(Item(name="kept"))
+        sp = s.begin_nested()
+        s.add(Item(name=None))  # type: ignore[arg-type]  # NOT NULL violation
+        with pytest.raises(exc.IntegrityError):
+            s.flush()
+        with pytest.raises(exc.PendingRollbackError):
+            s.flush()
+        sp.rollback()
+        s.commit()
+    assert _names(admin_conn, schema) == ["a", "b", "kept"]
