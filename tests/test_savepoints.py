@@ -133,3 +133,36 @@ def test_a_failed_flush_inside_a_savepoint_leaves_the_outer_work(
         sp.rollback()
         s.commit()
     assert _names(admin_conn, schema) == ["a", "b", "kept"]
+
+
+class Code(Base):
+    __tablename__ = "codes"
+    code: Mapped[str] = mapped_column(primary_key=True)
+    label: Mapped[str]
+
+
+@pytest.mark.parametrize("how", ["rollback", "savepoint"])
+def test_a_primary_key_change_is_undone_in_the_identity_map(
+    engine: Engine, admin_conn: Conn, schema: str, how: str
+) -> None:
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Code(code="old", label="x"))
+        s.commit()
+    with Session(engine) as s:
+        c = s.get(Code, "old")
+        assert c is not None
+        sp = s.begin_nested() if how == "savepoint" else None
+        c.code = "new"
+        s.flush()
+        assert s.get(Code, "new") is c
+        if sp is not None:
+            sp.rollback()
+        else:
+            s.rollback()
+        assert c.code == "old"
+        assert s.get(Code, "old") is c
+        assert s.get(Code, "new") is None
+        assert c.label == "x"  # reloads through the old key
+        s.commit()
+    assert admin_conn.execute(f"SELECT code FROM {schema}.codes").fetchall() == [("old",)]

@@ -58,6 +58,9 @@ pub struct Uow {
     pub tx_inserted: Vec<IdentityKey>,
     /// Objects whose DELETE was flushed in the current transaction.
     pub tx_deleted: Vec<Held>,
+    /// Objects whose primary key a flush of the current transaction changed: the old key,
+    /// the old key's values and the new key.
+    pub tx_rekeyed: Vec<(IdentityKey, Vec<Py<PyAny>>, IdentityKey, Held)>,
     /// Open SAVEPOINTs, innermost last.
     pub savepoints: Vec<Savepoint>,
 }
@@ -66,6 +69,7 @@ pub struct Uow {
 pub struct Savepoint {
     inserted: usize,
     deleted: usize,
+    rekeyed: usize,
     new_seq: u64,
     marked_seq: u64,
     updated: Vec<Held>,
@@ -194,6 +198,36 @@ fn watch(
     uow.watched.insert_if_absent(obj.as_ptr() as usize, || {
         (obj.clone().unbind(), state.clone_ref(py))
     });
+    Ok(())
+}
+
+/// Undo primary-key changes (newest first): the object gets its old key back, in its
+/// attributes and in the identity map.
+fn undo_rekeys(
+    py: Python<'_>,
+    uow: &mut Uow,
+    rekeyed: Vec<(IdentityKey, Vec<Py<PyAny>>, IdentityKey, Held)>,
+) -> PyResult<()> {
+    for (old_key, old_values, new_key, (obj, st)) in rekeyed.into_iter().rev() {
+        let m = st.get().mapper.get();
+        let dict = instance_dict(obj.bind(py))?;
+        for (&c, v) in m.pk.iter().zip(old_values) {
+            dict.set_item(m.keys[c as usize].bind(py), v)?;
+        }
+        {
+            let mut inner = st.get().lock()?;
+            if inner.key.as_ref() == Some(&new_key) {
+                inner.key = Some(old_key.clone());
+            }
+        }
+        if uow
+            .live(py, &new_key)
+            .is_some_and(|(o, _)| o.bind(py).is(obj.bind(py)))
+        {
+            uow.identity.remove(&new_key);
+        }
+        uow.insert_identity(py, old_key, obj.bind(py), st)?;
+    }
     Ok(())
 }
 
@@ -649,6 +683,7 @@ impl SessionCore {
                     watched: fast_map(),
                     tx_inserted: Vec::new(),
                     tx_deleted: Vec::new(),
+                    tx_rekeyed: Vec::new(),
                     savepoints: Vec::new(),
                 }),
             }),
@@ -1440,6 +1475,16 @@ impl SessionCore {
                         if old_key.as_ref() != Some(&new_key) {
                             if let Some(k) = old_key {
                                 uow.identity.remove(&k);
+                                let old_values: Vec<Py<PyAny>> = row.old_pk[..m.pk.len()]
+                                    .iter()
+                                    .map(|v| v.clone_ref(py))
+                                    .collect();
+                                uow.tx_rekeyed.push((
+                                    k,
+                                    old_values,
+                                    new_key.clone(),
+                                    (obj.clone().unbind(), row.held.1.clone_ref(py)),
+                                ));
                             }
                             uow.insert_identity(py, new_key, obj, row.held.1.clone_ref(py))?;
                         }
@@ -1481,6 +1526,7 @@ impl SessionCore {
             let mut uow = self.uow()?;
             let deleted = std::mem::take(&mut uow.tx_deleted);
             let inserted = std::mem::take(&mut uow.tx_inserted);
+            uow.tx_rekeyed.clear();
             uow.savepoints.clear();
             (deleted, inserted)
         };
@@ -1503,6 +1549,8 @@ impl SessionCore {
         let inserted = std::mem::take(&mut uow.tx_inserted);
         let tx_deleted = std::mem::take(&mut uow.tx_deleted);
         let savepoints = std::mem::take(&mut uow.savepoints);
+        let rekeyed = std::mem::take(&mut uow.tx_rekeyed);
+        undo_rekeys(py, &mut uow, rekeyed)?;
         let mut transient = Vec::new();
         for key in inserted {
             if let Some((obj, st)) = uow.live(py, &key) {
@@ -1548,6 +1596,7 @@ impl SessionCore {
         let sp = Savepoint {
             inserted: uow.tx_inserted.len(),
             deleted: uow.tx_deleted.len(),
+            rekeyed: uow.tx_rekeyed.len(),
             new_seq: uow.new.next_seq(),
             marked_seq: uow.deleted.next_seq(),
             updated: Vec::new(),
@@ -1583,6 +1632,9 @@ impl SessionCore {
         let inserted = uow.tx_inserted.split_off(at);
         let at = sp.deleted.min(uow.tx_deleted.len());
         let restored = uow.tx_deleted.split_off(at);
+        let at = sp.rekeyed.min(uow.tx_rekeyed.len());
+        let rekeyed = uow.tx_rekeyed.split_off(at);
+        undo_rekeys(py, &mut uow, rekeyed)?;
         let added = uow.new.take_from(sp.new_seq);
         let unmarked = uow.deleted.take_from(sp.marked_seq);
         let dirty = std::mem::replace(&mut uow.dirty, fast_map());
@@ -1793,10 +1845,18 @@ impl SessionCore {
             .values()
             .chain(uow.dirty.values())
             .chain(uow.deleted.values())
+            .chain(uow.watched.values())
             .chain(uow.tx_deleted.iter())
+            .chain(uow.tx_rekeyed.iter().map(|(_, _, _, h)| h))
+            .chain(uow.savepoints.iter().flat_map(|sp| sp.updated.iter()))
         {
             visit.call(o)?;
             visit.call(s)?;
+        }
+        for (_, values, _, _) in &uow.tx_rekeyed {
+            for v in values {
+                visit.call(v)?;
+            }
         }
         Ok(())
     }
