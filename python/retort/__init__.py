@@ -30,6 +30,7 @@ from retort.session import (
     SessionTransaction,
     close_all_sessions,
     make_transient,
+    make_transient_to_detached,
     object_session,
     sessionmaker,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "lazyload",
     "literal",
     "make_transient",
+    "make_transient_to_detached",
     "mapped_column",
     "not_",
     "null",

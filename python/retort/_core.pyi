@@ -13,10 +13,13 @@ __all__ = [
     "MapperCore",
     "SessionCore",
     "__version__",
+    "make_detached",
 ]
 
 __version__: Final[str]
 NEEDS_LOAD: Final[object]
+
+def make_detached(instance: object) -> None: ...
 
 @final
 class MapperCore:

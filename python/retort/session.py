@@ -8,7 +8,7 @@ names and semantics.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,7 +18,7 @@ from retort.flush import RelatedChanges
 from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
 from retort.sql.compiler import compile as compile_stmt
 from retort.sql.compiler import quote_identifier
-from retort.sql.elements import and_
+from retort.sql.elements import and_, or_
 from retort.sql.selectable import select as select_
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ __all__ = [
     "SessionTransaction",
     "close_all_sessions",
     "make_transient",
+    "make_transient_to_detached",
     "object_session",
     "sessionmaker",
 ]
@@ -1144,36 +1145,98 @@ class Session:
         return self.execute(statement, params, execution_options=execution_options).scalar()
 
     def merge(self, instance: _T, *, load: bool = True) -> _T:
-        """Copy the state of `instance` onto the persistent object with its identity (loaded or
-        created), following relationships with the merge cascade; returns that object."""
+        """Copy the state of `instance` onto the persistent object with its identity and return
+        that object: the one the session holds, else one loaded (one SELECT), else a new pending
+        one. Relationships with the merge cascade are merged too.
+
+        With ``load=False`` nothing is loaded: the copy is taken as the database's state (the
+        object must have no unflushed changes) and becomes persistent and clean.
+        """
         return self._merge(instance, load, {})
 
-    def _merge(self, instance: Any, load: bool, memo: dict[int, Any]) -> Any:
+    def merge_all(self, instances: Iterable[_T], *, load: bool = True) -> list[_T]:
+        """merge() each object, fetching every identity the session lacks in one SELECT per
+        class first."""
+        objs = list(instances)
+        loaded: list[Any] = []  # keeps what the SELECTs load alive while merging
+        absent: set[tuple[Any, ...]] = set()
+        if load:
+            missing: dict[Mapper, list[tuple[Any, ...]]] = {}
+            for obj in objs:
+                mapper = object_mapper(obj)
+                ident = tuple(mapper._core.primary_key_of(obj))
+                if all(v is not None for v in ident) and obj not in self:
+                    if self._core.identity_lookup(mapper._core, ident) is None:
+                        missing.setdefault(mapper, []).append(ident)
+            for mapper, idents in missing.items():
+                self._autoflush()
+                pk = mapper.primary_key
+                if len(pk) == 1:
+                    crit = pk[0].in_([i[0] for i in idents])
+                else:
+                    crit = or_(
+                        *(and_(*(c == v for c, v in zip(pk, i, strict=True))) for i in idents)
+                    )
+                found = self.scalars(select_(mapper.class_).where(crit)).all()
+                loaded.extend(found)
+                have = {tuple(mapper._core.primary_key_of(o)) for o in found}
+                absent.update((mapper, i) for i in idents if i not in have)
+        memo: dict[int, Any] = {}
+        with self.no_autoflush:
+            return [self._merge(obj, load, memo, absent) for obj in objs]
+
+    def _merge(
+        self, instance: Any, load: bool, memo: dict[int, Any], absent: Set[Any] = frozenset()
+    ) -> Any:
         if id(instance) in memo:
             return memo[id(instance)]
         mapper = object_mapper(instance)
         if instance in self:
             memo[id(instance)] = instance
             return instance
+        state = instance.__dict__.get("_retort_state")
+        if not load and state is not None and state.changed:
+            raise exc.InvalidRequestError(
+                f"merge(load=False) takes objects without unflushed changes, and {instance!r} "
+                "has some; flush them in their own session first, or merge with load=True"
+            )
         ident = tuple(mapper._core.primary_key_of(instance))
+        complete = all(v is not None for v in ident)
         target: Any = None
-        if all(v is not None for v in ident):
-            target = self.get(mapper.class_, ident) if load else None
-        if target is None:
+        if complete:
+            if (mapper, ident) in absent:
+                target = None  # merge_all already knows the database has no such row
+            elif load:
+                target = self.get(mapper.class_, ident)
+            else:
+                target = self._core.identity_lookup(mapper._core, ident)
+        fresh = target is None
+        if fresh:
             target = object.__new__(mapper.class_)
-            self.add(target)
         memo[id(instance)] = target
         for key in mapper.keys:
             if key in instance.__dict__:
-                setattr(target, key, instance.__dict__[key])
+                if fresh and not load:
+                    target.__dict__[key] = instance.__dict__[key]
+                else:
+                    setattr(target, key, instance.__dict__[key])
+        if fresh:
+            if not load and complete:
+                # taken as the database's state: persistent and clean, no SELECT
+                _core.make_detached(target)
+            self.add(target)
         for prop in mapper.relationships.values():
             if "merge" not in prop.cascade or prop.key not in instance.__dict__:
                 continue
             value = instance.__dict__[prop.key]
             if prop.uselist:
-                setattr(target, prop.key, [self._merge(v, load, memo) for v in value])
+                setattr(target, prop.key, [self._merge(v, load, memo, absent) for v in value])
             else:
-                setattr(target, prop.key, None if value is None else self._merge(value, load, memo))
+                setattr(
+                    target,
+                    prop.key,
+                    None if value is None else self._merge(value, load, memo, absent),
+                )
         return target
 
     def __repr__(self) -> str:
@@ -1242,6 +1305,13 @@ def close_all_sessions() -> None:
     """Close every session still alive in this process."""
     for s in list(_sessions):
         s.close()
+
+
+def make_transient_to_detached(instance: object) -> None:
+    """Give a transient object with a full primary key an identity, as if it had been loaded
+    and then detached; add it to a session to use it as persistent (no SELECT is sent)."""
+    object_mapper(instance)
+    _core.make_detached(instance)
 
 
 def make_transient(instance: object) -> None:

@@ -210,6 +210,42 @@ pub fn ensure_state<'py>(
     Ok((dict, state))
 }
 
+/// Give a transient object with a complete primary key an identity, as if it had been
+/// loaded and its session closed (`make_transient_to_detached`).
+#[pyfunction]
+pub fn make_detached(instance: &Bound<'_, PyAny>) -> PyResult<()> {
+    let (dict, st) = ensure_state(instance)?;
+    let m = st.get().mapper.get();
+    let mut inner = st.get().lock()?;
+    if inner.effective() != Lifecycle::Transient {
+        return Err(super::errors::InvalidRequestError::new_err(format!(
+            "make_transient_to_detached() takes a transient object; {} is {}",
+            instance.repr().map(|r| r.to_string()).unwrap_or_default(),
+            inner.effective().name()
+        )));
+    }
+    let py = instance.py();
+    let mut values = Vec::with_capacity(m.pk.len());
+    for &c in &m.pk {
+        match dict.get_item(m.keys[c as usize].bind(py))? {
+            Some(v) if !v.is_none() => values.push(v),
+            _ => {
+                return Err(super::errors::InvalidRequestError::new_err(format!(
+                    "make_transient_to_detached() needs the full primary key; {}.{} is not set",
+                    m.name,
+                    m.keys[c as usize].bind(py)
+                )))
+            }
+        }
+    }
+    inner.key = Some(super::convert::identity_key(m.id, values.into_iter())?);
+    inner.lifecycle = Lifecycle::Detached;
+    inner.session = None;
+    inner.gen_ref = None;
+    drop(inner.committed.clear());
+    Ok(())
+}
+
 #[pymethods]
 impl InstanceState {
     /// "transient", "pending", "persistent", "deleted" or "detached".

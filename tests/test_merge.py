@@ -1,0 +1,106 @@
+"""merge(), merge_all() and make_transient_to_detached()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from retort import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    exc,
+    inspect,
+    make_transient_to_detached,
+    mapped_column,
+)
+from retort.engine import Engine
+
+Log = list[tuple[str, Any]]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Thing(Base):
+    __tablename__ = "things"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str]
+
+
+@pytest.fixture
+def db(engine: Engine) -> Engine:
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add_all([Thing(id=i, name=f"t{i}") for i in range(1, 4)])
+        s.commit()
+    return engine
+
+
+def _selects(log: Log) -> int:
+    return sum(1 for sql, _ in log if sql.lstrip().upper().startswith("SELECT"))
+
+
+def test_merge_loads_once_and_returns_the_session_instance(db: Engine, sql_log: Log) -> None:
+    with Session(db) as s:
+        sql_log.clear()
+        merged = s.merge(Thing(id=1, name="renamed"))
+        assert _selects(sql_log) == 1
+        assert inspect(merged).persistent and merged.name == "renamed"
+        sql_log.clear()
+        again = s.merge(Thing(id=1, name="again"))
+        assert again is merged and _selects(sql_log) == 0  # already in the session
+        missing = s.merge(Thing(id=99, name="fresh"))
+        assert inspect(missing).pending  # not in the database: a new row
+
+
+def test_merge_all_fetches_every_missing_key_in_one_select(db: Engine, sql_log: Log) -> None:
+    with Session(db) as s:
+        s.get(Thing, 1)
+        sql_log.clear()
+        merged = s.merge_all([Thing(id=i, name=f"m{i}") for i in (1, 2, 3, 50)])
+        assert _selects(sql_log) == 1
+        assert [inspect(m).persistent for m in merged] == [True, True, True, False]
+        s.commit()
+    with Session(db) as s:
+        assert s.get(Thing, 3).name == "m3"  # type: ignore[union-attr]
+        assert s.get(Thing, 50).name == "m50"  # type: ignore[union-attr]
+
+
+def test_merge_without_load_sends_no_select_and_refuses_dirty_objects(
+    db: Engine, sql_log: Log
+) -> None:
+    with Session(db) as s1:
+        detached = s1.get(Thing, 2)
+    with Session(db) as s2:
+        sql_log.clear()
+        merged = s2.merge(detached, load=False)  # type: ignore[arg-type]
+        assert sql_log == []
+        assert inspect(merged).persistent and not s2.is_modified(merged)
+    with Session(db) as s3:
+        loaded = s3.get(Thing, 3)
+        loaded.name = "changed"  # type: ignore[union-attr]
+        with Session(db) as s4, pytest.raises(exc.InvalidRequestError, match="load=False"):
+            s4.merge(loaded, load=False)  # type: ignore[arg-type]
+
+
+def test_make_transient_to_detached_then_add_is_persistent_without_a_select(
+    db: Engine, sql_log: Log
+) -> None:
+    t = Thing(id=1, name="t1")
+    make_transient_to_detached(t)
+    assert inspect(t).detached and inspect(t).identity == (1,)
+    with Session(db) as s:
+        sql_log.clear()
+        s.add(t)
+        assert inspect(t).persistent and sql_log == []
+        t.name = "via detached"
+        s.commit()
+    with Session(db) as s:
+        assert s.get(Thing, 1).name == "via detached"  # type: ignore[union-attr]
+    with pytest.raises(exc.InvalidRequestError, match="primary key"):
+        make_transient_to_detached(Thing(name="no key"))
+    with pytest.raises(exc.InvalidRequestError, match="transient"):
+        make_transient_to_detached(t)
