@@ -7,6 +7,8 @@ names and semantics.
 
 from __future__ import annotations
 
+import functools
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
@@ -166,6 +168,38 @@ class UOWTransaction:
         self.plan: Any = None
 
 
+_get_ident = threading.get_ident
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _exclusive(method: _F) -> _F:
+    """Run a Session method as its thread's: a call from another thread meanwhile raises
+    ConcurrentUseError (re-entry from the same thread, e.g. flush inside commit, is fine)."""
+
+    @functools.wraps(method)
+    def guarded(self: Session, *args: Any, **kwargs: Any) -> Any:
+        me = _get_ident()
+        owner = self._owner
+        if owner is None:
+            self._owner = me
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._owner = None
+        if owner != me:
+            raise _busy_error(self)
+        return method(self, *args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
+
+
+def _busy_error(session: Session) -> exc.ConcurrentUseError:
+    return exc.ConcurrentUseError(
+        f"{session!r} is in use by another thread; a Session must be used by one thread at a "
+        "time: give each thread its own Session (for example from a sessionmaker)"
+    )
+
+
 class SessionTransaction:
     """A transaction of a Session, from `Session.begin()` (or begun implicitly)."""
 
@@ -244,6 +278,8 @@ class Session:
         self._tx: SessionTransaction | None = None
         self._nested: list[SessionTransaction] = []
         self._failed: BaseException | None = None
+        # the thread running a Session method that talks to the database, if any
+        self._owner: int | None = None
         self._flushing = False
         self._no_autoflush = 0
         # Objects whose relationships changed since the last flush (by id), and objects that
@@ -312,6 +348,7 @@ class Session:
     def in_nested_transaction(self) -> bool:
         return bool(self._nested)
 
+    @_exclusive
     def begin_nested(self) -> SessionTransaction:
         """Begin a SAVEPOINT (flushing pending work first); use as ``with session.begin_nested():``.
 
@@ -391,6 +428,7 @@ class Session:
         if conn is not None and conn is not self.bind and conn not in self._binds.values():
             conn.close()
 
+    @_exclusive
     def commit(self) -> None:
         """Flush, commit the database transaction and end the session's transaction.
 
@@ -447,6 +485,7 @@ class Session:
             finally:
                 self._release_connection()
 
+    @_exclusive
     def rollback(self) -> None:
         """Roll the transaction back: objects added in it become transient again, deleted ones
         come back, and every loaded object is expired so that it reloads its committed state."""
@@ -472,6 +511,7 @@ class Session:
         if events:
             self._fire("after_soft_rollback", tx)
 
+    @_exclusive
     def close(self) -> None:
         """Release the connection (rolling back) and detach every object."""
         detached = self._persistent_if_listened()
@@ -530,6 +570,8 @@ class Session:
 
         Related objects reachable through relationships with the save-update cascade (the
         default) are added with it."""
+        if self._owner is not None and self._owner != _get_ident():
+            raise _busy_error(self)
         self._autobegin()
         how = self._core.add(instance)
         if how and self._dispatch:
@@ -538,6 +580,8 @@ class Session:
             self._cascade_related(instance)
 
     def add_all(self, instances: Iterable[object]) -> None:
+        if self._owner is not None and self._owner != _get_ident():
+            raise _busy_error(self)
         self._autobegin()
         add = self._core.add
         for obj in instances:
@@ -583,6 +627,8 @@ class Session:
     def delete(self, instance: object) -> None:
         """Mark a persistent object for deletion at the next flush (with its children, where a
         relationship has the delete cascade)."""
+        if self._owner is not None and self._owner != _get_ident():
+            raise _busy_error(self)
         self._autobegin()
         if self._dispatch and _lifecycle(instance) == "detached":
             # deleting a detached object attaches it first
@@ -751,6 +797,7 @@ class Session:
         ):
             self.flush()
 
+    @_exclusive
     def flush(self, objects: Sequence[Any] | None = None) -> None:
         """Write pending changes to the database, in dependency order, in batches."""
         self._check_usable()
@@ -851,6 +898,7 @@ class Session:
                 self._core.assign_keys(mapper_core, flush.allocate_keys(mapper, count, conn))
         return flush.sync_related(self, list(self._related_changed.values()))
 
+    @_exclusive
     def flush_plan(self) -> list[dict[str, Any]]:
         """The steps the next flush would run, in order, without running them.
 
@@ -984,6 +1032,18 @@ class Session:
         if obj is not None and obj is not _NEEDS_LOAD:
             if not populate_existing and with_for_update is None:
                 return obj
+        return self._get_from_db(mapper, ident, obj, populate_existing, with_for_update)
+
+    @_exclusive
+    def _get_from_db(
+        self,
+        mapper: Mapper,
+        ident: Any,
+        obj: Any,
+        populate_existing: bool,
+        with_for_update: Any,
+    ) -> Any:
+        core = self._core
         self._check_usable()
         self._autoflush()
         if not isinstance(ident, tuple | list):
@@ -1012,6 +1072,7 @@ class Session:
             )
         return obj
 
+    @_exclusive
     def refresh(
         self,
         instance: object,
@@ -1055,6 +1116,7 @@ class Session:
 
     # -- statements -----------------------------------------------------------------------
 
+    @_exclusive
     def execute(
         self,
         statement: Any,
@@ -1144,6 +1206,7 @@ class Session:
         """The first column of the first row of a statement's result."""
         return self.execute(statement, params, execution_options=execution_options).scalar()
 
+    @_exclusive
     def merge(self, instance: _T, *, load: bool = True) -> _T:
         """Copy the state of `instance` onto the persistent object with its identity and return
         that object: the one the session holds, else one loaded (one SELECT), else a new pending
@@ -1154,6 +1217,7 @@ class Session:
         """
         return self._merge(instance, load, {})
 
+    @_exclusive
     def merge_all(self, instances: Iterable[_T], *, load: bool = True) -> list[_T]:
         """merge() each object, fetching every identity the session lacks in one SELECT per
         class first."""
