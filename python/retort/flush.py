@@ -17,6 +17,7 @@ Row counts of UPDATE and DELETE are checked: a mismatch raises `StaleDataError`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from retort import exc
@@ -49,11 +50,13 @@ def _chunk_rows(width: int) -> int:
     return max(1, min(MAX_ROWS, MAX_PARAMS // max(width, 1)))
 
 
-def execute(plan: FlushPlan, conn: Connection) -> list[Any]:
-    """Execute every batch in order; return per batch the rows it fetched back (or None)."""
+def execute(plan: FlushPlan, conn_for: Callable[[Mapper], Connection]) -> list[Any]:
+    """Execute every batch in order, each on the connection of its mapper's bind; return per
+    batch the rows it fetched back (or None)."""
     results: list[Any] = []
     for batch in plan.batches:
         mapper: Mapper = batch.mapper.owner
+        conn = conn_for(mapper)
         op = batch.op
         if op == "insert":
             results.append(_insert(batch, mapper, conn))
@@ -262,6 +265,7 @@ class RelatedChanges:
     def __init__(self) -> None:
         self.link_inserts: dict[Any, list[tuple[Any, ...]]] = {}
         self.link_deletes: dict[Any, list[tuple[Any, ...]]] = {}
+        self.link_mapper: dict[Any, Any] = {}  # whose bind an association table's rows use
         self.collections: list[Any] = []
 
     def _link(self, prop: Any, owner: Any, item: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -273,7 +277,9 @@ class RelatedChanges:
         ]
         # In column-name order, so that both sides of back_populates give the same row.
         pairs = sorted(zip((c.name for c in cols), values, strict=True), key=lambda p: p[0])
-        return (prop.secondary, tuple(n for n, _ in pairs)), tuple(v for _, v in pairs)
+        key = (prop.secondary, tuple(n for n, _ in pairs))
+        self.link_mapper.setdefault(key, prop.parent)
+        return key, tuple(v for _, v in pairs)
 
     def link_insert(self, prop: Any, owner: Any, item: Any) -> None:
         key, row = self._link(prop, owner, item)
@@ -283,9 +289,11 @@ class RelatedChanges:
         key, row = self._link(prop, owner, item)
         self.link_deletes.setdefault(key, []).append(row)
 
-    def delete_links(self, conn: Connection) -> None:
+    def delete_links(self, conn_for: Callable[[Any], Connection]) -> None:
         """Association rows to remove go first: before the rows they reference."""
-        for (table, names), rows in self.link_deletes.items():
+        for key, rows in self.link_deletes.items():
+            table, names = key
+            conn = conn_for(self.link_mapper[key])
             rows = list(dict.fromkeys(rows))
             cols = ", ".join(quote_identifier(n) for n in names)
             one = "(" + ", ".join(["%s"] * len(names)) + ")"
@@ -295,9 +303,11 @@ class RelatedChanges:
             )
             conn._cursor_execute(sql, [v for r in rows for v in r])
 
-    def insert_links(self, conn: Connection) -> None:
+    def insert_links(self, conn_for: Callable[[Any], Connection]) -> None:
         """Association rows to add go last: after the rows they reference."""
-        for (table, names), rows in self.link_inserts.items():
+        for key, rows in self.link_inserts.items():
+            table, names = key
+            conn = conn_for(self.link_mapper[key])
             rows = list(dict.fromkeys(rows))
             cols = ", ".join(quote_identifier(n) for n in names)
             one = "(" + ", ".join(["%s"] * len(names)) + ")"

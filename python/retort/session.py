@@ -274,7 +274,8 @@ class Session:
         self.expire_on_commit = expire_on_commit
         self.info: dict[Any, Any] = dict(info or {})
         self._core = _core.SessionCore(weakref.ref(self))
-        self._conn: Connection | None = None
+        self._conn: Connection | None = None  # the first connection of the transaction
+        self._conns: dict[int, Connection] = {}  # every connection, by id() of its bind
         self._tx: SessionTransaction | None = None
         self._nested: list[SessionTransaction] = []
         self._failed: BaseException | None = None
@@ -410,23 +411,31 @@ class Session:
             ) from self._failed
 
     def _connection_for(self, mapper: Mapper | None = None) -> Connection:
-        conn = self._conn
-        if conn is None:
-            tx = self._autobegin()
-            bind = self.get_bind(mapper)
-            if hasattr(bind, "connect"):
-                conn = bind.connect()
-            else:
-                conn = bind  # a Connection given as bind
+        """The connection of the transaction for `mapper`'s bind (connecting if needed)."""
+        if not self._binds:
+            conn = self._conn
+            return conn if conn is not None else self._connect(self.get_bind(None))
+        bind = self.get_bind(mapper)
+        conn = self._conns.get(id(bind))
+        return conn if conn is not None else self._connect(bind)
+
+    def _connect(self, bind: Any) -> Connection:
+        tx = self._autobegin()
+        conn = bind.connect() if hasattr(bind, "connect") else bind  # or a Connection as bind
+        self._conns[id(bind)] = conn
+        if self._conn is None:
             self._conn = conn
-            if self._dispatch:
-                self._fire("after_begin", tx, conn)
+        if self._dispatch:
+            self._fire("after_begin", tx, conn)
         return conn
 
     def _release_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and conn is not self.bind and conn not in self._binds.values():
-            conn.close()
+        conns = list(self._conns.values())
+        self._conns.clear()
+        self._conn = None
+        for conn in conns:
+            if conn is not self.bind and conn not in self._binds.values():
+                conn.close()
 
     @_exclusive
     def commit(self) -> None:
@@ -450,10 +459,10 @@ class Session:
                 "over 100 flushes in a row during commit(): an event listener keeps changing "
                 "objects (does after_flush add new ones every time?)"
             )
-        conn = self._conn
-        if conn is not None:
+        if self._conns:
             try:
-                conn.commit()
+                for conn in list(self._conns.values()):
+                    conn.commit()
             except BaseException:
                 self._rollback_connection()
                 self._flushed_deleted = []
@@ -478,10 +487,10 @@ class Session:
             self._fire_each("deleted_to_detached", deleted)
 
     def _rollback_connection(self) -> None:
-        conn = self._conn
-        if conn is not None:
+        if self._conns:
             try:
-                conn.rollback()
+                for conn in list(self._conns.values()):
+                    conn.rollback()
             finally:
                 self._release_connection()
 
@@ -820,19 +829,19 @@ class Session:
                 self._fire("before_flush", ctx, objects)
                 if not self._related_changed and not self._core.has_changes():
                     return
-            conn = self._connection_for()
+            conn_for = self._connection_for
             try:
                 events = self._dispatch
                 if events:
                     view = (self.new, self.dirty, self.deleted) if "after_flush" in events else None
-                related = self._prepare_related(conn) if self._related_changed else None
+                related = self._prepare_related() if self._related_changed else None
                 deleted = self._core.deleted_objects()
                 plan = self._core.plan()
                 if related is not None:
-                    related.delete_links(conn)
-                results = flush.execute(plan, conn)
+                    related.delete_links(conn_for)
+                results = flush.execute(plan, conn_for)
                 if related is not None:
-                    related.insert_links(conn)
+                    related.insert_links(conn_for)
                 if events:
                     inserted = _pending_in(plan) if "pending_to_persistent" in events else None
                 self._core.finish_flush(plan, results)
@@ -852,7 +861,8 @@ class Session:
                         # the savepoint (or the whole transaction) is rolled back
                         self._nested[-1]._savepoint.rollback()
                     else:
-                        conn.rollback()
+                        for conn in list(self._conns.values()):
+                            conn.rollback()
                 except Exception:  # the original error matters more
                     pass
                 if self._dispatch:
@@ -889,13 +899,14 @@ class Session:
             self._fire_each("pending_to_persistent", inserted)
         self._fire("after_flush_postexec", ctx)
 
-    def _prepare_related(self, conn: Connection) -> RelatedChanges:
+    def _prepare_related(self) -> RelatedChanges:
         """Before planning: pre-allocate keys relationships need, copy keys into foreign keys,
         and settle orphans and rows of parents being deleted."""
         for mapper_core, count in self._core.pending_key_counts():
             mapper = mapper_core.owner
             if mapper.early_keys:
-                self._core.assign_keys(mapper_core, flush.allocate_keys(mapper, count, conn))
+                keys = flush.allocate_keys(mapper, count, self._connection_for(mapper))
+                self._core.assign_keys(mapper_core, keys)
         return flush.sync_related(self, list(self._related_changed.values()))
 
     @_exclusive
@@ -909,7 +920,7 @@ class Session:
         if self._related_changed:
             self._flushing = True
             try:
-                self._prepare_related(self._connection_for())
+                self._prepare_related()
             finally:
                 self._flushing = False
         steps = []
