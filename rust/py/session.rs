@@ -231,6 +231,38 @@ fn undo_rekeys(
     Ok(())
 }
 
+/// Replay a transaction's (or savepoint's) records backwards: identities inserted by its
+/// flushes leave the identity map (their live objects are returned, to become transient), and
+/// objects deleted by its flushes are persistent again.
+fn undo_log(
+    py: Python<'_>,
+    uow: &mut Uow,
+    inserted: Vec<IdentityKey>,
+    deleted: &[Held],
+) -> PyResult<Vec<Held>> {
+    let mut transient = Vec::new();
+    for key in inserted {
+        if let Some((obj, st)) = uow.live(py, &key) {
+            uow.watched.remove(&(obj.as_ptr() as usize));
+            transient.push((obj, st));
+        }
+        uow.identity.remove(&key);
+    }
+    for (obj, st) in deleted {
+        let key = {
+            let mut inner = st.get().lock()?;
+            inner.lifecycle = Lifecycle::Persistent;
+            inner.was_deleted = false;
+            inner.key.clone()
+        };
+        if let Some(k) = key {
+            uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
+        }
+        watch(uow, obj.bind(py), st, st.get().mapper.get())?;
+    }
+    Ok(transient)
+}
+
 /// Drop an object's loaded values (the primary key stays) and its unflushed changes.
 fn expire_object(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<()> {
     let py = obj.py();
@@ -1551,28 +1583,7 @@ impl SessionCore {
         let savepoints = std::mem::take(&mut uow.savepoints);
         let rekeyed = std::mem::take(&mut uow.tx_rekeyed);
         undo_rekeys(py, &mut uow, rekeyed)?;
-        let mut transient = Vec::new();
-        for key in inserted {
-            if let Some((obj, st)) = uow.live(py, &key) {
-                uow.identity.remove(&key);
-                uow.watched.remove(&(obj.as_ptr() as usize));
-                transient.push((obj, st));
-            } else {
-                uow.identity.remove(&key);
-            }
-        }
-        for (obj, st) in &tx_deleted {
-            let key = {
-                let mut inner = st.get().lock()?;
-                inner.lifecycle = Lifecycle::Persistent;
-                inner.was_deleted = false;
-                inner.key.clone()
-            };
-            if let Some(k) = key {
-                uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
-            }
-            watch(&mut uow, obj.bind(py), st, st.get().mapper.get())?;
-        }
+        let transient = undo_log(py, &mut uow, inserted, &tx_deleted)?;
         drop(uow);
         for (_, st) in new.values().chain(transient.iter()) {
             let mut inner = st.get().lock()?;
@@ -1638,26 +1649,7 @@ impl SessionCore {
         let added = uow.new.take_from(sp.new_seq);
         let unmarked = uow.deleted.take_from(sp.marked_seq);
         let dirty = std::mem::replace(&mut uow.dirty, fast_map());
-        let mut transient = Vec::new();
-        for key in inserted {
-            if let Some((obj, st)) = uow.live(py, &key) {
-                uow.watched.remove(&(obj.as_ptr() as usize));
-                transient.push((obj, st));
-            }
-            uow.identity.remove(&key);
-        }
-        for (obj, st) in &restored {
-            let key = {
-                let mut inner = st.get().lock()?;
-                inner.lifecycle = Lifecycle::Persistent;
-                inner.was_deleted = false;
-                inner.key.clone()
-            };
-            if let Some(k) = key {
-                uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
-            }
-            watch(&mut uow, obj.bind(py), st, st.get().mapper.get())?;
-        }
+        let transient = undo_log(py, &mut uow, inserted, &restored)?;
         drop(uow);
         for (_, (_, st)) in &added {
             let mut inner = st.get().lock()?;
