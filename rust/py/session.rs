@@ -1,7 +1,7 @@
 //! The session core: identity map, the new/dirty/deleted sets, loading, flush planning and
 //! transaction bookkeeping. One Python call per batch (a page of rows, a flush, a commit).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -55,7 +55,7 @@ pub struct Uow {
     /// no event, so these are compared with their fingerprints before each flush.
     pub watched: FastMap<usize, Held>,
     /// Identities made persistent by flushes of the current transaction.
-    pub tx_inserted: Vec<IdentityKey>,
+    pub tx_inserted: Vec<(IdentityKey, Py<InstanceState>)>,
     /// Objects whose DELETE was flushed in the current transaction.
     pub tx_deleted: Vec<Held>,
     /// Objects whose primary key a flush of the current transaction changed: the old key,
@@ -231,36 +231,58 @@ fn undo_rekeys(
     Ok(())
 }
 
-/// Replay a transaction's (or savepoint's) records backwards: identities inserted by its
-/// flushes leave the identity map (their live objects are returned, to become transient), and
-/// objects deleted by its flushes are persistent again.
+/// Replay a transaction's (or savepoint's) records backwards: rows inserted by its flushes
+/// leave the identity map and their objects are returned (to become transient, wherever they
+/// are now: deleted again or expunged since), and objects deleted by its flushes are
+/// persistent again unless their row was inserted in the same scope.
 fn undo_log(
     py: Python<'_>,
     uow: &mut Uow,
-    inserted: Vec<IdentityKey>,
+    inserted: Vec<(IdentityKey, Py<InstanceState>)>,
     deleted: &[Held],
-) -> PyResult<Vec<Held>> {
+) -> PyResult<Vec<Py<InstanceState>>> {
     let mut transient = Vec::new();
-    for key in inserted {
-        if let Some((obj, st)) = uow.live(py, &key) {
-            uow.watched.remove(&(obj.as_ptr() as usize));
-            transient.push((obj, st));
+    let mut inserted_keys: HashSet<IdentityKey> = HashSet::new();
+    for (key, st) in inserted {
+        if let Some((obj, live_st)) = uow.live(py, &key) {
+            if live_st.bind(py).is(st.bind(py)) {
+                uow.watched.remove(&(obj.as_ptr() as usize));
+                uow.identity.remove(&key);
+            }
         }
-        uow.identity.remove(&key);
+        inserted_keys.insert(key);
+        transient.push(st);
     }
     for (obj, st) in deleted {
-        let key = {
+        let key = st.get().lock()?.key.clone();
+        if key.as_ref().is_some_and(|k| inserted_keys.contains(k)) {
+            continue; // inserted and deleted in the same scope: never existed
+        }
+        {
             let mut inner = st.get().lock()?;
             inner.lifecycle = Lifecycle::Persistent;
             inner.was_deleted = false;
-            inner.key.clone()
-        };
+        }
         if let Some(k) = key {
             uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
         }
         watch(uow, obj.bind(py), st, st.get().mapper.get())?;
     }
     Ok(transient)
+}
+
+/// Make objects of a rolled-back scope transient again.
+fn make_transient_states(states: &[Py<InstanceState>]) -> PyResult<()> {
+    for st in states {
+        let mut inner = st.get().lock()?;
+        inner.lifecycle = Lifecycle::Transient;
+        inner.session = None;
+        inner.gen_ref = None;
+        inner.key = None;
+        inner.was_deleted = false;
+        drop(inner.committed.clear());
+    }
+    Ok(())
 }
 
 /// Drop an object's loaded values (the primary key stays) and its unflushed changes.
@@ -864,6 +886,9 @@ impl SessionCore {
                 }
             }
         }
+        if inner.is_stale() {
+            materialize_expiry(&mut inner, &dict, st.get().mapper.get())?;
+        }
         inner.detach();
         drop(uow);
         drop(inner);
@@ -1459,7 +1484,7 @@ impl SessionCore {
                         uow.new.remove(&(obj.as_ptr() as usize));
                         watch(&mut uow, obj, &row.held.1, m)?;
                         uow.insert_identity(py, key.clone(), obj, row.held.1.clone_ref(py))?;
-                        uow.tx_inserted.push(key);
+                        uow.tx_inserted.push((key, row.held.1.clone_ref(py)));
                     }
                 }
                 Op::Update => {
@@ -1491,7 +1516,7 @@ impl SessionCore {
                             uow.new.remove(&(obj.as_ptr() as usize));
                             watch(&mut uow, obj, &row.held.1, m)?;
                             uow.insert_identity(py, key.clone(), obj, row.held.1.clone_ref(py))?;
-                            uow.tx_inserted.push(key);
+                            uow.tx_inserted.push((key, row.held.1.clone_ref(py)));
                             continue;
                         }
                         let dict = instance_dict(obj)?;
@@ -1585,14 +1610,10 @@ impl SessionCore {
         undo_rekeys(py, &mut uow, rekeyed)?;
         let transient = undo_log(py, &mut uow, inserted, &tx_deleted)?;
         drop(uow);
-        for (_, st) in new.values().chain(transient.iter()) {
-            let mut inner = st.get().lock()?;
-            inner.lifecycle = Lifecycle::Transient;
-            inner.session = None;
-            inner.gen_ref = None;
-            inner.key = None;
-            drop(inner.committed.clear());
-        }
+        make_transient_states(&transient)?;
+        let pending: Vec<Py<InstanceState>> =
+            new.values().map(|(_, st)| st.clone_ref(py)).collect();
+        make_transient_states(&pending)?;
         for (_, st) in dirty.values() {
             drop(st.get().lock()?.committed.clear());
         }
@@ -1658,21 +1679,17 @@ impl SessionCore {
             inner.gen_ref = None;
             drop(inner.committed.clear());
         }
-        for (_, st) in &transient {
-            let mut inner = st.get().lock()?;
-            inner.lifecycle = Lifecycle::Transient;
-            inner.session = None;
-            inner.gen_ref = None;
-            inner.key = None;
-            drop(inner.committed.clear());
-        }
-        // changed inside the savepoint (flushed or not): reload from the database
+        make_transient_states(&transient)?;
+        // changed inside the savepoint (flushed or not) and still persistent: reload from the
+        // database (objects that became transient keep their values)
         for (obj, st) in dirty
             .values()
             .chain(sp.updated.iter())
             .chain(restored.iter())
         {
-            expire_object(obj.bind(py), st.get())?;
+            if st.get().lock()?.lifecycle == Lifecycle::Persistent {
+                expire_object(obj.bind(py), st.get())?;
+            }
         }
         drop((added, unmarked, dirty, transient, restored, sp));
         Ok(())
@@ -1844,6 +1861,9 @@ impl SessionCore {
         {
             visit.call(o)?;
             visit.call(s)?;
+        }
+        for (_, st) in &uow.tx_inserted {
+            visit.call(st)?;
         }
         for (_, values, _, _) in &uow.tx_rekeyed {
             for v in values {

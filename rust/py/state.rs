@@ -61,10 +61,14 @@ impl StateInner {
             .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(shared)))
     }
 
+    /// Whether a commit, rollback or expire_all of its session expired this object since it
+    /// was loaded. Only objects with an identity expire: pending objects keep their values.
     pub fn is_stale(&self) -> bool {
-        self.gen_ref
-            .as_ref()
-            .is_some_and(|g| self.gen < g.load(Ordering::Acquire))
+        self.key.is_some()
+            && self
+                .gen_ref
+                .as_ref()
+                .is_some_and(|g| self.gen < g.load(Ordering::Acquire))
     }
 
     pub fn attach(&mut self, shared: &Arc<Shared>, lifecycle: Lifecycle) {
@@ -74,12 +78,15 @@ impl StateInner {
         self.lifecycle = lifecycle;
     }
 
+    /// Leave the session. The object stops following the session's expiry (apply a pending
+    /// expiry first with `materialize_expiry` where the values must not survive).
     pub fn detach(&mut self) {
         self.lifecycle = self.lifecycle.without_session();
         if self.lifecycle == Lifecycle::Transient {
             self.key = None;
         }
         self.session = None;
+        self.gen_ref = None;
     }
 }
 
