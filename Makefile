@@ -13,6 +13,7 @@ help:
 	@echo "make test   - set up .venv, build the extension, run cargo test and pytest (real PostgreSQL)"
 	@echo "make bench  - set up .venv, build the extension, run the benchmark on an embedded PostgreSQL"
 	@echo "make lint   - ruff, mypy, stubtest, cargo fmt --check, clippy"
+	@echo "make nightly - the test suite with the long hypothesis profile"
 	@echo "make build  - (re)build the native extension into .venv"
 
 $(VENV)/.deps: pyproject.toml
@@ -32,6 +33,10 @@ build: venv
 test: build
 	cargo test --quiet
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+.PHONY: nightly
+nightly: build
+	HYPOTHESIS_PROFILE=nightly $(VPY) -m pytest -q $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: build
