@@ -25,13 +25,12 @@ class History(NamedTuple):
         return not (self.added or self.unchanged or self.deleted)
 
 
-class AttributeState:
-    """One attribute of an inspected object."""
+class _MappedAttributeState:
+    """An attribute (column or relationship) of an inspected object."""
 
-    def __init__(self, owner: InstanceState, key: str, index: int) -> None:
+    def __init__(self, owner: InstanceState, key: str) -> None:
         self._owner = owner
         self.key = key
-        self._index = index
 
     @property
     def value(self) -> Any:
@@ -40,6 +39,14 @@ class AttributeState:
     @property
     def loaded_value(self) -> Any:
         return self._owner.object.__dict__.get(self.key)
+
+
+class AttributeState(_MappedAttributeState):
+    """One column attribute of an inspected object."""
+
+    def __init__(self, owner: InstanceState, key: str, index: int) -> None:
+        super().__init__(owner, key)
+        self._index = index
 
     @property
     def history(self) -> History:
@@ -60,20 +67,8 @@ class AttributeState:
 _NOTHING: Any = object()
 
 
-class RelationshipState:
+class RelationshipState(_MappedAttributeState):
     """One relationship of an inspected object."""
-
-    def __init__(self, owner: InstanceState, key: str) -> None:
-        self._owner = owner
-        self.key = key
-
-    @property
-    def value(self) -> Any:
-        return getattr(self._owner.object, self.key)
-
-    @property
-    def loaded_value(self) -> Any:
-        return self._owner.object.__dict__.get(self.key)
 
     @property
     def history(self) -> History:
