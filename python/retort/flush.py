@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from retort import exc
-from retort.sql.compiler import quote_identifier
+from retort.sql.compiler import quote_identifier, quote_table
 
 if TYPE_CHECKING:
     from retort._core import Batch, FlushPlan
@@ -37,9 +37,7 @@ COPY_MIN_ROWS = 64
 
 
 def _table(mapper: Mapper) -> str:
-    t = mapper.local_table
-    name = quote_identifier(t.name)
-    return f"{quote_identifier(t.schema)}.{name}" if t.schema else name
+    return quote_table(mapper.local_table)
 
 
 def _cast(mapper: Mapper, index: int) -> str:
@@ -82,8 +80,7 @@ def allocate_keys(mapper: Mapper, count: int, conn: Connection) -> list[Any]:
     """Take `count` values from the sequence of the mapper's generated key, in one round trip."""
     index = mapper.autoincrement_index
     assert index is not None
-    t = mapper.local_table
-    qualified = f"{t.schema}.{quote_identifier(t.name)}" if t.schema else quote_identifier(t.name)
+    qualified = quote_table(mapper.local_table)
     cur = conn._cursor_execute(_KEYS_SQL, (qualified, mapper.columns[index].name, count))
     return [r[0] for r in cur.fetchall()]
 
@@ -298,7 +295,7 @@ class RelatedChanges:
             cols = ", ".join(quote_identifier(n) for n in names)
             one = "(" + ", ".join(["%s"] * len(names)) + ")"
             sql = (
-                f"DELETE FROM {_qualified(table)} WHERE ({cols}) IN "
+                f"DELETE FROM {quote_table(table)} WHERE ({cols}) IN "
                 f"(VALUES {', '.join([one] * len(rows))})"
             )
             conn._cursor_execute(sql, [v for r in rows for v in r])
@@ -311,7 +308,7 @@ class RelatedChanges:
             rows = list(dict.fromkeys(rows))
             cols = ", ".join(quote_identifier(n) for n in names)
             one = "(" + ", ".join(["%s"] * len(names)) + ")"
-            sql = f"INSERT INTO {_qualified(table)} ({cols}) VALUES {', '.join([one] * len(rows))}"
+            sql = f"INSERT INTO {quote_table(table)} ({cols}) VALUES {', '.join([one] * len(rows))}"
             conn._cursor_execute(sql, [v for r in rows for v in r])
 
     def done(self, objs: list[Any]) -> None:
@@ -319,11 +316,6 @@ class RelatedChanges:
             coll._reset_history()
         for obj in objs:
             obj.__dict__.pop("_retort_history", None)
-
-
-def _qualified(table: Any) -> str:
-    name = quote_identifier(table.name)
-    return f"{quote_identifier(table.schema)}.{name}" if table.schema else name
 
 
 def _set_if_different(obj: Any, key: str, value: Any) -> None:

@@ -19,7 +19,7 @@ from retort.engine.result import Result, ScalarResult
 from retort.flush import RelatedChanges
 from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
 from retort.sql.compiler import compile as compile_stmt
-from retort.sql.compiler import quote_identifier
+from retort.sql.compiler import quote_identifier, quote_table
 from retort.sql.elements import and_, or_
 from retort.sql.selectable import select as select_
 
@@ -954,10 +954,7 @@ class Session:
         key = ("select_pk", bool(for_update))
         sql = mapper.sql_cache.get(key)
         if sql is None:
-            t = mapper.local_table
-            table = quote_identifier(t.name)
-            if t.schema:
-                table = f"{quote_identifier(t.schema)}.{table}"
+            table = quote_table(mapper.local_table)
             cols = ", ".join(quote_identifier(c.name) for c in mapper.columns)
             where = " AND ".join(f"{quote_identifier(c.name)} = %s" for c in mapper.primary_key)
             sql = f"SELECT {cols} FROM {table} WHERE {where}"
