@@ -72,3 +72,44 @@ def test_rollback_covers_every_bind(
         s.rollback()
     assert admin_conn.execute(f"SELECT count(*) FROM {schema}.orders").fetchone() == (0,)
     assert admin_conn.execute(f"SELECT count(*) FROM {other}.audits").fetchone() == (0,)
+
+
+def test_savepoints_cover_every_bind(
+    two_engines: tuple[Engine, Engine, str], admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    first, second, other = two_engines
+    with Session(binds={Order: first, Audit: second}) as s:
+        s.add(Order(what="kept"))
+        s.flush()  # only the first bind has a connection when the SAVEPOINT begins
+        with s.begin_nested() as outer:
+            s.add(Audit(note="kept too"))
+            with s.begin_nested() as inner:
+                s.add_all([Order(what="undone"), Audit(note="undone")])
+                s.flush()
+                inner.rollback()
+            outer.commit()
+        with s.begin_nested():
+            s.add(Audit(note="released"))
+        s.commit()
+    assert admin_conn.execute(f"SELECT what FROM {schema}.orders").fetchall() == [("kept",)]
+    notes = admin_conn.execute(f"SELECT note FROM {other}.audits ORDER BY id").fetchall()
+    assert notes == [("kept too",), ("released",)]
+
+
+def test_a_failed_flush_in_a_savepoint_rolls_back_every_bind_to_it(
+    two_engines: tuple[Engine, Engine, str], admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    first, second, other = two_engines
+    with Session(binds={Order: first, Audit: second}) as s:
+        s.add_all([Order(what="kept"), Audit(id=7, note="kept")])
+        s.flush()
+        sp = s.begin_nested()
+        s.add(Order(what="undone"))
+        s.flush()
+        s.add(Audit(id=7, note="duplicate key"))
+        with pytest.raises(Exception, match="duplicate key"):
+            s.flush()
+        sp.rollback()
+        s.commit()
+    assert admin_conn.execute(f"SELECT what FROM {schema}.orders").fetchall() == [("kept",)]
+    assert admin_conn.execute(f"SELECT note FROM {other}.audits").fetchall() == [("kept",)]

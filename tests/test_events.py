@@ -774,3 +774,65 @@ def test_make_transient_of_an_unlistened_session(db: Engine) -> None:
     make_transient(item)
     assert item not in s
     s.close()
+
+
+def test_savepoint_release_and_rollback(orm: Api) -> None:
+    Parent, _ = parent_child(orm)
+    orm.fetch("INSERT INTO parents (id, name) VALUES (1000, 'taken') RETURNING id")
+    s = orm.session()
+    s.add(Parent(name="p"))
+    s.flush()
+    log = record(_event_module(orm), s)
+    sp = s.begin_nested()
+    s.add(Parent(name="inside"))
+    log.clear()
+    sp.commit()
+    released = list(log)
+    log.clear()
+    sp = s.begin_nested()
+    s.add(Parent(name="rolled back"))
+    s.flush()
+    log.clear()
+    sp.rollback()
+    rolled_back = list(log)
+    log.clear()
+    with pytest.raises(orm.IntegrityError):
+        with s.begin_nested():
+            s.add(Parent(id=1000, name="taken"))
+            s.flush()
+    failed = list(log)
+    log.clear()
+    sp = s.begin_nested()
+    s.add(Parent(name="q"))
+    inner = s.begin_nested()
+    s.add(Parent(name="r"))
+    log.clear()
+    inner.commit()
+    inner_released = list(log)
+    log.clear()
+    s.rollback()
+    root_rollback = list(log)
+    names = [[e[0] for e in seq] for seq in (released, failed, inner_released)]
+    flush_in_savepoint = [
+        "before_commit",
+        "before_flush",
+        "after_begin",  # the SAVEPOINT's first use of the connection
+        "after_flush",
+        "pending_to_persistent",
+        "after_flush_postexec",
+        "after_commit",
+    ]
+    assert names[0] == flush_in_savepoint
+    assert rolled_back == [("after_rollback",), ("after_soft_rollback",)]
+    assert names[1] == [
+        "after_attach",
+        "transient_to_pending",
+        "before_flush",
+        "after_begin",
+        "after_rollback",  # the failed flush rolled back to the SAVEPOINT; leaving the
+        "after_soft_rollback",  # block adds nothing
+    ]
+    assert names[2] == flush_in_savepoint
+    # the open SAVEPOINT, then the transaction
+    assert root_rollback == [("after_rollback",), ("after_soft_rollback",)] * 2
+    s.close()

@@ -15,16 +15,19 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from retort import _core, event, exc, flush, loading
+from retort.engine.base import TwoPhaseTransaction
 from retort.engine.result import Result, ScalarResult
 from retort.flush import RelatedChanges
 from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
 from retort.sql.compiler import compile as compile_stmt
 from retort.sql.compiler import quote_identifier, quote_table
 from retort.sql.elements import and_, or_
+from retort.sql.selectable import Select
 from retort.sql.selectable import select as select_
 
 if TYPE_CHECKING:
     from retort.engine import Connection, Engine
+    from retort.engine.base import NestedTransaction
 
 _T = TypeVar("_T")
 
@@ -193,6 +196,30 @@ def _exclusive(method: _F) -> _F:
     return guarded  # type: ignore[return-value]
 
 
+def _commit_prepared(conns: list[Connection]) -> None:
+    """The second phase: COMMIT PREPARED on every connection. Once all are prepared the
+    decision is to commit, so a failure on one does not stop the others; the first error is
+    raised, naming the transactions the database may still hold prepared."""
+    errors: list[tuple[str, BaseException]] = []
+    for conn in conns:
+        txn = conn.get_transaction()
+        xid = txn.xid if isinstance(txn, TwoPhaseTransaction) else "?"
+        try:
+            conn.commit()
+        except Exception as err:
+            errors.append((xid, err))
+    if errors:
+        first = errors[0][1]
+        first.add_note(
+            "two-phase commit: COMMIT PREPARED failed for "
+            + ", ".join(xid for xid, _ in errors)
+            + f" ({len(conns) - len(errors)} of {len(conns)} connections committed); those "
+            "transactions may still be prepared on their database: finish them with "
+            "Connection.recover_twophase() and commit_prepared(xid)"
+        )
+        raise first
+
+
 def _busy_error(session: Session) -> exc.ConcurrentUseError:
     return exc.ConcurrentUseError(
         f"{session!r} is in use by another thread; a Session must be used by one thread at a "
@@ -209,9 +236,10 @@ class SessionTransaction:
         self.parent: SessionTransaction | None = None
         self._explicit = explicit
         self._closed = False
-        # a SAVEPOINT's: the engine's nested transaction, and objects whose relationships
-        # changed inside it (to expire if it rolls back)
-        self._savepoint: Any = None
+        # a SAVEPOINT's: the engine's savepoint on each connection it used (opened at the
+        # first use, as SQLAlchemy does), and objects whose relationships changed inside it
+        # (to expire if it rolls back)
+        self._savepoints: dict[int, NestedTransaction] = {}
         self._touched: list[Any] = []
 
     @property
@@ -266,9 +294,11 @@ class Session:
         binds: Mapping[Any, Engine | Connection] | None = None,
         autoflush: bool = True,
         expire_on_commit: bool = True,
+        twophase: bool = False,
         info: dict[Any, Any] | None = None,
     ) -> None:
         self.bind = bind
+        self.twophase = twophase
         self._binds: dict[Any, Any] = dict(binds or {})
         self.autoflush = autoflush
         self.expire_on_commit = expire_on_commit
@@ -279,6 +309,7 @@ class Session:
         self._tx: SessionTransaction | None = None
         self._nested: list[SessionTransaction] = []
         self._failed: BaseException | None = None
+        self._prepared = False  # two-phase: every connection's transaction is prepared
         # the thread running a Session method that talks to the database, if any
         self._owner: int | None = None
         self._flushing = False
@@ -359,27 +390,39 @@ class Session:
         self._check_usable()
         parent = self._nested[-1] if self._nested else self._autobegin()
         self.flush()
-        conn = self._connection_for()
-        db_savepoint = conn.begin_nested()
         self._core.savepoint_begin()
         tx = SessionTransaction(self, explicit=True)
         tx.nested = True
         tx.parent = parent
-        tx._savepoint = db_savepoint
         self._nested.append(tx)
         return tx
+
+    def _savepoint_on(self, tx: SessionTransaction, conn: Connection) -> None:
+        """Open `tx`'s SAVEPOINT (and its enclosing ones) on `conn`, which it is about to use
+        for the first time. With several binds every connection gets its own."""
+        parent = tx.parent
+        if parent is not None and parent.nested and id(conn) not in parent._savepoints:
+            self._savepoint_on(parent, conn)
+        tx._savepoints[id(conn)] = conn.begin_nested()
+        if self._dispatch:
+            self._fire("after_begin", tx, conn)
 
     def _release_savepoint(self, tx: SessionTransaction) -> None:
         while self._nested and self._nested[-1] is not tx:
             self._release_savepoint(self._nested[-1])  # inner ones first
         self._check_usable()
+        if self._dispatch:
+            self._fire("before_commit")
         self.flush()
-        tx._savepoint.commit()
+        for sp in tx._savepoints.values():
+            sp.commit()
         self._core.savepoint_release()
         self._nested.pop()
         tx._closed = True
         if self._nested:
             self._nested[-1]._touched.extend(tx._touched)
+        if self._dispatch:
+            self._fire("after_commit")
 
     def _rollback_savepoint(self, tx: SessionTransaction) -> None:
         while self._nested and self._nested[-1] is not tx:
@@ -387,17 +430,25 @@ class Session:
         if not self._nested:
             return
         touched = [*tx._touched, *self._related_changed.values()]
-        tx._savepoint.rollback()
-        self._core.savepoint_rollback()
-        self._nested.pop()
-        tx._closed = True
-        self._failed = None
-        self._related_changed.clear()
-        self._orphans.clear()
+        # a failed flush rolled the database back to the SAVEPOINT already (and said so)
+        events = bool(self._dispatch) and self._failed is None
+        try:
+            for sp in tx._savepoints.values():
+                sp.rollback()
+        finally:
+            self._core.savepoint_rollback()
+            self._nested.pop()
+            tx._closed = True
+            self._failed = None
+            self._related_changed.clear()
+            self._orphans.clear()
         for obj in touched:
             state = obj.__dict__.get("_retort_state")
             if state is not None and state.lifecycle == "persistent" and obj in self:
                 self.expire(obj)
+        if events:
+            self._fire("after_rollback")
+            self._fire("after_soft_rollback", tx)
 
     def get_transaction(self) -> SessionTransaction | None:
         return self._tx
@@ -410,18 +461,37 @@ class Session:
                 "session.rollback() before using the session again"
             ) from self._failed
 
-    def _connection_for(self, mapper: Mapper | None = None) -> Connection:
-        """The connection of the transaction for `mapper`'s bind (connecting if needed)."""
+    def _connection_for(self, mapper: Mapper | None = None, clause: Any = None) -> Connection:
+        """The connection of the transaction for `mapper`'s bind, or else the bind of the
+        tables `clause` uses (connecting if needed)."""
+        if self._prepared:
+            raise exc.InvalidRequestError(
+                "this Session's transaction is prepared (two-phase commit); no more SQL can "
+                "run in it: commit() or rollback() it first"
+            )
         if not self._binds:
             conn = self._conn
-            return conn if conn is not None else self._connect(self.get_bind(None))
-        bind = self.get_bind(mapper)
-        conn = self._conns.get(id(bind))
-        return conn if conn is not None else self._connect(bind)
+            if conn is None:
+                conn = self._connect(self.get_bind(None))
+        else:
+            bind = self.get_bind(mapper, clause)
+            conn = self._conns.get(id(bind))
+            if conn is None:
+                conn = self._connect(bind)
+        if self._nested and id(conn) not in self._nested[-1]._savepoints:
+            self._savepoint_on(self._nested[-1], conn)
+        return conn
 
     def _connect(self, bind: Any) -> Connection:
         tx = self._autobegin()
         conn = bind.connect() if hasattr(bind, "connect") else bind  # or a Connection as bind
+        if self.twophase:
+            if conn.in_transaction():
+                raise exc.InvalidRequestError(
+                    f"{conn!r} is already in a transaction, so this two-phase Session cannot "
+                    "begin a prepared transaction on it; commit or roll it back first"
+                )
+            conn.begin_twophase()
         self._conns[id(bind)] = conn
         if self._conn is None:
             self._conn = conn
@@ -445,32 +515,19 @@ class Session:
         attribute access reloads it.
         """
         self._check_usable()
-        while self._nested:
-            self._release_savepoint(self._nested[-1])
-        if self._dispatch:
-            self._fire("before_commit")
-        # before_commit and flush listeners may change more objects: flush until clean
-        for _ in range(100):
-            if not (self._related_changed or self._core.has_changes()):
-                break
-            self.flush()
-        else:
-            raise exc.FlushError(
-                "over 100 flushes in a row during commit(): an event listener keeps changing "
-                "objects (does after_flush add new ones every time?)"
-            )
+        if not self._prepared:
+            self._prepare_impl()
         if self._conns:
             try:
-                for conn in list(self._conns.values()):
-                    conn.commit()
+                if self._prepared:
+                    _commit_prepared(list(self._conns.values()))
+                else:
+                    for conn in list(self._conns.values()):
+                        conn.commit()
             except BaseException:
-                self._rollback_connection()
-                self._flushed_deleted = []
-                if self._dispatch:
-                    self._fire("after_rollback")
-                self._core.rollback()
-                self._tx = None
+                self._abort_commit()
                 raise
+        self._prepared = False
         deleted, self._flushed_deleted = self._flushed_deleted, []
         if self._dispatch:
             self._fire("after_commit")
@@ -486,6 +543,66 @@ class Session:
         if deleted:
             self._fire_each("deleted_to_detached", deleted)
 
+    @_exclusive
+    def prepare(self) -> None:
+        """The first phase of a two-phase commit (``Session(twophase=True)``): flush, then
+        PREPARE TRANSACTION on every connection. `commit()` then commits them all; if any
+        connection cannot prepare, every one is rolled back and the error raised."""
+        self._check_usable()
+        if not self.twophase:
+            raise exc.InvalidRequestError(
+                "prepare() is the first phase of a two-phase commit; create the Session with "
+                "twophase=True to use it (commit() alone is enough otherwise)"
+            )
+        if self._tx is None:
+            raise exc.InvalidRequestError(
+                "no transaction is in progress to prepare; add or change objects first"
+            )
+        if self._prepared:
+            raise exc.InvalidRequestError("this Session's transaction is already prepared")
+        self._prepare_impl()
+
+    def _prepare_impl(self) -> None:
+        """Everything commit() does before the database commits: release open SAVEPOINTs,
+        before_commit, flush until clean, and with twophase PREPARE on every connection."""
+        while self._nested:
+            self._release_savepoint(self._nested[-1])
+        if self._dispatch:
+            self._fire("before_commit")
+        # before_commit and flush listeners may change more objects: flush until clean
+        for _ in range(100):
+            if not (self._related_changed or self._core.has_changes()):
+                break
+            self.flush()
+        else:
+            raise exc.FlushError(
+                "over 100 flushes in a row during commit(): an event listener keeps changing "
+                "objects (does after_flush add new ones every time?)"
+            )
+        if self.twophase and self._conns:
+            try:
+                for conn in list(self._conns.values()):
+                    txn = conn.get_transaction()
+                    if isinstance(txn, TwoPhaseTransaction):
+                        txn.prepare()
+            except BaseException:
+                self._abort_commit()  # ROLLBACK PREPARED for those prepared already
+                raise
+            self._prepared = True
+
+    def _abort_commit(self) -> None:
+        """The database refused to commit (or prepare): roll every connection back and undo
+        the transaction's work in the session, as rollback() does."""
+        self._prepared = False
+        self._rollback_connection()
+        self._flushed_deleted = []
+        if self._dispatch:
+            self._fire("after_rollback")
+        self._core.rollback()
+        if self._tx is not None:
+            self._tx._closed = True
+        self._tx = None
+
     def _rollback_connection(self) -> None:
         if self._conns:
             try:
@@ -499,11 +616,16 @@ class Session:
         """Roll the transaction back: objects added in it become transient again, deleted ones
         come back, and every loaded object is expired so that it reloads its committed state."""
         tx = self._tx
+        self._prepared = False
         # a failed flush rolled the database transaction back already (and said so)
         events = tx is not None and bool(self._dispatch)
         try:
             self._rollback_connection()
             if events and self._failed is None:
+                # each open SAVEPOINT is rolled back, innermost first, then the transaction
+                for sp in reversed(self._nested):
+                    self._fire("after_rollback")
+                    self._fire("after_soft_rollback", sp)
                 self._fire("after_rollback")
         finally:
             self._core.rollback()
@@ -534,6 +656,7 @@ class Session:
                 sp._closed = True
             self._nested.clear()
             self._failed = None
+            self._prepared = False
             self._related_changed.clear()
             self._orphans.clear()
             self._flushed_deleted = []
@@ -554,18 +677,46 @@ class Session:
     # -- binds ----------------------------------------------------------------------------
 
     def get_bind(self, mapper: Any = None, clause: Any = None) -> Any:
-        """The engine (or connection) SQL for `mapper` runs on."""
-        if self._binds and mapper is not None:
-            m = mapper if isinstance(mapper, Mapper) else class_mapper(mapper)
-            for key in (*m.class_.__mro__, m, m.local_table):
-                if key in self._binds:
-                    return self._binds[key]
+        """The engine (or connection) SQL for `mapper` runs on; without a mapper, the bind
+        of the first table `clause` (a statement) uses that has one."""
+        if self._binds:
+            if mapper is not None:
+                m = mapper if isinstance(mapper, Mapper) else class_mapper(mapper)
+                for key in (*m.class_.__mro__, m, m.local_table):
+                    if key in self._binds:
+                        return self._binds[key]
+            elif clause is not None:
+                bind = self._bind_of_clause(clause)
+                if bind is not None:
+                    return bind
         if self.bind is not None:
             return self.bind
         raise exc.InvalidRequestError(
             "this Session is not bound to an engine; create it with Session(engine) or "
             "sessionmaker(engine)"
         )
+
+    def _bind_of_clause(self, clause: Any) -> Any:
+        if isinstance(clause, Select):
+            froms = clause._froms()
+        else:  # INSERT / UPDATE / DELETE
+            table = getattr(clause, "table", None)
+            froms = [table] if table is not None else []
+        by_table: dict[Any, Any] = {}
+        for key, bind in self._binds.items():
+            if isinstance(key, Mapper):
+                by_table.setdefault(key.local_table, bind)
+            elif isinstance(key, type):
+                m = getattr(key, "__mapper__", None)
+                if m is not None:
+                    by_table.setdefault(m.local_table, bind)
+            else:
+                by_table.setdefault(key, bind)
+        for from_ in froms:
+            for table in from_._tables():
+                if table in by_table:
+                    return by_table[table]
+        return None
 
     def connection(self) -> Connection:
         """The connection of the current transaction (beginning one if needed)."""
@@ -859,7 +1010,8 @@ class Session:
                     if self._nested:
                         # only the SAVEPOINT's work is lost; the session stays unusable until
                         # the savepoint (or the whole transaction) is rolled back
-                        self._nested[-1]._savepoint.rollback()
+                        for sp in self._nested[-1]._savepoints.values():
+                            sp.rollback()
                     else:
                         for conn in list(self._conns.values()):
                             conn.rollback()
@@ -868,7 +1020,9 @@ class Session:
                 if self._dispatch:
                     # what SQLAlchemy's flush does: the transaction is rolled back (soft, too)
                     self._fire("after_rollback")
-                    self._fire("after_soft_rollback", self._tx)
+                    self._fire(
+                        "after_soft_rollback", self._nested[-1] if self._nested else self._tx
+                    )
                 raise
         finally:
             self._flushing = False
@@ -1149,7 +1303,11 @@ class Session:
                 statement = loading.widen(statement, joined)
         compiled = compile_stmt(statement, params)
         entities = [e for e in compiled.entities if e.mapper is not None]
-        conn = self._connection_for(entities[0].mapper if entities else None)
+        conn = (
+            self._connection_for(entities[0].mapper)
+            if entities
+            else self._connection_for(None, statement)
+        )
         many = (
             isinstance(compiled.params, list)
             and bool(compiled.params)
