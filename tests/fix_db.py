@@ -84,11 +84,43 @@ def dsn() -> Iterator[str]:
         except Exception as err:
             _no_database(f"could not start a pgserver cluster: {err!r}")
         try:
+            _allow_prepared_transactions(server, tmpdir)
             yield server.get_uri()
         finally:
             server.cleanup()  # stops the server (pgserver also does it at exit)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _allow_prepared_transactions(server: Any, pgdata: str) -> None:
+    """Restart the throwaway cluster with max_prepared_transactions > 0 (pgserver starts it
+    with 0), for the two-phase commit tests."""
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        row = conn.execute("SHOW max_prepared_transactions").fetchone()
+        if row is not None and int(row[0]) > 0:
+            return
+        conn.execute("ALTER SYSTEM SET max_prepared_transactions = 16")
+    from pgserver._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user, timeout=60)
+    server.ensure_postgres_running()  # re-reads the new postmaster's pid for cleanup()
+
+
+def _prepared_transactions_allowed(dsn: str) -> bool:
+    with psycopg.connect(_conninfo(dsn), autocommit=True) as conn:
+        row = conn.execute("SHOW max_prepared_transactions").fetchone()
+    return row is not None and int(row[0]) > 0
+
+
+@pytest.fixture(scope="session")
+def twophase_dsn(dsn: str) -> str:
+    """The test database, checked to allow prepared transactions (two-phase commit)."""
+    if not _prepared_transactions_allowed(dsn):
+        _no_database(
+            "the test server has max_prepared_transactions = 0; set it to 16 (ALTER SYSTEM, "
+            "then restart the server) to run the two-phase commit tests"
+        )
+    return dsn
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from retort.engine.base import (
     NestedTransaction,
     RootTransaction,
     Transaction,
+    TwoPhaseTransaction,
     create_engine,
 )
 from retort.engine.result import MappingResult, Result, Row, RowMapping, ScalarResult
@@ -26,6 +27,7 @@ __all__ = [
     "RowMapping",
     "ScalarResult",
     "Transaction",
+    "TwoPhaseTransaction",
     "create_engine",
     "make_url",
 ]

@@ -9,11 +9,13 @@ into `retort.exc`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ __all__ = [
     "NestedTransaction",
     "RootTransaction",
     "Transaction",
+    "TwoPhaseTransaction",
     "create_engine",
 ]
 
@@ -514,6 +517,70 @@ class Connection:
         self._nested = NestedTransaction(self, name, self._nested)
         return self._nested
 
+    def begin_twophase(self, xid: str | None = None) -> TwoPhaseTransaction:
+        """Begin a two-phase transaction (PostgreSQL prepared transactions, through psycopg's
+        tpc API) with the global transaction id `xid` (a unique one if None). `prepare()` on
+        the returned transaction runs PREPARE TRANSACTION; `commit()` prepares if needed and
+        runs COMMIT PREPARED. The server must allow prepared transactions
+        (``max_prepared_transactions`` > 0)."""
+        if self._transaction is not None:
+            raise exc.InvalidRequestError(
+                "a transaction is already in progress on this connection; commit() or "
+                "rollback() it before begin_twophase()"
+            )
+        if xid is None:
+            xid = f"retort_{uuid.uuid4().hex}"
+        elif not isinstance(xid, str) or not xid:
+            raise exc.ArgumentError(f"begin_twophase() takes a non-empty string xid, not {xid!r}")
+        self._check_out()
+        txn = self._transaction = TwoPhaseTransaction(self, xid)
+        if self._echo:
+            _log("BEGIN TWOPHASE %s", xid)
+        try:
+            self._dbapi.tpc_begin(xid)
+        except psycopg.Error as err:
+            self._transaction = None
+            raise self._wrap(err, "BEGIN", None) from err
+        return txn
+
+    def recover_twophase(self) -> list[str]:
+        """The ids of the transactions prepared on this database and not yet committed or
+        rolled back (left by a process that stopped between prepare and commit)."""
+        if self._transaction is not None:
+            raise exc.InvalidRequestError(
+                "recover_twophase() needs a connection without a transaction in progress"
+            )
+        try:
+            xids = self.driver_connection.tpc_recover()
+        except psycopg.Error as err:
+            raise self._wrap(err, "SELECT ... FROM pg_prepared_xacts", None) from err
+        return [str(x) for x in xids]
+
+    def commit_prepared(self, xid: str) -> None:
+        """COMMIT PREPARED a transaction prepared earlier (see `recover_twophase()`)."""
+        self._finish_prepared("COMMIT", xid)
+
+    def rollback_prepared(self, xid: str) -> None:
+        """ROLLBACK PREPARED a transaction prepared earlier (see `recover_twophase()`)."""
+        self._finish_prepared("ROLLBACK", xid)
+
+    def _finish_prepared(self, action: str, xid: str) -> None:
+        if self._transaction is not None:
+            raise exc.InvalidRequestError(
+                f"{action} PREPARED cannot run inside a transaction; commit() or rollback() "
+                "this connection first"
+            )
+        dbapi = self.driver_connection
+        if self._echo:
+            _log("%s PREPARED %s", action, xid)
+        try:
+            if action == "COMMIT":
+                dbapi.tpc_commit(xid)
+            else:
+                dbapi.tpc_rollback(xid)
+        except psycopg.Error as err:
+            raise self._wrap(err, f"{action} PREPARED", None) from err
+
     def commit(self) -> None:
         """Commit the transaction in progress, if any (savepoints inside it included)."""
         if self._transaction is not None:
@@ -524,12 +591,17 @@ class Connection:
         if self._transaction is not None:
             self._rollback_root()
 
-    def _begin_root(self) -> RootTransaction:
+    def _check_out(self) -> None:
+        """Before a transaction begins: refuse a closed connection, and replace a lost
+        database connection (the loss was acknowledged by rollback())."""
         if self._closed:
             raise _closed_error()
         if self._invalid:
             self._dbapi, self._pool = self.engine._checkout()
             self._invalid = False
+
+    def _begin_root(self) -> RootTransaction:
+        self._check_out()
         txn = self._transaction = RootTransaction(self)
         if self._echo:
             _log("BEGIN (implicit)")
@@ -549,6 +621,10 @@ class Connection:
     def _commit_root(self) -> None:
         if self._invalid:
             raise _invalidated_error()
+        txn = self._transaction
+        if isinstance(txn, TwoPhaseTransaction):
+            self._commit_twophase(txn)
+            return
         dbapi = self._dbapi
         if dbapi.pgconn.transaction_status == _INERROR:
             self._rollback_root()
@@ -564,11 +640,69 @@ class Connection:
         except psycopg.Error as err:
             raise self._wrap(err, "COMMIT", None) from err
 
+    def _prepare(self, txn: TwoPhaseTransaction) -> None:
+        if self._invalid:
+            raise _invalidated_error()
+        dbapi = self._dbapi
+        if dbapi.pgconn.transaction_status == _INERROR:
+            self._rollback_root()
+            raise exc.InvalidRequestError(
+                "cannot prepare: a statement in this transaction failed, so PostgreSQL aborted "
+                "the transaction; it has been rolled back and nothing was prepared"
+            )
+        if self._echo:
+            _log("PREPARE TRANSACTION %s", txn.xid)
+        try:
+            dbapi.tpc_prepare()
+        except psycopg.Error as err:
+            # PostgreSQL ends the transaction when PREPARE fails: nothing is left to roll back
+            self._end_all()
+            self._reset_tpc(dbapi)
+            raise self._wrap(err, "PREPARE TRANSACTION", None) from err
+        txn.prepared = True
+
+    def _commit_twophase(self, txn: TwoPhaseTransaction) -> None:
+        if not txn.prepared:
+            self._prepare(txn)
+        dbapi = self._dbapi
+        self._end_all()
+        if self._echo:
+            _log("COMMIT PREPARED %s", txn.xid)
+        try:
+            dbapi.tpc_commit()
+        except psycopg.Error as err:
+            self._reset_tpc(dbapi)
+            raise self._wrap(err, "COMMIT PREPARED", None) from err
+
+    def _reset_tpc(self, dbapi: DriverConnection) -> None:
+        """Forget psycopg's two-phase state after a failed PREPARE or COMMIT PREPARED: the
+        server has ended the transaction (or keeps it prepared, to be finished by id), so this
+        connection is no longer in it. psycopg keeps the state set after such a failure and
+        has no public way to clear it."""
+        dbapi._tpc = None
+        if not dbapi.closed and dbapi.pgconn.transaction_status != _IDLE:
+            with contextlib.suppress(psycopg.Error):
+                dbapi.rollback()
+
     def _rollback_root(self) -> None:
+        txn = self._transaction
         self._end_all()
         if self._invalid:
             return  # the server dropped the transaction with the connection
         dbapi = self._dbapi
+        if isinstance(txn, TwoPhaseTransaction):
+            if self._echo:
+                _log("ROLLBACK PREPARED %s" if txn.prepared else "ROLLBACK", txn.xid)
+            try:
+                dbapi.tpc_rollback()
+            except psycopg.Error as err:
+                self._reset_tpc(dbapi)
+                if dbapi.closed:
+                    self._invalidate()
+                    self._end_all()
+                    return
+                raise self._wrap(err, "ROLLBACK", None) from err
+            return
         if dbapi.pgconn.transaction_status == _IDLE:
             return  # nothing was run: no round trip
         if self._echo:
@@ -727,6 +861,29 @@ class RootTransaction(Transaction):
 
     def __enter__(self) -> RootTransaction:
         return self
+
+
+class TwoPhaseTransaction(RootTransaction):
+    """A root transaction committed in two phases: `prepare()` (PREPARE TRANSACTION), then
+    `commit()` (COMMIT PREPARED) or `rollback()` (ROLLBACK PREPARED)."""
+
+    __slots__ = ("prepared", "xid")
+
+    def __init__(self, connection: Connection, xid: str) -> None:
+        super().__init__(connection)
+        self.xid = xid
+        self.prepared = False
+
+    def prepare(self) -> None:
+        """Run the first phase: after it the transaction survives a crash of this process and
+        can still be committed or rolled back, by id, from any connection."""
+        if self.connection._transaction is not self:
+            raise exc.InvalidRequestError(
+                "this transaction has already been committed or rolled back; begin a new one"
+            )
+        if self.prepared:
+            raise exc.InvalidRequestError("this transaction is already prepared")
+        self.connection._prepare(self)
 
 
 class NestedTransaction(Transaction):
