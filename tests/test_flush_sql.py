@@ -101,6 +101,24 @@ def _loaded(engine: Engine, n: int) -> tuple[Session, list[Item]]:
 # INSERT
 
 
+@pytest.mark.parametrize("n", [3, 100])  # multi-row VALUES, COPY
+def test_keys_from_a_sequence_with_gaps_are_used_as_drawn(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str, n: int
+) -> None:
+    # consecutive keys come back as a range; with gaps (here INCREMENT BY 3, as when other
+    # sessions draw from the sequence at the same time) as the list of values drawn
+    admin_conn.execute(f"ALTER SEQUENCE {schema}.items_id_seq INCREMENT BY 3 RESTART WITH 10")
+    with Session(db) as s:
+        items = [Item(name=f"n{k}", qty=k) for k in range(n)]
+        s.add_all(items)
+        s.flush()
+        expected = sorted((i.id, i.name) for i in items)
+        s.commit()
+    assert [k for k, _ in expected] == list(range(10, 10 + 3 * n, 3))
+    rows = admin_conn.execute(f"SELECT id, name FROM {schema}.items ORDER BY id").fetchall()
+    assert rows == expected
+
+
 def test_three_inserts_with_generated_keys_are_one_key_select_and_one_insert(
     db: Engine, sql_log: Log, admin_conn: Conn, schema: str
 ) -> None:
