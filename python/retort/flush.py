@@ -137,10 +137,13 @@ def _copy(batch: Batch, mapper: Mapper, cols: list[int], conn: Connection) -> No
     if sql is None:
         names = ", ".join(quote_identifier(mapper.columns[i].name) for i in cols)
         sql = mapper.sql_cache[key] = f"COPY {_table(mapper)} ({names}) FROM STDIN"
-    rows = batch.rows()
-    with conn._copy(sql, rows) as copy:
-        write = copy.write_row
-        for row in rows:
+    data = batch.copy_text()  # encoded by the core in one call
+    with conn._copy(sql, batch.rows) as copy:
+        if data is not None:
+            copy.write(data)
+            return
+        write = copy.write_row  # a value the core leaves to psycopg's adapters
+        for row in batch.rows():
             write(row)
 
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::engine::plan::Op;
@@ -174,6 +174,32 @@ impl Batch {
             out.append(PyTuple::new(py, items.into_iter().map(|v| v.bind(py)))?)?;
         }
         Ok(out)
+    }
+
+    /// The rows as COPY text-format data (key first when keys were set, then the columns),
+    /// or None when a value is of a type the encoder leaves to psycopg (see `copy`).
+    fn copy_text<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let keys = self
+            .keys
+            .lock()
+            .map_err(|_| super::errors::busy("flush plan"))?;
+        let width = self.rows.first().map_or(0, |r| r.values.len() + 1);
+        let mut out: Vec<u8> = Vec::with_capacity(self.rows.len() * (8 + 12 * width));
+        for (j, row) in self.rows.iter().enumerate() {
+            let mut first = true;
+            let key = keys.as_ref().map(|k| &k[j]);
+            for v in key.into_iter().chain(row.values.iter()) {
+                if !first {
+                    out.push(b'\t');
+                }
+                first = false;
+                if !super::copy::encode(py, v.bind(py), &mut out)? {
+                    return Ok(None);
+                }
+            }
+            out.push(b'\n');
+        }
+        Ok(Some(PyBytes::new(py, &out)))
     }
 
     /// The rows column by column, in the layout of `chunks` (for `unnest` arrays).

@@ -471,17 +471,19 @@ class Connection:
         return cursor
 
     @contextmanager
-    def _copy(self, sql: str, rows: Any) -> Iterator[psycopg.Copy]:
+    def _copy(self, sql: str, rows: Callable[[], Any]) -> Iterator[psycopg.Copy]:
         """``COPY ... FROM STDIN``: yields psycopg's Copy object to write rows to. Like
         `_cursor_execute` it begins the transaction, logs, calls the statement hooks (with the
-        rows as parameters) and wraps psycopg errors."""
+        rows as parameters: `rows()`, only called when someone looks) and wraps psycopg
+        errors."""
         if self._transaction is None:
             self._begin_root()
-        if self._echo:
-            _log_statement(sql, rows, True)
-        if self._hooks:
+        if self._echo or self._hooks:
+            params = rows()
+            if self._echo:
+                _log_statement(sql, params, True)
             for hook in self._hooks:
-                hook(sql, rows)
+                hook(sql, params)
         try:
             with self._dbapi.cursor().copy(sql) as copy:
                 yield copy

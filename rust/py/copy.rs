@@ -1,0 +1,114 @@
+//! COPY ... FROM STDIN rows in PostgreSQL's text format, encoded from a batch's parameter
+//! values in one call (the per-row loop of psycopg's `write_row` was most of an insert flush).
+//!
+//! The values are those the bind processors produced: what psycopg would otherwise dump.
+//! Types encoded here: None, bool, int, float, str, bytes, and (through `str()`, whose output
+//! PostgreSQL parses as psycopg's would) Decimal, UUID, date, time and datetime. Anything else
+//! (JSON wrappers, lists, timedeltas, a str holding NUL...) makes the encoder give up, and the
+//! caller writes the rows through psycopg instead, so its errors and conversions stay the same.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDate, PyDateTime, PyFloat, PyInt, PyString, PyTime, PyType,
+};
+
+static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static UUID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import(module)?.getattr(name)?.cast_into::<PyType>()?.unbind())
+    })
+    .map(|t| t.bind(py))
+}
+
+/// Append one value; Ok(false) when it is of a type this encoder leaves to psycopg.
+pub fn encode(py: Python<'_>, value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<bool> {
+    if value.is_none() {
+        out.extend_from_slice(b"\\N");
+        return Ok(true);
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(escape_text(s.to_str()?, out));
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        out.push(if b.is_true() { b't' } else { b'f' });
+        return Ok(true);
+    }
+    if let Ok(i) = value.cast::<PyInt>() {
+        match i.extract::<i64>() {
+            Ok(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Err(_) => out.extend_from_slice(i.str()?.to_str()?.as_bytes()), // beyond bigint
+        }
+        return Ok(true);
+    }
+    if let Ok(f) = value.cast::<PyFloat>() {
+        let x = f.value();
+        if x.is_nan() {
+            out.extend_from_slice(b"NaN");
+        } else if x.is_infinite() {
+            out.extend_from_slice(if x > 0.0 { b"Infinity" } else { b"-Infinity" });
+        } else {
+            // shortest text that reads back as the same double
+            out.extend_from_slice(format!("{x:?}").as_bytes());
+        }
+        return Ok(true);
+    }
+    if let Ok(b) = value.cast::<PyBytes>() {
+        hex_bytea(b.as_bytes(), out);
+        return Ok(true);
+    }
+    if let Ok(b) = value.cast::<PyByteArray>() {
+        hex_bytea(&b.to_vec(), out);
+        return Ok(true);
+    }
+    let exact = value.get_type();
+    if value.cast::<PyDateTime>().is_ok()
+        || value.cast::<PyDate>().is_ok()
+        || value.cast::<PyTime>().is_ok()
+        || exact.is(class(py, &DECIMAL, "decimal", "Decimal")?)
+        || exact.is(class(py, &UUID, "uuid", "UUID")?)
+    {
+        return Ok(escape_text(value.str()?.to_str()?, out));
+    }
+    Ok(false)
+}
+
+/// Text with COPY's escapes; false for a NUL, which PostgreSQL text cannot hold (psycopg then
+/// raises its own error).
+fn escape_text(s: &str, out: &mut Vec<u8>) -> bool {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0 => return false,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    true
+}
+
+/// bytea in hex format, its backslash escaped for COPY.
+fn hex_bytea(data: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(3 + 2 * data.len());
+    out.extend_from_slice(b"\\\\x");
+    for &b in data {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
