@@ -252,6 +252,8 @@ class Mapper:
         self.attrs: dict[str, InstrumentedAttribute[Any]] = {}
         self.sql_cache: dict[Any, Any] = {}
         table._retort_mapper = self  # type: ignore[attr-defined]
+        # Session.get's fast path finds the core from the class in one attribute lookup
+        class_._retort_core = self._core  # type: ignore[attr-defined]
         _unconfigured.append(self)
 
     def _version_index(self, class_: type, index_of: dict[int, int]) -> int | None:

@@ -172,6 +172,7 @@ class UOWTransaction:
 
 
 _get_ident = threading.get_ident
+_MISS = object()  # Session.get: not (usable) in the identity map
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -1178,6 +1179,10 @@ class Session:
         with_for_update: Any = None,
     ) -> _T | None:
         """The object with this primary key, from the identity map or else the database."""
+        if not populate_existing and with_for_update is None:
+            obj = self._core.get_fast(entity, ident, _MISS)
+            if obj is not _MISS:
+                return obj
         mapper = class_mapper(entity)
         if isinstance(ident, Mapping):
             try:

@@ -23,7 +23,12 @@ fn class<'py>(
     name: &str,
 ) -> PyResult<&'py Bound<'py, PyType>> {
     cell.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import(module)?.getattr(name)?.cast_into::<PyType>()?.unbind())
+        Ok::<_, PyErr>(
+            py.import(module)?
+                .getattr(name)?
+                .cast_into::<PyType>()?
+                .unbind(),
+        )
     })
     .map(|t| t.bind(py))
 }

@@ -924,6 +924,50 @@ impl SessionCore {
         Ok(obj.into_bound(py))
     }
 
+    /// `Session.get`'s fast path: the object of class `entity` with primary key `ident` when
+    /// it is in the identity map, loaded and not deleted; `miss` otherwise (including any
+    /// bad argument: the full path then raises the right error).
+    fn get_fast<'py>(
+        &self,
+        entity: &Bound<'py, PyAny>,
+        ident: &Bound<'py, PyAny>,
+        miss: &Bound<'py, PyAny>,
+    ) -> Bound<'py, PyAny> {
+        let py = entity.py();
+        let Ok(core) = entity.getattr(pyo3::intern!(py, "_retort_core")) else {
+            return miss.clone();
+        };
+        let Ok(mapper) = core.cast::<MapperCore>() else {
+            return miss.clone();
+        };
+        let m = mapper.get();
+        if !entity.is(m.class_.bind(py)) {
+            return miss.clone(); // a subclass: let the full path decide
+        }
+        let Ok(key) = self.ident_from(m, ident) else {
+            return miss.clone();
+        };
+        let Ok(uow) = self.shared.uow.try_lock() else {
+            return miss.clone();
+        };
+        let Some(e) = uow.identity.get(&key) else {
+            return miss.clone();
+        };
+        let Some(obj) = e.obj.bind(py).upgrade() else {
+            return miss.clone();
+        };
+        if !uow.deleted.is_empty() && uow.deleted.contains_key(&(obj.as_ptr() as usize)) {
+            return miss.clone();
+        }
+        let fresh = matches!(e.state.get().lock(), Ok(st) if !st.is_stale());
+        drop(uow);
+        if fresh {
+            obj
+        } else {
+            miss.clone()
+        }
+    }
+
     /// The identity key of `ident` for `mapper`, validated (raises on a wrong shape).
     fn check_ident(
         &self,
