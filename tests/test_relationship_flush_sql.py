@@ -98,6 +98,9 @@ def _ints(params: Any) -> set[int]:
         return set()
     if isinstance(params, int):
         return {params}
+    if isinstance(params, str) and params.startswith("{") and params.endswith("}"):
+        # an array literal encoded by retort's core
+        return {int(v) for v in params[1:-1].split(",") if v.lstrip("-").isdigit()}
     if isinstance(params, list | tuple):
         out: set[int] = set()
         for p in params:

@@ -357,3 +357,31 @@ def test_a_nul_in_text_is_left_to_psycopg_and_nothing_is_written(db: Engine) -> 
             s.flush()
         s.rollback()
         assert s.scalars(select(Sample)).all() == []
+
+
+@pytest.mark.parametrize("attr", list(CASES))
+def test_array_literals_encoded_by_the_core_round_trip_through_update(
+    db: Engine, attr: str
+) -> None:
+    values = CASES[attr] + _COPY_EXTRA.get(attr, []) + [None]
+    n = len(values) + 3
+    with Session(db) as s:
+        objs = [Sample() for _ in range(n)]
+        s.add_all(objs)
+        s.commit()
+        ids = [o.id for o in objs]
+    expected = {oid: values[k % len(values)] for k, oid in enumerate(ids)}
+    with Session(db) as s:
+        for o in s.scalars(select(Sample)):
+            setattr(o, attr, expected[o.id])
+        plan = s._core.plan()
+        (batch,) = [b for b in plan.batches if b.op == "update"]
+        literals = batch.array_literals()
+        assert (literals is None) == (attr in _LEFT_TO_PSYCOPG)
+        del plan, batch
+        s.commit()
+    with Session(db) as s:
+        for o in s.scalars(select(Sample)):
+            want = expected[o.id]
+            got = getattr(o, attr)
+            assert want is None and got is None or _same_or_nan(want, got), (o.id, want, got)

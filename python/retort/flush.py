@@ -179,7 +179,8 @@ def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
         sql = mapper.sql_cache.get(unnest_key)
         if sql is None:
             sql = mapper.sql_cache[unnest_key] = _update_unnest_sql(mapper, cols, pk)
-        cur = conn._cursor_execute(sql, batch.columns())
+        arrays = batch.array_literals()  # encoded by the core; psycopg's lists otherwise
+        cur = conn._cursor_execute(sql, arrays if arrays is not None else batch.columns())
         _check_count(cur.rowcount, batch.n, "UPDATE", mapper)
         return
     for nrows, params in batch.chunks(1):
@@ -239,7 +240,8 @@ def _delete(batch: Batch, mapper: Mapper, conn: Connection) -> None:
             cur = conn._cursor_execute(sql, batch.chunks(1)[0][1])
         else:
             sql = f"DELETE FROM {table} WHERE {col} = ANY(%s::{_cast(mapper, pk[0])}[])"
-            cur = conn._cursor_execute(sql, [batch.key_list()])
+            arrays = batch.array_literals()  # [the keys' array literal], encoded by the core
+            cur = conn._cursor_execute(sql, arrays if arrays is not None else [batch.key_list()])
         _check_count(cur.rowcount, batch.n, "DELETE", mapper)
         return
     per_chunk = _chunk_rows(len(pk))

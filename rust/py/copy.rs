@@ -85,6 +85,58 @@ pub fn encode(py: Python<'_>, value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Py
     Ok(false)
 }
 
+/// Append one element of a PostgreSQL array literal (`{a,b}`); Ok(false) as `encode`.
+pub fn encode_element(
+    py: Python<'_>,
+    value: &Bound<'_, PyAny>,
+    out: &mut Vec<u8>,
+) -> PyResult<bool> {
+    if value.is_none() {
+        out.extend_from_slice(b"NULL");
+        return Ok(true);
+    }
+    if value.cast::<PyInt>().is_ok() && value.cast::<PyBool>().is_err() {
+        return encode(py, value, out); // digits need no quotes
+    }
+    // everything else double-quoted, with `"` and `\` escaped; the scalar text comes from
+    // the COPY encoder (whose own escapes are undone first: only backslashes can appear)
+    let mut scalar = Vec::new();
+    if !encode(py, value, &mut scalar)? {
+        return Ok(false);
+    }
+    let text = unescape_copy(&scalar);
+    out.push(b'"');
+    for &c in &text {
+        if c == b'"' || c == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(c);
+    }
+    out.push(b'"');
+    Ok(true)
+}
+
+/// Undo COPY's text escapes (`\\`, `\n`, `\r`, `\t`).
+fn unescape_copy(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'\\' && i + 1 < data.len() {
+            out.push(match data[i + 1] {
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                other => other,
+            });
+            i += 2;
+        } else {
+            out.push(data[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Text with COPY's escapes; false for a NUL, which PostgreSQL text cannot hold (psycopg then
 /// raises its own error).
 fn escape_text(s: &str, out: &mut Vec<u8>) -> bool {

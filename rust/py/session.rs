@@ -842,7 +842,9 @@ impl SessionCore {
                 describe(obj)
             )));
         }
-        life.check_delete(&describe(obj))?;
+        if life != Lifecycle::Persistent {
+            life.check_delete(&describe(obj))?; // describe (a repr) only for the error
+        }
         drop(inner);
         let mut uow = self.uow()?;
         let ptr = obj.as_ptr() as usize;
