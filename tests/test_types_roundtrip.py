@@ -384,4 +384,4 @@ def test_array_literals_encoded_by_the_core_round_trip_through_update(
         for o in s.scalars(select(Sample)):
             want = expected[o.id]
             got = getattr(o, attr)
-            assert want is None and got is None or _same_or_nan(want, got), (o.id, want, got)
+            assert (want is None and got is None) or _same_or_nan(want, got), (o.id, want, got)
