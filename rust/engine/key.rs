@@ -12,9 +12,11 @@ pub enum KeyValue {
     Int(i64),
     Str(Box<str>),
     Bytes(Box<[u8]>),
-    Uuid(u128),
-    /// A value of another type, by type name and a canonical text form.
-    Other(Box<str>, Box<str>),
+    /// Big-endian bytes (not u128: that would align every key to 16 bytes).
+    Uuid([u8; 16]),
+    /// A value of another type, by type name and a canonical text form (boxed together to
+    /// keep every key value two words wide).
+    Other(Box<(Box<str>, Box<str>)>),
 }
 
 impl fmt::Display for KeyValue {
@@ -23,8 +25,8 @@ impl fmt::Display for KeyValue {
             KeyValue::Int(v) => write!(f, "{v}"),
             KeyValue::Str(v) => write!(f, "{v:?}"),
             KeyValue::Bytes(v) => write!(f, "<{} bytes>", v.len()),
-            KeyValue::Uuid(v) => write!(f, "UUID({v:032x})"),
-            KeyValue::Other(t, v) => write!(f, "{t}({v})"),
+            KeyValue::Uuid(v) => write!(f, "UUID({:032x})", u128::from_be_bytes(*v)),
+            KeyValue::Other(b) => write!(f, "{}({})", b.0, b.1),
         }
     }
 }

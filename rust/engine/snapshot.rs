@@ -15,15 +15,17 @@ pub enum Committed<V> {
     Unknown,
 }
 
+/// A Vec, not an inline array: most objects never change, and every persistent object carries
+/// its snapshot, so the empty case is kept to three words.
 #[derive(Clone, Debug)]
 pub struct Snapshot<V> {
-    entries: SmallVec<[(u16, Committed<V>); 2]>,
+    entries: Vec<(u16, Committed<V>)>,
 }
 
 impl<V> Default for Snapshot<V> {
     fn default() -> Self {
         Snapshot {
-            entries: SmallVec::new(),
+            entries: Vec::new(),
         }
     }
 }
@@ -83,7 +85,7 @@ impl<V> Snapshot<V> {
     }
 
     /// Forget every change (after a flush, commit or rollback).
-    pub fn clear(&mut self) -> SmallVec<[(u16, Committed<V>); 2]> {
+    pub fn clear(&mut self) -> Vec<(u16, Committed<V>)> {
         std::mem::take(&mut self.entries)
     }
 

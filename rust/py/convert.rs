@@ -17,7 +17,10 @@ pub fn key_value(v: &Bound<'_, PyAny>) -> PyResult<KeyValue> {
         if let Ok(i) = v.extract::<i64>() {
             return Ok(KeyValue::Int(i));
         }
-        return Ok(KeyValue::Other("int".into(), v.str()?.to_str()?.into()));
+        return Ok(KeyValue::Other(Box::new((
+            "int".into(),
+            v.str()?.to_str()?.into(),
+        ))));
     }
     if v.is_none() {
         return Err(InvalidRequestError::new_err(
@@ -33,9 +36,12 @@ pub fn key_value(v: &Bound<'_, PyAny>) -> PyResult<KeyValue> {
     let name = name.to_str()?;
     if name == "UUID" {
         let n: u128 = v.getattr(pyo3::intern!(py, "int"))?.extract()?;
-        return Ok(KeyValue::Uuid(n));
+        return Ok(KeyValue::Uuid(n.to_be_bytes()));
     }
-    Ok(KeyValue::Other(name.into(), v.str()?.to_str()?.into()))
+    Ok(KeyValue::Other(Box::new((
+        name.into(),
+        v.str()?.to_str()?.into(),
+    ))))
 }
 
 /// Build an identity key from primary-key values in primary-key column order.
