@@ -365,6 +365,9 @@ def _refused(name: str, s: Session, b: _BlockedFlush) -> Any:
         "add_all": lambda: s.add_all([Counter(n=77)]),
         "expunge_all": s.expunge_all,
         "connection": s.connection,
+        "expunge": lambda: s.expunge(b.other),
+        "expire": lambda: s.expire(b.other),
+        "expire_all": s.expire_all,
     }
     return calls[name]()
 
@@ -380,22 +383,11 @@ REFUSED = [
     "scalars",
     "flush_plan",
     "add_all",
-    pytest.param(
-        "expunge_all",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="retort bug: Session.expunge_all() is not guarded against other threads; "
-            "it swaps the core under a running flush, which then fails",
-        ),
-    ),
-    pytest.param(
-        "connection",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="retort bug: Session.connection() hands the connection a flush is using "
-            "to another thread",
-        ),
-    ),
+    "expunge_all",
+    "connection",
+    "expunge",
+    "expire",
+    "expire_all",
 ]
 
 

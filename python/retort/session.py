@@ -719,6 +719,7 @@ class Session:
                     return by_table[table]
         return None
 
+    @_exclusive
     def connection(self) -> Connection:
         """The connection of the current transaction (beginning one if needed)."""
         self._check_usable()
@@ -842,6 +843,7 @@ class Session:
             if self._core.delete(item):
                 self._related_changed[id(item)] = item
 
+    @_exclusive
     def expunge(self, instance: object) -> None:
         """Remove an object from the session without touching the database (with the objects
         its relationships reach through the expunge cascade)."""
@@ -884,6 +886,7 @@ class Session:
                         stack.append(item)
         return out
 
+    @_exclusive
     def expunge_all(self) -> None:
         """Remove every object from the session (the transaction stays open)."""
         detached = self._persistent_if_listened()
@@ -1259,6 +1262,7 @@ class Session:
             )
         self._core.load_rows(mapper._core, rows, 0, False)
 
+    @_exclusive
     def expire(self, instance: object, attribute_names: Iterable[str] | None = None) -> None:
         """Mark attributes (all by default) as expired: the next access reloads them."""
         names = list(attribute_names) if attribute_names is not None else None
@@ -1277,6 +1281,7 @@ class Session:
             if n in rels:
                 instance.__dict__.pop(n, None)
 
+    @_exclusive
     def expire_all(self) -> None:
         """Expire every persistent object (in constant time)."""
         self._core.expire_all()
