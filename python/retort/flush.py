@@ -359,9 +359,10 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
             value = d[prop.key]
             if prop.direction == "MANYTOONE":
                 for src, dst in prop.pairs:
-                    _set_if_different(
-                        obj, dst.key, None if value is None else getattr(value, src.key)
-                    )
+                    pv = None if value is None else getattr(value, src.key)
+                    current = d.get(dst.key, _MISSING)
+                    if current is _MISSING or (current is not pv and current != pv):
+                        setattr(obj, dst.key, pv)
             elif prop.direction == "ONETOMANY":
                 _sync_one_to_many(session, obj, prop, value, changes)
             else:
@@ -383,9 +384,16 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: An
         items = [] if value is None else [value]
         orphan = session._orphans.pop(id(obj), None)
         removed = [] if orphan is None else [orphan]
-    for child in items:
-        for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
-            _set_if_different(child, dst.key, pv)
+    if len(prop.pairs) == 1:
+        key, pv = prop.pairs[0][1].key, parent_values[0]
+        for child in items:
+            current = child.__dict__.get(key, _MISSING)
+            if current is _MISSING or (current is not pv and current != pv):
+                setattr(child, key, pv)
+    else:
+        for child in items:
+            for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
+                _set_if_different(child, dst.key, pv)
     for child in removed:
         if any(x is child for x in items):
             continue

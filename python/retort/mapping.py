@@ -301,7 +301,8 @@ class Mapper:
     def check_related(self, item: Any, prop: RelationshipProperty) -> None:
         if not isinstance(item, self.class_):
             raise exc.ArgumentError(
-                f"{prop} holds {self.class_.__name__} objects, not {type(item).__name__} ({item!r})"
+                f"{prop} holds {self.class_.__name__} objects, not {type(item).__name__} "
+                f"({item!r}); give it {self.class_.__name__} instances"
             )
 
     def _configure(self) -> None:
@@ -584,6 +585,11 @@ class DeclarativeBase:
 
 
 def class_mapper(cls: type) -> Mapper:
+    if not isinstance(cls, type) and isinstance(getattr(type(cls), "__mapper__", None), Mapper):
+        raise exc.UnmappedClassError(
+            f"expected a mapped class, got the instance {cls!r}; pass its class, e.g. "
+            f"session.get({type(cls).__name__}, key)"
+        )
     mapper = getattr(cls, "__mapper__", None)
     if not isinstance(mapper, Mapper):
         raise exc.UnmappedClassError(
@@ -614,11 +620,22 @@ _CASCADES = frozenset(
 _ALL = frozenset({"save-update", "merge", "delete", "expunge", "refresh-expire"})
 
 
-def _parse_cascade(text: str) -> frozenset[str]:
+def _parse_cascade(text: Any) -> frozenset[str]:
+    if text is None:
+        return frozenset()
+    if isinstance(text, str):
+        words = text.split(",")
+    elif isinstance(text, list | tuple | set | frozenset) and all(isinstance(w, str) for w in text):
+        words = list(text)
+    else:
+        raise exc.ArgumentError(
+            f"cascade must be a string such as 'all, delete-orphan' or 'save-update, merge', "
+            f"got {text!r}"
+        )
     out: set[str] = set()
-    for raw in text.split(","):
+    for raw in words:
         word = raw.strip()
-        if not word:
+        if not word or word == "none":
             continue
         if word == "all":
             out |= _ALL
@@ -626,7 +643,8 @@ def _parse_cascade(text: str) -> frozenset[str]:
             out.add(word)
         else:
             raise exc.ArgumentError(
-                f"unknown cascade {word!r}; use any of {', '.join(sorted(_CASCADES))} or 'all'"
+                f"unknown cascade {word!r}; use any of {', '.join(sorted(_CASCADES))}, 'all' "
+                "or 'none', separated by commas"
             )
     return frozenset(out)
 
@@ -688,7 +706,13 @@ def _relationship_target(cls: type, name: str, ann: Any) -> tuple[Any, bool | No
 
 def _target_name(t: Any) -> Any:
     if isinstance(t, typing.ForwardRef):
-        return t.__forward_arg__
+        t = t.__forward_arg__
+    if isinstance(t, str) and "|" in t:
+        # Mapped["Node | None"]: the class name without None
+        names = [n.strip() for n in t.split("|") if n.strip() not in ("None", "")]
+        return names[0] if len(names) == 1 else t
+    if isinstance(t, str):
+        return t
     if isinstance(t, _Unresolved):
         return t.name
     return t
@@ -766,7 +790,11 @@ class RelationshipProperty:
             if hasattr(item, "__clause_element__"):
                 item = item.__clause_element__()
             if not isinstance(item, Column):
-                raise exc.ArgumentError(f"{self}: expected columns, got {item!r}")
+                raise exc.ArgumentError(
+                    f"{self}: expected columns, got {item!r}; name mapped columns, e.g. "
+                    f"[{self.parent.class_.__name__}.some_id] or the string "
+                    f"'{self.parent.class_.__name__}.some_id'"
+                )
             cols.append(item)
         return cols
 
@@ -777,7 +805,10 @@ class RelationshipProperty:
         try:
             return eval(text, {"__builtins__": {}}, namespace)
         except Exception as e:
-            raise exc.ArgumentError(f"{self}: cannot resolve {text!r} ({e})") from None
+            raise exc.ArgumentError(
+                f"{self}: cannot resolve {text!r} ({e}); write it as ClassName.attribute or a "
+                "table name of this declarative base, and check the spelling"
+            ) from None
 
     def _resolve_target(self) -> Mapper:
         arg = self.argument
@@ -853,6 +884,17 @@ class RelationshipProperty:
             elif remote_fks and not local_fks:
                 self.direction = "ONETOMANY"
                 self.pairs = [(fk.column, fk.parent) for fk in remote_fks]  # type: ignore[misc]
+            elif only and not local_fks and not remote_fks:
+                names = ", ".join(
+                    f"{c.table.name if c.table is not None else '?'}.{c.name}"
+                    for c in self._columns_of(self.foreign_keys)
+                )
+                raise exc.ArgumentError(
+                    f"{self}: foreign_keys names {names}, which has no ForeignKey between "
+                    f"{parent_t.name!r} and {target_t.name!r}; name a column that references "
+                    f"{target_t.name!r} (or {parent_t.name!r} from the other side), or add "
+                    "ForeignKey(...) to the column"
+                )
             elif local_fks and remote_fks:
                 raise exc.ArgumentError(
                     f"{self}: {parent_t.name!r} and {target_t.name!r} reference each other; "
@@ -870,15 +912,48 @@ class RelationshipProperty:
             self.uselist = self._annotation_uselist
         else:
             self.uselist = self.direction != "MANYTOONE"
+        if "delete-orphan" in self.cascade and self.direction != "ONETOMANY":
+            raise exc.ArgumentError(
+                f"{self}: delete-orphan cascade needs a one-to-many (or one-to-one) "
+                f"relationship, and this one is {self.direction.lower().replace('to', '-to-')}; "
+                f"put cascade='all, delete-orphan' on the relationship from "
+                f"{self.target.class_.__name__} to {self.parent.class_.__name__} instead"
+            )
         if self.back_populates:
-            other = self.target.relationships.get(self.back_populates)
-            if other is None:
-                raise exc.ArgumentError(
-                    f"{self}: back_populates={self.back_populates!r} names no relationship of "
-                    f"{self.target.class_.__name__}"
-                )
-            self.back = other
+            self.back = self._back_populated()
         self._configured = True
+
+    def _back_populated(self) -> RelationshipProperty:
+        """The relationship back_populates names, checked to point back at this one."""
+        target = self.target.class_.__name__
+        owner = self.parent.class_.__name__
+        name = self.back_populates
+        other = self.target.relationships.get(name or "")
+        if other is None:
+            what = (
+                "is a column, not a relationship"
+                if name in self.target.columns_by_key
+                else "is not a relationship"
+            )
+            raise exc.ArgumentError(
+                f"{self}: back_populates={name!r} names {target}.{name}, which {what}; declare "
+                f"the other side as {target}.{name} = relationship(back_populates="
+                f"{self.key!r}), or fix the name"
+            )
+        other_target = other._resolve_target()
+        if not issubclass(self.parent.class_, other_target.class_):
+            raise exc.ArgumentError(
+                f"{self}: back_populates={name!r} names {other}, which relates to "
+                f"{other_target.class_.__name__}, not {owner}; name the relationship of "
+                f"{target} that points back to {owner}"
+            )
+        if other.back_populates is not None and other.back_populates != self.key:
+            raise exc.ArgumentError(
+                f"{self}: back_populates={name!r} names {other}, but {other} has "
+                f"back_populates={other.back_populates!r}; the two sides must name each other: "
+                f"set {other}'s back_populates={self.key!r}"
+            )
+        return other
 
     # -- in-memory events ------------------------------------------------------------------
 
@@ -966,6 +1041,8 @@ class RelationshipProperty:
             )
         new = list(value)
         current = obj.__dict__.get(self.key)
+        if current is None and self._fill_new_collection(obj, new):
+            return
         if current is None:
             if _has_identity(obj) and self.lazy != "raise":
                 current = self._load(obj)
@@ -983,6 +1060,39 @@ class RelationshipProperty:
                 current.append(item)
         # keep the assigned order
         list.__setitem__(current, slice(None), new)
+
+    def _fill_new_collection(self, obj: Any, new: list[Any]) -> bool:
+        """The common case of ``Parent(children=[...])``: a collection assigned to an object
+        outside any session, of objects outside any session whose other side was never set.
+        Then every append event reduces to setting that other side, done here in one pass.
+        False (nothing done) when any item needs the general path."""
+        d = obj.__dict__
+        if "_retort_state" in d:
+            return False
+        back = self.back
+        if back is not None and (back.uselist or not isinstance(obj, back.target.class_)):
+            return False
+        cls = self.target.class_
+        back_key = back.key if back is not None else None
+        seen: set[int] = set()
+        for item in new:
+            if not isinstance(item, cls):
+                return False  # the general path raises the right error
+            idd = item.__dict__
+            if "_retort_state" in idd or (back_key is not None and back_key in idd):
+                return False
+            seen.add(id(item))
+        if len(seen) != len(new):
+            return False  # the same object twice
+        from retort.attributes import InstrumentedList
+
+        coll = InstrumentedList(obj, self, new)
+        coll._added.update((id(x), x) for x in new)
+        d[self.key] = coll
+        if back_key is not None:
+            for item in new:
+                item.__dict__[back_key] = obj
+        return True
 
     # -- loading ----------------------------------------------------------------------------
 
