@@ -1154,3 +1154,22 @@ def test_cycle_without_a_nullable_fk_raises(orm: Api) -> None:
         s.rollback()
     assert orm.fetch("SELECT count(*) FROM alphas") == [(0,)]
     assert orm.fetch("SELECT count(*) FROM betas") == [(0,)]
+
+
+def test_collections_given_to_constructors(orm: Api) -> None:
+    Parent, Child = parent_child(orm)
+    a, b, c = Child(name="a"), Child(name="b"), Child(name="c")
+    p = Parent(name="p", children=[a, b])
+    assert a.parent is p and b.parent is p and list(p.children) == [a, b]
+    q = Parent(name="q", children=[b, c])  # b moves from p to q
+    assert b.parent is q and c.parent is q
+    assert list(p.children) == [a] and list(q.children) == [b, c]
+    p.children.append(c)  # and c from q to p, through the collection created above
+    assert c.parent is p and list(q.children) == [b]
+    with orm.session() as s:
+        s.add_all([p, q])
+        s.commit()
+    rows = orm.fetch(
+        "SELECT c.name, p.name FROM children c JOIN parents p ON p.id = c.parent_id ORDER BY 1"
+    )
+    assert rows == [("a", "p"), ("b", "q"), ("c", "p")]
