@@ -518,3 +518,43 @@ def test_delete_that_frees_a_unique_key_runs_before_the_insert_taking_it(
         assert _verbs(sql_log) == ["DELETE", "INSERT"]
         s.commit()
     assert admin_conn.execute(f"SELECT email FROM {schema}.accounts").fetchall() == [("a@x",)]
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected", "statement"),
+    [
+        ("insert 100", "COPY", "COPY"),
+        ("insert 3", "multi-row INSERT", "INSERT"),
+        ("insert 1", "INSERT ... RETURNING", "INSERT"),
+        ("update 5", "UPDATE ... FROM unnest", "UPDATE"),
+        ("update 1", "UPDATE", "UPDATE"),
+        ("delete 5", "DELETE = ANY", "DELETE"),
+        ("delete 1", "DELETE", "DELETE"),
+    ],
+)
+def test_flush_plan_names_the_method_the_flush_uses(
+    db: Engine, sql_log: Log, setup: str, expected: str, statement: str
+) -> None:
+    op, count = setup.split()
+    n = int(count)
+    s, items = _loaded(db, 0 if op == "insert" else n)
+    try:
+        if op == "insert":
+            s.add_all([Item(name=f"n{k}") for k in range(n)])
+        for item in items:
+            if op == "update":
+                item.qty += 1
+            else:
+                s.delete(item)
+        (step,) = s.flush_plan()
+        assert (step["operation"], step["rows"], step["method"]) == (op, n, expected)
+        sql_log.clear()
+        s.flush()
+        sql = [q for q, _ in sql_log if not q.startswith("SELECT")]
+        assert len(sql) == 1 and sql[0].split()[0] == statement, sql
+        assert ("RETURNING" in sql[0]) == expected.endswith("RETURNING")
+        assert ("unnest" in sql[0]) == ("unnest" in expected)
+        assert ("= ANY" in sql[0]) == ("= ANY" in expected)
+        s.rollback()
+    finally:
+        s.close()

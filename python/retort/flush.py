@@ -100,6 +100,24 @@ def _preallocate_keys(batch: Batch, mapper: Mapper, conn: Connection) -> None:
     batch.set_keys(allocate_keys(mapper, batch.n, conn))
 
 
+def method(batch: Batch) -> str:
+    """How a batch will be executed, as `execute` decides it (for `Session.flush_plan`)."""
+    n = batch.n
+    if batch.op == "insert":
+        gen_key = batch.gen_key
+        with_keys = batch.has_keys or (gen_key is not None and n > 1)  # pre-allocated
+        returning = bool(batch.fetch) or (gen_key is not None and not with_keys)
+        if not returning and n >= COPY_MIN_ROWS and (batch.cols or with_keys):
+            return "COPY"
+        name = "multi-row INSERT" if n > 1 else "INSERT"
+        return f"{name} ... RETURNING" if returning else name
+    if batch.op == "update":
+        return "UPDATE ... FROM unnest" if n > 1 else "UPDATE"
+    if n == 1:
+        return "DELETE"
+    return "DELETE = ANY" if len(batch.key_cols) == 1 else "DELETE USING VALUES"
+
+
 def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
     gen_key = batch.gen_key
     n = batch.n

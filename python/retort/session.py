@@ -1084,11 +1084,7 @@ class Session:
         steps = []
         for b in self._core.plan().batches:
             mapper: Mapper = b.mapper.owner
-            method = {
-                "insert": "COPY" if b.n >= flush.COPY_MIN_ROWS else "multi-row INSERT",
-                "update": "set UPDATE" if b.n > 1 else "UPDATE",
-                "delete": "DELETE = ANY" if b.n > 1 else "DELETE",
-            }[b.op]
+            method = flush.method(b)
             if b.phase == "post_update":
                 method = f"post-update ({method})"
             elif b.phase == "pre_delete":
