@@ -468,6 +468,10 @@ class Connection:
                 cursor.execute(sql, params)
         except psycopg.Error as err:
             raise self._wrap(err, sql, params) from err
+        except exc.RetortError:
+            raise
+        except Exception as err:  # a value psycopg failed to encode (TypeError, UnicodeError)
+            raise exc.wrap_statement_error(err, sql, params) from err
         return cursor
 
     @contextmanager
@@ -489,6 +493,10 @@ class Connection:
                 yield copy
         except psycopg.Error as err:
             raise self._wrap(err, sql, rows) from err
+        except exc.RetortError:
+            raise
+        except Exception as err:  # a value psycopg failed to encode (TypeError, UnicodeError)
+            raise exc.wrap_statement_error(err, sql, None) from err
 
     def _wrap(self, err: psycopg.Error, sql: str | None, params: Any) -> exc.DBAPIError:
         if self._dbapi.closed and not self._invalid and not self._closed:
