@@ -185,6 +185,31 @@ def _decimal_to_float(value: Any) -> Any:
     return None if value is None else float(value)
 
 
+def _numeric_scale_check(precision: int | None, scale: int) -> Processor:
+    """A bind processor refusing Decimals with more decimal places than NUMERIC(p, s) keeps
+    (PostgreSQL would round them away without a word)."""
+    quantum = decimal.Decimal(1).scaleb(-scale)
+
+    def process(value: Any) -> Any:
+        if isinstance(value, decimal.Decimal) and value.is_finite():
+            exponent = value.as_tuple().exponent
+            if isinstance(exponent, int) and exponent < -scale:
+                try:
+                    rounded = value.quantize(quantum)
+                except decimal.InvalidOperation:
+                    return value  # too many digits anyway: the database reports the overflow
+                if rounded != value:
+                    raise exc.ArgumentError(
+                        f"Decimal('{value}') has more than {scale} decimal place(s), which a "
+                        f"Numeric({precision}, {scale}) column would round away; round it "
+                        f"yourself first (value.quantize(Decimal('{quantum}'))), or declare "
+                        "the column with a larger scale"
+                    )
+        return value
+
+    return process
+
+
 class Numeric(TypeEngine):
     """Exact NUMERIC(precision, scale); values come back as Decimal unless asdecimal=False."""
 
@@ -199,6 +224,11 @@ class Numeric(TypeEngine):
         self.precision = precision
         self.scale = scale
         self.asdecimal = asdecimal
+
+    def bind_processor(self) -> Processor | None:
+        if self.scale is None:
+            return None  # PostgreSQL stores the value as given
+        return _numeric_scale_check(self.precision, self.scale)
 
     def ddl(self) -> str:
         if self.precision is None:
@@ -264,6 +294,16 @@ class Interval(TypeEngine):
         return "INTERVAL"
 
 
+def _binary_bind(value: Any) -> Any:
+    # PostgreSQL would parse a str as bytea text input ('\\x41' is b'A'): refuse it.
+    if isinstance(value, str):
+        raise exc.ArgumentError(
+            f"{value!r:.60} is a str, but a LargeBinary column holds bytes: encode it first "
+            "(value.encode('utf-8')), or declare the column as String or Text"
+        )
+    return value
+
+
 class LargeBinary(TypeEngine):
     """BYTEA (a ``length`` is accepted for portability and ignored); psycopg returns bytes."""
 
@@ -275,6 +315,9 @@ class LargeBinary(TypeEngine):
 
     def ddl(self) -> str:
         return "BYTEA"
+
+    def bind_processor(self) -> Processor | None:
+        return _binary_bind
 
 
 def _uuid_to_str(value: Any) -> Any:
