@@ -93,7 +93,10 @@ def quote_identifier(name: str) -> str:
     if _PLAIN_IDENTIFIER.match(name) and name not in RESERVED_WORDS:
         return name
     if "\x00" in name:
-        raise exc.ArgumentError(f"identifier {name!r} contains a NUL character")
+        raise exc.ArgumentError(
+            f"identifier {name!r} contains a NUL character, which PostgreSQL names cannot hold; "
+            "remove it"
+        )
     return '"' + name.replace('"', '""') + '"'
 
 

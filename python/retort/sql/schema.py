@@ -289,6 +289,15 @@ def _check_default(value: Any, what: str) -> Callable[[], Any] | None:
     return value
 
 
+def _check_name(name: str, what: str) -> None:
+    """Refuse names PostgreSQL cannot hold, when they are declared rather than at CREATE."""
+    if "\x00" in name:
+        raise exc.ArgumentError(
+            f"the name {name!r} of {what} contains a NUL character, which PostgreSQL names "
+            "cannot hold; remove it"
+        )
+
+
 class ForeignKey:
     """A reference from the column it is given to, to ``"table.column"`` or a Column."""
 
@@ -303,6 +312,9 @@ class ForeignKey:
         deferrable: bool | None = None,
         initially: str | None = None,
     ) -> None:
+        clause = getattr(column, "__clause_element__", None)
+        if clause is not None and not isinstance(column, str | Column):
+            column = clause()  # a mapped attribute such as ForeignKey(User.id)
         if isinstance(column, str):
             parts = column.split(".")
             if len(parts) not in (2, 3) or not all(parts):
@@ -361,7 +373,9 @@ class ForeignKey:
                 raise exc.ArgumentError(
                     f"foreign key on {parent_table.fullname}.{parent_name}"
                     f" references table {table_key!r}, which is not defined in this MetaData "
-                    f"(known tables: {sorted(metadata.tables) or 'none'})"
+                    f"(known tables: {sorted(metadata.tables) or 'none'}); fix the table name, "
+                    "or declare (import) the model or Table it names on the same declarative "
+                    "base before the first flush or create_all()"
                 )
             return None
         for col in table.columns:
@@ -371,7 +385,8 @@ class ForeignKey:
         if required:
             raise exc.ArgumentError(
                 f"foreign key {self._colspec!r}: table {table.fullname!r} has no column "
-                f"{col_name!r} (columns: {[c.name for c in table.columns]})"
+                f"{col_name!r} (columns: {[c.name for c in table.columns]}); name one of its "
+                "columns (the database column name, usually its primary key)"
             )
         return None
 
@@ -651,6 +666,7 @@ class Table(FromClause):
     ) -> None:
         if not isinstance(name, str) or not name:
             raise exc.ArgumentError(f"Table name must be a non-empty string, got {name!r}")
+        _check_name(name, "Table")
         if not isinstance(metadata, MetaData):
             raise exc.ArgumentError(
                 f"Table({name!r}, ...) needs a MetaData as its second argument, got {metadata!r}"
@@ -689,13 +705,18 @@ class Table(FromClause):
             raise exc.ArgumentError(f"expected a Column, got {column!r}")
         if column.name is None:
             raise exc.ArgumentError(f"a Column of table {self.name!r} has no name")
+        _check_name(column.name, f"a column of table {self.name!r}")
         if column.table is not None and column.table is not self:
             raise exc.ArgumentError(
                 f"column {column.name!r} already belongs to table {column.table.name!r}; "
                 "use column.copy() for another table"
             )
         if any(c.name == column.name for c in self._columns):
-            raise exc.ArgumentError(f"table {self.name!r} already has a column {column.name!r}")
+            raise exc.ArgumentError(
+                f"table {self.name!r} already has a column {column.name!r}; give each column "
+                "its own name (mapped_column('other_name') maps an attribute to a differently "
+                "named column)"
+            )
         self._columns._add(column)
         column.table = self
         for fk in column.foreign_keys:
