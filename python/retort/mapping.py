@@ -282,7 +282,8 @@ class Mapper:
             )
         if not spec.type._is_integer:
             raise exc.ArgumentError(
-                f"{class_.__name__}: version_id_col {spec.name!r} must be an integer column"
+                f"{class_.__name__}: version_id_col {spec.name!r} must be an integer column; "
+                f"declare it as {spec.key}: Mapped[int]"
             )
         return index_of[id(spec)]
 
@@ -306,8 +307,16 @@ class Mapper:
             )
 
     def _configure(self) -> None:
+        # Every relationship is tried, and the foreign-key dependencies registered, even when
+        # one relationship is broken; its error is raised at the end (and again whenever the
+        # broken relationship is used).
+        error: exc.ArgumentError | None = None
         for prop in self.relationships.values():
-            prop._configure()
+            try:
+                prop._configure()
+            except exc.ArgumentError as e:
+                error = error or e
+                continue
             if prop.lazy in ("selectin", "joined"):
                 self.eager = True
             if not prop.viewonly:
@@ -334,6 +343,8 @@ class Mapper:
                 all(fk.parent.nullable for fk in fks),
                 self._post_update_along(parent, {id(fk.parent) for fk in fks}),
             )
+        if error is not None:
+            raise error
 
     def _post_update_along(self, parent: Mapper, fk_cols: set[int]) -> bool:
         """Whether a relationship along these foreign-key columns asked for post_update."""
@@ -718,6 +729,22 @@ def _target_name(t: Any) -> Any:
     return t
 
 
+class _PendingTarget:
+    """A relationship's target mapper until configuration resolves it: any use configures the
+    relationship first, so that a broken declaration raises its ArgumentError (again) rather
+    than an AttributeError."""
+
+    __slots__ = ("_prop",)
+
+    def __init__(self, prop: RelationshipProperty) -> None:
+        self._prop = prop
+
+    def __getattr__(self, name: str) -> Any:
+        prop = self._prop
+        prop._configure()
+        return getattr(prop.target, name)
+
+
 class RelationshipProperty:
     """A relationship between two mapped classes, as declared by `relationship()`."""
 
@@ -758,7 +785,7 @@ class RelationshipProperty:
         # set when mapped / configured
         self.key = ""
         self.parent: Mapper = None  # type: ignore[assignment]
-        self.target: Mapper = None  # type: ignore[assignment]
+        self.target: Mapper = _PendingTarget(self)  # type: ignore[assignment]
         self.uselist = bool(uselist)
         self.direction = ""
         # (source column, destination column) pairs, copied source -> destination at flush:
@@ -825,6 +852,11 @@ class RelationshipProperty:
             return matches[-1]
         if isinstance(arg, type) and isinstance(arg.__dict__.get("__mapper__"), Mapper):
             return arg.__dict__["__mapper__"]
+        if isinstance(arg, type):
+            raise exc.ArgumentError(
+                f"{self}: {arg.__name__} is not a mapped class; relationship() needs a class "
+                "declared on a DeclarativeBase subclass with a __tablename__"
+            )
         raise exc.ArgumentError(
             f"{self}: cannot tell the related class; annotate with Mapped[Target] / "
             "Mapped[list[Target]] or pass relationship(Target)"
@@ -833,6 +865,14 @@ class RelationshipProperty:
     def _configure(self) -> None:
         if self._configured:
             return
+        try:
+            self._configure_now()
+        except BaseException:
+            # not configured: the next use tries again (and raises the error again)
+            self.target = _PendingTarget(self)  # type: ignore[assignment]
+            raise
+
+    def _configure_now(self) -> None:
         self.target = self._resolve_target()
         parent_t = self.parent.local_table
         target_t = self.target.local_table
@@ -844,6 +884,7 @@ class RelationshipProperty:
                 raise exc.ArgumentError(f"{self}: secondary= must be a Table")
             self.secondary = sec
             self.direction = "MANYTOMANY"
+            self.secondary_pairs, self.target_secondary_pairs = [], []
             for fk in sec.foreign_keys:
                 col = fk.column
                 if col.table is parent_t and fk.parent is not None:
