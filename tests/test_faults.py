@@ -18,8 +18,7 @@ After every fault: the database holds exactly what it held before (read through 
 connection), no lock is left behind, the session raises the original error and then
 `PendingRollbackError` until `rollback()`; after `rollback()` new objects are transient,
 persistent ones are intact and reload their committed values, the connection is back in the
-pool, and the same work (with the bad value fixed, for server errors) commits. Where retort
-falls short, the test of the correct behaviour is marked xfail (strict) with the reason.
+pool, and the same work (with the bad value fixed, for server errors) commits.
 """
 
 from __future__ import annotations
@@ -529,11 +528,6 @@ def test_backend_killed_between_flush_and_commit(world: World) -> None:
     _assert_pool_intact(world.engine, lost=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retort bug: after a failed COMMIT the session goes on (commit() succeeds, "
-    "committing nothing) instead of refusing work until rollback() as SQLAlchemy does",
-)
 def test_failed_commit_needs_rollback(world: World) -> None:
     with Session(world.engine) as s:
         w = _load(s)
@@ -764,12 +758,6 @@ def test_server_refuses_a_row_in_a_batch(world: World, case: str) -> None:
 # what the objects say right after a failed flush
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retort bug: when a listener that runs after the flush's statements raises, the "
-    "new objects stay persistent (in the identity map) until rollback(), though the "
-    "transaction that inserted them is rolled back",
-)
 @pytest.mark.parametrize("name", IN_FLUSH_EVENTS)
 def test_listener_failure_leaves_no_persistent_object(world: World, name: str) -> None:
     def fail(session: Session, *args: Any) -> None:
@@ -892,11 +880,6 @@ def test_row_deleted_by_another_transaction_under_a_batch(world: World, case: st
         _retry(s, w, world, _expected(state))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: StaleDataError of a batched UPDATE/DELETE gives only the row counts, "
-    "not which row (key) was missing",
-)
 @pytest.mark.parametrize("case", list(STALE))
 def test_stale_data_error_names_the_row(world: World, case: str) -> None:
     with Session(world.engine) as s:
@@ -966,11 +949,6 @@ def test_fault_inside_a_savepoint(world: World, k: int, fault: str) -> None:
         _retry(s, w, world, dict(_expected(state), outer=(None, {})))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retort bug: when the flush at the end of `with session.begin_nested():` fails, "
-    "the savepoint is left open instead of rolled back",
-)
 def test_failed_flush_at_the_end_of_a_savepoint_block(world: World) -> None:
     with Session(world.engine) as s:
         outer = Parent(name="outer")

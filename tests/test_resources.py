@@ -438,6 +438,9 @@ def test_failed_commit_returns_the_connection(small: Engine, admin_conn: Conn, s
     with pytest.raises(exc.IntegrityError):
         s.commit()
     assert _checked_out(small) == 0
+    with pytest.raises(exc.PendingRollbackError):  # until the failure is acknowledged
+        s.commit()
+    s.rollback()
     s.add(Node(name="single"))
     s.commit()
     s.close()

@@ -243,8 +243,12 @@ def test_a_bind_that_cannot_prepare_rolls_every_bind_back(
         assert not [g for g in _prepared(admin_conn) if g.startswith("retort_")]
         assert _count(admin_conn, f"{schema}.orders") == 0
         assert _count(admin_conn, f"{other}.audits") == 0
-        # the session is usable, and the order is transient again, as after rollback()
-        assert not s.in_transaction() and order not in s
+        # the order is transient again; the session refuses work until rollback()
+        assert order not in s
+        with pytest.raises(exc.PendingRollbackError):
+            s.flush()
+        s.rollback()
+        assert not s.in_transaction()
         s.add(Order(what="second try"))
         s.commit()
     assert admin_conn.execute(f"SELECT what FROM {schema}.orders").fetchall() == [("second try",)]

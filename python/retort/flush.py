@@ -17,6 +17,7 @@ Row counts of UPDATE and DELETE are checked: a mismatch raises `StaleDataError`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -199,7 +200,14 @@ def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
             sql = mapper.sql_cache[unnest_key] = _update_unnest_sql(mapper, cols, pk)
         arrays = batch.array_literals()  # encoded by the core; psycopg's lists otherwise
         cur = conn._cursor_execute(sql, arrays if arrays is not None else batch.columns())
-        _check_count(cur.rowcount, batch.n, "UPDATE", mapper)
+        start, npk = len(cols), len(batch.pk)
+        _check_count(
+            cur,
+            batch.n,
+            "UPDATE",
+            mapper,
+            lambda: [tuple(r[start : start + npk]) for r in batch.rows()],
+        )
         return
     for nrows, params in batch.chunks(1):
         key = ("update", tuple(cols), tuple(pk), nrows)
@@ -207,7 +215,8 @@ def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
         if sql is None:
             sql = mapper.sql_cache[key] = _update_sql(mapper, cols, pk, nrows)
         cur = conn._cursor_execute(sql, params)
-        _check_count(cur.rowcount, nrows, "UPDATE", mapper)
+        keys = functools.partial(_flat_keys, params, len(cols), len(batch.pk), len(params))
+        _check_count(cur, nrows, "UPDATE", mapper, keys)
 
 
 def _update_unnest_sql(mapper: Mapper, cols: list[int], pk: list[int]) -> str:
@@ -222,6 +231,15 @@ def _update_unnest_sql(mapper: Mapper, cols: list[int], pk: list[int]) -> str:
     )
     return (
         f"UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({', '.join(aliases)}) WHERE {where}"
+        + _returning_pk(mapper, table)
+    )
+
+
+def _returning_pk(mapper: Mapper, table: str) -> str:
+    """RETURNING of the primary key: left unread unless the row count is wrong, when it tells
+    which rows were not matched."""
+    return " RETURNING " + ", ".join(
+        f"{table}.{quote_identifier(c.name)}" for c in mapper.primary_key
     )
 
 
@@ -257,10 +275,13 @@ def _delete(batch: Batch, mapper: Mapper, conn: Connection) -> None:
             sql = f"DELETE FROM {table} WHERE {col} = %s"
             cur = conn._cursor_execute(sql, batch.chunks(1)[0][1])
         else:
-            sql = f"DELETE FROM {table} WHERE {col} = ANY(%s::{_cast(mapper, pk[0])}[])"
+            sql = (
+                f"DELETE FROM {table} WHERE {col} = ANY(%s::{_cast(mapper, pk[0])}[])"
+                + _returning_pk(mapper, table)
+            )
             arrays = batch.array_literals()  # [the keys' array literal], encoded by the core
             cur = conn._cursor_execute(sql, arrays if arrays is not None else [batch.key_list()])
-        _check_count(cur.rowcount, batch.n, "DELETE", mapper)
+        _check_count(cur, batch.n, "DELETE", mapper, lambda: [(k,) for k in batch.key_list()])
         return
     per_chunk = _chunk_rows(len(pk))
     for nrows, params in batch.chunks(per_chunk):
@@ -270,18 +291,42 @@ def _delete(batch: Batch, mapper: Mapper, conn: Connection) -> None:
         where = " AND ".join(
             f"{table}.{quote_identifier(mapper.columns[i].name)} = v.k{j}" for j, i in enumerate(pk)
         )
-        sql = f"DELETE FROM {table} USING (VALUES {rows}) AS v({aliases}) WHERE {where}"
-        cur = conn._cursor_execute(sql, params)
-        _check_count(cur.rowcount, nrows, "DELETE", mapper)
-
-
-def _check_count(matched: int, expected: int, what: str, mapper: Mapper) -> None:
-    if matched != expected:
-        raise exc.StaleDataError(
-            f"{what} statement on table {mapper.local_table.name!r} expected to match "
-            f"{expected} row(s); {matched} were matched. The rows were changed or deleted by "
-            "another transaction since they were loaded; roll back, reload and retry"
+        sql = (
+            f"DELETE FROM {table} USING (VALUES {rows}) AS v({aliases}) WHERE {where}"
+            + _returning_pk(mapper, table)
         )
+        cur = conn._cursor_execute(sql, params)
+        keys = functools.partial(_flat_keys, params, 0, len(batch.pk), len(pk))
+        _check_count(cur, nrows, "DELETE", mapper, keys)
+
+
+def _flat_keys(flat: Any, start: int, npk: int, width: int) -> list[tuple[Any, ...]]:
+    """The primary keys in a flat parameter list of rows `width` wide, each key `npk` values
+    from `start` within its row."""
+    return [tuple(flat[i + start : i + start + npk]) for i in range(0, len(flat), width)]
+
+
+def _check_count(
+    cur: Any, expected: int, what: str, mapper: Mapper, keys: Callable[[], list[tuple[Any, ...]]]
+) -> None:
+    """Raise StaleDataError when the statement matched another number of rows than it was
+    given, naming the rows it did not match (the statement returned the keys it matched)."""
+    matched = cur.rowcount
+    if matched == expected:
+        return
+    returned = {tuple(r) for r in cur.fetchall()} if cur.description is not None else set()
+    missing = [k for k in keys() if k not in returned]
+    names = [c.name for c in mapper.primary_key]
+    shown = "; ".join(
+        ", ".join(f"{n}={v!r}" for n, v in zip(names, k, strict=False)) for k in missing[:10]
+    )
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    which = f" Rows not matched: {shown}{more}." if missing else ""
+    raise exc.StaleDataError(
+        f"{what} statement on table {mapper.local_table.name!r} expected to match "
+        f"{expected} row(s); {matched} were matched.{which} The rows were changed or deleted "
+        "by another transaction since they were loaded; roll back, reload and retry"
+    )
 
 
 # -- relationships -----------------------------------------------------------------------------

@@ -276,10 +276,16 @@ class SessionTransaction:
     def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
         if self._closed:
             return
-        if exc_type is None:
-            self.commit()
-        else:
+        if exc_type is not None:
             self.rollback()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            # e.g. the SAVEPOINT's closing flush failed: leave the block rolled back, not open
+            if not self._closed:
+                self.rollback()
+            raise
 
 
 class Session:
@@ -458,7 +464,7 @@ class Session:
         if self._failed is not None:
             raise exc.PendingRollbackError(
                 "this Session's transaction was rolled back because of an earlier error "
-                f"during flush ({type(self._failed).__name__}: {self._failed}); call "
+                f"in flush or commit ({type(self._failed).__name__}: {self._failed}); call "
                 "session.rollback() before using the session again"
             ) from self._failed
 
@@ -525,8 +531,8 @@ class Session:
                 else:
                     for conn in list(self._conns.values()):
                         conn.commit()
-            except BaseException:
-                self._abort_commit()
+            except BaseException as err:
+                self._abort_commit(err)
                 raise
         self._prepared = False
         deleted, self._flushed_deleted = self._flushed_deleted, []
@@ -586,23 +592,22 @@ class Session:
                     txn = conn.get_transaction()
                     if isinstance(txn, TwoPhaseTransaction):
                         txn.prepare()
-            except BaseException:
-                self._abort_commit()  # ROLLBACK PREPARED for those prepared already
+            except BaseException as err:
+                self._abort_commit(err)  # ROLLBACK PREPARED for those prepared already
                 raise
             self._prepared = True
 
-    def _abort_commit(self) -> None:
+    def _abort_commit(self, err: BaseException) -> None:
         """The database refused to commit (or prepare): roll every connection back and undo
-        the transaction's work in the session, as rollback() does."""
+        the transaction's work in the session. As after a failed flush, the session then
+        refuses work (PendingRollbackError) until rollback() acknowledges the failure."""
         self._prepared = False
+        self._failed = err
         self._rollback_connection()
         self._flushed_deleted = []
         if self._dispatch:
             self._fire("after_rollback")
         self._core.rollback()
-        if self._tx is not None:
-            self._tx._closed = True
-        self._tx = None
 
     def _rollback_connection(self) -> None:
         if self._conns:
@@ -1010,6 +1015,10 @@ class Session:
                     self._after_flush(ctx or UOWTransaction(self), plan, view, inserted, deleted)
             except BaseException as e:
                 self._failed = e
+                if not self._nested:
+                    # as SQLAlchemy: the transaction's work is undone in the session at once
+                    # (objects the failed flush made persistent are transient again)
+                    self._core.rollback()
                 try:
                     if self._nested:
                         # only the SAVEPOINT's work is lost; the session stays unusable until
