@@ -181,8 +181,8 @@ def _short_params(params: Any) -> str:
 
 
 _TYPE_ADVICE = (
-    "give the attribute a value of the column's Python type (int for Integer, Decimal for "
-    "Numeric, datetime for DateTime, uuid.UUID for Uuid, ...), converting it before the flush"
+    "use a value of the column's Python type (int for Integer, Decimal for Numeric, datetime "
+    "for DateTime, uuid.UUID for Uuid, ...), converting it before the flush or query"
 )
 _NUL_ADVICE = (
     "PostgreSQL text and JSON cannot hold NUL (\\x00) characters: remove them (value.replace("

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import enum
+import math
 import types as _pytypes
 import typing
 import uuid
@@ -185,12 +186,21 @@ def _decimal_to_float(value: Any) -> Any:
     return None if value is None else float(value)
 
 
-def _numeric_scale_check(precision: int | None, scale: int) -> Processor:
-    """A bind processor refusing Decimals with more decimal places than NUMERIC(p, s) keeps
-    (PostgreSQL would round them away without a word)."""
+def _numeric_check(precision: int, scale: int) -> Processor:
+    """A bind processor for NUMERIC(p, s): refuses infinities (which it cannot hold), and
+    Decimals with more decimal places than it keeps (PostgreSQL would round them away without a
+    word)."""
     quantum = decimal.Decimal(1).scaleb(-scale)
 
     def process(value: Any) -> Any:
+        if (isinstance(value, float) and math.isinf(value)) or (
+            isinstance(value, decimal.Decimal) and value.is_infinite()
+        ):
+            raise exc.ArgumentError(
+                f"{value!r} cannot be stored in a Numeric({precision}, {scale}) column, which "
+                "holds finite numbers only; store None instead, or use a Float column (or "
+                "Numeric() without precision) for infinities"
+            )
         if isinstance(value, decimal.Decimal) and value.is_finite():
             exponent = value.as_tuple().exponent
             if isinstance(exponent, int) and exponent < -scale:
@@ -226,9 +236,9 @@ class Numeric(TypeEngine):
         self.asdecimal = asdecimal
 
     def bind_processor(self) -> Processor | None:
-        if self.scale is None:
+        if self.precision is None:
             return None  # PostgreSQL stores the value as given
-        return _numeric_scale_check(self.precision, self.scale)
+        return _numeric_check(self.precision, self.scale or 0)
 
     def ddl(self) -> str:
         if self.precision is None:
@@ -544,7 +554,7 @@ class Enum(TypeEngine):
             if isinstance(value, str) and value in names:
                 return value
             raise exc.ArgumentError(
-                f"{value!r} is not a valid value for {self._label()}; expected {self._describe()}"
+                f"{value!r} is not a valid value for {self._label()}; use {self._describe()}"
             )
 
         return process
