@@ -525,6 +525,8 @@ def _map_class(cls: type[DeclarativeBase]) -> None:
             if value.argument is None:
                 value.argument = target
             value._annotation_uselist = uselist
+            if value.explicit_uselist is None and uselist is not None:
+                value.uselist = uselist  # until configured (a broken one may never be)
             relationships[name] = value
     mapper = Mapper(cls, table, attr_columns, relationships)
     for prop in relationships.values():
