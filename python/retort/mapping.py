@@ -345,6 +345,14 @@ class Mapper:
             )
         if error is not None:
             raise error
+        self._core.set_cascade(
+            [
+                (p.key, bool(p.uselist))
+                for p in self.relationships.values()
+                if "save-update" in p.cascade
+            ],
+            bool(self.relationships),
+        )
 
     def _post_update_along(self, parent: Mapper, fk_cols: set[int]) -> bool:
         """Whether a relationship along these foreign-key columns asked for post_update."""

@@ -768,7 +768,10 @@ class Session:
                 self._cascade_related(obj)
 
     def _cascade_related(self, obj: Any) -> None:
-        """Follow loaded relationships of `obj` with save-update and add what they hold."""
+        """Follow loaded relationships of `obj` with save-update and add what they hold (in
+        the core, unless listeners want the events of each object attached)."""
+        if not self._dispatch and self._core.cascade_add(obj, self._related_changed):
+            return
         self._related_changed[id(obj)] = obj
         stack = [obj]
         seen = {id(obj)}

@@ -91,6 +91,16 @@ pub struct MapperCore {
     #[pyo3(get)]
     pub owner: Py<PyAny>,
     pub object_new: Py<PyAny>,
+    /// Set when the mapper is configured: the relationships `add()` cascades along.
+    pub cascade: std::sync::Mutex<Option<Cascade>>,
+}
+
+/// What `SessionCore.cascade_add` needs of a mapper's relationships.
+pub struct Cascade {
+    /// (attribute name, is a collection) of each relationship with the save-update cascade.
+    pub save_update: Vec<(Py<PyString>, bool)>,
+    /// Whether the class has relationships at all (objects to sync at flush).
+    pub related: bool,
 }
 
 impl MapperCore {
@@ -188,7 +198,21 @@ impl MapperCore {
             extra_init,
             owner,
             object_new,
+            cascade: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Record, once the relationships are configured, which ones `add()` cascades along:
+    /// `save_update` holds (attribute name, is a collection) per save-update relationship.
+    fn set_cascade(&self, save_update: Vec<(Py<PyString>, bool)>, related: bool) -> PyResult<()> {
+        *self
+            .cascade
+            .lock()
+            .map_err(|_| PyTypeError::new_err("mapper cascade poisoned"))? = Some(Cascade {
+            save_update,
+            related,
+        });
+        Ok(())
     }
 
     /// Record a foreign key from `self`'s table (columns `cols`) to `parent`'s: its rows must

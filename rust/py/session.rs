@@ -926,6 +926,69 @@ impl SessionCore {
         Ok(obj.into_bound(py))
     }
 
+    /// The save-update cascade of `add()`, walked in the core: add every object reachable
+    /// from `root` through loaded relationships with that cascade, and record in `changed`
+    /// (the session's `{id(obj): obj}` of objects whose relationships the next flush syncs)
+    /// `root` and every newly added object of a class with relationships. False when a mapper
+    /// on the way is not configured yet: the caller then walks in Python (adding twice is a
+    /// no-op). Session events are not fired: with listeners the caller walks in Python.
+    fn cascade_add(&self, root: &Bound<'_, PyAny>, changed: &Bound<'_, PyDict>) -> PyResult<bool> {
+        let py = root.py();
+        changed.set_item(root.as_ptr() as usize, root)?;
+        let mut stack = vec![root.clone()];
+        let mut seen: HashSet<usize> = HashSet::new();
+        seen.insert(root.as_ptr() as usize);
+        while let Some(current) = stack.pop() {
+            let mapper = mapper_of(&current)?;
+            let props: Vec<(Py<PyString>, bool)> = {
+                let guard = mapper.get().cascade.lock().map_err(|_| busy("mapper"))?;
+                let Some(info) = guard.as_ref() else {
+                    return Ok(false);
+                };
+                info.save_update
+                    .iter()
+                    .map(|(k, l)| (k.clone_ref(py), *l))
+                    .collect()
+            };
+            if props.is_empty() {
+                continue;
+            }
+            let dict = instance_dict(&current)?;
+            for (key, uselist) in props {
+                let Some(value) = dict.get_item(key.bind(py))? else {
+                    continue;
+                };
+                let items: Vec<Bound<'_, PyAny>> = if uselist {
+                    value.try_iter()?.collect::<PyResult<_>>()?
+                } else if value.is_none() {
+                    Vec::new()
+                } else {
+                    vec![value]
+                };
+                for item in items {
+                    if !seen.insert(item.as_ptr() as usize) {
+                        continue;
+                    }
+                    let how = self.add(&item)?;
+                    if !how.is_empty() {
+                        let related = mapper_of(&item)?
+                            .get()
+                            .cascade
+                            .lock()
+                            .map_err(|_| busy("mapper"))?
+                            .as_ref()
+                            .is_none_or(|c| c.related);
+                        if related {
+                            changed.set_item(item.as_ptr() as usize, &item)?;
+                        }
+                    }
+                    stack.push(item);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// `Session.get`'s fast path: the object of class `entity` with primary key `ident` when
     /// it is in the identity map, loaded and not deleted; `miss` otherwise (including any
     /// bad argument: the full path then raises the right error).
