@@ -1173,3 +1173,31 @@ def test_collections_given_to_constructors(orm: Api) -> None:
         "SELECT c.name, p.name FROM children c JOIN parents p ON p.id = c.parent_id ORDER BY 1"
     )
     assert rows == [("a", "p"), ("b", "q"), ("c", "p")]
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["core walk", "python walk"])
+@pytest.mark.parametrize("cascade", ["save-update, merge", "merge"])
+def test_add_cascades_the_same_with_and_without_listeners(
+    engine: Any, listened: bool, cascade: str
+) -> None:
+    # without session listeners the core walks the cascade; with them the Python walk fires
+    # the events: both must add exactly the same objects
+    from retort import event
+
+    orm = Api("retort", engine, [], None)  # type: ignore[arg-type]
+    Parent, Child = parent_child(orm, cascade=cascade)
+    attached: list[Any] = []
+    with orm.session() as s:
+        if listened:
+            event.listen(s, "after_attach", lambda _s, o: attached.append(o))
+        kids = [Child(name=f"c{i}") for i in range(3)]
+        p = Parent(name="p", children=kids[:2])
+        kids[2].parent = p  # through the back reference
+        s.add(p)
+        expected = {id(p)} | ({id(k) for k in kids} if "save" in cascade else set())
+        assert {id(o) for o in s.new} == expected
+        s.add(kids[0])  # a child added itself reaches its parent (many-to-one, save-update)
+        expected |= {id(kids[0])}
+        assert {id(o) for o in s.new} == expected
+        if listened:
+            assert {id(o) for o in attached} == expected
