@@ -408,12 +408,16 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     delete orphans; null or delete the children of parents being deleted."""
     changes = RelatedChanges()
     deleted = session.deleted
+    props_of: dict[type, list[Any]] = {}
     for obj in objs:
         d = obj.__dict__
-        is_deleted = obj in deleted
-        for prop in type(obj).__mapper__.relationships.values():
-            if prop.viewonly:
-                continue
+        is_deleted = bool(deleted) and obj in deleted
+        cls = type(obj)
+        props = props_of.get(cls)
+        if props is None:
+            rels = cls.__mapper__.relationships.values()
+            props = props_of[cls] = [p for p in rels if not p.viewonly]
+        for prop in props:
             if is_deleted:
                 _parent_deleted(session, obj, prop, changes)
                 continue
