@@ -441,6 +441,20 @@ def test_unmapped_class_or_instance(
         _commits(s, admin_conn, schema)  # no flush failed: no rollback needed
 
 
+@pytest.mark.parametrize("thing", [None, 42], ids=["None", "int"])
+def test_add_all_of_something_not_iterable(
+    db: Engine, before: dict[str, list[str]], admin_conn: Conn, schema: str, thing: Any
+) -> None:
+    # A builtin TypeError on purpose: add_all() iterates its argument, and SQLAlchemy raises
+    # the same TypeError ("... object is not iterable"), which already says what is wrong.
+    with Session(db) as s:
+        with pytest.raises(TypeError, match="not iterable"):
+            s.add_all(thing)
+        assert not s.new
+        assert _snapshot(admin_conn, schema) == before
+        _commits(s, admin_conn, schema)
+
+
 # ---------------------------------------------------------------------------------------------
 # C. Objects of another live session (add and delete of one: test_errors.py)
 
