@@ -493,12 +493,6 @@ def test_cascade_pulls_in_an_object_of_another_session(
         s1.rollback()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: expunge() of another session's object says only 'not present in this "
-    "Session' (Rust core expunge, rust/py/session.rs): name the way out, "
-    "object_session(obj).expunge(obj)",
-)
 def test_expunge_of_an_object_of_another_session(
     db: Engine, before: dict[str, list[str]], admin_conn: Conn, schema: str
 ) -> None:
@@ -517,12 +511,6 @@ def test_expunge_of_an_object_of_another_session(
 # D. Deleted objects (add() after delete + flush: test_errors.py)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: a change to an object deleted by a flush is accepted and silently never "
-    "written; the core's attribute set (rust/py/attr.rs) or the flush should raise "
-    "InvalidRequestError",
-)
 def test_change_of_an_object_deleted_by_a_flush(
     db: Engine, before: dict[str, list[str]], admin_conn: Conn, schema: str
 ) -> None:
@@ -539,12 +527,6 @@ def test_change_of_an_object_deleted_by_a_flush(
         _check(info.value, exc.InvalidRequestError, "rollback()")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: refresh()/expire() of an object deleted in this transaction advise 'add "
-    "it and flush', which cannot work; session.py refresh/expire should check for the deleted "
-    "state first and advise rollback() to undo the delete",
-)
 @pytest.mark.parametrize("method", ["refresh", "expire"])
 def test_refresh_or_expire_of_a_deleted_object(
     db: Engine, before: dict[str, list[str]], admin_conn: Conn, schema: str, method: str
@@ -561,13 +543,6 @@ def test_refresh_or_expire_of_a_deleted_object(
         _check(info.value, exc.InvalidRequestError, "rollback()")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: add() of an object whose delete was committed makes it persistent "
-    "again, and the next commit updates a row that no longer exists (StaleDataError) or does "
-    "nothing; Session.add / the core's add should raise InvalidRequestError naming "
-    "make_transient(), as SQLAlchemy does",
-)
 def test_add_of_an_object_whose_delete_was_committed(
     db: Engine, admin_conn: Conn, schema: str
 ) -> None:
@@ -617,11 +592,6 @@ GET_CASES = [
         exc.InvalidRequestError,
         "primary key attribute names are",
         id="dict-with-an-unknown-key",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="retort gap: get() ignores dict keys that are not primary key attributes; "
-            "session.py get() should refuse them naming the key attributes, as SQLAlchemy does",
-        ),
     ),
 ]
 
@@ -1073,14 +1043,6 @@ def test_nul_in_a_query_parameter(
         _commits(s, admin_conn, schema)
 
 
-PERCENT_IN_NAMES = pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: flush.py and session.py (_select_by_pk, refresh, get) put quoted names "
-    "into statements run with parameters without doubling '%', so psycopg reads a '%' in a "
-    "table or column name as a placeholder; they need a %-escaping quote (as the compiler's "
-    "_column_sql)",
-)
-
 WEIRD_NAMES = [
     pytest.param("it's", id="single-quote"),
     pytest.param('say "hi"', id="double-quote"),
@@ -1093,9 +1055,9 @@ WEIRD_NAMES = [
     pytest.param("user", id="reserved-user"),
     pytest.param("$1 :name ?", id="other-placeholders"),
     pytest.param("x); DROP TABLE users; --", id="injection"),
-    pytest.param("%s", id="percent-s", marks=PERCENT_IN_NAMES),
-    pytest.param("%(x)s", id="percent-named", marks=PERCENT_IN_NAMES),
-    pytest.param("100%", id="percent", marks=PERCENT_IN_NAMES),
+    pytest.param("%s", id="percent-s"),
+    pytest.param("%(x)s", id="percent-named"),
+    pytest.param("100%", id="percent"),
 ]
 
 
@@ -1168,50 +1130,28 @@ def test_sql_significant_table_and_column_names(
 # SQLAlchemy refuses a flush inside a flush (InvalidRequestError) and a commit, rollback or
 # close while a flush or commit is under way (IllegalStateChangeError, an InvalidRequestError).
 
-NESTED_FLUSH = pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: 'flush() cannot be called from inside a flush' does not say what to do; "
-    "session.py flush() should add that changes made in before_flush are part of this flush "
-    "and changes made after it are flushed by the next flush or commit",
-)
-
-
-def _state_change_gap(what: str) -> Any:
-    return pytest.mark.xfail(
-        strict=True,
-        reason=f"retort gap: {what}; session.py commit/rollback/close should raise "
-        "IllegalStateChangeError while a flush (or commit) is under way",
-    )
-
 
 REENTRANT_CASES = [
     pytest.param("before_flush", "flush", exc.InvalidRequestError, "part of this flush",
-                 id="flush-in-before_flush", marks=NESTED_FLUSH),
+                 id="flush-in-before_flush"),
     pytest.param("after_flush", "flush", exc.InvalidRequestError, "part of this flush",
-                 id="flush-in-after_flush", marks=NESTED_FLUSH),
+                 id="flush-in-after_flush"),
     pytest.param("after_flush_postexec", "flush", exc.InvalidRequestError, "part of this flush",
-                 id="flush-in-after_flush_postexec", marks=NESTED_FLUSH),
+                 id="flush-in-after_flush_postexec"),
     pytest.param("before_flush", "commit", exc.IllegalStateChangeError, "after the flush",
-                 id="commit-in-before_flush",
-                 marks=_state_change_gap("raises the nested-flush InvalidRequestError instead")),
+                 id="commit-in-before_flush"),
     pytest.param("after_flush", "commit", exc.IllegalStateChangeError, "after the flush",
-                 id="commit-in-after_flush",
-                 marks=_state_change_gap("commits in the middle of the flush")),
+                 id="commit-in-after_flush"),
     pytest.param("before_flush", "rollback", exc.IllegalStateChangeError, "after the flush",
-                 id="rollback-in-before_flush",
-                 marks=_state_change_gap("the flush goes on after the rollback: partial write")),
+                 id="rollback-in-before_flush"),
     pytest.param("after_flush", "rollback", exc.IllegalStateChangeError, "after the flush",
-                 id="rollback-in-after_flush",
-                 marks=_state_change_gap("commit() then writes half of the changes")),
+                 id="rollback-in-after_flush"),
     pytest.param("after_flush", "close", exc.IllegalStateChangeError, "after the flush",
-                 id="close-in-after_flush",
-                 marks=_state_change_gap("commit() returns as if it had committed")),
+                 id="close-in-after_flush"),
     pytest.param("before_commit", "rollback", exc.IllegalStateChangeError, "after the commit",
-                 id="rollback-in-before_commit",
-                 marks=_state_change_gap("commit() returns as if it had committed")),
+                 id="rollback-in-before_commit"),
     pytest.param("before_commit", "close", exc.IllegalStateChangeError, "after the commit",
-                 id="close-in-before_commit",
-                 marks=_state_change_gap("commit() returns as if it had committed")),
+                 id="close-in-before_commit"),
 ]  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from retort import exc
-from retort.sql.compiler import quote_identifier, quote_table
+from retort.sql import compiler
 
 if TYPE_CHECKING:
     from retort._core import Batch, FlushPlan
@@ -35,6 +35,19 @@ MAX_PARAMS = 32000
 MAX_ROWS = 1000
 # From this many rows an INSERT batch that fetches nothing back goes through COPY.
 COPY_MIN_ROWS = 64
+
+
+# Names in statements run with parameters have any "%" doubled (psycopg reads "%" as the start
+# of a placeholder there); COPY, run without parameters, and names passed as parameter values
+# use the compiler's quoting as it is.
+
+
+def quote_identifier(name: Any) -> str:
+    return compiler.quote_identifier(name).replace("%", "%%")
+
+
+def quote_table(table: Any) -> str:
+    return compiler.quote_table(table).replace("%", "%%")
 
 
 def _table(mapper: Mapper) -> str:
@@ -87,7 +100,7 @@ def allocate_keys(mapper: Mapper, count: int, conn: Connection) -> list[Any]:
     trip."""
     index = mapper.autoincrement_index
     assert index is not None
-    qualified = quote_table(mapper.local_table)
+    qualified = compiler.quote_table(mapper.local_table)  # a parameter value
     cur = conn._cursor_execute(_KEYS_SQL, (qualified, mapper.columns[index].name, count))
     row = cur.fetchone()
     assert row is not None
@@ -154,8 +167,9 @@ def _copy(batch: Batch, mapper: Mapper, cols: list[int], conn: Connection) -> No
     key = ("copy", tuple(cols))
     sql = mapper.sql_cache.get(key)
     if sql is None:
-        names = ", ".join(quote_identifier(mapper.columns[i].name) for i in cols)
-        sql = mapper.sql_cache[key] = f"COPY {_table(mapper)} ({names}) FROM STDIN"
+        names = ", ".join(compiler.quote_identifier(mapper.columns[i].name) for i in cols)
+        table = compiler.quote_table(mapper.local_table)
+        sql = mapper.sql_cache[key] = f"COPY {table} ({names}) FROM STDIN"
     data = batch.copy_text()  # encoded by the core in one call
     with conn._copy(sql, batch.rows) as copy:
         if data is not None:

@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from retort import _core, event, exc, flush, loading
 from retort.engine.base import TwoPhaseTransaction
 from retort.engine.result import Result, ScalarResult
-from retort.flush import RelatedChanges
+from retort.flush import (  # "%" doubled: run with parameters
+    RelatedChanges,
+    quote_identifier,
+    quote_table,
+)
 from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
 from retort.sql.compiler import compile as compile_stmt
-from retort.sql.compiler import quote_identifier, quote_table
 from retort.sql.elements import and_, or_
 from retort.sql.selectable import Select
 from retort.sql.selectable import select as select_
@@ -317,6 +320,7 @@ class Session:
         self._nested: list[SessionTransaction] = []
         self._failed: BaseException | None = None
         self._prepared = False  # two-phase: every connection's transaction is prepared
+        self._committing = False  # between before_commit and the database commit
         # the thread running a Session method that talks to the database, if any
         self._owner: int | None = None
         self._flushing = False
@@ -521,6 +525,7 @@ class Session:
         With ``expire_on_commit`` every loaded object is expired (in constant time); its next
         attribute access reloads it.
         """
+        self._check_state_change("commit")
         self._check_usable()
         if not self._prepared:
             self._prepare_impl()
@@ -569,9 +574,30 @@ class Session:
             raise exc.InvalidRequestError("this Session's transaction is already prepared")
         self._prepare_impl()
 
+    def _check_state_change(self, what: str) -> None:
+        """commit/rollback/close from a listener of a flush or commit under way would end the
+        transaction in its middle: refuse it."""
+        if self._flushing:
+            raise exc.IllegalStateChangeError(
+                f"{what}() cannot be called while the session is flushing (from a flush event "
+                "listener); call it after the flush returns"
+            )
+        if self._committing:
+            raise exc.IllegalStateChangeError(
+                f"{what}() cannot be called while the session is committing (from a "
+                "before_commit listener); call it after the commit returns"
+            )
+
     def _prepare_impl(self) -> None:
         """Everything commit() does before the database commits: release open SAVEPOINTs,
         before_commit, flush until clean, and with twophase PREPARE on every connection."""
+        self._committing = True
+        try:
+            self._prepare_steps()
+        finally:
+            self._committing = False
+
+    def _prepare_steps(self) -> None:
         while self._nested:
             self._release_savepoint(self._nested[-1])
         if self._dispatch:
@@ -621,6 +647,7 @@ class Session:
     def rollback(self) -> None:
         """Roll the transaction back: objects added in it become transient again, deleted ones
         come back, and every loaded object is expired so that it reloads its committed state."""
+        self._check_state_change("rollback")
         tx = self._tx
         self._prepared = False
         # a failed flush rolled the database transaction back already (and said so)
@@ -651,6 +678,7 @@ class Session:
     @_exclusive
     def close(self) -> None:
         """Release the connection (rolling back) and detach every object."""
+        self._check_state_change("close")
         detached = self._persistent_if_listened()
         try:
             self._rollback_connection()
@@ -975,7 +1003,10 @@ class Session:
         self._check_usable()
         if self._flushing:
             raise exc.InvalidRequestError(
-                "the Session is already flushing; flush() cannot be called from inside a flush"
+                "the Session is already flushing; flush() cannot be called from inside a flush. "
+                "Objects added or changed in before_flush are part of this flush; changes made "
+                "later (in after_flush or after_flush_postexec) are written by the next flush "
+                "or commit"
             )
         if not self._related_changed and not self._core.has_changes():
             return
@@ -1196,12 +1227,21 @@ class Session:
                 return obj
         mapper = class_mapper(entity)
         if isinstance(ident, Mapping):
+            names = [c.key for c in mapper.primary_key]
+            unknown = [k for k in ident if k not in names]
+            if unknown:
+                raise exc.InvalidRequestError(
+                    f"the dict passed to get() has keys that are not primary key attributes "
+                    f"of {mapper.class_.__name__}: {', '.join(map(repr, unknown))}; its "
+                    f"primary key attribute names are {', '.join(names)}"
+                )
             try:
-                ident = tuple(ident[c.key] for c in mapper.primary_key)
+                ident = tuple(ident[n] for n in names)
             except KeyError as e:
                 raise exc.InvalidRequestError(
                     f"the dict passed to get() lacks primary key attribute {e.args[0]!r} of "
-                    f"{mapper.class_.__name__}"
+                    f"{mapper.class_.__name__}; its primary key attribute names are "
+                    f"{', '.join(names)}"
                 ) from None
         core = self._core
         obj = core.get(mapper._core, ident)

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use crate::engine::snapshot::Committed;
 use crate::engine::state::Lifecycle;
 
-use super::errors::{busy, DetachedInstanceError};
+use super::errors::{busy, DetachedInstanceError, InvalidRequestError};
 use super::interned::LOAD_HOOK;
 use super::state::{instance_dict, materialize_expiry, state_in, InstanceState};
 
@@ -115,6 +115,16 @@ impl ColumnAttribute {
                 // Transient or pending: nothing committed to compare with.
                 drop(inner);
                 return dict.set_item(key, value);
+            }
+            if inner.lifecycle == Lifecycle::Deleted && inner.session().is_some() {
+                // the row is gone: the change could never be written
+                return Err(InvalidRequestError::new_err(format!(
+                    "cannot set {}: {} was deleted by a flush in this transaction, so the \
+                     change would never be written; call rollback() to undo the delete, or \
+                     make_transient() after the commit to insert it again as a new object",
+                    self.key.bind(py),
+                    instance.repr().map(|r| r.to_string()).unwrap_or_default()
+                )));
             }
             if inner.is_stale() {
                 materialize_expiry(&mut inner, dict, state.mapper.get())?;

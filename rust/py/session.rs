@@ -779,6 +779,11 @@ impl SessionCore {
                  back into a new object before adding it again",
                 describe(obj)
             ))),
+            Lifecycle::Detached if inner.was_deleted => Err(InvalidRequestError::new_err(format!(
+                "{} was deleted and its deletion committed, so its row is gone; use \
+                     make_transient() to insert it again as a new object",
+                describe(obj)
+            ))),
             Lifecycle::Detached => {
                 let mapper = state.mapper.get();
                 let key = inner.key.clone().ok_or_else(|| {
@@ -866,7 +871,15 @@ impl SessionCore {
         let st = state_in(&dict)?;
         let st = match st {
             Some(s) if s.get().lock()?.in_session(&self.shared) => s,
-            _ => {
+            Some(_) => {
+                return Err(InvalidRequestError::new_err(format!(
+                    "{} is not present in this Session, so it cannot be expunged; if it \
+                     belongs to another session, expunge it there: \
+                     object_session(obj).expunge(obj)",
+                    describe(obj)
+                )));
+            }
+            None => {
                 mapper_of(obj)?;
                 return Err(InvalidRequestError::new_err(format!(
                     "{} is not present in this Session, so it cannot be expunged",
@@ -2055,9 +2068,16 @@ impl SessionCore {
     ) -> PyResult<Bound<'py, InstanceState>> {
         if let Some(st) = state_in(dict)? {
             let inner = st.get().lock()?;
-            if inner.in_session(&self.shared) && inner.effective() == Lifecycle::Persistent {
+            let life = inner.effective();
+            if inner.in_session(&self.shared) && life == Lifecycle::Persistent {
                 drop(inner);
                 return Ok(st);
+            }
+            if inner.in_session(&self.shared) && life == Lifecycle::Deleted {
+                return Err(InvalidRequestError::new_err(format!(
+                    "cannot {what} {}: its row was deleted by a flush in this transaction;                      call rollback() to undo the delete",
+                    describe(obj)
+                )));
             }
         } else {
             mapper_of(obj)?;
