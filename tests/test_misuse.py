@@ -197,18 +197,6 @@ def _recovers(s: Session, admin: Conn, schema: str, name: str = "good") -> None:
 #   the driver error (DataError for bad data, ProgrammingError for a type mismatch), as in
 #   SQLAlchemy, with advice appended to the message.
 
-BYTES_INTO_STRING = pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: bytes into a String column is stored as its '\\x...' bytea text; the "
-    "Rust core's bind step should refuse bytes for String/Text columns (a Python String bind "
-    "processor would cost every flush)",
-)
-TIMEZONES = pytest.mark.xfail(
-    strict=True,
-    reason="retort gap: a naive datetime into DateTime(timezone=True), or an aware one into "
-    "DateTime(), is silently converted with the server's TimeZone; the core's bind step should "
-    "check tzinfo against the column (DateTime keeps no Python bind processor by design)",
-)
 
 _AWARE = dt.datetime(2020, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=5)))
 _NAIVE = dt.datetime(2020, 1, 1, 12)
@@ -223,9 +211,7 @@ VALUE_CASES = [
     pytest.param("s5", "toolong", exc.DataError, "larger String(n)", id="too-long-for-string-n"),
     pytest.param("s", "a\x00b", exc.DataError, "remove them", id="nul-in-string"),
     pytest.param("s", "\ud800", exc.StatementError, "clean the string", id="lone-surrogate"),
-    pytest.param(
-        "s", b"bytes", exc.ArgumentError, "decode", id="bytes-into-string", marks=BYTES_INTO_STRING
-    ),
+    pytest.param("s", b"bytes", exc.ArgumentError, "decode", id="bytes-into-string"),
     pytest.param("raw", "text", exc.ArgumentError, "encode it first", id="str-into-largebinary"),
     pytest.param("raw", 5, exc.ProgrammingError, "bytes for LargeBinary", id="int-into-binary"),
     pytest.param(
@@ -234,12 +220,8 @@ VALUE_CASES = [
     pytest.param(
         "naive", "not a date", exc.DataError, "datetime for DateTime", id="bad-str-into-datetime"
     ),
-    pytest.param(
-        "naive", _AWARE, exc.ArgumentError, "timezone=True", id="aware-into-naive", marks=TIMEZONES
-    ),
-    pytest.param(
-        "aware", _NAIVE, exc.ArgumentError, "tzinfo", id="naive-into-aware", marks=TIMEZONES
-    ),
+    pytest.param("naive", _AWARE, exc.ArgumentError, "timezone=True", id="aware-into-naive"),
+    pytest.param("aware", _NAIVE, exc.ArgumentError, "tzinfo", id="naive-into-aware"),
     pytest.param(
         "money", Decimal("12345.67"), exc.DataError, "more precision", id="numeric-overflow"
     ),

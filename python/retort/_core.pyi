@@ -48,6 +48,7 @@ class MapperCore:
         unique: list[list[int]] = ...,
         nullable: list[bool] = ...,
         version: int | None = None,
+        checks: list[int] = ...,
     ) -> MapperCore: ...
     def set_cascade(self, save_update: list[tuple[str, bool]], related: bool) -> None: ...
     def add_dependency(

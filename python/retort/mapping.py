@@ -248,6 +248,7 @@ class Mapper:
             self._unique_groups(index_of),
             [bool(c.nullable) for c in self.columns],
             self._version_index(class_, index_of),
+            [_bind_check(c.type) for c in self.columns],
         )
         self.attrs: dict[str, InstrumentedAttribute[Any]] = {}
         self.sql_cache: dict[Any, Any] = {}
@@ -371,6 +372,16 @@ class Mapper:
 
     def __repr__(self) -> str:
         return f"<Mapper {self.class_.__name__} -> {self.local_table.name}>"
+
+
+def _bind_check(type_: Any) -> int:
+    """The core's check of values bound to a column of this type (mapper.rs CHECK_*): values
+    psycopg and PostgreSQL would accept but store as something else."""
+    if isinstance(type_, sqltypes.String):
+        return 1  # bytes
+    if isinstance(type_, sqltypes.DateTime):
+        return 3 if type_.timezone else 2  # a datetime without / with a tzinfo
+    return 0
 
 
 def _unwrap_annotation(ann: Any) -> tuple[bool, Any]:

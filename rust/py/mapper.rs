@@ -93,7 +93,17 @@ pub struct MapperCore {
     pub object_new: Py<PyAny>,
     /// Set when the mapper is configured: the relationships `add()` cascades along.
     pub cascade: std::sync::Mutex<Option<Cascade>>,
+    /// Per column, a check of bound values that psycopg and PostgreSQL would let through
+    /// silently (see `CHECK_*`); empty when no column needs one.
+    pub checks: Vec<u8>,
 }
+
+/// Text columns: bytes would be stored as their bytea text (`\x...`).
+pub const CHECK_TEXT: u8 = 1;
+/// `DateTime()`: an aware datetime would be converted with the server's time zone.
+pub const CHECK_NAIVE: u8 = 2;
+/// `DateTime(timezone=True)`: a naive datetime would be read in the server's time zone.
+pub const CHECK_AWARE: u8 = 3;
 
 /// What `SessionCore.cascade_add` needs of a mapper's relationships.
 pub struct Cascade {
@@ -120,7 +130,7 @@ impl MapperCore {
 #[pymethods]
 impl MapperCore {
     #[new]
-    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init, table, col_names, unique=Vec::new(), nullable=Vec::new(), version=None))]
+    #[pyo3(signature = (class_, owner, keys, pk, autoinc, defaults, onupdate, server_default, bind, result, mutable, extra_init, table, col_names, unique=Vec::new(), nullable=Vec::new(), version=None, checks=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -141,6 +151,7 @@ impl MapperCore {
         unique: Vec<Vec<u16>>,
         nullable: Vec<bool>,
         version: Option<u16>,
+        checks: Vec<u8>,
     ) -> PyResult<Self> {
         let n = keys.len();
         if [
@@ -199,6 +210,7 @@ impl MapperCore {
             owner,
             object_new,
             cascade: std::sync::Mutex::new(None),
+            checks,
         })
     }
 

@@ -159,9 +159,66 @@ fn db_pk_values(
 }
 
 fn bind_value(py: Python<'_>, mapper: &MapperCore, col: u16, v: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    if let Some(&check) = mapper.checks.get(col as usize) {
+        if check != 0 && !v.is_none(py) {
+            check_bound(mapper, col, check, v.bind(py))?;
+        }
+    }
     match &mapper.bind[col as usize] {
         Some(f) if !v.is_none(py) => f.call1(py, (v,)),
         _ => Ok(v),
+    }
+}
+
+/// Refuse a value psycopg and PostgreSQL would accept but store as something else.
+#[cold]
+fn refuse(mapper: &MapperCore, col: u16, what: &str, todo: &str) -> PyErr {
+    super::errors::ArgumentError::new_err(format!(
+        "column {}.{} ({}) cannot take {what}: {todo}",
+        mapper.table, mapper.col_names[col as usize], mapper.name
+    ))
+}
+
+fn check_bound(mapper: &MapperCore, col: u16, check: u8, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    use super::mapper::{CHECK_AWARE, CHECK_NAIVE, CHECK_TEXT};
+    use pyo3::types::{PyByteArray, PyBytes, PyDateTime, PyMemoryView};
+    match check {
+        CHECK_TEXT
+            if v.cast::<PyBytes>().is_ok()
+                || v.cast::<PyByteArray>().is_ok()
+                || v.cast::<PyMemoryView>().is_ok() =>
+        {
+            Err(refuse(
+                mapper,
+                col,
+                "bytes",
+                "it holds text; decode the bytes to str first (value.decode(...)), or declare \
+                 the column LargeBinary",
+            ))
+        }
+        CHECK_NAIVE | CHECK_AWARE if v.cast::<PyDateTime>().is_ok() => {
+            let aware = !v.getattr(pyo3::intern!(v.py(), "tzinfo"))?.is_none();
+            if check == CHECK_NAIVE && aware {
+                Err(refuse(
+                    mapper,
+                    col,
+                    "an aware datetime",
+                    "it is declared without a time zone; declare it DateTime(timezone=True), or \
+                     store naive datetimes (e.g. value.astimezone(utc).replace(tzinfo=None))",
+                ))
+            } else if check == CHECK_AWARE && !aware {
+                Err(refuse(
+                    mapper,
+                    col,
+                    "a naive datetime",
+                    "it is DateTime(timezone=True); give the value a tzinfo (e.g. \
+                     value.replace(tzinfo=datetime.timezone.utc))",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
     }
 }
 
