@@ -53,6 +53,31 @@ N = len(INITIAL)
 _SET = re.compile(r"\bSET (.*?) (?:FROM|WHERE)\b", re.S)
 
 
+def _array(literal: str) -> list[Any]:
+    """A one-dimensional PostgreSQL array literal: unquoted elements are integers or NULL,
+    quoted ones strings (with backslash escapes)."""
+    assert literal.startswith("{") and literal.endswith("}"), literal
+    out: list[Any] = []
+    body, i = literal[1:-1], 0
+    while i < len(body):
+        if body[i] == '"':
+            chars, i = [], i + 1
+            while body[i] != '"':
+                if body[i] == "\\":
+                    i += 1
+                chars.append(body[i])
+                i += 1
+            out.append("".join(chars))
+            i += 2  # the closing quote and the comma
+        else:
+            end = body.find(",", i)
+            end = len(body) if end < 0 else end
+            token = body[i:end]
+            out.append(None if token == "NULL" else int(token))
+            i = end + 1
+    return out
+
+
 def _updates(log: list[tuple[str, Any]]) -> dict[tuple[int, str], Any]:
     """(primary key, column) -> value written, from the UPDATE statements in `log`.
 
@@ -66,9 +91,11 @@ def _updates(log: list[tuple[str, Any]]) -> dict[tuple[int, str], Any]:
         cols = [p.split("=")[0].strip().strip('"') for p in m.group(1).split(", ")]
         width = len(cols) + 1
         if "unnest(" in sql:
-            # set-based form: one array per column (SET columns, then the key)
+            # set-based form: one array per column (SET columns, then the key), as lists or
+            # as the array literals retort's core encodes
             assert len(params) == width, (sql, params)
-            rows = [list(r) for r in zip(*params, strict=True)]
+            arrays = [_array(p) if isinstance(p, str) else p for p in params]
+            rows = [list(r) for r in zip(*arrays, strict=True)]
         else:
             values = list(params)
             assert len(values) % width == 0, (sql, values)
