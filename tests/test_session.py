@@ -910,3 +910,15 @@ def test_close_all_sessions_detaches_everything(db: Engine) -> None:
     close_all_sessions()
     assert inspect(a).detached and inspect(b).detached
     assert not s1.in_transaction() and not s2.in_transaction()
+
+
+def test_get_of_an_object_marked_for_deletion_returns_it_until_the_flush(db: Engine) -> None:
+    # as SQLAlchemy: the identity map still holds it; after the flush the row is gone
+    (uid,) = _seed(db, "ann")
+    with Session(db) as s:
+        u = s.get(User, uid)
+        s.delete(u)
+        assert s.get(User, uid) is u
+        assert u in s.deleted
+        s.flush()
+        assert s.get(User, uid) is None

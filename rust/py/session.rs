@@ -979,12 +979,10 @@ impl SessionCore {
         let py = mapper.py();
         let key = self.ident_from(mapper.get(), ident)?;
         let uow = self.uow()?;
+        // (an object marked for deletion is still returned until the flush, as SQLAlchemy does)
         let Some((obj, st)) = uow.live(py, &key) else {
             return Ok(py.None().into_bound(py));
         };
-        if uow.deleted.contains_key(&(obj.as_ptr() as usize)) {
-            return Ok(pyo3::types::PyBool::new(py, false).to_owned().into_any());
-        }
         drop(uow);
         if st.get().lock()?.is_stale() {
             return Ok(NEEDS_LOAD
@@ -1060,7 +1058,7 @@ impl SessionCore {
     }
 
     /// `Session.get`'s fast path: the object of class `entity` with primary key `ident` when
-    /// it is in the identity map, loaded and not deleted; `miss` otherwise (including any
+    /// it is in the identity map and loaded; `miss` otherwise (including any
     /// bad argument: the full path then raises the right error).
     fn get_fast<'py>(
         &self,
@@ -1091,9 +1089,6 @@ impl SessionCore {
         let Some(obj) = e.obj.bind(py).upgrade() else {
             return miss.clone();
         };
-        if !uow.deleted.is_empty() && uow.deleted.contains_key(&(obj.as_ptr() as usize)) {
-            return miss.clone();
-        }
         let fresh = matches!(e.state.get().lock(), Ok(st) if !st.is_stale());
         drop(uow);
         if fresh {
