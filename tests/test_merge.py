@@ -8,12 +8,15 @@ import pytest
 
 from retort import (
     DeclarativeBase,
+    ForeignKey,
     Mapped,
     Session,
     exc,
     inspect,
     make_transient_to_detached,
     mapped_column,
+    relationship,
+    select,
 )
 from retort.engine import Engine
 
@@ -28,6 +31,19 @@ class Thing(Base):
     __tablename__ = "things"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     name: Mapped[str]
+
+
+class Owner(Base):
+    __tablename__ = "owners"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    pets: Mapped[list[Pet]] = relationship(back_populates="owner")
+
+
+class Pet(Base):
+    __tablename__ = "pets"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id"))  # NOT NULL
+    owner: Mapped[Owner] = relationship(back_populates="pets")
 
 
 @pytest.fixture
@@ -104,3 +120,30 @@ def test_make_transient_to_detached_then_add_is_persistent_without_a_select(
         make_transient_to_detached(Thing(name="no key"))
     with pytest.raises(exc.InvalidRequestError, match="transient"):
         make_transient_to_detached(t)
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["merge", "merge_all"])
+def test_merge_flushes_pending_changes_first(db: Engine, many: bool) -> None:
+    # as SQLAlchemy: the pending object with that key is flushed, then found and merged onto
+    # (without the autoflush, merge would load nothing and add a second object with the key)
+    with Session(db) as s:
+        pending = Thing(id=5, name="pending")
+        s.add(pending)
+        copy = Thing(id=5, name="merged")
+        merged = s.merge_all([copy])[0] if many else s.merge(copy)
+        assert merged is pending and pending.name == "merged"
+        s.commit()
+    with Session(db) as s:
+        assert [t.name for t in s.scalars(select(Thing).where(Thing.id == 5))] == ["merged"]
+
+
+def test_merge_does_not_autoflush_half_merged_objects(db: Engine) -> None:
+    # merging the pet creates its target before the owner is merged; an autoflush while
+    # loading the owner would INSERT the pet with a NULL owner_id (SQLAlchemy merges with
+    # autoflush off, after one autoflush at the start)
+    with Session(db) as s:
+        pet = s.merge(Pet(id=7, owner=Owner(id=3)))
+        assert pet.owner.id == 3 and inspect(pet).pending
+        s.commit()
+    with Session(db) as s:
+        assert [(p.id, p.owner_id) for p in s.scalars(select(Pet))] == [(7, 3)]

@@ -1438,14 +1438,22 @@ class Session:
 
         With ``load=False`` nothing is loaded: the copy is taken as the database's state (the
         object must have no unflushed changes) and becomes persistent and clean.
+
+        As in SQLAlchemy, pending changes are flushed first (with ``load`` and autoflush on),
+        and not again while merging.
         """
-        return self._merge(instance, load, {})
+        if load:
+            self._autoflush()
+        with self.no_autoflush:
+            return self._merge(instance, load, {})
 
     @_exclusive
     def merge_all(self, instances: Iterable[_T], *, load: bool = True) -> list[_T]:
         """merge() each object, fetching every identity the session lacks in one SELECT per
         class first."""
         objs = list(instances)
+        if load:
+            self._autoflush()
         loaded: list[Any] = []  # keeps what the SELECTs load alive while merging
         absent: set[tuple[Any, ...]] = set()
         if load:
