@@ -1201,3 +1201,16 @@ def test_add_cascades_the_same_with_and_without_listeners(
         assert {id(o) for o in s.new} == expected
         if listened:
             assert {id(o) for o in attached} == expected
+
+
+def test_a_refused_delete_of_a_pending_parent_leaves_its_children_alone(orm: Api) -> None:
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        kid = Child(name="k")
+        p = Parent(name="p", children=[kid])
+        s.add(p)
+        with pytest.raises(orm.InvalidRequestError):
+            s.delete(p)  # pending: nothing to delete
+        assert p in s and kid in s
+        s.commit()
+    assert orm.fetch("SELECT count(*) FROM children") == [(1,)]

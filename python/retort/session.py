@@ -833,9 +833,9 @@ class Session:
             how = self._core.add(instance)
             if how:
                 self._attached(instance, how)
-        if not _relationships_of(instance):
-            self._core.delete(instance)
-            return
+        if not _relationships_of(instance) or _lifecycle(instance) in ("transient", "pending"):
+            self._core.delete(instance)  # (raises for a transient or pending object, before
+            return  # the cascade below could expunge its pending children)
         # Collect the cascade first: loading a collection may autoflush, and that flush must
         # not see the parent deleted before its children are.
         cascade = self._delete_cascade(instance)
