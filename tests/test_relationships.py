@@ -1214,3 +1214,18 @@ def test_a_refused_delete_of_a_pending_parent_leaves_its_children_alone(orm: Api
         assert p in s and kid in s
         s.commit()
     assert orm.fetch("SELECT count(*) FROM children") == [(1,)]
+
+
+def test_an_orphan_deleted_by_the_flush_keeps_its_foreign_key(orm: Api) -> None:
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    _family(orm, Parent, Child, {"p": ["a", "b"]})
+    with orm.session() as s:
+        p = s.scalars(orm.select(Parent)).one()
+        a = next(c for c in p.children if c.name == "a")
+        pid = p.id
+        p.children.remove(a)
+        s.flush()
+        assert a in s.deleted or orm.inspect(a).deleted
+        assert a.parent_id == pid  # not set to NULL on its way out
+        s.commit()
+    assert orm.fetch("SELECT name FROM children") == [("b",)]

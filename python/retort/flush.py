@@ -423,6 +423,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     changes = RelatedChanges()
     deleted = session.deleted
     props_of: dict[type, list[Any]] = {}
+    many_to_one: list[tuple[Any, Any, Any]] = []  # synced last: orphans are deleted by then
     for obj in objs:
         d = obj.__dict__
         is_deleted = bool(deleted) and obj in deleted
@@ -439,11 +440,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 continue
             value = d[prop.key]
             if prop.direction == "MANYTOONE":
-                for src, dst in prop.pairs:
-                    pv = None if value is None else getattr(value, src.key)
-                    current = d.get(dst.key, _MISSING)
-                    if current is _MISSING or (current is not pv and current != pv):
-                        setattr(obj, dst.key, pv)
+                many_to_one.append((obj, prop, value))
             elif prop.direction == "ONETOMANY":
                 _sync_one_to_many(session, obj, prop, value, changes)
             else:
@@ -452,6 +449,17 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 for item in value._removed.values():
                     changes.link_delete(prop, obj, item)
                 changes.collections.append(value)
+    # an orphan deleted above keeps its foreign key as it was, as in SQLAlchemy
+    gone = session.deleted if many_to_one else ()
+    for obj, prop, value in many_to_one:
+        if gone and obj in gone:
+            continue
+        d = obj.__dict__
+        for src, dst in prop.pairs:
+            pv = None if value is None else getattr(value, src.key)
+            current = d.get(dst.key, _MISSING)
+            if current is _MISSING or (current is not pv and current != pv):
+                setattr(obj, dst.key, pv)
     return changes
 
 
