@@ -1229,3 +1229,15 @@ def test_an_orphan_deleted_by_the_flush_keeps_its_foreign_key(orm: Api) -> None:
         assert a.parent_id == pid  # not set to NULL on its way out
         s.commit()
     assert orm.fetch("SELECT name FROM children") == [("b",)]
+
+
+@pytest.mark.parametrize("how", ["get", "select"])
+def test_relationships_of_objects_loaded_before_any_object_was_built(orm: Api, how: str) -> None:
+    # nothing has configured the new mappers yet: loading must do it
+    Parent, _Child = parent_child(orm)
+    orm.fetch("INSERT INTO parents (id, name) VALUES (1, 'p') RETURNING id")
+    orm.fetch("INSERT INTO children (id, name, parent_id) VALUES (1, 'c', 1) RETURNING id")
+    with orm.session() as s:
+        p = s.get(Parent, 1) if how == "get" else s.scalars(orm.select(Parent)).one()
+        assert [c.name for c in p.children] == ["c"]
+        assert p.children[0].parent is p

@@ -1263,6 +1263,7 @@ class Session:
     ) -> Any:
         core = self._core
         self._check_usable()
+        configure_mappers()  # as in execute()
         self._autoflush()
         if not isinstance(ident, tuple | list):
             ident = (ident,)
@@ -1350,6 +1351,7 @@ class Session:
             raise exc.ArgumentError(
                 "Session.execute() takes a statement object; wrap raw SQL in text('...')"
             )
+        configure_mappers()  # objects loaded below need their relationships set up
         self._autoflush()
         loader_opts = loading.root_options(getattr(statement, "_with_options", ()) or ())
         first = _first_entity(statement)
