@@ -1241,3 +1241,25 @@ def test_relationships_of_objects_loaded_before_any_object_was_built(orm: Api, h
         p = s.get(Parent, 1) if how == "get" else s.scalars(orm.select(Parent)).one()
         assert [c.name for c in p.children] == ["c"]
         assert p.children[0].parent is p
+
+
+def test_the_other_side_of_back_populates_does_not_cascade_into_the_session(orm: Api) -> None:
+    # SQLAlchemy 2.x: only the side the program changed cascades (no backref cascade)
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        p = Parent(name="p")
+        s.add(p)
+        c = Child(name="c")
+        c.parent = p  # p.children gets c by back_populates; c is not added by it
+        assert c in p.children and c not in s
+        lone = Parent(name="lone")
+        d = Child(name="d")
+        s.add(d)
+        lone.children.append(d)  # d.parent is lone by back_populates; lone is not added
+        assert d.parent is lone and lone not in s
+        s.add_all([c, lone])
+        s.commit()
+    rows = orm.fetch(
+        "SELECT c.name, p.name FROM children c JOIN parents p ON p.id = c.parent_id ORDER BY 1"
+    )
+    assert rows == [("c", "p"), ("d", "lone")]

@@ -93,8 +93,10 @@ class InstrumentedList(list[Any]):
         if back and prop.back is not None:
             prop.back._set_backref(item, owner, prop)
         if _STATE in owner.__dict__:
-            # an object that was never added has no session to tell (add() cascades later)
-            _cascade_add(owner, prop, item)
+            # an object that was never added has no session to tell (add() cascades later);
+            # the other side of a back_populates event does not cascade (SQLAlchemy 2.x)
+            if back:
+                _cascade_add(owner, prop, item)
             _note_change(owner, prop)
 
     def _fire_remove(self, item: Any, *, back: bool = True) -> None:

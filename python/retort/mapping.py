@@ -1048,7 +1048,8 @@ class RelationshipProperty:
             obj_session = _session_of(obj)
             if obj_session is not None:
                 obj_session._orphans[id(obj)] = old
-        _cascade_add(obj, self, value)
+        if back:  # the other side of a back_populates event does not cascade (SQLAlchemy 2.x)
+            _cascade_add(obj, self, value)
         _note_change(obj, self)
 
     def _set_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
