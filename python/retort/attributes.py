@@ -60,14 +60,19 @@ def _cascade_add(owner: Any, prop: RelationshipProperty, item: Any) -> None:
 class InstrumentedList(list[Any]):
     """A list collection of a relationship: every change is seen by the unit of work."""
 
-    __slots__ = ("__weakref__", "_added", "_owner_ref", "_prop", "_removed")
+    __slots__ = ("__weakref__", "_added", "_dup", "_owner_ref", "_prop", "_removed")
 
     def __init__(self, owner: Any, prop: RelationshipProperty, items: Iterable[Any] = ()) -> None:
         super().__init__(items)
         self._owner_ref = weakref.ref(owner)
         self._prop = prop
+        # The change history is of membership, as SQLAlchemy computes it at flush: an object
+        # appended while already a member, or removed while still a member (the list held it
+        # twice), is no change. `_dup` says the list may hold an object twice, so that a
+        # removal only scans the list when it could matter.
         self._added: dict[int, Any] = {}
         self._removed: dict[int, Any] = {}
+        self._dup = False
 
     # -- the events ------------------------------------------------------------------------
 
@@ -77,7 +82,7 @@ class InstrumentedList(list[Any]):
             raise exc.InvalidRequestError("the object owning this collection is gone")
         return owner
 
-    def _fire_add(self, item: Any, *, back: bool = True) -> None:
+    def _fire_add(self, item: Any, *, back: bool = True, member: bool | None = None) -> None:
         if item is None:
             raise exc.InvalidRequestError(
                 f"None cannot be added to collection {self._prop}; remove the item instead"
@@ -88,6 +93,10 @@ class InstrumentedList(list[Any]):
         key = id(item)
         if key in self._removed:
             del self._removed[key]
+        elif key in self._added:
+            self._dup = True  # appended twice
+        elif member if member is not None else (_has_identity(item) and self._holds(item)):
+            self._dup = True  # a member already (a new object cannot have been one)
         else:
             self._added[key] = item
         if back and prop.back is not None:
@@ -99,9 +108,17 @@ class InstrumentedList(list[Any]):
                 _cascade_add(owner, prop, item)
             _note_change(owner, prop)
 
+    def _holds(self, item: Any) -> bool:
+        return any(x is item for x in self)
+
     def _fire_remove(self, item: Any, *, back: bool = True) -> None:
         prop = self._prop
         owner = self._owner()
+        if self._dup and self._holds(item):
+            # one of two entries went: still a member, but the other side drops one entry too
+            if back and prop.back is not None:
+                prop.back._unset_backref(item, owner, prop)
+            return
         key = id(item)
         if key in self._added:
             del self._added[key]
@@ -126,9 +143,11 @@ class InstrumentedList(list[Any]):
         self._fire_add(item)
         super().append(item)
 
-    def _append_quiet(self, item: Any) -> None:
-        """Append as the other side of a back_populates event (no event back)."""
-        if any(x is item for x in self):
+    def _append_quiet(self, item: Any, *, twice: bool = False) -> None:
+        """Append as the other side of a back_populates event (no event back). An object
+        already here is appended again only when `twice` (the other side is a collection too,
+        which held this one already: both sides keep the duplicate, as in SQLAlchemy)."""
+        if not twice and self._holds(item):
             return
         self._fire_add(item, back=False)
         super().append(item)
@@ -166,8 +185,9 @@ class InstrumentedList(list[Any]):
         return item
 
     def clear(self) -> None:
-        items = list(self)
+        items = list({id(x): x for x in self}.values())
         super().clear()
+        self._dup = False
         for item in items:
             self._fire_remove(item)
 
@@ -178,6 +198,7 @@ class InstrumentedList(list[Any]):
     def __setitem__(self, index: slice, value: Iterable[Any]) -> None: ...
 
     def __setitem__(self, index: Any, value: Any) -> None:
+        before = {id(x) for x in self}
         if isinstance(index, slice):
             old = list.__getitem__(self, index)
             new = list(value)
@@ -186,12 +207,16 @@ class InstrumentedList(list[Any]):
             old = [list.__getitem__(self, index)]
             new = [value]
             super().__setitem__(index, value)
+        now = {id(x) for x in self}
+        if len(now) < len(self):
+            self._dup = True
         for item in old:
-            if not any(x is item for x in self):
+            if id(item) not in now:
                 self._fire_remove(item)
         for item in new:
-            if not any(x is item for x in old):
-                self._fire_add(item)
+            if id(item) not in before:
+                self._fire_add(item, member=False)
+                before.add(id(item))
 
     def __delitem__(self, index: Any) -> None:
         old = list.__getitem__(self, index)

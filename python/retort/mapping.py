@@ -12,6 +12,7 @@ import inspect
 import sys
 import types
 import typing
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
@@ -1062,7 +1063,8 @@ class RelationshipProperty:
 
                 coll = obj.__dict__[self.key] = InstrumentedList(obj, self)
             if coll is not None:
-                coll._append_quiet(other)
+                # from a collection (many-to-many) even a second entry is mirrored
+                coll._append_quiet(other, twice=initiator.uselist)
             else:
                 from retort.attributes import _note_change
 
@@ -1114,12 +1116,19 @@ class RelationshipProperty:
                 obj.__dict__[self.key] = current
         if current is value:
             return
-        keep = [x for x in current if any(x is y for y in new)]
+        # one remove event per entry too many, one append event per entry missing (an object
+        # given twice is two entries, as SQLAlchemy's bulk replace makes it)
+        want = Counter(id(x) for x in new)
+        have = Counter(id(x) for x in current)
         for item in list(current):
-            if not any(item is k for k in keep):
-                current.remove(item)
+            k = id(item)
+            if have[k] > want[k]:
+                have[k] -= 1
+                del current[next(i for i, x in enumerate(current) if x is item)]
         for item in new:
-            if not any(item is x for x in current):
+            k = id(item)
+            if have[k] < want[k]:
+                have[k] += 1
                 current.append(item)
         # keep the assigned order
         list.__setitem__(current, slice(None), new)
