@@ -756,6 +756,7 @@ def test_listener_errors_propagate(db: Engine) -> None:
     s.add(Item(name="a"))
     with pytest.raises(RuntimeError, match="listener failed"):
         s.flush()
+    s.add(Item(name="c"))
     with pytest.raises(exc.PendingRollbackError):
         s.flush()
     s.rollback()

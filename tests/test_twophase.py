@@ -243,8 +243,11 @@ def test_a_bind_that_cannot_prepare_rolls_every_bind_back(
         assert not [g for g in _prepared(admin_conn) if g.startswith("retort_")]
         assert _count(admin_conn, f"{schema}.orders") == 0
         assert _count(admin_conn, f"{other}.audits") == 0
-        # the order is transient again; the session refuses work until rollback()
+        # the order is transient again; the session refuses work until rollback() (a flush
+        # with nothing to write returns, as in SQLAlchemy)
         assert order not in s
+        s.flush()
+        s.add(Order(what="pen"))
         with pytest.raises(exc.PendingRollbackError):
             s.flush()
         s.rollback()

@@ -1000,7 +1000,6 @@ class Session:
     @_exclusive
     def flush(self, objects: Sequence[Any] | None = None) -> None:
         """Write pending changes to the database, in dependency order, in batches."""
-        self._check_usable()
         if self._flushing:
             raise exc.InvalidRequestError(
                 "the Session is already flushing; flush() cannot be called from inside a flush. "
@@ -1009,7 +1008,8 @@ class Session:
                 "or commit"
             )
         if not self._related_changed and not self._core.has_changes():
-            return
+            return  # nothing to do, even after a failure (as SQLAlchemy)
+        self._check_usable()
         configure_mappers()
         if self._nested and self._related_changed:
             # relationships changed inside a SAVEPOINT are expired if it rolls back
@@ -1030,6 +1030,8 @@ class Session:
                     view = (self.new, self.dirty, self.deleted) if "after_flush" in events else None
                 related = self._prepare_related() if self._related_changed else None
                 deleted = self._core.deleted_objects()
+                if deleted:
+                    self._load_expired_deleted()
                 plan = self._core.plan()
                 if related is not None:
                     related.delete_links(conn_for)
@@ -1051,8 +1053,11 @@ class Session:
                 self._failed = e
                 if not self._nested:
                     # as SQLAlchemy: the transaction's work is undone in the session at once
-                    # (objects the failed flush made persistent are transient again)
+                    # (objects the failed flush made persistent are transient again), so
+                    # nothing is left to flush
                     self._core.rollback()
+                    self._related_changed.clear()
+                    self._orphans.clear()
                 try:
                     if self._nested:
                         # only the SAVEPOINT's work is lost; the session stays unusable until
@@ -1099,6 +1104,37 @@ class Session:
         if inserted:
             self._fire_each("pending_to_persistent", inserted)
         self._fire("after_flush_postexec", ctx)
+
+    def _load_expired_deleted(self) -> None:
+        """Load the expired attributes of objects about to be deleted, one SELECT per table,
+        so that they stay readable after the DELETE (SQLAlchemy refreshes each such object
+        before deleting it)."""
+        expired = self._core.expired_deleted()
+        if not expired:
+            return
+        by_mapper: dict[Mapper, list[Any]] = {}
+        for obj in expired:
+            by_mapper.setdefault(object_mapper(obj), []).append(obj)
+        for mapper, objs in by_mapper.items():
+            core = mapper._core
+            keys = [core.primary_key_of(o) for o in objs]
+            table = quote_table(mapper.local_table)
+            cols = ", ".join(quote_identifier(c.name) for c in mapper.columns)
+            pk = [quote_identifier(c.name) for c in mapper.primary_key]
+            conn = self._connection_for(mapper)
+            if len(pk) == 1:
+                sql = f"SELECT {cols} FROM {table} WHERE {pk[0]} = ANY(%s)"
+                cur = conn._cursor_execute(sql, [[k[0] for k in keys]])
+            else:
+                one = "(" + ", ".join(["%s"] * len(pk)) + ")"
+                sql = (
+                    f"SELECT {cols} FROM {table} WHERE ({', '.join(pk)}) IN "
+                    f"(VALUES {', '.join([one] * len(keys))})"
+                )
+                cur = conn._cursor_execute(sql, [v for k in keys for v in k])
+            rows = cur.fetchall()
+            if rows:
+                self._core.load_rows(core, rows, 0, False)
 
     def _prepare_related(self) -> RelatedChanges:
         """Before planning: pre-allocate keys relationships need, copy keys into foreign keys,

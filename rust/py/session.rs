@@ -1979,6 +1979,38 @@ impl SessionCore {
         PyList::new(py, self.uow()?.deleted.values().map(|h| h.0.clone_ref(py)))
     }
 
+    /// Objects marked for deletion whose column attributes are all expired (by a commit,
+    /// rollback or expire()): the flush loads them before their DELETE, as SQLAlchemy does, so
+    /// that their values stay readable after it.
+    fn expired_deleted<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let uow = self.uow()?;
+        for h in uow.deleted.values() {
+            let obj = h.0.bind(py);
+            let dict = instance_dict(obj)?;
+            let Some(st) = state_in(&dict)? else { continue };
+            let m = st.get().mapper.get();
+            // All of it expired, as by commit() or expire(obj): SQLAlchemy then needs the
+            // expired primary key and loads the row. After expire(obj, [some names]) it does not.
+            let expired = if st.get().lock()?.is_stale() {
+                true
+            } else {
+                let mut all_missing = m.ncols() > m.pk.len();
+                for (i, k) in m.keys.iter().enumerate() {
+                    if !m.pk.contains(&(i as u16)) && dict.contains(k.bind(py))? {
+                        all_missing = false;
+                        break;
+                    }
+                }
+                all_missing
+            };
+            if expired {
+                out.append(obj)?;
+            }
+        }
+        Ok(out)
+    }
+
     /// Live persistent objects of the identity map.
     fn identity_objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let uow = self.uow()?;
