@@ -1341,3 +1341,62 @@ def test_objects_deleted_after_commit_stay_readable(orm: Api) -> None:
         s.commit()
         assert [c.name for c in children] == ["c0", "c1", "c2"]
     assert orm.fetch("SELECT count(*) FROM children") == [(0,)]
+
+
+def test_setting_a_many_to_one_sends_no_sql(orm: Api) -> None:
+    # the old value comes from the identity map or stays unknown: no SELECT of the old parent
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add_all([Parent(name="p", children=[Child(name="a")]), Parent(name="q")])
+        s.commit()
+    with orm.session() as s:
+        a = _one(orm, s, Child, name="a")
+        q = _one(orm, s, Parent, name="q")
+        orm.log.clear()
+        a.parent = q
+        a.parent = None
+        assert orm.log == []
+        s.commit()
+    assert orm.fetch("SELECT name, parent_id FROM children") == [("a", None)]
+
+
+def test_orphan_of_a_parent_whose_collection_is_not_loaded(orm: Api) -> None:
+    # the parent is in the identity map, its children are not loaded: delete-orphan still
+    # deletes the child that lost it (and keeps the one that found another parent)
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add_all([Parent(name="p", children=[Child(name="a"), Child(name="b")]), Parent(name="q")])
+        s.commit()
+    with orm.session() as s:
+        p, q = _one(orm, s, Parent, name="p"), _one(orm, s, Parent, name="q")
+        a, b = _one(orm, s, Child, name="a"), _one(orm, s, Child, name="b")
+        assert "children" not in orm.inspect(p).dict
+        a.parent = None
+        b.parent = None
+        b.parent = q
+        s.flush()
+        assert orm.inspect(a).deleted and orm.inspect(b).persistent
+        s.commit()
+    rows = orm.fetch(
+        "SELECT c.name, p.name FROM children c LEFT JOIN parents p ON p.id = c.parent_id"
+    )
+    assert rows == [("b", "q")]
+
+
+def test_relationships_set_on_expired_objects_are_kept(orm: Api) -> None:
+    # commit() expired them; the value set afterwards is what is read and flushed
+    Post, Tag = post_tag(orm)
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        t = Tag(label="t")
+        s.add_all([Parent(name="p", children=[Child(name="a")]), Post(title="x"), t])
+        s.commit()
+        a, post = _one(orm, s, Child, name="a"), _one(orm, s, Post, title="x")
+        s.commit()
+        a.parent = None
+        post.tags.append(t)
+        assert a.parent is None
+        assert t.posts == [post]
+        s.commit()
+    assert orm.fetch("SELECT parent_id FROM children") == [(None,)]
+    assert orm.fetch("SELECT count(*) FROM post_tags") == [(1,)]

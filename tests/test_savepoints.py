@@ -125,9 +125,15 @@ def test_a_failed_flush_inside_a_savepoint_leaves_the_outer_work(
     with Session(db) as s:
         s.add(Item(name="kept"))
         sp = s.begin_nested()
-        s.add(Item(name=None))  # type: ignore[arg-type]  # NOT NULL violation
+        bad = Item(name=None)  # type: ignore[arg-type]  # NOT NULL violation
+        s.add(bad)
         with pytest.raises(exc.IntegrityError):
             s.flush()
+        # the savepoint's work is undone in the session at once, as SQLAlchemy: nothing left
+        # to flush, but no new work until the savepoint is rolled back
+        assert bad not in s and not s.new
+        s.flush()
+        s.add(Item(name="lost"))
         with pytest.raises(exc.PendingRollbackError):
             s.flush()
         sp.rollback()

@@ -421,6 +421,8 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     """Copy keys along the relationships of `objs` into foreign keys and association rows;
     delete orphans; null or delete the children of parents being deleted."""
     changes = RelatedChanges()
+    if session._orphan_children:
+        _delete_unparented(session)
     deleted = session.deleted
     props_of: dict[type, list[Any]] = {}
     many_to_one: list[tuple[Any, Any, Any]] = []  # synced last: orphans are deleted by then
@@ -461,6 +463,21 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
             if current is _MISSING or (current is not pv and current != pv):
                 setattr(obj, dst.key, pv)
     return changes
+
+
+def _delete_unparented(session: Any) -> None:
+    """Children taken from a delete-orphan collection that was not loaded: those that found
+    no other parent are orphans, deleted as SQLAlchemy does."""
+    candidates = list(session._orphan_children.values())
+    session._orphan_children.clear()
+    for child, prop in candidates:
+        if child.__dict__.get(prop.back.key, _MISSING) is not None:
+            continue  # another parent took it (or its parent was expired meanwhile)
+        state = child.__dict__.get("_retort_state")
+        if state is not None and state.lifecycle == "persistent" and state.session is session:
+            if child not in session.deleted:
+                session._core.delete(child)
+                session._cascade_delete(child)
 
 
 def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: Any) -> None:

@@ -1026,11 +1026,16 @@ class RelationshipProperty:
         if value is not None:
             self.target.check_related(value, self)
         d = obj.__dict__
+        _fresh(d, obj)
         old = d.get(self.key, _NOT_SET)
         wants_old = (back and self.back is not None) or "delete-orphan" in self.cascade
         if old is _NOT_SET and wants_old and _has_identity(obj):
-            # the old value is needed to take obj out of its collection
-            old = self._load(obj) if self.lazy != "raise" else _NOT_SET
+            # the old value is needed to take obj out of its collection: a many-to-one looks
+            # in the identity map only (no SQL, as SQLAlchemy); a one-to-one loads it
+            if self.direction == "MANYTOONE":
+                old = self._old_in_identity_map(obj)
+            elif self.lazy != "raise":
+                old = self._load(obj)
         if old is value:
             return
         if old is not _NOT_SET:
@@ -1053,8 +1058,32 @@ class RelationshipProperty:
             _cascade_add(obj, self, value)
         _note_change(obj, self)
 
+    def _old_in_identity_map(self, obj: Any) -> Any:
+        """The object a many-to-one refers to by its loaded foreign key, if the identity map
+        holds it; None for a NULL key; _NOT_SET when that is unknown without SQL."""
+        d = obj.__dict__
+        state = d.get("_retort_state")
+        if state is None or state.stale:
+            return _NOT_SET
+        by_target = {}
+        for src, dst in self.pairs:
+            value = d.get(dst.key, _NOT_SET)
+            if value is _NOT_SET:
+                return _NOT_SET
+            if value is None:
+                return None
+            by_target[src.key] = value
+        session = _session_of(obj)
+        target = self.target
+        if session is None or [c.key for c in target.primary_key] != list(by_target):
+            return _NOT_SET
+        ident = tuple(by_target.values())
+        found = session._core.identity_lookup(target._core, ident)
+        return _NOT_SET if found is None else found
+
     def _set_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
         """`other` now refers to `obj` through `initiator`: mirror it on this side of `obj`."""
+        _fresh(obj.__dict__, obj)
         if self.uselist:
             coll = obj.__dict__.get(self.key)
             if coll is None and not _has_identity(obj):
@@ -1087,10 +1116,16 @@ class RelationshipProperty:
 
     def _unset_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
         """`other` no longer refers to `obj`: mirror it on this side of `obj`."""
+        _fresh(obj.__dict__, obj)
         if self.uselist:
             coll = obj.__dict__.get(self.key)
             if coll is not None:
                 coll._remove_quiet(other)
+            elif "delete-orphan" in self.cascade:
+                # the collection is not loaded: the flush decides whether `other` is an orphan
+                session = _session_of(obj)
+                if session is not None:
+                    session._orphan_children[id(other)] = (other, self)
         else:
             current = obj.__dict__.get(self.key, _NOT_SET)
             # not loaded: it was `other` all the same (obj was in other's collection)
@@ -1105,6 +1140,7 @@ class RelationshipProperty:
                 f"{self} is a collection; assign a list of {self.target.class_.__name__} objects"
             )
         new = list(value)
+        _fresh(obj.__dict__, obj)
         current = obj.__dict__.get(self.key)
         if current is None and self._fill_new_collection(obj, new):
             return
@@ -1199,6 +1235,14 @@ class RelationshipProperty:
         else:
             crit = [target_col == parent_col for parent_col, target_col in self.pairs]
         return self.target.local_table, and_(*crit)
+
+
+def _fresh(d: dict[str, Any], obj: Any) -> None:
+    """Apply a pending expiry (commit, rollback, expire_all) before a relationship value is
+    written into `obj`, so that the expiry does not wipe it later."""
+    state = d.get("_retort_state")
+    if state is not None and state.stale:
+        state.apply_expiry(obj)
 
 
 def _has_identity(obj: Any) -> bool:

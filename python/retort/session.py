@@ -329,6 +329,9 @@ class Session:
         # lost their owner under a delete-orphan cascade.
         self._related_changed: dict[int, Any] = {}
         self._orphans: dict[int, Any] = {}
+        # children taken from a parent whose collection is not loaded (delete-orphan): the
+        # flush deletes those that found no other parent
+        self._orphan_children: dict[int, tuple[Any, Any]] = {}
         # Objects deleted by flushes of the current transaction (deleted_to_detached at commit).
         self._flushed_deleted: list[Any] = []
         # Event listeners by event name; empty when nobody listens (see retort.event).
@@ -440,26 +443,37 @@ class Session:
             self._rollback_savepoint(self._nested[-1])  # inner ones first
         if not self._nested:
             return
-        touched = [*tx._touched, *self._related_changed.values()]
         # a failed flush rolled the database back to the SAVEPOINT already (and said so)
         events = bool(self._dispatch) and self._failed is None
         try:
             for sp in tx._savepoints.values():
                 sp.rollback()
         finally:
-            self._core.savepoint_rollback()
+            touched = self._undo_savepoint_work(tx)
             self._nested.pop()
             tx._closed = True
             self._failed = None
-            self._related_changed.clear()
-            self._orphans.clear()
+        self._expire_touched(touched)
+        if events:
+            self._fire("after_rollback")
+            self._fire("after_soft_rollback", tx)
+
+    def _undo_savepoint_work(self, tx: SessionTransaction) -> list[Any]:
+        """Undo in the session what happened inside the innermost SAVEPOINT (the core pops
+        its marker); the objects whose relationships changed inside, to expire."""
+        touched = [*tx._touched, *self._related_changed.values()]
+        tx._touched = []
+        self._core.savepoint_rollback()
+        self._related_changed.clear()
+        self._orphans.clear()
+        self._orphan_children.clear()
+        return touched
+
+    def _expire_touched(self, touched: list[Any]) -> None:
         for obj in touched:
             state = obj.__dict__.get("_retort_state")
             if state is not None and state.lifecycle == "persistent" and obj in self:
                 self.expire(obj)
-        if events:
-            self._fire("after_rollback")
-            self._fire("after_soft_rollback", tx)
 
     def get_transaction(self) -> SessionTransaction | None:
         return self._tx
@@ -667,6 +681,7 @@ class Session:
             self._nested.clear()
             self._related_changed.clear()
             self._orphans.clear()
+            self._orphan_children.clear()
             self._flushed_deleted = []
             if self._tx is not None:
                 self._tx._closed = True
@@ -693,6 +708,7 @@ class Session:
             self._prepared = False
             self._related_changed.clear()
             self._orphans.clear()
+            self._orphan_children.clear()
             self._flushed_deleted = []
             self._core = _core.SessionCore(weakref.ref(self))
         if detached:
@@ -929,6 +945,7 @@ class Session:
         self._core = _core.SessionCore(weakref.ref(self))
         self._related_changed.clear()
         self._orphans.clear()
+        self._orphan_children.clear()
         self._flushed_deleted = []
         if detached:
             self._fire_each("persistent_to_detached", detached)
@@ -1045,6 +1062,7 @@ class Session:
                     related.done(list(self._related_changed.values()))
                     self._related_changed.clear()
                     self._orphans.clear()
+                    self._orphan_children.clear()
                 if deleted:
                     self._flushed_deleted.extend(deleted)
                 if events:
@@ -1058,12 +1076,17 @@ class Session:
                     self._core.rollback()
                     self._related_changed.clear()
                     self._orphans.clear()
+                    self._orphan_children.clear()
                 try:
                     if self._nested:
-                        # only the SAVEPOINT's work is lost; the session stays unusable until
-                        # the savepoint (or the whole transaction) is rolled back
-                        for sp in self._nested[-1]._savepoints.values():
+                        # only the SAVEPOINT's work is lost, in the database and (at once, as
+                        # SQLAlchemy) in the session; the session stays unusable until the
+                        # savepoint (or the whole transaction) is rolled back
+                        tx = self._nested[-1]
+                        for sp in tx._savepoints.values():
                             sp.rollback()
+                        self._expire_touched(self._undo_savepoint_work(tx))
+                        self._core.savepoint_begin()  # what rolling it back will pop
                     else:
                         for conn in list(self._conns.values()):
                             conn.rollback()
