@@ -1400,3 +1400,95 @@ def test_relationships_set_on_expired_objects_are_kept(orm: Api) -> None:
         s.commit()
     assert orm.fetch("SELECT parent_id FROM children") == [(None,)]
     assert orm.fetch("SELECT count(*) FROM post_tags") == [(1,)]
+
+
+def test_deleting_a_node_nulls_its_children_before_the_delete(orm: Api) -> None:
+    # self-referential, no delete cascade: the children's UPDATE to NULL must precede the
+    # DELETE of their parent in the same table (retort ran the DELETE first)
+    Node = tree(orm, cascade="save-update, merge")
+    with orm.session() as s:
+        s.add(Node(name="root", children=[Node(name="a"), Node(name="b")]))
+        s.commit()
+    with orm.session() as s:
+        root = _one(orm, s, Node, name="root")
+        s.add(Node(name="new"))
+        s.delete(root)
+        s.commit()
+    rows = orm.fetch("SELECT name, parent_id FROM nodes ORDER BY name")
+    assert rows == [("a", None), ("b", None), ("new", None)]
+
+
+def test_a_collection_read_before_the_insert_is_loaded_after_it(orm: Api) -> None:
+    # reading the (empty) collection of a pending object does not make it loaded: after the
+    # flush it shows the rows the database holds
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add(Child(name="loose"))
+        s.commit()
+        p = Parent(name="p")
+        s.add(p)
+        assert p.children == []
+        s.flush()
+        assert "children" not in orm.inspect(p).dict
+        assert "children" in orm.inspect(p).unloaded
+        loose = _one(orm, s, Child, name="loose")
+        loose.parent_id = p.id
+        s.flush()
+        assert [c.name for c in p.children] == ["loose"]
+        s.commit()
+
+
+def test_a_deleted_many_to_one_with_a_null_key_reads_none_after_commit(orm: Api) -> None:
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add_all([Child(name="loose"), Parent(name="p", children=[Child(name="kid")])])
+        s.commit()
+        loose, kid = _one(orm, s, Child, name="loose"), _one(orm, s, Child, name="kid")
+        s.commit()
+        s.delete(loose)
+        s.delete(kid)
+        s.commit()
+        assert loose.parent is None  # no SQL needed, even detached
+        with pytest.raises(orm.DetachedInstanceError):
+            kid.parent  # noqa: B018
+
+
+def test_expire_all_drops_relationship_changes_of_persistent_objects(orm: Api) -> None:
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add_all([Parent(name="p"), Child(name="c")])
+        s.commit()
+        p, c = _one(orm, s, Parent, name="p"), _one(orm, s, Child, name="c")
+        p.children.append(c)
+        s.expire_all()
+        s.commit()
+    assert orm.fetch("SELECT parent_id FROM children") == [(None,)]
+
+
+def test_a_pending_child_leaving_an_unloaded_collection_is_expunged(orm: Api) -> None:
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add(Parent(name="p"))
+        s.commit()
+        p = _one(orm, s, Parent, name="p")
+        c = Child(name="c")
+        c.parent = p
+        s.add(c)
+        assert "children" not in orm.inspect(p).dict
+        c.parent = None
+        assert c not in s and orm.inspect(c).transient
+        s.commit()
+    assert orm.fetch("SELECT count(*) FROM children") == [(0,)]
+
+
+def test_deleting_a_detached_parent_cascades_to_its_children(orm: Api) -> None:
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add(Parent(name="p", children=[Child(name="a"), Child(name="b")]))
+        s.commit()
+        p = _one(orm, s, Parent, name="p")
+        s.expunge(p)
+        s.delete(p)  # attaches it, then loads its children for the cascade
+        s.commit()
+    assert orm.fetch("SELECT count(*) FROM children") == [(0,)]
+    assert orm.fetch("SELECT count(*) FROM parents") == [(0,)]

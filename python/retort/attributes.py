@@ -41,6 +41,30 @@ def _has_identity(obj: Any) -> bool:
     return bool(state is not None and state.has_identity)
 
 
+def refuse_if_deleted(owner: Any, prop: RelationshipProperty) -> None:
+    """A relationship of an object whose DELETE was flushed cannot change any more (nothing of
+    it would be written): raise before anything changes."""
+    state = owner.__dict__.get(_STATE)
+    if state is not None and state.has_identity and state.lifecycle == "deleted":
+        raise exc.InvalidRequestError(
+            f"cannot change {prop} of {owner!r}: it was deleted by a flush in this transaction, "
+            "so the change would never be written; call rollback() to undo the delete, or "
+            "make_transient() after the commit to insert it again as a new object"
+        )
+
+
+def refuse_deleted_item(item: Any, prop: RelationshipProperty) -> None:
+    """An object whose DELETE was flushed cannot be related to another (its row is gone, and
+    the save-update cascade cannot bring it back): raise before anything changes."""
+    state = item.__dict__.get(_STATE) if item is not None else None
+    if state is not None and state.has_identity and state.lifecycle == "deleted":
+        raise exc.InvalidRequestError(
+            f"{item!r} was deleted by a flush in this transaction and cannot be put in {prop}; "
+            "call rollback() to undo the delete, or make_transient() after the commit to "
+            "insert it again as a new object"
+        )
+
+
 def _note_change(owner: Any, prop: RelationshipProperty) -> None:
     """Tell the owner's session (if any) that a relationship of `owner` changed."""
     session = object_session_of(owner)
@@ -60,7 +84,7 @@ def _cascade_add(owner: Any, prop: RelationshipProperty, item: Any) -> None:
 class InstrumentedList(list[Any]):
     """A list collection of a relationship: every change is seen by the unit of work."""
 
-    __slots__ = ("__weakref__", "_added", "_dup", "_owner_ref", "_prop", "_removed")
+    __slots__ = ("__weakref__", "_added", "_dup", "_owner_ref", "_prop", "_removed", "_virgin")
 
     def __init__(self, owner: Any, prop: RelationshipProperty, items: Iterable[Any] = ()) -> None:
         super().__init__(items)
@@ -73,6 +97,9 @@ class InstrumentedList(list[Any]):
         self._added: dict[int, Any] = {}
         self._removed: dict[int, Any] = {}
         self._dup = False
+        # an empty collection read from an object without a row, never changed: not loaded
+        # once the object has its row (SQLAlchemy does not keep it either)
+        self._virgin = False
 
     # -- the events ------------------------------------------------------------------------
 
@@ -89,6 +116,9 @@ class InstrumentedList(list[Any]):
             )
         prop = self._prop
         prop.target.check_related(item, prop)
+        if back:
+            refuse_deleted_item(item, prop)
+        self._virgin = False
         owner = self._owner()
         key = id(item)
         if key in self._removed:
@@ -112,6 +142,7 @@ class InstrumentedList(list[Any]):
         return any(x is item for x in self)
 
     def _fire_remove(self, item: Any, *, back: bool = True) -> None:
+        self._virgin = False
         prop = self._prop
         owner = self._owner()
         if self._dup and self._holds(item):
@@ -139,7 +170,11 @@ class InstrumentedList(list[Any]):
 
     # -- list API ----------------------------------------------------------------------------
 
+    def _check(self) -> None:
+        refuse_if_deleted(self._owner(), self._prop)
+
     def append(self, item: Any) -> None:
+        self._check()
         self._fire_add(item)
         super().append(item)
 
@@ -168,10 +203,12 @@ class InstrumentedList(list[Any]):
         return self
 
     def insert(self, index: SupportsIndex, item: Any) -> None:
+        self._check()
         self._fire_add(item)
         super().insert(index, item)
 
     def remove(self, item: Any) -> None:
+        self._check()
         for i, x in enumerate(self):
             if x is item or x == item:
                 super().__delitem__(i)
@@ -180,11 +217,13 @@ class InstrumentedList(list[Any]):
         raise ValueError(f"{item!r} is not in the collection")
 
     def pop(self, index: SupportsIndex = -1) -> Any:
+        self._check()
         item = super().pop(index)
         self._fire_remove(item)
         return item
 
     def clear(self) -> None:
+        self._check()
         items = list({id(x): x for x in self}.values())
         super().clear()
         self._dup = False
@@ -198,14 +237,18 @@ class InstrumentedList(list[Any]):
     def __setitem__(self, index: slice, value: Iterable[Any]) -> None: ...
 
     def __setitem__(self, index: Any, value: Any) -> None:
+        self._check()
         before = {id(x) for x in self}
         if isinstance(index, slice):
             old = list.__getitem__(self, index)
             new = list(value)
+            for item in new:
+                refuse_deleted_item(item, self._prop)
             super().__setitem__(index, new)
         else:
             old = [list.__getitem__(self, index)]
             new = [value]
+            refuse_deleted_item(value, self._prop)
             super().__setitem__(index, value)
         now = {id(x) for x in self}
         if len(now) < len(self):
@@ -219,6 +262,7 @@ class InstrumentedList(list[Any]):
                 before.add(id(item))
 
     def __delitem__(self, index: Any) -> None:
+        self._check()
         old = list.__getitem__(self, index)
         super().__delitem__(index)
         for item in old if isinstance(index, slice) else [old]:
@@ -247,13 +291,20 @@ class RelationshipAttribute:
         if state is not None and state.stale:
             state.apply_expiry(obj)
         try:
-            return d[key]
+            value = d[key]
         except KeyError:
             pass
+        else:
+            if value.__class__ is not InstrumentedList or not value._virgin:
+                return value
+            if not _has_identity(obj):
+                return value
+            del d[key]  # the object got its row since: load what the database holds
         prop = self.prop
         if not _has_identity(obj):
             if prop.uselist:
-                value: Any = InstrumentedList(obj, prop)
+                value = InstrumentedList(obj, prop)
+                value._virgin = True
                 d[key] = value
                 return value
             return None

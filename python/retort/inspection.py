@@ -176,7 +176,8 @@ class InstanceState:
         names = [*self.mapper.keys, *self.mapper.relationships]
         if state.stale:
             return {k for k in names if k not in pk}
-        return {k for k in names if k not in self.object.__dict__}
+        d = self.object.__dict__
+        return {k for k in names if k not in d or getattr(d[k], "_virgin", False)}
 
     @property
     def unloaded(self) -> set[str]:
@@ -184,10 +185,14 @@ class InstanceState:
 
     @property
     def dict(self) -> dict[str, Any]:
+        state = self._state
+        row = state is not None and state.has_identity
         return {
             k: v
             for k, v in self.object.__dict__.items()
             if k not in ("_retort_state", "_retort_history")
+            # an empty collection read before the object had its row is not loaded
+            and not (row and getattr(v, "_virgin", False))
         }
 
     @property

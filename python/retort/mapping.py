@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableSequence, Seque
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from retort import _core, exc
-from retort.attributes import RelationshipAttribute
+from retort.attributes import RelationshipAttribute, refuse_deleted_item, refuse_if_deleted
 from retort.sql import types as sqltypes
 from retort.sql.elements import ClauseElement, ColumnOperators
 from retort.sql.schema import Column, ForeignKey, Identity, MetaData, Table
@@ -1026,6 +1026,9 @@ class RelationshipProperty:
         if value is not None:
             self.target.check_related(value, self)
         d = obj.__dict__
+        if back:
+            refuse_if_deleted(obj, self)
+            refuse_deleted_item(value, self)
         _fresh(d, obj)
         old = d.get(self.key, _NOT_SET)
         wants_old = (back and self.back is not None) or "delete-orphan" in self.cascade
@@ -1122,9 +1125,15 @@ class RelationshipProperty:
             if coll is not None:
                 coll._remove_quiet(other)
             elif "delete-orphan" in self.cascade:
-                # the collection is not loaded: the flush decides whether `other` is an orphan
+                # the collection is not loaded: a pending orphan leaves the session now (as
+                # from a loaded one); the flush decides whether a persistent one is an orphan
                 session = _session_of(obj)
-                if session is not None:
+                if session is None:
+                    pass
+                elif not _has_identity(other):
+                    if other in session:
+                        session.expunge(other)
+                else:
                     session._orphan_children[id(other)] = (other, self)
         else:
             current = obj.__dict__.get(self.key, _NOT_SET)
@@ -1140,6 +1149,9 @@ class RelationshipProperty:
                 f"{self} is a collection; assign a list of {self.target.class_.__name__} objects"
             )
         new = list(value)
+        refuse_if_deleted(obj, self)
+        for item in new:
+            refuse_deleted_item(item, self)
         _fresh(obj.__dict__, obj)
         current = obj.__dict__.get(self.key)
         if current is None and self._fill_new_collection(obj, new):
@@ -1213,6 +1225,14 @@ class RelationshipProperty:
                 f"select(...).options(selectinload({self.parent.class_.__name__}.{self.key}))"
             )
         session = _session_of(obj)
+        if session is None and self.direction == "MANYTOONE":
+            state = obj.__dict__.get("_retort_state")
+            fks = [obj.__dict__.get(dst.key, _NOT_SET) for _, dst in self.pairs]
+            if state is not None and state.was_deleted and None in fks and _NOT_SET not in fks:
+                # as SQLAlchemy, whose flush of the DELETE read it: a NULL foreign key refers
+                # to nothing
+                obj.__dict__[self.key] = None
+                return None
         if session is None:
             raise exc.DetachedInstanceError(
                 f"{self} of {obj!r} is not loaded and the object is not bound to a Session; "

@@ -844,10 +844,11 @@ class Session:
         if self._owner is not None and self._owner != _get_ident():
             raise _busy_error(self)
         self._autobegin()
-        if self._dispatch and _lifecycle(instance) == "detached":
-            # deleting a detached object attaches it first
+        if (self._dispatch or _relationships_of(instance)) and _lifecycle(instance) == "detached":
+            # deleting a detached object attaches it first (so that the delete cascade can
+            # load its collections)
             how = self._core.add(instance)
-            if how:
+            if how and self._dispatch:
                 self._attached(instance, how)
         if not _relationships_of(instance) or _lifecycle(instance) in ("transient", "pending"):
             self._core.delete(instance)  # (raises for a transient or pending object, before
@@ -1391,8 +1392,17 @@ class Session:
 
     @_exclusive
     def expire_all(self) -> None:
-        """Expire every persistent object (in constant time)."""
+        """Expire every persistent object (in constant time for the objects; relationship
+        changes of persistent objects are dropped, as their values are)."""
         self._core.expire_all()
+        if self._related_changed:
+            self._related_changed = {
+                k: o
+                for k, o in self._related_changed.items()
+                if not o.__dict__["_retort_state"].has_identity
+            }
+            self._orphans = {k: o for k, o in self._orphans.items() if k in self._related_changed}
+            self._orphan_children.clear()
 
     # -- statements -----------------------------------------------------------------------
 

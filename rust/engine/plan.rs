@@ -305,16 +305,20 @@ pub fn plan_ordered(
             .iter()
             .any(|c| c.mapper == m && c.op == op && c.phase == Phase::Main)
     };
+    // A self-referential mapper with updates keeps its deletes at the end too: an UPDATE may
+    // move a row's reference off a row being deleted (children of a deleted node set to NULL),
+    // and must run first.
     let early: Vec<u32> = order
         .iter()
         .copied()
         .filter(|&m| {
             has(m, Op::Delete)
                 && (has(m, Op::Insert) || has(m, Op::Update))
-                && !graph
-                    .edges
-                    .iter()
-                    .any(|e| e.parent == m && e.child != m && involved.contains(&e.child))
+                && !graph.edges.iter().any(|e| {
+                    e.parent == m
+                        && ((e.child != m && involved.contains(&e.child))
+                            || (e.child == m && has(m, Op::Update)))
+                })
         })
         .collect();
     for &m in order {
