@@ -293,7 +293,7 @@ def test_a_deadlock_surfaces_as_a_retort_error_and_the_victim_can_retry(
         victim, winner = (s1, s2) if victim_name == "s1" else (s2, s1)
         # the victim's transaction is gone: it says so until rolled back
         with pytest.raises(exc.PendingRollbackError):
-            victim.flush()
+            victim.execute(select(Account))
         winner.commit()
         victim.rollback()
         # the retry: the victim's whole transfer again, from fresh rows

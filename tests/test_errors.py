@@ -304,7 +304,7 @@ def test_unique_violation_on_insert(
         assert err.params is not None and "ann" in list(err.params)
         assert _rows(admin_conn, schema) == seeded
         with pytest.raises(exc.PendingRollbackError):
-            s.flush()
+            s.commit()
         s.rollback()
         _session_still_works(s, admin_conn, schema, "carl")
 
@@ -364,7 +364,7 @@ def test_update_of_a_row_deleted_by_someone_else_is_stale_data(
         with pytest.raises(exc.StaleDataError, match="users"):
             s.flush()
         with pytest.raises(exc.PendingRollbackError):
-            s.flush()
+            s.commit()
         s.rollback()
     assert _rows(admin_conn, schema) == seeded[:1]
 

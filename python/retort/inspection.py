@@ -186,6 +186,8 @@ class InstanceState:
     @property
     def dict(self) -> dict[str, Any]:
         state = self._state
+        if state is not None and state.stale:
+            state.apply_expiry(self.object)  # expired values are not loaded values
         row = state is not None and state.has_identity
         return {
             k: v

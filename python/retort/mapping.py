@@ -1238,6 +1238,13 @@ class RelationshipProperty:
                 f"{self} of {obj!r} is not loaded and the object is not bound to a Session; "
                 "load it while the session is open or add the object to a session first"
             )
+        if self.direction != "MANYTOONE":
+            # an object expired as a whole is refreshed first, as SQLAlchemy does (which needs
+            # its expired primary key): its row may be gone (ObjectDeletedError)
+            d = obj.__dict__
+            cols = [c.key for c in self.parent.columns if not c.primary_key]
+            if cols and all(k not in d for k in cols):
+                getattr(obj, cols[0])
         value = session._load_relationship(obj, self)
         if self.uselist:
             value = InstrumentedList(obj, self, value)

@@ -844,6 +844,8 @@ class Session:
         if self._owner is not None and self._owner != _get_ident():
             raise _busy_error(self)
         self._autobegin()
+        if self._core.is_marked_deleted(instance):
+            return  # marked already (its cascade too)
         if (self._dispatch or _relationships_of(instance)) and _lifecycle(instance) == "detached":
             # deleting a detached object attaches it first (so that the delete cascade can
             # load its collections)
@@ -1396,10 +1398,11 @@ class Session:
         changes of persistent objects are dropped, as their values are)."""
         self._core.expire_all()
         if self._related_changed:
+            marked = {id(o) for o in self._core.deleted_objects()}
             self._related_changed = {
                 k: o
                 for k, o in self._related_changed.items()
-                if not o.__dict__["_retort_state"].has_identity
+                if k in marked or not o.__dict__["_retort_state"].has_identity
             }
             self._orphans = {k: o for k, o in self._orphans.items() if k in self._related_changed}
             self._orphan_children.clear()

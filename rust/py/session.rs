@@ -878,6 +878,11 @@ impl SessionCore {
         }
     }
 
+    /// Whether the object is marked for deletion at the next flush.
+    fn is_marked_deleted(&self, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.uow()?.deleted.contains_key(&(obj.as_ptr() as usize)))
+    }
+
     /// Mark a persistent object for deletion at the next flush.
     fn delete(&self, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
         let dict = instance_dict(obj)?;
@@ -984,7 +989,7 @@ impl SessionCore {
             return Ok(py.None().into_bound(py));
         };
         drop(uow);
-        if st.get().lock()?.is_stale() {
+        if st.get().lock()?.is_stale() || all_expired(mapper.get(), &instance_dict(obj.bind(py))?) {
             return Ok(NEEDS_LOAD
                 .get(py)
                 .expect("module initialised")
@@ -1091,7 +1096,7 @@ impl SessionCore {
         };
         let fresh = matches!(e.state.get().lock(), Ok(st) if !st.is_stale());
         drop(uow);
-        if fresh {
+        if fresh && !matches!(instance_dict(&obj), Ok(d) if all_expired(m, &d)) {
             obj
         } else {
             miss.clone()
@@ -1992,18 +1997,7 @@ impl SessionCore {
             let m = st.get().mapper.get();
             // All of it expired, as by commit() or expire(obj): SQLAlchemy then needs the
             // expired primary key and loads the row. After expire(obj, [some names]) it does not.
-            let expired = if st.get().lock()?.is_stale() {
-                true
-            } else {
-                let mut all_missing = m.ncols() > m.pk.len();
-                for (i, k) in m.keys.iter().enumerate() {
-                    if !m.pk.contains(&(i as u16)) && dict.contains(k.bind(py))? {
-                        all_missing = false;
-                        break;
-                    }
-                }
-                all_missing
-            };
+            let expired = st.get().lock()?.is_stale() || all_expired(m, &dict);
             if expired {
                 out.append(obj)?;
             }
@@ -2172,4 +2166,22 @@ impl SessionCore {
             describe(obj)
         )))
     }
+}
+
+/// Whether every column but the primary key is missing from the instance dict: the object
+/// was expired as a whole (expire(), or a commit's expiry already applied). SQLAlchemy's
+/// get() and delete flush load such an object again.
+fn all_expired(m: &MapperCore, dict: &Bound<'_, PyDict>) -> bool {
+    let py = dict.py();
+    let mut any = false;
+    for (i, k) in m.keys.iter().enumerate() {
+        if m.pk.contains(&(i as u16)) {
+            continue;
+        }
+        if dict.contains(k.bind(py)).unwrap_or(true) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
