@@ -1557,3 +1557,25 @@ def test_get_of_an_expired_object_refreshes_it(orm: Api) -> None:
         assert orm.fetch("DELETE FROM parents WHERE id = %s RETURNING id", (gone_id,))
         assert s.get(Parent, gone_id) is None
         assert s.get(Parent, pid) is p
+
+
+def test_a_related_object_outside_the_session_gets_nothing_written(orm: Api) -> None:
+    # SQLAlchemy warns and writes no key or association row towards it; so does retort
+    Post, Tag = post_tag(orm)
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add_all([Post(title="p"), Child(name="c")])
+        s.commit()
+        post, c = _one(orm, s, Post, title="p"), _one(orm, s, Child, name="c")
+        t = Tag(label="t")
+        post.tags.append(t)  # t joins the session by cascade
+        s.expunge(post)
+        lone = Parent(name="lone")
+        lone.children.append(c)  # no cascade from c to lone (back_populates side)
+        with pytest.warns(Warning, match="not in (the )?session"):
+            s.flush()
+        assert c.parent_id is None
+        s.commit()
+    assert orm.fetch("SELECT count(*) FROM post_tags") == [(0,)]
+    assert orm.fetch("SELECT label FROM tags") == [("t",)]
+    assert orm.fetch("SELECT count(*) FROM parents") == [(0,)]

@@ -19,6 +19,10 @@ class RetortError(Exception):
     """Base class of every error retort raises."""
 
 
+class RetortWarning(UserWarning):
+    """A warning about something retort did not do, and why (SQLAlchemy's SAWarning)."""
+
+
 class ArgumentError(RetortError):
     """A mapping, a column or a function was given arguments that do not fit."""
 

@@ -18,6 +18,7 @@ Row counts of UPDATE and DELETE are checked: a mismatch raises `StaleDataError`.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -447,6 +448,8 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 _sync_one_to_many(session, obj, prop, value, changes)
             else:
                 for item in value._added.values():
+                    if _outside(session, item, prop):
+                        continue
                     changes.link_insert(prop, obj, item)
                 for item in value._removed.values():
                     changes.link_delete(prop, obj, item)
@@ -456,6 +459,8 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     for obj, prop, value in many_to_one:
         if gone and obj in gone:
             continue
+        if value is not None and _outside(session, value, prop):
+            continue
         d = obj.__dict__
         for src, dst in prop.pairs:
             pv = None if value is None else getattr(value, src.key)
@@ -463,6 +468,23 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
             if current is _MISSING or (current is not pv and current != pv):
                 setattr(obj, dst.key, pv)
     return changes
+
+
+def _outside(session: Any, item: Any, prop: Any) -> bool:
+    """Whether the object a many-to-one or many-to-many relation points at is outside the
+    session (never added, or expunged): then the flush writes no key or row for the relation,
+    and says so, as SQLAlchemy does. (A one-to-many still copies the key into a child outside
+    the session, which writes nothing.)"""
+    state = item.__dict__.get("_retort_state")
+    if state is not None and state.session is session:
+        return False
+    warnings.warn(
+        f"{item!r} is not in the session, so the flush writes nothing for {prop} towards it; "
+        "add it to the session (or give the relationship the save-update cascade)",
+        exc.RetortWarning,
+        stacklevel=4,
+    )
+    return True
 
 
 def _delete_unparented(session: Any) -> None:
