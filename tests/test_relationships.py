@@ -1579,3 +1579,24 @@ def test_a_related_object_outside_the_session_gets_nothing_written(orm: Api) -> 
     assert orm.fetch("SELECT count(*) FROM post_tags") == [(0,)]
     assert orm.fetch("SELECT label FROM tags") == [("t",)]
     assert orm.fetch("SELECT count(*) FROM parents") == [(0,)]
+
+
+def test_changes_to_an_unloaded_collection_show_when_it_loads(orm: Api) -> None:
+    # made through the other side of back_populates before the collection was loaded
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add_all([Parent(name="p", children=[Child(name="a"), Child(name="b")]), Parent(name="q")])
+        s.commit()
+        p, q = _one(orm, s, Parent, name="p"), _one(orm, s, Parent, name="q")
+        a, b = _one(orm, s, Child, name="a"), _one(orm, s, Child, name="b")
+        lone = Child(name="lone")  # not in the session
+        lone.parent = q
+        a.parent = q
+        with s.no_autoflush:
+            assert [c.name for c in q.children] == ["lone", "a"]
+            assert [c.name for c in p.children] == ["b"]
+        s.expire(q)
+        b.parent = q
+        s.expire(q)  # drops the pending change with the rest
+        with s.no_autoflush:
+            assert [c.name for c in q.children] == []

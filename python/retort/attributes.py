@@ -290,6 +290,7 @@ class RelationshipAttribute:
         state = d.get(_STATE)
         if state is not None and state.stale:
             state.apply_expiry(obj)
+            d.pop("_retort_pending", None)
         try:
             value = d[key]
         except KeyError:

@@ -192,7 +192,7 @@ class InstanceState:
         return {
             k: v
             for k, v in self.object.__dict__.items()
-            if k not in ("_retort_state", "_retort_history")
+            if k not in ("_retort_state", "_retort_history", "_retort_pending")
             # an empty collection read before the object had its row is not loaded
             and not (row and getattr(v, "_virgin", False))
         }

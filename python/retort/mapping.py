@@ -1100,6 +1100,9 @@ class RelationshipProperty:
             else:
                 from retort.attributes import _note_change
 
+                # not loaded: remembered, and applied when it loads (as SQLAlchemy's pending
+                # collection mutations)
+                _pending(obj, self.key).append((True, other))
                 _note_change(obj, self)
         else:
             current = obj.__dict__.get(self.key, _NOT_SET)
@@ -1124,7 +1127,10 @@ class RelationshipProperty:
             coll = obj.__dict__.get(self.key)
             if coll is not None:
                 coll._remove_quiet(other)
-            elif "delete-orphan" in self.cascade:
+                return
+            if _has_identity(obj):
+                _pending(obj, self.key).append((False, other))
+            if "delete-orphan" in self.cascade:
                 # the collection is not loaded: a pending orphan leaves the session now (as
                 # from a loaded one); the flush decides whether a persistent one is an orphan
                 session = _session_of(obj)
@@ -1249,6 +1255,13 @@ class RelationshipProperty:
         if self.uselist:
             value = InstrumentedList(obj, self, value)
         obj.__dict__[self.key] = value
+        pending = obj.__dict__.get("_retort_pending")
+        if pending and self.key in pending and self.uselist:
+            for add, item in pending.pop(self.key):
+                if add:
+                    value._append_quiet(item)
+                else:
+                    value._remove_quiet(item)
         return value
 
     def _join_info(self) -> Any:
@@ -1270,6 +1283,14 @@ def _fresh(d: dict[str, Any], obj: Any) -> None:
     state = d.get("_retort_state")
     if state is not None and state.stale:
         state.apply_expiry(obj)
+        d.pop("_retort_pending", None)
+
+
+def _pending(obj: Any, key: str) -> list[tuple[bool, Any]]:
+    """The changes made to `obj`'s unloaded collection `key` through the other side of
+    back_populates: (True, item) appended, (False, item) removed."""
+    pending: dict[str, list[tuple[bool, Any]]] = obj.__dict__.setdefault("_retort_pending", {})
+    return pending.setdefault(key, [])
 
 
 def _has_identity(obj: Any) -> bool:

@@ -1383,6 +1383,7 @@ class Session:
             self._core.expire(instance, None)
             for key in rels:
                 instance.__dict__.pop(key, None)
+            instance.__dict__.pop("_retort_pending", None)
             for obj in related:
                 if obj in self and obj.__dict__.get("_retort_state").has_identity:
                     self.expire(obj)
