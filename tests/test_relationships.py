@@ -1600,3 +1600,23 @@ def test_changes_to_an_unloaded_collection_show_when_it_loads(orm: Api) -> None:
         s.expire(q)  # drops the pending change with the rest
         with s.no_autoflush:
             assert [c.name for c in q.children] == []
+
+
+def test_relating_a_flushed_delete_raises_before_anything_changes(orm: Api) -> None:
+    # SQLAlchemy raises too, but from the cascade, after back_populates changed the other side
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add(Parent(name="p", children=[Child(name="a")]))
+        s.commit()
+        p = _one(orm, s, Parent, name="p")
+        assert [c.name for c in p.children] == ["a"]
+        s.delete(p)
+        s.flush()
+        c = Child(name="late")
+        with pytest.raises(orm.InvalidRequestError):
+            c.parent = p
+            s.add(c)
+        if orm.name == "retort":
+            assert c.parent is None and [x.name for x in p.children] == ["a"]
+        else:
+            assert c.parent is p and c in p.children

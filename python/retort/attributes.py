@@ -146,8 +146,9 @@ class InstrumentedList(list[Any]):
         prop = self._prop
         owner = self._owner()
         if self._dup and self._holds(item):
-            # one of two entries went: still a member, but the other side drops one entry too
-            if back and prop.back is not None:
+            # one of two entries went: still a member; a many-to-many's other side drops one
+            # entry too, a many-to-one keeps its value (as SQLAlchemy)
+            if back and prop.back is not None and prop.back.uselist:
                 prop.back._unset_backref(item, owner, prop)
             return
         key = id(item)
