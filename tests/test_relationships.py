@@ -1620,3 +1620,20 @@ def test_relating_a_flushed_delete_raises_before_anything_changes(orm: Api) -> N
             assert c.parent is None and [x.name for x in p.children] == ["a"]
         else:
             assert c.parent is p and c in p.children
+
+
+def test_a_change_queued_on_an_unloaded_collection_ends_with_the_flush(orm: Api) -> None:
+    # found by the relational state machine: the queued append, written by the first flush,
+    # came back when the collection loaded, showing a child deleted since
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add(Parent(name="p", children=[Child(name="a")]))
+        s.commit()
+        p = _one(orm, s, Parent, name="p")
+        c = Child(name="c")
+        c.parent = p  # waits for p.children, which is not loaded
+        s.add(c)
+        s.flush()
+        s.delete(c)
+        s.flush()
+        assert [x.name for x in p.children] == ["a"]

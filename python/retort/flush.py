@@ -409,7 +409,11 @@ class RelatedChanges:
         for coll in self.collections:
             coll._reset_history()
         for obj in objs:
-            obj.__dict__.pop("_retort_history", None)
+            d = obj.__dict__
+            d.pop("_retort_history", None)
+            # changes waiting for an unloaded collection were written by this flush: the
+            # collection loads them from the database now
+            d.pop("_retort_pending", None)
 
 
 def _set_if_different(obj: Any, key: str, value: Any) -> None:

@@ -142,12 +142,17 @@ pub fn materialize_expiry(
             dict.del_item(k)?;
         }
     }
-    // Relationship values expire with the columns.
+    // Relationship values expire with the columns, and so do changes waiting for a collection
+    // that was not loaded (see mapping._pending).
     for name in mapper.extra_init.bind(py).try_iter()? {
         let name = name?;
         if dict.contains(&name)? {
             dict.del_item(&name)?;
         }
+    }
+    let pending = pyo3::intern!(py, "_retort_pending");
+    if dict.contains(pending)? {
+        dict.del_item(pending)?;
     }
     inner.gen = current;
     drop(inner.committed.clear());
