@@ -526,6 +526,14 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: An
         for child in items:
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
+    _settle_removed(session, obj, prop, items, removed, parent_values)
+
+
+def _settle_removed(
+    session: Any, obj: Any, prop: Any, items: list[Any], removed: list[Any], parent_values: list[Any]
+) -> None:
+    """Children taken out of `obj`'s one-to-many `prop` (and not put back): deleted as orphans
+    under delete-orphan, else given a NULL foreign key, unless another parent took them."""
     for child in removed:
         if any(x is child for x in items):
             continue
@@ -559,9 +567,21 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
         for item in [*value, *value._removed.values()]:
             changes.link_delete(prop, obj, item)
         return
-    if "delete" in prop.cascade:
-        return  # the children are deleted with it (cascaded by Session.delete)
     items = list(value) if prop.uselist else ([] if value is None else [value])
+    if "delete" in prop.cascade:
+        # the children are deleted with it (cascaded by Session.delete); those taken out of
+        # the collection before are orphans (or lose their key) all the same
+        if "delete-orphan" in prop.cascade:
+            if prop.uselist:
+                removed = list(value._removed.values())
+                changes.collections.append(value)
+            else:
+                orphan = session._orphans.pop(id(obj), None)
+                removed = [] if orphan is None else [orphan]
+            if removed:
+                parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
+                _settle_removed(session, obj, prop, items, removed, parent_values)
+        return
     deleted = session.deleted
     for child in items:
         if child not in deleted:

@@ -217,6 +217,10 @@ class Mapper:
             raise exc.ArgumentError(
                 f"{class_.__name__}: every primary key column of {table.name!r} must be mapped"
             ) from None
+        # attribute names of the columns outside the primary key
+        self.non_key_attrs: list[str] = [
+            k for i, k in enumerate(self.keys) if i not in set(pk_index)
+        ]
         autoinc_col = table.autoincrement_column
         autoinc = index_of.get(id(autoinc_col)) if autoinc_col is not None else None
         self.autoincrement_index = autoinc
@@ -1082,7 +1086,10 @@ class RelationshipProperty:
             return _NOT_SET
         ident = tuple(by_target.values())
         found = session._core.identity_lookup(target._core, ident)
-        return _NOT_SET if found is None else found
+        if found is None or _wholly_expired(found, target):
+            # an expired object is no answer without SQL (as SQLAlchemy's no-fetch lookup)
+            return _NOT_SET
+        return found
 
     def _set_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
         """`other` now refers to `obj` through `initiator`: mirror it on this side of `obj`."""
@@ -1106,18 +1113,19 @@ class RelationshipProperty:
                 _note_change(obj, self)
         else:
             current = obj.__dict__.get(self.key, _NOT_SET)
+            moved = initiator.back is self and initiator.uselist
+            if current is _NOT_SET and moved and self.direction == "MANYTOONE":
+                # not loaded: the old parent, if the identity map holds it (no SQL)
+                current = self._old_in_identity_map(obj)
             if current is other:
                 return
-            if (
-                current is not _NOT_SET
-                and current is not None
-                and initiator.back is self
-                and initiator.uselist
-            ):
+            if current is not _NOT_SET and current is not None and moved:
                 # a child moving to another parent leaves the old parent's collection
                 old_coll = current.__dict__.get(initiator.key)
                 if old_coll is not None:
                     old_coll._remove_quiet(obj)
+                elif _has_identity(current):
+                    _pending(current, initiator.key).append((False, obj))
             self._set_scalar(obj, other, back=False)
 
     def _unset_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
@@ -1284,6 +1292,17 @@ def _fresh(d: dict[str, Any], obj: Any) -> None:
     if state is not None and state.stale:
         state.apply_expiry(obj)
         d.pop("_retort_pending", None)
+
+
+def _wholly_expired(obj: Any, mapper: Mapper) -> bool:
+    """Whether every loaded column of `obj` is expired (commit, rollback, expire_all or an
+    expire() of the whole object), rather than some attributes."""
+    d = obj.__dict__
+    state = d.get("_retort_state")
+    if state is not None and state.stale:
+        return True
+    others = mapper.non_key_attrs
+    return bool(others) and not any(k in d for k in others)
 
 
 def _pending(obj: Any, key: str) -> list[tuple[bool, Any]]:

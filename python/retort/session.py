@@ -834,7 +834,9 @@ class Session:
                     how = self._core.add(item)
                     if how and self._dispatch:
                         self._attached(item, how)
-                    if how and type(item).__mapper__.relationships:
+                    if not how:
+                        continue  # in the session already: the cascade halts there
+                    if type(item).__mapper__.relationships:
                         self._related_changed[id(item)] = item
                     stack.append(item)
 

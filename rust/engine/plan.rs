@@ -267,10 +267,41 @@ pub fn plan_ordered(
             .push(c.item);
     }
     let mut steps = Vec::with_capacity(groups.len());
-    let take = |mapper: u32, op: Op, phase: Phase, steps: &mut Vec<Batch>| {
+    // The foreign-key columns by which a mapper's rows reference rows of the same table.
+    let self_cols = |mapper: u32| -> ColSet {
+        let mut cols = ColSet::new();
+        for e in graph
+            .edges
+            .iter()
+            .filter(|e| e.parent == mapper && e.child == mapper)
+        {
+            cols.extend(e.cols.iter().copied());
+        }
+        cols
+    };
+    // Which groups of a mapper's changes `take` picks: all, or only those whose columns do
+    // (or do not) include a self-referencing foreign key.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Pick {
+        All,
+        SelfRef(bool),
+    }
+    let take_some = |mapper: u32, op: Op, phase: Phase, pick: Pick, steps: &mut Vec<Batch>| {
+        let refs = match pick {
+            Pick::All => ColSet::new(),
+            Pick::SelfRef(_) => self_cols(mapper),
+        };
         let mut mine: Vec<(&GroupKey, &Vec<usize>)> = groups
             .iter()
-            .filter(|((m, o, p, _, _), _)| *m == mapper && *o == op && *p == phase)
+            .filter(|((m, o, p, _, cols), _)| {
+                *m == mapper
+                    && *o == op
+                    && *p == phase
+                    && match pick {
+                        Pick::All => true,
+                        Pick::SelfRef(wanted) => cols.iter().any(|c| refs.contains(c)) == wanted,
+                    }
+            })
             .collect();
         mine.sort_by_key(|((_, _, _, level, _), _)| *level); // stable: first-appearance ties
         for ((_, _, _, level, cols), items) in mine {
@@ -284,6 +315,11 @@ pub fn plan_ordered(
                 } else {
                     reason
                 };
+                let reason = if pick == Pick::SelfRef(true) {
+                    Some("rows of this table referenced by updated rows are inserted first".into())
+                } else {
+                    reason
+                };
                 steps.push(Batch {
                     mapper,
                     op,
@@ -294,6 +330,9 @@ pub fn plan_ordered(
                 });
             }
         }
+    };
+    let take = |mapper: u32, op: Op, phase: Phase, steps: &mut Vec<Batch>| {
+        take_some(mapper, op, phase, Pick::All, steps)
     };
     let involved: Vec<u32> = order.clone();
     // A mapper's deletes go before its own saves when nothing else in this flush depends on
@@ -332,8 +371,16 @@ pub fn plan_ordered(
                 );
             }
         }
-        take(m, Op::Update, Phase::Main, &mut steps);
-        take(m, Op::Insert, Phase::Main, &mut steps);
+        if has(m, Op::Insert) && !self_cols(m).is_empty() {
+            // Updates go before inserts (freeing unique values), except those that point a
+            // row at another row of the same table, which may be one of the inserted rows.
+            take_some(m, Op::Update, Phase::Main, Pick::SelfRef(false), &mut steps);
+            take(m, Op::Insert, Phase::Main, &mut steps);
+            take_some(m, Op::Update, Phase::Main, Pick::SelfRef(true), &mut steps);
+        } else {
+            take(m, Op::Update, Phase::Main, &mut steps);
+            take(m, Op::Insert, Phase::Main, &mut steps);
+        }
     }
     for &m in order {
         take(m, Op::Update, Phase::PostUpdate, &mut steps);
@@ -469,6 +516,40 @@ mod tests {
         assert_eq!(steps[3].reason.as_deref(), Some("1 references 0"));
         let cols: ColSet = smallvec![0, 1];
         assert_eq!(steps[3].cols, cols);
+    }
+
+    #[test]
+    fn updates_pointing_into_the_same_table_wait_for_its_inserts() {
+        // mapper 0 references itself through column 2 (a tree)
+        let mut g = graph(1, &[]);
+        let mut e = edge(0, 0, true);
+        e.cols = smallvec![2];
+        g.edges.push(e);
+        let changes = vec![
+            change(0, Op::Update, &[2], 0), // moved under a new row
+            change(0, Op::Update, &[1], 1), // renamed: may free a unique value
+            change(0, Op::Insert, &[0, 1, 2], 2),
+        ];
+        let steps = plan(&changes, &g).unwrap();
+        let summary: Vec<(Op, Vec<usize>)> =
+            steps.iter().map(|b| (b.op, b.items.clone())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Op::Update, vec![1]),
+                (Op::Insert, vec![2]),
+                (Op::Update, vec![0])
+            ]
+        );
+        assert!(steps[2]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("inserted first"));
+        // without inserts, the updates keep their one step per column set
+        let steps = plan(&changes[..2], &g).unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0].items, vec![0]);
     }
 
     #[test]

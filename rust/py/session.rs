@@ -1054,8 +1054,10 @@ impl SessionCore {
                         if related {
                             changed.set_item(item.as_ptr() as usize, &item)?;
                         }
+                        // the cascade halts at objects already in the session (SQLAlchemy's
+                        // halt_on): what they hold was cascaded when they joined it
+                        stack.push(item);
                     }
-                    stack.push(item);
                 }
             }
         }
@@ -1876,11 +1878,22 @@ impl SessionCore {
 
     /// Expire every loaded object (O(1)) and discard unflushed changes of persistent objects.
     fn expire_all(&self) -> PyResult<()> {
-        let dirty = std::mem::replace(&mut self.uow()?.dirty, fast_map());
+        let mut uow = self.uow()?;
+        let dirty = std::mem::replace(&mut uow.dirty, fast_map());
         for (_, st) in dirty.values() {
             drop(st.get().lock()?.committed.clear());
         }
-        self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        let old = self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        // Objects whose DELETE was flushed have left the identity map: like SQLAlchemy, expiry
+        // passes them by (their values stay readable until the transaction ends).
+        for (_, st) in &uow.tx_deleted {
+            let mut inner = st.get().lock()?;
+            if inner.gen == old {
+                inner.gen = old + 1;
+            }
+        }
+        drop(uow);
+        drop(dirty);
         Ok(())
     }
 
