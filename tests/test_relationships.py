@@ -1637,3 +1637,22 @@ def test_a_change_queued_on_an_unloaded_collection_ends_with_the_flush(orm: Api)
         s.delete(c)
         s.flush()
         assert [x.name for x in p.children] == ["a"]
+
+
+def test_history_of_a_many_to_one_set_over_an_unknown_value(orm: Api) -> None:
+    # the old value is neither loaded nor in the identity map: the change counts, with no
+    # deleted side (SQLAlchemy does not load it to say)
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add_all([Parent(name="p1", children=[Child(name="a")]), Parent(name="p2")])
+        s.commit()
+    with orm.session() as s:
+        c = _one(orm, s, Child, name="a")
+        p2 = _one(orm, s, Parent, name="p2")
+        c.parent = p2
+        history = orm.inspect(c).attrs.parent.history
+        assert list(history.added) == [p2]
+        assert not list(history.unchanged) and not list(history.deleted)
+        assert c in s.dirty
+        s.commit()
+        assert [x.name for x in p2.children] == ["a"]

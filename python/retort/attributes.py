@@ -152,17 +152,26 @@ class InstrumentedList(list[Any]):
                 prop.back._unset_backref(item, owner, prop)
             return
         key = id(item)
-        if key in self._added:
+        came_and_went = key in self._added
+        if came_and_went:
             del self._added[key]
         else:
             self._removed[key] = item
         if back and prop.back is not None:
             prop.back._unset_backref(item, owner, prop)
-        if "delete-orphan" in prop.cascade and not _has_identity(item):
-            # A pending orphan never reaches the database.
+        if "delete-orphan" in prop.cascade:
             session = object_session_of(item)
-            if session is not None and item in session:
-                session.expunge(item)
+            if session is None:
+                pass
+            elif not _has_identity(item):
+                # A pending orphan never reaches the database.
+                if item in session:
+                    session.expunge(item)
+            elif came_and_went and prop.back is not None and prop.uselist:
+                # appended and taken out again: this collection's history nets out, but the
+                # object lost its parent all the same; the flush deletes it unless another
+                # parent takes it meanwhile
+                session._orphan_children[key] = (item, prop)
         _note_change(owner, prop)
 
     def _reset_history(self) -> None:

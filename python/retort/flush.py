@@ -463,15 +463,27 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     for obj, prop, value in many_to_one:
         if gone and obj in gone:
             continue
-        if value is not None and _outside(session, value, prop):
-            continue
         d = obj.__dict__
+        if d["_retort_state"].has_identity and prop.key not in d.get("_retort_history", ()):
+            # unchanged since loaded or flushed: its key is in the row already (and the
+            # object it names may be gone since, its key set to NULL by that delete)
+            continue
+        if value is not None and not _in_session(session, value):
+            # towards an object outside the session: nothing is written, and the new value
+            # is reported (SQLAlchemy's warning)
+            _outside(session, value, prop)
+            continue
         for src, dst in prop.pairs:
             pv = None if value is None else getattr(value, src.key)
             current = d.get(dst.key, _MISSING)
             if current is _MISSING or (current is not pv and current != pv):
                 setattr(obj, dst.key, pv)
     return changes
+
+
+def _in_session(session: Any, item: Any) -> bool:
+    state = item.__dict__.get("_retort_state")
+    return state is not None and state.session is session
 
 
 def _outside(session: Any, item: Any, prop: Any) -> bool:
@@ -530,7 +542,12 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: An
 
 
 def _settle_removed(
-    session: Any, obj: Any, prop: Any, items: list[Any], removed: list[Any], parent_values: list[Any]
+    session: Any,
+    obj: Any,
+    prop: Any,
+    items: list[Any],
+    removed: list[Any],
+    parent_values: list[Any],
 ) -> None:
     """Children taken out of `obj`'s one-to-many `prop` (and not put back): deleted as orphans
     under delete-orphan, else given a NULL foreign key, unless another parent took them."""

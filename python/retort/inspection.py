@@ -6,7 +6,7 @@ import builtins
 from typing import Any, NamedTuple
 
 from retort import exc
-from retort.mapping import Mapper, object_mapper
+from retort.mapping import _NOT_SET, Mapper, object_mapper
 
 __all__ = ["AttributeState", "History", "InstanceState", "inspect"]
 
@@ -85,6 +85,8 @@ class RelationshipState(_MappedAttributeState):
                 tuple(value._removed.values()),
             )
         before = obj.__dict__.get("_retort_history", {}).get(self.key, _NOTHING)
+        if before is _NOT_SET:  # set, the value before not known without SQL
+            return History((value,), (), ()) if value is not None else History((), (), ())
         if before is _NOTHING or before is value:
             return History((), (value,), ()) if value is not None else History((), (), ())
         return History(
@@ -92,6 +94,16 @@ class RelationshipState(_MappedAttributeState):
             (),
             (before,) if before is not None else (),
         )
+
+
+class Attrs(builtins.dict[str, "AttributeState | RelationshipState"]):
+    """`InstanceState.attrs`: attribute states by name, as a mapping or as attributes."""
+
+    def __getattr__(self, name: str) -> AttributeState | RelationshipState:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no mapped attribute {name!r}") from None
 
 
 class InstanceState:
@@ -198,10 +210,9 @@ class InstanceState:
         }
 
     @property
-    def attrs(self) -> builtins.dict[str, AttributeState | RelationshipState]:
-        out: builtins.dict[str, AttributeState | RelationshipState] = {
-            k: AttributeState(self, k, i) for i, k in enumerate(self.mapper.keys)
-        }
+    def attrs(self) -> Attrs:
+        """The state of each mapped attribute by name: ``attrs["name"]`` or ``attrs.name``."""
+        out = Attrs({k: AttributeState(self, k, i) for i, k in enumerate(self.mapper.keys)})
         for k in self.mapper.relationships:
             out[k] = RelationshipState(self, k)
         return out

@@ -1045,8 +1045,9 @@ class RelationshipProperty:
                 old = self._load(obj)
         if old is value:
             return
-        if old is not _NOT_SET:
-            # the value before the first change, for history (cleared by the flush)
+        if old is not _NOT_SET or _has_identity(obj):
+            # the value before the first change, for history (cleared by the flush); _NOT_SET
+            # when that was not known without SQL (the change counts all the same)
             d.setdefault("_retort_history", {}).setdefault(self.key, old)
         d[self.key] = value
         if back and self.back is not None:
@@ -1095,7 +1096,7 @@ class RelationshipProperty:
         """`other` now refers to `obj` through `initiator`: mirror it on this side of `obj`."""
         _fresh(obj.__dict__, obj)
         if self.uselist:
-            coll = obj.__dict__.get(self.key)
+            coll = _loaded_collection(obj, self.key)
             if coll is None and not _has_identity(obj):
                 # a new object's collection is known to be empty: start it
                 from retort.attributes import InstrumentedList
@@ -1121,7 +1122,7 @@ class RelationshipProperty:
                 return
             if current is not _NOT_SET and current is not None and moved:
                 # a child moving to another parent leaves the old parent's collection
-                old_coll = current.__dict__.get(initiator.key)
+                old_coll = _loaded_collection(current, initiator.key)
                 if old_coll is not None:
                     old_coll._remove_quiet(obj)
                 elif _has_identity(current):
@@ -1132,7 +1133,7 @@ class RelationshipProperty:
         """`other` no longer refers to `obj`: mirror it on this side of `obj`."""
         _fresh(obj.__dict__, obj)
         if self.uselist:
-            coll = obj.__dict__.get(self.key)
+            coll = _loaded_collection(obj, self.key)
             if coll is not None:
                 coll._remove_quiet(other)
                 return
@@ -1167,7 +1168,7 @@ class RelationshipProperty:
         for item in new:
             refuse_deleted_item(item, self)
         _fresh(obj.__dict__, obj)
-        current = obj.__dict__.get(self.key)
+        current = _loaded_collection(obj, self.key)
         if current is None and self._fill_new_collection(obj, new):
             return
         if current is None:
@@ -1292,6 +1293,18 @@ def _fresh(d: dict[str, Any], obj: Any) -> None:
     if state is not None and state.stale:
         state.apply_expiry(obj)
         d.pop("_retort_pending", None)
+
+
+def _loaded_collection(obj: Any, key: str) -> Any:
+    """`obj`'s collection `key` if loaded, else None. An empty collection read while the object
+    was pending, untouched since, no longer counts once the object has its row: the database may
+    hold members now."""
+    d = obj.__dict__
+    coll = d.get(key)
+    if coll is not None and getattr(coll, "_virgin", False) and _has_identity(obj):
+        del d[key]
+        return None
+    return coll
 
 
 def _wholly_expired(obj: Any, mapper: Mapper) -> bool:

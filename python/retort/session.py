@@ -912,7 +912,10 @@ class Session:
         self._related_changed.pop(id(instance), None)
         if _relationships_of(instance):
             for obj in self._cascaded(instance, "expunge"):
-                if obj in self:
+                # (an object whose DELETE was flushed is no longer `in` the session, but
+                # belongs to it until the transaction ends: it is detached too)
+                state = obj.__dict__.get("_retort_state")
+                if state is not None and state.session is self:
                     if gone is not None:
                         gone.append((obj, _lifecycle(obj)))
                     self._core.expunge(obj)

@@ -294,6 +294,7 @@ fn undo_rekeys(
 /// persistent again unless their row was inserted in the same scope.
 fn undo_log(
     py: Python<'_>,
+    shared: &Arc<Shared>,
     uow: &mut Uow,
     inserted: Vec<(IdentityKey, Py<InstanceState>)>,
     deleted: &[Held],
@@ -317,6 +318,9 @@ fn undo_log(
         }
         {
             let mut inner = st.get().lock()?;
+            if !inner.in_session(shared) {
+                continue; // expunged since: it stays detached (as in SQLAlchemy)
+            }
             inner.lifecycle = Lifecycle::Persistent;
             inner.was_deleted = false;
         }
@@ -1789,7 +1793,7 @@ impl SessionCore {
         let savepoints = std::mem::take(&mut uow.savepoints);
         let rekeyed = std::mem::take(&mut uow.tx_rekeyed);
         undo_rekeys(py, &mut uow, rekeyed)?;
-        let transient = undo_log(py, &mut uow, inserted, &tx_deleted)?;
+        let transient = undo_log(py, &self.shared, &mut uow, inserted, &tx_deleted)?;
         drop(uow);
         make_transient_states(&transient)?;
         let pending: Vec<Py<InstanceState>> =
@@ -1851,7 +1855,7 @@ impl SessionCore {
         let added = uow.new.take_from(sp.new_seq);
         let unmarked = uow.deleted.take_from(sp.marked_seq);
         let dirty = std::mem::replace(&mut uow.dirty, fast_map());
-        let transient = undo_log(py, &mut uow, inserted, &restored)?;
+        let transient = undo_log(py, &self.shared, &mut uow, inserted, &restored)?;
         drop(uow);
         for (_, (_, st)) in &added {
             let mut inner = st.get().lock()?;
