@@ -1126,7 +1126,10 @@ class RelationshipProperty:
                 if old_coll is not None:
                     old_coll._remove_quiet(obj)
                 elif _has_identity(current):
+                    from retort.attributes import _note_change
+
                     _pending(current, initiator.key).append((False, obj))
+                    _note_change(current, initiator)
             self._set_scalar(obj, other, back=False)
 
     def _unset_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
@@ -1138,7 +1141,10 @@ class RelationshipProperty:
                 coll._remove_quiet(other)
                 return
             if _has_identity(obj):
+                from retort.attributes import _note_change
+
                 _pending(obj, self.key).append((False, other))
+                _note_change(obj, self)  # changed: a SAVEPOINT rollback expires it
             if "delete-orphan" in self.cascade:
                 # the collection is not loaded: a pending orphan leaves the session now (as
                 # from a loaded one); the flush decides whether a persistent one is an orphan
@@ -1312,7 +1318,7 @@ def _wholly_expired(obj: Any, mapper: Mapper) -> bool:
     expire() of the whole object), rather than some attributes."""
     d = obj.__dict__
     state = d.get("_retort_state")
-    if state is not None and state.stale:
+    if state is not None and state.expired:
         return True
     others = mapper.non_key_attrs
     return bool(others) and not any(k in d for k in others)

@@ -993,7 +993,9 @@ impl SessionCore {
             return Ok(py.None().into_bound(py));
         };
         drop(uow);
-        if st.get().lock()?.is_stale() || all_expired(mapper.get(), &instance_dict(obj.bind(py))?) {
+        if st.get().lock()?.expired_whole()
+            || all_expired(mapper.get(), &instance_dict(obj.bind(py))?)
+        {
             return Ok(NEEDS_LOAD
                 .get(py)
                 .expect("module initialised")
@@ -1100,7 +1102,7 @@ impl SessionCore {
         let Some(obj) = e.obj.bind(py).upgrade() else {
             return miss.clone();
         };
-        let fresh = matches!(e.state.get().lock(), Ok(st) if !st.is_stale());
+        let fresh = matches!(e.state.get().lock(), Ok(st) if !st.expired_whole());
         drop(uow);
         if fresh && !matches!(instance_dict(&obj), Ok(d) if all_expired(m, &d)) {
             obj
@@ -1173,6 +1175,7 @@ impl SessionCore {
                         filled = true;
                     }
                 }
+                inner.wholly_expired = false;
                 drop(inner);
                 drop(discarded);
                 if populate_existing {
@@ -1712,6 +1715,7 @@ impl SessionCore {
                         let old_key = {
                             let mut inner = row.held.1.get().lock()?;
                             drop(inner.committed.clear());
+                            inner.wholly_expired = false;
                             inner.key.replace(new_key.clone())
                         };
                         if old_key.as_ref() != Some(&new_key) {
@@ -1946,6 +1950,9 @@ impl SessionCore {
         }
         // record_set with an always-different comparison keeps each entry as it was.
         inner.committed = kept;
+        if names.is_none() {
+            inner.wholly_expired = true;
+        }
         let clean = inner.committed.is_empty();
         for i in &indexes {
             let k = m.keys[*i].bind(py);
@@ -2014,7 +2021,7 @@ impl SessionCore {
             let m = st.get().mapper.get();
             // All of it expired, as by commit() or expire(obj): SQLAlchemy then needs the
             // expired primary key and loads the row. After expire(obj, [some names]) it does not.
-            let expired = st.get().lock()?.is_stale() || all_expired(m, &dict);
+            let expired = st.get().lock()?.expired_whole() || all_expired(m, &dict);
             if expired {
                 out.append(obj)?;
             }

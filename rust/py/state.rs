@@ -32,6 +32,9 @@ pub struct StateInner {
     pub key: Option<IdentityKey>,
     pub committed: Snapshot<Py<PyAny>>,
     pub was_deleted: bool,
+    /// Expired as a whole (commit, rollback, expire_all, expire(obj)) and not loaded or
+    /// flushed since, even if some attributes were set meanwhile: `get()` then refreshes it.
+    pub wholly_expired: bool,
     /// Fingerprints of mutable column values as loaded or last flushed.
     pub fingerprints: smallvec::SmallVec<[(u16, u64); 1]>,
 }
@@ -69,6 +72,11 @@ impl StateInner {
                 .gen_ref
                 .as_ref()
                 .is_some_and(|g| self.gen < g.load(Ordering::Acquire))
+    }
+
+    /// Stale, or expired as a whole since it was last loaded or flushed.
+    pub fn expired_whole(&self) -> bool {
+        self.key.is_some() && (self.wholly_expired || self.is_stale())
     }
 
     pub fn attach(&mut self, shared: &Arc<Shared>, lifecycle: Lifecycle) {
@@ -112,6 +120,7 @@ impl InstanceState {
                 key: None,
                 committed: Snapshot::default(),
                 was_deleted: false,
+                wholly_expired: false,
                 fingerprints: smallvec::SmallVec::new(),
             }),
         }
@@ -155,6 +164,7 @@ pub fn materialize_expiry(
         dict.del_item(pending)?;
     }
     inner.gen = current;
+    inner.wholly_expired = true;
     drop(inner.committed.clear());
     Ok(())
 }
@@ -280,6 +290,13 @@ impl InstanceState {
     #[getter]
     fn stale(&self) -> PyResult<bool> {
         Ok(self.lock()?.is_stale())
+    }
+
+    /// Whether the object was expired as a whole (not some attributes) and not loaded or
+    /// flushed since, even if attributes were set meanwhile.
+    #[getter]
+    fn expired(&self) -> PyResult<bool> {
+        Ok(self.lock()?.expired_whole())
     }
 
     /// The Python Session this object belongs to, or None.
