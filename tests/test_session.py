@@ -305,6 +305,35 @@ def test_get_hits_the_identity_map_without_sql(db: Engine, sql_log: Log) -> None
         assert s.scalars(select(User).where(User.id == uid)).one() is u
 
 
+def test_get_through_the_class_a_subclass_and_a_new_identity_map(db: Engine, sql_log: Log) -> None:
+    # each session's `get` is its core's (a hit runs no Python): it must follow the core when
+    # expunge_all() or close() replaces it, and step aside for a subclass's own get()
+    (uid,) = _seed(db, "ann")
+    with Session(db) as s:
+        u = s.get(User, uid)
+        assert Session.get(s, User, uid) is u
+        s.expunge_all()
+        sql_log.clear()
+        again = s.get(User, uid)
+        assert again is not u and again is not None and again.name == "ann"
+        assert _verbs(sql_log) == ["SELECT"]
+        s.close()
+        assert s.get(User, uid) is not again
+        assert s.get(User, uid, populate_existing=True) is s.get(User, uid)
+
+    calls: list[Any] = []
+
+    class Counting(Session):
+        def get(self, entity: Any, ident: Any, **kw: Any) -> Any:
+            calls.append(ident)
+            return super().get(entity, ident, **kw)
+
+    with Counting(db) as s:
+        first = s.get(User, uid)
+        assert s.get(User, uid) is first
+        assert calls == [uid, uid]
+
+
 def test_get_of_a_missing_row_returns_none_and_get_one_raises(db: Engine) -> None:
     with Session(db) as s:
         assert s.get(User, 12345) is None

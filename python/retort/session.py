@@ -175,7 +175,6 @@ class UOWTransaction:
 
 
 _get_ident = threading.get_ident
-_MISS = object()  # Session.get: not (usable) in the identity map
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -313,7 +312,7 @@ class Session:
         self.autoflush = autoflush
         self.expire_on_commit = expire_on_commit
         self.info: dict[Any, Any] = dict(info or {})
-        self._core = _core.SessionCore(weakref.ref(self))
+        self._new_core()
         self._conn: Connection | None = None  # the first connection of the transaction
         self._conns: dict[int, Connection] = {}  # every connection, by id() of its bind
         self._tx: SessionTransaction | None = None
@@ -485,6 +484,14 @@ class Session:
                 f"in flush or commit ({type(self._failed).__name__}: {self._failed}); call "
                 "session.rollback() before using the session again"
             ) from self._failed
+
+    def _new_core(self) -> None:
+        """Start an empty session core (identity map, unit of work). Its `session_get` becomes
+        this session's `get`, so that an identity-map hit runs no Python code, unless a
+        subclass overrides get()."""
+        self._core = _core.SessionCore(weakref.ref(self))
+        if type(self).get is Session.get:
+            self.get = self._core.session_get  # type: ignore[method-assign]
 
     def _connection_for(self, mapper: Mapper | None = None, clause: Any = None) -> Connection:
         """The connection of the transaction for `mapper`'s bind, or else the bind of the
@@ -710,7 +717,7 @@ class Session:
             self._orphans.clear()
             self._orphan_children.clear()
             self._flushed_deleted = []
-            self._core = _core.SessionCore(weakref.ref(self))
+            self._new_core()
         if detached:
             self._fire_each("persistent_to_detached", detached)
 
@@ -950,7 +957,7 @@ class Session:
     def expunge_all(self) -> None:
         """Remove every object from the session (the transaction stays open)."""
         detached = self._persistent_if_listened()
-        self._core = _core.SessionCore(weakref.ref(self))
+        self._new_core()
         self._related_changed.clear()
         self._orphans.clear()
         self._orphan_children.clear()
@@ -1288,10 +1295,21 @@ class Session:
         with_for_update: Any = None,
     ) -> _T | None:
         """The object with this primary key, from the identity map or else the database."""
-        if not populate_existing and with_for_update is None:
-            obj = self._core.get_fast(entity, ident, _MISS)
-            if obj is not _MISS:
-                return obj
+        # (each session's `get` attribute is its core's session_get, which answers identity-map
+        # hits itself and calls _get_full for the rest; this method serves subclasses and
+        # calls through the class)
+        return self._core.session_get(
+            entity, ident, populate_existing=populate_existing, with_for_update=with_for_update
+        )
+
+    def _get_full(
+        self,
+        entity: type[_T],
+        ident: Any,
+        *,
+        populate_existing: bool = False,
+        with_for_update: Any = None,
+    ) -> _T | None:
         mapper = class_mapper(entity)
         if isinstance(ident, Mapping):
             names = [c.key for c in mapper.primary_key]

@@ -353,6 +353,7 @@ fn expire_object(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<()> 
     let dict = instance_dict(obj)?;
     let mut inner = state.lock()?;
     let dropped = inner.committed.clear();
+    inner.wholly_expired = true;
     for (i, k) in m.keys.iter().enumerate() {
         if m.pk.contains(&(i as u16)) {
             continue;
@@ -588,6 +589,38 @@ fn load_value<'py>(
 impl SessionCore {
     fn uow(&self) -> PyResult<MutexGuard<'_, Uow>> {
         self.shared.uow.try_lock().map_err(|_| busy("session"))
+    }
+
+    /// The object of class `entity` with primary key `ident` when it is in the identity map
+    /// and loaded; None otherwise (including any bad argument: the full path then raises the
+    /// right error).
+    fn identity_hit<'py>(
+        &self,
+        entity: &Bound<'py, PyAny>,
+        ident: &Bound<'py, PyAny>,
+    ) -> Option<Bound<'py, PyAny>> {
+        let py = entity.py();
+        let Ok(core) = entity.getattr(pyo3::intern!(py, "_retort_core")) else {
+            return None;
+        };
+        let Ok(mapper) = core.cast::<MapperCore>() else {
+            return None;
+        };
+        let m = mapper.get();
+        if !entity.is(m.class_.bind(py)) {
+            return None; // a subclass: let the full path decide
+        }
+        let Ok(key) = self.ident_from(m, ident) else {
+            return None;
+        };
+        let Ok(uow) = self.shared.uow.try_lock() else {
+            return None;
+        };
+        let e = uow.identity.get(&key)?;
+        let obj = e.obj.bind(py).upgrade()?;
+        let fresh = matches!(e.state.get().lock(), Ok(st) if !st.expired_whole());
+        drop(uow);
+        fresh.then_some(obj)
     }
 
     fn ident_from<'py>(
@@ -1070,45 +1103,39 @@ impl SessionCore {
         Ok(true)
     }
 
-    /// `Session.get`'s fast path: the object of class `entity` with primary key `ident` when
-    /// it is in the identity map and loaded; `miss` otherwise (including any
-    /// bad argument: the full path then raises the right error).
-    fn get_fast<'py>(
+    /// `Session.get`, bound to each session as its `get` attribute: an identity-map hit on a
+    /// loaded object is answered here; anything else (a miss, an expired object, options, a
+    /// bad argument, which must raise the right error) goes to `Session._get_full`.
+    #[pyo3(signature = (entity, ident, *, populate_existing=false, with_for_update=None))]
+    fn session_get<'py>(
         &self,
         entity: &Bound<'py, PyAny>,
         ident: &Bound<'py, PyAny>,
-        miss: &Bound<'py, PyAny>,
-    ) -> Bound<'py, PyAny> {
+        populate_existing: bool,
+        with_for_update: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let py = entity.py();
-        let Ok(core) = entity.getattr(pyo3::intern!(py, "_retort_core")) else {
-            return miss.clone();
-        };
-        let Ok(mapper) = core.cast::<MapperCore>() else {
-            return miss.clone();
-        };
-        let m = mapper.get();
-        if !entity.is(m.class_.bind(py)) {
-            return miss.clone(); // a subclass: let the full path decide
+        let plain = !populate_existing && with_for_update.is_none_or(|w| w.is_none());
+        if plain {
+            if let Some(obj) = self.identity_hit(entity, ident) {
+                return Ok(obj);
+            }
         }
-        let Ok(key) = self.ident_from(m, ident) else {
-            return miss.clone();
-        };
-        let Ok(uow) = self.shared.uow.try_lock() else {
-            return miss.clone();
-        };
-        let Some(e) = uow.identity.get(&key) else {
-            return miss.clone();
-        };
-        let Some(obj) = e.obj.bind(py).upgrade() else {
-            return miss.clone();
-        };
-        let fresh = matches!(e.state.get().lock(), Ok(st) if !st.expired_whole());
-        drop(uow);
-        if fresh && !matches!(instance_dict(&obj), Ok(d) if all_expired(m, &d)) {
-            obj
-        } else {
-            miss.clone()
+        let session = self.shared.owner(py).into_bound(py);
+        if session.is_none() {
+            return Err(InvalidRequestError::new_err(
+                "this session was garbage-collected; keep a reference to the Session while \
+                 using it",
+            ));
         }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(pyo3::intern!(py, "populate_existing"), populate_existing)?;
+        kwargs.set_item(pyo3::intern!(py, "with_for_update"), with_for_update)?;
+        session.call_method(
+            pyo3::intern!(py, "_get_full"),
+            (entity, ident),
+            Some(&kwargs),
+        )
     }
 
     /// The identity key of `ident` for `mapper`, validated (raises on a wrong shape).
