@@ -5,6 +5,7 @@
 //! an object whose snapshot is empty has no net change. Only changed attributes are stored.
 
 use smallvec::SmallVec;
+use thin_vec::ThinVec;
 
 /// What an attribute held before its first change.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,17 +16,18 @@ pub enum Committed<V> {
     Unknown,
 }
 
-/// A Vec, not an inline array: most objects never change, and every persistent object carries
-/// its snapshot, so the empty case is kept to three words.
+/// A thin vector (one word; length and capacity live in its heap block): most objects never
+/// change, and every persistent object carries its snapshot, so the empty case is one pointer
+/// to a shared empty header, with no allocation.
 #[derive(Clone, Debug)]
 pub struct Snapshot<V> {
-    entries: Vec<(u16, Committed<V>)>,
+    entries: ThinVec<(u16, Committed<V>)>,
 }
 
 impl<V> Default for Snapshot<V> {
     fn default() -> Self {
         Snapshot {
-            entries: Vec::new(),
+            entries: ThinVec::new(),
         }
     }
 }
@@ -85,7 +87,7 @@ impl<V> Snapshot<V> {
     }
 
     /// Forget every change (after a flush, commit or rollback).
-    pub fn clear(&mut self) -> Vec<(u16, Committed<V>)> {
+    pub fn clear(&mut self) -> ThinVec<(u16, Committed<V>)> {
         std::mem::take(&mut self.entries)
     }
 
@@ -102,6 +104,17 @@ mod tests {
 
     fn eq(a: &i32, b: &i32) -> bool {
         a == b
+    }
+
+    #[test]
+    fn an_unchanged_snapshot_is_one_word() {
+        // every persistent object carries one (BENCHMARKS.md: memory per persistent object)
+        assert_eq!(
+            std::mem::size_of::<Snapshot<usize>>(),
+            std::mem::size_of::<usize>()
+        );
+        let s: Snapshot<usize> = Snapshot::default();
+        assert_eq!(s.entries.capacity(), 0);
     }
 
     #[test]

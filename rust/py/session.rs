@@ -245,7 +245,7 @@ fn watch(
     }
     let py = obj.py();
     let dict = instance_dict(obj)?;
-    let mut prints = smallvec::SmallVec::new();
+    let mut prints = thin_vec::ThinVec::with_capacity(mapper.mutable.len());
     for &c in &mapper.mutable {
         if let Some(v) = dict.get_item(mapper.keys[c as usize].bind(py))? {
             prints.push((c, fingerprint(&v)?));

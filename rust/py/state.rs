@@ -36,7 +36,8 @@ pub struct StateInner {
     /// flushed since, even if some attributes were set meanwhile: `get()` then refreshes it.
     pub wholly_expired: bool,
     /// Fingerprints of mutable column values as loaded or last flushed.
-    pub fingerprints: smallvec::SmallVec<[(u16, u64); 1]>,
+    /// (A thin vector: one word and no allocation for the many objects without such columns.)
+    pub fingerprints: thin_vec::ThinVec<(u16, u64)>,
 }
 
 impl StateInner {
@@ -121,7 +122,7 @@ impl InstanceState {
                 committed: Snapshot::default(),
                 was_deleted: false,
                 wholly_expired: false,
-                fingerprints: smallvec::SmallVec::new(),
+                fingerprints: thin_vec::ThinVec::new(),
             }),
         }
     }
