@@ -178,9 +178,10 @@ def _copy(batch: Batch, mapper: Mapper, cols: list[int], conn: Connection) -> No
             try:
                 with conn._copy(sql, batch.rows) as copy:
                     copy.write(data)
-            except exc.DBAPIError as err:
-                if getattr(err.orig, "sqlstate", None) == "22P03":  # invalid binary data
-                    _column_types.pop(conn.driver_connection, None)  # the table changed?
+            except exc.DBAPIError:
+                # the table may have changed type since its columns were looked up (then
+                # PostgreSQL refuses the data): look them up again next time
+                _column_types.pop(conn.driver_connection, None)
                 raise
             return
     sql = _copy_sql(mapper, cols, "")
