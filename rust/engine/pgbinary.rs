@@ -57,19 +57,43 @@ pub fn parse_uuid(s: &str) -> Option<u128> {
 /// PostgreSQL's own errors) decide.
 const NUMERIC_LIMIT: i64 = 1000;
 
+const NUMERIC_POS: u16 = 0x0000;
+const NUMERIC_NEG: u16 = 0x4000;
+const NUMERIC_NAN: u16 = 0xC000;
+
+fn numeric_header(out: &mut Vec<u8>, ndigits: usize, weight: i64, sign: u16, dscale: i64) {
+    out.extend_from_slice(&(ndigits as u16).to_be_bytes());
+    out.extend_from_slice(&(weight as i16).to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&(dscale as u16).to_be_bytes());
+}
+
+/// An integer in numeric's binary format (display scale 0).
+pub fn numeric_int(n: i64, out: &mut Vec<u8>) {
+    let sign = if n < 0 { NUMERIC_NEG } else { NUMERIC_POS };
+    let mut rest = n.unsigned_abs();
+    let mut groups = [0u16; 5]; // 10000^5 > 2^64
+    let mut len = 0;
+    while rest > 0 {
+        groups[len] = (rest % 10_000) as u16;
+        rest /= 10_000;
+        len += 1;
+    }
+    // least significant groups that are zero need not be sent
+    let low = groups[..len].iter().position(|&g| g != 0).unwrap_or(len);
+    numeric_header(out, len - low, (len as i64 - 1).max(0), sign, 0);
+    for g in groups[low..len].iter().rev() {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+}
+
 /// A decimal number as Python's str() writes ints and Decimals (`-12.30`, `1E+2`, `NaN`) in
 /// numeric's binary format: ndigits, weight, sign, dscale, base-10000 digits. The display
 /// scale is numeric_in's: the digits after the point, less the exponent, at least 0.
 /// false for what is left to the text path (infinities, sNaN, -NaN, extreme exponents).
 pub fn numeric(text: &str, out: &mut Vec<u8>) -> bool {
-    const POS: u16 = 0x0000;
-    const NEG: u16 = 0x4000;
-    const NAN: u16 = 0xC000;
     if text == "NaN" {
-        out.extend_from_slice(&0u16.to_be_bytes());
-        out.extend_from_slice(&0i16.to_be_bytes());
-        out.extend_from_slice(&NAN.to_be_bytes());
-        out.extend_from_slice(&0u16.to_be_bytes());
+        numeric_header(out, 0, 0, NUMERIC_NAN, 0);
         return true;
     }
     let (negative, rest) = match text.strip_prefix('-') {
@@ -89,64 +113,61 @@ pub fn numeric(text: &str, out: &mut Vec<u8>) -> bool {
         return false;
     }
     let (int_part, frac_part) = match mantissa.find('.') {
-        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
-        None => (mantissa, ""),
+        Some(i) => (mantissa[..i].as_bytes(), mantissa[i + 1..].as_bytes()),
+        None => (mantissa.as_bytes(), &b""[..]),
     };
     if int_part.is_empty() && frac_part.is_empty()
-        || !int_part.bytes().all(|c| c.is_ascii_digit())
-        || !frac_part.bytes().all(|c| c.is_ascii_digit())
+        || !int_part.iter().all(u8::is_ascii_digit)
+        || !frac_part.iter().all(u8::is_ascii_digit)
     {
         return false;
     }
     let dscale = (frac_part.len() as i64 - exponent).max(0);
-    // every digit, and the power of ten of the first one plus one (digits before the point)
-    let all: Vec<u8> = int_part
-        .bytes()
-        .chain(frac_part.bytes())
-        .map(|c| c - b'0')
-        .collect();
-    let mut point = int_part.len() as i64 + exponent;
-    let first = all.iter().position(|&d| d != 0);
-    let Some(first) = first else {
+    // the digits as one sequence; the power of ten of digit i is `point - 1 - i`
+    let total = int_part.len() + frac_part.len();
+    let digit = |i: usize| {
+        if i < int_part.len() {
+            int_part[i] - b'0'
+        } else {
+            frac_part[i - int_part.len()] - b'0'
+        }
+    };
+    let point = int_part.len() as i64 + exponent;
+    let Some(first) = (0..total).find(|&i| digit(i) != 0) else {
         // zero, with its scale
         if dscale > NUMERIC_LIMIT {
             return false;
         }
-        out.extend_from_slice(&0u16.to_be_bytes());
-        out.extend_from_slice(&0i16.to_be_bytes());
-        out.extend_from_slice(&POS.to_be_bytes());
-        out.extend_from_slice(&(dscale as u16).to_be_bytes());
+        numeric_header(out, 0, 0, NUMERIC_POS, dscale);
         return true;
     };
-    let last = all.iter().rposition(|&d| d != 0).unwrap_or(first);
-    let digits = &all[first..=last];
-    point -= first as i64;
-    if dscale > NUMERIC_LIMIT
-        || point.abs() > NUMERIC_LIMIT
-        || digits.len() as i64 > 4 * NUMERIC_LIMIT
-    {
+    let last = (first..total)
+        .rev()
+        .find(|&i| digit(i) != 0)
+        .unwrap_or(first);
+    let top = point - 1 - first as i64; // power of the first significant digit
+    let bottom = point - 1 - last as i64;
+    if dscale > NUMERIC_LIMIT || top.abs() > NUMERIC_LIMIT || bottom.abs() > 4 * NUMERIC_LIMIT {
         return false;
     }
-    // digit i stands for 10^(point - 1 - i); base-10000 group g holds powers 4g..4g+3
-    let top = point - 1;
-    let bottom = point - digits.len() as i64;
+    // base-10000 group g holds the powers 4g..4g+3
     let weight = top.div_euclid(4);
     let low = bottom.div_euclid(4);
-    let ndigits = (weight - low + 1) as usize;
-    let mut groups = vec![0u16; ndigits];
-    for (i, &d) in digits.iter().enumerate() {
-        let power = top - i as i64;
+    let sign = if negative { NUMERIC_NEG } else { NUMERIC_POS };
+    numeric_header(out, (weight - low + 1) as usize, weight, sign, dscale);
+    let mut group = weight;
+    let mut value: u16 = 0;
+    for i in first..=last {
+        let power = top - (i - first) as i64;
         let g = power.div_euclid(4);
-        let within = power.rem_euclid(4) as u32;
-        groups[(weight - g) as usize] += u16::from(d) * 10u16.pow(within);
+        if g != group {
+            out.extend_from_slice(&value.to_be_bytes());
+            group = g;
+            value = 0;
+        }
+        value += u16::from(digit(i)) * 10u16.pow(power.rem_euclid(4) as u32);
     }
-    out.extend_from_slice(&(ndigits as u16).to_be_bytes());
-    out.extend_from_slice(&(weight as i16).to_be_bytes());
-    out.extend_from_slice(&(if negative { NEG } else { POS }).to_be_bytes());
-    out.extend_from_slice(&(dscale as u16).to_be_bytes());
-    for g in groups {
-        out.extend_from_slice(&g.to_be_bytes());
-    }
+    out.extend_from_slice(&value.to_be_bytes());
     true
 }
 
@@ -185,6 +206,32 @@ mod tests {
         assert_eq!(words("sNaN"), None);
         assert_eq!(words("-NaN"), None);
         assert_eq!(words("1E+100000"), None);
+    }
+
+    fn int_words(n: i64) -> Vec<i32> {
+        let mut out = Vec::new();
+        numeric_int(n, &mut out);
+        out.chunks(2)
+            .map(|c| i32::from(i16::from_be_bytes([c[0], c[1]])))
+            .collect()
+    }
+
+    #[test]
+    fn integers_as_numeric_match_their_digits() {
+        for n in [
+            0,
+            1,
+            -1,
+            9999,
+            10_000,
+            10_001,
+            123_456_789,
+            -100_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(Some(int_words(n)), words(&n.to_string()), "{n}");
+        }
     }
 
     #[test]

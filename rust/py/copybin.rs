@@ -13,7 +13,7 @@
 use pyo3::prelude::*;
 
 use crate::engine::pgbinary::{
-    days_since_epoch, numeric, parse_uuid, time_usecs, TZ_LIMIT, USECS_PER_DAY,
+    days_since_epoch, numeric, numeric_int, parse_uuid, time_usecs, TZ_LIMIT, USECS_PER_DAY,
 };
 pub use crate::engine::pgbinary::{HEADER, TRAILER};
 use pyo3::sync::PyOnceLock;
@@ -168,23 +168,19 @@ fn encode_value(
             out.extend_from_slice(&y.to_be_bytes());
         }
         KIND_NUMERIC => {
-            let text;
-            let digits = if let Some(n) = int_value(value) {
-                text = n.to_string();
-                text.as_str()
-            } else if value.cast::<PyInt>().is_ok() && value.cast::<PyBool>().is_err() {
-                text = value.str()?.to_str()?.to_owned(); // beyond i64
-                text.as_str()
-            } else if value
-                .get_type()
-                .is(class(py, &DECIMAL, "decimal", "Decimal")?)
+            if let Some(n) = int_value(value) {
+                numeric_int(n, out);
+            } else if (value.cast::<PyInt>().is_ok() && value.cast::<PyBool>().is_err())
+                || value
+                    .get_type()
+                    .is(class(py, &DECIMAL, "decimal", "Decimal")?)
             {
-                text = value.str()?.to_str()?.to_owned();
-                text.as_str()
+                // an int beyond i64, or a Decimal: the text the text path sends
+                let text = value.str()?;
+                return Ok(numeric(text.to_str()?, out));
             } else {
                 return Ok(false);
-            };
-            return Ok(numeric(digits, out));
+            }
         }
         KIND_BOOL => match value.cast::<PyBool>() {
             Ok(b) => out.push(u8::from(b.is_true())),
