@@ -113,7 +113,7 @@ pub fn numeric(text: &str, out: &mut Vec<u8>) -> bool {
         return false;
     }
     let (int_part, frac_part) = match mantissa.find('.') {
-        Some(i) => (mantissa[..i].as_bytes(), mantissa[i + 1..].as_bytes()),
+        Some(i) => (&mantissa.as_bytes()[..i], &mantissa.as_bytes()[i + 1..]),
         None => (mantissa.as_bytes(), &b""[..]),
     };
     if int_part.is_empty() && frac_part.is_empty()
