@@ -3,8 +3,9 @@
 The core plans (which rows, in which order, grouped into batches with their parameters ready);
 this module only turns each batch into SQL text, cached per batch shape, and executes it:
 
-- INSERT: ``COPY`` for large batches that need nothing back from the server, multi-row
-  ``VALUES`` lists in chunks otherwise. A database-generated key is pre-allocated from the
+- INSERT: ``COPY`` for large batches that need nothing back from the server (in binary format
+  when the core can encode every value exactly, else in text format), multi-row ``VALUES``
+  lists in chunks otherwise. A database-generated key is pre-allocated from the
   column's sequence in one round trip when a batch has several rows, so every row's key is known
   before the INSERT and nothing depends on the order rows come back in. A single row uses
   ``INSERT ... RETURNING``.
