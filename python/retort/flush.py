@@ -176,13 +176,14 @@ def _copy(batch: Batch, mapper: Mapper, cols: list[int], conn: Connection) -> No
         data = batch.copy_binary(kinds, dump)  # encoded by the core in one call
         if data is not None:
             sql = _copy_sql(mapper, cols, " (FORMAT BINARY)")
+            dbapi = conn.driver_connection  # (unreachable once a lost connection invalidated it)
             try:
                 with conn._copy(sql, batch.rows) as copy:
                     copy.write(data)
             except exc.DBAPIError:
                 # the table may have changed type since its columns were looked up (then
                 # PostgreSQL refuses the data): look them up again next time
-                _column_types.pop(conn.driver_connection, None)
+                _column_types.pop(dbapi, None)
                 raise
             return
     sql = _copy_sql(mapper, cols, "")
