@@ -3,8 +3,9 @@
 The core plans (which rows, in which order, grouped into batches with their parameters ready);
 this module only turns each batch into SQL text, cached per batch shape, and executes it:
 
-- INSERT: ``COPY`` for large batches that need nothing back from the server, multi-row
-  ``VALUES`` lists in chunks otherwise. A database-generated key is pre-allocated from the
+- INSERT: ``COPY`` for large batches that need nothing back from the server (in binary format
+  when the core can encode every value exactly, else in text format), multi-row ``VALUES``
+  lists in chunks otherwise. A database-generated key is pre-allocated from the
   column's sequence in one round trip when a batch has several rows, so every row's key is known
   before the INSERT and nothing depends on the order rows come back in. A single row uses
   ``INSERT ... RETURNING``.
@@ -19,8 +20,12 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from psycopg.adapt import PyFormat
+from psycopg.types.json import Jsonb
 
 from retort import exc
 from retort.sql import compiler
@@ -165,20 +170,140 @@ def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
 
 
 def _copy(batch: Batch, mapper: Mapper, cols: list[int], conn: Connection) -> None:
-    key = ("copy", tuple(cols))
-    sql = mapper.sql_cache.get(key)
-    if sql is None:
-        names = ", ".join(compiler.quote_identifier(mapper.columns[i].name) for i in cols)
-        table = compiler.quote_table(mapper.local_table)
-        sql = mapper.sql_cache[key] = f"COPY {table} ({names}) FROM STDIN"
-    data = batch.copy_text()  # encoded by the core in one call
-    with conn._copy(sql, batch.rows) as copy:
+    kinds = _binary_kinds(mapper, cols, conn)
+    if kinds is not None:
+        dump = _json_dump(conn) if _KIND_JSONB in kinds else None
+        data = batch.copy_binary(kinds, dump)  # encoded by the core in one call
         if data is not None:
-            copy.write(data)
+            sql = _copy_sql(mapper, cols, " (FORMAT BINARY)")
+            dbapi = conn.driver_connection  # (unreachable once a lost connection invalidated it)
+            try:
+                with conn._copy(sql, batch.rows) as copy:
+                    copy.write(data)
+            except exc.DBAPIError:
+                # the table may have changed type since its columns were looked up (then
+                # PostgreSQL refuses the data): look them up again next time
+                _column_types.pop(dbapi, None)
+                raise
+            return
+    sql = _copy_sql(mapper, cols, "")
+    text = batch.copy_text()  # encoded by the core in one call
+    with conn._copy(sql, batch.rows) as copy:
+        if text is not None:
+            copy.write(text)
             return
         write = copy.write_row  # a value the core leaves to psycopg's adapters
         for row in batch.rows():
             write(row)
+
+
+def _copy_sql(mapper: Mapper, cols: list[int], options: str) -> str:
+    key = ("copy", tuple(cols), options)
+    sql = mapper.sql_cache.get(key)
+    if sql is None:
+        names = ", ".join(compiler.quote_identifier(mapper.columns[i].name) for i in cols)
+        table = compiler.quote_table(mapper.local_table)
+        sql = mapper.sql_cache[key] = f"COPY {table} ({names}) FROM STDIN{options}"
+    return sql
+
+
+# Binary COPY. Each column is sent in the binary format of its type, which must be exactly the
+# table's type: the kind the core encodes (rust/py/copybin.rs, KIND_*) follows from the
+# mapper's column type, and is used only when the table's column in the catalog has one of the
+# type OIDs of that kind. (A model may map Integer onto a BIGINT column, which text COPY
+# accepts and binary COPY would not.) Anything else goes through text COPY.
+_KIND_JSONB = 17
+_KIND_OIDS: dict[int, frozenset[int]] = {
+    1: frozenset({21}),  # int2
+    2: frozenset({23}),  # int4
+    3: frozenset({20}),  # int8
+    4: frozenset({700}),  # float4
+    5: frozenset({701}),  # float8
+    6: frozenset({1700}),  # numeric
+    7: frozenset({16}),  # bool
+    8: frozenset({25, 1043, 1042}),  # text, varchar, bpchar
+    9: frozenset({17}),  # bytea
+    10: frozenset({2950}),  # uuid
+    11: frozenset({1082}),  # date
+    12: frozenset({1083}),  # time
+    13: frozenset({1266}),  # timetz
+    14: frozenset({1114}),  # timestamp
+    15: frozenset({1184}),  # timestamptz
+    16: frozenset({1186}),  # interval
+    _KIND_JSONB: frozenset({3802}),  # jsonb
+}
+
+
+def _type_kind(type_: Any) -> int:
+    """The core's binary encoding for a column type (0: none, the text path is used)."""
+    from retort.sql import types as t
+
+    cls = type(type_)
+    simple = {
+        t.SmallInteger: 1,
+        t.Integer: 2,
+        t.BigInteger: 3,
+        t.Numeric: 6,
+        t.Boolean: 7,
+        t.String: 8,
+        t.Text: 8,
+        t.Enum: 8,
+        t.LargeBinary: 9,
+        t.Uuid: 10,
+        t.Date: 11,
+        t.Interval: 16,
+        t.JSON: _KIND_JSONB,
+    }
+    if cls in simple:
+        return simple[cls]
+    if cls is t.Float:
+        return 4 if type_.precision is not None and type_.precision <= 24 else 5
+    if cls is t.Time:
+        return 13 if type_.timezone else 12
+    if cls is t.DateTime:
+        return 15 if type_.timezone else 14
+    return 0  # ARRAY, subclasses and custom types: their binary form is not known here
+
+
+_COLUMN_TYPES_SQL = (
+    "SELECT attname, atttypid::int4 FROM pg_attribute "
+    "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+)
+
+# Per psycopg connection: table → {column name: type OID} (empty when the table is not found).
+_column_types: weakref.WeakKeyDictionary[Any, dict[str, dict[str, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _binary_kinds(mapper: Mapper, cols: list[int], conn: Connection) -> list[int] | None:
+    """The kinds of the COPY columns, or None when binary COPY cannot be used for them."""
+    key = ("copy_kinds", tuple(cols))
+    kinds = mapper.sql_cache.get(key)
+    if kinds is None:
+        kinds = mapper.sql_cache[key] = [_type_kind(mapper.columns[i].type) for i in cols]
+    if 0 in kinds:
+        return None
+    table = compiler.quote_table(mapper.local_table)
+    per_table = _column_types.setdefault(conn.driver_connection, {})
+    types = per_table.get(table)
+    if types is None:
+        # once per connection and table (a parameter value: quoted, not %-escaped)
+        cur = conn._cursor_execute(_COLUMN_TYPES_SQL, (table,))
+        types = dict(cur.fetchall())
+        if types:  # a table not (yet) there is looked up again next time
+            per_table[table] = types
+    for i, kind in zip(cols, kinds, strict=True):
+        if types.get(str(mapper.columns[i].name), 0) not in _KIND_OIDS[kind]:
+            return None
+    return list(kinds)
+
+
+def _json_dump(conn: Connection) -> Callable[[Any], Any]:
+    """psycopg's text dumper for Jsonb on this connection: the document text it would send."""
+    dbapi = conn.driver_connection
+    dumper = dbapi.adapters.get_dumper(Jsonb, PyFormat.TEXT)
+    return dumper(Jsonb, dbapi).dump
 
 
 def _insert_sql(

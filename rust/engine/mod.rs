@@ -7,6 +7,7 @@ pub mod error;
 pub mod identity;
 pub mod key;
 pub mod ordered;
+pub mod pgbinary;
 pub mod plan;
 pub mod snapshot;
 pub mod state;

@@ -202,6 +202,52 @@ impl Batch {
         Ok(Some(PyBytes::new(py, &out)))
     }
 
+    /// The rows as COPY binary-format data (`FORMAT BINARY`: header, rows, trailer), in the
+    /// layout of `copy_text`; `kinds` gives each COPY column's type (`copybin::KIND_*`) and
+    /// `json_dump` psycopg's text dumper for Jsonb values. None when a value must go through
+    /// the text path instead (see `copybin`).
+    #[pyo3(signature = (kinds, json_dump=None))]
+    fn copy_binary<'py>(
+        &self,
+        py: Python<'py>,
+        kinds: Vec<u8>,
+        json_dump: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        use super::copybin;
+        let keys = self
+            .keys
+            .lock()
+            .map_err(|_| super::errors::busy("flush plan"))?;
+        let width = usize::from(keys.is_some()) + self.rows.first().map_or(0, |r| r.values.len());
+        if kinds.len() != width || kinds.iter().any(|&k| k == 0 || k > copybin::KIND_MAX) {
+            return Err(PyValueError::new_err(format!(
+                "copy_binary: expected {width} column kinds from 1 to {}, got {kinds:?}",
+                copybin::KIND_MAX
+            )));
+        }
+        let Ok(count) = i16::try_from(width) else {
+            return Ok(None);
+        };
+        let ctx = copybin::Context {
+            json_dump: json_dump.as_ref(),
+        };
+        let mut out: Vec<u8> = Vec::with_capacity(
+            copybin::HEADER.len() + self.rows.len() * (2 + 12 * width) + copybin::TRAILER.len(),
+        );
+        out.extend_from_slice(copybin::HEADER);
+        for (j, row) in self.rows.iter().enumerate() {
+            out.extend_from_slice(&count.to_be_bytes());
+            let key = keys.as_ref().map(|k| &k[j]);
+            for (v, &kind) in key.into_iter().chain(row.values.iter()).zip(kinds.iter()) {
+                if !copybin::encode(&ctx, kind, v.bind(py), &mut out)? {
+                    return Ok(None);
+                }
+            }
+        }
+        out.extend_from_slice(copybin::TRAILER);
+        Ok(Some(PyBytes::new(py, &out)))
+    }
+
     /// The rows column by column, in the layout of `chunks` (for `unnest` arrays).
     fn columns<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyList>>> {
         let keys = self

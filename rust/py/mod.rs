@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 pub mod attr;
 pub mod convert;
 pub mod copy;
+pub mod copybin;
 pub mod errors;
 pub mod fingerprint;
 pub mod flush;
