@@ -554,26 +554,27 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     if session._orphan_children:
         _delete_unparented(session)
     deleted = session.deleted
-    props_of: dict[type, list[Any]] = {}
+    any_deleted = bool(deleted)
+    props_of: dict[type, list[tuple[str, str, Any]]] = {}
     many_to_one: list[tuple[Any, Any, Any]] = []  # synced last: orphans are deleted by then
     for obj in objs:
         d = obj.__dict__
-        is_deleted = bool(deleted) and obj in deleted
         cls = type(obj)
         props = props_of.get(cls)
         if props is None:
             rels = cls.__mapper__.relationships.values()
-            props = props_of[cls] = [p for p in rels if not p.viewonly]
-        for prop in props:
-            if is_deleted:
+            props = props_of[cls] = [(p.key, p.direction, p) for p in rels if not p.viewonly]
+        if any_deleted and obj in deleted:
+            for _, _, prop in props:
                 _parent_deleted(session, obj, prop, changes)
+            continue
+        for key, direction, prop in props:
+            value = d.get(key, _MISSING)
+            if value is _MISSING:
                 continue
-            if prop.key not in d:
-                continue
-            value = d[prop.key]
-            if prop.direction == "MANYTOONE":
+            if direction == "MANYTOONE":
                 many_to_one.append((obj, prop, value))
-            elif prop.direction == "ONETOMANY":
+            elif direction == "ONETOMANY":
                 _sync_one_to_many(session, obj, prop, value, changes)
             else:
                 for item in value._added.values():
@@ -585,6 +586,9 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 changes.collections.append(value)
     # an orphan deleted above keeps its foreign key as it was, as in SQLAlchemy
     gone = session.deleted if many_to_one else ()
+    # per (object referred to, relationship): its key values, or None when it is outside the
+    # session (many children usually share a parent)
+    keys_of: dict[tuple[int, int], tuple[Any, ...] | None] = {}
     for obj, prop, value in many_to_one:
         if gone and obj in gone:
             continue
@@ -593,13 +597,23 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
             # unchanged since loaded or flushed: its key is in the row already (and the
             # object it names may be gone since, its key set to NULL by that delete)
             continue
-        if value is not None and not _in_session(session, value):
-            # towards an object outside the session: nothing is written, and the new value
-            # is reported (SQLAlchemy's warning)
-            _outside(session, value, prop)
-            continue
-        for src, dst in prop.pairs:
-            pv = None if value is None else getattr(value, src.key)
+        if value is None:
+            pvs: Any = (None,) * len(prop.pairs)
+        else:
+            k = (id(value), id(prop))
+            pvs = keys_of.get(k, _MISSING)
+            if pvs is _MISSING:
+                pvs = keys_of[k] = (
+                    tuple(getattr(value, src.key) for src, _ in prop.pairs)
+                    if _in_session(session, value)
+                    else None
+                )
+            if pvs is None:
+                # towards an object outside the session: nothing is written, and the new
+                # value is reported (SQLAlchemy's warning)
+                _outside(session, value, prop)
+                continue
+        for (_, dst), pv in zip(prop.pairs, pvs, strict=True):
             current = d.get(dst.key, _MISSING)
             if current is _MISSING or (current is not pv and current != pv):
                 setattr(obj, dst.key, pv)
