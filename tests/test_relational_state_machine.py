@@ -381,6 +381,19 @@ def make_machine(
             before = self.flushed
             self.flushed = self.want.copy()
             for o in self.objs:
+                if o.cls in ("Parent", "Tag") and (
+                    o.state == "marked" or (o.state == "persistent" and o.orphan)
+                ):
+                    # its DELETE loads the other side of its association rows, which refreshes
+                    # the expired objects of the identity map among them
+                    side = 0 if o.cls == "Parent" else 1
+                    for link in before.links:
+                        if link[side] == o.id:
+                            other = "Tag" if o.cls == "Parent" else "Parent"
+                            x = self.idmap_known(other, link[1 - side])
+                            if x is not None and x.expired:
+                                x.maybe_loaded = True
+            for o in self.objs:
                 o.moved = o.dirty = False
                 if (
                     o.state == "persistent"
@@ -874,6 +887,12 @@ def make_machine(
                 c = self.pick(data, [c for c in self.collection(p, "children") if c.live()], "c")
                 if c is None:
                     return
+                v = c.rel["parent"]
+                v = v.prev if isinstance(v, Maybe) else v
+                if v is OPAQUE or (isinstance(v, Obj) and v is not p):
+                    # child.parent holds (or may hold) another instance of the row: the backref
+                    # leaves it as it is, the child is an orphan all the same
+                    return  # see test_bug_orphan_whose_parent_is_another_instance_is_kept
                 p.obj.children.remove(c.obj)
                 old: Obj | None = p
             else:
@@ -1263,6 +1282,14 @@ def make_machine(
             ):
                 # inserted in this transaction: a new instance of its row, loaded later, would
                 # stay persistent (without a row) after a rollback
+                return
+            if any(
+                x.state == "persistent" and max(x.mod_level, x.weak_level) >= 1
+                for x in (o, *cascade)
+            ):
+                # changed inside an open SAVEPOINT: a new instance of its row, loaded later, is
+                # not expired by the rollback of that SAVEPOINT (SQLAlchemy expires the objects
+                # changed inside it) and keeps the values rolled back
                 return
             self.session.expunge(o.obj)
             for x in (o, *cascade):
@@ -1839,3 +1866,24 @@ def test_bug_get_of_an_expired_object_with_a_change_does_not_refresh(repro: Any)
     s.add(tag)
     assert s.get(m.Child, 2) is c2
     assert tag not in s.new  # flushed by the refresh's autoflush
+
+
+@retort_bug(
+    "a child taken out of a delete-orphan collection while its loaded child.parent is another "
+    "instance of the parent's row (the backref leaves it as it is) is kept, not deleted as an "
+    "orphan"
+)
+def test_bug_orphan_whose_parent_is_another_instance_is_kept(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, _api = repro
+    p1 = s.get(m.Parent, 1)
+    c1 = s.get(m.Child, 1)
+    assert c1.parent is p1  # loaded
+    s.expunge(p1)  # (c1 stays: no expunge cascade along Child.parent)
+    p1b = s.get(m.Parent, 1)  # another instance of the row
+    p1b.children.remove(c1)  # an orphan; the backref leaves c1.parent (p1) as it is
+    assert c1.parent is p1
+    s.commit()  # SQLAlchemy: DELETE c1
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(2, 1), (3, 2), (4, None)]
