@@ -239,3 +239,30 @@ def test_expunged_objects_are_released(db: Engine, assert_collected: Collected) 
         del obj, pending
         assert_collected(*refs)
         assert len(s.dirty) == 0 and len(s.new) == 0
+
+
+def test_clean_states_stay_out_of_the_collector_until_they_hold_a_value(
+    db: Engine, assert_collected: Collected
+) -> None:
+    # a state with an empty snapshot is in no cycle: it is not tracked (nor is the identity
+    # map's weak reference), which keeps a large load cheap for the cyclic collector
+    with Session(db) as s:
+        nodes = s.scalars(select(Node)).all()
+        states = [n.__dict__["_retort_state"] for n in nodes]
+        assert states and not any(gc.is_tracked(st) for st in states)
+        nodes[0].name = "changed"  # the snapshot keeps the old value: tracked from now on
+        assert gc.is_tracked(states[0]) and not gc.is_tracked(states[1])
+    # a cycle through a snapshot's value is still collected: the loaded payload, changed in
+    # place to refer to its object, then replaced (the snapshot keeps it as committed value)
+    with Session(db) as s:
+        doc = s.scalars(select(Doc).where(Doc.name == "n1")).one()
+        old = doc.payload
+        assert old is not None
+        old["me"] = doc
+        doc.payload = {"other": 1}
+        assert gc.is_tracked(doc.__dict__["_retort_state"])
+        s.expunge(doc)
+        del old
+        ref = weakref.ref(doc)
+        del doc
+    assert_collected(ref)

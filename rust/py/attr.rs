@@ -13,7 +13,7 @@ use crate::engine::state::Lifecycle;
 
 use super::errors::{busy, DetachedInstanceError, InvalidRequestError};
 use super::interned::LOAD_HOOK;
-use super::state::{instance_dict, materialize_expiry, state_in, InstanceState};
+use super::state::{instance_dict, materialize_expiry, state_in, track_state, InstanceState};
 
 #[pyclass(frozen, subclass, module = "retort._core")]
 pub struct ColumnAttribute {
@@ -130,7 +130,11 @@ impl ColumnAttribute {
                 materialize_expiry(&mut inner, dict, state.mapper.get())?;
             }
             let current = match dict.get_item(key)? {
-                Some(v) => Committed::Value(v.unbind()),
+                Some(v) => {
+                    // the snapshot may keep this value: the collector must see the state
+                    track_state(&st);
+                    Committed::Value(v.unbind())
+                }
                 None => Committed::Unknown,
             };
             let any =

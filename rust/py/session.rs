@@ -27,8 +27,8 @@ use super::fingerprint::fingerprint;
 use super::flush::{Batch, FlushPlan, Held, Row};
 use super::mapper::{MapperCore, GRAPH};
 use super::state::{
-    ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, InstanceState,
-    StateInner, STATE_KEY,
+    ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, untrack_state,
+    InstanceState, StateInner, STATE_KEY,
 };
 
 type FastMap<K, V> = OrderedMap<K, V>;
@@ -89,7 +89,19 @@ impl Uow {
         obj: &Bound<'_, PyAny>,
         state: Py<InstanceState>,
     ) -> PyResult<()> {
-        let weak = PyWeakrefReference::new(obj)?.unbind();
+        let weak = PyWeakrefReference::new(obj)?;
+        // A weak reference without a callback refers to nothing strongly, so it is in no
+        // reference cycle: out of the collector's lists, a large load adds one tracked object
+        // fewer per row.
+        // Safety: `weak` is a live weakref object (a GC type); the check avoids untracking
+        // twice (harmless anyway), and CPython untracks it again safely when it dies.
+        unsafe {
+            let ptr = weak.as_ptr();
+            if pyo3::ffi::PyObject_GC_IsTracked(ptr) != 0 {
+                pyo3::ffi::PyObject_GC_UnTrack(ptr.cast());
+            }
+        }
+        let weak = weak.unbind();
         let replaced = self.identity.insert(key, Entry { obj: weak, state }, |e| {
             e.obj.bind(py).upgrade().is_some()
         });
@@ -1230,7 +1242,9 @@ impl SessionCore {
                 inner.gen = gen;
                 inner.key = Some(key.clone());
             }
-            let state = Bound::new(py, state)?.unbind();
+            let state = Bound::new(py, state)?;
+            untrack_state(&state);
+            let state = state.unbind();
             dict.set_item(state_key, state.bind(py))?;
             watch(&mut uow, &obj, &state, m)?;
             uow.insert_identity(py, key, &obj, state)?;

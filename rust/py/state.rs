@@ -219,6 +219,34 @@ fn unmapped(instance: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
+/// Take a state out of the cyclic garbage collector's lists. A state refers to Python objects
+/// only through its snapshot (besides its mapper, which lives as long as its class), so while
+/// the snapshot is empty it can be in no reference cycle; most persistent objects never change,
+/// and loading N of them then adds N tracked objects (the instances) instead of 2N, which is most
+/// of what the collector costs a large load. `track_state` puts it back before a snapshot entry
+/// that holds a value is recorded.
+pub fn untrack_state(state: &Bound<'_, InstanceState>) {
+    let ptr = state.as_ptr();
+    // Safety: `ptr` is a live object of a GC type (InstanceState implements __traverse__);
+    // untracking an untracked object is a no-op, and tp_dealloc untracks safely either way.
+    unsafe {
+        if pyo3::ffi::PyObject_GC_IsTracked(ptr) != 0 {
+            pyo3::ffi::PyObject_GC_UnTrack(ptr.cast());
+        }
+    }
+}
+
+/// Put a state back under the cyclic garbage collector (before its snapshot holds a value).
+pub fn track_state(state: &Bound<'_, InstanceState>) {
+    let ptr = state.as_ptr();
+    // Safety: as above; an object must not be tracked twice, hence the check.
+    unsafe {
+        if pyo3::ffi::PyObject_GC_IsTracked(ptr) == 0 {
+            pyo3::ffi::PyObject_GC_Track(ptr.cast());
+        }
+    }
+}
+
 /// The state of an instance, created (transient) if it has none yet.
 pub fn ensure_state<'py>(
     instance: &Bound<'py, PyAny>,
@@ -229,6 +257,7 @@ pub fn ensure_state<'py>(
     }
     let mapper = mapper_of(instance)?;
     let state = Bound::new(instance.py(), InstanceState::new_transient(mapper.unbind()))?;
+    untrack_state(&state);
     dict.set_item(STATE_KEY.get(instance.py()), &state)?;
     Ok((dict, state))
 }
