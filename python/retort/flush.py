@@ -620,6 +620,17 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     return changes
 
 
+def _same_row(a: Any, b: Any) -> bool:
+    """Whether two instances of one class stand for the same persistent row."""
+    if type(a) is not type(b):
+        return False
+    sa, sb = a.__dict__.get("_retort_state"), b.__dict__.get("_retort_state")
+    if sa is None or sb is None or not (sa.has_identity and sb.has_identity):
+        return False
+    core = type(a).__mapper__._core
+    return bool(core.primary_key_of(a) == core.primary_key_of(b))
+
+
 def _in_session(session: Any, item: Any) -> bool:
     state = item.__dict__.get("_retort_state")
     return state is not None and state.session is session
@@ -694,8 +705,10 @@ def _settle_removed(
         if any(x is child for x in items):
             continue
         if prop.back is not None:
-            # the other side says whether it found a new parent
-            still_ours = child.__dict__.get(prop.back.key) in (None, obj)
+            # the other side says whether it found a new parent (another instance of this
+            # parent's row, from before an expunge, is this parent all the same)
+            back = child.__dict__.get(prop.back.key)
+            still_ours = back is None or back is obj or _same_row(back, obj)
         else:
             still_ours = all(
                 child.__dict__.get(dst.key) == pv
