@@ -36,8 +36,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   on the foreign key);
 - an object changed inside a SAVEPOINT and made transient by a rollback keeps its values in
   retort; SQLAlchemy leaves it expired, and reading it raises DetachedInstanceError;
-- a pending child of a pending parent appended to another pending parent's collection moves
-  there in retort; SQLAlchemy expunges it as an orphan (not drawn by the search).
+- a new child of a pending parent appended to another pending parent's collection moves there
+  in retort; SQLAlchemy expunges it as an orphan (not drawn by the search).
 
 Everything else the harness found was a retort bug, now fixed, each with a regression test in
 test_relationships.py, test_session.py or test_merge.py (see the git log).
@@ -474,11 +474,11 @@ class Drawer:
         return step
 
     def pending_between_pending(self, child: int, parent: int) -> bool:
-        """Whether `child` is pending with a pending parent, and `parent` is another pending
-        Parent."""
+        """Whether `child` is new (pending, or transient and so added by the append) with a
+        pending parent, and `parent` is another pending Parent."""
         sa = self.oracle
         c, p = sa.handles[child], sa.handles[parent]
-        if sa.cls_of(c) != "Child" or not sa.api.inspect(c).pending:
+        if sa.cls_of(c) != "Child" or sa.api.inspect(c).has_identity:
             return False
         old = sa.api.inspect(c).dict.get("parent")
         return (
