@@ -239,8 +239,9 @@ class Obj:
     del_level: int | None = None
     # deepest SAVEPOINT depth at which it was changed (-1: not since the last expiry; a backref
     # change queued on an unloaded collection counts); the weak level counts changes that a
-    # SAVEPOINT rollback may or may not expire (an unchanged value set again, which retort does
-    # not count; a key nulled by the flush of a deleted node; changes before expire_all())
+    # SAVEPOINT rollback may or may not expire (an unchanged value set again, or a backref
+    # removal finding nothing in a loaded collection, which retort does not count; a key nulled
+    # by the flush of a deleted node; changes before expire_all())
     mod_level: int = -1
     weak_level: int = -1
     # changed since the last flush or expiry (even where its row stays the same)
@@ -924,8 +925,9 @@ def make_machine(
                 if known and isinstance(seq, list) and not any(x is c for x in seq):
                     # the collection (if still loaded) holds another instance of the row:
                     # SQLAlchemy's backref finds nothing to remove there but marks the child as
-                    # without a parent (an orphan), where retort keeps it with a NULL key
-                    return  # see test_bug_orphan_missed_when_the_old_collection_holds_another...
+                    # without a parent (an orphan), where retort keeps it with a NULL key (see
+                    # test_bug_orphan_missed_when_the_old_collection_holds_another_instance)
+                    return
                 if not known:
                     if c.cols["parent_id"] is None:
                         return
