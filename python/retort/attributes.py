@@ -197,12 +197,15 @@ class InstrumentedList(list[Any]):
         self._fire_add(item, back=False)
         super().append(item)
 
-    def _remove_quiet(self, item: Any) -> None:
+    def _remove_quiet(self, item: Any) -> bool:
+        """Remove as the other side of a back_populates event (no event back); False when
+        `item` is not here."""
         for i, x in enumerate(self):
             if x is item:
                 super().__delitem__(i)
                 self._fire_remove(item, back=False)
-                return
+                return True
+        return False
 
     def extend(self, items: Iterable[Any]) -> None:
         for item in items:

@@ -1138,7 +1138,21 @@ class RelationshipProperty:
         if self.uselist:
             coll = _loaded_collection(obj, self.key)
             if coll is not None:
-                coll._remove_quiet(other)
+                if not coll._remove_quiet(other) and _has_identity(obj):
+                    # not there (it may hold another instance of the row): as in SQLAlchemy,
+                    # whose remove event fires before the list finds nothing, the owner counts
+                    # as changed and `other` as taken out (an orphan unless another parent
+                    # takes it)
+                    from retort.attributes import _note_change
+
+                    _note_change(obj, self)
+                    session = _session_of(obj)
+                    if (
+                        session is not None
+                        and "delete-orphan" in self.cascade
+                        and _has_identity(other)
+                    ):
+                        session._orphan_children[id(other)] = (other, self)
                 return
             if _has_identity(obj):
                 from retort.attributes import _note_change
