@@ -43,10 +43,9 @@ loaded or expired (SQLAlchemy loads an expired object to UPDATE it, or counts a 
 unchanged as a change that a SAVEPOINT rollback expires), the model accepts either and checks
 the content. The `test_bug_*` tests at the end reproduce, deterministically, each divergence the
 machine found in retort. The fixed ones run on both libraries (`both_libraries`) and the machine
-draws their cases, the model predicting SQLAlchemy's behaviour there; those still open are strict
-xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw next to their names
-(or, where the difference is only whether a SAVEPOINT rollback expires an object, accepted either
-way).
+draws their cases, the model predicting SQLAlchemy's behaviour there; those still open (none at
+present) are strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw
+next to their names.
 Cases where SQLAlchemy itself fails, warns or ends up inconsistent, or where SPEC §5 lets retort
 do better (cycles through nodes.parent_id, unique codes changing hands in one flush), are kept
 out as well, as are a few whose outcome depends on what the model cannot know (whether the
@@ -500,14 +499,9 @@ def make_machine(
                 if x is item:
                     del seq[i]
                     break
-            else:
-                if seq is not None:
-                    # not in the loaded collection (which holds another instance of the row):
-                    # SQLAlchemy counts a change all the same, retort does not (see
-                    # test_bug_backref_removal_of_a_missing_object_is_not_a_change): a SAVEPOINT
-                    # rollback may expire it or not
-                    self.touch(owner, weak=True)
-                    return
+            # (not found, the loaded collection holding another instance of the row, it counts
+            # as a change all the same: test_bug_backref_removal_of_a_missing_object_is_not_a_
+            # change)
             self.touch(owner)
 
         def old_parent(self, o: Obj) -> tuple[bool, Obj | None]:
@@ -921,13 +915,9 @@ def make_machine(
                 held = None if old is None else old.rel["children"]
                 if held is OPAQUE:
                     return
-                seq = held.prev if isinstance(held, Maybe) else held
-                if known and isinstance(seq, list) and not any(x is c for x in seq):
-                    # the collection (if still loaded) holds another instance of the row:
-                    # SQLAlchemy's backref finds nothing to remove there but marks the child as
-                    # without a parent (an orphan), where retort keeps it with a NULL key (see
-                    # test_bug_orphan_missed_when_the_old_collection_holds_another_instance)
-                    return
+                # (a loaded collection of the old parent holding another instance of the row
+                # finds nothing to remove, and the child is an orphan all the same: see
+                # test_bug_orphan_missed_when_the_old_collection_holds_another_instance)
                 if not known:
                     if c.cols["parent_id"] is None:
                         return
@@ -1907,8 +1897,8 @@ def test_bug_orphan_whose_parent_is_another_instance_is_kept(
     assert rows == [(2, 1), (3, 2), (4, None)]
 
 
-@retort_bug(
-    "child.parent = None where the old parent (found in the identity map) has a loaded "
+@both_libraries(
+    "found: child.parent = None where the old parent (found in the identity map) has a loaded "
     "collection holding another instance of the child's row keeps the child with parent_id NULL; "
     "SQLAlchemy's backref fires the remove event before the list finds nothing to remove, so the "
     "child has no parent and is deleted as an orphan"
@@ -1927,11 +1917,11 @@ def test_bug_orphan_missed_when_the_old_collection_holds_another_instance(
     assert rows == [(2, 1), (3, 2), (4, None)]
 
 
-@retort_bug(
-    "a backref removal from a loaded collection that does not hold the object (it holds another "
-    "instance of the row) does not count as a change of the collection's owner; SQLAlchemy fires "
-    "the remove event (a change) before the list finds nothing, so a SAVEPOINT rollback expires "
-    "the owner"
+@both_libraries(
+    "found: a backref removal from a loaded collection that does not hold the object (it holds "
+    "another instance of the row) does not count as a change of the collection's owner; "
+    "SQLAlchemy fires the remove event (a change) before the list finds nothing, so a SAVEPOINT "
+    "rollback expires the owner"
 )
 def test_bug_backref_removal_of_a_missing_object_is_not_a_change(repro: Any) -> None:
     s, m, api = repro

@@ -12,6 +12,7 @@ No `from __future__ import annotations` here: models are declared inside tests f
 `orm` namespace, and their annotations must be evaluated where they are written.
 """
 
+import warnings
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -1656,3 +1657,28 @@ def test_history_of_a_many_to_one_set_over_an_unknown_value(orm: Api) -> None:
         assert c in s.dirty
         s.commit()
         assert [x.name for x in p2.children] == ["a"]
+
+
+def test_a_child_given_twice_and_taken_out_once_by_its_many_to_one_is_an_orphan(
+    orm: Api,
+) -> None:
+    # found by the differential search: SQLAlchemy's parent tracking goes by the last event,
+    # so `child.parent = None` orphans a child whose parent's collection holds it twice
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add(Parent(name="p", children=[Child(name="a")]))
+        s.commit()
+        p = _one(orm, s, Parent, name="p")
+        new = Child(name="new")
+        p.children.append(new)
+        p.children.append(new)
+        new.parent = None
+        assert new not in s  # a pending orphan leaves the session
+        old = p.children[0]
+        p.children.append(old)
+        old.parent = None
+        assert sorted(c.name for c in p.children) == ["a", "new"]  # one entry each stays
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy: `new` is not in the session
+            s.commit()
+        assert _one(orm, s, Parent, name="p").children == []  # "a" was deleted as an orphan

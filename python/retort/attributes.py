@@ -150,6 +150,16 @@ class InstrumentedList(list[Any]):
             # entry too, a many-to-one keeps its value (as SQLAlchemy)
             if back and prop.back is not None and prop.back.uselist:
                 prop.back._unset_backref(item, owner, prop)
+            elif (
+                not back
+                and "delete-orphan" in prop.cascade
+                and prop.back is not None
+                and not prop.back.uselist
+                and item.__dict__.get(prop.back.key, False) is None
+            ):
+                # taken out from the other side (child.parent = None): an orphan all the same,
+                # as SQLAlchemy's parent tracking goes by the last event
+                self._orphaned(item, prop)
             return
         key = id(item)
         came_and_went = key in self._added
@@ -160,19 +170,27 @@ class InstrumentedList(list[Any]):
         if back and prop.back is not None:
             prop.back._unset_backref(item, owner, prop)
         if "delete-orphan" in prop.cascade:
-            session = object_session_of(item)
-            if session is None:
-                pass
-            elif not _has_identity(item):
-                # A pending orphan never reaches the database.
-                if item in session:
-                    session.expunge(item)
+            if not _has_identity(item):
+                self._orphaned(item, prop)  # a pending orphan never reaches the database
             elif came_and_went and prop.back is not None and prop.uselist:
                 # appended and taken out again: this collection's history nets out, but the
                 # object lost its parent all the same; the flush deletes it unless another
                 # parent takes it meanwhile
-                session._orphan_children[key] = (item, prop)
+                self._orphaned(item, prop)
         _note_change(owner, prop)
+
+    @staticmethod
+    def _orphaned(item: Any, prop: RelationshipProperty) -> None:
+        """`item` left a delete-orphan collection: a pending one leaves the session now, a
+        persistent one is deleted by the flush unless another parent takes it meanwhile."""
+        session = object_session_of(item)
+        if session is None:
+            return
+        if not _has_identity(item):
+            if item in session:
+                session.expunge(item)
+        elif prop.back is not None:
+            session._orphan_children[id(item)] = (item, prop)
 
     def _reset_history(self) -> None:
         self._added.clear()
