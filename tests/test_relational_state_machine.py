@@ -383,6 +383,12 @@ def make_machine(
             """What a flush (explicit or automatic) does to the model."""
             before = self.flushed
             self.flushed = self.want.copy()
+            for p, t in before.links ^ self.flushed.links:
+                # an association row written or deleted: SQLAlchemy reads the keys of both
+                # objects for it, which loads an expired one (retort need not)
+                for x in (self.idmap_known("Parent", p), self.idmap_known("Tag", t)):
+                    if x is not None and x.expired:
+                        x.maybe_loaded = True
             for o in self.objs:
                 if o.cls in ("Parent", "Tag") and (
                     o.state == "marked" or (o.state == "persistent" and o.orphan)
@@ -1111,6 +1117,18 @@ def make_machine(
                     return  # a loaded collection holding deleted nodes (or unknown)
             side = 0 if cls == "Parent" else 1
             m2m = cls in ("Parent", "Tag")
+            if m2m:
+                v = o.rel["tags" if cls == "Parent" else "parents"]
+                held = v.prev if isinstance(v, Maybe) else v
+                if held is OPAQUE or (
+                    isinstance(held, list)
+                    and any(x.state in ("detached", "transient") for x in held)
+                ):
+                    # a loaded collection holding an object that left the session (expunged,
+                    # or transient again after a rollback): SQLAlchemy's flush of the delete
+                    # warns ("Object of type <Parent> not in session, delete operation along
+                    # 'Tag.parents' won't proceed") and leaves its association row
+                    return
             links = {x for x in self.want.links if m2m and x[side] == o.id}
             if links != {x for x in self.flushed.links if m2m and x[side] == o.id}:
                 # a link added or removed and the object deleted in one flush: SQLAlchemy can
