@@ -1682,3 +1682,19 @@ def test_a_child_given_twice_and_taken_out_once_by_its_many_to_one_is_an_orphan(
             warnings.simplefilter("ignore")  # SQLAlchemy: `new` is not in the session
             s.commit()
         assert _one(orm, s, Parent, name="p").children == []  # "a" was deleted as an orphan
+
+
+def test_a_foreign_key_set_on_a_member_is_written_when_its_parent_flushes(orm: Api) -> None:
+    # found by the differential search: the parent is in the flush (a child was appended), and
+    # the flush copied its key into every member, undoing the one set by hand
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add(Parent(name="p", children=[Child(name="a"), Child(name="b")]))
+        s.commit()
+        p = _one(orm, s, Parent, name="p")
+        a = next(c for c in p.children if c.name == "a")
+        p.children.append(Child(name="c"))
+        a.parent_id = None
+        s.commit()
+        assert _one(orm, s, Child, name="a").parent_id is None
+        assert _one(orm, s, Child, name="c").parent_id == p.id

@@ -678,17 +678,34 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: An
         items = [] if value is None else [value]
         orphan = session._orphans.pop(id(obj), None)
         removed = [] if orphan is None else [orphan]
+    added = value._added if prop.uselist else None
     if len(prop.pairs) == 1:
         key, pv = prop.pairs[0][1].key, parent_values[0]
         for child in items:
             current = child.__dict__.get(key, _MISSING)
             if current is _MISSING or (current is not pv and current != pv):
+                if added is not None and id(child) not in added and _fk_set(child, key):
+                    continue
                 setattr(child, key, pv)
     else:
         for child in items:
+            if added is not None and id(child) not in added:
+                if any(_fk_set(child, dst.key) for _, dst in prop.pairs):
+                    continue
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
     _settle_removed(session, obj, prop, items, removed, parent_values)
+
+
+def _fk_set(child: Any, key: str) -> bool:
+    """Whether the foreign key `key` of a persistent child (a member of its parent's
+    collection before this flush) was set since it was loaded: the flush writes what was set,
+    as SQLAlchemy's, which copies keys only into children added to the collection."""
+    state = child.__dict__.get("_retort_state")
+    if state is None or not state.has_identity:
+        return False
+    keys = type(child).__mapper__.keys
+    return key in keys and keys.index(key) in state.changed
 
 
 def _settle_removed(
