@@ -389,6 +389,16 @@ def make_machine(
                 for x in (self.idmap_known("Parent", p), self.idmap_known("Tag", t)):
                     if x is not None and x.expired:
                         x.maybe_loaded = True
+            for cls in ("Child", "Node"):
+                target_cls = "Parent" if cls == "Child" else "Node"
+                for k, row in self.flushed.tables[cls].items():
+                    old = before.tables[cls].get(k)
+                    if row[1] is not None and (old is None or old[1] != row[1]):
+                        # a row written with a new parent: SQLAlchemy reads the parent's key
+                        # for it, which loads the parent where it is expired (retort need not)
+                        x = self.idmap_known(target_cls, row[1])
+                        if x is not None and x.expired:
+                            x.maybe_loaded = True
             for o in self.objs:
                 if o.cls in ("Parent", "Tag") and (
                     o.state == "marked" or (o.state == "persistent" and o.orphan)
@@ -1355,6 +1365,12 @@ def make_machine(
                 if o.state in ("persistent", "marked") and max(o.mod_level, o.weak_level) >= 1:
                     # the open SAVEPOINTs are rolled back first, expiring what changed inside
                     # them (an object inserted before them then becomes transient expired)
+                    o.expired = {"id", *COLS[o.cls]}
+                elif o.state == "deleted" and o.del_level is not None and o.del_level >= 1:
+                    # its DELETE, flushed inside a SAVEPOINT, is undone first, which expires it
+                    # where it was changed before the delete (SQLAlchemy: still modified); an
+                    # object inserted in the transaction is then made transient expired, and
+                    # reading it raises DetachedInstanceError: its values are not read
                     o.expired = {"id", *COLS[o.cls]}
             self.savepoints.clear()
             self.sp_txs.clear()
