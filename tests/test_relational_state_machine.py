@@ -250,6 +250,9 @@ class Obj:
     # the columns in `expired` may have been loaded since: a flush UPDATEd the object while it
     # was expired (SQLAlchemy loads it first for its key, retort does not need to)
     maybe_loaded: bool = False
+    # deleted by a flush: relationship -> what the flush may have loaded into it (unloaded
+    # before), a list of Obj as the transaction's rows held it then, or OPAQUE
+    at_delete: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"{self.cls}({self.id}, {self.state}{', orphan' if self.orphan else ''})"
@@ -412,6 +415,17 @@ def make_machine(
                             x = self.idmap_known(other, link[1 - side])
                             if x is not None and x.expired:
                                 x.maybe_loaded = True
+            for o in self.objs:
+                if o.state == "marked" or (o.state == "persistent" and o.orphan):
+                    # a collection its DELETE loads holds the rows as they were before this
+                    # flush, which a SAVEPOINT rollback restoring the object may keep
+                    o.at_delete = {}
+                    for r in RELS[o.cls]:
+                        if r != "parent" and o.rel[r] is UNLOADED:
+                            found = [
+                                self.idmap_known(c, k) for c, k in before.related(o.cls, o.id, r)
+                            ]
+                            o.at_delete[r] = OPAQUE if None in found else found
             for o in self.objs:
                 o.moved = o.dirty = False
                 if (
@@ -1121,10 +1135,15 @@ def make_machine(
                     or v is OPAQUE
                     or (
                         isinstance(v, list)
-                        and any(x.state not in ("persistent", "marked") for x in v)
+                        and (
+                            any(x.state not in ("persistent", "marked") for x in v)
+                            or {x.id for x in v if x.state == "persistent"} != set(nulled)
+                        )
                     )
                 ):
-                    return  # a loaded collection holding deleted nodes (or unknown)
+                    # a loaded collection holding deleted nodes, or stale (see restored()), or
+                    # unknown: SQLAlchemy nulls the children it holds only
+                    return
             side = 0 if cls == "Parent" else 1
             m2m = cls in ("Parent", "Tag")
             if m2m:
@@ -1143,6 +1162,15 @@ def make_machine(
             if links != {x for x in self.flushed.links if m2m and x[side] == o.id}:
                 # a link added or removed and the object deleted in one flush: SQLAlchemy can
                 # write the association rows in an order that fails
+                return
+            if (
+                m2m
+                and isinstance(held, list)
+                and {x.id for x in held} != {x[1 - side] for x in links}
+            ):
+                # a stale collection (what the flush of its delete loaded, kept by a SAVEPOINT
+                # rollback, see restored()): SQLAlchemy deletes the association rows it holds
+                # only (and the flush fails on the foreign key)
                 return
             self.session.delete(o.obj)
             for x in (o, *cascade):
@@ -1460,17 +1488,19 @@ def make_machine(
             self.check_values()
 
         def restored(self, o: Obj, attr: str) -> Any:
-            """Maybe(what loading o.attr gives now), if the identity map holds all of it."""
+            """Maybe(what o.attr holds if the flush of its delete loaded it), or, for the
+            many-to-one, Maybe(what loading it gives now) if the identity map holds it."""
             if attr == "parent":
                 fk = self.flushed.fk(o.cls, o.id)
                 if fk is None:
                     return Maybe(None)
                 target = self.idmap("Parent" if o.cls == "Child" else "Node", fk)
                 return OPAQUE if target is None else Maybe(target)
-            found = [self.idmap(c, k) for c, k in self.flushed.related(o.cls, o.id, attr)]
-            if any(x is None for x in found):
-                return OPAQUE  # (what it holds left the session since)
-            return Maybe(found)
+            # the rows as the flush saw them, not as restored (their changes in the SAVEPOINT
+            # before the flush are rolled back, but SQLAlchemy does not expire an unchanged
+            # object, whose collection keeps what the flush loaded)
+            snapshot = o.at_delete.get(attr, OPAQUE)
+            return OPAQUE if snapshot is OPAQUE else Maybe(list(snapshot))
 
         @staticmethod
         def maybe(v: Any) -> Any:
