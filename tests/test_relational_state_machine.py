@@ -1376,6 +1376,9 @@ def make_machine(
             self.savepoints.clear()
             self.sp_txs.clear()
             self.committed = self.flushed.copy()
+            # objects a flush loaded by itself are expired as a whole as well (an identity-map
+            # lookup for an old value skips them): tracked before the model expires its objects
+            self.track_identity_map()
             for o in self.objs:
                 o.ins_level = o.del_level = None
                 if o.state == "deleted":
@@ -1389,6 +1392,7 @@ def make_machine(
         @rule(check=st.booleans())
         def rollback(self, check: bool) -> None:
             self.session.rollback()
+            self.track_identity_map()  # (as in commit())
             for o in self.objs:
                 if o.state in ("persistent", "marked") and max(o.mod_level, o.weak_level) >= 1:
                     # the open SAVEPOINTs are rolled back first, expiring what changed inside
@@ -1516,6 +1520,7 @@ def make_machine(
             # deletion (expiring a parent's unflushed move of a child back to a deleted parent
             # makes SQLAlchemy's flush fail on the foreign key)
             self.session.expire_all()
+            self.track_identity_map()  # (as in commit())
             self.want = self.flushed.copy()
             for o in self.objs:
                 if o.state == "persistent":
