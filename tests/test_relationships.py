@@ -1695,6 +1695,10 @@ def test_a_foreign_key_set_on_a_member_is_written_when_its_parent_flushes(orm: A
         a = next(c for c in p.children if c.name == "a")
         p.children.append(Child(name="c"))
         a.parent_id = None
+        s.flush()
+        assert a in p.children  # stale now, as in SQLAlchemy
+        p.children.append(Child(name="d"))  # p flushes again: a keeps its NULL
         s.commit()
         assert _one(orm, s, Child, name="a").parent_id is None
         assert _one(orm, s, Child, name="c").parent_id == p.id
+        assert _one(orm, s, Child, name="d").parent_id == p.id

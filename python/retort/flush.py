@@ -678,34 +678,37 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: An
         items = [] if value is None else [value]
         orphan = session._orphans.pop(id(obj), None)
         removed = [] if orphan is None else [orphan]
-    added = value._added if prop.uselist else None
+    if prop.uselist and _has_identity_now(obj) and not _key_changed(obj):
+        # the key goes into the members the collection gained, as in SQLAlchemy: a member it
+        # had keeps the foreign key it has (set by hand, perhaps, the collection being stale)
+        added = value._added
+        sync = [c for c in items if id(c) in added]
+    else:
+        sync = items
     if len(prop.pairs) == 1:
         key, pv = prop.pairs[0][1].key, parent_values[0]
-        for child in items:
+        for child in sync:
             current = child.__dict__.get(key, _MISSING)
             if current is _MISSING or (current is not pv and current != pv):
-                if added is not None and id(child) not in added and _fk_set(child, key):
-                    continue
                 setattr(child, key, pv)
     else:
-        for child in items:
-            if added is not None and id(child) not in added:
-                if any(_fk_set(child, dst.key) for _, dst in prop.pairs):
-                    continue
+        for child in sync:
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
     _settle_removed(session, obj, prop, items, removed, parent_values)
 
 
-def _fk_set(child: Any, key: str) -> bool:
-    """Whether the foreign key `key` of a persistent child (a member of its parent's
-    collection before this flush) was set since it was loaded: the flush writes what was set,
-    as SQLAlchemy's, which copies keys only into children added to the collection."""
-    state = child.__dict__.get("_retort_state")
-    if state is None or not state.has_identity:
-        return False
-    keys = type(child).__mapper__.keys
-    return key in keys and keys.index(key) in state.changed
+def _has_identity_now(obj: Any) -> bool:
+    state = obj.__dict__.get("_retort_state")
+    return state is not None and state.has_identity
+
+
+def _key_changed(obj: Any) -> bool:
+    """Whether a primary key column of persistent `obj` was changed since it was loaded
+    (its members then get the new key)."""
+    state = obj.__dict__["_retort_state"]
+    changed = state.changed
+    return bool(changed) and any(i in changed for i in type(obj).__mapper__._pk_index)
 
 
 def _settle_removed(
