@@ -81,6 +81,20 @@ def _cascade_add(owner: Any, prop: RelationshipProperty, item: Any) -> None:
         session._cascade_add(item)
 
 
+def orphaned(item: Any, prop: RelationshipProperty) -> None:
+    """`item` left the delete-orphan collection `prop` (loaded or not): a pending one leaves
+    the session now, a persistent one is deleted by the flush unless another parent takes it
+    meanwhile (`flush._delete_unparented`)."""
+    session = object_session_of(item)
+    if session is None:
+        return
+    if not _has_identity(item):
+        if item in session:
+            session.expunge(item)
+    elif prop.back is not None:
+        session._orphan_children[id(item)] = (item, prop)
+
+
 class InstrumentedList(list[Any]):
     """A list collection of a relationship: every change is seen by the unit of work."""
 
@@ -159,7 +173,7 @@ class InstrumentedList(list[Any]):
             ):
                 # taken out from the other side (child.parent = None): an orphan all the same,
                 # as SQLAlchemy's parent tracking goes by the last event
-                self._orphaned(item, prop)
+                orphaned(item, prop)
             return
         key = id(item)
         came_and_went = key in self._added
@@ -171,26 +185,13 @@ class InstrumentedList(list[Any]):
             prop.back._unset_backref(item, owner, prop)
         if "delete-orphan" in prop.cascade:
             if not _has_identity(item):
-                self._orphaned(item, prop)  # a pending orphan never reaches the database
+                orphaned(item, prop)  # a pending orphan never reaches the database
             elif came_and_went and prop.back is not None and prop.uselist:
                 # appended and taken out again: this collection's history nets out, but the
                 # object lost its parent all the same; the flush deletes it unless another
                 # parent takes it meanwhile
-                self._orphaned(item, prop)
+                orphaned(item, prop)
         _note_change(owner, prop)
-
-    @staticmethod
-    def _orphaned(item: Any, prop: RelationshipProperty) -> None:
-        """`item` left a delete-orphan collection: a pending one leaves the session now, a
-        persistent one is deleted by the flush unless another parent takes it meanwhile."""
-        session = object_session_of(item)
-        if session is None:
-            return
-        if not _has_identity(item):
-            if item in session:
-                session.expunge(item)
-        elif prop.back is not None:
-            session._orphan_children[id(item)] = (item, prop)
 
     def _reset_history(self) -> None:
         self._added.clear()

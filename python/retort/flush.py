@@ -28,6 +28,7 @@ from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
 from retort import exc
+from retort.attributes import _has_identity
 from retort.sql import compiler
 
 if TYPE_CHECKING:
@@ -678,7 +679,7 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: An
         items = [] if value is None else [value]
         orphan = session._orphans.pop(id(obj), None)
         removed = [] if orphan is None else [orphan]
-    if prop.uselist and _has_identity_now(obj) and not _key_changed(obj):
+    if prop.uselist and _has_identity(obj) and not _key_changed(obj):
         # the key goes into the members the collection gained, as in SQLAlchemy: a member it
         # had keeps the foreign key it has (set by hand, perhaps, the collection being stale)
         added = value._added
@@ -696,11 +697,6 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: An
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
     _settle_removed(session, obj, prop, items, removed, parent_values)
-
-
-def _has_identity_now(obj: Any) -> bool:
-    state = obj.__dict__.get("_retort_state")
-    return state is not None and state.has_identity
 
 
 def _key_changed(obj: Any) -> bool:

@@ -1135,6 +1135,8 @@ class RelationshipProperty:
 
     def _unset_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
         """`other` no longer refers to `obj`: mirror it on this side of `obj`."""
+        from retort.attributes import _note_change, orphaned
+
         _fresh(obj.__dict__, obj)
         if self.uselist:
             coll = _loaded_collection(obj, self.key)
@@ -1144,33 +1146,17 @@ class RelationshipProperty:
                     # whose remove event fires before the list finds nothing, the owner counts
                     # as changed and `other` as taken out (an orphan unless another parent
                     # takes it)
-                    from retort.attributes import _note_change
-
                     _note_change(obj, self)
-                    session = _session_of(obj)
-                    if (
-                        session is not None
-                        and "delete-orphan" in self.cascade
-                        and _has_identity(other)
-                    ):
-                        session._orphan_children[id(other)] = (other, self)
+                    if "delete-orphan" in self.cascade and _has_identity(other):
+                        orphaned(other, self)
                 return
             if _has_identity(obj):
-                from retort.attributes import _note_change
-
                 _pending(obj, self.key).append((False, other))
                 _note_change(obj, self)  # changed: a SAVEPOINT rollback expires it
             if "delete-orphan" in self.cascade:
                 # the collection is not loaded: a pending orphan leaves the session now (as
                 # from a loaded one); the flush decides whether a persistent one is an orphan
-                session = _session_of(obj)
-                if session is None:
-                    pass
-                elif not _has_identity(other):
-                    if other in session:
-                        session.expunge(other)
-                else:
-                    session._orphan_children[id(other)] = (other, self)
+                orphaned(other, self)
         else:
             current = obj.__dict__.get(self.key, _NOT_SET)
             # not loaded: it was `other` all the same (obj was in other's collection)

@@ -13,10 +13,11 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDate, PyDateTime, PyFloat, PyInt, PyString, PyTime, PyType,
 };
 
-static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-static UUID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+pub(super) static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+pub(super) static UUID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-fn class<'py>(
+/// A Python class looked up once by module and name (shared with the binary encoder).
+pub(super) fn class<'py>(
     py: Python<'py>,
     cell: &'static PyOnceLock<Py<PyType>>,
     module: &str,

@@ -12,6 +12,8 @@
 
 use pyo3::prelude::*;
 
+use super::copy::{class, DECIMAL, UUID};
+
 use crate::engine::pgbinary::{
     days_since_epoch, numeric, numeric_int, parse_uuid, time_usecs, TZ_LIMIT, USECS_PER_DAY,
 };
@@ -42,26 +44,7 @@ pub const KIND_INTERVAL: u8 = 16;
 pub const KIND_JSONB: u8 = 17;
 pub const KIND_MAX: u8 = 17;
 
-static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-static UUID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static JSONB: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
-fn class<'py>(
-    py: Python<'py>,
-    cell: &'static PyOnceLock<Py<PyType>>,
-    module: &str,
-    name: &str,
-) -> PyResult<&'py Bound<'py, PyType>> {
-    cell.get_or_try_init(py, || {
-        Ok::<_, PyErr>(
-            py.import(module)?
-                .getattr(name)?
-                .cast_into::<PyType>()?
-                .unbind(),
-        )
-    })
-    .map(|t| t.bind(py))
-}
 
 /// Where the encoder gets what it cannot compute itself.
 pub struct Context<'a, 'py> {

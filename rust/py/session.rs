@@ -27,7 +27,7 @@ use super::fingerprint::fingerprint;
 use super::flush::{Batch, FlushPlan, Held, Row};
 use super::mapper::{MapperCore, GRAPH};
 use super::state::{
-    ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, untrack_state,
+    ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, untrack, untrack_state,
     InstanceState, StateInner, STATE_KEY,
 };
 
@@ -93,14 +93,7 @@ impl Uow {
         // A weak reference without a callback refers to nothing strongly, so it is in no
         // reference cycle: out of the collector's lists, a large load adds one tracked object
         // fewer per row.
-        // Safety: `weak` is a live weakref object (a GC type); the check avoids untracking
-        // twice (harmless anyway), and CPython untracks it again safely when it dies.
-        unsafe {
-            let ptr = weak.as_ptr();
-            if pyo3::ffi::PyObject_GC_IsTracked(ptr) != 0 {
-                pyo3::ffi::PyObject_GC_UnTrack(ptr.cast());
-            }
-        }
+        untrack(weak.as_any());
         let weak = weak.unbind();
         let replaced = self.identity.insert(key, Entry { obj: weak, state }, |e| {
             e.obj.bind(py).upgrade().is_some()

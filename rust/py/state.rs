@@ -219,21 +219,27 @@ fn unmapped(instance: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
-/// Take a state out of the cyclic garbage collector's lists. A state refers to Python objects
-/// only through its snapshot (besides its mapper, which lives as long as its class), so while
-/// the snapshot is empty it can be in no reference cycle; most persistent objects never change,
-/// and loading N of them then adds N tracked objects (the instances) instead of 2N, which is most
-/// of what the collector costs a large load. `track_state` puts it back before a snapshot entry
-/// that holds a value is recorded.
-pub fn untrack_state(state: &Bound<'_, InstanceState>) {
-    let ptr = state.as_ptr();
-    // Safety: `ptr` is a live object of a GC type (InstanceState implements __traverse__);
-    // untracking an untracked object is a no-op, and tp_dealloc untracks safely either way.
+/// Take a GC-typed object out of the cyclic garbage collector's lists: for objects that can be
+/// in no reference cycle while they stay as they are. Untracking twice is a no-op, and CPython's
+/// deallocation untracks safely either way.
+pub fn untrack(obj: &Bound<'_, PyAny>) {
+    let ptr = obj.as_ptr();
+    // Safety: `ptr` is a live object; PyObject_GC_IsTracked is false for non-GC types.
     unsafe {
         if pyo3::ffi::PyObject_GC_IsTracked(ptr) != 0 {
             pyo3::ffi::PyObject_GC_UnTrack(ptr.cast());
         }
     }
+}
+
+/// Take a state out of the collector's lists. A state refers to Python objects only through
+/// its snapshot (besides its mapper, which lives as long as its class), so while the snapshot
+/// is empty it can be in no reference cycle; most persistent objects never change, and loading
+/// N of them then adds N tracked objects (the instances) instead of 2N, which is most of what
+/// the collector costs a large load. `track_state` puts it back before a snapshot entry that
+/// holds a value is recorded.
+pub fn untrack_state(state: &Bound<'_, InstanceState>) {
+    untrack(state.as_any());
 }
 
 /// Put a state back under the cyclic garbage collector (before its snapshot holds a value).
