@@ -1067,7 +1067,10 @@ class Session:
                 plan = self._core.plan()
                 if related is not None:
                     related.delete_links(conn_for)
-                results = flush.execute(plan, conn_for)
+                if self._committing and not self._conns and not events and not self.twophase:
+                    results = self._execute_last(plan, related)
+                else:
+                    results = flush.execute(plan, conn_for)
                 if related is not None:
                     related.insert_links(conn_for)
                 if events:
@@ -1173,6 +1176,25 @@ class Session:
             rows = cur.fetchall()
             if rows:
                 self._core.load_rows(core, rows, 0, False)
+
+    def _execute_last(self, plan: Any, related: RelatedChanges | None) -> list[Any]:
+        """The flush of commit() in a transaction that has run nothing yet: when it is a
+        single statement on one row (the usual small transaction: add one object and commit,
+        or change or delete one kept from an earlier transaction), it runs without BEGIN and
+        COMMIT, in PostgreSQL's implicit transaction of one statement: one round trip instead
+        of three, with the same outcome (a statement on one row writes all or nothing)."""
+        batches = plan.batches
+        if (
+            len(batches) != 1
+            or batches[0].n != 1
+            or (related is not None and (related.link_inserts or related.link_deletes))
+        ):
+            return flush.execute(plan, self._connection_for)
+        conn = self._connection_for(batches[0].mapper.owner)
+        if conn is self.bind or conn in self._binds.values():
+            return flush.execute(plan, self._connection_for)  # the caller's own transaction
+        with conn._lone_statement():
+            return flush.execute(plan, self._connection_for)
 
     def _prepare_related(self) -> RelatedChanges:
         """Before planning: pre-allocate keys relationships need, copy keys into foreign keys,

@@ -339,6 +339,7 @@ class Connection:
         "_hooks",
         "_info",
         "_invalid",
+        "_lone",
         "_nested",
         "_pool",
         "_savepoint_seq",
@@ -359,6 +360,7 @@ class Connection:
         self._savepoint_seq = 0
         self._invalid = False
         self._info: dict[Any, Any] | None = None
+        self._lone = False
         self._dbapi, self._pool = engine._checkout()
         self._closed = False
 
@@ -453,7 +455,7 @@ class Connection:
         """Run one statement and return the psycopg cursor. Every statement goes through
         here: it begins the transaction, logs (echo), calls the statement hooks, and wraps
         psycopg errors into retort.exc."""
-        if self._transaction is None:
+        if self._transaction is None and not self._lone:
             self._begin_root()
         if self._echo:
             _log_statement(sql, params, many)
@@ -480,7 +482,7 @@ class Connection:
         `_cursor_execute` it begins the transaction, logs, calls the statement hooks (with the
         rows as parameters: `rows()`, only called when someone looks) and wraps psycopg
         errors."""
-        if self._transaction is None:
+        if self._transaction is None and not self._lone:
             self._begin_root()
         if self._echo or self._hooks:
             params = rows()
@@ -609,6 +611,39 @@ class Connection:
         if self._invalid:
             self._dbapi, self._pool = self.engine._checkout()
             self._invalid = False
+
+    @contextmanager
+    def _lone_statement(self) -> Iterator[bool]:
+        """Run the one statement of a transaction that holds nothing else without BEGIN and
+        COMMIT: PostgreSQL runs a statement sent outside a transaction block in an implicit
+        transaction of its own, with the same default settings a plain BEGIN would take, and
+        commits it when it succeeds (or rolls all of it back). It saves two round trips.
+
+        Yields whether it applies: only when no transaction is in progress and the psycopg
+        connection does not begin its transactions with an isolation level, READ ONLY or
+        DEFERRABLE of its own."""
+        dbapi = self._dbapi
+        if (
+            self._transaction is not None
+            or self._invalid
+            or self._closed
+            or dbapi.pgconn.transaction_status != _IDLE
+            or dbapi.isolation_level is not None
+            or dbapi.read_only is not None
+            or dbapi.deferrable is not None
+        ):
+            yield False
+            return
+        dbapi.autocommit = True
+        self._lone = True
+        try:
+            if self._echo:
+                _log("(one statement: its own implicit transaction, no BEGIN/COMMIT)")
+            yield True
+        finally:
+            self._lone = False
+            if not dbapi.closed:
+                dbapi.autocommit = False
 
     def _begin_root(self) -> RootTransaction:
         self._check_out()

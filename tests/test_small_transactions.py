@@ -1,0 +1,223 @@
+"""A commit whose whole transaction is one statement on one row runs that statement without
+BEGIN and COMMIT (PostgreSQL's implicit transaction of one statement): one round trip.
+
+The tests read the messages the client sent to the server from libpq's protocol trace of the
+engine's only pooled connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from retort import DeclarativeBase, Mapped, Session, event, exc, mapped_column
+from retort.engine import Engine
+
+Conn = psycopg.Connection[Any]
+Wire = Callable[[], list[str]]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+class Note(Base):
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str]
+
+
+@pytest.fixture
+def db(engine_factory: Callable[..., Engine]) -> Engine:
+    eng = engine_factory(pool_size=1, max_overflow=0)  # every session gets the same connection
+    Base.metadata.create_all(eng)
+    with eng.connect() as conn:
+        conn.exec_driver_sql("ALTER TABLE items ADD UNIQUE (name)")
+        conn.commit()
+    return eng
+
+
+def db_of(wire: Wire) -> Engine:
+    return wire.engine  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.fixture
+def wire(db: Engine, tmp_path: Path) -> Iterator[Wire]:
+    """`wire()`: what the client sent since the last call, one entry per query: the first
+    word of a simple query (BEGIN, COMMIT, ...) or "execute" for a statement with
+    parameters (extended protocol)."""
+    path = tmp_path / "trace"
+    out = path.open("w")
+    with db.connect() as conn:
+        pgconn = conn.driver_connection.pgconn
+    pgconn.trace(out.fileno())
+    pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+    seen = 0
+
+    def read() -> list[str]:
+        nonlocal seen
+        out.flush()
+        lines = path.read_text().splitlines()
+        new, seen = lines[seen:], len(lines)
+        sent = []
+        for line in new:
+            fields = line.split("\t")
+            if fields[0] != "F":
+                continue
+            if fields[2] == "Query":
+                sent.append(fields[3].strip().strip('"').split()[0])
+            elif fields[2] == "Execute":
+                sent.append("execute")
+        return sent
+
+    read.engine = db  # type: ignore[attr-defined]
+    try:
+        yield read
+    finally:
+        pgconn.untrace()
+        out.close()
+
+
+def test_add_one_and_commit_is_one_round_trip(wire: Wire) -> None:
+    with Session(db_of(wire)) as s:
+        wire()
+        item = Item(name="a")
+        s.add(item)
+        s.commit()
+        assert wire() == ["execute"]
+        assert item.name == "a"  # reloaded after commit: the row is there
+        assert wire() == ["BEGIN", "execute"]
+
+
+def test_two_statements_run_in_one_transaction(wire: Wire) -> None:
+    with Session(db_of(wire)) as s:
+        wire()
+        s.add_all([Item(name="a"), Note(text="n")])
+        s.commit()
+        assert wire() == ["BEGIN", "execute", "execute", "COMMIT"]
+
+
+def test_two_rows_of_one_table_run_in_a_transaction(wire: Wire) -> None:
+    with Session(db_of(wire)) as s:
+        wire()
+        s.add_all([Item(name="a"), Item(name="b")])
+        s.commit()
+        sent = wire()
+        assert sent[0] == "BEGIN" and sent[-1] == "COMMIT", sent
+
+
+def test_update_after_its_select_is_the_transactions_second_statement(wire: Wire) -> None:
+    with Session(db_of(wire)) as s:
+        s.add(Item(name="a"))
+        s.commit()
+    with Session(db_of(wire)) as s:
+        wire()
+        item = s.get(Item, 1)
+        assert item is not None
+        item.name = "b"
+        s.commit()
+        assert wire() == ["BEGIN", "execute", "execute", "COMMIT"]
+
+
+def test_update_and_delete_of_one_object_kept_from_an_earlier_transaction(
+    wire: Wire, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db_of(wire), expire_on_commit=False) as s:
+        item = Item(name="a")
+        s.add(item)
+        s.commit()
+        wire()
+        item.name = "b"
+        s.commit()
+        assert wire() == ["execute"]
+        assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("b",)]
+        s.delete(item)
+        s.commit()
+        assert wire() == ["execute"]
+        assert admin_conn.execute(f"SELECT count(*) FROM {schema}.items").fetchone() == (0,)
+
+
+def test_a_failed_lone_statement_writes_nothing_and_the_session_recovers(
+    wire: Wire, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db_of(wire)) as s:
+        s.add(Item(name="a"))
+        s.commit()
+    with Session(db_of(wire)) as s:
+        dup = Item(name="a")
+        s.add(dup)
+        wire()
+        with pytest.raises(exc.IntegrityError, match="name"):
+            s.commit()
+        assert wire() == ["execute"]  # nothing to roll back on the server
+        with pytest.raises(exc.PendingRollbackError):
+            s.add(Item(name="c"))
+            s.flush()
+        s.rollback()
+        assert dup not in s
+        s.add(Item(name="b"))
+        s.commit()
+        assert wire() == ["execute"]
+    names = admin_conn.execute(f"SELECT name FROM {schema}.items ORDER BY id").fetchall()
+    assert names == [("a",), ("b",)]
+
+
+def test_a_flush_before_the_commit_keeps_the_transaction(
+    wire: Wire, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db_of(wire)) as s:
+        wire()
+        s.add(Item(name="a"))
+        s.flush()  # not the commit: the transaction stays open for more work
+        s.rollback()
+        assert wire() == ["BEGIN", "execute", "ROLLBACK"]
+        s.add(Item(name="b"))
+        s.flush()
+        s.commit()
+        assert wire() == ["BEGIN", "execute", "COMMIT"]
+    assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("b",)]
+
+
+def test_listeners_see_the_transaction_begin(wire: Wire) -> None:
+    with Session(db_of(wire)) as s:
+        begun: list[Any] = []
+        event.listen(s, "after_begin", lambda session, tx, conn: begun.append(conn))
+        wire()
+        s.add(Item(name="a"))
+        s.commit()
+        assert len(begun) == 1
+        assert wire() == ["BEGIN", "execute", "COMMIT"]
+
+
+def test_a_session_bound_to_a_connection_uses_its_transaction(
+    wire: Wire, admin_conn: Conn, schema: str
+) -> None:
+    with db_of(wire).connect() as conn:
+        wire()
+        with Session(conn) as s:
+            s.add(Item(name="a"))
+            s.commit()
+        assert wire() == ["BEGIN", "execute", "COMMIT"]
+    assert admin_conn.execute(f"SELECT count(*) FROM {schema}.items").fetchone() == (1,)
+
+
+def test_echo_says_the_statement_ran_alone(
+    wire: Wire, caplog: pytest.LogCaptureFixture, engine_factory: Callable[..., Engine]
+) -> None:
+    eng = engine_factory(echo=True)
+    with caplog.at_level("INFO", logger="retort.engine"), Session(eng) as s:
+        s.add(Item(name="a"))
+        s.commit()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("no BEGIN/COMMIT" in m for m in messages), messages
+    assert not any(m.startswith("BEGIN") for m in messages), messages
