@@ -1537,6 +1537,15 @@ def make_machine(
             with self.session.no_autoflush:
                 for o in self.objs:
                     if o.in_session():
+                        if o.expired == {"id"}:
+                            # expired, then every other column set: reading the key would
+                            # load it in SQLAlchemy (no longer expired as a whole), not in
+                            # retort, which never expires keys (it stays expired, and a get()
+                            # refreshes it): the key is checked without reading it
+                            got = {a: getattr(o.obj, a) for a in COLS[o.cls]}
+                            got["id"] = orm.inspect(o.obj).identity[0]
+                            assert got == o.cols, (o, got, o.cols)
+                            continue
                         # reading reloads what is expired (without autoflush here)
                         got = {a: getattr(o.obj, a) for a in ("id", *COLS[o.cls])}
                         assert got == o.cols, (o, got, o.cols)
