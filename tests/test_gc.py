@@ -9,6 +9,7 @@ the session keeps them (strongly) to compare their values with the ones loaded b
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -266,3 +267,39 @@ def test_clean_states_stay_out_of_the_collector_until_they_hold_a_value(
         ref = weakref.ref(doc)
         del doc
     assert_collected(ref)
+
+
+@pytest.mark.skipif(
+    sys.version_info[:2] != (3, 11),
+    reason="CPython 3.11's shared instance-attribute tables (other versions lay them out "
+    "differently)",
+)
+def test_loaded_objects_share_attribute_names_after_many_were_constructed(
+    engine: Engine,
+) -> None:
+    """CPython freezes a class's shared table of attribute names once specialized code relies
+    on it; objects that then need a name missing from it get a whole dict each. Built by
+    their constructor first (no key, no state yet), they must not leave loaded objects with
+    that larger dict."""
+
+    class FreshBase(DeclarativeBase):
+        pass
+
+    class Part(FreshBase):
+        __tablename__ = "parts"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+        qty: Mapped[int]
+
+    FreshBase.metadata.create_all(engine)
+    with Session(engine) as s:
+        # enough constructions for the interpreter to specialize the attribute stores
+        s.add_all([Part(name=f"p{i}", qty=i) for i in range(2000)])
+        s.commit()
+    with Session(engine) as s:
+        loaded = s.scalars(select(Part)).all()
+        assert len(loaded) == 2000
+        d = loaded[-1].__dict__
+        assert list(d)[:3] == ["id", "name", "qty"]
+        # a dict of its own is as large as a copy of it; a shared-names one is smaller
+        assert sys.getsizeof(d) < sys.getsizeof(dict(d)), (sys.getsizeof(d), len(d))

@@ -182,6 +182,28 @@ def configure_mappers() -> None:
         mapper._configure()
 
 
+def _share_instance_keys(class_: type, keys: list[str]) -> None:
+    """Have every instance of `class_` share one table of attribute names.
+
+    CPython keeps the attribute names of a class's instances in a table shared by all of them,
+    each instance holding only its values, and adds names to it as instances get them. The
+    table stops growing once the interpreter's specialized code relies on it; an instance that
+    needs a name missing from it then gets a whole dict of its own, twice the size. If the
+    first instances were built by their constructor (no key yet, no state), every object
+    loaded afterwards would pay that. Entering all the names once, now, with a throwaway
+    instance, keeps loaded and constructed objects small whatever comes first."""
+    if getattr(class_, "__del__", None) is not None:
+        return  # a throwaway instance would run the class's own finalizer
+    try:
+        probe: Any = object.__new__(class_)
+        d = probe.__dict__
+    except (TypeError, AttributeError):
+        return  # no plain instance dict (a builtin base or __slots__): nothing to share
+    for key in keys:
+        d[key] = None
+    d.clear()
+
+
 class Mapper:
     """How a class maps to its table: columns in load order, primary key, the core's view."""
 
@@ -261,6 +283,7 @@ class Mapper:
         table._retort_mapper = self  # type: ignore[attr-defined]
         # Session.get's fast path finds the core from the class in one attribute lookup
         class_._retort_core = self._core  # type: ignore[attr-defined]
+        _share_instance_keys(class_, [*self.keys, "_retort_state", *self.relationships])
         _unconfigured.append(self)
 
     def _version_index(self, class_: type, index_of: dict[int, int]) -> int | None:
