@@ -550,74 +550,35 @@ def _set_if_different(obj: Any, key: str, value: Any) -> None:
 
 def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     """Copy keys along the relationships of `objs` into foreign keys and association rows;
-    delete orphans; null or delete the children of parents being deleted."""
+    delete orphans; null or delete the children of parents being deleted.
+
+    The core copies keys along collections that only gained members and along changed
+    many-to-ones, in one call each; what it hands back (objects marked deleted, collections
+    with removals, scalar one-to-manys, many-to-manys) is settled here."""
     changes = RelatedChanges()
     if session._orphan_children:
         _delete_unparented(session)
-    deleted = session.deleted
-    any_deleted = bool(deleted)
-    props_of: dict[type, list[tuple[str, str, Any]]] = {}
-    many_to_one: list[tuple[Any, Any, Any]] = []  # synced last: orphans are deleted by then
-    for obj in objs:
-        d = obj.__dict__
-        cls = type(obj)
-        props = props_of.get(cls)
-        if props is None:
-            rels = cls.__mapper__.relationships.values()
-            props = props_of[cls] = [(p.key, p.direction, p) for p in rels if not p.viewonly]
-        if any_deleted and obj in deleted:
-            for _, _, prop in props:
-                _parent_deleted(session, obj, prop, changes)
-            continue
-        for key, direction, prop in props:
-            value = d.get(key, _MISSING)
-            if value is _MISSING:
-                continue
-            if direction == "MANYTOONE":
-                many_to_one.append((obj, prop, value))
-            elif direction == "ONETOMANY":
-                _sync_one_to_many(session, obj, prop, value, changes)
-            else:
-                for item in value._added.values():
-                    if _outside(session, item, prop):
-                        continue
-                    changes.link_insert(prop, obj, item)
-                for item in value._removed.values():
-                    changes.link_delete(prop, obj, item)
-                changes.collections.append(value)
-    # an orphan deleted above keeps its foreign key as it was, as in SQLAlchemy
-    gone = session.deleted if many_to_one else ()
-    # per (object referred to, relationship): its key values, or None when it is outside the
-    # session (many children usually share a parent)
-    keys_of: dict[tuple[int, int], tuple[Any, ...] | None] = {}
-    for obj, prop, value in many_to_one:
-        if gone and obj in gone:
-            continue
-        d = obj.__dict__
-        if d["_retort_state"].has_identity and prop.key not in d.get("_retort_history", ()):
-            # unchanged since loaded or flushed: its key is in the row already (and the
-            # object it names may be gone since, its key set to NULL by that delete)
-            continue
-        if value is None:
-            pvs: Any = (None,) * len(prop.pairs)
+    core = session._core
+    for obj, prop, value in core.sync_collections(objs, changes.collections):
+        if prop is None:
+            for p in type(obj).__mapper__.relationships.values():
+                if not p.viewonly:
+                    _parent_deleted(session, obj, p, changes)
+        elif prop.direction == "ONETOMANY":
+            _sync_one_to_many(session, obj, prop, value, changes)
         else:
-            k = (id(value), id(prop))
-            pvs = keys_of.get(k, _MISSING)
-            if pvs is _MISSING:
-                pvs = keys_of[k] = (
-                    tuple(getattr(value, src.key) for src, _ in prop.pairs)
-                    if _in_session(session, value)
-                    else None
-                )
-            if pvs is None:
-                # towards an object outside the session: nothing is written, and the new
-                # value is reported (SQLAlchemy's warning)
-                _outside(session, value, prop)
-                continue
-        for (_, dst), pv in zip(prop.pairs, pvs, strict=True):
-            current = d.get(dst.key, _MISSING)
-            if current is _MISSING or (current is not pv and current != pv):
-                setattr(obj, dst.key, pv)
+            for item in value._added.values():
+                if _outside(session, item, prop):
+                    continue
+                changes.link_insert(prop, obj, item)
+            for item in value._removed.values():
+                changes.link_delete(prop, obj, item)
+            changes.collections.append(value)
+    # last: an orphan deleted above keeps its foreign key as it was, as in SQLAlchemy
+    for target, prop in core.sync_many_to_one(objs):
+        # towards an object outside the session: nothing is written, and the new value is
+        # reported (SQLAlchemy's warning)
+        _outside(session, target, prop)
     return changes
 
 

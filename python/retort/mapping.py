@@ -182,6 +182,19 @@ def configure_mappers() -> None:
         mapper._configure()
 
 
+def _sync_spec(prop: Any) -> tuple[str, int, Any, list[str], list[str]]:
+    """How the flush's key sync in the core treats a relationship (`MapperCore.set_cascade`):
+    0 many-to-one, 1 one-to-many collection (with the attribute names of the referred-to and
+    the foreign-key columns), 2 anything else, left to `flush.sync_related`."""
+    if prop.direction == "MANYTOONE":
+        kind = 0
+    elif prop.direction == "ONETOMANY" and prop.uselist:
+        kind = 1
+    else:
+        return (prop.key, 2, prop, [], [])
+    return (prop.key, kind, prop, [s.key for s, _ in prop.pairs], [d.key for _, d in prop.pairs])
+
+
 def _share_instance_keys(class_: type, keys: list[str]) -> None:
     """Have every instance of `class_` share one table of attribute names.
 
@@ -382,6 +395,7 @@ class Mapper:
                 if "save-update" in p.cascade
             ],
             bool(self.relationships),
+            [_sync_spec(p) for p in self.relationships.values() if not p.viewonly],
         )
 
     def _post_update_along(self, parent: Mapper, fk_cols: set[int]) -> bool:

@@ -105,12 +105,49 @@ pub const CHECK_NAIVE: u8 = 2;
 /// `DateTime(timezone=True)`: a naive datetime would be read in the server's time zone.
 pub const CHECK_AWARE: u8 = 3;
 
-/// What `SessionCore.cascade_add` needs of a mapper's relationships.
+/// What `SessionCore.cascade_add` and the flush's key sync need of a mapper's relationships.
 pub struct Cascade {
     /// (attribute name, is a collection) of each relationship with the save-update cascade.
     pub save_update: Vec<(Py<PyString>, bool)>,
     /// Whether the class has relationships at all (objects to sync at flush).
     pub related: bool,
+    /// The relationships whose keys a flush copies (all but view-only ones).
+    pub sync: Vec<SyncProp>,
+}
+
+/// How the flush copies keys along a relationship (see `sync.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    /// The referred-to object's key goes into this object's foreign key.
+    ManyToOne,
+    /// A one-to-many collection: this object's key goes into its members' foreign keys.
+    OneToMany,
+    /// Anything else (a scalar one-to-many, a many-to-many): done in Python.
+    Other,
+}
+
+pub struct SyncProp {
+    /// The attribute name.
+    pub key: Py<PyString>,
+    pub kind: SyncKind,
+    /// The RelationshipProperty, handed back to Python for what it settles.
+    pub prop: Py<PyAny>,
+    /// Attribute names of the referred-to columns (on the "one" side) ...
+    pub src: Vec<Py<PyString>>,
+    /// ... and of the foreign-key columns they are copied into, pairwise.
+    pub dst: Vec<Py<PyString>>,
+}
+
+impl SyncProp {
+    fn clone_ref(&self, py: Python<'_>) -> SyncProp {
+        SyncProp {
+            key: self.key.clone_ref(py),
+            kind: self.kind,
+            prop: self.prop.clone_ref(py),
+            src: self.src.iter().map(|k| k.clone_ref(py)).collect(),
+            dst: self.dst.iter().map(|k| k.clone_ref(py)).collect(),
+        }
+    }
 }
 
 impl MapperCore {
@@ -120,6 +157,18 @@ impl MapperCore {
 
     /// The columns that identify a row in UPDATE and DELETE: the primary key, then the version
     /// counter when the mapper has one.
+    /// The relationships a flush syncs, copied out of the lock (empty before configuration).
+    pub fn sync_props(&self, py: Python<'_>) -> PyResult<Vec<SyncProp>> {
+        let guard = self
+            .cascade
+            .lock()
+            .map_err(|_| PyTypeError::new_err("mapper cascade poisoned"))?;
+        Ok(guard
+            .as_ref()
+            .map(|c| c.sync.iter().map(|p| p.clone_ref(py)).collect())
+            .unwrap_or_default())
+    }
+
     pub fn match_cols(&self) -> Vec<u16> {
         let mut cols = self.pk.clone();
         cols.extend(self.version);
@@ -215,14 +264,54 @@ impl MapperCore {
     }
 
     /// Record, once the relationships are configured, which ones `add()` cascades along:
-    /// `save_update` holds (attribute name, is a collection) per save-update relationship.
-    fn set_cascade(&self, save_update: Vec<(Py<PyString>, bool)>, related: bool) -> PyResult<()> {
+    /// `save_update` holds (attribute name, is a collection) per save-update relationship;
+    /// `sync` holds (attribute name, kind, RelationshipProperty, referred-to attribute names,
+    /// foreign-key attribute names) per relationship a flush syncs, kind being 0 for
+    /// many-to-one, 1 for a one-to-many collection and 2 for anything else.
+    #[pyo3(signature = (save_update, related, sync=Vec::new()))]
+    #[allow(clippy::type_complexity)]
+    fn set_cascade(
+        &self,
+        save_update: Vec<(Py<PyString>, bool)>,
+        related: bool,
+        sync: Vec<(
+            Py<PyString>,
+            u8,
+            Py<PyAny>,
+            Vec<Py<PyString>>,
+            Vec<Py<PyString>>,
+        )>,
+    ) -> PyResult<()> {
+        let sync = sync
+            .into_iter()
+            .map(|(key, kind, prop, src, dst)| {
+                let kind = match kind {
+                    0 => SyncKind::ManyToOne,
+                    1 => SyncKind::OneToMany,
+                    _ => SyncKind::Other,
+                };
+                if kind != SyncKind::Other && (src.len() != dst.len() || src.is_empty()) {
+                    return Err(PyTypeError::new_err(
+                        "set_cascade: a relationship to sync needs as many referred-to as \
+                         foreign-key attributes",
+                    ));
+                }
+                Ok(SyncProp {
+                    key,
+                    kind,
+                    prop,
+                    src,
+                    dst,
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         *self
             .cascade
             .lock()
             .map_err(|_| PyTypeError::new_err("mapper cascade poisoned"))? = Some(Cascade {
             save_update,
             related,
+            sync,
         });
         Ok(())
     }
@@ -319,6 +408,12 @@ impl MapperCore {
         }
         for p in self.bind.iter().chain(self.result.iter()).flatten() {
             visit.call(p)?;
+        }
+        // The lock is free during a collection (no Python code runs while it is held).
+        if let Ok(guard) = self.cascade.try_lock() {
+            for p in guard.iter().flat_map(|c| c.sync.iter()) {
+                visit.call(&p.prop)?;
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod interned;
 pub mod mapper;
 pub mod session;
 pub mod state;
+pub mod sync;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -30,6 +30,7 @@ use super::state::{
     ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, untrack, untrack_state,
     InstanceState, StateInner, STATE_KEY,
 };
+use super::sync;
 
 type FastMap<K, V> = OrderedMap<K, V>;
 
@@ -1106,6 +1107,34 @@ impl SessionCore {
             }
         }
         Ok(true)
+    }
+
+    /// The flush's relationship key sync, pass one: one-to-many collections that only gained
+    /// members (see `sync.rs`). Returns what Python settles, in order.
+    fn sync_collections<'py>(
+        &self,
+        objs: &Bound<'py, PyList>,
+        collections: &Bound<'py, PyList>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let any_deleted = !self.uow()?.deleted.is_empty();
+        let is_deleted = |o: &Bound<'py, PyAny>| -> PyResult<bool> {
+            Ok(any_deleted && self.uow()?.deleted.contains_key(&(o.as_ptr() as usize)))
+        };
+        sync::sync_collections(objs, &is_deleted, collections)
+    }
+
+    /// The flush's relationship key sync, pass two: changed many-to-ones. Returns (target,
+    /// relationship) for each target outside the session.
+    fn sync_many_to_one<'py>(&self, objs: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+        let any_deleted = !self.uow()?.deleted.is_empty();
+        let is_deleted = |o: &Bound<'py, PyAny>| -> PyResult<bool> {
+            Ok(any_deleted && self.uow()?.deleted.contains_key(&(o.as_ptr() as usize)))
+        };
+        let shared = &self.shared;
+        let in_session = |s: &Bound<'py, InstanceState>| -> PyResult<bool> {
+            Ok(s.get().lock()?.in_session(shared))
+        };
+        sync::sync_many_to_one(objs, &is_deleted, &in_session)
     }
 
     /// `Session.get`, bound to each session as its `get` attribute: an identity-map hit on a

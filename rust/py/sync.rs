@@ -1,0 +1,241 @@
+//! Relationship key sync before a flush: the parent's key copied into its children's foreign
+//! keys, in one call for all the objects whose relationships changed.
+//!
+//! The common cases run here: a one-to-many collection that gained members, and a
+//! many-to-one set to an object (or None). Everything that settles removals, orphans, rows of
+//! deleted parents and association rows goes back to Python (`flush.sync_related`), which
+//! keeps the rules in one place; those objects are returned, in order.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::interned::Interned;
+use super::mapper::{MapperCore, SyncKind, SyncProp};
+use super::state::{instance_dict, mapper_of, state_in, InstanceState};
+
+static ADDED: Interned = Interned::new("_added");
+static REMOVED: Interned = Interned::new("_removed");
+static HISTORY: Interned = Interned::new("_retort_history");
+
+/// One mapper's relationships to sync, copied out of its lock once per call.
+type Props = Rc<Vec<SyncProp>>;
+
+/// Per (target object, mapper, relationship index): the target's key values, or None when
+/// it is outside the session.
+type TargetKeys<'py> = HashMap<(usize, usize, usize), Option<Vec<Bound<'py, PyAny>>>>;
+
+/// Per call: each class's relationships to sync, by mapper address.
+#[derive(Default)]
+pub struct PropCache {
+    by_mapper: HashMap<usize, Props>,
+}
+
+impl PropCache {
+    fn of<'py>(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, MapperCore>, Props)> {
+        let mapper = mapper_of(obj)?;
+        let at = mapper.as_ptr() as usize;
+        if let Some(p) = self.by_mapper.get(&at) {
+            return Ok((mapper, p.clone()));
+        }
+        let props = Rc::new(mapper.get().sync_props(obj.py())?);
+        self.by_mapper.insert(at, props.clone());
+        Ok((mapper, props))
+    }
+}
+
+/// Set `obj.<key>` to `value` (through its attribute, so the change is tracked) unless it
+/// holds an equal value already.
+fn set_if_different(
+    obj: &Bound<'_, PyAny>,
+    dict: &Bound<'_, PyDict>,
+    key: &Bound<'_, PyString>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if let Some(current) = dict.get_item(key)? {
+        if current.is(value) || current.eq(value)? {
+            return Ok(());
+        }
+    }
+    obj.setattr(key, value)
+}
+
+/// Whether the object has a row (a key in the identity map), and whether a primary key
+/// column of it changed since it was loaded or flushed.
+fn identity_and_key_change(
+    dict: &Bound<'_, PyDict>,
+    mapper: &MapperCore,
+) -> PyResult<(bool, bool)> {
+    let Some(state) = state_in(dict)? else {
+        return Ok((false, false));
+    };
+    let inner = state.get().lock()?;
+    if inner.key.is_none() {
+        return Ok((false, false));
+    }
+    let changed = inner.committed.changed_attrs();
+    Ok((true, mapper.pk.iter().any(|c| changed.contains(c))))
+}
+
+/// Pass one, over the objects in order: each one-to-many collection that only gained members
+/// copies its owner's key into them (into the members it gained, when the owner has a row and
+/// the same key as before; into all of them otherwise, as SQLAlchemy does). Returns, in
+/// order, what Python settles: `(obj, None, None)` for an object marked deleted, `(obj, prop,
+/// value)` for a collection with removals, a scalar one-to-many or a many-to-many.
+/// `collections` receives each collection synced here (its history is reset after the flush).
+pub fn sync_collections<'py>(
+    objs: &Bound<'py, PyList>,
+    is_deleted: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<bool>,
+    collections: &Bound<'py, PyList>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = objs.py();
+    let rest = PyList::empty(py);
+    let mut cache = PropCache::default();
+    for obj in objs.iter() {
+        if is_deleted(&obj)? {
+            rest.append((obj.clone(), py.None(), py.None()))?;
+            continue;
+        }
+        let (mapper, props) = cache.of(&obj)?;
+        if props.is_empty() {
+            continue;
+        }
+        let dict = instance_dict(&obj)?;
+        for p in props.iter() {
+            if p.kind == SyncKind::ManyToOne {
+                continue;
+            }
+            let Some(value) = dict.get_item(p.key.bind(py))? else {
+                continue;
+            };
+            if p.kind == SyncKind::Other || value.getattr(REMOVED.get(py))?.is_truthy()? {
+                rest.append((obj.clone(), p.prop.bind(py), value))?;
+                continue;
+            }
+            collections.append(&value)?;
+            let (has_identity, key_changed) = identity_and_key_change(&dict, mapper.get())?;
+            let only_added: Option<HashSet<usize>> = if has_identity && !key_changed {
+                let added = value.getattr(ADDED.get(py))?;
+                let added = added.cast::<PyDict>()?;
+                if added.is_empty() {
+                    continue;
+                }
+                Some(added.values().iter().map(|v| v.as_ptr() as usize).collect())
+            } else {
+                None
+            };
+            let parent_values = p
+                .src
+                .iter()
+                .map(|k| obj.getattr(k.bind(py)))
+                .collect::<PyResult<Vec<_>>>()?;
+            for child in value.try_iter()? {
+                let child = child?;
+                if let Some(added) = &only_added {
+                    if !added.contains(&(child.as_ptr() as usize)) {
+                        continue;
+                    }
+                }
+                let child_dict = instance_dict(&child)?;
+                for (dst, pv) in p.dst.iter().zip(&parent_values) {
+                    set_if_different(&child, &child_dict, dst.bind(py), pv)?;
+                }
+            }
+        }
+    }
+    Ok(rest)
+}
+
+/// Pass two, after Python settled orphans: each many-to-one changed since the object was
+/// loaded or flushed (or of a pending object) copies the key of the object it names into the
+/// foreign key (None for None). Objects marked deleted are skipped: they keep their foreign
+/// keys, as in SQLAlchemy. Returns `(target, prop)` for each target outside the session, for
+/// which nothing is written (Python warns).
+pub fn sync_many_to_one<'py>(
+    objs: &Bound<'py, PyList>,
+    is_deleted: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<bool>,
+    in_session: &dyn Fn(&Bound<'py, InstanceState>) -> PyResult<bool>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = objs.py();
+    let outside = PyList::empty(py);
+    let mut cache = PropCache::default();
+    // (target, relationship) -> its key values, or None when it is outside the session (many
+    // children usually share a parent)
+    let mut keys_of: TargetKeys<'py> = HashMap::new();
+    for obj in objs.iter() {
+        let (mapper, props) = cache.of(&obj)?;
+        let at = mapper.as_ptr() as usize;
+        if !props.iter().any(|p| p.kind == SyncKind::ManyToOne) || is_deleted(&obj)? {
+            continue;
+        }
+        let dict = instance_dict(&obj)?;
+        let has_identity = match state_in(&dict)? {
+            Some(s) => s.get().lock()?.key.is_some(),
+            None => false,
+        };
+        let history = if has_identity {
+            dict.get_item(HISTORY.get(py))?
+        } else {
+            None
+        };
+        for (i, p) in props.iter().enumerate() {
+            if p.kind != SyncKind::ManyToOne {
+                continue;
+            }
+            let key = p.key.bind(py);
+            let Some(value) = dict.get_item(key)? else {
+                continue;
+            };
+            if has_identity {
+                // unchanged since loaded or flushed: its key is in the row already (and the
+                // object it names may be gone since, its key set to NULL by that delete)
+                let changed = match &history {
+                    Some(h) => h.contains(key)?,
+                    None => false,
+                };
+                if !changed {
+                    continue;
+                }
+            }
+            if value.is_none() {
+                for dst in &p.dst {
+                    set_if_different(&obj, &dict, dst.bind(py), &value)?;
+                }
+                continue;
+            }
+            let slot = (value.as_ptr() as usize, at, i);
+            let values = match keys_of.entry(slot) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let target_dict = instance_dict(&value)?;
+                    let inside = match state_in(&target_dict)? {
+                        Some(s) => in_session(&s)?,
+                        None => false,
+                    };
+                    e.insert(if inside {
+                        Some(
+                            p.src
+                                .iter()
+                                .map(|k| value.getattr(k.bind(py)))
+                                .collect::<PyResult<Vec<_>>>()?,
+                        )
+                    } else {
+                        None
+                    })
+                }
+            };
+            match values {
+                Some(values) => {
+                    for (dst, pv) in p.dst.iter().zip(values) {
+                        set_if_different(&obj, &dict, dst.bind(py), pv)?;
+                    }
+                }
+                None => outside.append((value, p.prop.bind(py)))?,
+            }
+        }
+    }
+    Ok(outside)
+}
