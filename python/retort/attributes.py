@@ -193,10 +193,6 @@ class InstrumentedList(list[Any]):
                 orphaned(item, prop)
         _note_change(owner, prop)
 
-    def _reset_history(self) -> None:
-        self._added.clear()
-        self._removed.clear()
-
     # -- list API ----------------------------------------------------------------------------
 
     def _check(self) -> None:

@@ -531,15 +531,11 @@ class RelatedChanges:
             sql = f"INSERT INTO {quote_table(table)} ({cols}) VALUES {', '.join([one] * len(rows))}"
             conn._cursor_execute(sql, [v for r in rows for v in r])
 
-    def done(self, objs: list[Any]) -> None:
-        for coll in self.collections:
-            coll._reset_history()
-        for obj in objs:
-            d = obj.__dict__
-            d.pop("_retort_history", None)
-            # changes waiting for an unloaded collection were written by this flush: the
-            # collection loads them from the database now
-            d.pop("_retort_pending", None)
+    def done(self, session: Any, objs: list[Any]) -> None:
+        """After the flush: collections forget their added and removed members; objects their
+        many-to-one history, and the changes queued for their unloaded collections (written
+        by this flush: the collection loads them from the database now)."""
+        session._core.sync_done(objs, self.collections)
 
 
 def _set_if_different(obj: Any, key: str, value: Any) -> None:

@@ -1077,7 +1077,7 @@ class Session:
                     inserted = _pending_in(plan) if "pending_to_persistent" in events else None
                 self._core.finish_flush(plan, results)
                 if related is not None:
-                    related.done(list(self._related_changed.values()))
+                    related.done(self, list(self._related_changed.values()))
                     self._related_changed.clear()
                     self._orphans.clear()
                     self._orphan_children.clear()

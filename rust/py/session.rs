@@ -1137,6 +1137,11 @@ impl SessionCore {
         sync::sync_many_to_one(objs, &is_deleted, &in_session)
     }
 
+    /// After the flush: the synced collections and objects forget their change history.
+    fn sync_done(&self, objs: &Bound<'_, PyList>, collections: &Bound<'_, PyList>) -> PyResult<()> {
+        sync::sync_done(objs, collections)
+    }
+
     /// `Session.get`, bound to each session as its `get` attribute: an identity-map hit on a
     /// loaded object is answered here; anything else (a miss, an expired object, options, a
     /// bad argument, which must raise the right error) goes to `Session._get_full`.

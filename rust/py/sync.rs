@@ -239,3 +239,28 @@ pub fn sync_many_to_one<'py>(
     }
     Ok(outside)
 }
+
+static PENDING: Interned = Interned::new("_retort_pending");
+
+/// After a flush wrote what the relationships of `objs` changed: each collection in
+/// `collections` forgets its members added and removed; each object forgets its many-to-one
+/// history and the changes queued for its unloaded collections (those load from the database
+/// now).
+pub fn sync_done(objs: &Bound<'_, PyList>, collections: &Bound<'_, PyList>) -> PyResult<()> {
+    let py = objs.py();
+    for coll in collections.iter() {
+        for name in [&ADDED, &REMOVED] {
+            coll.getattr(name.get(py))?.cast::<PyDict>()?.clear();
+        }
+    }
+    for obj in objs.iter() {
+        let dict = instance_dict(&obj)?;
+        for name in [&HISTORY, &PENDING] {
+            let key = name.get(py);
+            if dict.contains(key)? {
+                dict.del_item(key)?;
+            }
+        }
+    }
+    Ok(())
+}
