@@ -505,7 +505,9 @@ class Drawer:
         parent = insp.dict.get("parent")
         if parent is None or any(x is not None for x in insp.attrs.parent.history.added):
             return False
-        return bool(insp.dict.get("parent_id") != sa.api.inspect(parent).dict.get("id"))
+        target = sa.api.inspect(parent)
+        key = target.identity[0] if target.identity else target.dict.get("id")
+        return bool(insp.dict.get("parent_id") != key)
 
     def reaches_stale_key(self, handles: list[int]) -> bool:
         """Whether one of these objects, or an object their loaded relationships reach (which a
