@@ -14,6 +14,7 @@ __all__ = [
     "MapperCore",
     "SessionCore",
     "__version__",
+    "fill_new_collection",
     "make_detached",
 ]
 
@@ -21,6 +22,9 @@ __version__: Final[str]
 NEEDS_LOAD: Final[object]
 
 def make_detached(instance: object) -> None: ...
+def fill_new_collection(
+    added: dict[int, Any], items: list[Any], cls: type, back_key: str | None, owner: object
+) -> bool: ...
 
 @final
 class MapperCore:

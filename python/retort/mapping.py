@@ -1251,26 +1251,13 @@ class RelationshipProperty:
         back = self.back
         if back is not None and (back.uselist or not isinstance(obj, back.target.class_)):
             return False
-        cls = self.target.class_
-        back_key = back.key if back is not None else None
-        seen: set[int] = set()
-        for item in new:
-            if not isinstance(item, cls):
-                return False  # the general path raises the right error
-            idd = item.__dict__
-            if "_retort_state" in idd or (back_key is not None and back_key in idd):
-                return False
-            seen.add(id(item))
-        if len(seen) != len(new):
-            return False  # the same object twice
         from retort.attributes import InstrumentedList
 
         coll = InstrumentedList(obj, self, new)
-        coll._added.update((id(x), x) for x in new)
+        back_key = back.key if back is not None else None
+        if not _core.fill_new_collection(coll._added, new, self.target.class_, back_key, obj):
+            return False
         d[self.key] = coll
-        if back_key is not None:
-            for item in new:
-                item.__dict__[back_key] = obj
         return True
 
     # -- loading ----------------------------------------------------------------------------

@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString, PyType};
 
 use super::interned::Interned;
 use super::mapper::{MapperCore, SyncKind, SyncProp};
-use super::state::{instance_dict, mapper_of, state_in, InstanceState};
+use super::state::{instance_dict, mapper_of, state_in, InstanceState, STATE_KEY};
 
 static ADDED: Interned = Interned::new("_added");
 static REMOVED: Interned = Interned::new("_removed");
@@ -263,4 +263,46 @@ pub fn sync_done(objs: &Bound<'_, PyList>, collections: &Bound<'_, PyList>) -> P
         }
     }
     Ok(())
+}
+
+/// The common case of `Parent(children=[...])` (see `RelationshipProperty._fill_new_collection`):
+/// when every item is an instance of `cls` outside any session, not given twice, and with
+/// nothing set on the other side (`back_key`, if any), record each as added in `added` (by
+/// `id()`) and set its other side to `owner`, and return True. Otherwise change nothing and
+/// return False (the general path then handles it, raising the right error if need be).
+#[pyfunction]
+#[pyo3(signature = (added, items, cls, back_key, owner))]
+pub fn fill_new_collection(
+    added: &Bound<'_, PyDict>,
+    items: &Bound<'_, PyList>,
+    cls: &Bound<'_, PyType>,
+    back_key: Option<&Bound<'_, PyString>>,
+    owner: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = items.py();
+    let state_key = STATE_KEY.get(py);
+    let mut seen: HashSet<usize> = HashSet::with_capacity(items.len());
+    let mut dicts = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        if !item.is_instance(cls)? || !seen.insert(item.as_ptr() as usize) {
+            return Ok(false);
+        }
+        let dict = instance_dict(&item)?;
+        if dict.contains(state_key)? {
+            return Ok(false);
+        }
+        if let Some(k) = back_key {
+            if dict.contains(k)? {
+                return Ok(false);
+            }
+        }
+        dicts.push(dict);
+    }
+    for (item, dict) in items.iter().zip(dicts) {
+        added.set_item(item.as_ptr() as usize, &item)?;
+        if let Some(k) = back_key {
+            dict.set_item(k, owner)?;
+        }
+    }
+    Ok(true)
 }
