@@ -955,6 +955,29 @@ def test_merge_cascade(orm: Api, cascade: str) -> None:
     assert _children_of(orm) == ({"a": "p"} if "merge" in cascade else {})
 
 
+def test_merge_does_not_merge_back_through_the_relationship_it_came_by(orm: Api) -> None:
+    # found by the differential search: an object reached through a relationship is merged
+    # without the other side of that relationship (its back-reference fills that in on the
+    # copy), so what only that side holds is not merged: here post q, and child b
+    Post, Tag = post_tag(orm)
+    with orm.session() as s:
+        p, q = Post(title="p"), Post(title="q")
+        t = Tag(label="t", posts=[p, q])
+        merged = s.merge(p)
+        (mt,) = merged.tags
+        assert mt is not t and mt.posts == [merged]
+        assert sorted(x.title for x in s.new if isinstance(x, Post)) == ["p"]
+        s.commit()
+    assert orm.fetch("SELECT title FROM posts") == [("p",)]
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        a, b = Child(name="a"), Child(name="b")
+        Parent(name="p", children=[a, b])
+        ma = s.merge(a)
+        assert ma.parent is not None and ma.parent.children == [ma]
+        assert sorted(x.name for x in s.new if isinstance(x, Child)) == ["a"]
+
+
 def test_deleting_a_parent_without_delete_cascade_nulls_the_children(orm: Api) -> None:
     Parent, Child = parent_child(orm)
     ids = _family(orm, Parent, Child, {"p": ["a", "b"], "q": ["c"], "r": ["d"]})

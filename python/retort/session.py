@@ -1599,11 +1599,21 @@ class Session:
                 absent.update((mapper, i) for i in idents if i not in have)
         memo: dict[int, Any] = {}
         with self.no_autoflush:
-            return [self._merge(obj, load, memo, absent) for obj in objs]
+            arrived: set[tuple[int, int]] = set()
+            return [self._merge(obj, load, memo, absent, arrived) for obj in objs]
 
     def _merge(
-        self, instance: Any, load: bool, memo: dict[int, Any], absent: Set[Any] = frozenset()
+        self,
+        instance: Any,
+        load: bool,
+        memo: dict[int, Any],
+        absent: Set[Any] = frozenset(),
+        arrived: set[tuple[int, int]] | None = None,
     ) -> Any:
+        # arrived: (id(object), id(relationship)) for each object reached through a
+        # relationship while merging
+        if arrived is None:
+            arrived = set()
         if id(instance) in memo:
             return memo[id(instance)]
         mapper = object_mapper(instance)
@@ -1644,15 +1654,16 @@ class Session:
         for prop in mapper.relationships.values():
             if "merge" not in prop.cascade or prop.key not in instance.__dict__:
                 continue
+            if load and prop.back is not None and (id(instance), id(prop.back)) in arrived:
+                # reached through the other side of this relationship: as in SQLAlchemy, not
+                # merged back (the back-reference of that side fills it in on the target)
+                continue
             value = instance.__dict__[prop.key]
-            if prop.uselist:
-                setattr(target, prop.key, [self._merge(v, load, memo, absent) for v in value])
-            else:
-                setattr(
-                    target,
-                    prop.key,
-                    None if value is None else self._merge(value, load, memo, absent),
-                )
+            merged: list[Any] = []
+            for v in value if prop.uselist else () if value is None else (value,):
+                arrived.add((id(v), id(prop)))
+                merged.append(self._merge(v, load, memo, absent, arrived))
+            setattr(target, prop.key, merged if prop.uselist else (merged or [None])[0])
         return target
 
     def __repr__(self) -> str:
