@@ -1,7 +1,7 @@
 //! The core's view of a mapped class: its columns, keys, defaults and processors.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
@@ -15,11 +15,27 @@ use super::state::{instance_dict, STATE_KEY};
 
 static NEXT_MAPPER_ID: AtomicU32 = AtomicU32::new(1);
 
-/// Every mapper ever registered, with the foreign-key dependencies between them.
-pub static GRAPH: Mutex<MapperGraph> = Mutex::new(MapperGraph {
-    mappers: Vec::new(),
-    edges: Vec::new(),
-});
+/// Every mapper ever registered, with the foreign-key dependencies between them. Shared as
+/// an immutable snapshot: a flush takes a reference, a registration replaces it (copy on
+/// write), so a flush costs the same however many classes the application maps.
+static GRAPH: Mutex<Option<Arc<MapperGraph>>> = Mutex::new(None);
+
+fn registry() -> PyResult<std::sync::MutexGuard<'static, Option<Arc<MapperGraph>>>> {
+    GRAPH
+        .lock()
+        .map_err(|_| PyTypeError::new_err("mapper registry poisoned"))
+}
+
+/// The mapper graph as it stands.
+pub fn graph() -> PyResult<Arc<MapperGraph>> {
+    Ok(registry()?.get_or_insert_with(Default::default).clone())
+}
+
+/// Change the mapper graph (the flushes under way keep the snapshot they took).
+fn update_graph<R>(f: impl FnOnce(&mut MapperGraph) -> R) -> PyResult<R> {
+    let mut guard = registry()?;
+    Ok(f(Arc::make_mut(guard.get_or_insert_with(Default::default))))
+}
 
 /// A Python-side default (`default=` / `onupdate=`): a value, or a callable to call per row.
 pub enum ColumnDefault {
@@ -225,11 +241,7 @@ impl MapperCore {
             key_index.set_item(k, i)?;
         }
         let id = NEXT_MAPPER_ID.fetch_add(1, Ordering::Relaxed);
-        GRAPH
-            .lock()
-            .map_err(|_| PyTypeError::new_err("mapper registry poisoned"))?
-            .mappers
-            .push(id);
+        update_graph(|g| g.mappers.push(id))?;
         let name = class_.bind(py).qualname()?.to_string();
         let object_new = py
             .import("builtins")?
@@ -327,23 +339,22 @@ impl MapperCore {
         nullable: bool,
         post_update: bool,
     ) -> PyResult<()> {
-        let mut g = GRAPH
-            .lock()
-            .map_err(|_| PyTypeError::new_err("mapper registry poisoned"))?;
         let cols: crate::engine::plan::ColSet = cols.into_iter().collect();
-        if !g
+        let known = graph()?
             .edges
             .iter()
-            .any(|e| e.parent == parent.id && e.child == self.id && e.cols == cols)
-        {
-            g.edges.push(crate::engine::plan::Edge {
-                parent: parent.id,
-                child: self.id,
-                cols,
-                nullable,
-                post_update,
-                reason,
-            });
+            .any(|e| e.parent == parent.id && e.child == self.id && e.cols == cols);
+        if !known {
+            update_graph(|g| {
+                g.edges.push(crate::engine::plan::Edge {
+                    parent: parent.id,
+                    child: self.id,
+                    cols,
+                    nullable,
+                    post_update,
+                    reason,
+                })
+            })?;
         }
         Ok(())
     }

@@ -25,7 +25,7 @@ use super::convert::{identity_key, key_value};
 use super::errors::{busy, InvalidRequestError};
 use super::fingerprint::fingerprint;
 use super::flush::{Batch, FlushPlan, Held, Row};
-use super::mapper::{MapperCore, GRAPH};
+use super::mapper::{self, MapperCore};
 use super::state::{
     ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, untrack, untrack_state,
     InstanceState, StateInner, STATE_KEY,
@@ -1360,7 +1360,7 @@ impl SessionCore {
             };
             (clone(&uow.new), clone(&uow.dirty), clone(&uow.deleted))
         };
-        let graph = GRAPH.lock().map_err(|_| busy("mapper registry"))?.clone();
+        let graph = mapper::graph()?;
         // Order the mappers first: the edges broken to do so change the rows.
         let mut ids: Vec<u32> = new
             .iter()
