@@ -882,6 +882,29 @@ def test_delete_orphan_moving_a_child_is_not_an_orphan(orm: Api) -> None:
     assert _children_of(orm) == {"a": "q"}
 
 
+def test_a_pending_child_given_a_new_parent_cascades_it_then_leaves_as_an_orphan(
+    orm: Api,
+) -> None:
+    # found by the differential search: setting a pending child's parent to a transient parent
+    # adds that parent to the session (save-update cascade) before the child, taken out of its
+    # old parent's collection, is expunged as a pending orphan; the parent is then inserted
+    # alone (SQLAlchemy warns that the child is not in the session)
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        old, new = Parent(name="old"), Parent(name="new")
+        c = Child(name="c")
+        old.children.append(c)
+        s.add(old)
+        c.parent = new
+        assert orm.inspect(c).transient and orm.inspect(new).pending
+        assert new.children == [c] and old.children == []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s.commit()
+    assert sorted(r[0] for r in orm.fetch("SELECT name FROM parents")) == ["new", "old"]
+    assert _children_of(orm) == {}
+
+
 def test_delete_orphan_removing_a_pending_child_expunges_it_at_once(orm: Api) -> None:
     Parent, Child = parent_child(orm, cascade="all, delete-orphan")
     _family(orm, Parent, Child, {"p": ["a"]})

@@ -1088,6 +1088,11 @@ class RelationshipProperty:
             # when that was not known without SQL (the change counts all the same)
             d.setdefault("_retort_history", {}).setdefault(self.key, old)
         d[self.key] = value
+        if back and "_retort_state" in d:
+            # the other side of a back_populates event does not cascade (SQLAlchemy 2.x). The
+            # cascade comes first, as SQLAlchemy's listeners: the new value joins obj's session
+            # even where obj then leaves it (a pending orphan of its old collection)
+            _cascade_add(obj, self, value)
         if back and self.back is not None:
             if old is not _NOT_SET and old is not None:
                 self.back._unset_backref(old, obj, self)
@@ -1100,8 +1105,6 @@ class RelationshipProperty:
             obj_session = _session_of(obj)
             if obj_session is not None:
                 obj_session._orphans[id(obj)] = old
-        if back:  # the other side of a back_populates event does not cascade (SQLAlchemy 2.x)
-            _cascade_add(obj, self, value)
         _note_change(obj, self)
 
     def _old_in_identity_map(self, obj: Any) -> Any:
