@@ -952,3 +952,31 @@ def test_get_of_an_object_marked_for_deletion_returns_it_until_the_flush(db: Eng
         assert u in s.deleted
         s.flush()
         assert s.get(User, uid) is None
+
+
+def test_a_load_larger_than_a_page_keeps_order_identity_and_changes(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    """Objects of a class without relationships load page by page; the pages must join up:
+    every row once, in the query's order, objects the session holds returned as they are
+    (with their unflushed changes), the rest loaded."""
+    from retort.session import _LOAD_PAGE
+
+    n = 2 * _LOAD_PAGE + 7
+    admin_conn.execute(
+        f"INSERT INTO {schema}.users (name, age) SELECT 'u' || i, i FROM generate_series(1, %s) i",
+        (n,),
+    )
+    with Session(db) as s:
+        held = s.scalars(select(User).where(User.age == _LOAD_PAGE + 1)).one()
+        held.nickname = "changed"  # dirty, on the second page of the big load
+        with s.no_autoflush:
+            users = s.scalars(select(User).order_by(User.age.desc())).all()
+        assert [u.age for u in users] == list(range(n, 0, -1))
+        assert len({id(u) for u in users}) == n
+        assert users[n - _LOAD_PAGE - 1] is held
+        assert held.nickname == "changed"
+        assert all(u.nickname is None for u in users if u is not held)
+        assert len(list(s)) == n
+        s.commit()
+    assert _count(admin_conn, schema, where="nickname = 'changed'") == 1

@@ -98,6 +98,10 @@ def _load_outer(core: Any, rows: list[Any], shape: Any, populate: bool) -> list[
     return out
 
 
+# Rows per page when a query's objects load page by page (see Result).
+_LOAD_PAGE = 1000
+
+
 class IdentitySet:
     """A set of objects compared by identity (objects may define ``__eq__`` as they like)."""
 
@@ -1528,7 +1532,14 @@ class Session:
             s.mapper.class_.__name__ if s.mapper is not None else compiled.columns[s.start].name
             for s in shapes
         ]
-        return Result(cur, compiled.columns, row_transform=to_objects, keys=keys)
+        # objects of classes without relationships load page by page: nothing needs all the
+        # rows at once (joined and selectin loads do)
+        page = (
+            None
+            if joined or any(s.mapper is not None and s.mapper.relationships for s in shapes)
+            else _LOAD_PAGE
+        )
+        return Result(cur, compiled.columns, row_transform=to_objects, keys=keys, page=page)
 
     def scalars(
         self,

@@ -341,13 +341,17 @@ class Result(_Filter):
         *,
         row_transform: RowTransform | None = None,
         keys: Sequence[str] | None = None,
+        page: int | None = None,
     ) -> None:
         """Fetch every row of `cursor` (then close it).
 
         `columns` are the compiled result columns (names and types); when their count matches
         the cursor's, their names are the keys and their types' result processors are applied.
         `row_transform` receives a page (list) of processed row tuples and returns the rows to
-        hand out; `keys` names the columns of the transformed rows.
+        hand out; `keys` names the columns of the transformed rows. With `page`, the rows are
+        fetched and transformed `page` at a time (when the transform does not need them all
+        at once): each page's row tuples are freed before the next is fetched, which spares
+        the garbage collector most of them on a large load.
         """
         self._result = self
         self._make = None
@@ -366,16 +370,25 @@ class Result(_Filter):
             return
 
         self._returns_rows = True
-        rows = cursor.fetchall()  # type: ignore[union-attr]
-        cursor.close()  # type: ignore[union-attr]
-        if columns is not None and len(columns) == len(description):
-            names = tuple(c.name for c in columns)
-            if rows:
-                rows = _process(rows, columns)
+        processed = columns is not None and len(columns) == len(description)
+        if processed:
+            names = tuple(c.name for c in columns)  # type: ignore[union-attr]
         else:
             names = tuple(d.name for d in description)
-        if row_transform is not None and rows:
-            rows = list(row_transform(rows))
+        if page is not None and row_transform is not None:
+            rows: list[Any] = []
+            while batch := cursor.fetchmany(page):  # type: ignore[union-attr]
+                if processed:
+                    batch = _process(batch, columns)  # type: ignore[arg-type]
+                rows.extend(row_transform(batch))
+            cursor.close()  # type: ignore[union-attr]
+        else:
+            rows = cursor.fetchall()  # type: ignore[union-attr]
+            cursor.close()  # type: ignore[union-attr]
+            if processed and rows:
+                rows = _process(rows, columns)  # type: ignore[arg-type]
+            if row_transform is not None and rows:
+                rows = list(row_transform(rows))
         self._rows = rows
         self._keys = tuple(keys) if keys is not None else names
         self._row_cls = _row_class(self._keys)
