@@ -3,8 +3,8 @@
 //! No application object is ever a hash key: the binding converts each primary-key value to a
 //! `KeyValue` once, and from then on lookups hash and compare plain Rust data.
 
-use smallvec::SmallVec;
 use std::fmt;
+use thin_vec::ThinVec;
 
 /// One primary-key column value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,31 +32,57 @@ impl fmt::Display for KeyValue {
 }
 
 /// The identity of a persistent row in a session: which mapper, and its primary key.
+///
+/// Two words wide: the common key, one integer column, is held inline; any other key keeps its
+/// values out of line behind one pointer. (It is held in every object's state and in every
+/// identity-map entry.) A key of one integer value is always built as `Int`, so that equal
+/// keys compare and hash equal.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IdentityKey {
-    pub mapper: u32,
-    pub values: SmallVec<[KeyValue; 1]>,
+pub enum IdentityKey {
+    Int {
+        mapper: u32,
+        value: i64,
+    },
+    Values {
+        mapper: u32,
+        values: ThinVec<KeyValue>,
+    },
 }
 
 impl IdentityKey {
     pub fn new(mapper: u32, values: impl IntoIterator<Item = KeyValue>) -> Self {
-        IdentityKey {
-            mapper,
-            values: values.into_iter().collect(),
+        let values: ThinVec<KeyValue> = values.into_iter().collect();
+        match values.as_slice() {
+            [KeyValue::Int(value)] => IdentityKey::Int {
+                mapper,
+                value: *value,
+            },
+            _ => IdentityKey::Values { mapper, values },
+        }
+    }
+
+    pub fn mapper(&self) -> u32 {
+        match self {
+            IdentityKey::Int { mapper, .. } | IdentityKey::Values { mapper, .. } => *mapper,
         }
     }
 }
 
 impl fmt::Display for IdentityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(")?;
-        for (i, v) in self.values.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
+        match self {
+            IdentityKey::Int { value, .. } => write!(f, "({value})"),
+            IdentityKey::Values { values, .. } => {
+                f.write_str("(")?;
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str(")")
             }
-            write!(f, "{v}")?;
         }
-        f.write_str(")")
     }
 }
 
@@ -75,6 +101,25 @@ mod tests {
         m.insert(b.clone(), "b");
         assert_eq!(m[&a], "a");
         assert_eq!(m[&b], "b");
+    }
+
+    #[test]
+    fn keys_are_two_words_and_one_integer_is_held_inline() {
+        assert_eq!(std::mem::size_of::<IdentityKey>(), 16);
+        assert_eq!(std::mem::size_of::<Option<IdentityKey>>(), 16);
+        let k = IdentityKey::new(3, [KeyValue::Int(7)]);
+        assert!(matches!(
+            k,
+            IdentityKey::Int {
+                mapper: 3,
+                value: 7
+            }
+        ));
+        assert_eq!(k.mapper(), 3);
+        assert_eq!(k.to_string(), "(7)");
+        let s = IdentityKey::new(3, [KeyValue::Str("7".into())]);
+        assert_ne!(k, s);
+        assert_eq!(s.mapper(), 3);
     }
 
     #[test]

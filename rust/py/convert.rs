@@ -49,12 +49,8 @@ pub fn identity_key<'py>(
     mapper: u32,
     values: impl Iterator<Item = Bound<'py, PyAny>>,
 ) -> PyResult<IdentityKey> {
-    let mut key = IdentityKey {
-        mapper,
-        values: Default::default(),
-    };
-    for v in values {
-        key.values.push(key_value(&v)?);
-    }
-    Ok(key)
+    let values = values
+        .map(|v| key_value(&v))
+        .collect::<PyResult<Vec<KeyValue>>>()?;
+    Ok(IdentityKey::new(mapper, values))
 }
