@@ -905,6 +905,33 @@ def test_a_pending_child_given_a_new_parent_cascades_it_then_leaves_as_an_orphan
     assert _children_of(orm) == {}
 
 
+@pytest.mark.parametrize("reparent", [False, True])
+def test_a_pending_child_taken_from_a_parent_outside_the_session_leaves_at_the_flush(
+    orm: Api, reparent: bool
+) -> None:
+    # found by the differential search: the parent is not in the session, so the child stays
+    # pending until the flush, which expunges it unless another parent took it meanwhile
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    _family(orm, Parent, Child, {"p": []})
+    with orm.session() as s:
+        p = _one(orm, s, Parent, name="p")
+        assert p.children == []
+        outside = Parent(name="outside")
+        a, b = Child(name="a"), Child(name="b")
+        s.add_all([a, b])
+        outside.children.extend([a, b])
+        a.parent = None
+        outside.children.remove(b)
+        assert orm.inspect(a).pending and orm.inspect(b).pending
+        if reparent:
+            b.parent = p
+        s.flush()
+        assert orm.inspect(a).transient
+        assert orm.inspect(b).persistent if reparent else orm.inspect(b).transient
+        s.commit()
+    assert _children_of(orm) == ({"b": "p"} if reparent else {})
+
+
 def test_delete_orphan_removing_a_pending_child_expunges_it_at_once(orm: Api) -> None:
     Parent, Child = parent_child(orm, cascade="all, delete-orphan")
     _family(orm, Parent, Child, {"p": ["a"]})

@@ -81,16 +81,25 @@ def _cascade_add(owner: Any, prop: RelationshipProperty, item: Any) -> None:
         session._cascade_add(item)
 
 
-def orphaned(item: Any, prop: RelationshipProperty) -> None:
-    """`item` left the delete-orphan collection `prop` (loaded or not): a pending one leaves
-    the session now, a persistent one is deleted by the flush unless another parent takes it
-    meanwhile (`flush._delete_unparented`)."""
+def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
+    """`item` left the delete-orphan collection `prop` of `owner` (loaded or not): a pending
+    one leaves the session now, a persistent one is deleted by the flush unless another parent
+    takes it meanwhile (`flush._delete_unparented`). As in SQLAlchemy, a pending one taken
+    from an owner outside its session stays until the flush, which expunges it unless another
+    parent took it meanwhile (`Session._expunge_pending_orphans`)."""
     session = object_session_of(item)
     if session is None:
         return
     if not _has_identity(item):
         if item in session:
-            session.expunge(item)
+            if (
+                prop.back is not None
+                and owner is not None
+                and object_session_of(owner) is not session
+            ):
+                session._orphan_children[id(item)] = (item, prop)
+            else:
+                session.expunge(item)
     elif prop.back is not None:
         session._orphan_children[id(item)] = (item, prop)
 
@@ -173,7 +182,7 @@ class InstrumentedList(list[Any]):
             ):
                 # taken out from the other side (child.parent = None): an orphan all the same,
                 # as SQLAlchemy's parent tracking goes by the last event
-                orphaned(item, prop)
+                orphaned(item, prop, owner)
             return
         key = id(item)
         came_and_went = key in self._added
@@ -185,12 +194,12 @@ class InstrumentedList(list[Any]):
             prop.back._unset_backref(item, owner, prop)
         if "delete-orphan" in prop.cascade:
             if not _has_identity(item):
-                orphaned(item, prop)  # a pending orphan never reaches the database
+                orphaned(item, prop, owner)  # a pending orphan never reaches the database
             elif came_and_went and prop.back is not None and prop.uselist:
                 # appended and taken out again: this collection's history nets out, but the
                 # object lost its parent all the same; the flush deletes it unless another
                 # parent takes it meanwhile
-                orphaned(item, prop)
+                orphaned(item, prop, owner)
         _note_change(owner, prop)
 
     # -- list API ----------------------------------------------------------------------------

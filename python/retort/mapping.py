@@ -1188,7 +1188,7 @@ class RelationshipProperty:
                     # takes it)
                     _note_change(obj, self)
                     if "delete-orphan" in self.cascade and _has_identity(other):
-                        orphaned(other, self)
+                        orphaned(other, self, obj)
                 return
             if _has_identity(obj):
                 _pending(obj, self.key).append((False, other))
@@ -1196,7 +1196,7 @@ class RelationshipProperty:
             if "delete-orphan" in self.cascade:
                 # the collection is not loaded: a pending orphan leaves the session now (as
                 # from a loaded one); the flush decides whether a persistent one is an orphan
-                orphaned(other, self)
+                orphaned(other, self, obj)
         else:
             current = obj.__dict__.get(self.key, _NOT_SET)
             # not loaded: it was `other` all the same (obj was in other's collection)

@@ -333,7 +333,8 @@ class Session:
         self._related_changed: dict[int, Any] = {}
         self._orphans: dict[int, Any] = {}
         # children taken from a parent whose collection is not loaded (delete-orphan): the
-        # flush deletes those that found no other parent
+        # flush deletes those that found no other parent (and expunges the pending ones taken
+        # from a parent outside the session, see _expunge_pending_orphans)
         self._orphan_children: dict[int, tuple[Any, Any]] = {}
         # Objects deleted by flushes of the current transaction (deleted_to_detached at commit).
         self._flushed_deleted: list[Any] = []
@@ -1059,6 +1060,9 @@ class Session:
                 self._fire("before_flush", ctx, objects)
                 if not self._related_changed and not self._core.has_changes():
                     return
+            if self._orphan_children and self._expunge_pending_orphans():
+                if not self._related_changed and not self._core.has_changes():
+                    return
             conn_for = self._connection_for
             try:
                 events = self._dispatch
@@ -1123,6 +1127,22 @@ class Session:
                 raise
         finally:
             self._flushing = False
+
+    def _expunge_pending_orphans(self) -> bool:
+        """Pending children taken from a delete-orphan collection of a parent outside the
+        session (attributes.orphaned) leave the session now, unless another parent took them
+        meanwhile, as in SQLAlchemy's flush; whether any did."""
+        gone = False
+        for key, (child, prop) in list(self._orphan_children.items()):
+            state = child.__dict__.get("_retort_state")
+            if state is None or state.has_identity:
+                continue  # persistent: flush._delete_unparented decides
+            del self._orphan_children[key]
+            if state.session is self and child.__dict__.get(prop.back.key) is None:
+                self._core.expunge(child)
+                self._related_changed.pop(key, None)
+                gone = True
+        return gone
 
     def _after_flush(
         self,
