@@ -932,6 +932,37 @@ def test_a_pending_child_taken_from_a_parent_outside_the_session_leaves_at_the_f
     assert _children_of(orm) == ({"b": "p"} if reparent else {})
 
 
+def test_a_failed_flush_still_expunges_a_pending_orphan_of_a_parent_outside_the_session(
+    orm: Api,
+) -> None:
+    # found by the differential search: the flush expunges it before it finds the session
+    # unusable
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    ids = _family(orm, Parent, Child, {"p": []})
+    with orm.session() as s:
+        s.add(Parent(id=ids["p"], name="again"))
+        with pytest.raises(orm.IntegrityError):
+            s.flush()
+        outside = Parent(name="outside")
+        a = Child(name="a")
+        s.add(a)
+        outside.children.append(a)
+        a.parent = None
+        assert orm.inspect(a).pending
+        s.flush()  # nothing else to do: it does not find the session unusable
+        assert orm.inspect(a).transient
+        b = Child(name="b")
+        s.add_all([b, Child(name="c")])
+        outside.children.append(b)
+        b.parent = None
+        with pytest.raises(Exception, match="rolled back"):
+            s.flush()
+        assert orm.inspect(b).transient
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy: state changed on an inactive one
+            s.rollback()
+
+
 def test_delete_orphan_removing_a_pending_child_expunges_it_at_once(orm: Api) -> None:
     Parent, Child = parent_child(orm, cascade="all, delete-orphan")
     _family(orm, Parent, Child, {"p": ["a"]})

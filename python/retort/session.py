@@ -1046,6 +1046,12 @@ class Session:
             )
         if not self._related_changed and not self._core.has_changes():
             return  # nothing to do, even after a failure (as SQLAlchemy)
+        if self._failed is not None and self._orphan_children:
+            # SQLAlchemy's flush expunges them before it finds the transaction unusable (and
+            # then, with nothing else to do, does not find it)
+            if self._expunge_pending_orphans():
+                if not self._related_changed and not self._core.has_changes():
+                    return
         self._check_usable()
         configure_mappers()
         if self._nested and self._related_changed:
