@@ -932,11 +932,12 @@ def test_a_pending_child_taken_from_a_parent_outside_the_session_leaves_at_the_f
     assert _children_of(orm) == ({"b": "p"} if reparent else {})
 
 
+@pytest.mark.parametrize("then", ["flush", "get", "query"])
 def test_a_failed_flush_still_expunges_a_pending_orphan_of_a_parent_outside_the_session(
-    orm: Api,
+    orm: Api, then: str
 ) -> None:
-    # found by the differential search: the flush expunges it before it finds the session
-    # unusable
+    # found by the differential search: the flush (or the autoflush of a get() or a query)
+    # expunges it before it finds the session unusable
     Parent, Child = parent_child(orm, cascade="all, delete-orphan")
     ids = _family(orm, Parent, Child, {"p": []})
     with orm.session() as s:
@@ -956,7 +957,12 @@ def test_a_failed_flush_still_expunges_a_pending_orphan_of_a_parent_outside_the_
         outside.children.append(b)
         b.parent = None
         with pytest.raises(Exception, match="rolled back"):
-            s.flush()
+            if then == "flush":
+                s.flush()
+            elif then == "get":
+                s.get(Parent, 999)
+            else:
+                s.scalars(orm.select(Parent)).all()
         assert orm.inspect(b).transient
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SQLAlchemy: state changed on an inactive one

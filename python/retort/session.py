@@ -482,6 +482,19 @@ class Session:
     def get_transaction(self) -> SessionTransaction | None:
         return self._tx
 
+    def _orphans_before_autoflush(self) -> None:
+        """After a failed flush, what the autoflush of a load or query does before the session
+        is found unusable: as SQLAlchemy's flush, it expunges the pending children taken from a
+        parent outside the session (see _expunge_pending_orphans)."""
+        if (
+            self._failed is not None
+            and self._orphan_children
+            and self.autoflush
+            and not self._no_autoflush
+            and not self._flushing
+        ):
+            self._expunge_pending_orphans()
+
     def _check_usable(self) -> None:
         if self._failed is not None:
             raise exc.PendingRollbackError(
@@ -1293,6 +1306,7 @@ class Session:
 
     def _retort_load(self, instance: Any, state: Any) -> None:
         """Called by the core to load an object's unloaded attributes."""
+        self._orphans_before_autoflush()
         self._check_usable()
         mapper = object_mapper(instance)
         if state.lifecycle == "deleted":
@@ -1312,6 +1326,7 @@ class Session:
         """Load a relationship of a persistent object (lazy="select")."""
         from retort.sql.selectable import select as _select
 
+        self._orphans_before_autoflush()
         self._check_usable()
         if prop.direction == "MANYTOONE":
             values = [getattr(obj, dst.key) for _, dst in prop.pairs]
@@ -1399,6 +1414,7 @@ class Session:
         with_for_update: Any,
     ) -> Any:
         core = self._core
+        self._orphans_before_autoflush()
         self._check_usable()
         configure_mappers()  # as in execute()
         self._autoflush()
@@ -1494,6 +1510,7 @@ class Session:
         execution_options: Mapping[str, Any] | None = None,
     ) -> Result:
         """Run a statement in the session's transaction; ORM entities come back as objects."""
+        self._orphans_before_autoflush()
         self._check_usable()
         if isinstance(statement, str):
             raise exc.ArgumentError(
