@@ -55,11 +55,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   drawn).
 
 Everything else the harness found was a retort bug, now fixed, each with a regression test in
-test_relationships.py, test_session.py or test_merge.py (see the git log), except one still
-open and kept out of the draw (Drawer.queues_outside): a child outside the session given a
-persistent parent whose collection is not loaded does not get the parent's key from the flush
-(test_bug_a_queued_child_outside_the_session_does_not_get_the_key in
-test_relational_state_machine.py, a strict xfail on retort).
+test_relationships.py, test_session.py, test_merge.py or test_relational_state_machine.py
+(see the git log).
 
 Settings: the "ci" profile by default, derandomized (the same 40 programs on every run, so a
 failure in CI is a regression); `HYPOTHESIS_PROFILE=nightly` (make nightly) searches 1500
@@ -506,30 +503,7 @@ class Drawer:
             # in the session: SQLAlchemy inserts the parent_id it holds, retort the parent's key
             # (test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent)
             return None
-        if self.queues_outside(step):
-            # a retort bug, open (the flush does not copy the parent's key into it, SQLAlchemy's
-            # does): test_bug_a_queued_child_outside_the_session_does_not_get_the_key in
-            # test_relational_state_machine.py
-            return None
         return step
-
-    def queues_outside(self, step: Step) -> bool:
-        """Whether `step` gives an object outside the session (on SQLAlchemy's side) a
-        persistent parent whose children are not loaded, which queues it there."""
-        kind, *args = step
-        if kind == "new" and args[3] == "set_parent":
-            child, parent = None, args[4]
-        elif kind == "move" and args[2] == "set":
-            child, parent = args[0], args[1]
-        elif kind == "node_parent":
-            child, parent = args[0], args[1]
-        else:
-            return False
-        sa = self.oracle
-        if parent is None or (child is not None and sa.handles[child] in sa.session):
-            return False
-        target = sa.api.inspect(sa.handles[parent])
-        return bool(target.has_identity) and "children" not in target.dict
 
     def stale_key(self, obj: Any) -> bool:
         """Whether `obj` (on SQLAlchemy's side) is new (transient or pending) and holds a parent

@@ -2015,12 +2015,11 @@ def test_bug_backref_removal_of_a_missing_object_is_not_a_change(repro: Any) -> 
     assert "parents" in api.inspect(t2).unloaded
 
 
-@retort_bug(
+@both_libraries(
     "found by the differential search: a child outside the session given a persistent parent "
-    "whose collection is not loaded (the addition is queued) does not get the parent's key "
+    "whose collection is not loaded (the addition is queued) did not get the parent's key "
     "from the flush, which SQLAlchemy copies into it (with a warning that the child is not "
-    "in the session); with the collection loaded retort copies it too (in flush.py / the "
-    "core's sync of queued additions)"
+    "in the session); with the collection loaded retort copied it already"
 )
 def test_bug_a_queued_child_outside_the_session_does_not_get_the_key(repro: Any) -> None:
     s, m, _api = repro

@@ -556,7 +556,9 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
         _delete_unparented(session)
     core = session._core
     for obj, prop, value in core.sync_collections(objs, changes.collections):
-        if prop is None:
+        if prop is None and value is not None:
+            _sync_queued(session, obj, value)
+        elif prop is None:
             for p in type(obj).__mapper__.relationships.values():
                 if not p.viewonly:
                     _parent_deleted(session, obj, p, changes)
@@ -576,6 +578,29 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
         # reported (SQLAlchemy's warning)
         _outside(session, target, prop)
     return changes
+
+
+def _sync_queued(session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]]]) -> None:
+    """Children appended (through their many-to-one) to unloaded one-to-many collections of
+    `obj`: one outside the session gets `obj`'s key all the same, as SQLAlchemy copies it (it
+    writes nothing); one in the session gets it from its own many-to-one."""
+    rels = type(obj).__mapper__.relationships
+    for key, queue in queued.items():
+        prop = rels.get(key)
+        if prop is None or prop.viewonly or prop.direction != "ONETOMANY":
+            continue
+        net: dict[int, tuple[int, Any]] = {}
+        for added, item in queue:
+            count, _ = net.get(id(item), (0, item))
+            net[id(item)] = (count + (1 if added else -1), item)
+        parent_values = None
+        for count, item in net.values():
+            if count <= 0 or _in_session(session, item):
+                continue
+            if parent_values is None:
+                parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
+            for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
+                _set_if_different(item, dst.key, pv)
 
 
 def _same_row(a: Any, b: Any) -> bool:

@@ -20,6 +20,7 @@ use super::state::{instance_dict, mapper_of, state_in, InstanceState, STATE_KEY}
 static ADDED: Interned = Interned::new("_added");
 static REMOVED: Interned = Interned::new("_removed");
 static HISTORY: Interned = Interned::new("_retort_history");
+static PENDING: Interned = Interned::new("_retort_pending");
 
 /// One mapper's relationships to sync, copied out of its lock once per call.
 type Props = Rc<Vec<SyncProp>>;
@@ -84,7 +85,9 @@ fn identity_and_key_change(
 /// copies its owner's key into them (into the members it gained, when the owner has a row and
 /// the same key as before; into all of them otherwise, as SQLAlchemy does). Returns, in
 /// order, what Python settles: `(obj, None, None)` for an object marked deleted, `(obj, prop,
-/// value)` for a collection with removals, a scalar one-to-many or a many-to-many.
+/// value)` for a collection with removals, a scalar one-to-many or a many-to-many, and
+/// `(obj, None, queued)` for an object with changes queued for unloaded collections (its
+/// `_retort_pending`).
 /// `collections` receives each collection synced here (its history is reset after the flush).
 pub fn sync_collections<'py>(
     objs: &Bound<'py, PyList>,
@@ -104,6 +107,12 @@ pub fn sync_collections<'py>(
             continue;
         }
         let dict = instance_dict(&obj)?;
+        if let Some(queued) = dict.get_item(PENDING.get(py))? {
+            if queued.is_truthy()? {
+                // changes queued for unloaded collections: Python looks at them
+                rest.append((obj.clone(), py.None(), queued))?;
+            }
+        }
         for p in props.iter() {
             if p.kind == SyncKind::ManyToOne {
                 continue;
@@ -239,8 +248,6 @@ pub fn sync_many_to_one<'py>(
     }
     Ok(outside)
 }
-
-static PENDING: Interned = Interned::new("_retort_pending");
 
 /// After a flush wrote what the relationships of `objs` changed: each collection in
 /// `collections` forgets its members added and removed; each object forgets its many-to-one
