@@ -676,6 +676,13 @@ class Drawer:
                 # retort expunges them, SQLAlchemy inserts them and fails on the foreign key:
                 # see test_improvement_undocumented_delete_cascade_expunges_pending_children
                 return None
+            if kind == "delete" and classes[target] != "Tag":
+                obj = self.oracle.handles[target]
+                key = self.oracle.key(obj)
+                if any(o is not obj and self.oracle.key(o) == key for o in self.oracle.session.new):
+                    # a new object holds its key: a row switch, as for a new object taking a
+                    # deleted object's key (see "new" above)
+                    return None
             return (kind, target)
         if kind in ("release", "rollback_nested"):
             return (kind,) if nested else None
