@@ -871,6 +871,11 @@ def make_machine(
                 if not self.fresh(o):
                     return False, False, None
             known, old = self.old_parent(o)
+            if not known and isinstance(o.rel["parent"], Maybe):
+                # loaded as before (SQLAlchemy knows the old value, and an old parent left out
+                # of the identity map still loses it from its collection: delete-orphan) or
+                # expired (an identity-map lookup that does not find it): unknown
+                return False, False, None
             if old is not None and not old.live():
                 return False, known, None  # its old parent is deleted or detached
             # not known: the old parent is not in the identity map (or is expired there) and
