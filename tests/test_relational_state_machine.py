@@ -43,10 +43,9 @@ loaded or expired (SQLAlchemy loads an expired object to UPDATE it, or counts a 
 unchanged as a change that a SAVEPOINT rollback expires), the model accepts either and checks
 the content. The `test_bug_*` tests at the end reproduce, deterministically, each divergence the
 machine found in retort. The fixed ones run on both libraries (`both_libraries`) and the machine
-draws their cases, the model predicting SQLAlchemy's behaviour there; those still open are
-strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw next to their
-names (the machine never relates objects outside the session, where the open one lies; the
-differential search keeps it out of its draw).
+draws their cases, the model predicting SQLAlchemy's behaviour there; those still open (none at
+present) are strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw
+next to their names.
 Cases where SQLAlchemy itself fails, warns or ends up inconsistent, or where SPEC §5 lets retort
 do better (cycles through nodes.parent_id, unique codes changing hands in one flush), are kept
 out as well, as are a few whose outcome depends on what the model cannot know (whether the
