@@ -43,9 +43,10 @@ loaded or expired (SQLAlchemy loads an expired object to UPDATE it, or counts a 
 unchanged as a change that a SAVEPOINT rollback expires), the model accepts either and checks
 the content. The `test_bug_*` tests at the end reproduce, deterministically, each divergence the
 machine found in retort. The fixed ones run on both libraries (`both_libraries`) and the machine
-draws their cases, the model predicting SQLAlchemy's behaviour there; those still open (none at
-present) are strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw
-next to their names.
+draws their cases, the model predicting SQLAlchemy's behaviour there; those still open are
+strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw next to their
+names (the one open now, a flushed delete taken out of its collection, is never drawn: the
+machine only unlinks or removes live objects).
 Cases where SQLAlchemy itself fails, warns or ends up inconsistent, or where SPEC §5 lets retort
 do better (cycles through nodes.parent_id, unique codes changing hands in one flush), are kept
 out as well, as are a few whose outcome depends on what the model cannot know (whether the
@@ -2035,3 +2036,21 @@ def test_bug_a_queued_child_outside_the_session_does_not_get_the_key(repro: Any)
         warnings.simplefilter("ignore")  # SQLAlchemy: not in session, add won't proceed
         s.flush()
     assert c.parent_id == 1
+
+
+@retort_bug(
+    "found by the differential search: a child whose DELETE was flushed, taken out of the "
+    "loaded delete-orphan collection that still holds it, makes the next flush raise "
+    "InvalidRequestError (setting parent_id on a deleted object); SQLAlchemy's flush leaves "
+    "it alone (in the core's sync_many_to_one, called from flush.sync_related)"
+)
+def test_bug_removing_a_flushed_delete_from_its_collection_fails_the_flush(repro: Any) -> None:
+    s, m, _api = repro
+    p1 = s.get(m.Parent, 1)
+    c1, _c2 = p1.children
+    s.delete(c1)
+    s.flush()
+    assert c1 in p1.children  # a loaded collection keeps deleted objects until expired
+    p1.children.remove(c1)
+    s.flush()
+    assert [c.id for c in p1.children] == [2]
