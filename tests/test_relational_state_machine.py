@@ -43,10 +43,9 @@ loaded or expired (SQLAlchemy loads an expired object to UPDATE it, or counts a 
 unchanged as a change that a SAVEPOINT rollback expires), the model accepts either and checks
 the content. The `test_bug_*` tests at the end reproduce, deterministically, each divergence the
 machine found in retort. The fixed ones run on both libraries (`both_libraries`) and the machine
-draws their cases, the model predicting SQLAlchemy's behaviour there; those still open are
-strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw next to their
-names (the one open now, a flushed delete taken out of its collection, is never drawn: the
-machine only unlinks or removes live objects).
+draws their cases, the model predicting SQLAlchemy's behaviour there; those still open (none at
+present) are strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw
+next to their names.
 Cases where SQLAlchemy itself fails, warns or ends up inconsistent, or where SPEC §5 lets retort
 do better (cycles through nodes.parent_id, unique codes changing hands in one flush), are kept
 out as well, as are a few whose outcome depends on what the model cannot know (whether the
@@ -2038,11 +2037,11 @@ def test_bug_a_queued_child_outside_the_session_does_not_get_the_key(repro: Any)
     assert c.parent_id == 1
 
 
-@retort_bug(
+@both_libraries(
     "found by the differential search: a child whose DELETE was flushed, taken out of the "
-    "loaded delete-orphan collection that still holds it, makes the next flush raise "
+    "loaded delete-orphan collection that still holds it, made the next flush raise "
     "InvalidRequestError (setting parent_id on a deleted object); SQLAlchemy's flush leaves "
-    "it alone (in the core's sync_many_to_one, called from flush.sync_related)"
+    "it alone"
 )
 def test_bug_removing_a_flushed_delete_from_its_collection_fails_the_flush(repro: Any) -> None:
     s, m, _api = repro

@@ -13,6 +13,8 @@ use std::rc::Rc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyType};
 
+use crate::engine::state::Lifecycle;
+
 use super::interned::Interned;
 use super::mapper::{MapperCore, SyncKind, SyncProp};
 use super::state::{instance_dict, mapper_of, state_in, InstanceState, STATE_KEY};
@@ -160,8 +162,8 @@ pub fn sync_collections<'py>(
 
 /// Pass two, after Python settled orphans: each many-to-one changed since the object was
 /// loaded or flushed (or of a pending object) copies the key of the object it names into the
-/// foreign key (None for None). Objects marked deleted are skipped: they keep their foreign
-/// keys, as in SQLAlchemy. Returns `(target, prop)` for each target outside the session, for
+/// foreign key (None for None). Objects marked deleted, or whose DELETE a flush ran, are
+/// skipped: they keep their foreign keys, as in SQLAlchemy. Returns `(target, prop)` for each target outside the session, for
 /// which nothing is written (Python warns).
 pub fn sync_many_to_one<'py>(
     objs: &Bound<'py, PyList>,
@@ -181,10 +183,16 @@ pub fn sync_many_to_one<'py>(
             continue;
         }
         let dict = instance_dict(&obj)?;
-        let has_identity = match state_in(&dict)? {
-            Some(s) => s.get().lock()?.key.is_some(),
-            None => false,
+        let (has_identity, flushed_delete) = match state_in(&dict)? {
+            Some(s) => {
+                let inner = s.get().lock()?;
+                (inner.key.is_some(), inner.lifecycle == Lifecycle::Deleted)
+            }
+            None => (false, false),
         };
+        if flushed_delete {
+            continue; // its row is gone: nothing of it is written (taken out of a stale collection)
+        }
         let history = if has_identity {
             dict.get_item(HISTORY.get(py))?
         } else {
