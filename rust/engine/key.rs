@@ -3,6 +3,7 @@
 //! No application object is ever a hash key: the binding converts each primary-key value to a
 //! `KeyValue` once, and from then on lookups hash and compare plain Rust data.
 
+use smallvec::SmallVec;
 use std::fmt;
 use thin_vec::ThinVec;
 
@@ -51,13 +52,17 @@ pub enum IdentityKey {
 
 impl IdentityKey {
     pub fn new(mapper: u32, values: impl IntoIterator<Item = KeyValue>) -> Self {
-        let values: ThinVec<KeyValue> = values.into_iter().collect();
+        // gathered inline first: the one-integer key allocates nothing
+        let values: SmallVec<[KeyValue; 1]> = values.into_iter().collect();
         match values.as_slice() {
             [KeyValue::Int(value)] => IdentityKey::Int {
                 mapper,
                 value: *value,
             },
-            _ => IdentityKey::Values { mapper, values },
+            _ => IdentityKey::Values {
+                mapper,
+                values: values.into_iter().collect(),
+            },
         }
     }
 

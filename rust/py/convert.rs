@@ -51,6 +51,6 @@ pub fn identity_key<'py>(
 ) -> PyResult<IdentityKey> {
     let values = values
         .map(|v| key_value(&v))
-        .collect::<PyResult<Vec<KeyValue>>>()?;
+        .collect::<PyResult<smallvec::SmallVec<[KeyValue; 1]>>>()?;
     Ok(IdentityKey::new(mapper, values))
 }
