@@ -28,7 +28,6 @@ from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
 from retort import exc
-from retort.attributes import _has_identity
 from retort.sql import compiler
 
 if TYPE_CHECKING:
@@ -548,9 +547,10 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     """Copy keys along the relationships of `objs` into foreign keys and association rows;
     delete orphans; null or delete the children of parents being deleted.
 
-    The core copies keys along collections that only gained members and along changed
-    many-to-ones, in one call each; what it hands back (objects marked deleted, collections
-    with removals, scalar one-to-manys, many-to-manys) is settled here."""
+    The core copies keys into the members collections gained and along changed many-to-ones,
+    in one call each; what it hands back (objects marked deleted, the removals of collections,
+    scalar one-to-manys, many-to-manys, changes queued for unloaded collections) is settled
+    here."""
     changes = RelatedChanges()
     if session._orphan_children:
         _delete_unparented(session)
@@ -563,7 +563,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 if not p.viewonly:
                     _parent_deleted(session, obj, p, changes)
         elif prop.direction == "ONETOMANY":
-            _sync_one_to_many(session, obj, prop, value, changes)
+            _sync_one_to_many(session, obj, prop, value)
         else:
             for item in value._added.values():
                 if _outside(session, item, prop):
@@ -651,42 +651,21 @@ def _delete_unparented(session: Any) -> None:
                 session._cascade_delete(child)
 
 
-def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any, changes: Any) -> None:
+def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any) -> None:
+    """What the core leaves of a one-to-many: the members a collection lost (those it gained
+    have the key already), or a scalar one-to-many's key copy and the object it replaced."""
     parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
     if prop.uselist:
         items = list(value)
         removed = list(value._removed.values())
-        changes.collections.append(value)
     else:
         items = [] if value is None else [value]
         orphan = session._orphans.pop(id(obj), None)
         removed = [] if orphan is None else [orphan]
-    if prop.uselist and _has_identity(obj) and not _key_changed(obj):
-        # the key goes into the members the collection gained, as in SQLAlchemy: a member it
-        # had keeps the foreign key it has (set by hand, perhaps, the collection being stale)
-        added = value._added
-        sync = [c for c in items if id(c) in added]
-    else:
-        sync = items
-    if len(prop.pairs) == 1:
-        key, pv = prop.pairs[0][1].key, parent_values[0]
-        for child in sync:
-            current = child.__dict__.get(key, _MISSING)
-            if current is _MISSING or (current is not pv and current != pv):
-                setattr(child, key, pv)
-    else:
-        for child in sync:
+        for child in items:
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
     _settle_removed(session, obj, prop, items, removed, parent_values)
-
-
-def _key_changed(obj: Any) -> bool:
-    """Whether a primary key column of persistent `obj` was changed since it was loaded
-    (its members then get the new key)."""
-    state = obj.__dict__["_retort_state"]
-    changed = state.changed
-    return bool(changed) and any(i in changed for i in type(obj).__mapper__._pk_index)
 
 
 def _settle_removed(

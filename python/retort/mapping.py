@@ -252,7 +252,6 @@ class Mapper:
             raise exc.ArgumentError(
                 f"{class_.__name__}: every primary key column of {table.name!r} must be mapped"
             ) from None
-        self._pk_index: list[int] = pk_index
         # attribute names of the columns outside the primary key
         self.non_key_attrs: list[str] = [
             k for i, k in enumerate(self.keys) if i not in set(pk_index)

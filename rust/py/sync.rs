@@ -1,10 +1,10 @@
 //! Relationship key sync before a flush: the parent's key copied into its children's foreign
 //! keys, in one call for all the objects whose relationships changed.
 //!
-//! The common cases run here: a one-to-many collection that gained members, and a
-//! many-to-one set to an object (or None). Everything that settles removals, orphans, rows of
+//! The key copies run here: into the members a one-to-many collection gained, and from the
+//! object a many-to-one names (or None). Everything that settles removals, orphans, rows of
 //! deleted parents and association rows goes back to Python (`flush.sync_related`), which
-//! keeps the rules in one place; those objects are returned, in order.
+//! keeps those rules in one place; those objects are returned, in order.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -83,14 +83,14 @@ fn identity_and_key_change(
     Ok((true, mapper.pk.iter().any(|c| changed.contains(c))))
 }
 
-/// Pass one, over the objects in order: each one-to-many collection that only gained members
-/// copies its owner's key into them (into the members it gained, when the owner has a row and
-/// the same key as before; into all of them otherwise, as SQLAlchemy does). Returns, in
-/// order, what Python settles: `(obj, None, None)` for an object marked deleted, `(obj, prop,
-/// value)` for a collection with removals, a scalar one-to-many or a many-to-many, and
-/// `(obj, None, queued)` for an object with changes queued for unloaded collections (its
-/// `_retort_pending`).
-/// `collections` receives each collection synced here (its history is reset after the flush).
+/// Pass one, over the objects in order: each one-to-many collection copies its owner's key
+/// into its members (into the members it gained, when the owner has a row and the same key as
+/// before; into all of them otherwise, as SQLAlchemy does). Returns, in order, what Python
+/// settles: `(obj, None, None)` for an object marked deleted, `(obj, prop, value)` for the
+/// removals of a collection, a scalar one-to-many or a many-to-many, and `(obj, None,
+/// queued)` for an object with changes queued for unloaded collections (its
+/// `_retort_pending`). `collections` receives each collection synced here (its history is
+/// reset after the flush).
 pub fn sync_collections<'py>(
     objs: &Bound<'py, PyList>,
     is_deleted: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<bool>,
@@ -123,8 +123,12 @@ pub fn sync_collections<'py>(
                 continue;
             };
             if p.kind == SyncKind::Other || value.getattr(REMOVED.get(py))?.is_truthy()? {
-                rest.append((obj.clone(), p.prop.bind(py), value))?;
-                continue;
+                // Python settles what it took out (after this call: its gained members have
+                // the key by then) or the whole of a scalar one-to-many or a many-to-many
+                rest.append((obj.clone(), p.prop.bind(py), &value))?;
+                if p.kind == SyncKind::Other {
+                    continue;
+                }
             }
             collections.append(&value)?;
             let (has_identity, key_changed) = identity_and_key_change(&dict, mapper.get())?;
@@ -163,8 +167,8 @@ pub fn sync_collections<'py>(
 /// Pass two, after Python settled orphans: each many-to-one changed since the object was
 /// loaded or flushed (or of a pending object) copies the key of the object it names into the
 /// foreign key (None for None). Objects marked deleted, or whose DELETE a flush ran, are
-/// skipped: they keep their foreign keys, as in SQLAlchemy. Returns `(target, prop)` for each target outside the session, for
-/// which nothing is written (Python warns).
+/// skipped: they keep their foreign keys, as in SQLAlchemy. Returns `(target, prop)` for each
+/// target outside the session, for which nothing is written (Python warns).
 pub fn sync_many_to_one<'py>(
     objs: &Bound<'py, PyList>,
     is_deleted: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<bool>,
