@@ -1228,16 +1228,15 @@ class Session:
         of three, with the same outcome (a statement on one row writes all or nothing)."""
         batches = plan.batches
         if (
-            len(batches) != 1
-            or batches[0].n != 1
-            or (related is not None and (related.link_inserts or related.link_deletes))
+            len(batches) == 1
+            and batches[0].n == 1
+            and not (related is not None and (related.link_inserts or related.link_deletes))
         ):
-            return flush.execute(plan, self._connection_for)
-        conn = self._connection_for(batches[0].mapper.owner)
-        if conn is self.bind or conn in self._binds.values():
-            return flush.execute(plan, self._connection_for)  # the caller's own transaction
-        with conn._lone_statement():
-            return flush.execute(plan, self._connection_for)
+            conn = self._connection_for(batches[0].mapper.owner)
+            if conn is not self.bind and conn not in self._binds.values():  # not the caller's
+                with conn._lone_statement():
+                    return flush.execute(plan, self._connection_for)
+        return flush.execute(plan, self._connection_for)
 
     def _prepare_related(self) -> RelatedChanges:
         """Before planning: pre-allocate keys relationships need, copy keys into foreign keys,

@@ -171,8 +171,6 @@ impl MapperCore {
         self.keys.len()
     }
 
-    /// The columns that identify a row in UPDATE and DELETE: the primary key, then the version
-    /// counter when the mapper has one.
     /// The relationships a flush syncs, copied out of the lock (empty before configuration).
     pub fn sync_props(&self, py: Python<'_>) -> PyResult<Vec<SyncProp>> {
         let guard = self
@@ -185,6 +183,8 @@ impl MapperCore {
             .unwrap_or_default())
     }
 
+    /// The columns that identify a row in UPDATE and DELETE: the primary key, then the version
+    /// counter when the mapper has one.
     pub fn match_cols(&self) -> Vec<u16> {
         let mut cols = self.pk.clone();
         cols.extend(self.version);

@@ -593,6 +593,14 @@ fn load_value<'py>(
 }
 
 impl SessionCore {
+    /// Whether an object is marked for deletion at the next flush (no lookup while none is).
+    fn marked_deleted(&self) -> PyResult<impl Fn(&Bound<'_, PyAny>) -> PyResult<bool> + '_> {
+        let any = !self.uow()?.deleted.is_empty();
+        Ok(move |o: &Bound<'_, PyAny>| {
+            Ok(any && self.uow()?.deleted.contains_key(&(o.as_ptr() as usize)))
+        })
+    }
+
     fn uow(&self) -> PyResult<MutexGuard<'_, Uow>> {
         self.shared.uow.try_lock().map_err(|_| busy("session"))
     }
@@ -1116,20 +1124,13 @@ impl SessionCore {
         objs: &Bound<'py, PyList>,
         collections: &Bound<'py, PyList>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let any_deleted = !self.uow()?.deleted.is_empty();
-        let is_deleted = |o: &Bound<'py, PyAny>| -> PyResult<bool> {
-            Ok(any_deleted && self.uow()?.deleted.contains_key(&(o.as_ptr() as usize)))
-        };
-        sync::sync_collections(objs, &is_deleted, collections)
+        sync::sync_collections(objs, &self.marked_deleted()?, collections)
     }
 
     /// The flush's relationship key sync, pass two: changed many-to-ones. Returns (target,
     /// relationship) for each target outside the session.
     fn sync_many_to_one<'py>(&self, objs: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
-        let any_deleted = !self.uow()?.deleted.is_empty();
-        let is_deleted = |o: &Bound<'py, PyAny>| -> PyResult<bool> {
-            Ok(any_deleted && self.uow()?.deleted.contains_key(&(o.as_ptr() as usize)))
-        };
+        let is_deleted = self.marked_deleted()?;
         let shared = &self.shared;
         let in_session = |s: &Bound<'py, InstanceState>| -> PyResult<bool> {
             Ok(s.get().lock()?.in_session(shared))

@@ -9,8 +9,9 @@ Rows are stored as plain tuples; a `Row` is only made when one is handed out, so
 
 from __future__ import annotations
 
+import functools
 import operator
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from retort import exc
@@ -44,6 +45,8 @@ class _CursorLike(Protocol):
     def rowcount(self) -> int: ...
 
     def fetchall(self) -> list[Any]: ...
+
+    def fetchmany(self, size: int) -> list[Any]: ...
 
     def close(self) -> None: ...
 
@@ -375,21 +378,24 @@ class Result(_Filter):
             names = tuple(c.name for c in columns)  # type: ignore[union-attr]
         else:
             names = tuple(d.name for d in description)
-        if page is not None and row_transform is not None:
-            rows: list[Any] = []
-            while batch := cursor.fetchmany(page):  # type: ignore[union-attr]
-                if processed:
-                    batch = _process(batch, columns)  # type: ignore[arg-type]
-                rows.extend(row_transform(batch))
-            cursor.close()  # type: ignore[union-attr]
-        else:
-            rows = cursor.fetchall()  # type: ignore[union-attr]
-            cursor.close()  # type: ignore[union-attr]
-            if processed and rows:
-                rows = _process(rows, columns)  # type: ignore[arg-type]
-            if row_transform is not None and rows:
-                rows = list(row_transform(rows))
-        self._rows = rows
+        assert cursor is not None
+        pages: Iterable[list[Any]] = (
+            iter(functools.partial(cursor.fetchmany, page), [])
+            if page is not None and row_transform is not None
+            else (cursor.fetchall(),)
+        )
+        rows: list[Any] | None = None
+        for batch in pages:
+            if batch and processed:
+                batch = _process(batch, columns)  # type: ignore[arg-type]
+            if batch and row_transform is not None:
+                batch = list(row_transform(batch))
+            if rows is None:
+                rows = batch  # one page (or all the rows): kept as fetched
+            else:
+                rows.extend(batch)
+        cursor.close()
+        self._rows = rows if rows is not None else []
         self._keys = tuple(keys) if keys is not None else names
         self._row_cls = _row_class(self._keys)
         self._make = self._row_cls
