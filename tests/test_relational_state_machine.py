@@ -2053,3 +2053,27 @@ def test_bug_removing_a_flushed_delete_from_its_collection_fails_the_flush(repro
     p1.children.remove(c1)
     s.flush()
     assert [c.id for c in p1.children] == [2]
+
+
+@both_libraries(
+    "found: a child deleted by an autoflush and then expunged cannot read its parent, which "
+    "the identity map held when the DELETE was flushed (SQLAlchemy's flush reads it, no SQL)"
+)
+def test_bug_many_to_one_of_a_deleted_object_is_read_by_its_flush(repro: Any) -> None:
+    s, m, api = repro
+    p1 = s.get(m.Parent, 1)
+    c1, c3, c4 = s.get(m.Child, 1), s.get(m.Child, 3), s.get(m.Node, 2)
+    s.delete(c1)
+    p1.children.append(m.Child(id=5, name="c5"))  # loading p1.children autoflushes the DELETE
+    s.expunge(c1)
+    assert c1.parent is p1
+    n1, n2 = s.get(m.Node, 1), c4
+    s.delete(n2)
+    s.flush()
+    s.expunge(n2)
+    assert n2.parent is n1
+    s.delete(c3)  # parent 2 is not in the identity map: nothing to read without SQL
+    s.flush()
+    s.expunge(c3)
+    with pytest.raises(api.DetachedInstanceError):
+        _ = c3.parent

@@ -1106,9 +1106,11 @@ class RelationshipProperty:
                 obj_session._orphans[id(obj)] = old
         _note_change(obj, self)
 
-    def _old_in_identity_map(self, obj: Any) -> Any:
+    def _old_in_identity_map(self, obj: Any, expired_ok: bool = False) -> Any:
         """The object a many-to-one refers to by its loaded foreign key, if the identity map
-        holds it; None for a NULL key; _NOT_SET when that is unknown without SQL."""
+        holds it; None for a NULL key; _NOT_SET when that is unknown without SQL. An expired
+        object found counts only with `expired_ok` (a flush's lookup: the object is not
+        refreshed, as SQLAlchemy's flush does not)."""
         d = obj.__dict__
         state = d.get("_retort_state")
         if state is None or state.stale:
@@ -1127,7 +1129,7 @@ class RelationshipProperty:
             return _NOT_SET
         ident = tuple(by_target.values())
         found = session._core.identity_lookup(target._core, ident)
-        if found is None or _wholly_expired(found, target):
+        if found is None or (not expired_ok and _wholly_expired(found, target)):
             # an expired object is no answer without SQL (as SQLAlchemy's no-fetch lookup)
             return _NOT_SET
         return found
@@ -1273,14 +1275,6 @@ class RelationshipProperty:
                 f"select(...).options(selectinload({self.parent.class_.__name__}.{self.key}))"
             )
         session = _session_of(obj)
-        if session is None and self.direction == "MANYTOONE":
-            state = obj.__dict__.get("_retort_state")
-            fks = [obj.__dict__.get(dst.key, _NOT_SET) for _, dst in self.pairs]
-            if state is not None and state.was_deleted and None in fks and _NOT_SET not in fks:
-                # as SQLAlchemy, whose flush of the DELETE read it: a NULL foreign key refers
-                # to nothing
-                obj.__dict__[self.key] = None
-                return None
         if session is None:
             raise exc.DetachedInstanceError(
                 f"{self} of {obj!r} is not loaded and the object is not bound to a Session; "
