@@ -35,6 +35,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
 - the flush of a DELETE reads the object's unloaded many-to-ones from the identity map (no
   SQL), so that they stay readable once it is detached: SQLAlchemy's for the first deleted object
   of each relationship only, retort's for every one;
+- a delete cascade reaching an object whose DELETE was flushed (it stays in the loaded
+  collection) passes over it in retort; SQLAlchemy puts it back in the identity map and
+  session.deleted, and its next flush sends a second DELETE matching no row, with a warning
+  (the program stops there, as for the improvements above);
 - a row switch (a new object taking a deleted object's key in one flush) writes NULL for the
   columns the new object leaves unset, where SQLAlchemy keeps the deleted row's values;
 - delete() of a parent with pending children expunges them (SQLAlchemy inserts them and fails
@@ -829,6 +833,22 @@ class Lockstep:
 
         return None
 
+    def state_improvement(self, step: Step) -> str | None:
+        """The SPEC §5 improvement a step both libraries ran without error is, if the states
+        they leave differ by one."""
+        if step[0] == "delete" and any(
+            self.sa.api.inspect(o).was_deleted for o in self.sa.session.deleted
+        ):
+            # the delete cascade reached an object whose DELETE was flushed (still in a loaded
+            # collection): SQLAlchemy puts it back in the identity map and marks it again, and
+            # its next flush sends a second DELETE for the row (matching nothing, with a
+            # warning); retort passes over it
+            # (test_improvement_a_delete_cascade_passes_over_an_object_already_deleted)
+            if any(self.rt.api.inspect(o).was_deleted for o in self.rt.session.deleted):
+                return None  # retort marked it too: no improvement
+            return "a delete cascade passes over an object already deleted"
+        return None
+
     def check_retort_alone(self) -> None:
         """After an accepted improvement: the rows retort's transaction sees are what its clean
         persistent objects say."""
@@ -880,6 +900,12 @@ class Lockstep:
         if not sa.ok:
             _event(f"error: {sa.value}")
             self.sa.flush_failed = self.sa.flush_failed or sa.value in FLUSH_ERRORS
+        why = self.state_improvement(step) if sa.ok else None
+        if why is not None:
+            _event(f"improvement: {why}")
+            self.program[-1] += f" (improvement: {why})"
+            self.check_retort_alone()
+            return None
         self.compare_objects()
         if sa.ok and step[0] == "flush":
             # after an earlier failed flush a flush with nothing to write succeeds, and the
@@ -1262,6 +1288,37 @@ def test_improvement_a_child_listed_twice_is_no_orphan_when_one_entry_goes(
     sa_children, rt_children = (fetch_rows(admin_conn, side.schema)["children"] for side in sides)
     assert all(r[0] != 5 for r in sa_children)
     assert (5, "c5", 5) in rt_children
+
+
+def test_improvement_a_delete_cascade_passes_over_an_object_already_deleted(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: a child deleted and flushed stays in its parent's loaded
+    # collection; delete() of the parent cascades to it. SQLAlchemy's cascade puts it back in
+    # the identity map and marks it deleted again, and its flush sends a second DELETE for the
+    # row, which matches nothing (with a warning); retort passes over it
+    _lockstep(sides, admin_conn)
+    marked, warned = {}, {}
+    for side in sides:
+        m, s = side.models, side.session
+        p1, c1 = s.get(m.Parent, 1), s.get(m.Child, 1)
+        assert c1 in p1.children
+        s.delete(c1)
+        s.flush()
+        s.delete(p1)
+        marked[side.name] = (c1 in s, c1 in s.deleted, side.lifecycle(c1))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            s.commit()
+        warned[side.name] = [str(w.message)[:40] for w in caught]
+    for side in sides:
+        side.close()
+    assert marked == {"sqlalchemy": (True, True, "deleted"), "retort": (False, False, "deleted")}
+    assert warned == {"sqlalchemy": ["DELETE statement on table 'children' exp"], "retort": []}
+    for side in sides:
+        rows = fetch_rows(admin_conn, side.schema)
+        assert [r[0] for r in rows["parents"]] == [2, 3]
+        assert [r[0] for r in rows["children"]] == [3, 4]
 
 
 def test_improvement_unique_code_swap(
