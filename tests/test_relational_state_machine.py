@@ -992,7 +992,9 @@ def make_machine(
             """Whether the nodes the next flush writes would have a cycle through their old and
             new parents together, once `changed` has `new_parent`. SQLAlchemy orders such a flush
             node by node and raises CircularDependencyError even where the rows end up acyclic
-            (retort breaks it, SPEC §5)."""
+            (retort breaks it, SPEC §5). Its flush holds every node changed since the last one,
+            its row unchanged included (an old or new parent whose children a backref changed),
+            with the edge to its parent."""
             want = self.want.tables["Node"]
             flushed = self.flushed.tables["Node"]
             edges: set[tuple[int, int]] = set()
@@ -1001,6 +1003,7 @@ def make_machine(
                     o is changed
                     or o.state != "persistent"
                     or o.orphan
+                    or o.dirty  # a backref's change to its children (loaded or not) counts
                     or want.get(o.id) != flushed.get(o.id)
                 )
                 if not in_flush:
