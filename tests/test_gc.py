@@ -9,6 +9,7 @@ the session keeps them (strongly) to compare their values with the ones loaded b
 from __future__ import annotations
 
 import gc
+import itertools
 import sys
 import weakref
 from collections.abc import Callable
@@ -245,8 +246,8 @@ def test_expunged_objects_are_released(db: Engine, assert_collected: Collected) 
 def test_clean_states_stay_out_of_the_collector_until_they_hold_a_value(
     db: Engine, assert_collected: Collected
 ) -> None:
-    # a state with an empty snapshot is in no cycle: it is not tracked (nor is the identity
-    # map's weak reference), which keeps a large load cheap for the cyclic collector
+    # a state with an empty snapshot is in no cycle: it is not tracked (the identity map holds
+    # its objects by a plain pointer), which keeps a large load cheap for the cyclic collector
     with Session(db) as s:
         nodes = s.scalars(select(Node)).all()
         states = [n.__dict__["_retort_state"] for n in nodes]
@@ -303,3 +304,148 @@ def test_loaded_objects_share_attribute_names_after_many_were_constructed(
         assert list(d)[:3] == ["id", "name", "qty"]
         # a dict of its own is as large as a copy of it; a shared-names one is smaller
         assert sys.getsizeof(d) < sys.getsizeof(dict(d)), (sys.getsizeof(d), len(d))
+
+
+# --------------------------------------------------------------------------------------------
+# how the identity map learns that an object is gone: the finalizer retort gives mapped classes
+# (rust/py/liveness.rs), or a weak reference where it cannot
+
+
+def _fresh_class(with_del: bool = False) -> type:
+    """A mapped class of its own (a class that lost retort's finalizer never gets it back)."""
+
+    class FreshBase(DeclarativeBase):
+        pass
+
+    ns: dict[str, Any] = {
+        "__tablename__": "nodes",
+        "__annotations__": {"id": Mapped[int], "name": Mapped[str]},
+        "id": mapped_column(primary_key=True),
+    }
+    if with_del:
+        ns["finalized"] = []
+        ns["__del__"] = lambda self: type(self).finalized.append(self.__dict__.get("id"))
+    return type("Fresh", (FreshBase,), ns)
+
+
+def _key(cls: type, ident: int) -> tuple[type, tuple[int], None]:
+    return (cls, (ident,), None)
+
+
+def test_objects_of_a_collected_cycle_leave_the_identity_map(
+    db: Engine, sql_log: Log, assert_collected: Collected
+) -> None:
+    with Session(db) as s:
+        nodes = s.scalars(select(Node).order_by(Node.id)).all()
+        ids = [n.id for n in nodes]
+        for a, b in zip(nodes, [*nodes[1:], nodes[0]], strict=True):
+            a.peer = b  # a plain attribute: the objects form one cycle
+        refs = [weakref.ref(n) for n in nodes]
+        del nodes, a, b
+        assert all(r() is not None for r in refs)  # the cycle keeps them until a collection
+        assert_collected(*refs)
+        assert len(s.identity_map) == 0
+        assert all(s.identity_map.get(_key(Node, i)) is None for i in ids)
+        sql_log.clear()
+        again = s.get(Node, ids[2])
+        assert again is not None and again.name == "n2"
+        assert [sql.split()[0] for sql, _ in sql_log] == ["SELECT"]
+
+
+def test_a_class_with_its_own_del_is_followed_by_weak_references(
+    db: Engine, assert_collected: Collected
+) -> None:
+    from retort import _core
+
+    Fresh: Any = _fresh_class(with_del=True)
+    assert not _core.adopt_class(Fresh)  # its finalizer is its own __del__
+    with Session(db) as s:
+        objs = s.scalars(select(Fresh).order_by(Fresh.id)).all()
+        ids = [o.id for o in objs]
+        refs = [weakref.ref(o) for o in objs[1:]]
+        del objs[1:]
+        assert_collected(*refs)
+        assert sorted(Fresh.finalized) == ids[1:]
+        held = [s.identity_map.get(_key(Fresh, i)) is not None for i in ids]
+        assert held == [True] + [False] * (len(ids) - 1)
+
+
+def test_del_given_to_a_mapped_class_later_loses_no_object(
+    db: Engine, sql_log: Log, assert_collected: Collected
+) -> None:
+    from retort import _core
+
+    Fresh: Any = _fresh_class()
+    assert _core.adopt_class(Fresh)
+    with Session(db) as s:
+        objs = s.scalars(select(Fresh).order_by(Fresh.id)).all()
+        ids = [o.id for o in objs]
+        finalized: list[int] = []
+        Fresh.__del__ = lambda self: finalized.append(self.__dict__.get("id"))
+        # the class's finalizer is the __del__ now: retort's entries of the class count as
+        # gone (the live objects are loaded again, as new instances), and new ones are weak
+        keep = objs[0]
+        refs = [weakref.ref(o) for o in objs[1:]]
+        del objs
+        assert_collected(*refs)
+        assert sorted(finalized) == ids[1:]
+        assert not _core.adopt_class(Fresh)
+        # new objects of the same size take the memory of the ones that went
+        filler = [Fresh(id=1000 + i, name="x") for i in range(200)]
+        assert all(s.identity_map.get(_key(Fresh, i)) is None for i in ids[1:])
+        del filler
+        sql_log.clear()
+        assert s.get(Fresh, ids[1]) is not None
+        assert [sql.split()[0] for sql, _ in sql_log] == ["SELECT"]
+        assert keep.name == "n0"
+
+
+def test_an_object_cannot_be_made_an_instance_of_a_class_retort_does_not_follow(
+    db: Engine,
+) -> None:
+    class Plain:
+        pass
+
+    with Session(db) as s:
+        node = s.scalars(select(Node).limit(1)).one()
+        with pytest.raises(TypeError, match="deallocator differs"):
+            node.__class__ = Plain  # type: ignore[assignment]
+        assert type(node) is Node and s.identity_map.get(_key(Node, node.id)) is node
+
+
+def test_lookups_during_a_deep_deallocation_find_no_dying_object(engine: Engine) -> None:
+    # dropping the head of a long chain of objects deallocates them recursively; CPython
+    # defers the deepest ones (its "trashcan"), which then wait with no references and no
+    # finalizer run yet. Code that runs meanwhile (here weak-reference callbacks of objects
+    # each link holds after the next) must not get them from the identity map.
+    Base.metadata.create_all(engine)
+    count = 400
+    with Session(engine) as s:
+        s.add_all([Node(name=f"c{i}") for i in range(count)])
+        s.commit()
+    with Session(engine) as s:
+        chain = s.scalars(select(Node).order_by(Node.id).limit(count)).all()
+        ids = [n.id for n in chain]
+
+        class Probe:
+            pass
+
+        bad: list[int] = []
+        probes: list[weakref.ref[Probe]] = []
+
+        def look(_: object, upto: int) -> None:
+            for i in ids[: upto + 1]:
+                if s.identity_map.get(_key(Node, i)) is not None:
+                    bad.append(i)
+
+        for pos, (a, b) in enumerate(itertools.pairwise(chain)):
+            a.nxt = b  # released first when `a` is freed, then its probe
+            probe = Probe()
+            probes.append(weakref.ref(probe, lambda r, pos=pos: look(r, pos + 1)))
+            a.probe = probe
+        head = chain[0]
+        del chain, a, b, probe
+        del head
+        assert all(p() is None for p in probes)
+        assert bad == []
+        assert len(s.identity_map) == 0

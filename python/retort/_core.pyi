@@ -14,6 +14,7 @@ __all__ = [
     "MapperCore",
     "SessionCore",
     "__version__",
+    "adopt_class",
     "fill_new_collection",
     "make_detached",
 ]
@@ -22,6 +23,7 @@ __version__: Final[str]
 NEEDS_LOAD: Final[object]
 
 def make_detached(instance: object) -> None: ...
+def adopt_class(cls: type) -> bool: ...
 def fill_new_collection(
     added: dict[int, Any], items: list[Any], cls: type, back_key: str | None, owner: object
 ) -> bool: ...

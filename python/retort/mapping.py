@@ -296,6 +296,9 @@ class Mapper:
         # Session.get's fast path finds the core from the class in one attribute lookup
         class_._retort_core = self._core  # type: ignore[attr-defined]
         _share_instance_keys(class_, [*self.keys, "_retort_state", *self.relationships])
+        # the identity map learns of an instance's end from the class's finalizer rather than
+        # from a weak reference per instance (rust/py/liveness.rs)
+        _core.adopt_class(class_)
         _unconfigured.append(self)
 
     def _version_index(self, class_: type, index_of: dict[int, int]) -> int | None:

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod fingerprint;
 pub mod flush;
 pub mod interned;
+pub mod liveness;
 pub mod mapper;
 pub mod session;
 pub mod state;
@@ -27,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<flush::FlushPlan>()?;
     m.add_function(wrap_pyfunction!(state::make_detached, m)?)?;
     m.add_function(wrap_pyfunction!(sync::fill_new_collection, m)?)?;
+    m.add_function(wrap_pyfunction!(liveness::adopt_class, m)?)?;
     let sentinel = py.import("builtins")?.getattr("object")?.call0()?;
     let _ = session::NEEDS_LOAD.set(py, sentinel.clone().unbind());
     m.add("NEEDS_LOAD", sentinel)?;

@@ -9,8 +9,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyWeakrefMethods;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyWeakrefReference};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::engine::error::CoreError;
@@ -25,9 +24,10 @@ use super::convert::{identity_key, key_value};
 use super::errors::{busy, InvalidRequestError};
 use super::fingerprint::fingerprint;
 use super::flush::{Batch, FlushPlan, Held, Row};
+use super::liveness::ObjRef;
 use super::mapper::{self, MapperCore};
 use super::state::{
-    ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, untrack, untrack_state,
+    ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, untrack_state,
     InstanceState, StateInner, STATE_KEY,
 };
 use super::sync;
@@ -42,8 +42,14 @@ fn fast_map<K: std::hash::Hash + Eq + Copy, V>() -> FastMap<K, V> {
 pub static NEEDS_LOAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 pub struct Entry {
-    obj: Py<PyWeakrefReference>,
+    obj: ObjRef,
     state: Py<InstanceState>,
+}
+
+impl Entry {
+    fn object<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.obj.get(py, self.state.get())
+    }
 }
 
 #[derive(Default)]
@@ -79,7 +85,7 @@ pub struct Savepoint {
 impl Uow {
     fn live(&self, py: Python<'_>, key: &IdentityKey) -> Option<(Py<PyAny>, Py<InstanceState>)> {
         let e = self.identity.get(key)?;
-        let obj = e.obj.bind(py).upgrade()?;
+        let obj = e.object(py)?;
         Some((obj.unbind(), e.state.clone_ref(py)))
     }
 
@@ -90,15 +96,10 @@ impl Uow {
         obj: &Bound<'_, PyAny>,
         state: Py<InstanceState>,
     ) -> PyResult<()> {
-        let weak = PyWeakrefReference::new(obj)?;
-        // A weak reference without a callback refers to nothing strongly, so it is in no
-        // reference cycle: out of the collector's lists, a large load adds one tracked object
-        // fewer per row.
-        untrack(weak.as_any());
-        let weak = weak.unbind();
-        let replaced = self.identity.insert(key, Entry { obj: weak, state }, |e| {
-            e.obj.bind(py).upgrade().is_some()
-        });
+        let obj = ObjRef::new(obj, state.get())?;
+        let replaced = self
+            .identity
+            .insert(key, Entry { obj, state }, |e| e.object(py).is_some());
         drop(replaced);
         Ok(())
     }
@@ -631,7 +632,7 @@ impl SessionCore {
             return None;
         };
         let e = uow.identity.get(&key)?;
-        let obj = e.obj.bind(py).upgrade()?;
+        let obj = e.object(py)?;
         let fresh = matches!(e.state.get().lock(), Ok(st) if !st.expired_whole());
         drop(uow);
         fresh.then_some(obj)
@@ -2101,11 +2102,8 @@ impl SessionCore {
     /// Live persistent objects of the identity map.
     fn identity_objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let uow = self.uow()?;
-        let objs: Vec<Bound<'py, PyAny>> = uow
-            .identity
-            .values()
-            .filter_map(|e| e.obj.bind(py).upgrade())
-            .collect();
+        let objs: Vec<Bound<'py, PyAny>> =
+            uow.identity.values().filter_map(|e| e.object(py)).collect();
         PyList::new(py, objs)
     }
 
@@ -2129,7 +2127,7 @@ impl SessionCore {
             + uow
                 .identity
                 .values()
-                .filter(|e| e.obj.bind(py).upgrade().is_some())
+                .filter(|e| e.object(py).is_some())
                 .count())
     }
 
@@ -2139,7 +2137,7 @@ impl SessionCore {
             return Ok(());
         };
         for e in uow.identity.values() {
-            visit.call(&e.obj)?;
+            e.obj.traverse(&visit)?;
             visit.call(&e.state)?;
         }
         for (o, s) in uow

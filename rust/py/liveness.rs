@@ -1,0 +1,184 @@
+//! Whether an object of the identity map is still alive, without a weak reference per object.
+//!
+//! The identity map must not keep clean objects alive. A weak reference per object would say
+//! when one is gone, at 80 bytes each (a third of what retort adds to a loaded row). Instead,
+//! a mapped class gets a finalizer: `tp_finalize`, the slot behind `__del__`, which CPython
+//! calls once before freeing an object, both when its reference count reaches zero and when
+//! the collector finds it in an unreachable cycle (there after clearing weak references and
+//! before any `tp_clear`, so the object's `__dict__` still holds its state). The finalizer
+//! flags the state dead. An identity-map entry holds the state strongly and a plain pointer
+//! to the object, which it follows only while the state is not flagged.
+//!
+//! The pointer is only trusted when CPython is sure to call the finalizer:
+//! - the object's class is exactly the mapped class, and that class still has the finalizer
+//!   (assigning `__del__` to a class later replaces it: entries of that class then count as
+//!   gone, and new ones use weak references);
+//! - a class given the finalizer also gets its own `tp_free` (which frees as CPython's does),
+//!   so CPython refuses `obj.__class__ = C` for any class C without it ("deallocator
+//!   differs"): an object cannot move to a class whose instances die unnoticed;
+//! - a reference count of zero (an object whose deallocation CPython deferred) counts as gone.
+//!
+//! Classes that define `__del__` themselves, and objects of unmapped subclasses, keep weak
+//! references.
+
+use std::os::raw::c_void;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use pyo3::ffi;
+use pyo3::gc::PyVisit;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyType, PyWeakrefMethods, PyWeakrefReference};
+use pyo3::PyTraverseError;
+
+use super::state::{untrack, InstanceState, STATE_KEY};
+
+/// The finalizer of mapped classes: flag the object's state dead.
+unsafe extern "C" fn finalize(obj: *mut ffi::PyObject) {
+    // Safety: CPython calls tp_finalize with the interpreter attached and `obj` alive (it
+    // holds a temporary reference); a finalizer must leave the error indicator as it found it.
+    let py = Python::assume_attached();
+    let (mut ty, mut value, mut tb) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+    ffi::PyErr_Fetch(&mut ty, &mut value, &mut tb);
+    let dict = ffi::PyObject_GenericGetDict(obj, ptr::null_mut());
+    if !dict.is_null() {
+        let found = ffi::PyDict_GetItemWithError(dict, STATE_KEY.get(py).as_ptr());
+        if !found.is_null() {
+            if let Ok(state) = Bound::from_borrowed_ptr(py, found).cast_into::<InstanceState>() {
+                state.get().dead.store(true, Ordering::Release);
+            }
+        }
+        ffi::Py_DECREF(dict);
+    }
+    ffi::PyErr_Clear();
+    ffi::PyErr_Restore(ty, value, tb);
+}
+
+/// `tp_free` of mapped classes: CPython's, under another address (see the module comment).
+unsafe extern "C" fn free(obj: *mut c_void) {
+    ffi::PyObject_GC_Del(obj);
+}
+
+/// The address of `finalize` as installed in type slots: taken once, so that comparisons
+/// with slots are of the same value (a function's address may differ between code units).
+static FINALIZE: OnceLock<usize> = OnceLock::new();
+
+fn finalize_addr() -> usize {
+    *FINALIZE.get_or_init(|| finalize as ffi::destructor as usize)
+}
+
+fn has_finalizer(tp: *mut ffi::PyTypeObject) -> bool {
+    // Safety: `tp` is a live type object.
+    let slot = unsafe { (*tp).tp_finalize };
+    slot.is_some_and(|f| f as usize == finalize_addr())
+}
+
+/// Marks (in a class's own `__dict__`) a class given the finalizer: one that lost it since
+/// (a `__del__` assigned) never gets it back, as its objects that died meanwhile were not
+/// flagged.
+const ADOPTED: &str = "_retort_finalizer";
+
+/// Give a mapped class the finalizer, unless it has a finalizer of its own (`__del__`), is not
+/// a heap type of the collector, or lost the finalizer earlier. Whether it has it now.
+#[pyfunction]
+pub fn adopt_class(cls: &Bound<'_, PyType>) -> PyResult<bool> {
+    let tp = cls.as_type_ptr();
+    if has_finalizer(tp) {
+        return Ok(true);
+    }
+    let own = cls.getattr(intern!(cls.py(), "__dict__"))?;
+    if own.contains(ADOPTED)? {
+        return Ok(false);
+    }
+    // Safety: `tp` is a live type object; the GIL is held, so no one else changes its slots.
+    unsafe {
+        let flags = (*tp).tp_flags;
+        let heap_gc = flags & ffi::Py_TPFLAGS_HEAPTYPE != 0 && flags & ffi::Py_TPFLAGS_HAVE_GC != 0;
+        let gc_del = ffi::PyObject_GC_Del as ffi::freefunc as usize;
+        let plain_free = (*tp).tp_free.is_some_and(|f| f as usize == gc_del);
+        if !heap_gc || (*tp).tp_finalize.is_some() || !plain_free || (*tp).tp_weaklistoffset == 0 {
+            return Ok(false);
+        }
+    }
+    cls.setattr(ADOPTED, true)?;
+    // Safety: as above; the address was taken from a function of this signature.
+    unsafe {
+        (*tp).tp_finalize = Some(std::mem::transmute::<usize, ffi::destructor>(
+            finalize_addr(),
+        ));
+        (*tp).tp_free = Some(free);
+    }
+    Ok(true)
+}
+
+/// How an identity-map entry refers to its object.
+pub enum ObjRef {
+    /// A plain pointer, for objects of a class with the finalizer.
+    Raw(RawObj),
+    /// A weak reference, for any other object.
+    Weak(Py<PyWeakrefReference>),
+}
+
+/// A pointer to an object, valid while its state is not flagged dead (see the module comment).
+pub struct RawObj(NonNull<ffi::PyObject>);
+
+// Safety: the pointer is only followed with the interpreter attached (all access to the
+// identity map is), and the liveness rules above say when it may be.
+unsafe impl Send for RawObj {}
+unsafe impl Sync for RawObj {}
+
+impl ObjRef {
+    pub fn new(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<Self> {
+        let py = obj.py();
+        let class = state.mapper.get().class_.bind(py);
+        if obj.get_type().is(class) && has_finalizer(class.as_type_ptr()) {
+            if let Some(p) = NonNull::new(obj.as_ptr()) {
+                return Ok(ObjRef::Raw(RawObj(p)));
+            }
+        }
+        let weak = PyWeakrefReference::new(obj)?;
+        // A weak reference without a callback refers to nothing strongly, so it is in no
+        // reference cycle: out of the collector's lists, a large load adds one tracked object
+        // fewer per row.
+        untrack(weak.as_any());
+        Ok(ObjRef::Weak(weak.unbind()))
+    }
+
+    /// The object, if it is alive. `state` is the entry's state.
+    pub fn get<'py>(&self, py: Python<'py>, state: &InstanceState) -> Option<Bound<'py, PyAny>> {
+        match self {
+            ObjRef::Weak(w) => w.bind(py).upgrade(),
+            ObjRef::Raw(p) => {
+                if state.dead.load(Ordering::Acquire)
+                    || !has_finalizer(state.mapper.get().class_.bind(py).as_type_ptr())
+                {
+                    return None;
+                }
+                let p = p.0.as_ptr();
+                // Safety: the state is not flagged and the class still has the finalizer, so
+                // the object has not been finalized, hence not freed; a count of zero means
+                // CPython deferred its deallocation (the trashcan): gone all the same.
+                unsafe {
+                    if ffi::Py_REFCNT(p) <= 0 {
+                        return None;
+                    }
+                    Some(Bound::from_borrowed_ptr(py, p))
+                }
+            }
+        }
+    }
+
+    pub fn is_live(&self, py: Python<'_>, state: &InstanceState) -> bool {
+        self.get(py, state).is_some()
+    }
+
+    /// Visit what the entry holds strongly (a weak reference; a plain pointer holds nothing).
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            ObjRef::Weak(w) => visit.call(w),
+            ObjRef::Raw(_) => Ok(()),
+        }
+    }
+}
