@@ -2080,3 +2080,27 @@ def test_bug_many_to_one_of_a_deleted_object_is_read_by_its_flush(repro: Any) ->
     s.expunge(c3)
     with pytest.raises(api.DetachedInstanceError):
         _ = c3.parent
+
+
+@both_libraries(
+    "found (differential search): a SAVEPOINT's rollback expired, through the refresh-expire "
+    "cascade, the children loaded in the collection of a parent changed inside it; reading one "
+    "after a flush failed there raised PendingRollbackError"
+)
+def test_bug_savepoint_rollback_expires_no_unchanged_child(repro: Any) -> None:
+    s, m, api = repro
+    c1, c2 = s.get(m.Child, 1), s.get(m.Child, 2)
+    p1 = s.get(m.Parent, 1)
+    assert p1.children == [c1, c2]
+    s.begin_nested()
+    p1.children.append(m.Child(id=5, name="c5"))
+    s.add(m.Parent(id=1, name="again"))  # the flush fails on parents_pkey
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy warns of the key taken
+        with pytest.raises(api.IntegrityError):
+            s.flush()
+    # p1 changed inside the SAVEPOINT (expired); c1 and c2 did not
+    assert "children" in api.inspect(p1).unloaded
+    assert (c1.name, c2.name) == ("c1", "c2")
+    s.rollback()
+    assert c2.name == "c2"

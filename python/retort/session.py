@@ -499,10 +499,12 @@ class Session:
         return touched
 
     def _expire_touched(self, touched: list[Any]) -> None:
+        """After a SAVEPOINT rollback: expire the objects changed inside it, these only (as
+        SQLAlchemy, no refresh-expire cascade to the objects their relationships hold)."""
         for obj in touched:
             state = obj.__dict__.get("_retort_state")
             if state is not None and state.lifecycle == "persistent" and obj in self:
-                self.expire(obj)
+                self._expire_whole(obj, object_mapper(obj).relationships)
 
     def get_transaction(self) -> SessionTransaction | None:
         return self._tx
@@ -1496,10 +1498,7 @@ class Session:
         rels = object_mapper(instance).relationships
         if names is None:
             related = self._cascaded(instance, "refresh-expire") if rels else []
-            self._core.expire(instance, None)
-            for key in rels:
-                instance.__dict__.pop(key, None)
-            instance.__dict__.pop("_retort_pending", None)
+            self._expire_whole(instance, rels)
             for obj in related:
                 if obj in self and obj.__dict__.get("_retort_state").has_identity:
                     self.expire(obj)
@@ -1508,6 +1507,14 @@ class Session:
         for n in names:
             if n in rels:
                 instance.__dict__.pop(n, None)
+
+    def _expire_whole(self, instance: object, rels: Any) -> None:
+        """Expire every attribute of `instance`, and nothing else (no cascade)."""
+        self._core.expire(instance, None)
+        d = instance.__dict__
+        for key in rels:
+            d.pop(key, None)
+        d.pop("_retort_pending", None)
 
     @_exclusive
     def expire_all(self) -> None:
