@@ -508,6 +508,11 @@ class Drawer:
             # test_relating_a_flushed_delete_raises_before_anything_changes in
             # test_relationships.py)
             return None
+        if self.may_delete_a_child(step) and self.child_key_taken():
+            # a flush would delete a child (an orphan, or by the cascade of its parent's
+            # delete) whose key a new child holds: a row switch, as for a new object taking a
+            # deleted object's key (see "new" in _draw)
+            return None
         if step[0] in ("new", "move", "link", "node_parent", "merge") and self.reaches_stale_key(
             _objects(step)
         ):
@@ -517,6 +522,34 @@ class Drawer:
             # (test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent)
             return None
         return step
+
+    def may_delete_a_child(self, step: Step) -> bool:
+        """Whether `step` may leave a persistent child to be deleted by the next flush: taken
+        out of its parent (delete-orphan) or reached by a parent's delete cascade."""
+        kind, *args = step
+        if kind == "move":
+            return args[1] is None
+        if kind == "remove":
+            return args[1] == "children"
+        if kind == "delete":
+            return self.oracle.cls_of(self.oracle.handles[args[0]]) == "Parent"
+        return False
+
+    def child_key_taken(self) -> bool:
+        """Whether a new child (on SQLAlchemy's side) holds the key of a persistent one."""
+        sa = self.oracle
+        held = {sa.key(o) for o in sa.session.identity_map.values() if sa.cls_of(o) == "Child"}
+        return any(sa.cls_of(o) == "Child" and sa.key(o) in held for o in sa.session.new)
+
+    def orphan_of_key(self, pk: int) -> bool:
+        """Whether the persistent child with key `pk` (on SQLAlchemy's side) was taken out of
+        its parent, so that the next flush deletes it."""
+        sa = self.oracle
+        for o in sa.session.identity_map.values():
+            if sa.cls_of(o) == "Child" and sa.key(o) == ("Child", pk):
+                insp = sa.api.inspect(o)
+                return bool(insp.mapper._is_orphan(insp))
+        return False
 
     def stale_key(self, obj: Any) -> bool:
         """Whether `obj` (on SQLAlchemy's side) is new (transient or pending) and holds a parent
@@ -614,11 +647,13 @@ class Drawer:
                 if target is None:
                     via = "add"
             pk = self.new_key(cls)
-            if cls != "Tag" and any(
-                self.oracle.key(o) == (cls, pk) for o in self.oracle.session.deleted
+            if cls != "Tag" and (
+                any(self.oracle.key(o) == (cls, pk) for o in self.oracle.session.deleted)
+                or (cls == "Child" and self.orphan_of_key(pk))
             ):
                 # a row switch leaving a column unset: retort writes NULL where SQLAlchemy
-                # keeps the deleted row's value
+                # keeps the deleted row's value (the key of an object the next flush deletes,
+                # marked or an orphan)
                 # (test_improvement_undocumented_row_switch_writes_the_new_objects_nulls)
                 return None
             return ("new", cls, pk, name, via, target)
