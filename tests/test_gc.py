@@ -449,3 +449,36 @@ def test_lookups_during_a_deep_deallocation_find_no_dying_object(engine: Engine)
         assert all(p() is None for p in probes)
         assert bad == []
         assert len(s.identity_map) == 0
+
+
+def test_a_copy_of_an_object_going_leaves_the_object_in_the_identity_map(
+    db: Engine, sql_log: Log
+) -> None:
+    import copy
+
+    with Session(db) as s:
+        node = s.scalars(select(Node).order_by(Node.id).limit(1)).one()
+        twin = copy.copy(node)  # shares node's __dict__ contents, its state included
+        del twin
+        _collect()
+        sql_log.clear()
+        assert s.get(Node, node.id) is node
+        assert sql_log == []
+
+
+def test_an_object_whose_dict_was_emptied_still_leaves_the_identity_map(
+    db: Engine, assert_collected: Collected
+) -> None:
+    with Session(db) as s:
+        nodes = s.scalars(select(Node).order_by(Node.id)).all()
+        ids = [n.id for n in nodes]
+        victim = nodes.pop()
+        victim.__dict__.clear()  # its state is gone from the object; the object lives on
+        ref = weakref.ref(victim)
+        del victim
+        assert_collected(ref)
+        # new objects of the same size take the memory of the one that went
+        filler = [Node(name="x") for _ in range(200)]
+        assert s.identity_map.get(_key(Node, ids[-1])) is None
+        assert [s.identity_map.get(_key(Node, i)) for i in ids[:-1]] == nodes
+        del filler

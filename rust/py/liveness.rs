@@ -4,12 +4,15 @@
 //! when one is gone, at 80 bytes each (a third of what retort adds to a loaded row). Instead,
 //! a mapped class gets a finalizer: `tp_finalize`, the slot behind `__del__`, which CPython
 //! calls once before freeing an object, both when its reference count reaches zero and when
-//! the collector finds it in an unreachable cycle (there after clearing weak references and
-//! before any `tp_clear`, so the object's `__dict__` still holds its state). The finalizer
-//! flags the state dead. An identity-map entry holds the state strongly and a plain pointer
-//! to the object, which it follows only while the state is not flagged.
+//! the collector finds it in an unreachable cycle (there after clearing weak references). The
+//! finalizer takes the object's address out of a registry of the addresses identity maps point
+//! to, each with a number given when it was registered. An identity-map entry holds the address
+//! and that number, and follows the address only while the registry still has it, with the
+//! same number (so a new object at the address of a dead one is not taken for it). The
+//! registry is keyed by address, not reached through the object's `__dict__`, so that copies
+//! of an object (which share its state) and a cleared or replaced `__dict__` do not matter.
 //!
-//! The pointer is only trusted when CPython is sure to call the finalizer:
+//! The address is only trusted when CPython is sure to call the finalizer:
 //! - the object's class is exactly the mapped class, and that class still has the finalizer
 //!   (assigning `__del__` to a class later replaces it: entries of that class then count as
 //!   gone, and new ones use weak references);
@@ -21,10 +24,10 @@
 //! Classes that define `__del__` themselves, and objects of unmapped subclasses, keep weak
 //! references.
 
+use std::collections::HashMap;
 use std::os::raw::c_void;
-use std::ptr::{self, NonNull};
-use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
+use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
@@ -33,27 +36,46 @@ use pyo3::prelude::*;
 use pyo3::types::{PyType, PyWeakrefMethods, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
-use super::state::{untrack, InstanceState, STATE_KEY};
+use super::state::{untrack, InstanceState};
 
-/// The finalizer of mapped classes: flag the object's state dead.
+/// Addresses identity maps point to, each with the number it was registered under.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    live: HashMap<usize, u64, ahash::RandomState>,
+}
+
+/// Locked only around map operations on plain numbers: no Python code runs (and no object is
+/// freed) while it is held, so a finalizer never finds it held by its own thread.
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn registry() -> MutexGuard<'static, Option<Registry>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The number `addr` is registered under, registering it if it is not.
+fn register(addr: usize) -> u64 {
+    let mut guard = registry();
+    let reg = guard.get_or_insert_with(Registry::default);
+    let next = &mut reg.next;
+    *reg.live.entry(addr).or_insert_with(|| {
+        *next += 1;
+        *next
+    })
+}
+
+fn registered(addr: usize, id: u64) -> bool {
+    registry()
+        .as_ref()
+        .is_some_and(|r| r.live.get(&addr) == Some(&id))
+}
+
+/// The finalizer of mapped classes: the object's address leaves the registry.
 unsafe extern "C" fn finalize(obj: *mut ffi::PyObject) {
-    // Safety: CPython calls tp_finalize with the interpreter attached and `obj` alive (it
-    // holds a temporary reference); a finalizer must leave the error indicator as it found it.
-    let py = Python::assume_attached();
-    let (mut ty, mut value, mut tb) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
-    ffi::PyErr_Fetch(&mut ty, &mut value, &mut tb);
-    let dict = ffi::PyObject_GenericGetDict(obj, ptr::null_mut());
-    if !dict.is_null() {
-        let found = ffi::PyDict_GetItemWithError(dict, STATE_KEY.get(py).as_ptr());
-        if !found.is_null() {
-            if let Ok(state) = Bound::from_borrowed_ptr(py, found).cast_into::<InstanceState>() {
-                state.get().dead.store(true, Ordering::Release);
-            }
-        }
-        ffi::Py_DECREF(dict);
+    let mut guard = registry();
+    if let Some(reg) = guard.as_mut() {
+        reg.live.remove(&(obj as usize));
     }
-    ffi::PyErr_Clear();
-    ffi::PyErr_Restore(ty, value, tb);
 }
 
 /// `tp_free` of mapped classes: CPython's, under another address (see the module comment).
@@ -122,7 +144,10 @@ pub enum ObjRef {
 }
 
 /// A pointer to an object, valid while its state is not flagged dead (see the module comment).
-pub struct RawObj(NonNull<ffi::PyObject>);
+pub struct RawObj {
+    ptr: NonNull<ffi::PyObject>,
+    id: u64,
+}
 
 // Safety: the pointer is only followed with the interpreter attached (all access to the
 // identity map is), and the liveness rules above say when it may be.
@@ -134,8 +159,9 @@ impl ObjRef {
         let py = obj.py();
         let class = state.mapper.get().class_.bind(py);
         if obj.get_type().is(class) && has_finalizer(class.as_type_ptr()) {
-            if let Some(p) = NonNull::new(obj.as_ptr()) {
-                return Ok(ObjRef::Raw(RawObj(p)));
+            if let Some(ptr) = NonNull::new(obj.as_ptr()) {
+                let id = register(ptr.as_ptr() as usize);
+                return Ok(ObjRef::Raw(RawObj { ptr, id }));
             }
         }
         let weak = PyWeakrefReference::new(obj)?;
@@ -151,15 +177,17 @@ impl ObjRef {
         match self {
             ObjRef::Weak(w) => w.bind(py).upgrade(),
             ObjRef::Raw(p) => {
-                if state.dead.load(Ordering::Acquire)
-                    || !has_finalizer(state.mapper.get().class_.bind(py).as_type_ptr())
+                let ptr = p.ptr.as_ptr();
+                if !has_finalizer(state.mapper.get().class_.bind(py).as_type_ptr())
+                    || !registered(ptr as usize, p.id)
                 {
                     return None;
                 }
-                let p = p.0.as_ptr();
-                // Safety: the state is not flagged and the class still has the finalizer, so
-                // the object has not been finalized, hence not freed; a count of zero means
-                // CPython deferred its deallocation (the trashcan): gone all the same.
+                let p = ptr;
+                // Safety: the class still has the finalizer and the address is registered under
+                // the entry's number, so this object has not been finalized, hence not freed;
+                // a count of zero means CPython deferred its deallocation (the trashcan):
+                // gone all the same.
                 unsafe {
                     if ffi::Py_REFCNT(p) <= 0 {
                         return None;

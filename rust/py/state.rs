@@ -5,7 +5,7 @@
 //! visiting them. Expiry after commit is lazy: the session bumps a generation counter and
 //! each state notices on its next use that it is older than its session's generation.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use pyo3::exceptions::PyAttributeError;
@@ -103,8 +103,6 @@ impl StateInner {
 pub struct InstanceState {
     pub mapper: Py<MapperCore>,
     pub inner: Mutex<StateInner>,
-    /// Set by the finalizer of the state's object (see `liveness`): the object is gone.
-    pub dead: AtomicBool,
 }
 
 impl InstanceState {
@@ -126,7 +124,6 @@ impl InstanceState {
                 wholly_expired: false,
                 fingerprints: thin_vec::ThinVec::new(),
             }),
-            dead: AtomicBool::new(false),
         }
     }
 }
