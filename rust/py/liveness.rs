@@ -5,12 +5,12 @@
 //! a mapped class gets a finalizer: `tp_finalize`, the slot behind `__del__`, which CPython
 //! calls once before freeing an object, both when its reference count reaches zero and when
 //! the collector finds it in an unreachable cycle (there after clearing weak references). The
-//! finalizer takes the object's address out of a registry of the addresses identity maps point
-//! to, each with a number given when it was registered. An identity-map entry holds the address
-//! and that number, and follows the address only while the registry still has it, with the
-//! same number (so a new object at the address of a dead one is not taken for it). The
-//! registry is keyed by address, not reached through the object's `__dict__`, so that copies
-//! of an object (which share its state) and a cleared or replaced `__dict__` do not matter.
+//! finalizer looks the object's address up in a registry of the objects identity maps point
+//! to (object address to state) and clears the state's `owner`, the address it vouches for.
+//! An identity-map entry holds the state strongly and a plain pointer to the object, which it
+//! follows only while the state's `owner` is that pointer. The registry is keyed by address rather than reached through the object's
+//! `__dict__`, so that a copy of an object (which shares its state) going, or a cleared or
+//! replaced `__dict__`, does not matter.
 //!
 //! The address is only trusted when CPython is sure to call the finalizer:
 //! - the object's class is exactly the mapped class, and that class still has the finalizer
@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::os::raw::c_void;
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use pyo3::ffi;
@@ -38,43 +39,60 @@ use pyo3::PyTraverseError;
 
 use super::state::{untrack, InstanceState};
 
-/// Addresses identity maps point to, each with the number it was registered under.
-#[derive(Default)]
-struct Registry {
-    next: u64,
-    live: HashMap<usize, u64, ahash::RandomState>,
-}
+/// The states of the objects identity maps point to: object address to state address. A
+/// state leaves it when it is freed (`InstanceState`'s `Drop` calls `forget`), so every state
+/// address here is live. Locked only around map operations on plain numbers: no Python code
+/// runs (and no object is freed) while it is held, so a finalizer never finds it held by its
+/// own thread.
+static REGISTRY: Mutex<Option<HashMap<usize, usize, ahash::RandomState>>> = Mutex::new(None);
 
-/// Locked only around map operations on plain numbers: no Python code runs (and no object is
-/// freed) while it is held, so a finalizer never finds it held by its own thread.
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
-
-fn registry() -> MutexGuard<'static, Option<Registry>> {
+fn registry() -> MutexGuard<'static, Option<HashMap<usize, usize, ahash::RandomState>>> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The number `addr` is registered under, registering it if it is not.
-fn register(addr: usize) -> u64 {
+/// Register `state` as the state of the object at `addr`. A state registered there before
+/// (the object's earlier state) no longer vouches for it.
+fn register(addr: usize, state: &InstanceState) {
+    if state.owner.load(Ordering::Acquire) == addr {
+        return;
+    }
+    let me = state as *const InstanceState as usize;
     let mut guard = registry();
-    let reg = guard.get_or_insert_with(Registry::default);
-    let next = &mut reg.next;
-    *reg.live.entry(addr).or_insert_with(|| {
-        *next += 1;
-        *next
-    })
+    let old = guard.get_or_insert_with(HashMap::default).insert(addr, me);
+    if let Some(old) = old.filter(|&o| o != me) {
+        // Safety: registered states are live (they leave the registry when freed).
+        unsafe {
+            (*(old as *const InstanceState))
+                .owner
+                .store(0, Ordering::Release)
+        };
+    }
+    state.owner.store(addr, Ordering::Release);
 }
 
-fn registered(addr: usize, id: u64) -> bool {
-    registry()
-        .as_ref()
-        .is_some_and(|r| r.live.get(&addr) == Some(&id))
-}
-
-/// The finalizer of mapped classes: the object's address leaves the registry.
-unsafe extern "C" fn finalize(obj: *mut ffi::PyObject) {
+/// Called when a state is freed: it leaves the registry.
+pub fn forget(state: &InstanceState) {
+    let addr = state.owner.load(Ordering::Acquire);
+    if addr == 0 {
+        return;
+    }
+    let me = state as *const InstanceState as usize;
     let mut guard = registry();
     if let Some(reg) = guard.as_mut() {
-        reg.live.remove(&(obj as usize));
+        if reg.get(&addr) == Some(&me) {
+            reg.remove(&addr);
+        }
+    }
+}
+
+/// The finalizer of mapped classes: the state registered for the object stops vouching for it.
+unsafe extern "C" fn finalize(obj: *mut ffi::PyObject) {
+    let mut guard = registry();
+    if let Some(state) = guard.as_mut().and_then(|r| r.remove(&(obj as usize))) {
+        // Safety: registered states are live (they leave the registry when freed).
+        (*(state as *const InstanceState))
+            .owner
+            .store(0, Ordering::Release);
     }
 }
 
@@ -144,10 +162,7 @@ pub enum ObjRef {
 }
 
 /// A pointer to an object, valid while its state is not flagged dead (see the module comment).
-pub struct RawObj {
-    ptr: NonNull<ffi::PyObject>,
-    id: u64,
-}
+pub struct RawObj(NonNull<ffi::PyObject>);
 
 // Safety: the pointer is only followed with the interpreter attached (all access to the
 // identity map is), and the liveness rules above say when it may be.
@@ -160,8 +175,8 @@ impl ObjRef {
         let class = state.mapper.get().class_.bind(py);
         if obj.get_type().is(class) && has_finalizer(class.as_type_ptr()) {
             if let Some(ptr) = NonNull::new(obj.as_ptr()) {
-                let id = register(ptr.as_ptr() as usize);
-                return Ok(ObjRef::Raw(RawObj { ptr, id }));
+                register(ptr.as_ptr() as usize, state);
+                return Ok(ObjRef::Raw(RawObj(ptr)));
             }
         }
         let weak = PyWeakrefReference::new(obj)?;
@@ -177,17 +192,16 @@ impl ObjRef {
         match self {
             ObjRef::Weak(w) => w.bind(py).upgrade(),
             ObjRef::Raw(p) => {
-                let ptr = p.ptr.as_ptr();
-                if !has_finalizer(state.mapper.get().class_.bind(py).as_type_ptr())
-                    || !registered(ptr as usize, p.id)
+                let p = p.0.as_ptr();
+                if state.owner.load(Ordering::Acquire) != p as usize
+                    || !has_finalizer(state.mapper.get().class_.bind(py).as_type_ptr())
                 {
                     return None;
                 }
-                let p = ptr;
-                // Safety: the class still has the finalizer and the address is registered under
-                // the entry's number, so this object has not been finalized, hence not freed;
-                // a count of zero means CPython deferred its deallocation (the trashcan):
-                // gone all the same.
+                // Safety: the state still vouches for the object at this address and its class
+                // still has the finalizer, so the object has not been finalized, hence not
+                // freed; a count of zero means CPython deferred its deallocation (the
+                // trashcan): gone all the same.
                 unsafe {
                     if ffi::Py_REFCNT(p) <= 0 {
                         return None;

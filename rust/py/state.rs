@@ -5,7 +5,7 @@
 //! visiting them. Expiry after commit is lazy: the session bumps a generation counter and
 //! each state notices on its next use that it is older than its session's generation.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use pyo3::exceptions::PyAttributeError;
@@ -103,6 +103,15 @@ impl StateInner {
 pub struct InstanceState {
     pub mapper: Py<MapperCore>,
     pub inner: Mutex<StateInner>,
+    /// The address of the object this state vouches for to identity maps, 0 once it is gone
+    /// (see `liveness`).
+    pub owner: AtomicUsize,
+}
+
+impl Drop for InstanceState {
+    fn drop(&mut self) {
+        super::liveness::forget(self);
+    }
 }
 
 impl InstanceState {
@@ -124,6 +133,7 @@ impl InstanceState {
                 wholly_expired: false,
                 fingerprints: thin_vec::ThinVec::new(),
             }),
+            owner: AtomicUsize::new(0),
         }
     }
 }
