@@ -1073,6 +1073,15 @@ def make_machine(
             owner, attr = (t, "parents") if from_tag else (p, "tags")
             if not self.load(owner, attr) or not (p.live() and t.live()):
                 return
+            for side, key, other in ((p, "tags", t), (t, "parents", p)):
+                v = side.rel[key]
+                held = v if isinstance(v, list) else v.prev if isinstance(v, Maybe) else []
+                if any(x.id == other.id and x is not other for x in held):
+                    # it holds another instance of the row (expunged, then loaded again): the
+                    # append is a new member, whose association row both libraries insert
+                    # even where the row is there (the unlink of the other instance found
+                    # nothing to take out)
+                    return
             if from_tag:
                 t.obj.parents.append(p.obj)
             else:
