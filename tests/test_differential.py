@@ -55,6 +55,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   added) in both, into a node outside the session in retort only where SQLAlchemy's
   self-referential flush does it when the parent's children are loaded (the draw reads no
   such node's parent_id; test_divergence_a_key_is_copied_into_a_node_outside_the_session);
+- merge() of a key whose object the identity map holds expired, with no row (a rollback
+  undid its INSERT): SQLAlchemy copies onto that object and raises ObjectDeletedError; retort
+  looks the key up as get() does and adds a new object, as for any key without a row (the
+  program stops there);
 - a row switch (a new object taking a deleted object's key in one flush) writes NULL for the
   columns the new object leaves unset, where SQLAlchemy keeps the deleted row's values;
 - delete() of a parent with pending children expunges them (SQLAlchemy inserts them and fails
@@ -906,6 +910,17 @@ class Lockstep:
             # objects hold with the rows
             # (test_improvement_an_object_unchanged_inside_a_savepoint_stays_loaded)
             return "an object unchanged inside a SAVEPOINT stays loaded after its rollback"
+        if (
+            sa.value == "ObjectDeletedError"
+            and step[0] in ("merge", "merge_new")
+            and self.rt.lifecycle(self.rt.handles[rt.value]) == "pending"
+        ):
+            # the identity map holds the key's object expired, and its row is gone (a rollback
+            # undid the INSERT): SQLAlchemy's merge() copies onto that object, whose load
+            # raises; retort's looks the key up as get() does (the stale object leaves the
+            # identity map) and, finding no row, adds a new object, as merge() does for a key
+            # without a row (test_improvement_merge_of_a_key_whose_row_is_gone_adds_a_new_object)
+            return "merge() of a key whose row is gone adds a new object"
         if sa.value == "IntegrityError":
             diag = getattr(getattr(sa.error, "orig", None), "diag", None)
             if diag is not None and diag.constraint_name == "parent_tags_pkey":
@@ -1611,6 +1626,33 @@ def test_sqlalchemy_bug_a_queued_removal_fails_the_flush_of_a_deleted_node(
         "flush()  -> raised ValueError / retort: ok None (SQLAlchemy's internal error)"
     )
     assert [n[0] for n in fetch_rows(admin_conn, run.rt.schema)["nodes"]] == [1, 2, 3, 4]
+
+
+def test_improvement_merge_of_a_key_whose_row_is_gone_adds_a_new_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 is inserted, expunged, merged back (a second
+    # instance, loaded from the row) and the transaction rolled back, which leaves that
+    # instance expired in the identity map with no row. SQLAlchemy's merge() of the first
+    # instance copies onto the expired one and raises ObjectDeletedError; retort's finds no
+    # row (as get() does) and adds a new object, which the commit inserts
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("query", "Parent"),
+            ("expunge", 0),
+            ("merge", 0),
+            ("rollback",),
+            ("merge", 0),
+        ],
+    )
+    assert run.program[-1].endswith(
+        "raised ObjectDeletedError / retort: ok 5 (improvement: merge() of a key whose row "
+        "is gone adds a new object)"
+    )
+    assert fetch_rows(admin_conn, run.rt.schema)["parents"][-1] == (4, "a", None)
 
 
 def test_improvement_unique_code_swap(
