@@ -2116,3 +2116,45 @@ def test_bug_savepoint_rollback_expires_no_unchanged_child(repro: Any) -> None:
     assert (c1.name, c2.name) == ("c1", "c2")
     s.rollback()
     assert c2.name == "c2"
+
+
+@retort_bug(
+    "open, needs the core: an expired object of the identity map whose row is gone (deleted "
+    "by another transaction, or an INSERT a rollback undid) stays persistent and in the "
+    "session when get() finds no row; SQLAlchemy marks it deleted (Session._remove_newly_"
+    "deleted). The core has no operation for it (a flushed DELETE's state change, kept for "
+    "rollback); Session._get_from_db would call it where its SELECT returns no row"
+)
+def test_bug_get_of_an_expired_object_whose_row_is_gone_leaves_it_persistent(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    p3 = s.get(m.Parent, 3)
+    s.commit()  # expires it
+    admin_conn.execute(f"DELETE FROM {schema}.parents WHERE id = 3")
+    assert s.get(m.Parent, 3) is None
+    assert api.inspect(p3).deleted and p3 not in s
+
+
+@retort_bug(
+    "open, needs the core (found by the differential search): a new object taking the key "
+    "of an expired object of the identity map whose row is gone is inserted, and the stale "
+    "object stays persistent and in the session next to it; SQLAlchemy's flush loads the "
+    "expired object first, finds no row and marks it deleted (UOWTransaction.was_already_"
+    "deleted). The check belongs in the core's flush plan, next to its row switch lookup"
+)
+def test_bug_a_new_object_taking_the_key_of_a_gone_row_leaves_its_object_persistent(
+    repro: Any,
+) -> None:
+    s, m, api = repro
+    p4 = m.Parent(id=4, name="p4", code=None)
+    s.add(p4)
+    s.flush()
+    s.expunge(p4)
+    p4b = s.merge(p4)  # another instance, loaded from the row
+    s.rollback()  # the INSERT is undone: p4b is expired in the identity map, its row gone
+    p4c = m.Parent(id=4, name="p4c", code=None)
+    s.add(p4c)
+    s.flush()
+    assert s.get(m.Parent, 4) is p4c
+    assert api.inspect(p4b).deleted and p4b not in s
