@@ -2158,3 +2158,28 @@ def test_bug_a_new_object_taking_the_key_of_a_gone_row_leaves_its_object_persist
     s.flush()
     assert s.get(m.Parent, 4) is p4c
     assert api.inspect(p4b).deleted and p4b not in s
+
+
+@both_libraries(
+    "found (differential search): a child taken out of its parent's collection and put "
+    "back, its parent_id then set to NULL by hand: the flush wrote the parent's key, as if "
+    "`child.parent` had changed (SQLAlchemy's history compares with the value before the "
+    "first change: no net change, so the hand-set key is written)"
+)
+def test_bug_a_many_to_one_set_back_to_its_value_is_no_change(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    p1 = s.get(m.Parent, 1)
+    c1, c2 = p1.children  # their `parent` is not loaded
+    c1.parent = None
+    p1.children.remove(c2)  # (the backref sets c2.parent to None)
+    p1.children.append(c1)
+    p1.children.append(c2)
+    for c in (c1, c2):
+        assert c.parent is p1
+        assert not api.inspect(c).attrs.parent.history.has_changes()
+        c.parent_id = None
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows[:2] == [(1, None), (2, None)]

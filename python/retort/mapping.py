@@ -1088,7 +1088,12 @@ class RelationshipProperty:
         if old is not _NOT_SET or _has_identity(obj):
             # the value before the first change, for history (cleared by the flush); _NOT_SET
             # when that was not known without SQL (the change counts all the same)
-            d.setdefault("_retort_history", {}).setdefault(self.key, old)
+            history = d.setdefault("_retort_history", {})
+            if history.setdefault(self.key, old) is value:
+                # back to the value it had before the first change: nothing to flush (as in
+                # SQLAlchemy, whose history compares with that value), so a foreign key set
+                # by hand meanwhile is not overwritten with the parent's key
+                del history[self.key]
         d[self.key] = value
         if back and "_retort_state" in d:
             # the other side of a back_populates event does not cascade (SQLAlchemy 2.x). The
@@ -1205,6 +1210,13 @@ class RelationshipProperty:
             current = obj.__dict__.get(self.key, _NOT_SET)
             # not loaded: it was `other` all the same (obj was in other's collection)
             if current is other or current is _NOT_SET:
+                if current is _NOT_SET and self.direction == "MANYTOONE" and _has_identity(obj):
+                    # the value before the change, as SQLAlchemy finds it (its foreign key
+                    # in the identity map, no SQL): set back to it, it is no change
+                    before = self._old_in_identity_map(obj)
+                    if before is not _NOT_SET:
+                        history = obj.__dict__.setdefault("_retort_history", {})
+                        history.setdefault(self.key, before)
                 self._set_scalar(obj, None, back=False)
 
     def _replace_collection(self, obj: Any, value: Any) -> None:
