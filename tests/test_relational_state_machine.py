@@ -2183,3 +2183,23 @@ def test_bug_a_many_to_one_set_back_to_its_value_is_no_change(
     s.commit()
     rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
     assert rows[:2] == [(1, None), (2, None)]
+
+
+@both_libraries(
+    "found (differential search): appending a new parent to a tag's parents, where the save-"
+    "update cascade reaches a tag whose DELETE was flushed and raises, had already appended "
+    "the tag to the parent's tags (the backref ran before the cascade; SQLAlchemy's cascade "
+    "listener comes first)"
+)
+def test_bug_an_append_whose_cascade_fails_changes_no_collection(repro: Any) -> None:
+    s, m, api = repro
+    t1, t2 = s.get(m.Tag, 1), s.get(m.Tag, 2)
+    p4 = m.Parent(id=4, name="p4", code=None)
+    p4.tags.append(t1)  # p4 is not in the session: no cascade yet
+    s.delete(t1)
+    s.flush()
+    parents = list(t2.parents)
+    with pytest.raises(api.InvalidRequestError):
+        t2.parents.append(p4)  # the cascade adds p4, then reaches t1
+    assert p4.tags == [t1]
+    assert list(t2.parents) == parents

@@ -141,8 +141,16 @@ class InstrumentedList(list[Any]):
         prop.target.check_related(item, prop)
         if back:
             refuse_deleted_item(item, prop)
-        self._virgin = False
         owner = self._owner()
+        tracked = _STATE in owner.__dict__
+        if back and tracked:
+            # the save-update cascade comes first, as SQLAlchemy's listeners: where it fails
+            # (it reaches an object whose DELETE was flushed), neither this collection nor
+            # the other side has changed. (An object that was never added has no session to
+            # tell: add() cascades later; the other side of a back_populates event does not
+            # cascade, as in SQLAlchemy 2.x)
+            _cascade_add(owner, prop, item)
+        self._virgin = False
         key = id(item)
         if key in self._removed:
             del self._removed[key]
@@ -154,11 +162,13 @@ class InstrumentedList(list[Any]):
             self._added[key] = item
         if back and prop.back is not None:
             prop.back._set_backref(item, owner, prop)
-        if _STATE in owner.__dict__:
-            # an object that was never added has no session to tell (add() cascades later);
-            # the other side of a back_populates event does not cascade (SQLAlchemy 2.x)
-            if back:
+            if tracked:
+                # the backref may have taken a new item out of its old parent's delete-orphan
+                # collection, and a pending orphan leaves the session: it moves here, so it
+                # joins again (test_improvement_a_pending_child_moved_between_pending_parents_
+                # stays in test_differential.py)
                 _cascade_add(owner, prop, item)
+        if tracked:
             _note_change(owner, prop)
 
     def _holds(self, item: Any) -> bool:
