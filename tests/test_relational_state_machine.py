@@ -2203,3 +2203,27 @@ def test_bug_an_append_whose_cascade_fails_changes_no_collection(repro: Any) -> 
         t2.parents.append(p4)  # the cascade adds p4, then reaches t1
     assert p4.tags == [t1]
     assert list(t2.parents) == parents
+
+
+@both_libraries(
+    "found (differential search): a new parent whose tags hold a tag deleted by a flush since "
+    "(appended before the delete, the parent then added by a cascade that failed on it): the "
+    "flush inserted the association "
+    "row and failed on its foreign key (SQLAlchemy writes nothing for a deleted member)"
+)
+def test_bug_no_association_row_for_a_member_deleted_by_a_flush(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    t1, t2 = s.get(m.Tag, 1), s.get(m.Tag, 2)
+    p4 = m.Parent(id=4, name="p4", code=None)
+    p4.tags.append(t1)  # p4 is not in the session yet
+    s.delete(t1)
+    s.flush()
+    with pytest.raises(api.InvalidRequestError):
+        t2.parents.append(p4)  # the cascade adds p4, then fails on t1
+    assert api.inspect(p4).pending and p4.tags == [t1]
+    s.commit()
+    rows = admin_conn.execute(f"SELECT parent_id, tag_id FROM {schema}.parent_tags").fetchall()
+    assert sorted(rows) == [(1, 2), (2, 2)]
+    assert admin_conn.execute(f"SELECT id FROM {schema}.parents WHERE id = 4").fetchall()
