@@ -41,11 +41,16 @@ def _has_identity(obj: Any) -> bool:
     return bool(state is not None and state.has_identity)
 
 
+def deleted_by_flush(obj: Any) -> bool:
+    """Whether `obj`'s DELETE was flushed in the current transaction."""
+    state = obj.__dict__.get(_STATE) if obj is not None else None
+    return bool(state is not None and state.has_identity and state.lifecycle == "deleted")
+
+
 def refuse_if_deleted(owner: Any, prop: RelationshipProperty) -> None:
     """A relationship of an object whose DELETE was flushed cannot change any more (nothing of
     it would be written): raise before anything changes."""
-    state = owner.__dict__.get(_STATE)
-    if state is not None and state.has_identity and state.lifecycle == "deleted":
+    if deleted_by_flush(owner):
         raise exc.InvalidRequestError(
             f"cannot change {prop} of {owner!r}: it was deleted by a flush in this transaction, "
             "so the change would never be written; call rollback() to undo the delete, or "
@@ -56,8 +61,7 @@ def refuse_if_deleted(owner: Any, prop: RelationshipProperty) -> None:
 def refuse_deleted_item(item: Any, prop: RelationshipProperty) -> None:
     """An object whose DELETE was flushed cannot be related to another (its row is gone, and
     the save-update cascade cannot bring it back): raise before anything changes."""
-    state = item.__dict__.get(_STATE) if item is not None else None
-    if state is not None and state.has_identity and state.lifecycle == "deleted":
+    if deleted_by_flush(item):
         raise exc.InvalidRequestError(
             f"{item!r} was deleted by a flush in this transaction and cannot be put in {prop}; "
             "call rollback() to undo the delete, or make_transient() after the commit to "

@@ -28,6 +28,7 @@ from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
 from retort import exc
+from retort.attributes import deleted_by_flush
 from retort.sql import compiler
 
 if TYPE_CHECKING:
@@ -566,7 +567,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
             _sync_one_to_many(session, obj, prop, value)
         else:
             for item in value._added.values():
-                if _deleted_by_flush(item) or _outside(session, item, prop):
+                if deleted_by_flush(item) or _outside(session, item, prop):
                     # (an object whose DELETE was flushed has no row to link to: nothing is
                     # written, without a warning, as in SQLAlchemy)
                     continue
@@ -619,11 +620,6 @@ def _same_row(a: Any, b: Any) -> bool:
 def _in_session(session: Any, item: Any) -> bool:
     state = item.__dict__.get("_retort_state")
     return state is not None and state.session is session
-
-
-def _deleted_by_flush(item: Any) -> bool:
-    state = item.__dict__.get("_retort_state")
-    return state is not None and state.lifecycle == "deleted"
 
 
 def _outside(session: Any, item: Any, prop: Any) -> bool:

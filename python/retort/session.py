@@ -22,7 +22,7 @@ from retort.flush import (  # "%" doubled: run with parameters
     quote_identifier,
     quote_table,
 )
-from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
+from retort.mapping import _NOT_SET, Mapper, class_mapper, configure_mappers, object_mapper
 from retort.sql.compiler import compile as compile_stmt
 from retort.sql.elements import and_, or_
 from retort.sql.selectable import Select
@@ -79,8 +79,6 @@ def _read_many_to_ones(deleted: list[Any]) -> None:
     map holds (or whose foreign key is NULL) becomes loaded, without SQL, so that it stays
     readable once the object is detached. SQLAlchemy's flush reads them the same way to find
     its dependencies (for the first such object of each relationship only; retort for all)."""
-    from retort.mapping import _NOT_SET
-
     props_of: dict[type, list[Any]] = {}
     for obj in deleted:
         cls = type(obj)

@@ -116,8 +116,8 @@ fn has_finalizer(tp: *mut ffi::PyTypeObject) -> bool {
 }
 
 /// Marks (in a class's own `__dict__`) a class given the finalizer: one that lost it since
-/// (a `__del__` assigned) never gets it back, as its objects that died meanwhile were not
-/// flagged.
+/// (a `__del__` assigned) never gets it back, as the ends of its objects that died meanwhile
+/// went unnoticed.
 const ADOPTED: &str = "_retort_finalizer";
 
 /// Give a mapped class the finalizer, unless it has a finalizer of its own (`__del__`), is not
@@ -210,10 +210,6 @@ impl ObjRef {
                 }
             }
         }
-    }
-
-    pub fn is_live(&self, py: Python<'_>, state: &InstanceState) -> bool {
-        self.get(py, state).is_some()
     }
 
     /// Visit what the entry holds strongly (a weak reference; a plain pointer holds nothing).
