@@ -56,14 +56,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   self-referential flush does it when the parent's children are loaded (the draw reads no
   such node's parent_id, nor merges it or puts it back in the session, which would take the
   key along; test_divergence_a_key_is_copied_into_a_node_outside_the_session);
-- open retort bug, needing the core (strict xfails in test_relational_state_machine.py): an
-  expired object of the identity map whose row is gone stays persistent when get() finds no
-  row, or when a new object takes its key; SQLAlchemy marks it deleted. The draw expunges no
-  object whose row is not committed, through which the search met it;
 - merge() of a key whose object the identity map holds expired, with no row (a rollback
   undid its INSERT): SQLAlchemy copies onto that object and raises ObjectDeletedError; retort
-  looks the key up as get() does and adds a new object, as for any key without a row (the
-  program stops there; the stale object stays persistent, the open bug below);
+  looks the key up as get() does (which marks the stale object deleted, as SQLAlchemy's get()
+  does) and adds a new object, as for any key without a row (the program stops there);
 - a row switch (a new object taking a deleted object's key in one flush) writes NULL for the
   columns the new object leaves unset, where SQLAlchemy keeps the deleted row's values;
 - delete() of a parent with pending children expunges them (SQLAlchemy inserts them and fails
@@ -535,7 +531,6 @@ class Drawer:
     data: Any
     oracle: Side  # SQLAlchemy's side, inspected (never changed) to leave known bugs out
     retort: Side  # likewise
-    admin: Any = None  # an autocommit connection: the committed rows
     next_key: dict[str, int] = field(default_factory=lambda: {c: n + 1 for c, n in SEEDED.items()})
 
     def pick(self, classes: list[str], *want: str, label: str) -> int | None:
@@ -577,24 +572,6 @@ class Drawer:
             # (test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent)
             return None
         return step
-
-    def expunges_an_uncommitted_row(self, target: int) -> bool:
-        """Whether expunge() of `target` (on SQLAlchemy's side) takes out of the session an
-        object whose row is not committed (it, or a child its cascade reaches)."""
-        sa = self.oracle
-        obj = sa.handles[target]
-        if self.admin is None or not sa.api.inspect(obj).persistent:
-            return False
-        committed = fetch_rows(self.admin, sa.schema)
-        keys = {
-            cls: {r[0] for r in committed[table]}
-            for cls, table in (("Parent", "parents"), ("Child", "children"), ("Node", "nodes"))
-        }
-        keys["Tag"] = {r[0] for r in committed["tags"]}
-        reached = [obj]
-        if sa.cls_of(obj) == "Parent":
-            reached += [o for o in sa.session.identity_map.values() if sa.cls_of(o) == "Child"]
-        return any(sa.key(o)[1] not in keys[sa.cls_of(o)] for o in reached)
 
     def may_delete_a_child(self, step: Step) -> bool:
         """Whether `step` may leave a persistent child to be deleted by the next flush: taken
@@ -798,14 +775,6 @@ class Drawer:
         if kind in ("delete", "expunge", "merge"):
             target = self.pick(classes, "Parent", "Child", "Tag", "Node", label="object")
             if target is None:
-                return None
-            if kind == "expunge" and self.expunges_an_uncommitted_row(target):
-                # another instance of its row loaded later stays in the identity map, expired
-                # and with no row, once a rollback undoes the INSERT: retort keeps such an
-                # object persistent where SQLAlchemy marks it deleted, an open bug that needs
-                # the core (test_bug_get_of_an_expired_object_whose_row_is_gone_leaves_it_
-                # persistent and test_bug_a_new_object_taking_the_key_of_a_gone_row_leaves_its_
-                # object_persistent in test_relational_state_machine.py, strict xfails)
                 return None
             if kind == "delete" and self.just_given_a_parent(target):
                 # SQLAlchemy's next flush does not delete an object added to a one-to-many
@@ -1210,7 +1179,7 @@ def test_random_programs_agree_with_sqlalchemy(
     @given(data=st.data())
     def program(data: st.DataObject) -> None:
         run = _lockstep(sides, admin_conn)
-        drawer = Drawer(data, run.sa, run.rt, run.admin)
+        drawer = Drawer(data, run.sa, run.rt)
         try:
             for _ in range(steps):
                 step = drawer.step([run.sa.cls_of(o) for o in run.sa.handles], len(run.sa.nested))

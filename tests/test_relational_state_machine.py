@@ -2118,34 +2118,35 @@ def test_bug_savepoint_rollback_expires_no_unchanged_child(repro: Any) -> None:
     assert c2.name == "c2"
 
 
-@retort_bug(
-    "open, needs the core: an expired object of the identity map whose row is gone (deleted "
-    "by another transaction, or an INSERT a rollback undid) stays persistent and in the "
-    "session when get() finds no row; SQLAlchemy marks it deleted (Session._remove_newly_"
-    "deleted). The core has no operation for it (a flushed DELETE's state change, kept for "
-    "rollback); Session._get_from_db would call it where its SELECT returns no row"
-)
-def test_bug_get_of_an_expired_object_whose_row_is_gone_leaves_it_persistent(
+@both_libraries("the differential search")
+def test_get_of_an_expired_object_whose_row_is_gone_marks_it_deleted(
     repro: Any, admin_conn: psycopg.Connection[Any], schema: str
 ) -> None:
+    # SQLAlchemy's get() loads the expired object of its identity map, finds no row and marks
+    # it deleted (Session._remove_newly_deleted): commit detaches it, rollback brings it back
     s, m, api = repro
-    p3 = s.get(m.Parent, 3)
-    s.commit()  # expires it
+    p3, c4 = s.get(m.Parent, 3), s.get(m.Child, 4)
+    s.commit()  # expires them
     admin_conn.execute(f"DELETE FROM {schema}.parents WHERE id = 3")
+    admin_conn.execute(f"DELETE FROM {schema}.children WHERE id = 4")
     assert s.get(m.Parent, 3) is None
     assert api.inspect(p3).deleted and p3 not in s
+    assert s.get(m.Parent, 3) is None  # from the database again
+    s.rollback()
+    assert api.inspect(p3).persistent and p3 in s
+    assert s.get(m.Child, 4) is None
+    s.commit()
+    assert api.inspect(c4).detached and c4 not in s
+    assert api.inspect(p3).persistent
 
 
-@retort_bug(
-    "open, needs the core (found by the differential search): a new object taking the key "
-    "of an expired object of the identity map whose row is gone is inserted, and the stale "
-    "object stays persistent and in the session next to it; SQLAlchemy's flush loads the "
-    "expired object first, finds no row and marks it deleted (UOWTransaction.was_already_"
-    "deleted). The check belongs in the core's flush plan, next to its row switch lookup"
-)
-def test_bug_a_new_object_taking_the_key_of_a_gone_row_leaves_its_object_persistent(
-    repro: Any,
+@both_libraries("the differential search")
+def test_a_new_object_taking_the_key_of_a_gone_row_marks_its_old_object_deleted(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
 ) -> None:
+    # SQLAlchemy's flush loads an expired object of its identity map whose key a new object
+    # has; with no row, the old object is deleted and the new one inserted
+    # (UOWTransaction.was_already_deleted)
     s, m, api = repro
     p4 = m.Parent(id=4, name="p4", code=None)
     s.add(p4)
@@ -2158,6 +2159,30 @@ def test_bug_a_new_object_taking_the_key_of_a_gone_row_leaves_its_object_persist
     s.flush()
     assert s.get(m.Parent, 4) is p4c
     assert api.inspect(p4b).deleted and p4b not in s
+    s.commit()
+    assert api.inspect(p4b).detached
+    rows = admin_conn.execute(f"SELECT id, name FROM {schema}.parents WHERE id = 4").fetchall()
+    assert rows == [(4, "p4c")]
+
+
+@both_libraries("the differential search")
+def test_a_new_object_taking_the_key_of_an_expired_object_with_a_row_fails(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    # the expired object is loaded first (its row is there) and the INSERT fails on the key;
+    # the old object keeps its place
+    s, m, api = repro
+    p3 = s.get(m.Parent, 3)
+    s.commit()
+    p3c = m.Parent(id=3, name="other", code=None)
+    s.add(p3c)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy warns of the conflict first
+        with pytest.raises(api.IntegrityError):
+            s.flush()
+    s.rollback()
+    assert api.inspect(p3).persistent and s.get(m.Parent, 3) is p3
+    assert p3.name == "p3"
 
 
 @both_libraries(

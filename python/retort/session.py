@@ -1117,6 +1117,7 @@ class Session:
                 if deleted:
                     self._load_expired_deleted()
                     _read_many_to_ones(deleted)
+                self._settle_expired_key_holders()
                 plan = self._core.plan()
                 if related is not None:
                     related.delete_links(conn_for)
@@ -1216,18 +1217,33 @@ class Session:
         self._fire("after_flush_postexec", ctx)
 
     def _load_expired_deleted(self) -> None:
-        """Load the expired attributes of objects about to be deleted, one SELECT per table,
-        so that they stay readable after the DELETE (SQLAlchemy refreshes each such object
-        before deleting it)."""
+        """Load the expired attributes of objects about to be deleted, so that they stay
+        readable after the DELETE (SQLAlchemy refreshes each such object before deleting
+        it)."""
         expired = self._core.expired_deleted()
-        if not expired:
-            return
+        if expired:
+            self._load_objects(expired)
+
+    def _settle_expired_key_holders(self) -> None:
+        """Before planning: an expired object of the identity map whose identity a new object
+        has is loaded; if its row is gone (deleted by another transaction, or inserted by a
+        rolled-back one) it is marked deleted and the new object takes its place, as in
+        SQLAlchemy's flush. (If the row is there, the INSERT fails on its key.)"""
+        holders = self._core.expired_key_holders()
+        if holders:
+            for obj in self._load_objects(holders):
+                self._core.mark_gone(obj)
+
+    def _load_objects(self, objs: list[Any]) -> list[Any]:
+        """Load the rows of persistent objects into them, one SELECT per table; the objects
+        whose row was not found."""
+        found: set[int] = set()
         by_mapper: dict[Mapper, list[Any]] = {}
-        for obj in expired:
+        for obj in objs:
             by_mapper.setdefault(object_mapper(obj), []).append(obj)
-        for mapper, objs in by_mapper.items():
+        for mapper, group in by_mapper.items():
             core = mapper._core
-            keys = [core.primary_key_of(o) for o in objs]
+            keys = [core.primary_key_of(o) for o in group]
             table = quote_table(mapper.local_table)
             cols = ", ".join(quote_identifier(c.name) for c in mapper.columns)
             pk = [quote_identifier(c.name) for c in mapper.primary_key]
@@ -1244,7 +1260,8 @@ class Session:
                 cur = conn._cursor_execute(sql, [v for k in keys for v in k])
             rows = cur.fetchall()
             if rows:
-                self._core.load_rows(core, rows, 0, False)
+                found.update(map(id, self._core.load_rows(core, rows, 0, False)))
+        return [o for o in objs if id(o) not in found]
 
     def _execute_last(self, plan: Any, related: RelatedChanges | None) -> list[Any]:
         """The flush of commit() in a transaction that has run nothing yet: when it is a
@@ -1452,14 +1469,27 @@ class Session:
             )
             if populate_existing:
                 stmt = stmt.execution_options(populate_existing=True)
-            return self.scalars(stmt).one_or_none()
+            found = self.scalars(stmt).one_or_none()
+            if found is None and obj is _NEEDS_LOAD:
+                self._gone(mapper, ident)
+            return found
         rows = self._fetch_by_pk(mapper, ident, with_for_update)
         if not rows:
+            if obj is _NEEDS_LOAD:
+                self._gone(mapper, ident)
             return None
         refresh = populate_existing or with_for_update is not None
         if refresh and obj is not None and obj is not _NEEDS_LOAD:
             core.expire(obj)
         return core.load_rows(mapper._core, rows, 0, False)[0]
+
+    def _gone(self, mapper: Mapper, ident: Any) -> None:
+        """The expired object of the identity map with this identity has no row (deleted by
+        another transaction, or inserted by a rolled-back one): it is deleted, as SQLAlchemy
+        marks it, and leaves the identity map."""
+        stale = self._core.identity_lookup(mapper._core, ident)
+        if stale is not None:
+            self._core.mark_gone(stale)
 
     def get_one(self, entity: type[_T], ident: Any, **kw: Any) -> _T:
         obj = self.get(entity, ident, **kw)

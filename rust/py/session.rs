@@ -103,6 +103,38 @@ impl Uow {
         drop(replaced);
         Ok(())
     }
+
+    /// Record that an object's row is gone (its DELETE was flushed, or a SELECT for its
+    /// expired values found no row): it becomes deleted, leaves the identity map and the change
+    /// sets, and is detached by commit or made persistent again by rollback.
+    fn record_deleted(
+        &mut self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+        st: &Py<InstanceState>,
+    ) -> PyResult<()> {
+        let key = {
+            let mut inner = st.get().lock()?;
+            inner.lifecycle = Lifecycle::Deleted;
+            inner.was_deleted = true;
+            inner.key.clone()
+        };
+        if let Some(k) = key {
+            if self.identity.get(&k).is_some_and(|e| e.state.is(st)) {
+                self.identity.remove(&k);
+            }
+        }
+        let ptr = obj.as_ptr() as usize;
+        let held = (
+            self.deleted.remove(&ptr),
+            self.dirty.remove(&ptr),
+            self.watched.remove(&ptr),
+        );
+        self.tx_deleted
+            .push((obj.clone().unbind(), st.clone_ref(py)));
+        drop(held);
+        Ok(())
+    }
 }
 
 pub struct Shared {
@@ -1755,15 +1787,7 @@ impl SessionCore {
                                 dict.set_item(m.keys[*c as usize].bind(py), v.bind(py))?;
                             }
                             let key = key_from_dict(m, &dict)?;
-                            {
-                                let mut inner = old_st.get().lock()?;
-                                inner.lifecycle = Lifecycle::Deleted;
-                                inner.was_deleted = true;
-                            }
-                            uow.deleted.remove(&(old.as_ptr() as usize));
-                            uow.watched.remove(&(old.as_ptr() as usize));
-                            uow.tx_deleted
-                                .push((old.clone_ref(py), old_st.clone_ref(py)));
+                            uow.record_deleted(py, old.bind(py), old_st)?;
                             {
                                 let mut inner = row.held.1.get().lock()?;
                                 inner.lifecycle = Lifecycle::Persistent;
@@ -1814,20 +1838,7 @@ impl SessionCore {
                 }
                 Op::Delete => {
                     for row in &batch.rows {
-                        let obj = row.held.0.bind(py);
-                        let key = {
-                            let mut inner = row.held.1.get().lock()?;
-                            inner.lifecycle = Lifecycle::Deleted;
-                            inner.was_deleted = true;
-                            inner.key.clone()
-                        };
-                        if let Some(k) = key {
-                            uow.identity.remove(&k);
-                        }
-                        uow.deleted.remove(&(obj.as_ptr() as usize));
-                        uow.watched.remove(&(obj.as_ptr() as usize));
-                        uow.tx_deleted
-                            .push((obj.clone().unbind(), row.held.1.clone_ref(py)));
+                        uow.record_deleted(py, row.held.0.bind(py), &row.held.1)?;
                     }
                 }
             }
@@ -2119,6 +2130,68 @@ impl SessionCore {
             Some((o, _)) => o.into_bound(py),
             None => py.None().into_bound(py),
         })
+    }
+
+    /// Mark a persistent object of this session deleted because its row is gone (a SELECT for
+    /// its expired values found none), as a flushed DELETE does: it leaves the identity map,
+    /// commit detaches it and rollback makes it persistent again. Anything else is left as it
+    /// is; whether it was marked.
+    fn mark_gone(&self, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Some(st) = state_in(&instance_dict(obj)?)? else {
+            return Ok(false);
+        };
+        {
+            let inner = st.get().lock()?;
+            if inner.effective() != Lifecycle::Persistent || !inner.in_session(&self.shared) {
+                return Ok(false);
+            }
+        }
+        self.uow()?.record_deleted(obj.py(), obj, &st.unbind())?;
+        Ok(true)
+    }
+
+    /// The expired objects of the identity map (wholly, or in every column) whose identity a
+    /// new object has: their rows may be gone (deleted by another transaction, or inserted by
+    /// a rolled-back one). A flush loads each first and marks the ones without a row deleted
+    /// (mark_gone), so that the new object takes its place, as SQLAlchemy's does. Objects
+    /// marked for deletion are left out: the flush switches their rows to the new objects.
+    fn expired_key_holders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let new: Vec<Held> = {
+            let uow = self.uow()?;
+            if uow.new.is_empty() || uow.identity.is_empty() {
+                return Ok(out);
+            }
+            uow.new
+                .values()
+                .map(|(o, s)| (o.clone_ref(py), s.clone_ref(py)))
+                .collect()
+        };
+        for (obj, st) in &new {
+            let m = st.get().mapper.get();
+            let dict = instance_dict(obj.bind(py))?;
+            if pk_values(&dict, m)?.iter().any(|v| v.is_none()) {
+                continue;
+            }
+            let key = key_from_dict(m, &dict)?;
+            let (holder, holder_st) = {
+                let uow = self.uow()?;
+                match uow.live(py, &key) {
+                    Some((o, s)) if !uow.deleted.contains_key(&(o.as_ptr() as usize)) => (o, s),
+                    _ => continue,
+                }
+            };
+            let holder = holder.into_bound(py);
+            if holder.is(obj.bind(py)) {
+                continue;
+            }
+            let expired = holder_st.get().lock()?.expired_whole()
+                || all_expired(holder_st.get().mapper.get(), &instance_dict(&holder)?);
+            if expired {
+                out.append(holder)?;
+            }
+        }
+        Ok(out)
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
