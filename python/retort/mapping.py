@@ -17,7 +17,15 @@ from collections.abc import Callable, Iterable, Iterator, MutableSequence, Seque
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from retort import _core, exc
-from retort.attributes import RelationshipAttribute, refuse_deleted_item, refuse_if_deleted
+from retort.attributes import (
+    InstrumentedList,
+    RelationshipAttribute,
+    _cascade_add,
+    _note_change,
+    orphaned,
+    refuse_deleted_item,
+    refuse_if_deleted,
+)
 from retort.sql import types as sqltypes
 from retort.sql.elements import ClauseElement, ColumnOperators
 from retort.sql.schema import Column, ForeignKey, Identity, MetaData, Table
@@ -1065,8 +1073,6 @@ class RelationshipProperty:
     # -- in-memory events ------------------------------------------------------------------
 
     def _set_scalar(self, obj: Any, value: Any, *, back: bool) -> None:
-        from retort.attributes import _cascade_add, _note_change
-
         if value is not None:
             self.target.check_related(value, self)
         d = obj.__dict__
@@ -1149,15 +1155,11 @@ class RelationshipProperty:
             coll = _loaded_collection(obj, self.key)
             if coll is None and not _has_identity(obj):
                 # a new object's collection is known to be empty: start it
-                from retort.attributes import InstrumentedList
-
                 coll = obj.__dict__[self.key] = InstrumentedList(obj, self)
             if coll is not None:
                 # from a collection (many-to-many) even a second entry is mirrored
                 coll._append_quiet(other, twice=initiator.uselist)
             else:
-                from retort.attributes import _note_change
-
                 # not loaded: remembered, and applied when it loads (as SQLAlchemy's pending
                 # collection mutations)
                 _pending(obj, self.key).append((True, other))
@@ -1176,16 +1178,12 @@ class RelationshipProperty:
                 if old_coll is not None:
                     old_coll._remove_quiet(obj)
                 elif _has_identity(current):
-                    from retort.attributes import _note_change
-
                     _pending(current, initiator.key).append((False, obj))
                     _note_change(current, initiator)
             self._set_scalar(obj, other, back=False)
 
     def _unset_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
         """`other` no longer refers to `obj`: mirror it on this side of `obj`."""
-        from retort.attributes import _note_change, orphaned
-
         _fresh(obj.__dict__, obj)
         if self.uselist:
             coll = _loaded_collection(obj, self.key)
@@ -1220,20 +1218,21 @@ class RelationshipProperty:
                 self._set_scalar(obj, None, back=False)
 
     def _replace_collection(self, obj: Any, value: Any) -> None:
-        from retort.attributes import InstrumentedList
-
-        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        if type(value) is not list and (
+            isinstance(value, str | bytes) or not isinstance(value, Iterable)
+        ):
             raise exc.ArgumentError(
                 f"{self} is a collection; assign a list of {self.target.class_.__name__} objects"
             )
         new = list(value)
+        d = obj.__dict__
+        if "_retort_state" not in d and self.key not in d and self._fill_new_collection(obj, new):
+            return  # (nothing in it has a state, so nothing was deleted by a flush)
         refuse_if_deleted(obj, self)
         for item in new:
             refuse_deleted_item(item, self)
-        _fresh(obj.__dict__, obj)
+        _fresh(d, obj)
         current = _loaded_collection(obj, self.key)
-        if current is None and self._fill_new_collection(obj, new):
-            return
         if current is None:
             if _has_identity(obj) and self.lazy != "raise":
                 current = self._load(obj)
@@ -1261,29 +1260,23 @@ class RelationshipProperty:
 
     def _fill_new_collection(self, obj: Any, new: list[Any]) -> bool:
         """The common case of ``Parent(children=[...])``: a collection assigned to an object
-        outside any session, of objects outside any session whose other side was never set.
+        outside any session with no value for it yet (the caller checks), of objects outside
+        any session whose other side was never set.
         Then every append event reduces to setting that other side, done here in one pass.
         False (nothing done) when any item needs the general path."""
-        d = obj.__dict__
-        if "_retort_state" in d:
-            return False
         back = self.back
         if back is not None and (back.uselist or not isinstance(obj, back.target.class_)):
             return False
-        from retort.attributes import InstrumentedList
-
         coll = InstrumentedList(obj, self, new)
         back_key = back.key if back is not None else None
         if not _core.fill_new_collection(coll._added, new, self.target.class_, back_key, obj):
             return False
-        d[self.key] = coll
+        obj.__dict__[self.key] = coll
         return True
 
     # -- loading ----------------------------------------------------------------------------
 
     def _load(self, obj: Any) -> Any:
-        from retort.attributes import InstrumentedList
-
         if self.lazy == "raise" or self.lazy == "raise_on_sql":
             raise exc.InvalidRequestError(
                 f"{self} is not loaded and is configured with lazy='raise'; load it with "
