@@ -1,29 +1,68 @@
-//! An insertion-ordered map with O(log n) removal.
+//! An insertion-ordered map with O(1) removal.
 //!
 //! The session's new, dirty and deleted sets keep the order objects entered them (so flushes
 //! are deterministic and rows keep their add order) while single objects leave them all the
 //! time (flushed, expunged, changed back). `IndexMap::shift_remove` is O(n) per removal, which
-//! makes a flush of n objects O(n²); here each entry carries a sequence number instead.
+//! makes a flush of n objects O(n²); here a removal empties the entry's slot, and the slots
+//! are compacted when most are empty (each entry keeps its sequence number, which savepoints
+//! use to take out what was inserted after them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 
 #[derive(Debug)]
+struct Slot<K, V> {
+    seq: u64,
+    entry: Option<(K, V)>,
+}
+
+#[derive(Debug)]
 pub struct OrderedMap<K, V> {
-    seq_of: HashMap<K, u64, ahash::RandomState>,
-    by_seq: BTreeMap<u64, (K, V)>,
+    /// Where each key's slot is.
+    pos: HashMap<K, usize, ahash::RandomState>,
+    /// In insertion (sequence) order; a removed entry leaves an empty slot until the map
+    /// empties or compacts.
+    slots: Vec<Slot<K, V>>,
+    live: usize,
     next: u64,
 }
 
 impl<K, V> Default for OrderedMap<K, V> {
     fn default() -> Self {
         OrderedMap {
-            seq_of: HashMap::with_hasher(ahash::RandomState::new()),
-            by_seq: BTreeMap::new(),
+            pos: HashMap::with_hasher(ahash::RandomState::new()),
+            slots: Vec::new(),
+            live: 0,
             next: 0,
         }
     }
 }
+
+/// Iterator over the entries of an `OrderedMap`, in order.
+pub struct Iter<'a, K, V> {
+    slots: std::slice::Iter<'a, Slot<K, V>>,
+    left: usize,
+}
+
+impl<'a, K, V> Iterator for Iter<'a, K, V> {
+    type Item = (&'a K, &'a V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        for slot in self.slots.by_ref() {
+            if let Some((k, v)) = &slot.entry {
+                self.left -= 1;
+                return Some((k, v));
+            }
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<K, V> ExactSizeIterator for Iter<'_, K, V> {}
 
 impl<K: Hash + Eq + Copy, V> OrderedMap<K, V> {
     pub fn new() -> Self {
@@ -31,41 +70,64 @@ impl<K: Hash + Eq + Copy, V> OrderedMap<K, V> {
     }
 
     pub fn len(&self) -> usize {
-        self.by_seq.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_seq.is_empty()
+        self.live == 0
     }
 
     pub fn contains_key(&self, key: &K) -> bool {
-        self.seq_of.contains_key(key)
+        self.pos.contains_key(key)
     }
 
     /// Insert at the end unless the key is present (then its value and place are kept).
     /// Returns whether it was inserted.
     pub fn insert_if_absent(&mut self, key: K, make: impl FnOnce() -> V) -> bool {
-        if self.seq_of.contains_key(&key) {
+        if self.pos.contains_key(&key) {
             return false;
         }
-        let seq = self.next;
+        self.pos.insert(key, self.slots.len());
+        self.slots.push(Slot {
+            seq: self.next,
+            entry: Some((key, make())),
+        });
         self.next += 1;
-        self.seq_of.insert(key, seq);
-        self.by_seq.insert(seq, (key, make()));
+        self.live += 1;
         true
     }
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let seq = self.seq_of.remove(key)?;
-        self.by_seq.remove(&seq).map(|(_, v)| v)
+        let at = self.pos.remove(key)?;
+        let (_, v) = self.slots[at].entry.take()?;
+        self.live -= 1;
+        if self.live == 0 {
+            self.slots.clear();
+        } else if self.slots.len() >= 64 && self.live * 4 < self.slots.len() {
+            self.compact();
+        }
+        Some(v)
+    }
+
+    /// Drop the empty slots (sequence numbers stay as they are).
+    fn compact(&mut self) {
+        self.slots.retain(|s| s.entry.is_some());
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some((k, _)) = &slot.entry {
+                self.pos.insert(*k, i);
+            }
+        }
     }
 
     pub fn values(&self) -> impl ExactSizeIterator<Item = &V> {
-        self.by_seq.values().map(|(_, v)| v)
+        self.iter().map(|(_, v)| v)
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&K, &V)> {
-        self.by_seq.values().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> Iter<'_, K, V> {
+        Iter {
+            slots: self.slots.iter(),
+            left: self.live,
+        }
     }
 
     /// The sequence number the next insertion will get (entries inserted later have this
@@ -76,20 +138,23 @@ impl<K: Hash + Eq + Copy, V> OrderedMap<K, V> {
 
     /// Take out the entries inserted at or after sequence number `seq`, in order.
     pub fn take_from(&mut self, seq: u64) -> Vec<(K, V)> {
-        let later = self.by_seq.split_off(&seq);
+        let at = self.slots.partition_point(|s| s.seq < seq);
+        let later: Vec<(K, V)> = self.slots.drain(at..).filter_map(|s| s.entry).collect();
+        for (k, _) in &later {
+            self.pos.remove(k);
+        }
+        self.live -= later.len();
         later
-            .into_values()
-            .map(|(k, v)| {
-                self.seq_of.remove(&k);
-                (k, v)
-            })
-            .collect()
     }
 
     /// Take every entry out, in order.
     pub fn take(&mut self) -> Vec<(K, V)> {
-        self.seq_of.clear();
-        std::mem::take(&mut self.by_seq).into_values().collect()
+        self.pos.clear();
+        self.live = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter_map(|s| s.entry)
+            .collect()
     }
 }
 
@@ -115,25 +180,86 @@ mod tests {
         );
     }
 
+    #[test]
+    fn compacts_and_keeps_order_and_sequence_numbers() {
+        let mut m = OrderedMap::new();
+        for k in 0..200u32 {
+            m.insert_if_absent(k, || k);
+        }
+        let mark = m.next_seq();
+        for k in 200..210u32 {
+            m.insert_if_absent(k, || k);
+        }
+        // most go: the slots are compacted on the way
+        for k in (0..200u32).filter(|k| k % 10 != 3) {
+            assert_eq!(m.remove(&k), Some(k));
+        }
+        assert!(m.slots.len() < 100, "{}", m.slots.len());
+        assert_eq!(m.remove(&13), Some(13));
+        assert_eq!(m.remove(&13), None);
+        let keys: Vec<u32> = m.iter().map(|(k, _)| *k).collect();
+        let want: Vec<u32> = (0..210u32)
+            .filter(|k| *k >= 200 || (k % 10 == 3 && *k != 13))
+            .collect();
+        assert_eq!(keys, want);
+        let later: Vec<u32> = m.take_from(mark).into_iter().map(|e| e.0).collect();
+        assert_eq!(later, (200..210).collect::<Vec<_>>());
+        assert_eq!(m.len(), 19);
+        assert_eq!(m.remove(&193), Some(193));
+        assert!(m.contains_key(&3) && !m.contains_key(&193));
+    }
+
     proptest! {
         #[test]
-        fn matches_a_vector_model(ops in proptest::collection::vec((any::<bool>(), 0u8..20), 0..200)) {
+        fn matches_a_vector_model(
+            ops in proptest::collection::vec((0u8..4, 0u8..100), 0..600)
+        ) {
             let mut m = OrderedMap::new();
-            let mut model: Vec<u8> = Vec::new();
-            for (insert, k) in ops {
-                if insert {
-                    let added = m.insert_if_absent(k, || k);
-                    prop_assert_eq!(added, !model.contains(&k));
-                    if added { model.push(k); }
-                } else {
-                    let removed = m.remove(&k).is_some();
-                    prop_assert_eq!(removed, model.contains(&k));
-                    model.retain(|x| *x != k);
+            let mut model: Vec<(u8, u64)> = Vec::new();
+            let mut marks: Vec<u64> = Vec::new();
+            let mut next = 0u64;
+            for (op, k) in ops {
+                match op {
+                    0 | 1 => {
+                        let added = m.insert_if_absent(k, || k);
+                        prop_assert_eq!(added, !model.iter().any(|e| e.0 == k));
+                        if added {
+                            model.push((k, next));
+                            next += 1;
+                        }
+                    }
+                    2 => {
+                        let removed = m.remove(&k);
+                        prop_assert_eq!(removed.is_some(), model.iter().any(|e| e.0 == k));
+                        prop_assert!(removed.is_none_or(|v| v == k));
+                        model.retain(|e| e.0 != k);
+                    }
+                    _ if k % 2 == 0 => {
+                        prop_assert_eq!(m.next_seq(), next);
+                        marks.push(next);
+                    }
+                    _ => {
+                        if let Some(seq) = marks.pop() {
+                            let taken: Vec<u8> = m.take_from(seq).into_iter().map(|e| e.0).collect();
+                            let want: Vec<u8> =
+                                model.iter().filter(|e| e.1 >= seq).map(|e| e.0).collect();
+                            prop_assert_eq!(taken, want);
+                            model.retain(|e| e.1 < seq);
+                        }
+                    }
                 }
                 prop_assert_eq!(m.len(), model.len());
+                prop_assert_eq!(m.iter().len(), model.len());
                 let keys: Vec<u8> = m.iter().map(|(k, _)| *k).collect();
-                prop_assert_eq!(&keys, &model);
+                let want: Vec<u8> = model.iter().map(|e| e.0).collect();
+                prop_assert_eq!(&keys, &want);
+                for e in &model {
+                    prop_assert!(m.contains_key(&e.0));
+                }
             }
+            let all: Vec<u8> = m.take().into_iter().map(|e| e.0).collect();
+            prop_assert_eq!(all, model.iter().map(|e| e.0).collect::<Vec<_>>());
+            prop_assert!(m.is_empty());
         }
     }
 }
