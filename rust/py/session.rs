@@ -2,6 +2,7 @@
 //! transaction bookkeeping. One Python call per batch (a page of rows, a flush, a commit).
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -27,7 +28,7 @@ use super::flush::{Batch, FlushPlan, Held, Row};
 use super::liveness::ObjRef;
 use super::mapper::{self, MapperCore};
 use super::state::{
-    ensure_state, instance_dict, mapper_of, materialize_expiry, state_in, untrack_state,
+    ensure_state_of, instance_dict, mapper_of, materialize_expiry, state_in, untrack_state,
     InstanceState, StateInner, STATE_KEY,
 };
 use super::sync;
@@ -37,6 +38,9 @@ type FastMap<K, V> = OrderedMap<K, V>;
 fn fast_map<K: std::hash::Hash + Eq + Copy, V>() -> FastMap<K, V> {
     OrderedMap::new()
 }
+
+/// The save-update relationships of a class: (attribute name, is a collection).
+type CascadeProps = Rc<Vec<(Py<PyString>, bool)>>;
 
 /// Returned by `get()` for an object that is in the identity map but must be reloaded.
 pub static NEEDS_LOAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -626,6 +630,86 @@ fn load_value<'py>(
 }
 
 impl SessionCore {
+    /// `add()`, given the object's mapper when the caller has it.
+    fn add_of(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        mapper: Option<&Bound<'_, MapperCore>>,
+    ) -> PyResult<&'static str> {
+        let py = obj.py();
+        let (dict, st) = ensure_state_of(obj, mapper)?;
+        let state = st.get();
+        let mut inner = state.lock()?;
+        match inner.effective() {
+            Lifecycle::Transient => {
+                inner.attach(&self.shared, Lifecycle::Pending);
+                inner.key = None;
+                drop(inner);
+                let mut uow = self.uow()?;
+                uow.new.insert_if_absent(obj.as_ptr() as usize, || {
+                    (obj.clone().unbind(), st.clone().unbind())
+                });
+                Ok("pending")
+            }
+            Lifecycle::Pending | Lifecycle::Persistent => {
+                if inner.in_session(&self.shared) {
+                    Ok("")
+                } else {
+                    Err(InvalidRequestError::new_err(format!(
+                        "{} is already attached to another Session; expunge it from that \
+                         session (or close it) first, or use session.merge() to copy its state \
+                         into this one",
+                        describe(obj)
+                    )))
+                }
+            }
+            Lifecycle::Deleted => Err(InvalidRequestError::new_err(format!(
+                "{} has been deleted in this transaction; use make_transient() to turn it \
+                 back into a new object before adding it again",
+                describe(obj)
+            ))),
+            Lifecycle::Detached if inner.was_deleted => Err(InvalidRequestError::new_err(format!(
+                "{} was deleted and its deletion committed, so its row is gone; use \
+                     make_transient() to insert it again as a new object",
+                describe(obj)
+            ))),
+            Lifecycle::Detached => {
+                let mapper = state.mapper.get();
+                let key = inner.key.clone().ok_or_else(|| {
+                    InvalidRequestError::new_err("detached object without identity")
+                })?;
+                let mut uow = self.uow()?;
+                if let Some((other, _)) = uow.live(py, &key) {
+                    if !other.bind(py).is(obj) {
+                        return Err(InvalidRequestError::new_err(format!(
+                            "cannot attach {}: another instance with identity {} {} is \
+                             already present in this session; use session.merge() to copy \
+                             this object's state onto the instance the session holds",
+                            describe(obj),
+                            mapper.name,
+                            key
+                        )));
+                    }
+                }
+                if inner.is_stale() {
+                    materialize_expiry(&mut inner, &dict, mapper)?;
+                }
+                inner.attach(&self.shared, Lifecycle::Persistent);
+                let dirty = !inner.committed.is_empty();
+                drop(inner);
+                let ptr = obj.as_ptr() as usize;
+                uow.insert_identity(py, key, obj, st.clone().unbind())?;
+                if dirty {
+                    uow.dirty
+                        .insert_if_absent(ptr, || (obj.clone().unbind(), st.clone().unbind()));
+                }
+                watch(&mut uow, obj, &st.clone().unbind(), mapper)?;
+
+                Ok("persistent")
+            }
+        }
+    }
+
     /// Whether an object is marked for deletion at the next flush (no lookup while none is).
     fn marked_deleted(&self) -> PyResult<impl Fn(&Bound<'_, PyAny>) -> PyResult<bool> + '_> {
         let any = !self.uow()?.deleted.is_empty();
@@ -888,78 +972,7 @@ impl SessionCore {
     /// Add an object. Returns "pending" (transient → pending), "persistent" (detached →
     /// persistent) or "" when it was already in this session.
     fn add(&self, obj: &Bound<'_, PyAny>) -> PyResult<&'static str> {
-        let py = obj.py();
-        let (dict, st) = ensure_state(obj)?;
-        let state = st.get();
-        let mut inner = state.lock()?;
-        match inner.effective() {
-            Lifecycle::Transient => {
-                inner.attach(&self.shared, Lifecycle::Pending);
-                inner.key = None;
-                drop(inner);
-                let mut uow = self.uow()?;
-                uow.new.insert_if_absent(obj.as_ptr() as usize, || {
-                    (obj.clone().unbind(), st.clone().unbind())
-                });
-                Ok("pending")
-            }
-            Lifecycle::Pending | Lifecycle::Persistent => {
-                if inner.in_session(&self.shared) {
-                    Ok("")
-                } else {
-                    Err(InvalidRequestError::new_err(format!(
-                        "{} is already attached to another Session; expunge it from that \
-                         session (or close it) first, or use session.merge() to copy its state \
-                         into this one",
-                        describe(obj)
-                    )))
-                }
-            }
-            Lifecycle::Deleted => Err(InvalidRequestError::new_err(format!(
-                "{} has been deleted in this transaction; use make_transient() to turn it \
-                 back into a new object before adding it again",
-                describe(obj)
-            ))),
-            Lifecycle::Detached if inner.was_deleted => Err(InvalidRequestError::new_err(format!(
-                "{} was deleted and its deletion committed, so its row is gone; use \
-                     make_transient() to insert it again as a new object",
-                describe(obj)
-            ))),
-            Lifecycle::Detached => {
-                let mapper = state.mapper.get();
-                let key = inner.key.clone().ok_or_else(|| {
-                    InvalidRequestError::new_err("detached object without identity")
-                })?;
-                let mut uow = self.uow()?;
-                if let Some((other, _)) = uow.live(py, &key) {
-                    if !other.bind(py).is(obj) {
-                        return Err(InvalidRequestError::new_err(format!(
-                            "cannot attach {}: another instance with identity {} {} is \
-                             already present in this session; use session.merge() to copy \
-                             this object's state onto the instance the session holds",
-                            describe(obj),
-                            mapper.name,
-                            key
-                        )));
-                    }
-                }
-                if inner.is_stale() {
-                    materialize_expiry(&mut inner, &dict, mapper)?;
-                }
-                inner.attach(&self.shared, Lifecycle::Persistent);
-                let dirty = !inner.committed.is_empty();
-                drop(inner);
-                let ptr = obj.as_ptr() as usize;
-                uow.insert_identity(py, key, obj, st.clone().unbind())?;
-                if dirty {
-                    uow.dirty
-                        .insert_if_absent(ptr, || (obj.clone().unbind(), st.clone().unbind()));
-                }
-                watch(&mut uow, obj, &st.clone().unbind(), mapper)?;
-
-                Ok("persistent")
-            }
-        }
+        self.add_of(obj, None)
     }
 
     /// Whether the object is marked for deletion at the next flush.
@@ -1094,30 +1107,43 @@ impl SessionCore {
     fn cascade_add(&self, root: &Bound<'_, PyAny>, changed: &Bound<'_, PyDict>) -> PyResult<bool> {
         let py = root.py();
         changed.set_item(root.as_ptr() as usize, root)?;
-        let mut stack = vec![root.clone()];
-        let mut seen: HashSet<usize> = HashSet::new();
-        seen.insert(root.as_ptr() as usize);
-        while let Some(current) = stack.pop() {
-            let mapper = mapper_of(&current)?;
-            let props: Vec<(Py<PyString>, bool)> = {
-                let guard = mapper.get().cascade.lock().map_err(|_| busy("mapper"))?;
-                let Some(info) = guard.as_ref() else {
-                    return Ok(false);
-                };
-                info.save_update
+        // each class's save-update relationships and whether it has relationships, looked up
+        // once per call (a cascade meets few classes)
+        let mut classes: Vec<(usize, CascadeProps, bool)> = Vec::new();
+        let mut info = |mapper: &Bound<'_, MapperCore>| -> PyResult<Option<(CascadeProps, bool)>> {
+            let at = mapper.as_ptr() as usize;
+            if let Some((_, props, related)) = classes.iter().find(|c| c.0 == at) {
+                return Ok(Some((props.clone(), *related)));
+            }
+            let guard = mapper.get().cascade.lock().map_err(|_| busy("mapper"))?;
+            let Some(c) = guard.as_ref() else {
+                return Ok(None);
+            };
+            let props: CascadeProps = Rc::new(
+                c.save_update
                     .iter()
                     .map(|(k, l)| (k.clone_ref(py), *l))
-                    .collect()
-            };
+                    .collect(),
+            );
+            classes.push((at, props.clone(), c.related));
+            Ok(Some((props, c.related)))
+        };
+        let Some((root_props, _)) = info(&mapper_of(root)?)? else {
+            return Ok(false);
+        };
+        let mut stack = vec![(root.clone(), root_props)];
+        let mut seen: HashSet<usize, ahash::RandomState> = HashSet::default();
+        seen.insert(root.as_ptr() as usize);
+        while let Some((current, props)) = stack.pop() {
             if props.is_empty() {
                 continue;
             }
             let dict = instance_dict(&current)?;
-            for (key, uselist) in props {
+            for (key, uselist) in props.iter() {
                 let Some(value) = dict.get_item(key.bind(py))? else {
                     continue;
                 };
-                let items: Vec<Bound<'_, PyAny>> = if uselist {
+                let items: Vec<Bound<'_, PyAny>> = if *uselist {
                     value.try_iter()?.collect::<PyResult<_>>()?
                 } else if value.is_none() {
                     Vec::new()
@@ -1128,21 +1154,18 @@ impl SessionCore {
                     if !seen.insert(item.as_ptr() as usize) {
                         continue;
                     }
-                    let how = self.add(&item)?;
+                    let mapper = mapper_of(&item)?;
+                    let how = self.add_of(&item, Some(&mapper))?;
                     if !how.is_empty() {
-                        let related = mapper_of(&item)?
-                            .get()
-                            .cascade
-                            .lock()
-                            .map_err(|_| busy("mapper"))?
-                            .as_ref()
-                            .is_none_or(|c| c.related);
+                        let Some((item_props, related)) = info(&mapper)? else {
+                            return Ok(false);
+                        };
                         if related {
                             changed.set_item(item.as_ptr() as usize, &item)?;
                         }
                         // the cascade halts at objects already in the session (SQLAlchemy's
                         // halt_on): what they hold was cascaded when they joined it
-                        stack.push(item);
+                        stack.push((item, item_props));
                     }
                 }
             }

@@ -267,11 +267,22 @@ pub fn track_state(state: &Bound<'_, InstanceState>) {
 pub fn ensure_state<'py>(
     instance: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, InstanceState>)> {
+    ensure_state_of(instance, None)
+}
+
+/// `ensure_state`, given the instance's mapper when the caller has it.
+pub fn ensure_state_of<'py>(
+    instance: &Bound<'py, PyAny>,
+    mapper: Option<&Bound<'py, MapperCore>>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, InstanceState>)> {
     let dict = instance_dict(instance)?;
     if let Some(s) = state_in(&dict)? {
         return Ok((dict, s));
     }
-    let mapper = mapper_of(instance)?;
+    let mapper = match mapper {
+        Some(m) => m.clone(),
+        None => mapper_of(instance)?,
+    };
     let state = Bound::new(instance.py(), InstanceState::new_transient(mapper.unbind()))?;
     untrack_state(&state);
     dict.set_item(STATE_KEY.get(instance.py()), &state)?;
