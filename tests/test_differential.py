@@ -60,12 +60,6 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   undid its INSERT): SQLAlchemy copies onto that object and raises ObjectDeletedError; retort
   looks the key up as get() does (which marks the stale object deleted, as SQLAlchemy's get()
   does) and adds a new object, as for any key without a row (the program stops there);
-- open retort bug, needing the core (strict xfails in test_relational_state_machine.py): a
-  rollback leaves deleted an object whose row a flush of the rolled-back scope deleted (or found
-  gone) while a new object took its key; SQLAlchemy makes it persistent again. The draw rolls
-  back no such scope; a failed flush's rollback (or the harness's at the end) that meets it
-  ends the program (Side.deleted_with_key_taken;
-  test_open_bug_a_rollback_leaves_deleted_an_object_whose_key_was_taken);
 - a row switch (a new object taking a deleted object's key in one flush) writes NULL for the
   columns the new object leaves unset, where SQLAlchemy keeps the deleted row's values;
 - delete() of a parent with pending children expunges them (SQLAlchemy inserts them and fails
@@ -241,32 +235,6 @@ class Side:
             and d.get("parent") is not None
             and "parent_id" not in d
         )
-
-    def deleted_with_key_taken(self, whole: bool) -> list[Any]:
-        """The objects (on SQLAlchemy's side) that a rollback would make persistent again while
-        an object inserted in the same scope holds their key: deleted by a flush of the scope (a
-        row switch, or a DELETE and a later INSERT of the key) or found gone (get(), or a flush
-        of a new object taking the key of an expired object without a row). The scope is the
-        whole transaction (`whole`, for rollback()) or the innermost SAVEPOINT's.
-        retort leaves them deleted: an open bug of the core (test_bug_rollback_leaves_an_object_
-        deleted_whose_key_a_row_switch_took and ..._whose_gone_key_a_new_object_took in
-        test_relational_state_machine.py)."""
-        tx = self.session._transaction
-        deleted: list[Any] = []
-        inserted: list[Any] = []
-        while tx is not None:
-            if tx._is_transaction_boundary:
-                deleted.extend(tx._deleted)
-                inserted.extend(tx._new)
-                if not whole:
-                    break
-            tx = tx._parent
-        keys = {st.key: st for st in inserted if st.key is not None}
-        return [
-            st.obj()
-            for st in deleted
-            if st.key in keys and keys[st.key] is not st and st.obj() is not None
-        ]
 
     # -- normalised views, comparable between the libraries ---------------------------------
 
@@ -589,14 +557,6 @@ class Drawer:
             # SQLAlchemy changes the other side first (an improvement, see
             # test_relating_a_flushed_delete_raises_before_anything_changes in
             # test_relationships.py)
-            return None
-        if step[0] in ("rollback", "rollback_nested") and self.oracle.deleted_with_key_taken(
-            step[0] == "rollback"
-        ):
-            # an open retort bug, needing the core: the rollback would leave deleted an object
-            # whose key an object inserted in the same scope took (see
-            # Side.deleted_with_key_taken; a failed flush's rollback ends the program instead,
-            # in Lockstep.step)
             return None
         if self.may_delete_a_child(step) and self.child_key_taken():
             # a flush would delete a child (an orphan, or by the cascade of its parent's
@@ -1103,11 +1063,6 @@ class Lockstep:
             if flushed is None or not flushed.ok:
                 return flushed  # (the read was drawn for a session that had not failed)
         self.program.append(_fmt(step))
-        taken = [
-            self.sa.index[id(o)]
-            for o in self.sa.deleted_with_key_taken(True)
-            if id(o) in self.sa.index
-        ]
         sa = _attempt(self.sa, step)
         writes = self.rt.writes[0]
         rt = _attempt(self.rt, step)
@@ -1139,17 +1094,6 @@ class Lockstep:
         if not sa.ok:
             _event(f"error: {sa.value}")
             self.sa.flush_failed = self.sa.flush_failed or sa.value in FLUSH_ERRORS
-        if any(
-            self.sa.lifecycle(self.sa.handles[i]) == "persistent"
-            and self.rt.lifecycle(self.rt.handles[i]) == "deleted"
-            for i in taken
-        ):
-            # the open retort bug of Side.deleted_with_key_taken, met through the rollback of a
-            # failed flush (or the harness's own rollback at the end), which the draw cannot
-            # foresee: no oracle past it
-            _event("open retort bug: a rollback leaves deleted an object whose key was taken")
-            self.program[-1] += " (open retort bug: an object whose key was taken stays deleted)"
-            return None
         why = self.state_improvement(step) if sa.ok else None
         if why is not None:
             _event(f"improvement: {why}")
@@ -1320,18 +1264,18 @@ def test_harness_flushes_before_a_collection_read_that_loads_in_one_library(
     assert run.program[-1].startswith("remove(1, 'parents', 0)")
 
 
-def test_open_bug_a_rollback_leaves_deleted_an_object_whose_key_was_taken(
+def test_a_rollback_restores_an_object_whose_key_a_new_object_took(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
     # found by the nightly search: parent 4 is inserted, expunged and merged back (a second
     # instance, handle 4), and the rollback leaves that instance expired with no row. A new
     # parent 4 is flushed (by merge()'s autoflush): both mark handle 4 deleted and insert the
-    # new one. rollback() makes handle 4 persistent again in SQLAlchemy; retort leaves it
-    # deleted (the open bug of Side.deleted_with_key_taken). The draw rolls back no such
-    # scope; a rollback run all the same ends the program
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    # new one. rollback() makes handle 4 persistent again and the new one transient, in both
+    # (retort's rollback once left handle 4 deleted); get() then finds its row gone again
+    run = _play(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("query", "Parent"),
             ("expunge", 0),
@@ -1339,17 +1283,14 @@ def test_open_bug_a_rollback_leaves_deleted_an_object_whose_key_was_taken(
             ("rollback",),
             ("new", "Parent", 4, "a", "add", None),
             ("merge", 0),
-        ]:
-            assert run.step(step) is not None
-        assert run.sa.deleted_with_key_taken(True) == [run.sa.handles[4]]
-        assert run.sa.deleted_with_key_taken(False) == [run.sa.handles[4]]
-        assert run.step(("rollback",)) is None
-    finally:
-        for side in sides:
-            side.close()
-    assert run.program[-1] == (
-        "rollback()  -> ok None (open retort bug: an object whose key was taken stays deleted)"
+            ("rollback",),
+            ("get", "Parent", 4),
+        ],
     )
+    # (the harness compares the objects' states after each step, the rollback's included)
+    assert run.program[7] == "rollback()  -> ok None"
+    assert run.program[8] == "get('Parent', 4)  -> ok None"
+    assert not _improved(run)
 
 
 # --------------------------------------------------------------------------------------------

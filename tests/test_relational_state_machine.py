@@ -2256,22 +2256,10 @@ def test_bug_no_association_row_for_a_member_deleted_by_a_flush(
     assert admin_conn.execute(f"SELECT id FROM {schema}.parents WHERE id = 4").fetchall()
 
 
-_ROLLBACK_OF_A_TAKEN_KEY = (
-    "open, needs the core (found by the differential search): a rollback (of the transaction or "
-    "of a SAVEPOINT) leaves deleted an object whose row a flush of the rolled-back scope deleted "
-    "while a new object took its key (a row switch), or found gone (a new object took the key "
-    "of an expired object without a row: Session._settle_expired_key_holders, mark_gone); "
-    "SQLAlchemy makes it persistent again, in the identity map, and the new object transient. "
-    "undo_log (rust/py/session.rs, called by rollback and savepoint_rollback) skips every "
-    "deleted object whose KEY an object inserted in the scope has ('inserted and deleted in "
-    "the same scope: never existed'): it must skip only a deleted object whose own STATE was "
-    "inserted in the scope, and restore the others after the inserted ones have left the "
-    "identity map"
-)
-
-
-@retort_bug(_ROLLBACK_OF_A_TAKEN_KEY)
-def test_bug_rollback_leaves_an_object_deleted_whose_key_a_row_switch_took(repro: Any) -> None:
+@both_libraries("the differential search")
+def test_rollback_restores_an_object_whose_key_a_row_switch_took(repro: Any) -> None:
+    # undo_log once skipped every deleted object whose key an object inserted in the scope
+    # held, instead of those whose own state was inserted there
     s, m, api = repro
     t1, t2 = s.get(m.Tag, 1), s.get(m.Tag, 2)
     s.delete(t1)
@@ -2292,8 +2280,8 @@ def test_bug_rollback_leaves_an_object_deleted_whose_key_a_row_switch_took(repro
     assert s.get(m.Tag, 1) is t1 and t1.label == "t1"
 
 
-@retort_bug(_ROLLBACK_OF_A_TAKEN_KEY)
-def test_bug_rollback_leaves_an_object_deleted_whose_gone_key_a_new_object_took(
+@both_libraries("the differential search")
+def test_rollback_restores_an_object_whose_gone_key_a_new_object_took(
     repro: Any,
 ) -> None:
     s, m, api = repro

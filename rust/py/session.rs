@@ -343,7 +343,7 @@ fn undo_log(
     deleted: &[Held],
 ) -> PyResult<Vec<Py<InstanceState>>> {
     let mut transient = Vec::new();
-    let mut inserted_keys: HashSet<IdentityKey> = HashSet::new();
+    let mut inserted_states: HashSet<usize> = HashSet::new();
     for (key, st) in inserted {
         if let Some((obj, live_st)) = uow.live(py, &key) {
             if live_st.bind(py).is(st.bind(py)) {
@@ -351,14 +351,16 @@ fn undo_log(
                 uow.identity.remove(&key);
             }
         }
-        inserted_keys.insert(key);
+        inserted_states.insert(st.as_ptr() as usize);
         transient.push(st);
     }
+    // (after the inserted objects left the identity map: a deleted object whose key one of
+    // them took, by a row switch or after finding its row gone, takes its place back)
     for (obj, st) in deleted {
-        let key = st.get().lock()?.key.clone();
-        if key.as_ref().is_some_and(|k| inserted_keys.contains(k)) {
+        if inserted_states.contains(&(st.as_ptr() as usize)) {
             continue; // inserted and deleted in the same scope: never existed
         }
+        let key = st.get().lock()?.key.clone();
         {
             let mut inner = st.get().lock()?;
             if !inner.in_session(shared) {
