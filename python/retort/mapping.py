@@ -190,17 +190,23 @@ def configure_mappers() -> None:
         mapper._configure()
 
 
-def _sync_spec(prop: Any) -> tuple[str, int, Any, list[str], list[str]]:
+def _sync_spec(prop: Any) -> tuple[str, int, Any, list[str], list[str], Any]:
     """How the flush's key sync in the core treats a relationship (`MapperCore.set_cascade`):
     0 many-to-one, 1 one-to-many collection (with the attribute names of the referred-to and
-    the foreign-key columns), 2 anything else, left to `flush.sync_related`."""
+    the foreign-key columns), 2 anything else, left to `flush.sync_related`. Last, for a
+    many-to-one referring to its target's primary key (in order), the target's MapperCore:
+    its foreign key is then an identity to look up."""
     if prop.direction == "MANYTOONE":
         kind = 0
     elif prop.direction == "ONETOMANY" and prop.uselist:
         kind = 1
     else:
-        return (prop.key, 2, prop, [], [])
-    return (prop.key, kind, prop, [s.key for s, _ in prop.pairs], [d.key for _, d in prop.pairs])
+        return (prop.key, 2, prop, [], [], None)
+    src = [s.key for s, _ in prop.pairs]
+    target = None
+    if kind == 0 and [c.key for c in prop.target.primary_key] == src:
+        target = prop.target._core
+    return (prop.key, kind, prop, src, [d.key for _, d in prop.pairs], target)
 
 
 def _share_instance_keys(class_: type, keys: list[str]) -> None:

@@ -22,7 +22,7 @@ from retort.flush import (  # "%" doubled: run with parameters
     quote_identifier,
     quote_table,
 )
-from retort.mapping import _NOT_SET, Mapper, class_mapper, configure_mappers, object_mapper
+from retort.mapping import Mapper, class_mapper, configure_mappers, object_mapper
 from retort.sql.compiler import compile as compile_stmt
 from retort.sql.elements import and_, or_
 from retort.sql.selectable import Select
@@ -72,29 +72,6 @@ def _pending_in(plan: Any) -> list[Any]:
         elif batch.op == "update":
             out.extend(o for o in batch.objects() if _lifecycle(o) == "pending")
     return out
-
-
-def _read_many_to_ones(deleted: list[Any]) -> None:
-    """Before a flush deletes these objects: each unloaded many-to-one whose target the identity
-    map holds (or whose foreign key is NULL) becomes loaded, without SQL, so that it stays
-    readable once the object is detached. SQLAlchemy's flush reads them the same way to find
-    its dependencies (for the first such object of each relationship only; retort for all)."""
-    props_of: dict[type, list[Any]] = {}
-    for obj in deleted:
-        cls = type(obj)
-        props = props_of.get(cls)
-        if props is None:
-            rels = cls.__mapper__.relationships.values()
-            props = [p for p in rels if p.direction == "MANYTOONE" and not p.viewonly]
-            props_of[cls] = props
-        if not props:
-            continue
-        d = obj.__dict__
-        for prop in props:
-            if prop.key not in d:
-                value = prop._old_in_identity_map(obj, expired_ok=True)
-                if value is not _NOT_SET:
-                    d[prop.key] = value
 
 
 def _first_entity(statement: Any) -> Mapper | None:
@@ -1116,7 +1093,7 @@ class Session:
                 deleted = self._core.deleted_objects()
                 if deleted:
                     self._load_expired_deleted()
-                    _read_many_to_ones(deleted)
+                    self._core.read_many_to_ones(deleted)
                 self._settle_expired_key_holders()
                 plan = self._core.plan()
                 if related is not None:

@@ -152,6 +152,9 @@ pub struct SyncProp {
     pub src: Vec<Py<PyString>>,
     /// ... and of the foreign-key columns they are copied into, pairwise.
     pub dst: Vec<Py<PyString>>,
+    /// For a many-to-one referring to its target's primary key (in order): the target's
+    /// mapper, whose identity map key the foreign key values make.
+    pub target: Option<Py<MapperCore>>,
 }
 
 impl SyncProp {
@@ -162,6 +165,7 @@ impl SyncProp {
             prop: self.prop.clone_ref(py),
             src: self.src.iter().map(|k| k.clone_ref(py)).collect(),
             dst: self.dst.iter().map(|k| k.clone_ref(py)).collect(),
+            target: self.target.as_ref().map(|t| t.clone_ref(py)),
         }
     }
 }
@@ -292,11 +296,12 @@ impl MapperCore {
             Py<PyAny>,
             Vec<Py<PyString>>,
             Vec<Py<PyString>>,
+            Option<Py<MapperCore>>,
         )>,
     ) -> PyResult<()> {
         let sync = sync
             .into_iter()
-            .map(|(key, kind, prop, src, dst)| {
+            .map(|(key, kind, prop, src, dst, target)| {
                 let kind = match kind {
                     0 => SyncKind::ManyToOne,
                     1 => SyncKind::OneToMany,
@@ -314,6 +319,7 @@ impl MapperCore {
                     prop,
                     src,
                     dst,
+                    target,
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -424,6 +430,9 @@ impl MapperCore {
         if let Ok(guard) = self.cascade.try_lock() {
             for p in guard.iter().flat_map(|c| c.sync.iter()) {
                 visit.call(&p.prop)?;
+                if let Some(t) = &p.target {
+                    visit.call(t)?;
+                }
             }
         }
         Ok(())

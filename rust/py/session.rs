@@ -2175,6 +2175,15 @@ impl SessionCore {
         Ok(true)
     }
 
+    /// Before a flush deletes `objs` (the deleted objects): their unloaded many-to-ones that
+    /// need no SQL are loaded (see `sync::read_many_to_ones`).
+    fn read_many_to_ones(&self, objs: &Bound<'_, PyList>) -> PyResult<()> {
+        let py = objs.py();
+        sync::read_many_to_ones(objs, &|key| {
+            Ok(self.uow()?.live(py, key).map(|(o, _)| o.into_bound(py)))
+        })
+    }
+
     /// The expired objects of the identity map (wholly, or in every column) whose identity a
     /// new object has: their rows may be gone (deleted by another transaction, or inserted by
     /// a rolled-back one). A flush loads each first and marks the ones without a row deleted

@@ -13,7 +13,10 @@ use std::rc::Rc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyType};
 
+use crate::engine::key::IdentityKey;
 use crate::engine::state::Lifecycle;
+
+use super::convert::identity_key;
 
 use super::interned::Interned;
 use super::mapper::{MapperCore, SyncKind, SyncProp};
@@ -38,7 +41,10 @@ pub struct PropCache {
 }
 
 impl PropCache {
-    fn of<'py>(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, MapperCore>, Props)> {
+    pub fn of<'py>(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, MapperCore>, Props)> {
         let mapper = mapper_of(obj)?;
         let at = mapper.as_ptr() as usize;
         if let Some(p) = self.by_mapper.get(&at) {
@@ -259,6 +265,61 @@ pub fn sync_many_to_one<'py>(
         }
     }
     Ok(outside)
+}
+
+/// Before a flush deletes `objs`: each unloaded many-to-one whose foreign key is NULL, or
+/// names an object the identity map holds (`lookup`, expired or not), becomes loaded without
+/// SQL, so that it stays readable once the object is detached. SQLAlchemy's flush reads them
+/// the same way to find its dependencies (for the first such object of each relationship
+/// only; retort for all). Objects expired since they were loaded are left alone (their
+/// foreign keys are not known without SQL).
+pub fn read_many_to_ones<'py>(
+    objs: &Bound<'py, PyList>,
+    lookup: &dyn Fn(&IdentityKey) -> PyResult<Option<Bound<'py, PyAny>>>,
+) -> PyResult<()> {
+    let py = objs.py();
+    let mut cache = PropCache::default();
+    for obj in objs.iter() {
+        let (_, props) = cache.of(&obj)?;
+        if !props.iter().any(|p| p.kind == SyncKind::ManyToOne) {
+            continue;
+        }
+        let dict = instance_dict(&obj)?;
+        match state_in(&dict)? {
+            Some(s) if !s.get().lock()?.is_stale() => {}
+            _ => continue,
+        }
+        for p in props.iter().filter(|p| p.kind == SyncKind::ManyToOne) {
+            let key = p.key.bind(py);
+            if dict.contains(key)? {
+                continue;
+            }
+            let mut values = Vec::with_capacity(p.dst.len());
+            let mut null = false;
+            for d in &p.dst {
+                match dict.get_item(d.bind(py))? {
+                    None => break,
+                    Some(v) if v.is_none() => {
+                        null = true;
+                        break;
+                    }
+                    Some(v) => values.push(v),
+                }
+            }
+            if null {
+                dict.set_item(key, py.None())?;
+                continue;
+            }
+            let Some(target) = &p.target else { continue };
+            if values.len() != p.dst.len() {
+                continue; // a foreign key column not loaded
+            }
+            if let Some(found) = lookup(&identity_key(target.get().id, values.into_iter())?)? {
+                dict.set_item(key, found)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// After a flush wrote what the relationships of `objs` changed: each collection in
