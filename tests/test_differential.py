@@ -60,6 +60,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   undid its INSERT): SQLAlchemy copies onto that object and raises ObjectDeletedError; retort
   looks the key up as get() does (which marks the stale object deleted, as SQLAlchemy's get()
   does) and adds a new object, as for any key without a row (the program stops there);
+- reading an expired object whose row is gone, where the autoflush of the load inserts a new
+  object with its key (and so marks it deleted): SQLAlchemy loads the new object's row into it,
+  retort raises ObjectDeletedError (the program stops there);
 - a row switch (a new object taking a deleted object's key in one flush) writes NULL for the
   columns the new object leaves unset, where SQLAlchemy keeps the deleted row's values;
 - delete() of a parent with pending children expunges them (SQLAlchemy inserts them and fails
@@ -894,6 +897,19 @@ class Lockstep:
             # retort broke the cycle, ran the flush and met the database's refusal of another
             # of its rows (a duplicate key) that SQLAlchemy never got to send
             return "cycle through a nullable foreign key (then a row the database refused)"
+        if (
+            sa.ok
+            and rt.value == "ObjectDeletedError"
+            and step[0] in ("read", "remove")
+            and self.sa.api.inspect(self.sa.handles[step[1]]).deleted
+            and self.rt.api.inspect(self.rt.handles[step[1]]).deleted
+        ):
+            # an expired object whose row is gone, marked deleted by the autoflush of its own
+            # load, in which a new object took its key: SQLAlchemy then loads the new object's
+            # row into it (values of another object), retort raises, as for any expired object
+            # it deleted
+            # (test_improvement_an_object_found_gone_by_the_autoflush_of_its_load_raises)
+            return "an expired object found gone by its load's autoflush raises"
         if not rt.ok or sa.ok:
             return None
         if sa.value == "DetachedInstanceError" and any(
@@ -1734,6 +1750,34 @@ def test_improvement_merge_of_a_key_whose_row_is_gone_adds_a_new_object(
         "is gone adds a new object)"
     )
     assert fetch_rows(admin_conn, run.rt.schema)["parents"][-1] == (4, "a", None)
+
+
+def test_improvement_an_object_found_gone_by_the_autoflush_of_its_load_raises(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 is inserted, expunged and merged back (a second
+    # instance, handle 4), and the rollback leaves that instance expired with no row. A new
+    # parent 4 is added; reading handle 4 autoflushes it, and the flush marks handle 4
+    # deleted (its row is gone, the new object takes its key). SQLAlchemy then loads the new
+    # row into handle 4; retort raises ObjectDeletedError (it read None before, loading the
+    # row into the new object)
+    steps = [
+        ("new", "Parent", 4, "a", "add", None),
+        ("query", "Parent"),
+        ("expunge", 0),
+        ("merge", 0),
+        ("rollback",),
+        ("new", "Parent", 4, "b", "add", None),
+    ]
+    for attr in ("name", "children"):
+        run = _play(sides, admin_conn, [*steps, ("read", 4, attr)])
+        sa_value = "'b'" if attr == "name" else "[]"
+        assert run.program[-1] == (
+            f"read(4, {attr!r})  -> ok {sa_value} / retort: raised ObjectDeletedError "
+            "(improvement: an expired object found gone by its load's autoflush raises)"
+        )
+        assert run.rt.lifecycle(run.rt.handles[4]) == "detached"  # (committed by _play)
+        assert fetch_rows(admin_conn, run.rt.schema)["parents"][-1] == (4, "b", None)
 
 
 def test_improvement_unique_code_swap(

@@ -1333,6 +1333,14 @@ class Session:
                 f"{instance!r} was deleted in this transaction; its attributes cannot be loaded"
             )
         self._autoflush()
+        if state.lifecycle == "deleted":
+            # the autoflush found its row gone and inserted a new object with its key
+            # (_settle_expired_key_holders): the row there is that object's, loaded into it
+            # (SQLAlchemy loads it into this one too, which takes another object's values)
+            raise exc.ObjectDeletedError(
+                f"the row of {instance!r} no longer exists in the database (a new object with "
+                "its key was flushed in its place), so its expired attributes cannot be loaded"
+            )
         rows = self._fetch_by_pk(mapper, mapper._core.primary_key_of(instance))
         if not rows:
             raise exc.ObjectDeletedError(
