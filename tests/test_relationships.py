@@ -434,6 +434,31 @@ def test_many_to_many_remove_deletes_only_the_association_row(orm: Api) -> None:
     assert rows == [("t2",)]
 
 
+def test_many_to_many_rows_beyond_the_parameter_limit_in_one_flush(orm: Api) -> None:
+    # more association rows in one flush than one statement can take parameters (65,535):
+    # written, and removed, all the same (retort sends them as one array per column)
+    Post, Tag = post_tag(orm, lazy="selectin")
+    n_posts, n_tags = 3300, 10  # 33,000 rows of two columns each
+    with orm.session() as s:
+        tags = [Tag(label=f"t{i}") for i in range(n_tags)]
+        s.add_all([Post(title=f"p{i}", tags=list(tags)) for i in range(n_posts)])
+        s.commit()
+    assert orm.fetch("SELECT count(*) FROM post_tags") == [(n_posts * n_tags,)]
+    with orm.session() as s:
+        posts = s.scalars(orm.select(Post).order_by(Post.id)).all()  # tags with them (selectin)
+        for p in posts[:-1]:
+            p.tags.clear()
+        last = posts[-1]
+        for t in list(last.tags[3:]):
+            last.tags.remove(t)
+        s.commit()
+    rows = orm.fetch(
+        "SELECT p.title, t.label FROM post_tags pt JOIN tags t ON t.id = pt.tag_id "
+        "JOIN posts p ON p.id = pt.post_id ORDER BY t.label"
+    )
+    assert rows == [(f"p{n_posts - 1}", "t0"), (f"p{n_posts - 1}", "t1"), (f"p{n_posts - 1}", "t2")]
+
+
 def test_many_to_many_delete_removes_association_rows(orm: Api) -> None:
     Post, Tag = post_tag(orm)
     with orm.session() as s:

@@ -483,20 +483,34 @@ class RelatedChanges:
         self.link_inserts: dict[Any, list[tuple[Any, ...]]] = {}
         self.link_deletes: dict[Any, list[tuple[Any, ...]]] = {}
         self.link_mapper: dict[Any, Any] = {}  # whose bind an association table's rows use
+        self.link_cols: dict[Any, list[Any]] = {}  # an association table's columns, in order
         self.collections: list[Any] = []
+        # per relationship: its key, the attribute names its rows take from the owner and
+        # from the item, and their order in the row
+        self._shapes: dict[Any, tuple[Any, list[str], list[str], list[int]]] = {}
+
+    def _shape(self, prop: Any) -> tuple[Any, list[str], list[str], list[int]]:
+        shape = self._shapes.get(prop)
+        if shape is None:
+            pairs = [*prop.secondary_pairs, *prop.target_secondary_pairs]
+            # In column-name order, so that both sides of back_populates give the same row.
+            order = sorted(range(len(pairs)), key=lambda i: pairs[i][1].name)
+            key = (prop.secondary, tuple(pairs[i][1].name for i in order))
+            self.link_mapper.setdefault(key, prop.parent)
+            self.link_cols.setdefault(key, [pairs[i][1] for i in order])
+            shape = self._shapes[prop] = (
+                key,
+                [pcol.key for pcol, _ in prop.secondary_pairs],
+                [tcol.key for tcol, _ in prop.target_secondary_pairs],
+                order,
+            )
+        return shape
 
     def _link(self, prop: Any, owner: Any, item: Any) -> tuple[Any, tuple[Any, ...]]:
-        cols = [scol for _, scol in prop.secondary_pairs] + [
-            scol for _, scol in prop.target_secondary_pairs
-        ]
-        values = [getattr(owner, pcol.key) for pcol, _ in prop.secondary_pairs] + [
-            getattr(item, tcol.key) for tcol, _ in prop.target_secondary_pairs
-        ]
-        # In column-name order, so that both sides of back_populates give the same row.
-        pairs = sorted(zip((c.name for c in cols), values, strict=True), key=lambda p: p[0])
-        key = (prop.secondary, tuple(n for n, _ in pairs))
-        self.link_mapper.setdefault(key, prop.parent)
-        return key, tuple(v for _, v in pairs)
+        key, owner_attrs, item_attrs, order = self._shape(prop)
+        values = [getattr(owner, a) for a in owner_attrs]
+        values += [getattr(item, a) for a in item_attrs]
+        return key, tuple([values[i] for i in order])
 
     def link_insert(self, prop: Any, owner: Any, item: Any) -> None:
         key, row = self._link(prop, owner, item)
@@ -506,30 +520,32 @@ class RelatedChanges:
         key, row = self._link(prop, owner, item)
         self.link_deletes.setdefault(key, []).append(row)
 
+    def _rows_sql(self, key: Any, rows: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+        """The association rows as a query for SQL, with its parameters: VALUES for a single
+        row; else a SELECT from one array per column (unnest), so that the statement and its
+        parameters stay small for any number of rows."""
+        if len(rows) == 1:
+            return "VALUES (" + ", ".join(["%s"] * len(rows[0])) + ")", list(rows[0])
+        arrays = ", ".join(f"%s::{c.type.sql_cast()}[]" for c in self.link_cols[key])
+        return f"SELECT * FROM unnest({arrays})", [list(col) for col in zip(*rows, strict=True)]
+
     def delete_links(self, conn_for: Callable[[Any], Connection]) -> None:
         """Association rows to remove go first: before the rows they reference."""
         for key, rows in self.link_deletes.items():
             table, names = key
-            conn = conn_for(self.link_mapper[key])
-            rows = list(dict.fromkeys(rows))
             cols = ", ".join(quote_identifier(n) for n in names)
-            one = "(" + ", ".join(["%s"] * len(names)) + ")"
-            sql = (
-                f"DELETE FROM {quote_table(table)} WHERE ({cols}) IN "
-                f"(VALUES {', '.join([one] * len(rows))})"
-            )
-            conn._cursor_execute(sql, [v for r in rows for v in r])
+            query, params = self._rows_sql(key, list(dict.fromkeys(rows)))
+            sql = f"DELETE FROM {quote_table(table)} WHERE ({cols}) IN ({query})"
+            conn_for(self.link_mapper[key])._cursor_execute(sql, params)
 
     def insert_links(self, conn_for: Callable[[Any], Connection]) -> None:
         """Association rows to add go last: after the rows they reference."""
         for key, rows in self.link_inserts.items():
             table, names = key
-            conn = conn_for(self.link_mapper[key])
-            rows = list(dict.fromkeys(rows))
             cols = ", ".join(quote_identifier(n) for n in names)
-            one = "(" + ", ".join(["%s"] * len(names)) + ")"
-            sql = f"INSERT INTO {quote_table(table)} ({cols}) VALUES {', '.join([one] * len(rows))}"
-            conn._cursor_execute(sql, [v for r in rows for v in r])
+            query, params = self._rows_sql(key, list(dict.fromkeys(rows)))
+            sql = f"INSERT INTO {quote_table(table)} ({cols}) {query}"
+            conn_for(self.link_mapper[key])._cursor_execute(sql, params)
 
     def done(self, session: Any, objs: list[Any]) -> None:
         """After the flush: collections forget their added and removed members; objects their
