@@ -74,12 +74,16 @@ def _set_columns(sql: str) -> list[str]:
 
 
 def _inserted_rows(sql: str, params: Any) -> list[dict[str, Any]]:
-    """The rows an INSERT ... VALUES or a COPY wrote, as {column: value}."""
+    """The rows an INSERT ... VALUES, an INSERT ... SELECT * FROM unnest(one array per
+    column) or a COPY wrote, as {column: value}."""
     m = re.match(r"\s*(?:INSERT INTO|COPY)\s+\S+\s*\(([^)]*)\)", sql, re.I)
     assert m, sql
     cols = [c.strip().strip('"') for c in m.group(1).split(",")]
     if sql.lstrip().upper().startswith("COPY"):
         return [dict(zip(cols, row, strict=True)) for row in params]
+    if "FROM unnest(" in sql:
+        assert len(params) == len(cols), (sql, params)
+        return [dict(zip(cols, row, strict=True)) for row in zip(*params, strict=True)]
     flat = list(params)
     assert len(flat) % len(cols) == 0, (sql, flat)
     return [
