@@ -310,6 +310,23 @@ def test_integrity_error_is_wrapped(users: Engine) -> None:
         assert "[SQL: INSERT INTO users" in str(err)
 
 
+def test_a_long_failing_statement_is_cut_in_the_message(users: Engine) -> None:
+    # a multi-row VALUES list can run to megabytes: the message shows its start and end, the
+    # error keeps the whole
+    rows = 5000
+    sql = "INSERT INTO users (name) VALUES " + ", ".join(["(%s)"] * rows)
+    with users.connect() as conn:
+        with pytest.raises(exc.IntegrityError) as info:
+            conn.exec_driver_sql(sql, tuple(["same"] * rows))
+    err = info.value
+    assert err.statement == sql
+    text = str(err)
+    assert len(text) < 3000
+    assert "[SQL: INSERT INTO users (name) VALUES (%s), (%s)" in text
+    assert f"({len(sql):,} characters in all, see .statement)" in text
+    assert text.split("\n[parameters:")[0].endswith("(%s), (%s)]")
+
+
 def test_hooks_see_failing_statements_too(engine: Engine, sql_log: list) -> None:
     with engine.connect() as conn, pytest.raises(exc.ProgrammingError):
         conn.exec_driver_sql("SELEC 1")

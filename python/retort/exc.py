@@ -184,6 +184,18 @@ def _short_params(params: Any) -> str:
     return repr(params)
 
 
+_STATEMENT_SHOWN = 2000  # characters of a statement an error message shows
+
+
+def _short_statement(statement: str) -> str:
+    """A statement for an error message: a long one (a multi-row VALUES list) cut in the
+    middle; the whole is the error's `statement` attribute."""
+    if len(statement) <= _STATEMENT_SHOWN:
+        return statement
+    head, tail = statement[: _STATEMENT_SHOWN - 200], statement[-200:]
+    return f"{head} ... ({len(statement):,} characters in all, see .statement) ... {tail}"
+
+
 _TYPE_ADVICE = (
     "use a value of the column's Python type (int for Integer, Decimal for Numeric, datetime "
     "for DateTime, uuid.UUID for Uuid, ...), converting it before the flush or query"
@@ -275,7 +287,7 @@ def _describe(
 ) -> str:
     text = f"({type(err).__module__}.{type(err).__qualname__}) {err}".rstrip()
     if statement is not None:
-        text += f"\n[SQL: {statement}]"
+        text += f"\n[SQL: {_short_statement(statement)}]"
         if params:
             text += f"\n[parameters: {_short_params(params)}]"
     return text
