@@ -333,6 +333,28 @@ def test_deletes_of_composite_key_rows_are_one_statement(
     assert admin_conn.execute(f"SELECT a, b FROM {schema}.pairs").fetchall() == [(1, 1)]
 
 
+def test_expired_composite_key_rows_load_in_one_select_before_their_delete(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    # the flush loads expired objects it deletes (they stay readable), one statement per
+    # table whatever the number of keys: one array per key column
+    with Session(db) as s:
+        s.add_all([Pair(a=1, b=1, v="x"), Pair(a=1, b=2, v="y"), Pair(a=2, b=1, v="z")])
+        s.commit()
+    with Session(db) as s:
+        gone = [s.get(Pair, key) for key in [(1, 2), (2, 1)]]
+        s.commit()  # expires them
+        for p in gone:
+            s.delete(p)
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["SELECT", "DELETE"]
+        assert "unnest(" in sql_log[0][0]
+        assert [p.v for p in gone] == ["y", "z"]
+        s.commit()
+    assert admin_conn.execute(f"SELECT a, b FROM {schema}.pairs").fetchall() == [(1, 1)]
+
+
 # --------------------------------------------------------------------------------------------
 # no-op flushes
 

@@ -1229,12 +1229,13 @@ class Session:
                 sql = f"SELECT {cols} FROM {table} WHERE {pk[0]} = ANY(%s)"
                 cur = conn._cursor_execute(sql, [[k[0] for k in keys]])
             else:
-                one = "(" + ", ".join(["%s"] * len(pk)) + ")"
+                # one array per key column: any number of keys in one statement
+                arrays = ", ".join(f"%s::{c.type.sql_cast()}[]" for c in mapper.primary_key)
                 sql = (
                     f"SELECT {cols} FROM {table} WHERE ({', '.join(pk)}) IN "
-                    f"(VALUES {', '.join([one] * len(keys))})"
+                    f"(SELECT * FROM unnest({arrays}))"
                 )
-                cur = conn._cursor_execute(sql, [v for k in keys for v in k])
+                cur = conn._cursor_execute(sql, [list(col) for col in zip(*keys, strict=True)])
             rows = cur.fetchall()
             if rows:
                 found.update(map(id, self._core.load_rows(core, rows, 0, False)))
