@@ -769,6 +769,33 @@ def test_selectinload_collection_two_selects(orm: Api) -> None:
         assert orm.selects() == 2
 
 
+def test_selectinload_of_more_parents_than_a_statement_takes_parameters(orm: Api) -> None:
+    # 70,000 parents with a child each: more keys than one statement can take parameters
+    # (65,535), both ways. retort sends them as one array (= ANY), SQLAlchemy in chunks of 500
+    Parent, Child = parent_child(orm)
+    n = 70_000
+    orm.fetch(
+        "INSERT INTO parents (id, name) SELECT g, 'p' || g FROM generate_series(1, %s) g "
+        "RETURNING 1",
+        (n,),
+    )
+    orm.fetch(
+        "INSERT INTO children (id, name, parent_id) SELECT g, 'c' || g, g "
+        "FROM generate_series(1, %s) g RETURNING 1",
+        (n,),
+    )
+    with orm.session() as s:
+        stmt = orm.select(Parent).options(orm.selectinload(Parent.children))
+        parents = s.scalars(stmt).all()
+        assert len(parents) == n
+        assert all([c.name for c in p.children] == [f"c{p.id}"] for p in parents)
+    with orm.session() as s:
+        stmt = orm.select(Child).options(orm.selectinload(Child.parent))
+        children = s.scalars(stmt).all()
+        assert len(children) == n
+        assert all(c.parent.name == f"p{c.parent_id}" for c in children)
+
+
 def test_joinedload_collection_one_select(orm: Api) -> None:
     Parent, Child = parent_child(orm)
     _family(orm, Parent, Child, {"p": ["a", "b"], "q": ["c"], "r": []})

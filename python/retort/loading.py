@@ -113,7 +113,7 @@ def _selectin(
     """Populate `prop` on every object that does not have it loaded; return the related
     objects."""
     from retort.attributes import InstrumentedList
-    from retort.sql.elements import and_, or_
+    from retort.sql.elements import BindParameter, and_, or_
     from retort.sql.selectable import select
 
     todo = [o for o in objects if prop.key not in o.__dict__]
@@ -137,7 +137,8 @@ def _selectin(
         if keys:
             src_cols = [src for src, _ in prop.pairs]
             if len(src_cols) == 1:
-                crit = src_cols[0].in_([k[0] for k in keys])
+                # one array parameter (= ANY): any number of keys
+                crit = src_cols[0].in_(BindParameter(None, [k[0] for k in keys], None))
             else:
                 crit = or_(
                     *(and_(*(c == v for c, v in zip(src_cols, k, strict=True))) for k in keys)
@@ -168,7 +169,7 @@ def _selectin(
         on = and_(*(t == s for t, s in prop.target_secondary_pairs))
         stmt = select(target.class_, *link_cols).join(prop.secondary, on)
     if len(link_cols) == 1:
-        stmt = stmt.where(link_cols[0].in_([k[0] for k in keyed]))
+        stmt = stmt.where(link_cols[0].in_(BindParameter(None, [k[0] for k in keyed], None)))
     else:
         stmt = stmt.where(
             or_(*(and_(*(c == v for c, v in zip(link_cols, k, strict=True))) for k in keyed))
