@@ -2142,6 +2142,22 @@ def test_get_of_an_expired_object_whose_row_is_gone_marks_it_deleted(
     assert api.inspect(p3).persistent
 
 
+def _new_object_takes_a_gone_key(s: Any, m: Any) -> tuple[Any, Any]:
+    """Parent 4 inserted, expunged and merged back (p4b, loaded from the row); a rollback
+    undoes the INSERT, leaving p4b expired in the identity map with no row; a new parent 4
+    (p4c) is flushed: p4b is found gone and marked deleted, p4c takes its key."""
+    p4 = m.Parent(id=4, name="p4", code=None)
+    s.add(p4)
+    s.flush()
+    s.expunge(p4)
+    p4b = s.merge(p4)
+    s.rollback()
+    p4c = m.Parent(id=4, name="p4c", code=None)
+    s.add(p4c)
+    s.flush()
+    return p4b, p4c
+
+
 @both_libraries("the differential search")
 def test_a_new_object_taking_the_key_of_a_gone_row_marks_its_old_object_deleted(
     repro: Any, admin_conn: psycopg.Connection[Any], schema: str
@@ -2150,15 +2166,7 @@ def test_a_new_object_taking_the_key_of_a_gone_row_marks_its_old_object_deleted(
     # has; with no row, the old object is deleted and the new one inserted
     # (UOWTransaction.was_already_deleted)
     s, m, api = repro
-    p4 = m.Parent(id=4, name="p4", code=None)
-    s.add(p4)
-    s.flush()
-    s.expunge(p4)
-    p4b = s.merge(p4)  # another instance, loaded from the row
-    s.rollback()  # the INSERT is undone: p4b is expired in the identity map, its row gone
-    p4c = m.Parent(id=4, name="p4c", code=None)
-    s.add(p4c)
-    s.flush()
+    p4b, p4c = _new_object_takes_a_gone_key(s, m)
     assert s.get(m.Parent, 4) is p4c
     assert api.inspect(p4b).deleted and p4b not in s
     s.commit()
@@ -2285,15 +2293,7 @@ def test_rollback_restores_an_object_whose_gone_key_a_new_object_took(
     repro: Any,
 ) -> None:
     s, m, api = repro
-    p4 = m.Parent(id=4, name="p4", code=None)
-    s.add(p4)
-    s.flush()
-    s.expunge(p4)
-    p4b = s.merge(p4)  # another instance, loaded from the row
-    s.rollback()  # the INSERT is undone: p4b is expired in the identity map, its row gone
-    p4c = m.Parent(id=4, name="p4c", code=None)
-    s.add(p4c)
-    s.flush()  # p4b is found gone and marked deleted; p4c takes its key
+    p4b, p4c = _new_object_takes_a_gone_key(s, m)
     assert api.inspect(p4b).deleted and p4b not in s
     s.rollback()
     assert api.inspect(p4c).transient
