@@ -343,7 +343,7 @@ fn undo_log(
     deleted: &[Held],
 ) -> PyResult<Vec<Py<InstanceState>>> {
     let mut transient = Vec::new();
-    let mut inserted_states: HashSet<usize> = HashSet::new();
+    let mut inserted_states: HashSet<usize, ahash::RandomState> = HashSet::default();
     for (key, st) in inserted {
         if let Some((obj, live_st)) = uow.live(py, &key) {
             if live_st.bind(py).is(st.bind(py)) {
@@ -423,7 +423,7 @@ fn expire_object(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<()> 
 /// `engine::plan::unique_levels`), adding a NULL step for rows in a cycle.
 fn unique_handoffs(
     py: Python<'_>,
-    mappers: &HashMap<u32, Py<MapperCore>>,
+    mappers: &HashMap<u32, Py<MapperCore>, ahash::RandomState>,
     changes: &mut Vec<Change>,
     rows: &mut Vec<Option<Row>>,
     extra: &mut Vec<(Option<u16>, Vec<u16>)>,
@@ -1453,7 +1453,7 @@ impl SessionCore {
         let mut changes = Vec::with_capacity(new.len() + dirty.len() + deleted.len());
         let mut rows: Vec<Option<Row>> = Vec::with_capacity(changes.capacity());
         let mut extra: Vec<(Option<u16>, Vec<u16>)> = Vec::with_capacity(changes.capacity());
-        let mut mappers: HashMap<u32, Py<MapperCore>> = HashMap::new();
+        let mut mappers: HashMap<u32, Py<MapperCore>, ahash::RandomState> = HashMap::default();
         let mut push =
             |mapper: &Py<MapperCore>, op: Op, phase: Phase, cols: ColSet, row: Row, x| {
                 let id = mapper.get().id;
@@ -1472,7 +1472,7 @@ impl SessionCore {
         let none = (None, Vec::new());
         // Row switch: a new object taking the identity of one deleted in this flush updates
         // that row instead of deleting and inserting it.
-        let mut switchable: HashMap<IdentityKey, Held> = HashMap::new();
+        let mut switchable: HashMap<IdentityKey, Held, ahash::RandomState> = HashMap::default();
         for (obj, st) in &deleted {
             if let Some(k) = st.get().lock()?.key.clone() {
                 switchable.insert(k, (obj.clone_ref(py), st.clone_ref(py)));
@@ -1742,7 +1742,8 @@ impl SessionCore {
                     let keys = batch.keys.lock().map_err(|_| busy("flush plan"))?;
                     // Returned rows start with the primary key: index them by identity unless
                     // there is a single row.
-                    let mut by_key: HashMap<IdentityKey, usize> = HashMap::new();
+                    let mut by_key: HashMap<IdentityKey, usize, ahash::RandomState> =
+                        HashMap::default();
                     if let Some(r) = &returned {
                         if batch.rows.len() > 1 {
                             for (j, row) in r.iter().enumerate() {

@@ -32,12 +32,14 @@ type Props = Rc<Vec<SyncProp>>;
 
 /// Per (target object, mapper, relationship index): the target's key values, or None when
 /// it is outside the session.
-type TargetKeys<'py> = HashMap<(usize, usize, usize), Option<Vec<Bound<'py, PyAny>>>>;
+type TargetKeys<'py> =
+    HashMap<(usize, usize, usize), Option<Vec<Bound<'py, PyAny>>>, ahash::RandomState>;
 
-/// Per call: each class's relationships to sync, by mapper address.
+/// Per call: each class's relationships to sync, by mapper address (a call meets few
+/// classes: a short list).
 #[derive(Default)]
 pub struct PropCache {
-    by_mapper: HashMap<usize, Props>,
+    by_mapper: Vec<(usize, Props)>,
 }
 
 impl PropCache {
@@ -47,11 +49,11 @@ impl PropCache {
     ) -> PyResult<(Bound<'py, MapperCore>, Props)> {
         let mapper = mapper_of(obj)?;
         let at = mapper.as_ptr() as usize;
-        if let Some(p) = self.by_mapper.get(&at) {
+        if let Some((_, p)) = self.by_mapper.iter().find(|(m, _)| *m == at) {
             return Ok((mapper, p.clone()));
         }
         let props = Rc::new(mapper.get().sync_props(obj.py())?);
-        self.by_mapper.insert(at, props.clone());
+        self.by_mapper.push((at, props.clone()));
         Ok((mapper, props))
     }
 }
@@ -111,7 +113,9 @@ pub fn sync_collections<'py>(
             continue;
         }
         let (mapper, props) = cache.of(&obj)?;
-        if props.is_empty() {
+        if props.iter().all(|p| p.kind == SyncKind::ManyToOne) {
+            // nothing for this pass (many-to-ones are the next one's), and no unloaded
+            // collection to have changes queued for
             continue;
         }
         let dict = instance_dict(&obj)?;
@@ -138,16 +142,17 @@ pub fn sync_collections<'py>(
             }
             collections.append(&value)?;
             let (has_identity, key_changed) = identity_and_key_change(&dict, mapper.get())?;
-            let only_added: Option<HashSet<usize>> = if has_identity && !key_changed {
-                let added = value.getattr(ADDED.get(py))?;
-                let added = added.cast::<PyDict>()?;
-                if added.is_empty() {
-                    continue;
-                }
-                Some(added.values().iter().map(|v| v.as_ptr() as usize).collect())
-            } else {
-                None
-            };
+            let only_added: Option<HashSet<usize, ahash::RandomState>> =
+                if has_identity && !key_changed {
+                    let added = value.getattr(ADDED.get(py))?;
+                    let added = added.cast::<PyDict>()?;
+                    if added.is_empty() {
+                        continue;
+                    }
+                    Some(added.values().iter().map(|v| v.as_ptr() as usize).collect())
+                } else {
+                    None
+                };
             let parent_values = p
                 .src
                 .iter()
@@ -185,7 +190,7 @@ pub fn sync_many_to_one<'py>(
     let mut cache = PropCache::default();
     // (target, relationship) -> its key values, or None when it is outside the session (many
     // children usually share a parent)
-    let mut keys_of: TargetKeys<'py> = HashMap::new();
+    let mut keys_of: TargetKeys<'py> = HashMap::default();
     for obj in objs.iter() {
         let (mapper, props) = cache.of(&obj)?;
         let at = mapper.as_ptr() as usize;
@@ -361,7 +366,8 @@ pub fn fill_new_collection(
 ) -> PyResult<bool> {
     let py = items.py();
     let state_key = STATE_KEY.get(py);
-    let mut seen: HashSet<usize> = HashSet::with_capacity(items.len());
+    let mut seen: HashSet<usize, ahash::RandomState> =
+        HashSet::with_capacity_and_hasher(items.len(), ahash::RandomState::new());
     let mut dicts = Vec::with_capacity(items.len());
     for item in items.iter() {
         if !item.is_instance(cls)? || !seen.insert(item.as_ptr() as usize) {
