@@ -1778,6 +1778,12 @@ def test_improvement_an_object_found_gone_by_the_autoflush_of_its_load_raises(
         )
         assert run.rt.lifecycle(run.rt.handles[4]) == "detached"  # (committed by _play)
         assert fetch_rows(admin_conn, run.rt.schema)["parents"][-1] == (4, "b", None)
+    # marked deleted by an earlier flush (merge()'s autoflush): the read autoflushes first in
+    # both, and the flush fails on parent 1 (retort raised ObjectDeletedError before its
+    # autoflush)
+    duplicate = ("new", "Parent", 1, "a", "add", None)
+    run = _play(sides, admin_conn, [*steps, ("merge", 0), duplicate, ("read", 4, "name")])
+    assert run.program[8].startswith("read(4, 'name')  -> raised IntegrityError")
 
 
 def test_improvement_unique_code_swap(

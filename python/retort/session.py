@@ -1329,18 +1329,14 @@ class Session:
         self._orphans_before_autoflush()
         self._check_usable()
         mapper = object_mapper(instance)
+        self._autoflush()  # first, as SQLAlchemy's load does (it may fail)
         if state.lifecycle == "deleted":
+            # deleted in this transaction: by a flushed DELETE, or its row was found gone (by
+            # get(), or by a flush, this autoflush perhaps, in which a new object took its
+            # key). A row with its key is a new object's, loaded into that one (SQLAlchemy
+            # loads it into this one too, which then holds another object's values)
             raise exc.ObjectDeletedError(
                 f"{instance!r} was deleted in this transaction; its attributes cannot be loaded"
-            )
-        self._autoflush()
-        if state.lifecycle == "deleted":
-            # the autoflush found its row gone and inserted a new object with its key
-            # (_settle_expired_key_holders): the row there is that object's, loaded into it
-            # (SQLAlchemy loads it into this one too, which takes another object's values)
-            raise exc.ObjectDeletedError(
-                f"the row of {instance!r} no longer exists in the database (a new object with "
-                "its key was flushed in its place), so its expired attributes cannot be loaded"
             )
         rows = self._fetch_by_pk(mapper, mapper._core.primary_key_of(instance))
         if not rows:
