@@ -83,13 +83,23 @@ def _inserted_rows(sql: str, params: Any) -> list[dict[str, Any]]:
         return [dict(zip(cols, row, strict=True)) for row in params]
     if "FROM unnest(" in sql:
         assert len(params) == len(cols), (sql, params)
-        return [dict(zip(cols, row, strict=True)) for row in zip(*params, strict=True)]
+        arrays = [_array_values(p) for p in params]
+        return [dict(zip(cols, row, strict=True)) for row in zip(*arrays, strict=True)]
     flat = list(params)
     assert len(flat) % len(cols) == 0, (sql, flat)
     return [
         dict(zip(cols, flat[i : i + len(cols)], strict=True))
         for i in range(0, len(flat), len(cols))
     ]
+
+
+def _array_values(param: Any) -> list[Any]:
+    """An array parameter's values: a list, or an array literal of integers encoded by
+    retort's core ("{1,2,NULL}")."""
+    if isinstance(param, str):
+        assert param.startswith("{") and param.endswith("}"), param
+        return [None if v == "NULL" else int(v) for v in param[1:-1].split(",")]
+    return list(param)
 
 
 def _row_count(sql: str, params: Any) -> int:

@@ -15,6 +15,7 @@ __all__ = [
     "SessionCore",
     "__version__",
     "adopt_class",
+    "array_literals",
     "fill_new_collection",
     "make_detached",
 ]
@@ -24,6 +25,7 @@ NEEDS_LOAD: Final[object]
 
 def make_detached(instance: object) -> None: ...
 def adopt_class(cls: type) -> bool: ...
+def array_literals(rows: list[Any], width: int) -> list[str] | None: ...
 def fill_new_collection(
     added: dict[int, Any], items: list[Any], cls: type, back_key: str | None, owner: object
 ) -> bool: ...

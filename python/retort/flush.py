@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
-from retort import exc
+from retort import _core, exc
 from retort.attributes import deleted_by_flush
 from retort.sql import compiler
 
@@ -475,6 +475,15 @@ def _check_count(
 _MISSING: Any = object()
 
 
+def column_arrays(rows: list[tuple[Any, ...]], width: int) -> list[Any]:
+    """Rows as one array parameter per column, for ``unnest(%s::type[], ...)``: array literals
+    the core encodes, or lists for psycopg when a value is of a type the core leaves to it."""
+    literals = _core.array_literals(rows, width)
+    if literals is not None:
+        return literals
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
 class RelatedChanges:
     """What relationships add to a flush: association rows of many-to-many relationships, and
     the collections whose change history the flush consumes."""
@@ -526,8 +535,9 @@ class RelatedChanges:
         parameters stay small for any number of rows."""
         if len(rows) == 1:
             return "VALUES (" + ", ".join(["%s"] * len(rows[0])) + ")", list(rows[0])
-        arrays = ", ".join(f"%s::{c.type.sql_cast()}[]" for c in self.link_cols[key])
-        return f"SELECT * FROM unnest({arrays})", [list(col) for col in zip(*rows, strict=True)]
+        cols = self.link_cols[key]
+        arrays = ", ".join(f"%s::{c.type.sql_cast()}[]" for c in cols)
+        return f"SELECT * FROM unnest({arrays})", column_arrays(rows, len(cols))
 
     def delete_links(self, conn_for: Callable[[Any], Connection]) -> None:
         """Association rows to remove go first: before the rows they reference."""

@@ -1235,7 +1235,7 @@ class Session:
                     f"SELECT {cols} FROM {table} WHERE ({', '.join(pk)}) IN "
                     f"(SELECT * FROM unnest({arrays}))"
                 )
-                cur = conn._cursor_execute(sql, [list(col) for col in zip(*keys, strict=True)])
+                cur = conn._cursor_execute(sql, flush.column_arrays(keys, len(pk)))
             rows = cur.fetchall()
             if rows:
                 found.update(map(id, self._core.load_rows(core, rows, 0, False)))

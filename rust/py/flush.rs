@@ -289,39 +289,18 @@ impl Batch {
             return Ok(Some(Vec::new()));
         };
         let width = usize::from(keys.is_some()) + first.values.len() + first.old_pk.len();
-        let mut cols: Vec<Vec<u8>> = (0..width)
-            .map(|_| {
-                let mut v = Vec::with_capacity(2 + 8 * self.rows.len());
-                v.push(b'{');
-                v
-            })
-            .collect();
-        for (j, row) in self.rows.iter().enumerate() {
-            let key = keys.as_ref().map(|k| &k[j]);
-            for (c, v) in key
-                .into_iter()
-                .chain(row.values.iter())
-                .chain(row.old_pk.iter())
-                .enumerate()
-            {
-                let out = &mut cols[c];
-                if j > 0 {
-                    out.push(b',');
-                }
-                if !super::copy::encode_element(py, v.bind(py), out)? {
-                    return Ok(None);
-                }
-            }
-        }
-        cols.into_iter()
-            .map(|mut col| {
-                col.push(b'}');
-                let text = String::from_utf8(col)
-                    .map_err(|e| PyValueError::new_err(format!("array literal: {e}")))?;
-                Ok(PyString::new(py, &text))
-            })
-            .collect::<PyResult<Vec<_>>>()
-            .map(Some)
+        super::copy::column_literals(
+            py,
+            width,
+            self.rows.iter().enumerate().map(|(j, row)| {
+                keys.as_ref()
+                    .map(|k| k[j].bind(py))
+                    .into_iter()
+                    .chain(row.values.iter().map(|v| v.bind(py)))
+                    .chain(row.old_pk.iter().map(|v| v.bind(py)))
+                    .collect()
+            }),
+        )
     }
 
     /// The first primary-key value of every row (for `DELETE ... WHERE pk = ANY(%s)`).

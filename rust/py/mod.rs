@@ -29,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(state::make_detached, m)?)?;
     m.add_function(wrap_pyfunction!(sync::fill_new_collection, m)?)?;
     m.add_function(wrap_pyfunction!(liveness::adopt_class, m)?)?;
+    m.add_function(wrap_pyfunction!(copy::array_literals, m)?)?;
     let sentinel = py.import("builtins")?.getattr("object")?.call0()?;
     let _ = session::NEEDS_LOAD.set(py, sentinel.clone().unbind());
     m.add("NEEDS_LOAD", sentinel)?;
