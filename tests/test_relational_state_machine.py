@@ -2298,3 +2298,49 @@ def test_rollback_restores_an_object_whose_gone_key_a_new_object_took(
     s.rollback()
     assert api.inspect(p4c).transient
     assert api.inspect(p4b).persistent and p4b in s
+
+
+_EXPIRED_THEN_TRANSIENT = (
+    "open, needs the core (found by the differential search): an object whose columns were "
+    "expired (dropped from its __dict__: by a SAVEPOINT's rollback, or an expire_all()/commit "
+    "expiry materialized by inspect().dict or by setting another attribute), then made "
+    "transient by a rollback of its INSERT, reads None for those columns; SQLAlchemy raises "
+    "DetachedInstanceError (where the lazy expiry was never materialized, retort reads the "
+    "values, the documented improvement). make_transient_states (rust/py/session.rs) forgets "
+    "which columns were expired, and ColumnAttribute.get_value (rust/py/attr.rs) gives None for "
+    "a column absent from a transient object's __dict__: the core must keep the expired set "
+    "through make_transient_states and raise DetachedInstanceError for such a column (as for "
+    "a detached object's), while a column never set still reads None"
+)
+
+
+@retort_bug(_EXPIRED_THEN_TRANSIENT)
+def test_bug_a_column_expired_inside_a_rolled_back_savepoint_reads_none_once_transient(
+    repro: Any,
+) -> None:
+    s, m, api = repro
+    c5 = m.Child(id=5, name="c5", parent_id=None)
+    s.add(c5)
+    s.flush()
+    sp = s.begin_nested()
+    c5.name = "x"
+    s.flush()
+    sp.rollback()  # expires c5 (changed inside)
+    s.rollback()  # undoes its INSERT
+    assert api.inspect(c5).transient
+    with pytest.raises(api.DetachedInstanceError):
+        c5.name  # noqa: B018
+
+
+@retort_bug(_EXPIRED_THEN_TRANSIENT)
+def test_bug_a_column_expired_by_expire_all_reads_none_once_transient(repro: Any) -> None:
+    s, m, api = repro
+    p4 = m.Parent(id=4, name="p4", code="q")
+    s.add(p4)
+    s.flush()
+    s.expire_all()
+    p4.name = "new"  # (retort: materializes the expiry of the other columns)
+    s.rollback()
+    assert api.inspect(p4).transient and p4.name == "new"
+    with pytest.raises(api.DetachedInstanceError):
+        p4.code  # noqa: B018
