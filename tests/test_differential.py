@@ -63,11 +63,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
 - reading an expired object whose row is gone, where the autoflush of the load inserts a new
   object with its key (and so marks it deleted): SQLAlchemy loads the new object's row into it,
   retort raises ObjectDeletedError (the program stops there);
-- open retort bug, needing the core (strict xfails in test_relational_state_machine.py): a
-  column expired (dropped: by a SAVEPOINT's rollback, or an expiry the harness's inspect()
-  materializes), then made transient by a rollback, reads None in retort where SQLAlchemy
-  raises DetachedInstanceError; the draw leaves out steps reaching such an object
-  (Drawer.expired_transient);
+- after a failed flush, a flush where the only changes are values set again (to the values
+  objects have, as merge() of an unchanged copy does): SQLAlchemy counts them as changes and
+  refuses to flush (PendingRollbackError), retort has nothing to flush and succeeds, as
+  SQLAlchemy does for a clean session (the program stops there);
 - a row switch (a new object taking a deleted object's key in one flush) writes NULL for the
   columns the new object leaves unset, where SQLAlchemy keeps the deleted row's values;
 - delete() of a parent with pending children expunges them (SQLAlchemy inserts them and fails
@@ -579,32 +578,7 @@ class Drawer:
             # in the session: SQLAlchemy inserts the parent_id it holds, retort the parent's key
             # (test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent)
             return None
-        if self.reaches(_objects(step), self.expired_transient):
-            # an open retort bug, needing the core: a column expired, then made transient by a
-            # rollback, reads None in retort where SQLAlchemy raises DetachedInstanceError
-            # (test_bug_a_column_expired_..._reads_none_once_transient in
-            # test_relational_state_machine.py; test_open_bug_an_expired_column_of_an_object_
-            # made_transient_reads_none here)
-            return None
         return step
-
-    def expired_transient(self, obj: Any) -> bool:
-        """Whether `obj` (on SQLAlchemy's side) is transient with columns expired before (by a
-        SAVEPOINT's rollback or an expiry, then made transient by a rollback) that retort's
-        object does not hold either (it holds them where it never expired them: the values it
-        keeps, test_improvement_an_object_made_transient_by_a_rollback_stays_readable)."""
-        sa = self.oracle
-        insp = sa.api.inspect(obj)
-        if not insp.transient:
-            return False
-        expired = set(insp.expired_attributes) & set(COLUMNS[sa.cls_of(obj)])
-        if not expired:
-            return False
-        i = sa.index.get(id(obj))
-        if i is None:
-            return True
-        held = self.retort.api.inspect(self.retort.handles[i]).dict
-        return any(c not in held for c in expired)
 
     def may_delete_a_child(self, step: Step) -> bool:
         """Whether `step` may leave a persistent child to be deleted by the next flush: taken
@@ -945,6 +919,19 @@ class Lockstep:
             # it deleted
             # (test_improvement_an_object_found_gone_by_the_autoflush_of_its_load_raises)
             return "an expired object found gone by its load's autoflush raises"
+        if (
+            sa.value == "PendingRollbackError"
+            and rt.ok
+            and step[0] == "flush"
+            and not (self.rt.session.new or self.rt.session.dirty or self.rt.session.deleted)
+            and not (self.sa.session.new or self.sa.session.deleted)
+            and not any(self.sa.session.is_modified(o) for o in self.sa.session.dirty)
+        ):
+            # after a failed flush: SQLAlchemy counts an attribute set to the value it has (by
+            # merge(), say) as a change, so the session is not clean and its flush refuses to
+            # begin; retort's has nothing to flush, as after any failed flush, and succeeds
+            # (test_improvement_a_value_set_again_leaves_nothing_to_flush_after_a_failed_flush)
+            return "a value set again leaves nothing to flush after a failed flush"
         if not rt.ok or sa.ok:
             return None
         if sa.value == "DetachedInstanceError" and any(
@@ -1344,33 +1331,29 @@ def test_a_rollback_restores_an_object_whose_key_a_new_object_took(
     assert not _improved(run)
 
 
-def test_open_bug_an_expired_column_of_an_object_made_transient_reads_none(
+def test_an_expired_column_of_an_object_made_transient_is_not_loadable(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
     # found by the nightly search: parent 4, inserted and then expired (expire_all(), which
     # the harness's inspect() materializes in retort), is made transient by the failed
-    # autoflush of get() (a new parent takes the key of parent 1). SQLAlchemy's merge() of it
-    # fails reading its expired key (DetachedInstanceError); retort's name reads None (the
-    # open bug of Drawer.expired_transient), and its merge() went on to the SQL, refused until
-    # rollback(). The draw leaves out steps reaching such an object
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    # autoflush of get() (a new parent takes the key of parent 1). Its expired columns cannot
+    # be loaded: merge() of it raises DetachedInstanceError in both (retort's name once read
+    # None, and its merge() went on to the SQL)
+    run = _play(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("query", "Parent"),
             ("expire_all",),
             ("new", "Parent", 1, "a", "add", None),
             ("get", "Parent", 1),
-        ]:
-            assert run.step(step) is not None
-        drawer = Drawer(None, run.sa, run.rt)
-        assert drawer.reaches([0], drawer.expired_transient)
-        assert not drawer.reaches([1, 2, 3], drawer.expired_transient)
-        assert run.rt.lifecycle(run.rt.handles[0]) == "transient"
-        assert run.rt.handles[0].name is None  # (SQLAlchemy: DetachedInstanceError)
-    finally:
-        for side in sides:
-            side.close()
+            ("rollback",),
+            ("merge", 0),
+        ],
+    )
+    assert run.program[6] == "merge(0)  -> raised DetachedInstanceError"
+    assert not _improved(run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1848,6 +1831,36 @@ def test_improvement_an_object_found_gone_by_the_autoflush_of_its_load_raises(
     duplicate = ("new", "Parent", 1, "a", "add", None)
     run = _play(sides, admin_conn, [*steps, ("merge", 0), duplicate, ("read", 4, "name")])
     assert run.program[8].startswith("read(4, 'name')  -> raised IntegrityError")
+
+
+def test_improvement_a_value_set_again_leaves_nothing_to_flush_after_a_failed_flush(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 1 is expunged and merged back (a second instance),
+    # then a flush fails inside a SAVEPOINT (a new parent 1). merge() of the first instance
+    # again copies the values the second has: SQLAlchemy marks it modified all the same, so
+    # its next flush finds the session not clean and refuses (PendingRollbackError until the
+    # SAVEPOINT is rolled back); retort's flush has nothing to do
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("query", "Parent"),
+            ("expunge", 0),
+            ("merge", 0),
+            ("begin_nested",),
+            ("new", "Parent", 1, "a", "add", None),
+            ("flush",),
+            ("merge", 0),
+            ("flush",),
+        ],
+    )
+    assert run.program[5].startswith("flush()  -> raised IntegrityError")
+    assert run.program[-1] == (
+        "flush()  -> raised PendingRollbackError / retort: ok None (improvement: a value set "
+        "again leaves nothing to flush after a failed flush)"
+    )
+    assert fetch_rows(admin_conn, run.rt.schema)["parents"][0] == (1, "p1", "x")
 
 
 def test_improvement_unique_code_swap(

@@ -1722,6 +1722,13 @@ class Session:
                 f"merge(load=False) takes objects without unflushed changes, and {instance!r} "
                 "has some; flush them in their own session first, or merge with load=True"
             )
+        if state is not None and state.lifecycle == "transient":
+            for key in mapper.keys:
+                if key not in instance.__dict__:
+                    # before anything changes: DetachedInstanceError for a column expired
+                    # before a rollback undid the object's INSERT (its value is lost), as
+                    # SQLAlchemy's merge() raises; None (not copied) for one never set
+                    getattr(instance, key)
         ident = tuple(mapper._core.primary_key_of(instance))
         complete = all(v is not None for v in ident)
         target: Any = None

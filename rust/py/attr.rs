@@ -83,15 +83,28 @@ impl ColumnAttribute {
             return Ok(v);
         }
         if let Some(st) = &state {
-            let needs_load = matches!(
-                st.get().lock()?.effective(),
-                Lifecycle::Persistent | Lifecycle::Deleted | Lifecycle::Detached
-            ) && st.get().lock()?.key.is_some();
+            let (needs_load, expired_insert) = {
+                let inner = st.get().lock()?;
+                (
+                    matches!(
+                        inner.effective(),
+                        Lifecycle::Persistent | Lifecycle::Deleted | Lifecycle::Detached
+                    ) && inner.key.is_some(),
+                    inner.expired_insert,
+                )
+            };
             if needs_load {
                 load_through_session(instance, st, key)?;
                 if let Some(v) = dict.get_item(key)? {
                     return Ok(v);
                 }
+            } else if expired_insert {
+                return Err(DetachedInstanceError::new_err(format!(
+                    "attribute '{key}' of {} was expired before a rollback undid the object's \
+                     INSERT and made it transient, so it cannot be loaded; set it again, or \
+                     copy the values you need before the rollback",
+                    instance.repr().map(|r| r.to_string()).unwrap_or_default()
+                )));
             }
         }
         Ok(py.None().into_bound(py))

@@ -377,8 +377,10 @@ fn undo_log(
     Ok(transient)
 }
 
-/// Make objects of a rolled-back scope transient again.
-fn make_transient_states(states: &[Py<InstanceState>]) -> PyResult<()> {
+/// Make objects of a rolled-back scope transient again: pending ones, or (`inserted`) ones
+/// whose INSERT the scope undid (their expired columns stay unreadable, see
+/// `StateInner::expired_insert`).
+fn make_transient_states(states: &[Py<InstanceState>], inserted: bool) -> PyResult<()> {
     for st in states {
         let mut inner = st.get().lock()?;
         inner.lifecycle = Lifecycle::Transient;
@@ -386,6 +388,7 @@ fn make_transient_states(states: &[Py<InstanceState>]) -> PyResult<()> {
         inner.gen_ref = None;
         inner.key = None;
         inner.was_deleted = false;
+        inner.expired_insert = inserted;
         drop(inner.committed.clear());
     }
     Ok(())
@@ -1906,10 +1909,10 @@ impl SessionCore {
         undo_rekeys(py, &mut uow, rekeyed)?;
         let transient = undo_log(py, &self.shared, &mut uow, inserted, &tx_deleted)?;
         drop(uow);
-        make_transient_states(&transient)?;
+        make_transient_states(&transient, true)?;
         let pending: Vec<Py<InstanceState>> =
             new.values().map(|(_, st)| st.clone_ref(py)).collect();
-        make_transient_states(&pending)?;
+        make_transient_states(&pending, false)?;
         for (_, st) in dirty.values() {
             drop(st.get().lock()?.committed.clear());
         }
@@ -1975,7 +1978,7 @@ impl SessionCore {
             inner.gen_ref = None;
             drop(inner.committed.clear());
         }
-        make_transient_states(&transient)?;
+        make_transient_states(&transient, true)?;
         // changed inside the savepoint (flushed or not) and still persistent: reload from the
         // database (objects that became transient keep their values)
         for (obj, st) in dirty

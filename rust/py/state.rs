@@ -35,6 +35,11 @@ pub struct StateInner {
     /// Expired as a whole (commit, rollback, expire_all, expire(obj)) and not loaded or
     /// flushed since, even if some attributes were set meanwhile: `get()` then refreshes it.
     pub wholly_expired: bool,
+    /// Made transient by a rollback of its INSERT: a column missing from its `__dict__` then
+    /// was expired (an INSERT leaves every column set), and reading it raises
+    /// DetachedInstanceError, as SQLAlchemy's expired attributes do, instead of reading None as
+    /// a new object's unset column. Cleared when the object joins a session again.
+    pub expired_insert: bool,
     /// Fingerprints of mutable column values as loaded or last flushed.
     /// (A thin vector: one word and no allocation for the many objects without such columns.)
     pub fingerprints: thin_vec::ThinVec<(u16, u64)>,
@@ -81,6 +86,7 @@ impl StateInner {
     }
 
     pub fn attach(&mut self, shared: &Arc<Shared>, lifecycle: Lifecycle) {
+        self.expired_insert = false;
         self.session = Some(Arc::downgrade(shared));
         self.gen_ref = Some(shared.gen.clone());
         self.gen = shared.gen.load(Ordering::Acquire);
@@ -131,6 +137,7 @@ impl InstanceState {
                 committed: Snapshot::default(),
                 was_deleted: false,
                 wholly_expired: false,
+                expired_insert: false,
                 fingerprints: thin_vec::ThinVec::new(),
             }),
             owner: AtomicUsize::new(0),
