@@ -145,9 +145,9 @@ def rss() -> int | None:
         return None
 
 
-def _measure_tracemalloc(contender: Contender, job: Job, n: int) -> float:
+def measure_tracemalloc(contender: Contender, key: str, n: int, variant: str) -> float:
     """Python-heap bytes still held per object after loading n (setup not counted)."""
-    prepared = contender.prepare(job.scenario.key, n, job.variant)
+    prepared = contender.prepare(key, n, variant)
     try:
         gc.collect()
         tracemalloc.start()
@@ -228,7 +228,9 @@ class Runner:
         return figures
 
     def _measure_memory(self, job: Job, n: int) -> dict[str, float]:
-        """Bytes per loaded object by tracemalloc here, and by RSS in a fresh process."""
+        """Bytes per loaded object by RSS and by tracemalloc, in a fresh process for each
+        contender (in this one, what earlier scenarios left behind changes the figures: a
+        class whose instances stopped sharing their attribute-name table, reused arenas)."""
         self.admin.reset(0)
         command = [sys.executable, "-m", "benches.memory_probe", job.contender, job.variant]
         env = dict(os.environ)
@@ -257,12 +259,10 @@ class Runner:
             if probe.poll() is None:
                 probe.kill()
                 probe.wait()
-        figures = {
-            "tracemalloc_bytes": _measure_tracemalloc(self.contenders[job.contender], job, n)
-        }
-        rss_bytes = json.loads(answer).get("rss_bytes")
-        if rss_bytes is not None:
-            figures["rss_bytes"] = rss_bytes
+        measured = json.loads(answer)
+        figures = {"tracemalloc_bytes": measured["tracemalloc_bytes"]}
+        if measured.get("rss_bytes") is not None:
+            figures["rss_bytes"] = measured["rss_bytes"]
         return figures
 
     def _attempt(self, job: Job, n: int, verify: bool = False) -> dict[str, float] | None:

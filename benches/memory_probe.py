@@ -1,4 +1,4 @@
-"""Resident memory held per loaded object, measured in a fresh process.
+"""Memory held per loaded object (RSS, then tracemalloc), measured in a fresh process.
 
 In the harness's own process, freed memory from earlier scenarios (pymalloc arenas, malloc
 free lists) is reused by the next load, so an RSS difference there means little. This probe
@@ -7,7 +7,8 @@ machinery), says "ready", waits while the harness loads N rows, then reports the
 across one load of N objects. It sees every heap, including a native extension's, which
 tracemalloc (Python's allocators only) does not.
 
-Protocol on stdin/stdout, one line each: -> "ready", <- "go", -> JSON {"rss_bytes": ...}.
+Protocol on stdin/stdout, one line each: -> "ready", <- "go", -> JSON {"rss_bytes": ...,
+"tracemalloc_bytes": ...}.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import sys
 
 from benches import contenders
-from benches.harness import rss, trim
+from benches.harness import measure_tracemalloc, rss, trim
 
 
 def main(argv: list[str]) -> int:
@@ -44,9 +45,12 @@ def main(argv: list[str]) -> int:
         figures: dict[str, float | None] = {"rss_bytes": None}
     else:
         figures = {"rss_bytes": (after - before) / n, "loaded": loaded}
-    print(json.dumps(figures), flush=True)
     del result
     prepared.cleanup()
+    # then the Python heap alone, over another load (tracemalloc's own bookkeeping would
+    # have counted in the RSS above)
+    figures["tracemalloc_bytes"] = measure_tracemalloc(contender, "memory", n, variant)
+    print(json.dumps(figures), flush=True)
     contender.close()
     return 0
 
