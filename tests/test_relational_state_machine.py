@@ -2332,3 +2332,26 @@ def test_a_column_expired_by_expire_all_is_not_loadable_once_transient(repro: An
     assert api.inspect(p4).transient and p4.name == "new"
     with pytest.raises(api.DetachedInstanceError):
         p4.code  # noqa: B018
+
+
+@both_libraries(
+    "found (differential search): merge() of a copy with parent=None and parent_id=None onto "
+    "child 1 kept it (its parent_id set to NULL) where SQLAlchemy deletes it as an orphan: the "
+    "old value of an unloaded many-to-one was looked up by the foreign key as it is now (NULL, "
+    "copied first), not by the committed one (SQLAlchemy's LOAD_AGAINST_COMMITTED)"
+)
+def test_bug_the_old_parent_of_a_many_to_one_is_found_by_its_committed_key(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    p1, p2 = s.get(m.Parent, 1), s.get(m.Parent, 2)
+    c1, c2 = list(p1.children)  # c1.parent is not loaded
+    assert [c.id for c in p2.children] == [3]
+    c1.parent_id = 2  # by hand
+    c1.parent = None  # the old parent is p1 (the committed key), not p2
+    assert list(api.inspect(c1).attrs.parent.history.deleted) == [p1]
+    assert list(p1.children) == [c2]
+    assert [c.id for c in p2.children] == [3]
+    s.commit()  # an orphan of p1: deleted
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(2, 1), (3, 2), (4, None)]

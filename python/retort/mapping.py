@@ -1128,16 +1128,23 @@ class RelationshipProperty:
 
     def _old_in_identity_map(self, obj: Any, expired_ok: bool = False) -> Any:
         """The object a many-to-one refers to by its loaded foreign key, if the identity map
-        holds it; None for a NULL key; _NOT_SET when that is unknown without SQL. An expired
-        object found counts only with `expired_ok` (a flush's lookup: the object is not
-        refreshed, as SQLAlchemy's flush does not)."""
+        holds it; None for a NULL key; _NOT_SET when that is unknown without SQL. The key is
+        the committed one, before a change by hand since (as SQLAlchemy's lookup of the old
+        value, LOAD_AGAINST_COMMITTED). An expired object found counts only with `expired_ok`
+        (a flush's lookup: the object is not refreshed, as SQLAlchemy's flush does not)."""
         d = obj.__dict__
         state = d.get("_retort_state")
         if state is None or state.stale:
             return _NOT_SET
+        keys = self.parent.keys
         by_target = {}
         for src, dst in self.pairs:
             value = d.get(dst.key, _NOT_SET)
+            committed = state.committed_value(keys.index(dst.key))
+            if committed is not None:
+                known, value = committed
+                if not known:
+                    return _NOT_SET  # set by hand while not loaded
             if value is _NOT_SET:
                 return _NOT_SET
             if value is None:
