@@ -27,7 +27,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   an object whose DELETE was flushed raises InvalidRequestError in retort before any change;
   SQLAlchemy changes the other side of back_populates first, or accepts the change and loses it;
 - a member given twice (a new object twice, or appended again while the other side was not
-  loaded) is one association row in retort, a primary key violation in SQLAlchemy;
+  loaded) is one association row in retort, a primary key violation in SQLAlchemy; a member
+  listed twice whose object is deleted is one row to delete in retort, two in SQLAlchemy
+  (StaleDataError);
 - retort copies keys into foreign keys before a flush's first statement, SQLAlchemy table by
   table: after a failed flush, new objects (pending, or made transient again) may differ in
   parent_id (neither compared nor read; see
@@ -1008,6 +1010,14 @@ class Lockstep:
                 # member appended again while the other side was not loaded
                 # (test_appending_a_member_again_changes_no_association_row)
                 return "a member given twice is one association row"
+        if sa.value == "StaleDataError" and "DELETE statement on table 'parent_tags'" in str(
+            sa.error
+        ):
+            # a member listed twice in a loaded collection (appended again), whose object is
+            # then deleted: SQLAlchemy's flush deletes its association row once per entry and
+            # fails on the second (no row matched); retort deletes it once, as it inserts it
+            # once (test_improvement_a_member_listed_twice_is_one_association_row_to_delete)
+            return "a member listed twice is one association row to delete"
         if not self.rt_wrote:
             return None  # retort did not flush what SQLAlchemy failed to flush
         if sa.value == "CircularDependencyError":
@@ -1910,6 +1920,26 @@ def test_improvement_a_value_set_again_leaves_nothing_to_flush_after_a_failed_fl
         "again leaves nothing to flush after a failed flush)"
     )
     assert fetch_rows(admin_conn, run.rt.schema)["parents"][0] == (1, "p1", "x")
+
+
+def test_improvement_a_member_listed_twice_is_one_association_row_to_delete(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: tag 1 appended again to parent 1's tags (loaded by the
+    # append: it holds tag 1 already), then tag 1 deleted. SQLAlchemy's flush deletes the
+    # association row (1, 1) twice and fails with StaleDataError; retort deletes it once
+    run = _play(
+        sides,
+        admin_conn,
+        [("get", "Parent", 1), ("get", "Tag", 1), ("link", 0, 1, False), ("delete", 1), ("flush",)],
+    )
+    assert run.program[-1] == (
+        "flush()  -> raised StaleDataError / retort: ok None (improvement: a member listed twice "
+        "is one association row to delete)"
+    )
+    rows = fetch_rows(admin_conn, run.rt.schema)
+    assert rows["parent_tags"] == [(1, 2), (2, 2)]
+    assert [t[0] for t in rows["tags"]] == [2]
 
 
 def test_improvement_unique_code_swap(
