@@ -2096,6 +2096,22 @@ def test_bug_many_to_one_of_a_deleted_object_is_read_by_its_flush(repro: Any) ->
         _ = c3.parent
 
 
+@both_libraries("review of the core's read of deleted objects' many-to-ones")
+def test_the_flush_reads_a_deleted_objects_many_to_one_by_its_committed_key(
+    repro: Any,
+) -> None:
+    # a foreign key set by hand (not through the relationship) before the delete: the flush
+    # looks the old value up by the committed key, as SQLAlchemy's does
+    s, m, _api = repro
+    s.get(m.Parent, 2)
+    c4 = s.get(m.Child, 4)  # parent_id NULL
+    c4.parent_id = 2
+    s.delete(c4)
+    s.flush()
+    s.expunge(c4)
+    assert c4.parent is None
+
+
 @both_libraries(
     "found (differential search): a SAVEPOINT's rollback expired, through the refresh-expire "
     "cascade, the children loaded in the collection of a parent changed inside it; reading one "

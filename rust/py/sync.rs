@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyType};
 
 use crate::engine::key::IdentityKey;
+use crate::engine::snapshot::Committed;
 use crate::engine::state::Lifecycle;
 
 use super::convert::identity_key;
@@ -272,9 +273,9 @@ pub fn sync_many_to_one<'py>(
     Ok(outside)
 }
 
-/// Before a flush deletes `objs`: each unloaded many-to-one whose foreign key is NULL, or
-/// names an object the identity map holds (`lookup`, expired or not), becomes loaded without
-/// SQL, so that it stays readable once the object is detached. SQLAlchemy's flush reads them
+/// Before a flush deletes `objs`: each unloaded many-to-one whose foreign key (the committed
+/// one, where it was changed by hand since) is NULL, or names an object the identity map holds
+/// (`lookup`, expired or not), becomes loaded without SQL, so that it stays readable once the object is detached. SQLAlchemy's flush reads them
 /// the same way to find its dependencies (for the first such object of each relationship
 /// only; retort for all). Objects expired since they were loaded are left alone (their
 /// foreign keys are not known without SQL).
@@ -285,24 +286,51 @@ pub fn read_many_to_ones<'py>(
     let py = objs.py();
     let mut cache = PropCache::default();
     for obj in objs.iter() {
-        let (_, props) = cache.of(&obj)?;
+        let (mapper, props) = cache.of(&obj)?;
         if !props.iter().any(|p| p.kind == SyncKind::ManyToOne) {
             continue;
         }
         let dict = instance_dict(&obj)?;
-        match state_in(&dict)? {
-            Some(s) if !s.get().lock()?.is_stale() => {}
+        let state = match state_in(&dict)? {
+            Some(s) if !s.get().lock()?.is_stale() => s,
             _ => continue,
-        }
+        };
+        let m = mapper.get();
         for p in props.iter().filter(|p| p.kind == SyncKind::ManyToOne) {
             let key = p.key.bind(py);
             if dict.contains(key)? {
                 continue;
             }
+            // the committed key where one was set by hand since (SQLAlchemy's flush reads the
+            // old value against the committed state); unknown if it was not loaded then
+            let mut committed: Vec<Option<Option<Bound<'py, PyAny>>>> = Vec::new();
+            {
+                let inner = state.get().lock()?;
+                if !inner.committed.is_empty() {
+                    for d in &p.dst {
+                        let d = d.bind(py);
+                        let at = m.keys.iter().position(|k| {
+                            let k = k.bind(py);
+                            k.is(d) || k.as_any().eq(d).unwrap_or(false)
+                        });
+                        committed.push(at.and_then(|i| inner.committed.get(i as u16)).map(|c| {
+                            match c {
+                                Committed::Value(v) => Some(v.bind(py).clone()),
+                                Committed::Unknown => None,
+                            }
+                        }));
+                    }
+                }
+            }
             let mut values = Vec::with_capacity(p.dst.len());
             let mut null = false;
-            for d in &p.dst {
-                match dict.get_item(d.bind(py))? {
+            for (i, d) in p.dst.iter().enumerate() {
+                let value = match committed.get(i) {
+                    Some(Some(Some(v))) => Some(v.clone()),
+                    Some(Some(None)) => None, // set by hand while not loaded: unknown
+                    _ => dict.get_item(d.bind(py))?,
+                };
+                match value {
                     None => break,
                     Some(v) if v.is_none() => {
                         null = true;
