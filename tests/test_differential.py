@@ -69,6 +69,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   objects have, as merge() of an unchanged copy does): SQLAlchemy counts them as changes and
   refuses to flush (PendingRollbackError), retort has nothing to flush and succeeds, as
   SQLAlchemy does for a clean session (the program stops there);
+- a flush relating an expired object whose row is gone: SQLAlchemy's loads it to read its
+  key and raises ObjectDeletedError, retort's sends the key it knows and the database refuses
+  the row (IntegrityError; the program stops there);
 - a row switch (a new object taking a deleted object's key in one flush) writes NULL for the
   columns the new object leaves unset, where SQLAlchemy keeps the deleted row's values;
 - delete() of a parent with pending children expunges them (SQLAlchemy inserts them and fails
@@ -926,6 +929,16 @@ class Lockstep:
             # ObjectDeletedError)
             # (test_improvement_changing_a_deleted_object_is_an_error)
             return "changing an object already deleted raises"
+        if (
+            sa.value == "ObjectDeletedError"
+            and rt.value == "IntegrityError"
+            and "ForeignKeyViolation" in str(rt.error)
+        ):
+            # a flush relating an expired object whose row is gone (a rollback undid its
+            # INSERT): SQLAlchemy's loads it to read its key and raises; retort's knows the key
+            # and sends the row, which the database refuses (the documented difference of what
+            # a flush loads; test_divergence_a_flush_relating_an_object_whose_row_is_gone)
+            return "a flush relating an object whose row is gone fails on its foreign key"
         if sa.value == "CircularDependencyError" and rt.value == "IntegrityError":
             # retort broke the cycle, ran the flush and met the database's refusal of another
             # of its rows (a duplicate key) that SQLAlchemy never got to send
@@ -1958,6 +1971,35 @@ def test_improvement_a_member_listed_twice_is_one_association_row_to_delete(
     assert run.program[-1] == (
         "flush()  -> raised StaleDataError / retort: raised IntegrityError (improvement: a "
         "member listed twice is one association row to delete)"
+    )
+
+
+def test_divergence_a_flush_relating_an_object_whose_row_is_gone(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 is inserted, expunged and merged back (handle 4);
+    # the rollback undoes the INSERT and leaves handle 4 expired with no row. Tag 1 is given
+    # it as a parent; the next flush (merge()'s autoflush) of the association row: SQLAlchemy
+    # loads handle 4 to read its key (ObjectDeletedError), retort sends the row with the key
+    # it knows, and the database refuses it (IntegrityError, on the foreign key)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Tag", 1),
+            ("expunge", 0),
+            ("merge", 0),
+            ("rollback",),
+            ("link", 2, 1, True),
+        ]:
+            assert run.step(step) is not None
+        assert run.step(("merge", 0)) is None
+    finally:
+        for side in sides:
+            side.close()
+    assert run.program[-1] == (
+        "merge(0)  -> raised ObjectDeletedError / retort: raised IntegrityError (improvement: a "
+        "flush relating an object whose row is gone fails on its foreign key)"
     )
 
 
