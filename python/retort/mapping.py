@@ -1126,12 +1126,12 @@ class RelationshipProperty:
                 obj_session._orphans[id(obj)] = old
         _note_change(obj, self)
 
-    def _old_in_identity_map(self, obj: Any, expired_ok: bool = False) -> Any:
+    def _old_in_identity_map(self, obj: Any) -> Any:
         """The object a many-to-one refers to by its loaded foreign key, if the identity map
-        holds it; None for a NULL key; _NOT_SET when that is unknown without SQL. The key is
-        the committed one, before a change by hand since (as SQLAlchemy's lookup of the old
-        value, LOAD_AGAINST_COMMITTED). An expired object found counts only with `expired_ok`
-        (a flush's lookup: the object is not refreshed, as SQLAlchemy's flush does not)."""
+        holds it and it is not expired as a whole; None for a NULL key; _NOT_SET when that is
+        unknown without SQL. The key is the committed one, before a change by hand since (as
+        SQLAlchemy's lookup of the old value, LOAD_AGAINST_COMMITTED). (The flush's lookup for
+        deleted objects, which takes expired objects too, is the core's read_many_to_ones.)"""
         d = obj.__dict__
         state = d.get("_retort_state")
         if state is None or state.stale:
@@ -1156,7 +1156,7 @@ class RelationshipProperty:
             return _NOT_SET
         ident = tuple(by_target.values())
         found = session._core.identity_lookup(target._core, ident)
-        if found is None or (not expired_ok and _wholly_expired(found, target)):
+        if found is None or _wholly_expired(found, target):
             # an expired object is no answer without SQL (as SQLAlchemy's no-fetch lookup)
             return _NOT_SET
         return found
