@@ -1091,9 +1091,7 @@ impl SessionCore {
             return Ok(py.None().into_bound(py));
         };
         drop(uow);
-        if st.get().lock()?.expired_whole()
-            || all_expired(mapper.get(), &instance_dict(obj.bind(py))?)
-        {
+        if wholly_expired(st.get(), &instance_dict(obj.bind(py))?)? {
             return Ok(NEEDS_LOAD
                 .get(py)
                 .expect("module initialised")
@@ -2128,11 +2126,8 @@ impl SessionCore {
             let obj = h.0.bind(py);
             let dict = instance_dict(obj)?;
             let Some(st) = state_in(&dict)? else { continue };
-            let m = st.get().mapper.get();
-            // All of it expired, as by commit() or expire(obj): SQLAlchemy then needs the
-            // expired primary key and loads the row. After expire(obj, [some names]) it does not.
-            let expired = st.get().lock()?.expired_whole() || all_expired(m, &dict);
-            if expired {
+            // (SQLAlchemy then needs the expired primary key and loads the row)
+            if wholly_expired(st.get(), &dict)? {
                 out.append(obj)?;
             }
         }
@@ -2223,9 +2218,7 @@ impl SessionCore {
             if holder.is(obj.bind(py)) {
                 continue;
             }
-            let expired = holder_st.get().lock()?.expired_whole()
-                || all_expired(holder_st.get().mapper.get(), &instance_dict(&holder)?);
-            if expired {
+            if wholly_expired(holder_st.get(), &instance_dict(&holder)?)? {
                 out.append(holder)?;
             }
         }
@@ -2370,9 +2363,15 @@ impl SessionCore {
     }
 }
 
-/// Whether every column but the primary key is missing from the instance dict: the object
-/// was expired as a whole (expire(), or a commit's expiry already applied). SQLAlchemy's
-/// get() and delete flush load such an object again.
+/// Whether an object is expired as a whole (its state says so, or every column but the
+/// primary key is missing from its dict: expire(), or a commit's expiry already applied).
+/// SQLAlchemy's get(), delete flush and new-object flush load such an object again; after
+/// expire(obj, [some names]) they do not.
+fn wholly_expired(st: &InstanceState, dict: &Bound<'_, PyDict>) -> PyResult<bool> {
+    Ok(st.lock()?.expired_whole() || all_expired(st.mapper.get(), dict))
+}
+
+/// Whether every column but the primary key is missing from the instance dict.
 fn all_expired(m: &MapperCore, dict: &Bound<'_, PyDict>) -> bool {
     let py = dict.py();
     let mut any = false;
