@@ -72,7 +72,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
 - a flush relating an expired object whose row is gone: SQLAlchemy's loads it to read its
   key and raises ObjectDeletedError (or, where it is the autoflush of get() loading an expired
   object, get() raises PendingRollbackError), retort's sends the key it knows and the database
-  refuses the row (IntegrityError; the program stops there);
+  refuses the row (IntegrityError; the program stops there); likewise for a flush changing such
+  an object: SQLAlchemy's loads it (ObjectDeletedError, or get()'s PendingRollbackError),
+  retort's sends nothing for it (a member added to its collection is transient) and succeeds,
+  or sends the UPDATE of a column set, which matches no row (StaleDataError);
 - get() of a key whose object is expired with its row gone, where the autoflush inserts a
   new object with the key: SQLAlchemy returns the old object (deleted, loaded with the new
   row), retort the new one (the program stops there);
@@ -116,6 +119,7 @@ No `from __future__ import annotations`, as in tests/_rel_models.py.
 """
 
 import os
+import re
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -920,24 +924,46 @@ class Lockstep:
             fetch_rows(self.admin, self.rt.schema),
         )
 
-    def sa_caused_by(self, err: BaseException | None, name: str) -> bool:
-        """Whether SQLAlchemy's error `err` is an error of class `name` or was caused by one:
-        through its __cause__ / __context__ chain, or, for a PendingRollbackError, as the error
-        of the failed flush that rolled the session back (which SQLAlchemy keeps on its
-        transaction and names in the message only)."""
+    def sa_original_error(self, err: BaseException | None) -> BaseException | None:
+        """SQLAlchemy's error `err`, or, for a PendingRollbackError, the error of the failed
+        flush that rolled the session back: through its __cause__ / __context__ chain, or as
+        SQLAlchemy keeps it on its transaction (naming it in the message only)."""
+        if type(err).__name__ != "PendingRollbackError":
+            return err
         seen: set[int] = set()
-        while err is not None and id(err) not in seen:
-            seen.add(id(err))
-            if type(err).__name__ == name:
-                return True
-            err = err.__cause__ or err.__context__
+        cause = err
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            if type(cause).__name__ != "PendingRollbackError":
+                return cause
+            cause = cause.__cause__ or cause.__context__
         tx = getattr(self.sa.session, "_transaction", None)
         while tx is not None:
             original = getattr(tx, "_rollback_exception", None)
-            if original is not None and type(original).__name__ == name:
-                return True
+            if original is not None:
+                return original
             tx = tx.parent
-        return False
+        return None
+
+    def gone_object_sa_flush_loaded(self, err: BaseException | None) -> Any:
+        """retort's object for the one SQLAlchemy's ObjectDeletedError `err` names, if the error
+        was raised inside SQLAlchemy's flush loading a persistent object of the program that
+        retort's side holds expired (retort keeps its key, so its flush read nothing of it);
+        else None. The error names the object by its id() ("<Parent at 0x...>")."""
+        if err is None:
+            return None
+        tb = err.__traceback__
+        in_flush = False
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            in_flush |= code.co_name == "_flush" and "/sqlalchemy/orm/" in code.co_filename
+            tb = tb.tb_next
+        named = re.match(r"Instance '<\w+ at 0x([0-9a-f]+)>'", str(err))
+        if not in_flush or named is None or int(named[1], 16) not in self.sa.index:
+            return None
+        obj = self.rt.handles[self.sa.index[int(named[1], 16)]]
+        insp = self.rt.api.inspect(obj)
+        return obj if insp.persistent and insp.expired else None
 
     def improvement(self, step: Step, sa: Outcome, rt: Outcome) -> str | None:
         """The SPEC §5 improvement this divergence is, if it is one."""
@@ -952,14 +978,10 @@ class Lockstep:
             # ObjectDeletedError)
             # (test_improvement_changing_a_deleted_object_is_an_error)
             return "changing an object already deleted raises"
+        # for a PendingRollbackError, the error of the flush that made it
+        sa_original = self.sa_original_error(sa.error)
         if (
-            (
-                sa.value == "ObjectDeletedError"
-                or (
-                    sa.value == "PendingRollbackError"
-                    and self.sa_caused_by(sa.error, "ObjectDeletedError")
-                )
-            )
+            type(sa_original).__name__ == "ObjectDeletedError"
             and rt.value == "IntegrityError"
             and "ForeignKeyViolation" in str(rt.error)
         ):
@@ -972,6 +994,27 @@ class Lockstep:
             # rolled back under it: PendingRollbackError
             # (test_divergence_a_get_whose_autoflush_relates_an_object_whose_row_is_gone)
             return "a flush relating an object whose row is gone fails on its foreign key"
+        gone = (
+            self.gone_object_sa_flush_loaded(sa_original)
+            if type(sa_original).__name__ == "ObjectDeletedError"
+            else None
+        )
+        if gone is not None and (
+            rt.ok
+            or (
+                rt.value == "StaleDataError"
+                and f"Rows not matched: id={self.rt.key(gone)[1]}" in str(rt.error)
+            )
+        ):
+            # a flush changing an expired object whose row is gone (a rollback undid its
+            # INSERT), with no row to send for it (a member added to its collection is
+            # transient) or a column to UPDATE: SQLAlchemy's flush loads it to read its key and
+            # raises; retort's knows the key and sends nothing for it, or the UPDATE, which
+            # matches no row (StaleDataError) (the documented difference of what a flush loads,
+            # as in the clause above, get()'s PendingRollbackError included)
+            # (test_divergence_a_flush_sending_nothing_for_an_object_whose_row_is_gone,
+            # test_divergence_a_flush_updating_an_object_whose_row_is_gone)
+            return "a flush changing an object whose row is gone does not load it"
         if sa.value == "CircularDependencyError" and rt.value == "IntegrityError":
             # retort broke the cycle, ran the flush and met the database's refusal of another
             # of its rows (a duplicate key) that SQLAlchemy never got to send
@@ -2078,6 +2121,91 @@ def test_divergence_a_get_whose_autoflush_relates_an_object_whose_row_is_gone(
     assert run.program[-1] == (
         "get('Parent', 4)  -> raised PendingRollbackError / retort: raised IntegrityError "
         "(improvement: a flush relating an object whose row is gone fails on its foreign key)"
+    )
+
+
+def test_divergence_a_flush_sending_nothing_for_an_object_whose_row_is_gone(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: handle 2 (parent 4 merged back) is expired with no row after
+    # the rollback, which made tag 3 (handle 3) transient; tag 3 is given it as a parent (the
+    # backref changes handle 2's tags, and nothing puts tag 3 back in the session). The flush
+    # has no row to send: SQLAlchemy's loads handle 2 to read its key as it registers it
+    # persistent again (ObjectDeletedError), retort's succeeds
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Parent", 1),
+            ("expunge", 0),
+            ("merge", 0),
+            ("new", "Tag", 3, "a", "add", None),
+            ("rollback",),
+            ("link", 2, 3, True),
+            ("flush",),
+        ],
+    )
+    assert run.program[-1] == (
+        "flush()  -> raised ObjectDeletedError / retort: ok None (improvement: a flush changing "
+        "an object whose row is gone does not load it)"
+    )
+    assert fetch_rows(admin_conn, run.rt.schema) == fetch_rows(admin_conn, run.sa.schema)
+
+
+def test_divergence_a_flush_updating_an_object_whose_row_is_gone(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: handle 2 (parent 4 merged back) is expired with no row after
+    # the rollback, and given a code. The flush: SQLAlchemy's loads handle 2 to read its key
+    # for the UPDATE (ObjectDeletedError), retort's sends the UPDATE with the key it knows,
+    # which matches no row (StaleDataError)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Parent", 1),
+            ("expunge", 0),
+            ("merge", 0),
+            ("rollback",),
+            ("set", 2, "code", None),
+        ]:
+            assert run.step(step) is not None
+        assert run.step(("flush",)) is None
+    finally:
+        for side in sides:
+            side.close()
+    assert run.program[-1] == (
+        "flush()  -> raised ObjectDeletedError / retort: raised StaleDataError (improvement: a "
+        "flush changing an object whose row is gone does not load it)"
+    )
+
+
+def test_divergence_a_get_whose_autoflush_updates_an_object_whose_row_is_gone(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: as in the test above, the flush being the autoflush of
+    # get(Parent, 1), whose object (handle 1) is expired: SQLAlchemy's get() takes the
+    # ObjectDeletedError of its autoflush (loading handle 2) for its own object's and raises
+    # PendingRollbackError, retort's autoflush fails with StaleDataError
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Parent", 1),
+            ("expunge", 0),
+            ("merge", 0),
+            ("rollback",),
+            ("set", 2, "code", None),
+        ]:
+            assert run.step(step) is not None
+        assert run.step(("get", "Parent", 1)) is None
+    finally:
+        for side in sides:
+            side.close()
+    assert run.program[-1] == (
+        "get('Parent', 1)  -> raised PendingRollbackError / retort: raised StaleDataError "
+        "(improvement: a flush changing an object whose row is gone does not load it)"
     )
 
 
