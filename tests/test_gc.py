@@ -306,6 +306,45 @@ def test_loaded_objects_share_attribute_names_after_many_were_constructed(
         assert sys.getsizeof(d) < sys.getsizeof(dict(d)), (sys.getsizeof(d), len(d))
 
 
+@pytest.mark.skipif(
+    sys.maxsize < 2**62, reason="the layout of the state is the one of 64-bit platforms"
+)
+def test_the_state_of_a_persistent_object_takes_72_bytes(db: Engine) -> None:
+    """Every loaded object carries a state, so its size is most of what retort adds to a row
+    (BENCHMARKS.md's memory target): header and collector header (32), mapper (8), one word for
+    the lifecycle, flags, key kind, lock and the object's address (8), the session generation
+    (8), the committed snapshot (8) and the key's values (8). States of every key kind and
+    lifecycle are the same size."""
+
+    class CodeBase(DeclarativeBase):
+        pass
+
+    class Pair(CodeBase):
+        __tablename__ = "gc_pairs"
+        a: Mapped[str] = mapped_column(primary_key=True)
+        b: Mapped[int] = mapped_column(primary_key=True)
+        v: Mapped[int]
+
+    CodeBase.metadata.create_all(db)
+    with Session(db) as s:
+        s.add(Pair(a="x" * 40, b=1, v=1))
+        s.commit()
+    with Session(db) as s:
+        node = s.scalars(select(Node)).first()
+        pair = s.scalars(select(Pair)).one()
+        assert node is not None
+        fresh = Node(name="new")
+        s.add(fresh)
+        sizes = {
+            what: sys.getsizeof(obj.__dict__["_retort_state"])
+            for what, obj in [("int key", node), ("composite key", pair), ("pending", fresh)]
+        }
+        assert sizes == dict.fromkeys(sizes, 72), sizes
+        # and the key is the state's: the composite one reads back whole
+        assert inspect(pair).identity == ("x" * 40, 1)
+        assert s.get(Pair, ("x" * 40, 1)) is pair
+
+
 # --------------------------------------------------------------------------------------------
 # how the identity map learns that an object is gone: the finalizer retort gives mapped classes
 # (rust/py/liveness.rs), or a weak reference where it cannot

@@ -97,6 +97,11 @@ impl<K: Hash + Eq + Copy, V> OrderedMap<K, V> {
         true
     }
 
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let at = *self.pos.get(key)?;
+        self.slots[at].entry.as_mut().map(|(_, v)| v)
+    }
+
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let at = self.pos.remove(key)?;
         let (_, v) = self.slots[at].entry.take()?;

@@ -89,8 +89,8 @@ impl ColumnAttribute {
                     matches!(
                         inner.effective(),
                         Lifecycle::Persistent | Lifecycle::Deleted | Lifecycle::Detached
-                    ) && inner.key.is_some(),
-                    inner.expired_insert,
+                    ) && inner.has_key(),
+                    inner.expired_insert(),
                 )
             };
             if needs_load {
@@ -124,12 +124,12 @@ impl ColumnAttribute {
         let state = st.get();
         let (has_change, session) = {
             let mut inner = state.lock()?;
-            if inner.key.is_none() {
+            if !inner.has_key() {
                 // Transient or pending: nothing committed to compare with.
                 drop(inner);
                 return dict.set_item(key, value);
             }
-            if inner.lifecycle == Lifecycle::Deleted && inner.session().is_some() {
+            if inner.lifecycle() == Lifecycle::Deleted && inner.session().is_some() {
                 // the row is gone: the change could never be written
                 return Err(InvalidRequestError::new_err(format!(
                     "cannot set {}: {} was deleted by a flush in this transaction, so the \

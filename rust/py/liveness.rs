@@ -27,7 +27,6 @@
 use std::collections::HashMap;
 use std::os::raw::c_void;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use pyo3::ffi;
@@ -53,7 +52,7 @@ fn registry() -> MutexGuard<'static, Option<HashMap<usize, usize, ahash::RandomS
 /// Register `state` as the state of the object at `addr`. A state registered there before
 /// (the object's earlier state) no longer vouches for it.
 fn register(addr: usize, state: &InstanceState) {
-    if state.owner.load(Ordering::Acquire) == addr {
+    if state.owner() == addr {
         return;
     }
     let me = state as *const InstanceState as usize;
@@ -61,18 +60,14 @@ fn register(addr: usize, state: &InstanceState) {
     let old = guard.get_or_insert_with(HashMap::default).insert(addr, me);
     if let Some(old) = old.filter(|&o| o != me) {
         // Safety: registered states are live (they leave the registry when freed).
-        unsafe {
-            (*(old as *const InstanceState))
-                .owner
-                .store(0, Ordering::Release)
-        };
+        unsafe { (*(old as *const InstanceState)).set_owner(0) };
     }
-    state.owner.store(addr, Ordering::Release);
+    state.set_owner(addr);
 }
 
 /// Called when a state is freed: it leaves the registry.
 pub fn forget(state: &InstanceState) {
-    let addr = state.owner.load(Ordering::Acquire);
+    let addr = state.owner();
     if addr == 0 {
         return;
     }
@@ -90,9 +85,7 @@ unsafe extern "C" fn finalize(obj: *mut ffi::PyObject) {
     let mut guard = registry();
     if let Some(state) = guard.as_mut().and_then(|r| r.remove(&(obj as usize))) {
         // Safety: registered states are live (they leave the registry when freed).
-        (*(state as *const InstanceState))
-            .owner
-            .store(0, Ordering::Release);
+        (*(state as *const InstanceState)).set_owner(0);
     }
 }
 
@@ -174,7 +167,9 @@ impl ObjRef {
         let py = obj.py();
         let class = state.mapper.get().class_.bind(py);
         if obj.get_type().is(class) && has_finalizer(class.as_type_ptr()) {
-            if let Some(ptr) = NonNull::new(obj.as_ptr()) {
+            if let Some(ptr) =
+                NonNull::new(obj.as_ptr()).filter(|p| InstanceState::can_own(p.as_ptr() as usize))
+            {
                 register(ptr.as_ptr() as usize, state);
                 return Ok(ObjRef::Raw(RawObj(ptr)));
             }
@@ -193,7 +188,7 @@ impl ObjRef {
             ObjRef::Weak(w) => w.bind(py).upgrade(),
             ObjRef::Raw(p) => {
                 let p = p.0.as_ptr();
-                if state.owner.load(Ordering::Acquire) != p as usize
+                if state.owner() != p as usize
                     || !has_finalizer(state.mapper.get().class_.bind(py).as_type_ptr())
                 {
                     return None;

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::PyTypeError;
@@ -29,11 +28,14 @@ use super::liveness::ObjRef;
 use super::mapper::{self, MapperCore};
 use super::state::{
     ensure_state_of, instance_dict, mapper_of, materialize_expiry, state_in, untrack_state,
-    InstanceState, StateInner, STATE_KEY,
+    InstanceState, Link, StateGuard, STATE_KEY,
 };
 use super::sync;
 
 type FastMap<K, V> = OrderedMap<K, V>;
+
+/// Mutable columns' fingerprints: (column index, fingerprint of the value).
+type Fingerprints = thin_vec::ThinVec<(u16, u64)>;
 
 fn fast_map<K: std::hash::Hash + Eq + Copy, V>() -> FastMap<K, V> {
     OrderedMap::new()
@@ -62,9 +64,10 @@ pub struct Uow {
     pub new: FastMap<usize, Held>,
     pub dirty: FastMap<usize, Held>,
     pub deleted: FastMap<usize, Held>,
-    /// Persistent objects with mutable (JSON) columns, held strongly: an in-place change has
-    /// no event, so these are compared with their fingerprints before each flush.
-    pub watched: FastMap<usize, Held>,
+    /// Persistent objects with mutable (JSON) columns, held strongly, with fingerprints of
+    /// those columns' values as loaded or last flushed: an in-place change has no event, so
+    /// the values are compared with their fingerprints before each flush.
+    pub watched: FastMap<usize, (Held, Fingerprints)>,
     /// Identities made persistent by flushes of the current transaction.
     pub tx_inserted: Vec<(IdentityKey, Py<InstanceState>)>,
     /// Objects whose DELETE was flushed in the current transaction.
@@ -119,9 +122,9 @@ impl Uow {
     ) -> PyResult<()> {
         let key = {
             let mut inner = st.get().lock()?;
-            inner.lifecycle = Lifecycle::Deleted;
-            inner.was_deleted = true;
-            inner.key.clone()
+            inner.set_lifecycle(Lifecycle::Deleted);
+            inner.set_was_deleted(true);
+            inner.key()
         };
         if let Some(k) = key {
             if self.identity.get(&k).is_some_and(|e| e.state.is(st)) {
@@ -142,13 +145,30 @@ impl Uow {
 }
 
 pub struct Shared {
-    pub gen: Arc<AtomicU64>,
+    /// The current generation: objects loaded or added since the last commit, rollback or
+    /// expire_all follow it.
+    link: Mutex<Arc<Link>>,
     /// A weak reference to the Python Session.
     owner: Py<PyAny>,
     pub uow: Mutex<Uow>,
 }
 
 impl Shared {
+    /// The current generation, for an object that joins or is loaded.
+    pub fn link(&self) -> Arc<Link> {
+        self.link.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Expire every object of the current generation and start a new one; the old one is
+    /// returned.
+    fn expire_generation(&self) -> Arc<Link> {
+        let mut current = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        let new = Link::new(current.shared.clone());
+        let old = std::mem::replace(&mut *current, new);
+        old.expire();
+        old
+    }
+
     pub fn owner(&self, py: Python<'_>) -> Py<PyAny> {
         self.owner.call0(py).unwrap_or_else(|_| py.None())
     }
@@ -185,7 +205,7 @@ fn pk_values<'py>(
 fn db_pk_values(
     py: Python<'_>,
     dict: &Bound<'_, PyDict>,
-    inner: &StateInner,
+    inner: &StateGuard<'_>,
     mapper: &MapperCore,
 ) -> PyResult<Vec<Py<PyAny>>> {
     mapper
@@ -294,10 +314,15 @@ fn watch(
             prints.push((c, fingerprint(&v)?));
         }
     }
-    state.get().lock()?.fingerprints = prints;
-    uow.watched.insert_if_absent(obj.as_ptr() as usize, || {
-        (obj.clone().unbind(), state.clone_ref(py))
-    });
+    let ptr = obj.as_ptr() as usize;
+    match uow.watched.get_mut(&ptr) {
+        Some((_, old)) => *old = prints,
+        None => {
+            uow.watched.insert_if_absent(ptr, || {
+                ((obj.clone().unbind(), state.clone_ref(py)), prints)
+            });
+        }
+    }
     Ok(())
 }
 
@@ -316,8 +341,8 @@ fn undo_rekeys(
         }
         {
             let mut inner = st.get().lock()?;
-            if inner.key.as_ref() == Some(&new_key) {
-                inner.key = Some(old_key.clone());
+            if inner.key_is(&new_key) {
+                inner.set_key(Some(old_key.clone()));
             }
         }
         if uow
@@ -360,14 +385,14 @@ fn undo_log(
         if inserted_states.contains(&(st.as_ptr() as usize)) {
             continue; // inserted and deleted in the same scope: never existed
         }
-        let key = st.get().lock()?.key.clone();
+        let key = st.get().lock()?.key();
         {
             let mut inner = st.get().lock()?;
             if !inner.in_session(shared) {
                 continue; // expunged since: it stays detached (as in SQLAlchemy)
             }
-            inner.lifecycle = Lifecycle::Persistent;
-            inner.was_deleted = false;
+            inner.set_lifecycle(Lifecycle::Persistent);
+            inner.set_was_deleted(false);
         }
         if let Some(k) = key {
             uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
@@ -383,12 +408,11 @@ fn undo_log(
 fn make_transient_states(states: &[Py<InstanceState>], inserted: bool) -> PyResult<()> {
     for st in states {
         let mut inner = st.get().lock()?;
-        inner.lifecycle = Lifecycle::Transient;
-        inner.session = None;
-        inner.gen_ref = None;
-        inner.key = None;
-        inner.was_deleted = false;
-        inner.expired_insert = inserted;
+        inner.set_lifecycle(Lifecycle::Transient);
+        inner.unlink();
+        inner.set_key(None);
+        inner.set_was_deleted(false);
+        inner.set_expired_insert(inserted);
         drop(inner.committed.clear());
     }
     Ok(())
@@ -401,7 +425,7 @@ fn expire_object(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<()> 
     let dict = instance_dict(obj)?;
     let mut inner = state.lock()?;
     let dropped = inner.committed.clear();
-    inner.wholly_expired = true;
+    inner.set_wholly_expired(true);
     for (i, k) in m.keys.iter().enumerate() {
         if m.pk.contains(&(i as u16)) {
             continue;
@@ -648,7 +672,7 @@ impl SessionCore {
         match inner.effective() {
             Lifecycle::Transient => {
                 inner.attach(&self.shared, Lifecycle::Pending);
-                inner.key = None;
+                inner.set_key(None);
                 drop(inner);
                 let mut uow = self.uow()?;
                 uow.new.insert_if_absent(obj.as_ptr() as usize, || {
@@ -673,14 +697,16 @@ impl SessionCore {
                  back into a new object before adding it again",
                 describe(obj)
             ))),
-            Lifecycle::Detached if inner.was_deleted => Err(InvalidRequestError::new_err(format!(
-                "{} was deleted and its deletion committed, so its row is gone; use \
+            Lifecycle::Detached if inner.was_deleted() => {
+                Err(InvalidRequestError::new_err(format!(
+                    "{} was deleted and its deletion committed, so its row is gone; use \
                      make_transient() to insert it again as a new object",
-                describe(obj)
-            ))),
+                    describe(obj)
+                )))
+            }
             Lifecycle::Detached => {
                 let mapper = state.mapper.get();
-                let key = inner.key.clone().ok_or_else(|| {
+                let key = inner.key().ok_or_else(|| {
                     InvalidRequestError::new_err("detached object without identity")
                 })?;
                 let mut uow = self.uow()?;
@@ -956,8 +982,8 @@ impl SessionCore {
     #[new]
     fn new(owner: Py<PyAny>) -> Self {
         SessionCore {
-            shared: Arc::new(Shared {
-                gen: Arc::new(AtomicU64::new(1)),
+            shared: Arc::new_cyclic(|me| Shared {
+                link: Mutex::new(Link::new(me.clone())),
                 owner,
                 uow: Mutex::new(Uow {
                     identity: IdentityMap::new(),
@@ -1058,7 +1084,7 @@ impl SessionCore {
         let b = uow.dirty.remove(&ptr);
         let c = uow.deleted.remove(&ptr);
         let d = uow.watched.remove(&ptr);
-        if let Some(key) = inner.key.clone() {
+        if let Some(key) = inner.key() {
             if let Some((o, _)) = uow.live(py, &key) {
                 if o.bind(py).is(obj) {
                     uow.identity.remove(&key);
@@ -1267,7 +1293,7 @@ impl SessionCore {
         let cls = m.class_.bind(py);
         let object_new = m.object_new.bind(py);
         let mut uow = self.uow()?;
-        let gen = self.shared.gen.load(Ordering::Acquire);
+        let link = self.shared.link();
         for row in rows.iter() {
             let row = row.cast_into::<PyTuple>()?;
             if row.len() < offset + n {
@@ -1301,7 +1327,7 @@ impl SessionCore {
                         filled = true;
                     }
                 }
-                inner.wholly_expired = false;
+                inner.set_wholly_expired(false);
                 drop(inner);
                 drop(discarded);
                 if populate_existing {
@@ -1325,9 +1351,8 @@ impl SessionCore {
             let state = InstanceState::new_transient(mapper.clone().unbind());
             {
                 let mut inner = state.lock()?;
-                inner.attach(&self.shared, Lifecycle::Persistent);
-                inner.gen = gen;
-                inner.key = Some(key.clone());
+                inner.attach_to(&link, Lifecycle::Persistent);
+                inner.set_key(Some(key.clone()));
             }
             let state = Bound::new(py, state)?;
             untrack_state(&state);
@@ -1475,7 +1500,7 @@ impl SessionCore {
         // that row instead of deleting and inserting it.
         let mut switchable: HashMap<IdentityKey, Held, ahash::RandomState> = HashMap::default();
         for (obj, st) in &deleted {
-            if let Some(k) = st.get().lock()?.key.clone() {
+            if let Some(k) = st.get().lock()?.key() {
                 switchable.insert(k, (obj.clone_ref(py), st.clone_ref(py)));
             }
         }
@@ -1725,7 +1750,7 @@ impl SessionCore {
             ));
         }
         let mut uow = self.uow()?;
-        let gen = self.shared.gen.load(Ordering::Acquire);
+        let link = self.shared.link();
         for (bi, batch) in plan.batches.iter().enumerate() {
             let batch = batch.get();
             let m = batch.mapper.get();
@@ -1793,9 +1818,9 @@ impl SessionCore {
                         let key = key_from_dict(m, &dict)?;
                         {
                             let mut inner = row.held.1.get().lock()?;
-                            inner.lifecycle = Lifecycle::Persistent;
-                            inner.gen = gen;
-                            inner.key = Some(key.clone());
+                            inner.set_lifecycle(Lifecycle::Persistent);
+                            inner.set_link(link.clone());
+                            inner.set_key(Some(key.clone()));
                             drop(inner.committed.clear());
                         }
                         uow.new.remove(&(obj.as_ptr() as usize));
@@ -1817,9 +1842,9 @@ impl SessionCore {
                             uow.record_deleted(py, old.bind(py), old_st)?;
                             {
                                 let mut inner = row.held.1.get().lock()?;
-                                inner.lifecycle = Lifecycle::Persistent;
-                                inner.gen = gen;
-                                inner.key = Some(key.clone());
+                                inner.set_lifecycle(Lifecycle::Persistent);
+                                inner.set_link(link.clone());
+                                inner.set_key(Some(key.clone()));
                                 drop(inner.committed.clear());
                             }
                             uow.new.remove(&(obj.as_ptr() as usize));
@@ -1836,8 +1861,8 @@ impl SessionCore {
                         let old_key = {
                             let mut inner = row.held.1.get().lock()?;
                             drop(inner.committed.clear());
-                            inner.wholly_expired = false;
-                            inner.key.replace(new_key.clone())
+                            inner.set_wholly_expired(false);
+                            inner.set_key(Some(new_key.clone()))
                         };
                         if old_key.as_ref() != Some(&new_key) {
                             if let Some(k) = old_key {
@@ -1888,7 +1913,7 @@ impl SessionCore {
             st.get().lock()?.detach();
         }
         if expire {
-            self.shared.gen.fetch_add(1, Ordering::AcqRel);
+            self.shared.expire_generation();
         }
         Ok(())
     }
@@ -1915,7 +1940,7 @@ impl SessionCore {
             drop(st.get().lock()?.committed.clear());
         }
         drop((new, dirty, deleted, tx_deleted, transient, savepoints));
-        self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        self.shared.expire_generation();
         Ok(())
     }
 
@@ -1971,9 +1996,8 @@ impl SessionCore {
         drop(uow);
         for (_, (_, st)) in &added {
             let mut inner = st.get().lock()?;
-            inner.lifecycle = Lifecycle::Transient;
-            inner.session = None;
-            inner.gen_ref = None;
+            inner.set_lifecycle(Lifecycle::Transient);
+            inner.unlink();
             drop(inner.committed.clear());
         }
         make_transient_states(&transient, true)?;
@@ -1984,7 +2008,7 @@ impl SessionCore {
             .chain(sp.updated.iter())
             .chain(restored.iter())
         {
-            if st.get().lock()?.lifecycle == Lifecycle::Persistent {
+            if st.get().lock()?.lifecycle() == Lifecycle::Persistent {
                 expire_object(obj.bind(py), st.get())?;
             }
         }
@@ -1999,13 +2023,14 @@ impl SessionCore {
         for (_, st) in dirty.values() {
             drop(st.get().lock()?.committed.clear());
         }
-        let old = self.shared.gen.fetch_add(1, Ordering::AcqRel);
+        let old = self.shared.expire_generation();
+        let new = self.shared.link();
         // Objects whose DELETE was flushed have left the identity map: like SQLAlchemy, expiry
         // passes them by (their values stay readable until the transaction ends).
         for (_, st) in &uow.tx_deleted {
             let mut inner = st.get().lock()?;
-            if inner.gen == old {
-                inner.gen = old + 1;
+            if inner.link().is_some_and(|l| Arc::ptr_eq(l, &old)) {
+                inner.set_link(new.clone());
             }
         }
         drop(uow);
@@ -2059,7 +2084,7 @@ impl SessionCore {
         // record_set with an always-different comparison keeps each entry as it was.
         inner.committed = kept;
         if names.is_none() {
-            inner.wholly_expired = true;
+            inner.set_wholly_expired(true);
         }
         let clean = inner.committed.is_empty();
         for i in &indexes {
@@ -2249,7 +2274,7 @@ impl SessionCore {
             .values()
             .chain(uow.dirty.values())
             .chain(uow.deleted.values())
-            .chain(uow.watched.values())
+            .chain(uow.watched.values().map(|(h, _)| h))
             .chain(uow.tx_deleted.iter())
             .chain(uow.tx_rekeyed.iter().map(|(_, _, _, h)| h))
             .chain(uow.savepoints.iter().flat_map(|sp| sp.updated.iter()))
@@ -2280,18 +2305,18 @@ impl SessionCore {
 impl SessionCore {
     /// Mark watched objects whose mutable values changed in place as dirty.
     fn scan_mutations(&self, py: Python<'_>) -> PyResult<()> {
-        let watched: Vec<Held> = {
+        let watched: Vec<(Held, Fingerprints)> = {
             let uow = self.uow()?;
             if uow.watched.is_empty() {
                 return Ok(());
             }
             uow.watched
                 .values()
-                .map(|(o, s)| (o.clone_ref(py), s.clone_ref(py)))
+                .map(|((o, s), prints)| ((o.clone_ref(py), s.clone_ref(py)), prints.clone()))
                 .collect()
         };
         let mut changed = Vec::new();
-        for (obj, st) in watched {
+        for ((obj, st), prints) in watched {
             let state = st.get();
             let m = state.mapper.get();
             let dict = instance_dict(obj.bind(py))?;
@@ -2300,7 +2325,7 @@ impl SessionCore {
                 continue;
             }
             let mut any = false;
-            for (c, print) in inner.fingerprints.clone() {
+            for (c, print) in prints {
                 if inner.committed.contains(c) {
                     continue;
                 }

@@ -1,20 +1,31 @@
 //! Per-object state: lifecycle, identity, committed snapshot and the link to a session.
 //!
-//! An `InstanceState` lives in its instance's `__dict__`. It links to its session weakly (a
-//! Rust `Weak`), so closing or dropping a session detaches every object at once without
-//! visiting them. Expiry after commit is lazy: the session bumps a generation counter and
-//! each state notices on its next use that it is older than its session's generation.
+//! An `InstanceState` lives in its instance's `__dict__`. It links to its session weakly,
+//! through the session's current `Link`, so closing or dropping a session detaches every object
+//! at once without visiting them. Expiry after commit is lazy: the session marks its current
+//! link expired and starts a new one, and each state notices on its next use that its link is
+//! an expired one.
+//!
+//! Every persistent object carries a state, so its size is most of what retort adds to a row:
+//! 72 bytes with the collector's header. The lifecycle, the flags, the kind of the identity key
+//! and a lock bit share one word with the address of the object the state vouches for (see
+//! `liveness`); the key's values take one more word (the mapper, which every key of the state
+//! shares, is the state's own).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::cell::UnsafeCell;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use pyo3::exceptions::PyAttributeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyTraverseError;
+use thin_vec::ThinVec;
 
-use crate::engine::key::IdentityKey;
+use crate::engine::key::{IdentityKey, KeyValue};
 use crate::engine::snapshot::{Committed, Snapshot};
 use crate::engine::state::Lifecycle;
 
@@ -24,40 +35,361 @@ pub use super::interned::STATE_KEY;
 use super::mapper::MapperCore;
 use super::session::Shared;
 
+/// One generation of a session, as its objects see it: the session (weakly) and whether a
+/// commit, rollback or expire_all has expired the objects loaded during it. A session marks its
+/// link expired and makes a new one at each of those, so an object knows it is stale without
+/// being visited.
+pub struct Link {
+    pub shared: Weak<Shared>,
+    expired: AtomicBool,
+}
+
+impl Link {
+    pub fn new(shared: Weak<Shared>) -> Arc<Link> {
+        Arc::new(Link {
+            shared,
+            expired: AtomicBool::new(false),
+        })
+    }
+
+    pub fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+    }
+
+    pub fn is_expired(&self) -> bool {
+        self.expired.load(Ordering::Acquire)
+    }
+}
+
+/// The values of an identity key; which field is in use is in the state's header (`KEY_*`).
+union KeySlot {
+    int: i64,
+    values: ManuallyDrop<ThinVec<KeyValue>>,
+}
+
+/// What the lock protects: the parts of a state that are not in its header word.
 pub struct StateInner {
-    pub lifecycle: Lifecycle,
-    pub session: Option<Weak<Shared>>,
-    pub gen_ref: Option<Arc<AtomicU64>>,
-    pub gen: u64,
-    pub key: Option<IdentityKey>,
+    link: Option<Arc<Link>>,
     pub committed: Snapshot<Py<PyAny>>,
-    pub was_deleted: bool,
+    key: KeySlot,
+}
+
+// The header word: bit 0 the lock; bits 3..=55 the address of the object the state vouches
+// for (objects are at least 8-byte aligned); bits 56..=58 the lifecycle; then three flags and
+// two bits for the kind of the identity key.
+const LOCK: u64 = 1;
+const ADDR: u64 = 0x00FF_FFFF_FFFF_FFF8;
+const LIFECYCLE_SHIFT: u32 = 56;
+const LIFECYCLE: u64 = 0b111 << LIFECYCLE_SHIFT;
+const WAS_DELETED: u64 = 1 << 59;
+const WHOLLY_EXPIRED: u64 = 1 << 60;
+const EXPIRED_INSERT: u64 = 1 << 61;
+const KEY_SHIFT: u32 = 62;
+const KEY: u64 = 0b11 << KEY_SHIFT;
+const KEY_NONE: u64 = 0;
+const KEY_INT: u64 = 1;
+const KEY_VALUES: u64 = 2;
+
+fn lifecycle_bits(l: Lifecycle) -> u64 {
+    let n: u64 = match l {
+        Lifecycle::Transient => 0,
+        Lifecycle::Pending => 1,
+        Lifecycle::Persistent => 2,
+        Lifecycle::Deleted => 3,
+        Lifecycle::Detached => 4,
+    };
+    n << LIFECYCLE_SHIFT
+}
+
+fn lifecycle_of(header: u64) -> Lifecycle {
+    match (header & LIFECYCLE) >> LIFECYCLE_SHIFT {
+        0 => Lifecycle::Transient,
+        1 => Lifecycle::Pending,
+        2 => Lifecycle::Persistent,
+        3 => Lifecycle::Deleted,
+        _ => Lifecycle::Detached,
+    }
+}
+
+#[pyclass(frozen, module = "retort._core")]
+pub struct InstanceState {
+    pub mapper: Py<MapperCore>,
+    header: AtomicU64,
+    inner: UnsafeCell<StateInner>,
+}
+
+// Safety: `inner` is only reached through `lock()`, whose guard holds the header's lock bit,
+// taken and released with atomic operations: one guard at a time, on any thread.
+unsafe impl Sync for InstanceState {}
+
+impl Drop for InstanceState {
+    fn drop(&mut self) {
+        super::liveness::forget(self);
+        let header = *self.header.get_mut();
+        if (header & KEY) >> KEY_SHIFT == KEY_VALUES {
+            // Safety: the header says the slot holds values, and nothing uses them after this.
+            unsafe { ManuallyDrop::drop(&mut self.inner.get_mut().key.values) };
+        }
+    }
+}
+
+impl InstanceState {
+    pub fn new_transient(mapper: Py<MapperCore>) -> Self {
+        InstanceState {
+            mapper,
+            header: AtomicU64::new(lifecycle_bits(Lifecycle::Transient)),
+            inner: UnsafeCell::new(StateInner {
+                link: None,
+                committed: Snapshot::default(),
+                key: KeySlot { int: 0 },
+            }),
+        }
+    }
+
+    /// The state, for reading or changing; "busy" while another caller (the same thread, from
+    /// an event or a finalizer) has it.
+    pub fn lock(&self) -> PyResult<StateGuard<'_>> {
+        self.try_lock().ok_or_else(|| busy("object"))
+    }
+
+    /// `lock`, or None while the state is held.
+    pub fn try_lock(&self) -> Option<StateGuard<'_>> {
+        if self.header.fetch_or(LOCK, Ordering::Acquire) & LOCK != 0 {
+            return None;
+        }
+        // Safety: the lock bit was clear and is now ours, so no other reference to `inner`
+        // exists until the guard clears it.
+        Some(StateGuard {
+            state: self,
+            inner: unsafe { &mut *self.inner.get() },
+        })
+    }
+
+    /// The address of the object this state vouches for to identity maps, 0 if none.
+    pub fn owner(&self) -> usize {
+        (self.header.load(Ordering::Acquire) & ADDR) as usize
+    }
+
+    /// Vouch for the object at `addr` (0: for none). False, changing nothing, for an address
+    /// the header cannot hold (the object is then followed by a weak reference).
+    pub fn set_owner(&self, addr: usize) -> bool {
+        let addr = addr as u64;
+        if addr & !ADDR != 0 {
+            return false;
+        }
+        let _ = self
+            .header
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some((h & !ADDR) | addr)
+            });
+        true
+    }
+
+    /// Whether `set_owner(addr)` would succeed.
+    pub fn can_own(addr: usize) -> bool {
+        addr as u64 & !ADDR == 0
+    }
+}
+
+/// The locked state: its header's fields through methods, the rest through `Deref`.
+pub struct StateGuard<'a> {
+    state: &'a InstanceState,
+    inner: &'a mut StateInner,
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        self.state.header.fetch_and(!LOCK, Ordering::Release);
+    }
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        self.inner
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut StateInner {
+        self.inner
+    }
+}
+
+impl StateGuard<'_> {
+    fn header(&self) -> u64 {
+        self.state.header.load(Ordering::Acquire)
+    }
+
+    /// Replace the bits of `mask` (the lock holder is the only writer of these bits; the
+    /// liveness finalizer may change the address bits meanwhile, hence the atomic update).
+    fn set_bits(&mut self, mask: u64, bits: u64) {
+        let _ = self
+            .state
+            .header
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some((h & !mask) | bits)
+            });
+    }
+
+    fn set_flag(&mut self, flag: u64, on: bool) {
+        self.set_bits(flag, if on { flag } else { 0 });
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        lifecycle_of(self.header())
+    }
+
+    pub fn set_lifecycle(&mut self, l: Lifecycle) {
+        self.set_bits(LIFECYCLE, lifecycle_bits(l));
+    }
+
+    /// Deleted in a flush whose transaction has not ended (SQLAlchemy's `was_deleted`).
+    pub fn was_deleted(&self) -> bool {
+        self.header() & WAS_DELETED != 0
+    }
+
+    pub fn set_was_deleted(&mut self, on: bool) {
+        self.set_flag(WAS_DELETED, on);
+    }
+
     /// Expired as a whole (commit, rollback, expire_all, expire(obj)) and not loaded or
     /// flushed since, even if some attributes were set meanwhile: `get()` then refreshes it.
-    pub wholly_expired: bool,
+    pub fn wholly_expired(&self) -> bool {
+        self.header() & WHOLLY_EXPIRED != 0
+    }
+
+    pub fn set_wholly_expired(&mut self, on: bool) {
+        self.set_flag(WHOLLY_EXPIRED, on);
+    }
+
     /// Made transient by a rollback of its INSERT: a column missing from its `__dict__` then
     /// was expired (an INSERT leaves every column set), and reading it raises
     /// DetachedInstanceError, as SQLAlchemy's expired attributes do, instead of reading None as
     /// a new object's unset column. Cleared when the object joins a session again.
-    pub expired_insert: bool,
-    /// Fingerprints of mutable column values as loaded or last flushed.
-    /// (A thin vector: one word and no allocation for the many objects without such columns.)
-    pub fingerprints: thin_vec::ThinVec<(u16, u64)>,
-}
+    pub fn expired_insert(&self) -> bool {
+        self.header() & EXPIRED_INSERT != 0
+    }
 
-impl StateInner {
+    pub fn set_expired_insert(&mut self, on: bool) {
+        self.set_flag(EXPIRED_INSERT, on);
+    }
+
+    fn key_kind(&self) -> u64 {
+        (self.header() & KEY) >> KEY_SHIFT
+    }
+
+    pub fn has_key(&self) -> bool {
+        self.key_kind() != KEY_NONE
+    }
+
+    /// The identity key, if the object has one.
+    pub fn key(&self) -> Option<IdentityKey> {
+        let mapper = self.state.mapper.get().id;
+        // Safety: the header's key kind says which field of the slot is in use.
+        unsafe {
+            match self.key_kind() {
+                KEY_INT => Some(IdentityKey::Int {
+                    mapper,
+                    value: self.inner.key.int,
+                }),
+                KEY_VALUES => Some(IdentityKey::Values {
+                    mapper,
+                    values: ThinVec::clone(&self.inner.key.values),
+                }),
+                _ => None,
+            }
+        }
+    }
+
+    /// Whether the identity key is `key`, without copying it.
+    pub fn key_is(&self, key: &IdentityKey) -> bool {
+        if key.mapper() != self.state.mapper.get().id {
+            return false;
+        }
+        // Safety: as in `key`.
+        unsafe {
+            match (self.key_kind(), key) {
+                (KEY_INT, IdentityKey::Int { value, .. }) => self.inner.key.int == *value,
+                (KEY_VALUES, IdentityKey::Values { values, .. }) => {
+                    self.inner.key.values.as_slice() == values.as_slice()
+                }
+                _ => false,
+            }
+        }
+    }
+
+    /// Set (or clear) the identity key; the old one is returned. A key is always of the
+    /// state's own mapper.
+    pub fn set_key(&mut self, key: Option<IdentityKey>) -> Option<IdentityKey> {
+        let old = self.take_key();
+        match key {
+            None => {}
+            Some(IdentityKey::Int { mapper, value }) => {
+                debug_assert_eq!(mapper, self.state.mapper.get().id);
+                self.inner.key = KeySlot { int: value };
+                self.set_bits(KEY, KEY_INT << KEY_SHIFT);
+            }
+            Some(IdentityKey::Values { mapper, values }) => {
+                debug_assert_eq!(mapper, self.state.mapper.get().id);
+                self.inner.key = KeySlot {
+                    values: ManuallyDrop::new(values),
+                };
+                self.set_bits(KEY, KEY_VALUES << KEY_SHIFT);
+            }
+        }
+        old
+    }
+
+    fn take_key(&mut self) -> Option<IdentityKey> {
+        let mapper = self.state.mapper.get().id;
+        let kind = self.key_kind();
+        self.set_bits(KEY, KEY_NONE);
+        // Safety: `kind` said which field was in use; the kind is now "none", so the values
+        // moved out are not dropped again.
+        unsafe {
+            match kind {
+                KEY_INT => Some(IdentityKey::Int {
+                    mapper,
+                    value: self.inner.key.int,
+                }),
+                KEY_VALUES => Some(IdentityKey::Values {
+                    mapper,
+                    values: ManuallyDrop::take(&mut self.inner.key.values),
+                }),
+                _ => None,
+            }
+        }
+    }
+
     pub fn session(&self) -> Option<Arc<Shared>> {
-        self.session.as_ref().and_then(Weak::upgrade)
+        self.inner.link.as_ref().and_then(|l| l.shared.upgrade())
+    }
+
+    /// The session generation the state follows, if it is in a session.
+    pub fn link(&self) -> Option<&Arc<Link>> {
+        self.inner.link.as_ref()
+    }
+
+    /// Leave the session without changing the lifecycle (the caller sets it).
+    pub fn unlink(&mut self) {
+        self.inner.link = None;
+    }
+
+    /// Follow `link` (a newer generation of the same session: the state is fresh again).
+    pub fn set_link(&mut self, link: Arc<Link>) {
+        self.inner.link = Some(link);
     }
 
     /// The lifecycle as a user sees it: a state whose session is gone is transient or detached.
     pub fn effective(&self) -> Lifecycle {
-        match self.lifecycle {
+        let lifecycle = self.lifecycle();
+        match lifecycle {
             Lifecycle::Pending | Lifecycle::Persistent | Lifecycle::Deleted => {
                 if self.session().is_some() {
-                    self.lifecycle
+                    lifecycle
                 } else {
-                    self.lifecycle.without_session()
+                    lifecycle.without_session()
                 }
             }
             other => other,
@@ -65,98 +397,54 @@ impl StateInner {
     }
 
     pub fn in_session(&self, shared: &Arc<Shared>) -> bool {
-        self.session
+        self.inner
+            .link
             .as_ref()
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(shared)))
+            .is_some_and(|l| std::ptr::eq(l.shared.as_ptr(), Arc::as_ptr(shared)))
     }
 
     /// Whether a commit, rollback or expire_all of its session expired this object since it
     /// was loaded. Only objects with an identity expire: pending objects keep their values.
     pub fn is_stale(&self) -> bool {
-        self.key.is_some()
-            && self
-                .gen_ref
-                .as_ref()
-                .is_some_and(|g| self.gen < g.load(Ordering::Acquire))
+        self.has_key() && self.inner.link.as_ref().is_some_and(|l| l.is_expired())
     }
 
     /// Stale, or expired as a whole since it was last loaded or flushed.
     pub fn expired_whole(&self) -> bool {
-        self.key.is_some() && (self.wholly_expired || self.is_stale())
+        self.has_key() && (self.wholly_expired() || self.is_stale())
     }
 
     pub fn attach(&mut self, shared: &Arc<Shared>, lifecycle: Lifecycle) {
-        self.expired_insert = false;
-        self.session = Some(Arc::downgrade(shared));
-        self.gen_ref = Some(shared.gen.clone());
-        self.gen = shared.gen.load(Ordering::Acquire);
-        self.lifecycle = lifecycle;
+        self.attach_to(&shared.link(), lifecycle);
+    }
+
+    /// `attach`, given the session's current generation (fetched once for many objects).
+    pub fn attach_to(&mut self, link: &Arc<Link>, lifecycle: Lifecycle) {
+        self.set_expired_insert(false);
+        self.inner.link = Some(link.clone());
+        self.set_lifecycle(lifecycle);
     }
 
     /// Leave the session. The object stops following the session's expiry (apply a pending
     /// expiry first with `materialize_expiry` where the values must not survive).
     pub fn detach(&mut self) {
-        self.lifecycle = self.lifecycle.without_session();
-        if self.lifecycle == Lifecycle::Transient {
-            self.key = None;
+        let lifecycle = self.lifecycle().without_session();
+        self.set_lifecycle(lifecycle);
+        if lifecycle == Lifecycle::Transient {
+            self.set_key(None);
         }
-        self.session = None;
-        self.gen_ref = None;
-    }
-}
-
-#[pyclass(frozen, module = "retort._core")]
-pub struct InstanceState {
-    pub mapper: Py<MapperCore>,
-    pub inner: Mutex<StateInner>,
-    /// The address of the object this state vouches for to identity maps, 0 once it is gone
-    /// (see `liveness`).
-    pub owner: AtomicUsize,
-}
-
-impl Drop for InstanceState {
-    fn drop(&mut self) {
-        super::liveness::forget(self);
-    }
-}
-
-impl InstanceState {
-    pub fn lock(&self) -> PyResult<MutexGuard<'_, StateInner>> {
-        self.inner.try_lock().map_err(|_| busy("object"))
-    }
-
-    pub fn new_transient(mapper: Py<MapperCore>) -> Self {
-        InstanceState {
-            mapper,
-            inner: Mutex::new(StateInner {
-                lifecycle: Lifecycle::Transient,
-                session: None,
-                gen_ref: None,
-                gen: 0,
-                key: None,
-                committed: Snapshot::default(),
-                was_deleted: false,
-                wholly_expired: false,
-                expired_insert: false,
-                fingerprints: thin_vec::ThinVec::new(),
-            }),
-            owner: AtomicUsize::new(0),
-        }
+        self.inner.link = None;
     }
 }
 
 /// Apply a pending lazy expiry: drop loaded column values (the primary key stays, it is the
 /// identity) so the next access reloads them.
 pub fn materialize_expiry(
-    inner: &mut StateInner,
+    inner: &mut StateGuard<'_>,
     dict: &Bound<'_, PyDict>,
     mapper: &MapperCore,
 ) -> PyResult<()> {
-    let Some(g) = &inner.gen_ref else {
-        return Ok(());
-    };
-    let current = g.load(Ordering::Acquire);
-    if inner.gen >= current {
+    if !inner.link().is_some_and(|l| l.is_expired()) {
         return Ok(());
     }
     let py = dict.py();
@@ -181,8 +469,9 @@ pub fn materialize_expiry(
     if dict.contains(pending)? {
         dict.del_item(pending)?;
     }
-    inner.gen = current;
-    inner.wholly_expired = true;
+    // fresh again: it follows its session's current generation (none once the session is gone)
+    inner.link = inner.session().map(|s| s.link());
+    inner.set_wholly_expired(true);
     drop(inner.committed.clear());
     Ok(())
 }
@@ -324,10 +613,12 @@ pub fn make_detached(instance: &Bound<'_, PyAny>) -> PyResult<()> {
             }
         }
     }
-    inner.key = Some(super::convert::identity_key(m.id, values.into_iter())?);
-    inner.lifecycle = Lifecycle::Detached;
-    inner.session = None;
-    inner.gen_ref = None;
+    inner.set_key(Some(super::convert::identity_key(
+        m.id,
+        values.into_iter(),
+    )?));
+    inner.set_lifecycle(Lifecycle::Detached);
+    inner.unlink();
     drop(inner.committed.clear());
     Ok(())
 }
@@ -342,12 +633,12 @@ impl InstanceState {
 
     #[getter]
     fn was_deleted(&self) -> PyResult<bool> {
-        Ok(self.lock()?.was_deleted)
+        Ok(self.lock()?.was_deleted())
     }
 
     #[getter]
     fn has_identity(&self) -> PyResult<bool> {
-        Ok(self.lock()?.key.is_some())
+        Ok(self.lock()?.has_key())
     }
 
     /// Whether a commit or rollback expired this object since it was last loaded.
@@ -423,7 +714,9 @@ impl InstanceState {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.mapper)?;
-        if let Ok(inner) = self.inner.try_lock() {
+        // (a state held by code the collection interrupted is passed over, its snapshot
+        // unvisited: that can only keep objects alive until the next collection)
+        if let Some(inner) = self.try_lock() {
             for (_, c) in inner.committed.iter() {
                 if let Committed::Value(v) = c {
                     visit.call(v)?;
@@ -434,9 +727,9 @@ impl InstanceState {
     }
 
     fn __clear__(&self) {
-        let taken = match self.inner.try_lock() {
-            Ok(mut inner) => inner.committed.clear(),
-            Err(_) => return,
+        let taken = match self.try_lock() {
+            Some(mut inner) => inner.committed.clear(),
+            None => return,
         };
         drop(taken);
     }

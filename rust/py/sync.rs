@@ -85,7 +85,7 @@ fn identity_and_key_change(
         return Ok((false, false));
     };
     let inner = state.get().lock()?;
-    if inner.key.is_none() {
+    if !inner.has_key() {
         return Ok((false, false));
     }
     let changed = inner.committed.changed_attrs();
@@ -202,7 +202,7 @@ pub fn sync_many_to_one<'py>(
         let (has_identity, flushed_delete) = match state_in(&dict)? {
             Some(s) => {
                 let inner = s.get().lock()?;
-                (inner.key.is_some(), inner.lifecycle == Lifecycle::Deleted)
+                (inner.has_key(), inner.lifecycle() == Lifecycle::Deleted)
             }
             None => (false, false),
         };
