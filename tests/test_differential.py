@@ -886,6 +886,8 @@ class Lockstep:
     admin: psycopg.Connection[Any]
     program: list[str] = field(default_factory=list)
     rt_wrote: bool = False  # whether retort sent INSERT/UPDATE/DELETE in the last step
+    # the handles of the objects retort's side held persistent and expired before the step
+    rt_expired: set[int] = field(default_factory=set)
 
     def fail(self, what: str, sa: Any, rt: Any) -> None:
         listing = "\n".join(f"  {i:2}. {p}" for i, p in enumerate(self.program))
@@ -948,8 +950,9 @@ class Lockstep:
     def gone_object_sa_flush_loaded(self, err: BaseException | None) -> Any:
         """retort's object for the one SQLAlchemy's ObjectDeletedError `err` names, if the error
         was raised inside SQLAlchemy's flush loading a persistent object of the program that
-        retort's side holds expired (retort keeps its key, so its flush read nothing of it);
-        else None. The error names the object by its id() ("<Parent at 0x...>")."""
+        retort's side held expired before the step (retort keeps its key, so its flush read
+        nothing of it); else None. The error names the object by its id() ("<Parent at
+        0x...>")."""
         if err is None:
             return None
         tb = err.__traceback__
@@ -961,9 +964,8 @@ class Lockstep:
         named = re.match(r"Instance '<\w+ at 0x([0-9a-f]+)>'", str(err))
         if not in_flush or named is None or int(named[1], 16) not in self.sa.index:
             return None
-        obj = self.rt.handles[self.sa.index[int(named[1], 16)]]
-        insp = self.rt.api.inspect(obj)
-        return obj if insp.persistent and insp.expired else None
+        handle = self.sa.index[int(named[1], 16)]
+        return self.rt.handles[handle] if handle in self.rt_expired else None
 
     def improvement(self, step: Step, sa: Outcome, rt: Outcome) -> str | None:
         """The SPEC §5 improvement this divergence is, if it is one."""
@@ -1011,7 +1013,8 @@ class Lockstep:
             # transient) or a column to UPDATE: SQLAlchemy's flush loads it to read its key and
             # raises; retort's knows the key and sends nothing for it, or the UPDATE, which
             # matches no row (StaleDataError) (the documented difference of what a flush loads,
-            # as in the clause above, get()'s PendingRollbackError included)
+            # as in the clause above, get()'s PendingRollbackError included). A get() of the
+            # object's own key: retort's autoflush succeeds, and its load finds no row (None)
             # (test_divergence_a_flush_sending_nothing_for_an_object_whose_row_is_gone,
             # test_divergence_a_flush_updating_an_object_whose_row_is_gone)
             return "a flush changing an object whose row is gone does not load it"
@@ -1244,6 +1247,11 @@ class Lockstep:
         self.program.append(_fmt(step))
         sa = _attempt(self.sa, step)
         writes = self.rt.writes[0]
+        self.rt_expired = {
+            i
+            for i, obj in enumerate(self.rt.handles)
+            if self.rt.api.inspect(obj).persistent and self.rt.api.inspect(obj).expired
+        }
         rt = _attempt(self.rt, step)
         self.rt_wrote = self.rt.writes[0] > writes
         self.program[-1] += f"  -> {sa}"
@@ -2206,6 +2214,34 @@ def test_divergence_a_get_whose_autoflush_updates_an_object_whose_row_is_gone(
     assert run.program[-1] == (
         "get('Parent', 1)  -> raised PendingRollbackError / retort: raised StaleDataError "
         "(improvement: a flush changing an object whose row is gone does not load it)"
+    )
+
+
+def test_divergence_get_of_an_object_whose_row_is_gone_after_a_change_sending_nothing(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: as in
+    # test_divergence_a_flush_sending_nothing_for_an_object_whose_row_is_gone, then get() of
+    # handle 2's own key: SQLAlchemy's autoflush loads handle 2 (ObjectDeletedError), which its
+    # get() takes for the load of handle 2 and goes on to a session rolled back under it
+    # (PendingRollbackError); retort's autoflush sends nothing and its load finds no row
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Parent", 1),
+            ("expunge", 0),
+            ("merge", 0),
+            ("new", "Tag", 3, "a", "add", None),
+            ("rollback",),
+            ("link", 2, 3, True),
+            ("get", "Parent", 4),
+        ],
+    )
+    assert run.program[-1] == (
+        "get('Parent', 4)  -> raised PendingRollbackError / retort: ok None (improvement: a "
+        "flush changing an object whose row is gone does not load it)"
     )
 
 
