@@ -2371,3 +2371,41 @@ def test_bug_the_old_parent_of_a_many_to_one_is_found_by_its_committed_key(
     s.commit()  # an orphan of p1: deleted
     rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
     assert rows == [(2, 1), (3, 2), (4, None)]
+
+
+@both_libraries(
+    "found (differential search): a node expired by a commit, its parent_id set by hand and "
+    "then its parent set to None: retort's flush wrote NULL. The old value of the unloaded "
+    "many-to-one is looked up by the committed key, which a key set while expired leaves "
+    "unknown: SQLAlchemy takes it for NULL (get_committed_value), so the old parent is None "
+    "and setting None is no change, and the key set by hand is written; retort took the old "
+    "parent for unknown, and the change for one"
+)
+def test_bug_a_many_to_one_set_to_none_after_its_key_was_set_while_expired_is_no_change(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    n2 = s.get(m.Node, 2)
+    s.commit()  # n2 is expired
+    n2.parent_id = 3  # by hand, not loaded: its committed value is unknown
+    n2.parent = None
+    assert not api.inspect(n2).attrs.parent.history.has_changes()
+    assert n2.parent is None
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.nodes ORDER BY id").fetchall()
+    assert rows == [(1, None), (2, 3), (3, 2), (4, 1)]
+
+
+@both_libraries(
+    "found with the test above: a many-to-one set to None, where the old value (found by the "
+    "committed key) was None already, was left unloaded, so reading it loaded the parent the "
+    "foreign key set by hand names; SQLAlchemy sets the attribute all the same, and it reads None"
+)
+def test_bug_a_many_to_one_set_to_none_reads_none_after_its_key_was_set(repro: Any) -> None:
+    s, m, _api = repro
+    n1 = s.get(m.Node, 1)
+    assert n1.parent_id is None
+    n1.parent_id = 3  # by hand; the committed key is NULL, so the old parent is None
+    n1.parent = None
+    with s.no_autoflush:
+        assert n1.parent is None

@@ -1096,6 +1096,10 @@ class RelationshipProperty:
             elif self.lazy != "raise":
                 old = self._load(obj)
         if old is value:
+            # no change; it reads as set all the same, whatever the foreign key says (as
+            # SQLAlchemy, which sets the attribute): the old value may come from the committed
+            # key, not the one set by hand since
+            d[self.key] = value
             return
         if old is not _NOT_SET or _has_identity(obj):
             # the value before the first change, for history (cleared by the flush); _NOT_SET
@@ -1130,7 +1134,9 @@ class RelationshipProperty:
         """The object a many-to-one refers to by its loaded foreign key, if the identity map
         holds it and it is not expired as a whole; None for a NULL key; _NOT_SET when that is
         unknown without SQL. The key is the committed one, before a change by hand since (as
-        SQLAlchemy's lookup of the old value, LOAD_AGAINST_COMMITTED). (The flush's lookup for
+        SQLAlchemy's lookup of the old value, LOAD_AGAINST_COMMITTED); None where the key was
+        set by hand while not loaded (its committed value unknown, which SQLAlchemy takes for
+        NULL). (The flush's lookup for
         deleted objects, which takes expired objects too, is the core's read_many_to_ones.)"""
         d = obj.__dict__
         state = d.get("_retort_state")
@@ -1144,7 +1150,9 @@ class RelationshipProperty:
             if committed is not None:
                 known, value = committed
                 if not known:
-                    return _NOT_SET  # set by hand while not loaded
+                    # set by hand while not loaded: the committed key is unknown, which
+                    # SQLAlchemy takes for NULL (its get_committed_value), so no old parent
+                    return None
             if value is _NOT_SET:
                 return _NOT_SET
             if value is None:
