@@ -2409,3 +2409,22 @@ def test_bug_a_many_to_one_set_to_none_reads_none_after_its_key_was_set(repro: A
     n1.parent = None
     with s.no_autoflush:
         assert n1.parent is None
+
+
+@both_libraries(
+    "found (differential search): merge() of a new copy of parent 1 whose children collection "
+    "had only been read (empty, never changed) gave parent 1 that empty collection, and the "
+    "flush deleted its children as orphans; SQLAlchemy keeps a collection read on a new object "
+    "out of its __dict__ until it changes, and merge() passes over it"
+)
+def test_bug_merge_passes_over_a_collection_only_read_on_a_new_object(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, _api = repro
+    copy = m.Parent(id=1, name="a")
+    assert list(copy.children) == []
+    merged = s.merge(copy)
+    assert [c.id for c in merged.children] == [1, 2]
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(1, 1), (2, 1), (3, 2), (4, None)]

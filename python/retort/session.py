@@ -1762,6 +1762,10 @@ class Session:
                 # merged back (the back-reference of that side fills it in on the target)
                 continue
             value = instance.__dict__[prop.key]
+            if getattr(value, "_virgin", False):
+                # an empty collection read on a new object and never changed: not a value to
+                # copy (SQLAlchemy keeps it out of __dict__ until it changes)
+                continue
             merged: list[Any] = []
             for v in value if prop.uselist else () if value is None else (value,):
                 arrived.add((id(v), id(prop)))
