@@ -2428,3 +2428,21 @@ def test_bug_merge_passes_over_a_collection_only_read_on_a_new_object(
     s.commit()
     rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
     assert rows == [(1, 1), (2, 1), (3, 2), (4, None)]
+
+
+@both_libraries(
+    "found (differential search): after a failed flush, reading the unloaded many-to-one of "
+    "a child whose parent_id was set to None raised PendingRollbackError; its key is NULL, so "
+    "SQLAlchemy's lazy loader answers None with no SQL and no autoflush"
+)
+def test_bug_a_many_to_one_with_a_null_key_reads_none_after_a_failed_flush(repro: Any) -> None:
+    s, m, api = repro
+    c2 = s.get(m.Child, 2)
+    s.add(m.Child(id=1, name="again"))  # child 1's key, taken
+    with pytest.raises(api.IntegrityError):
+        s.flush()
+    c2.parent_id = None  # (c2 is expired by the failed flush: nothing is loaded)
+    assert c2.parent is None
+    with pytest.raises(Exception, match="rolled back") as raised:
+        c2.name  # noqa: B018
+    assert type(raised.value).__name__ == "PendingRollbackError"

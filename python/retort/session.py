@@ -1350,12 +1350,15 @@ class Session:
         """Load a relationship of a persistent object (lazy="select")."""
         from retort.sql.selectable import select as _select
 
-        self._orphans_before_autoflush()
-        self._check_usable()
         if prop.direction == "MANYTOONE":
             values = [getattr(obj, dst.key) for _, dst in prop.pairs]
             if any(v is None for v in values):
+                # no parent, known without SQL: no autoflush, and no refusal after a failed
+                # flush (as SQLAlchemy's lazy loader)
                 return None
+        self._orphans_before_autoflush()
+        self._check_usable()
+        if prop.direction == "MANYTOONE":
             ident = tuple(values)
             return self.get(prop.target.class_, ident if len(ident) > 1 else ident[0])
         stmt = _select(prop.target.class_)
