@@ -109,6 +109,12 @@ SQLAlchemy's own failures end a program (no oracle past them): an internal asser
 ValueError of its flush applying a queued removal to a collection it loads that does not hold
 the object (test_sqlalchemy_bug_a_queued_removal_fails_the_flush_of_a_deleted_node).
 
+Open retort bug, needing the core, which the draw leaves out: the save-update cascade does not
+follow objects taken out of a collection (or a many-to-one) since the last flush, as SQLAlchemy's
+does (Drawer.taken_out_outside_the_session; the strict xfail
+test_bug_the_save_update_cascade_follows_members_taken_out_of_a_collection in
+test_relational_state_machine.py).
+
 Everything else the harness found was a retort bug, now fixed, each with a regression test in
 test_relationships.py, test_session.py, test_merge.py or test_relational_state_machine.py
 (see the git log).
@@ -605,6 +611,15 @@ class Drawer:
             # in the session: SQLAlchemy inserts the parent_id it holds, retort the parent's key
             # (test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent)
             return None
+        if step[0] in ("new", "move", "link", "node_parent", "merge") and self.reaches(
+            _objects(step), self.taken_out_outside_the_session
+        ):
+            # the save-update cascade would reach an object taken out of a collection (or a
+            # many-to-one) since the last flush, outside the session: SQLAlchemy's brings it
+            # in, retort's does not (an open retort bug, needing the core: the strict xfail
+            # test_bug_the_save_update_cascade_follows_members_taken_out_of_a_collection in
+            # test_relational_state_machine.py)
+            return None
         if not (
             step[0] == "read"
             and step[2] in COLUMNS[self.oracle.cls_of(self.oracle.handles[step[1]])]
@@ -616,6 +631,18 @@ class Drawer:
             # (test_improvement_an_object_made_transient_by_a_rollback_stays_readable)
             return None
         return step
+
+    def taken_out_outside_the_session(self, obj: Any) -> bool:
+        """Whether `obj` (on SQLAlchemy's side) has a related object taken out since the last
+        flush (a member removed from a collection, or a many-to-one's value before its change)
+        that is not in the session: SQLAlchemy's save-update cascade follows those too."""
+        sa = self.oracle
+        attrs = sa.api.inspect(obj).attrs
+        return any(
+            old is not None and old not in sa.session
+            for attr in RELATIONSHIPS[sa.cls_of(obj)]
+            for old in attrs[attr].history.deleted
+        )
 
     def kept_by_retort_only(self, handle: int) -> bool:
         """Whether this object is transient, with attributes SQLAlchemy expired and retort's
@@ -1977,6 +2004,37 @@ def test_divergence_a_key_is_copied_into_a_node_made_transient_by_a_rollback(
     assert not _improved(run)
     assert [side.handles[0].parent_id for side in sides] == [None, 1]
     assert run.sa.fk_unsettled(run.sa.handles[0])  # (the harness asks SQLAlchemy's side)
+
+
+def test_the_draw_leaves_out_a_cascade_to_a_member_taken_out_outside_the_session(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 and its child 6 are inserted, then made transient
+    # by the rollback; the child is taken out of the parent (child.parent = None). Linking the
+    # parent to pending tag 3 cascades to the parent: SQLAlchemy's cascade follows the child
+    # taken out too and makes it pending, retort's does not (an open retort bug needing the
+    # core, a strict xfail in test_relational_state_machine.py). The draw leaves the step out
+    steps: list[Step] = [
+        ("new", "Parent", 4, "a", "add", None),
+        ("new", "Child", 6, "a", "append", 0),
+        ("flush",),
+        ("rollback",),
+        ("new", "Tag", 3, "a", "add", None),
+        ("move", 1, None, "set"),
+    ]
+    link: Step = ("link", 0, 2, True)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in steps:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.reaches(_objects(link), drawer.taken_out_outside_the_session)
+        assert not drawer.reaches(_objects(link)[1:], drawer.taken_out_outside_the_session)
+        with pytest.raises(Divergence, match="state of handle 1"):
+            run.step(link)  # (what the draw leaves out)
+    finally:
+        for side in sides:
+            side.close()
 
 
 def test_sqlalchemy_bug_a_queued_removal_fails_the_flush_of_a_deleted_node(
