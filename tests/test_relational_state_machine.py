@@ -1788,6 +1788,49 @@ def test_bug_orphan_of_a_deleted_parent_is_kept_with_a_null_key(
 
 
 @both_libraries(
+    "found (differential nightly): a persistent child taken out of the collection of a "
+    "parent that a rollback made transient again is an orphan all the same: the flush deletes it"
+)
+def test_bug_child_taken_from_a_parent_outside_the_session_is_an_orphan(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, _api = repro
+    c1 = s.get(m.Child, 1)
+    p4 = m.Parent(id=4, name="p4")
+    s.add(p4)
+    p4.children.append(c1)
+    s.flush()
+    s.rollback()  # p4 is transient again (still holding c1); c1 is expired
+    p4.children.remove(c1)
+    s.flush()
+    assert c1 in s.deleted or c1 not in s  # deleted by the flush
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(2, 1), (3, 2), (4, None)]
+
+
+@both_libraries(
+    "found: expiring a child after it was taken out of its parent's collection forgets "
+    "that it lost its parent (as SQLAlchemy's expiry resets its parent tracking): not an orphan"
+)
+def test_bug_expiring_a_removed_child_forgets_it_was_orphaned(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, _api = repro
+    c1 = s.get(m.Child, 1)
+    p4 = m.Parent(id=4, name="p4")
+    s.add(p4)
+    p4.children.append(c1)
+    s.flush()
+    s.rollback()
+    p4.children.remove(c1)
+    s.expire(c1)
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(1, 1), (2, 1), (3, 2), (4, None)]
+
+
+@both_libraries(
     "found: a persistent node given a new (pending) node as its parent is UPDATEd "
     "before the new node is INSERTed (IntegrityError on nodes.parent_id)"
 )

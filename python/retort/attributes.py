@@ -214,6 +214,11 @@ class InstrumentedList(list[Any]):
                 # object lost its parent all the same; the flush deletes it unless another
                 # parent takes it meanwhile
                 orphaned(item, prop, owner)
+            elif owner is not None and object_session_of(owner) is not object_session_of(item):
+                # taken from a parent outside its session (one a rollback made transient
+                # again, say): no flush of that parent settles the removal, but the object
+                # lost its parent all the same, as SQLAlchemy's parent tracking has it
+                orphaned(item, prop, owner)
         _note_change(owner, prop)
 
     # -- list API ----------------------------------------------------------------------------

@@ -671,8 +671,10 @@ def _delete_unparented(session: Any) -> None:
     candidates = list(session._orphan_children.values())
     session._orphan_children.clear()
     for child, prop in candidates:
-        if child.__dict__.get(prop.back.key, _MISSING) is not None:
-            continue  # another parent took it (or its parent was expired meanwhile)
+        if child.__dict__.get(prop.back.key) is not None:
+            continue  # another parent took it
+        # (a child expired since it was taken out is no candidate any more: its expiry
+        # forgot the removal, as SQLAlchemy's resets its parent tracking; see Session.expire)
         state = child.__dict__.get("_retort_state")
         if state is not None and state.lifecycle == "persistent" and state.session is session:
             if child not in session.deleted:

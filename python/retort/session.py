@@ -1495,6 +1495,8 @@ class Session:
         self._check_usable()
         names = list(attribute_names) if attribute_names is not None else None
         self._core.expire(instance, names)
+        if names is None:
+            self._orphan_children.pop(id(instance), None)  # (see _expire_whole)
         mapper = object_mapper(instance)
         self._autoflush()
         rows = self._fetch_by_pk(mapper, mapper._core.primary_key_of(instance), with_for_update)
@@ -1522,8 +1524,11 @@ class Session:
                 instance.__dict__.pop(n, None)
 
     def _expire_whole(self, instance: object, rels: Any) -> None:
-        """Expire every attribute of `instance`, and nothing else (no cascade)."""
+        """Expire every attribute of `instance`, and nothing else (no cascade). Like
+        SQLAlchemy's expiry, which resets an object's parent tracking, it forgets that the
+        object was taken out of a parent's delete-orphan collection."""
         self._core.expire(instance, None)
+        self._orphan_children.pop(id(instance), None)
         d = instance.__dict__
         for key in rels:
             d.pop(key, None)
@@ -1542,7 +1547,7 @@ class Session:
                 if k in marked or not o.__dict__["_retort_state"].has_identity
             }
             self._orphans = {k: o for k, o in self._orphans.items() if k in self._related_changed}
-            self._orphan_children.clear()
+        self._orphan_children.clear()  # (see _expire_whole)
 
     # -- statements -----------------------------------------------------------------------
 
