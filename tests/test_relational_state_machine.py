@@ -1788,6 +1788,46 @@ def test_bug_orphan_of_a_deleted_parent_is_kept_with_a_null_key(
 
 
 @both_libraries(
+    "found (relational nightly): a many-to-one changed, flushed and changed again, then rolled "
+    "back, kept the value from before the second change as its history: set again to that "
+    "value after the rollback, it counted as unchanged and its UPDATE was lost"
+)
+def test_bug_many_to_one_set_again_after_a_rollback_is_written(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, _api = repro
+    c1, p2 = s.get(m.Child, 1), s.get(m.Parent, 2)
+    c1.parent = p2
+    s.flush()
+    c1.parent = None  # history: p2, the value before this change
+    s.rollback()  # expires c1 and discards the change, with its history
+    c1.parent = p2  # a change from the row's parent (1)
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(1, 2), (2, 1), (3, 2), (4, None)]
+
+
+@both_libraries(
+    "found with the test above: the same through a SAVEPOINT rollback, which expires the "
+    "objects changed inside it"
+)
+def test_bug_many_to_one_set_again_after_a_savepoint_rollback_is_written(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, _api = repro
+    c1, p2 = s.get(m.Child, 1), s.get(m.Parent, 2)
+    sp = s.begin_nested()
+    c1.parent = p2
+    s.flush()
+    c1.parent = None
+    sp.rollback()  # the row has parent 1 again
+    c1.parent = p2
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(1, 2), (2, 1), (3, 2), (4, None)]
+
+
+@both_libraries(
     "found (differential nightly): a persistent child taken out of the collection of a "
     "parent that a rollback made transient again is an orphan all the same: the flush deletes it"
 )

@@ -1533,6 +1533,7 @@ class Session:
         for key in rels:
             d.pop(key, None)
         d.pop("_retort_pending", None)
+        d.pop("_retort_history", None)  # (see state.rs, forget_relationship_changes)
 
     @_exclusive
     def expire_all(self) -> None:

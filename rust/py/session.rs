@@ -27,8 +27,8 @@ use super::flush::{Batch, FlushPlan, Held, Row};
 use super::liveness::ObjRef;
 use super::mapper::{self, MapperCore};
 use super::state::{
-    ensure_state_of, instance_dict, mapper_of, materialize_expiry, state_in, untrack_state,
-    InstanceState, Link, StateGuard, STATE_KEY,
+    ensure_state_of, forget_relationship_changes, instance_dict, mapper_of, materialize_expiry,
+    state_in, untrack_state, InstanceState, Link, StateGuard, STATE_KEY,
 };
 use super::sync;
 
@@ -441,6 +441,7 @@ fn expire_object(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<()> 
             dict.del_item(&name)?;
         }
     }
+    forget_relationship_changes(&dict)?;
     drop(inner);
     drop(dropped);
     Ok(())

@@ -465,14 +465,29 @@ pub fn materialize_expiry(
             dict.del_item(&name)?;
         }
     }
-    let pending = pyo3::intern!(py, "_retort_pending");
-    if dict.contains(pending)? {
-        dict.del_item(pending)?;
-    }
+    forget_relationship_changes(dict)?;
     // fresh again: it follows its session's current generation (none once the session is gone)
     inner.link = inner.session().map(|s| s.link());
     inner.set_wholly_expired(true);
     drop(inner.committed.clear());
+    Ok(())
+}
+
+/// Drop what an object's `__dict__` keeps of relationship changes not flushed yet: the
+/// values its many-to-ones had before their first change (`_retort_history`) and the changes
+/// queued for collections that were not loaded (`_retort_pending`, see mapping._pending).
+/// Expiry discards them with the values they are changes of: a many-to-one set again after a
+/// rollback is a change from the row's value, not from the value before the rolled-back one.
+pub fn forget_relationship_changes(dict: &Bound<'_, PyDict>) -> PyResult<()> {
+    let py = dict.py();
+    for name in [
+        pyo3::intern!(py, "_retort_history"),
+        pyo3::intern!(py, "_retort_pending"),
+    ] {
+        if dict.contains(name)? {
+            dict.del_item(name)?;
+        }
+    }
     Ok(())
 }
 
