@@ -1828,6 +1828,24 @@ def test_bug_many_to_one_set_again_after_a_savepoint_rollback_is_written(
 
 
 @both_libraries(
+    "found (differential nightly): adding an object cascades along its collections to the "
+    "members taken out since the last flush too; one the flush deleted meanwhile is refused"
+)
+def test_bug_cascade_reaches_members_taken_out_of_a_collection(repro: Any) -> None:
+    s, m, api = repro
+    c1 = s.get(m.Child, 1)
+    p4 = m.Parent(id=4, name="p4")
+    s.add(p4)
+    p4.children.append(c1)
+    s.flush()
+    s.rollback()  # p4 is transient again, still holding c1
+    p4.children.remove(c1)
+    s.flush()  # c1 is an orphan: deleted
+    with pytest.raises(api.InvalidRequestError, match="deleted"):
+        s.add(m.Child(id=5, name="c5", parent=p4))  # cascades to p4, and from p4 to c1
+
+
+@both_libraries(
     "found (differential nightly): a persistent child taken out of the collection of a "
     "parent that a rollback made transient again is an orphan all the same: the flush deletes it"
 )

@@ -1174,7 +1174,16 @@ impl SessionCore {
                     continue;
                 };
                 let items: Vec<Bound<'_, PyAny>> = if *uselist {
-                    value.try_iter()?.collect::<PyResult<_>>()?
+                    let mut items: Vec<Bound<'_, PyAny>> =
+                        value.try_iter()?.collect::<PyResult<_>>()?;
+                    // and the members taken out since the last flush, as SQLAlchemy's cascade
+                    // walks a collection's pending history too (a deleted one is refused)
+                    if let Some(removed) = value.getattr_opt(sync::REMOVED.get(py))? {
+                        if let Ok(removed) = removed.cast::<PyDict>() {
+                            items.extend(removed.values().iter());
+                        }
+                    }
+                    items
                 } else if value.is_none() {
                     Vec::new()
                 } else {

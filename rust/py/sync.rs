@@ -24,7 +24,7 @@ use super::mapper::{MapperCore, SyncKind, SyncProp};
 use super::state::{instance_dict, mapper_of, state_in, InstanceState, STATE_KEY};
 
 static ADDED: Interned = Interned::new("_added");
-static REMOVED: Interned = Interned::new("_removed");
+pub static REMOVED: Interned = Interned::new("_removed");
 static HISTORY: Interned = Interned::new("_retort_history");
 static PENDING: Interned = Interned::new("_retort_pending");
 
