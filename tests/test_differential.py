@@ -110,11 +110,10 @@ SQLAlchemy's own failures end a program (no oracle past them): an internal asser
 ValueError of its flush applying a queued removal to a collection it loads that does not hold
 the object (test_sqlalchemy_bug_a_queued_removal_fails_the_flush_of_a_deleted_node).
 
-Open retort bug, needing the core, which the draw leaves out: the save-update cascade does not
-follow objects taken out of a collection (or a many-to-one) since the last flush, as SQLAlchemy's
-does (Drawer.taken_out_outside_the_session; the strict xfail
-test_bug_the_save_update_cascade_follows_members_taken_out_of_a_collection in
-test_relational_state_machine.py).
+Open retort bug, which the draw leaves out: an object taken out of its parent's delete-orphan
+collection while outside the session, then brought in by a save-update cascade (which follows
+objects taken out since the last flush, as SQLAlchemy's does), is expunged by SQLAlchemy's flush
+as a pending orphan and inserted by retort's (Drawer.taken_out_outside_the_session).
 
 Everything else the harness found was a retort bug, now fixed, each with a regression test in
 test_relationships.py, test_session.py, test_merge.py or test_relational_state_machine.py
@@ -627,10 +626,10 @@ class Drawer:
             _objects(step), self.taken_out_outside_the_session
         ):
             # the save-update cascade would reach an object taken out of a collection (or a
-            # many-to-one) since the last flush, outside the session: SQLAlchemy's brings it
-            # in, retort's does not (an open retort bug, needing the core: the strict xfail
-            # test_bug_the_save_update_cascade_follows_members_taken_out_of_a_collection in
-            # test_relational_state_machine.py)
+            # many-to-one) since the last flush, outside the session: both libraries bring it
+            # in, but SQLAlchemy's flush then expunges it as a pending orphan (orphaned outside
+            # the session) where retort's inserts it (an open retort bug:
+            # test_a_member_taken_out_outside_the_session_is_an_orphan_to_sqlalchemy_only)
             return None
         if not (
             step[0] == "read"
@@ -2046,14 +2045,15 @@ def test_divergence_a_key_is_copied_into_a_node_made_transient_by_a_rollback(
     assert run.sa.fk_unsettled(run.sa.handles[0])  # (the harness asks SQLAlchemy's side)
 
 
-def test_the_draw_leaves_out_a_cascade_to_a_member_taken_out_outside_the_session(
+def test_a_member_taken_out_outside_the_session_is_an_orphan_to_sqlalchemy_only(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
     # found by the nightly search: parent 4 and its child 6 are inserted, then made transient
     # by the rollback; the child is taken out of the parent (child.parent = None). Linking the
-    # parent to pending tag 3 cascades to the parent: SQLAlchemy's cascade follows the child
-    # taken out too and makes it pending, retort's does not (an open retort bug needing the
-    # core, a strict xfail in test_relational_state_machine.py). The draw leaves the step out
+    # parent to pending tag 3 cascades to the parent, and from it to the child taken out (the
+    # collection's pending history): pending in both libraries. SQLAlchemy's flush expunges it
+    # (an orphan, orphaned outside the session), retort's inserts it: an open retort bug that
+    # the draw leaves out
     steps: list[Step] = [
         ("new", "Parent", 4, "a", "add", None),
         ("new", "Child", 6, "a", "append", 0),
@@ -2070,8 +2070,10 @@ def test_the_draw_leaves_out_a_cascade_to_a_member_taken_out_outside_the_session
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.reaches(_objects(link), drawer.taken_out_outside_the_session)
         assert not drawer.reaches(_objects(link)[1:], drawer.taken_out_outside_the_session)
+        assert run.step(link) is not None  # the cascade agrees: the child is pending in both
+        assert [side.lifecycle(side.handles[1]) for side in sides] == ["pending"] * 2
         with pytest.raises(Divergence, match="state of handle 1"):
-            run.step(link)  # (what the draw leaves out)
+            run.step(("flush",))  # (what the draw leaves out)
     finally:
         for side in sides:
             side.close()

@@ -1828,6 +1828,25 @@ def test_bug_many_to_one_set_again_after_a_savepoint_rollback_is_written(
 
 
 @both_libraries(
+    "found with the test below: the save-update cascade also follows a many-to-one's value "
+    "before its change since the last flush (SQLAlchemy's pending history)"
+)
+def test_bug_the_save_update_cascade_follows_a_many_to_ones_old_value(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    n2 = s.get(m.Node, 2)
+    n1 = n2.parent
+    s.expunge(n1)
+    n2.parent = None  # the old value, n1, is detached
+    s.add(n2)  # n2 is in the session: only its cascade does anything
+    assert api.inspect(n1).persistent and n1 in s
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.nodes ORDER BY id").fetchall()
+    assert rows == [(1, None), (2, None), (3, 2), (4, 1)]
+
+
+@both_libraries(
     "found (differential nightly): adding an object cascades along its collections to the "
     "members taken out since the last flush too; one the flush deleted meanwhile is refused"
 )
@@ -2551,13 +2570,10 @@ def test_bug_a_many_to_one_with_a_null_key_reads_none_after_a_failed_flush(repro
     assert type(raised.value).__name__ == "PendingRollbackError"
 
 
-@retort_bug(
-    "open, needing the core (found by the differential search): the save-update cascade "
-    "follows a collection's current members only; SQLAlchemy's also follows the members "
-    "taken out since the last flush (and a many-to-one's value before its change: "
-    "get_all_pending), so that s.add() of an object brings back into the session a detached "
-    "object taken out of its collection. SessionCore.cascade_add (and the Python walk of "
-    "Session._cascade_related) pass over InstrumentedList._removed"
+@both_libraries(
+    "found (differential search): the save-update cascade followed a collection's current "
+    "members only; SQLAlchemy's also follows the members taken out since the last flush, so "
+    "that s.add() of an object brings back into the session a detached object taken out"
 )
 def test_bug_the_save_update_cascade_follows_members_taken_out_of_a_collection(
     repro: Any, admin_conn: psycopg.Connection[Any], schema: str

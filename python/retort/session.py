@@ -294,6 +294,25 @@ class SessionTransaction:
             raise
 
 
+def _cascade_members(d: dict[str, Any], prop: Any) -> list[Any]:
+    """What the save-update cascade follows along `prop` of an object with `__dict__` `d`: the
+    value, and (as SQLAlchemy's pending history) the members taken out of the collection, or
+    the many-to-one's value before its change, since the last flush. (The core's cascade_add
+    walks the same.)"""
+    value = d[prop.key]
+    if prop.uselist:
+        items = list(value)
+        removed = getattr(value, "_removed", None)
+        if removed:
+            items.extend(removed.values())
+        return items
+    items = [] if value is None else [value]
+    old = d.get("_retort_history", {}).get(prop.key)
+    if old is not None and old is not value and hasattr(type(old), "__mapper__"):
+        items.append(old)
+    return items
+
+
 class Session:
     """Manages persistence operations for mapped objects (SQLAlchemy 2.x semantics).
 
@@ -852,9 +871,7 @@ class Session:
             for prop in type(current).__mapper__.relationships.values():
                 if "save-update" not in prop.cascade or prop.key not in d:
                     continue
-                value = d[prop.key]
-                items = value if prop.uselist else ([] if value is None else [value])
-                for item in items:
+                for item in _cascade_members(d, prop):
                     if id(item) in seen:
                         continue
                     seen.add(id(item))

@@ -1189,6 +1189,20 @@ impl SessionCore {
                 } else {
                     vec![value]
                 };
+                let mut items = items;
+                if !*uselist {
+                    // and the value before its change since the last flush (SQLAlchemy's
+                    // cascade walks a many-to-one's pending history too)
+                    if let Some(old) = dict
+                        .get_item(sync::HISTORY.get(py))?
+                        .and_then(|h| h.cast_into::<PyDict>().ok())
+                        .and_then(|h| h.get_item(key.bind(py)).ok().flatten())
+                    {
+                        if !old.is_none() && mapper_of(&old).is_ok() {
+                            items.push(old);
+                        }
+                    }
+                }
                 for item in items {
                     if !seen.insert(item.as_ptr() as usize) {
                         continue;

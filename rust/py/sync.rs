@@ -25,7 +25,7 @@ use super::state::{instance_dict, mapper_of, state_in, InstanceState, STATE_KEY}
 
 static ADDED: Interned = Interned::new("_added");
 pub static REMOVED: Interned = Interned::new("_removed");
-static HISTORY: Interned = Interned::new("_retort_history");
+pub static HISTORY: Interned = Interned::new("_retort_history");
 static PENDING: Interned = Interned::new("_retort_pending");
 
 /// One mapper's relationships to sync, copied out of its lock once per call.
