@@ -53,7 +53,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   it has) stays loaded when the SAVEPOINT rolls back in retort, where SQLAlchemy expires it;
   SQLAlchemy's flush loads an expired parent to read its key for a child's foreign key, where
   retort's reads the key it knows. Before a read or get() that would load in one library only,
-  the harness flushes both (Lockstep.loads_in_one_library_only);
+  the harness flushes both (Lockstep.loads_in_one_library_only); where that flush has nothing
+  to do and the session refuses SQL (a flush failed inside a SAVEPOINT not rolled back yet),
+  the load is refused in the one library that needs it (the program stops there);
 - a flush copies a parent's key into a child outside the session (given the parent, not
   added, or given it when detached) in both, into a node outside the session in retort only
   where SQLAlchemy's self-referential flush does it when the parent's children are loaded (the
@@ -1018,6 +1020,18 @@ class Lockstep:
             tx = tx.parent
         return None
 
+    def loaded_by_sqlalchemy_only(self, step: Step) -> bool:
+        """Whether the object this get() or read acts on was expired on retort's side before
+        the step and is not on SQLAlchemy's."""
+        if step[0] == "get":
+            handles = [i for i, o in enumerate(self.sa.handles) if self.sa.key(o) == step[1:]]
+        else:
+            handles = [step[1]]
+        return any(
+            i in self.rt_expired and not self.sa.api.inspect(self.sa.handles[i]).expired
+            for i in handles
+        )
+
     def gone_object_sa_flush_loaded(self, err: BaseException | None) -> Any:
         """retort's object for the one SQLAlchemy's ObjectDeletedError `err` names, if the error
         was raised inside SQLAlchemy's flush loading a persistent object of the program that
@@ -1132,6 +1146,17 @@ class Lockstep:
             # delete)
             return "a member listed twice is one association row to delete"
         if (
+            sa.value == "CircularDependencyError"
+            and rt.value == "ObjectDeletedError"
+            and self.rt_wrote
+            and "was deleted in this transaction" in str(rt.error)
+        ):
+            # a cycle through the nullable nodes.parent_id, broken by retort's autoflush, which
+            # also deleted the object the step then loads: ObjectDeletedError, which
+            # SQLAlchemy's failed autoflush never got to
+            # (test_improvement_a_cycle_broken_then_a_load_of_a_deleted_object)
+            return "cycle through a nullable foreign key (then a deleted object's load)"
+        if (
             sa.value == "IntegrityError"
             and _constraint(sa.error) == "parent_tags_pkey"
             and rt.value == "ObjectDeletedError"
@@ -1143,6 +1168,19 @@ class Lockstep:
             # failed autoflush never got to
             # (test_improvement_a_member_given_twice_then_a_load_of_a_deleted_object)
             return "a member given twice is one association row (then a deleted object's load)"
+        if (
+            sa.ok
+            and rt.value == "PendingRollbackError"
+            and step[0] in ("get", "read")
+            and self.loaded_by_sqlalchemy_only(step)
+        ):
+            # a session refusing SQL (a flush failed inside a SAVEPOINT, not rolled back yet,
+            # with nothing left to flush): SQLAlchemy's flush loaded the object (to read its
+            # key) and answers without SQL, retort's left it expired and its load is refused
+            # (the documented difference of what each holds expired, which a flush before the
+            # step cannot settle here)
+            # (test_divergence_a_get_after_a_failed_flush_of_an_object_only_sqlalchemy_loaded)
+            return "an object only SQLAlchemy's flush loaded is not loadable after it failed"
         if not rt.ok or sa.ok:
             return None
         if sa.value == "DetachedInstanceError" and any(
@@ -1550,6 +1588,33 @@ def test_harness_flushes_before_a_collection_read_that_loads_in_one_library(
     )
     assert run.program[-2:-1] == ["flush()  -> ok None"]
     assert run.program[-1].startswith("remove(1, 'parents', 0)")
+
+
+def test_divergence_a_get_after_a_failed_flush_of_an_object_only_sqlalchemy_loaded(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: SQLAlchemy's flush inside the SAVEPOINT loads node 1 (its
+    # key, for the transient node 5 it is the parent of) before it fails, retort's leaves node 1
+    # expired; the SAVEPOINT's rollback leaves nothing to flush. get(Node, 1) then loads in
+    # retort only, which refuses (PendingRollbackError: the SAVEPOINT is not rolled back yet),
+    # where SQLAlchemy answers from the identity map (a flush before it has nothing to do)
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("query", "Node"),
+            ("rollback",),
+            ("new", "Node", 5, "a", "set_parent", 0),
+            ("begin_nested",),
+            ("new", "Parent", 1, "a", "add", None),
+            ("flush",),
+            ("get", "Node", 1),
+        ],
+    )
+    assert run.program[-1] == (
+        "get('Node', 1)  -> ok 0 / retort: raised PendingRollbackError (improvement: an object "
+        "only SQLAlchemy's flush loaded is not loadable after it failed)"
+    )
 
 
 def test_a_rollback_restores_an_object_whose_key_a_new_object_took(
@@ -2554,6 +2619,32 @@ def test_divergence_rollback_leaves_detached_an_object_expunged_after_a_failed_f
     run, states = play([*before, ("expunge", 3), ("rollback",)])
     assert not _improved(run)
     assert states == ["detached", "detached"]
+
+
+def test_improvement_a_cycle_broken_then_a_load_of_a_deleted_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5 is deleted and node 5 made its own parent; reading
+    # the child's (expired) name autoflushes: SQLAlchemy's flush fails on the cycle, retort's
+    # breaks it (SPEC 5) and deletes child 5, whose load then raises ObjectDeletedError
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Child", 5, "a", "add", None),
+            ("new", "Node", 5, "a", "add", None),
+            ("commit",),
+            ("delete", 0),
+            ("node_parent", 1, 1),
+        ]:
+            assert run.step(step) is not None
+        assert run.step(("read", 0, "name")) is None
+    finally:
+        for side in sides:
+            side.close()
+    assert run.program[-1] == (
+        "read(0, 'name')  -> raised CircularDependencyError / retort: raised ObjectDeletedError "
+        "(improvement: cycle through a nullable foreign key (then a deleted object's load))"
+    )
 
 
 def test_improvement_unique_code_swap(
