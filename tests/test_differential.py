@@ -623,6 +623,12 @@ class Drawer:
             # in the session: SQLAlchemy inserts the parent_id it holds, retort the parent's key
             # (test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent)
             return None
+        if step[0] == "set" and step[2] == "parent_id" and self.parent_change_differs(step[1]):
+            # a many-to-one set to None that only SQLAlchemy counts as a change (it did not
+            # load the NULL key an INSERT left, retort knows it): its flush writes NULL over a
+            # key set by hand since, retort's writes that key
+            # (test_the_draw_sets_no_key_where_only_sqlalchemy_counts_a_parent_change)
+            return None
         if step[0] == "merge" and self.reaches(_objects(step), self.unsettled_key_differs):
             # merge() would copy onto the object of its key a parent_id that differs between
             # the libraries after a failed flush (Side.fk_unsettled: neither compared nor read)
@@ -648,6 +654,17 @@ class Drawer:
             # (test_improvement_an_object_made_transient_by_a_rollback_stays_readable)
             return None
         return step
+
+    def parent_change_differs(self, handle: int) -> bool:
+        """Whether one library counts a change of this object's many-to-one `parent` and the
+        other does not."""
+        sa, rt = self.oracle, self.retort
+        if sa.cls_of(sa.handles[handle]) not in ("Child", "Node"):
+            return False
+        return bool(
+            sa.api.inspect(sa.handles[handle]).attrs.parent.history.has_changes()
+            != rt.api.inspect(rt.handles[handle]).attrs.parent.history.has_changes()
+        )
 
     def unsettled_key_differs(self, obj: Any) -> bool:
         """Whether `obj` (on SQLAlchemy's side) holds a parent_id that may differ between the
@@ -2162,6 +2179,34 @@ def test_a_member_taken_out_outside_the_session_is_an_orphan_to_sqlalchemy_only(
         assert [side.lifecycle(side.handles[1]) for side in sides] == ["pending"] * 2
         with pytest.raises(Divergence, match="state of handle 1"):
             run.step(("flush",))  # (what the draw leaves out)
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_the_draw_sets_no_key_where_only_sqlalchemy_counts_a_parent_change(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 6 is inserted with no parent (SQLAlchemy leaves its
+    # parent_id unloaded, retort knows it is NULL), then given parent None: a change to
+    # SQLAlchemy (old value unknown), none to retort (old value None). With parent_id then set
+    # to 1 by hand, SQLAlchemy's flush writes NULL (the relationship's change), retort's 1.
+    # The draw leaves that set out
+    steps: list[Step] = [
+        ("new", "Child", 6, "a", "add", None),
+        ("get", "Parent", 4),
+        ("move", 0, None, "set"),
+    ]
+    key: Step = ("set", 0, "parent_id", 1)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in steps:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.parent_change_differs(0)
+        assert run.step(key) is not None  # (what the draw leaves out)
+        with pytest.raises(Divergence, match=r"Child\.parent_id of handle 0"):
+            run.step(("flush",))
     finally:
         for side in sides:
             side.close()
