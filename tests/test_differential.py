@@ -116,11 +116,6 @@ SQLAlchemy's own failures end a program (no oracle past them): an internal asser
 ValueError of its flush applying a queued removal to a collection it loads that does not hold
 the object (test_sqlalchemy_bug_a_queued_removal_fails_the_flush_of_a_deleted_node).
 
-Open retort bug, which the draw leaves out: an object taken out of its parent's delete-orphan
-collection while outside the session, then brought in by a save-update cascade (which follows
-objects taken out since the last flush, as SQLAlchemy's does), is expunged by SQLAlchemy's flush
-as a pending orphan and inserted by retort's (Drawer.taken_out_outside_the_session).
-
 Everything else the harness found was a retort bug, now fixed, each with a regression test in
 test_relationships.py, test_session.py, test_merge.py or test_relational_state_machine.py
 (see the git log).
@@ -634,15 +629,6 @@ class Drawer:
             # the libraries after a failed flush (Side.fk_unsettled: neither compared nor read)
             # (test_the_draw_merges_no_key_that_a_failed_flush_left_unsettled)
             return None
-        if step[0] in ("new", "move", "link", "node_parent", "merge") and self.reaches(
-            _objects(step), self.taken_out_outside_the_session
-        ):
-            # the save-update cascade would reach an object taken out of a collection (or a
-            # many-to-one) since the last flush, outside the session: both libraries bring it
-            # in, but SQLAlchemy's flush then expunges it as a pending orphan (orphaned outside
-            # the session) where retort's inserts it (an open retort bug:
-            # test_a_member_taken_out_outside_the_session_is_an_orphan_to_sqlalchemy_only)
-            return None
         if not (
             step[0] == "read"
             and step[2] in COLUMNS[self.oracle.cls_of(self.oracle.handles[step[1]])]
@@ -680,18 +666,6 @@ class Drawer:
         return ("parent_id" in mine, mine.get("parent_id")) != (
             "parent_id" in theirs,
             theirs.get("parent_id"),
-        )
-
-    def taken_out_outside_the_session(self, obj: Any) -> bool:
-        """Whether `obj` (on SQLAlchemy's side) has a related object taken out since the last
-        flush (a member removed from a collection, or a many-to-one's value before its change)
-        that is not in the session: SQLAlchemy's save-update cascade follows those too."""
-        sa = self.oracle
-        attrs = sa.api.inspect(obj).attrs
-        return any(
-            old is not None and old not in sa.session
-            for attr in RELATIONSHIPS[sa.cls_of(obj)]
-            for old in attrs[attr].history.deleted
         )
 
     def kept_by_retort_only(self, handle: int) -> bool:
@@ -2150,15 +2124,14 @@ def test_divergence_a_key_is_copied_into_a_node_made_transient_by_a_rollback(
     assert run.sa.fk_unsettled(run.sa.handles[0])  # (the harness asks SQLAlchemy's side)
 
 
-def test_a_member_taken_out_outside_the_session_is_an_orphan_to_sqlalchemy_only(
+def test_a_member_taken_out_outside_the_session_and_cascaded_in_is_a_pending_orphan(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
     # found by the nightly search: parent 4 and its child 6 are inserted, then made transient
-    # by the rollback; the child is taken out of the parent (child.parent = None). Linking the
-    # parent to pending tag 3 cascades to the parent, and from it to the child taken out (the
-    # collection's pending history): pending in both libraries. SQLAlchemy's flush expunges it
-    # (an orphan, orphaned outside the session), retort's inserts it: an open retort bug that
-    # the draw leaves out
+    # by the rollback; the child is taken out of the parent (child.parent = None) in no session.
+    # Linking the parent to pending tag 3 cascades to the parent, and from it to the child taken
+    # out (the collection's pending history): pending in both libraries, and an orphan that the
+    # flush expunges
     steps: list[Step] = [
         ("new", "Parent", 4, "a", "add", None),
         ("new", "Child", 6, "a", "append", 0),
@@ -2166,19 +2139,16 @@ def test_a_member_taken_out_outside_the_session_is_an_orphan_to_sqlalchemy_only(
         ("rollback",),
         ("new", "Tag", 3, "a", "add", None),
         ("move", 1, None, "set"),
+        ("link", 0, 2, True),
     ]
-    link: Step = ("link", 0, 2, True)
     run = _lockstep(sides, admin_conn)
     try:
         for step in steps:
             assert run.step(step) is not None
-        drawer = Drawer(None, run.sa, run.rt)
-        assert drawer.reaches(_objects(link), drawer.taken_out_outside_the_session)
-        assert not drawer.reaches(_objects(link)[1:], drawer.taken_out_outside_the_session)
-        assert run.step(link) is not None  # the cascade agrees: the child is pending in both
         assert [side.lifecycle(side.handles[1]) for side in sides] == ["pending"] * 2
-        with pytest.raises(Divergence, match="state of handle 1"):
-            run.step(("flush",))  # (what the draw leaves out)
+        assert run.step(("flush",)) is not None
+        assert [side.lifecycle(side.handles[1]) for side in sides] == ["transient"] * 2
+        run.finish()
     finally:
         for side in sides:
             side.close()

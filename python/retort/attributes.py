@@ -85,6 +85,14 @@ def _cascade_add(owner: Any, prop: RelationshipProperty, item: Any) -> None:
         session._cascade_add(item)
 
 
+# Objects without a row taken out of a delete-orphan collection while in no session (id ->
+# object, and id -> the name of the relationship back to the parent): SQLAlchemy remembers that
+# such an object was orphaned outside a session, and its flush expunges it if a cascade has
+# brought it into the session since as a pending orphan (Session._expunge_pending_orphans).
+orphaned_outside: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+orphaned_outside_back: dict[int, str] = {}
+
+
 def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
     """`item` left the delete-orphan collection `prop` of `owner` (loaded or not): a pending
     one leaves the session now, a persistent one is deleted by the flush unless another parent
@@ -93,6 +101,12 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
     parent took it meanwhile (`Session._expunge_pending_orphans`)."""
     session = object_session_of(item)
     if session is None:
+        if prop.back is not None and not _has_identity(item):
+            if len(orphaned_outside_back) > 2 * len(orphaned_outside) + 64:
+                for gone in [k for k in orphaned_outside_back if k not in orphaned_outside]:
+                    del orphaned_outside_back[gone]  # (of objects freed since)
+            orphaned_outside[id(item)] = item
+            orphaned_outside_back[id(item)] = prop.back.key
         return
     if not _has_identity(item):
         if item in session:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from retort import _core, event, exc, flush, loading
+from retort import _core, attributes, event, exc, flush, loading
 from retort.engine.base import TwoPhaseTransaction
 from retort.engine.result import Result, ScalarResult
 from retort.flush import (  # "%" doubled: run with parameters
@@ -1098,7 +1098,9 @@ class Session:
                 self._fire("before_flush", ctx, objects)
                 if not self._related_changed and not self._core.has_changes():
                     return
-            if self._orphan_children and self._expunge_pending_orphans():
+            if (
+                self._orphan_children or attributes.orphaned_outside
+            ) and self._expunge_pending_orphans():
                 if not self._related_changed and not self._core.has_changes():
                     return
             conn_for = self._connection_for
@@ -1179,6 +1181,17 @@ class Session:
                 continue  # persistent: flush._delete_unparented decides
             del self._orphan_children[key]
             if state.session is self and child.__dict__.get(prop.back.key) is None:
+                self._core.expunge(child)
+                self._related_changed.pop(key, None)
+                gone = True
+        # and those orphaned while in no session that a cascade brought in since
+        for key, child in list(attributes.orphaned_outside.items()):
+            state = child.__dict__.get("_retort_state")
+            if state is None or state.session is not self:
+                continue
+            attributes.orphaned_outside.pop(key, None)
+            back = attributes.orphaned_outside_back.pop(key, None)
+            if not state.has_identity and back is not None and child.__dict__.get(back) is None:
                 self._core.expunge(child)
                 self._related_changed.pop(key, None)
                 gone = True
