@@ -85,12 +85,18 @@ def _cascade_add(owner: Any, prop: RelationshipProperty, item: Any) -> None:
         session._cascade_add(item)
 
 
-# Objects without a row taken out of a delete-orphan collection while in no session (id ->
-# object, and id -> the name of the relationship back to the parent): SQLAlchemy remembers that
-# such an object was orphaned outside a session, and its flush expunges it if a cascade has
-# brought it into the session since as a pending orphan (Session._expunge_pending_orphans).
-orphaned_outside: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-orphaned_outside_back: dict[int, str] = {}
+# Objects without a row taken out of a delete-orphan collection while in no session: id ->
+# (weak reference to the object, the name of its relationship back to the parent); an entry
+# leaves when its object is freed. SQLAlchemy remembers that such an object was orphaned
+# outside a session, and its flush expunges it if a cascade has brought it into the session
+# since as a pending orphan (Session._expunge_pending_orphans).
+orphaned_outside: dict[int, tuple[weakref.ref[Any], str]] = {}
+
+
+def _forget_orphaned_outside(key: int, ref: weakref.ref[Any]) -> None:
+    entry = orphaned_outside.get(key)
+    if entry is not None and entry[0] is ref:  # (not a later entry of the same id)
+        del orphaned_outside[key]
 
 
 def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
@@ -102,11 +108,9 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
     session = object_session_of(item)
     if session is None:
         if prop.back is not None and not _has_identity(item):
-            if len(orphaned_outside_back) > 2 * len(orphaned_outside) + 64:
-                for gone in [k for k in orphaned_outside_back if k not in orphaned_outside]:
-                    del orphaned_outside_back[gone]  # (of objects freed since)
-            orphaned_outside[id(item)] = item
-            orphaned_outside_back[id(item)] = prop.back.key
+            key = id(item)
+            ref = weakref.ref(item, lambda r: _forget_orphaned_outside(key, r))
+            orphaned_outside[key] = (ref, prop.back.key)
         return
     if not _has_identity(item):
         if item in session:

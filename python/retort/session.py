@@ -1185,13 +1185,13 @@ class Session:
                 self._related_changed.pop(key, None)
                 gone = True
         # and those orphaned while in no session that a cascade brought in since
-        for key, child in list(attributes.orphaned_outside.items()):
-            state = child.__dict__.get("_retort_state")
+        for key, (ref, back) in list(attributes.orphaned_outside.items()):
+            child = ref()
+            state = None if child is None else child.__dict__.get("_retort_state")
             if state is None or state.session is not self:
                 continue
             attributes.orphaned_outside.pop(key, None)
-            back = attributes.orphaned_outside_back.pop(key, None)
-            if not state.has_identity and back is not None and child.__dict__.get(back) is None:
+            if not state.has_identity and child.__dict__.get(back) is None:
                 self._core.expunge(child)
                 self._related_changed.pop(key, None)
                 gone = True

@@ -1173,36 +1173,7 @@ impl SessionCore {
                 let Some(value) = dict.get_item(key.bind(py))? else {
                     continue;
                 };
-                let items: Vec<Bound<'_, PyAny>> = if *uselist {
-                    let mut items: Vec<Bound<'_, PyAny>> =
-                        value.try_iter()?.collect::<PyResult<_>>()?;
-                    // and the members taken out since the last flush, as SQLAlchemy's cascade
-                    // walks a collection's pending history too (a deleted one is refused)
-                    if let Some(removed) = value.getattr_opt(sync::REMOVED.get(py))? {
-                        if let Ok(removed) = removed.cast::<PyDict>() {
-                            items.extend(removed.values().iter());
-                        }
-                    }
-                    items
-                } else if value.is_none() {
-                    Vec::new()
-                } else {
-                    vec![value]
-                };
-                let mut items = items;
-                if !*uselist {
-                    // and the value before its change since the last flush (SQLAlchemy's
-                    // cascade walks a many-to-one's pending history too)
-                    if let Some(old) = dict
-                        .get_item(sync::HISTORY.get(py))?
-                        .and_then(|h| h.cast_into::<PyDict>().ok())
-                        .and_then(|h| h.get_item(key.bind(py)).ok().flatten())
-                    {
-                        if !old.is_none() && mapper_of(&old).is_ok() {
-                            items.push(old);
-                        }
-                    }
-                }
+                let items = sync::cascade_members(&dict, key.bind(py), value, *uselist)?;
                 for item in items {
                     if !seen.insert(item.as_ptr() as usize) {
                         continue;

@@ -170,22 +170,19 @@ impl InstanceState {
         (self.header.load(Ordering::Acquire) & ADDR) as usize
     }
 
-    /// Vouch for the object at `addr` (0: for none). False, changing nothing, for an address
-    /// the header cannot hold (the object is then followed by a weak reference).
-    pub fn set_owner(&self, addr: usize) -> bool {
-        let addr = addr as u64;
-        if addr & !ADDR != 0 {
-            return false;
-        }
+    /// Vouch for the object at `addr` (0: for none), an address `can_own` accepts.
+    pub fn set_owner(&self, addr: usize) {
+        debug_assert!(Self::can_own(addr));
+        let addr = addr as u64 & ADDR;
         let _ = self
             .header
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
                 Some((h & !ADDR) | addr)
             });
-        true
     }
 
-    /// Whether `set_owner(addr)` would succeed.
+    /// Whether the header can hold the address `addr` (one it cannot is followed by a weak
+    /// reference instead).
     pub fn can_own(addr: usize) -> bool {
         addr as u64 & !ADDR == 0
     }

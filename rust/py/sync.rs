@@ -24,8 +24,8 @@ use super::mapper::{MapperCore, SyncKind, SyncProp};
 use super::state::{instance_dict, mapper_of, state_in, InstanceState, STATE_KEY};
 
 static ADDED: Interned = Interned::new("_added");
-pub static REMOVED: Interned = Interned::new("_removed");
-pub static HISTORY: Interned = Interned::new("_retort_history");
+static REMOVED: Interned = Interned::new("_removed");
+static HISTORY: Interned = Interned::new("_retort_history");
 static PENDING: Interned = Interned::new("_retort_pending");
 
 /// One mapper's relationships to sync, copied out of its lock once per call.
@@ -419,4 +419,35 @@ pub fn fill_new_collection(
         }
     }
     Ok(true)
+}
+
+/// What the save-update cascade follows along one relationship (`key`, holding `value`) of an
+/// object with `__dict__` `dict`: the value, and, as SQLAlchemy's pending history, the members
+/// taken out of the collection or the many-to-one's value before its change, since the last
+/// flush. (Session._cascade_members in Python walks the same, for the cascade with listeners.)
+pub fn cascade_members<'py>(
+    dict: &Bound<'py, PyDict>,
+    key: &Bound<'py, PyString>,
+    value: Bound<'py, PyAny>,
+    uselist: bool,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let py = dict.py();
+    if uselist {
+        let mut items: Vec<Bound<'py, PyAny>> = value.try_iter()?.collect::<PyResult<_>>()?;
+        if let Some(removed) = value.getattr_opt(REMOVED.get(py))? {
+            if let Ok(removed) = removed.cast::<PyDict>() {
+                items.extend(removed.values().iter());
+            }
+        }
+        return Ok(items);
+    }
+    let old = dict
+        .get_item(HISTORY.get(py))?
+        .and_then(|h| h.cast_into::<PyDict>().ok())
+        .and_then(|h| h.get_item(key).ok().flatten())
+        .filter(|old| !old.is_none() && !old.is(&value) && mapper_of(old).is_ok());
+    Ok([Some(value).filter(|v| !v.is_none()), old]
+        .into_iter()
+        .flatten()
+        .collect())
 }
