@@ -570,6 +570,34 @@ def test_rollback_makes_objects_added_in_the_transaction_transient(
     assert _names(admin_conn, schema) == ["flushed", "old", "pending"]
 
 
+def test_an_object_expired_before_its_insert_was_rolled_back_is_inserted_once_set_again(
+    db: Engine, admin_conn: Conn, schema: str, sql_log: Log
+) -> None:
+    with Session(db) as s:
+        u = User(name="ann", age=5)
+        s.add(u)
+        s.flush()
+        s.expire(u)
+        s.rollback()  # no row to load name and age from any more
+        with pytest.raises(exc.DetachedInstanceError, match="set it again"):
+            _ = u.name
+        s.add(u)
+        with pytest.raises(exc.InvalidRequestError, match="set it again"):
+            _ = u.age
+        sql_log.clear()
+        with pytest.raises(exc.InvalidRequestError, match="attribute 'name' was expired"):
+            s.flush()
+        assert "INSERT" not in _verbs(sql_log)
+        s.rollback()  # (the failed flush made u transient again, as SQLAlchemy's does)
+        u.name, u.age = "bea", None
+        s.add(u)
+        s.commit()
+        assert inspect(u).persistent
+        s.expire(u)
+        assert (u.name, u.age) == ("bea", None)
+    assert _names(admin_conn, schema) == ["bea"]
+
+
 def test_rollback_of_a_flushed_delete_makes_the_object_persistent_again(
     db: Engine, admin_conn: Conn, schema: str
 ) -> None:

@@ -83,14 +83,16 @@ impl ColumnAttribute {
             return Ok(v);
         }
         if let Some(st) = &state {
-            let (needs_load, expired_insert) = {
+            let (needs_load, expired_insert, pending) = {
                 let inner = st.get().lock()?;
+                let lifecycle = inner.effective();
                 (
                     matches!(
-                        inner.effective(),
+                        lifecycle,
                         Lifecycle::Persistent | Lifecycle::Deleted | Lifecycle::Detached
                     ) && inner.has_key(),
                     inner.expired_insert(),
+                    lifecycle == Lifecycle::Pending,
                 )
             };
             if needs_load {
@@ -98,6 +100,13 @@ impl ColumnAttribute {
                 if let Some(v) = dict.get_item(key)? {
                     return Ok(v);
                 }
+            } else if expired_insert && pending {
+                return Err(InvalidRequestError::new_err(format!(
+                    "attribute '{key}' of {} was expired before a rollback undid the object's \
+                     INSERT; the object is pending again but has no row to load it from; set \
+                     it again before reading it or flushing",
+                    instance.repr().map(|r| r.to_string()).unwrap_or_default()
+                )));
             } else if expired_insert {
                 return Err(DetachedInstanceError::new_err(format!(
                     "attribute '{key}' of {} was expired before a rollback undid the object's \

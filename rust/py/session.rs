@@ -822,9 +822,19 @@ impl SessionCore {
         let mut writeback = Vec::new();
         let mut gen_key = None;
         let mut fetch = Vec::new();
+        let expired_insert = held.1.get().lock()?.expired_insert();
         for (i, key) in mapper.keys.iter().enumerate() {
             let c = i as u16;
             let v = match dict.get_item(key.bind(py))? {
+                None if expired_insert => {
+                    return Err(InvalidRequestError::new_err(format!(
+                        "cannot insert {}: its attribute '{}' was expired before a rollback \
+                         undid its INSERT, so its value is unknown; set it again (or expunge \
+                         the object) before the flush",
+                        held.0.bind(py).repr()?,
+                        key.bind(py)
+                    )));
+                }
                 Some(v)
                     if !(v.is_none()
                         && (mapper.autoinc == Some(c) || mapper.version == Some(c))) =>

@@ -261,9 +261,11 @@ impl StateGuard<'_> {
     }
 
     /// Made transient by a rollback of its INSERT: a column missing from its `__dict__` then
-    /// was expired (an INSERT leaves every column set), and reading it raises
-    /// DetachedInstanceError, as SQLAlchemy's expired attributes do, instead of reading None as
-    /// a new object's unset column. Cleared when the object joins a session again.
+    /// was expired (an INSERT leaves every column set). Reading it raises (DetachedInstanceError
+    /// outside a session, InvalidRequestError once the object is pending again), as SQLAlchemy's
+    /// expired attributes of an object without a row do, instead of reading None as a new
+    /// object's unset column; and a flush refuses to insert the object while such a column
+    /// is missing. Cleared when the object gets an identity key again.
     pub fn expired_insert(&self) -> bool {
         self.header() & EXPIRED_INSERT != 0
     }
@@ -320,6 +322,9 @@ impl StateGuard<'_> {
     /// state's own mapper.
     pub fn set_key(&mut self, key: Option<IdentityKey>) -> Option<IdentityKey> {
         let old = self.take_key();
+        if key.is_some() {
+            self.set_expired_insert(false);
+        }
         match key {
             None => {}
             Some(IdentityKey::Int { mapper, value }) => {
@@ -417,7 +422,6 @@ impl StateGuard<'_> {
 
     /// `attach`, given the session's current generation (fetched once for many objects).
     pub fn attach_to(&mut self, link: &Arc<Link>, lifecycle: Lifecycle) {
-        self.set_expired_insert(false);
         self.inner.link = Some(link.clone());
         self.set_lifecycle(lifecycle);
     }
