@@ -2588,3 +2588,53 @@ def test_bug_the_save_update_cascade_follows_members_taken_out_of_a_collection(
     s.commit()
     rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.nodes ORDER BY id").fetchall()
     assert rows == [(1, None), (2, None), (3, 2), (4, 1)]
+
+
+@both_libraries(
+    "differential nightly: a child flushed, expired and made transient by a rollback, then "
+    "cascaded back into the session, was inserted with NULL for its expired columns"
+)
+def test_bug_an_object_expired_before_its_insert_was_rolled_back_is_not_inserted_again(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    c5 = m.Child(id=5, name="c5")
+    s.add(c5)
+    t1 = s.get(m.Tag, 1)  # (the autoflush inserts c5)
+    s.expire_all()
+    p4 = m.Parent(id=4, name="p4")
+    s.add(p4)
+    p4.children.append(c5)
+    s.rollback()  # c5 and p4 lose their rows; c5's columns stay expired
+    assert api.inspect(c5).transient
+    t1.parents.append(p4)  # the cascade brings p4, and through it c5, back
+    assert api.inspect(c5).pending
+    with pytest.raises(api.InvalidRequestError):
+        c5.name  # noqa: B018
+    with pytest.raises(api.InvalidRequestError):
+        s.flush()
+    s.rollback()
+    rows = admin_conn.execute(f"SELECT id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(1,), (2,), (3,), (4,)]
+
+
+@both_libraries(
+    "differential nightly: a many-to-one set to a parent whose cascade reaches an object "
+    "deleted by a flush raised, but kept the new value"
+)
+def test_bug_a_many_to_one_keeps_its_value_when_the_cascade_of_the_new_one_fails(
+    repro: Any,
+) -> None:
+    s, m, api = repro
+    c1 = s.get(m.Child, 1)
+    p4 = m.Parent(id=4, name="p4")
+    s.add(p4)
+    p4.children.append(c1)
+    s.rollback()  # p4 is transient again, and still holds c1
+    s.delete(c1)
+    c1_again = s.merge(c1)  # (the autoflush deletes c1's row): a new, pending child 1
+    assert c1_again is not c1 and api.inspect(c1_again).pending
+    p1 = s.get(m.Parent, 1)
+    with pytest.raises(api.InvalidRequestError):
+        c1_again.parent = p4  # the cascade takes p4 in, and through it the deleted c1
+    assert c1_again.parent is p1  # by its parent_id, unchanged

@@ -1101,6 +1101,13 @@ class RelationshipProperty:
             # key, not the one set by hand since
             d[self.key] = value
             return
+        if back and "_retort_state" in d:
+            # the other side of a back_populates event does not cascade (SQLAlchemy 2.x). The
+            # cascade comes first, as SQLAlchemy's listeners: where it fails (it reaches an
+            # object whose DELETE was flushed) the attribute keeps its value; and the new value
+            # joins obj's session even where obj then leaves it (a pending orphan of its old
+            # collection)
+            _cascade_add(obj, self, value)
         if old is not _NOT_SET or _has_identity(obj):
             # the value before the first change, for history (cleared by the flush); _NOT_SET
             # when that was not known without SQL (the change counts all the same)
@@ -1111,11 +1118,6 @@ class RelationshipProperty:
                 # by hand meanwhile is not overwritten with the parent's key
                 del history[self.key]
         d[self.key] = value
-        if back and "_retort_state" in d:
-            # the other side of a back_populates event does not cascade (SQLAlchemy 2.x). The
-            # cascade comes first, as SQLAlchemy's listeners: the new value joins obj's session
-            # even where obj then leaves it (a pending orphan of its old collection)
-            _cascade_add(obj, self, value)
         if back and self.back is not None:
             if old is not _NOT_SET and old is not None:
                 self.back._unset_backref(old, obj, self)
