@@ -221,3 +221,90 @@ def test_echo_says_the_statement_ran_alone(
     messages = [r.getMessage() for r in caplog.records]
     assert any("no BEGIN/COMMIT" in m for m in messages), messages
     assert not any(m.startswith("BEGIN") for m in messages), messages
+
+
+# --------------------------------------------------------------------------------------------
+# statements retort generates run on psycopg's connection without a cursor (Connection._run),
+# with the connection's own prepared-statement cache
+
+
+def _prepared(s: Session) -> list[str]:
+    """The statements prepared on the session's connection. (The session then commits: a
+    ROLLBACK makes psycopg forget how often statements ran, and deallocate them.)"""
+    rows = s.connection().exec_driver_sql("SELECT statement FROM pg_prepared_statements")
+    statements = sorted(r[0] for r in rows)
+    s.commit()
+    return statements
+
+
+def _get_and_change(eng: Engine, times: int) -> None:
+    for i in range(times):
+        with Session(eng) as s:
+            item = s.get(Item, 1)
+            assert item is not None
+            item.name = f"n{i}"
+            s.commit()
+
+
+def test_a_statement_run_prepare_threshold_times_is_prepared_once(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    with Session(db) as s:
+        s.add(Item(name="a"))
+        s.commit()
+        threshold = s.connection().driver_connection.prepare_threshold
+        assert threshold is not None
+    _get_and_change(db, threshold - 1)
+    with Session(db) as s:
+        assert _prepared(s) == []  # run, not prepared yet
+    _get_and_change(db, 2)
+    with Session(db) as s:
+        statements = _prepared(s)
+    assert len(statements) == 2, statements
+    assert any(st.startswith("SELECT") and "WHERE id = $1" in st for st in statements)
+    assert any(st.startswith("UPDATE items SET name = $1") for st in statements)
+    _get_and_change(db, 3)
+    with Session(db) as s:
+        assert _prepared(s) == statements  # executed by name since
+    assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("n2",)]
+
+
+def test_statements_prepared_before_psycopg_clears_its_cache_are_prepared_again(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    # psycopg deallocates every prepared statement of the connection (DEALLOCATE ALL) on a
+    # rollback when it prepared some itself: retort's are in the same cache, so it knows
+    with Session(db) as s:
+        s.add(Item(name="a"))
+        s.commit()
+    _get_and_change(db, 8)
+    with Session(db) as s:
+        for _ in range(8):  # a statement of the user's, prepared by psycopg
+            s.connection().exec_driver_sql("SELECT count(*) FROM items WHERE id > %s", (0,))
+        assert len(_prepared(s)) == 3
+        s.connection().exec_driver_sql("SELECT 1")
+        s.rollback()
+        assert _prepared(s) == []
+    _get_and_change(db, 8)
+    with Session(db) as s:
+        assert len(_prepared(s)) == 2
+    assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("n7",)]
+
+
+def test_prepare_threshold_none_prepares_nothing(
+    engine_factory: Callable[..., Engine], admin_conn: Conn, schema: str
+) -> None:
+    # as for PgBouncer in transaction mode: every statement is sent unnamed
+    eng = engine_factory(pool_size=1, max_overflow=0, connect_args={"prepare_threshold": None})
+    Base.metadata.create_all(eng)
+    with Session(eng) as s:
+        s.add(Item(name="a"))
+        s.commit()
+    _get_and_change(eng, 8)
+    with Session(eng) as s:
+        s.delete(s.get(Item, 1))
+        s.add(Item(name="b"))
+        s.flush()
+        assert _prepared(s) == []
+        s.commit()
+    assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("b",)]

@@ -164,7 +164,7 @@ def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
             sql = mapper.sql_cache[key] = _insert_sql(
                 mapper, insert_cols, returning, nrows, with_keys
             )
-        cur = conn._cursor_execute(sql, params)
+        cur = conn._run(sql, params)
         if out is not None:
             out.extend(cur.fetchall())
     return out
@@ -340,7 +340,7 @@ def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
         if sql is None:
             sql = mapper.sql_cache[unnest_key] = _update_unnest_sql(mapper, cols, pk)
         arrays = batch.array_literals()  # encoded by the core; psycopg's lists otherwise
-        cur = conn._cursor_execute(sql, arrays if arrays is not None else batch.columns())
+        cur = conn._run(sql, arrays if arrays is not None else batch.columns())
         start, npk = len(cols), len(batch.pk)
         _check_count(
             cur,
@@ -355,7 +355,7 @@ def _update(batch: Batch, mapper: Mapper, conn: Connection) -> None:
         sql = mapper.sql_cache.get(key)
         if sql is None:
             sql = mapper.sql_cache[key] = _update_sql(mapper, cols, pk, nrows)
-        cur = conn._cursor_execute(sql, params)
+        cur = conn._run(sql, params)
         keys = functools.partial(_flat_keys, params, len(cols), len(batch.pk), len(params))
         _check_count(cur, nrows, "UPDATE", mapper, keys)
 
@@ -414,14 +414,14 @@ def _delete(batch: Batch, mapper: Mapper, conn: Connection) -> None:
         col = quote_identifier(mapper.columns[pk[0]].name)
         if batch.n == 1:
             sql = f"DELETE FROM {table} WHERE {col} = %s"
-            cur = conn._cursor_execute(sql, batch.chunks(1)[0][1])
+            cur = conn._run(sql, batch.chunks(1)[0][1])
         else:
             sql = (
                 f"DELETE FROM {table} WHERE {col} = ANY(%s::{_cast(mapper, pk[0])}[])"
                 + _returning_pk(mapper, table)
             )
             arrays = batch.array_literals()  # [the keys' array literal], encoded by the core
-            cur = conn._cursor_execute(sql, arrays if arrays is not None else [batch.key_list()])
+            cur = conn._run(sql, arrays if arrays is not None else [batch.key_list()])
         _check_count(cur, batch.n, "DELETE", mapper, lambda: [(k,) for k in batch.key_list()])
         return
     per_chunk = _chunk_rows(len(pk))
@@ -436,7 +436,7 @@ def _delete(batch: Batch, mapper: Mapper, conn: Connection) -> None:
             f"DELETE FROM {table} USING (VALUES {rows}) AS v({aliases}) WHERE {where}"
             + _returning_pk(mapper, table)
         )
-        cur = conn._cursor_execute(sql, params)
+        cur = conn._run(sql, params)
         keys = functools.partial(_flat_keys, params, 0, len(batch.pk), len(pk))
         _check_count(cur, nrows, "DELETE", mapper, keys)
 

@@ -1351,7 +1351,7 @@ class Session:
 
     def _fetch_by_pk(self, mapper: Mapper, ident: Sequence[Any], for_update: Any = None) -> Any:
         conn = self._connection_for(mapper)
-        cur = conn._cursor_execute(self._select_by_pk(mapper, for_update), list(ident))
+        cur = conn._run(self._select_by_pk(mapper, for_update), list(ident))
         return cur.fetchall()
 
     def _retort_load(self, instance: Any, state: Any) -> None:
