@@ -6,6 +6,7 @@ engine's only pooled connection."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,10 @@ def db_of(wire: Wire) -> Engine:
 @pytest.fixture
 def wire(db: Engine, tmp_path: Path) -> Iterator[Wire]:
     """`wire()`: what the client sent since the last call, one entry per query: the first
-    word of a simple query (BEGIN, COMMIT, ...) or "execute" for a statement with
-    parameters (extended protocol)."""
+    word of a simple query or of a statement without parameters (BEGIN, COMMIT, ...), or
+    "execute" for a statement with parameters (extended protocol). `wire.trips`: how many
+    times the client waited for the server since the fixture began (simple queries and
+    Syncs)."""
     path = tmp_path / "trace"
     out = path.open("w")
     with db.connect() as conn:
@@ -76,9 +79,22 @@ def wire(db: Engine, tmp_path: Path) -> Iterator[Wire]:
                 continue
             if fields[2] == "Query":
                 sent.append(fields[3].strip().strip('"').split()[0])
+                read.trips += 1  # type: ignore[attr-defined]
+            elif fields[2] == "Parse":  # ' "name" "text" ...'
+                name, text = re.findall(r'"([^"]*)"', fields[3])[:2]
+                parsed[name] = text.split()[0]
+            elif fields[2] == "Bind":  # ' "portal" "statement" ...'
+                bound[0] = re.findall(r'"([^"]*)"', fields[3])[1]
             elif fields[2] == "Execute":
-                sent.append("execute")
+                word = parsed.get(bound[0], "")
+                sent.append(word if word in _NO_PARAMETERS else "execute")
+            elif fields[2] == "Sync":
+                read.trips += 1  # type: ignore[attr-defined]
         return sent
+
+    parsed: dict[str, str] = {}
+    bound = [""]
+    read.trips = 0  # type: ignore[attr-defined]
 
     read.engine = db  # type: ignore[attr-defined]
     try:
@@ -86,6 +102,9 @@ def wire(db: Engine, tmp_path: Path) -> Iterator[Wire]:
     finally:
         pgconn.untrace()
         out.close()
+
+
+_NO_PARAMETERS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 
 def test_add_one_and_commit_is_one_round_trip(wire: Wire) -> None:
@@ -122,11 +141,15 @@ def test_update_after_its_select_is_the_transactions_second_statement(wire: Wire
         s.commit()
     with Session(db_of(wire)) as s:
         wire()
+        trips = wire.trips  # type: ignore[attr-defined]
         item = s.get(Item, 1)
         assert item is not None
+        assert wire() == ["BEGIN", "execute"]
+        assert wire.trips == trips + 1  # type: ignore[attr-defined]  # the BEGIN with the SELECT
         item.name = "b"
         s.commit()
-        assert wire() == ["BEGIN", "execute", "execute", "COMMIT"]
+        assert wire() == ["execute", "COMMIT"]
+        assert wire.trips == trips + 3  # type: ignore[attr-defined]
 
 
 def test_update_and_delete_of_one_object_kept_from_an_earlier_transaction(

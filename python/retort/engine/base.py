@@ -26,11 +26,13 @@ import psycopg_pool
 from psycopg import pq
 from psycopg._preparing import Prepare as _Prepare
 from psycopg._queries import PostgresQuery
-from psycopg.abc import Buffer
+from psycopg.abc import Buffer, PQGen
 from psycopg.abc import Transformer as AdaptTransformer
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.generators import execute as _execute
+from psycopg.generators import fetch as _fetch
+from psycopg.generators import send as _send
 
 from retort import exc
 from retort.engine.result import Result, RowTransform, ScalarResult
@@ -1038,6 +1040,7 @@ _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _IDLE = pq.TransactionStatus.IDLE
 _CONN_OK = pq.ConnStatus.OK
 _TEXT = pq.Format.TEXT
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 
 
 def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> _Outcome:
@@ -1045,12 +1048,14 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
     mode, with the same steps and the connection's own prepared-statement cache (so that
     prepare_threshold, prepared_max and its clearing on ROLLBACK, DISCARD ALL or DDL hold as
     for any statement): begin the transaction, adapt the parameters, prepare the statement
-    once it has run prepare_threshold times, execute it, raise the server's error."""
+    once it has run prepare_threshold times, execute it, raise the server's error.
+
+    One difference: the BEGIN of the transaction (and the PREPARE of the statement, when
+    due) go with the statement, in one round trip, through libpq's pipeline mode, where
+    psycopg waits for each on its own."""
     pgconn = dbapi.pgconn
     if pgconn.status != _CONN_OK:
         dbapi._check_connection_ok()  # raises psycopg's error
-    if not dbapi.autocommit and pgconn.transaction_status == _IDLE:
-        dbapi.wait(dbapi._start_query())
     tx = Transformer(dbapi)
     converted = _CONVERTED.get(sql)
     if converted is None:
@@ -1062,6 +1067,34 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
     query.formats = tx.formats
     cache = dbapi._prepared
     prep, name = cache.get(query)  # type: ignore[arg-type]  # (reads .query and .types)
+    begin = not dbapi.autocommit and pgconn.transaction_status == _IDLE
+    if begin or prep is _Prepare.SHOULD:
+        pgconn.enter_pipeline_mode()
+        try:
+            if begin:
+                pgconn.send_query_params(dbapi._get_tx_start_command(), None)
+            if prep is _Prepare.SHOULD:
+                pgconn.send_prepare(name, query.query, param_types=query.types)
+            _send_statement(pgconn, query, prep, name)
+            pgconn.pipeline_sync()
+            results = dbapi.wait(_pipelined(pgconn))
+        finally:
+            _leave_pipeline_mode(pgconn)
+    else:
+        _send_statement(pgconn, query, prep, name)
+        results = dbapi.wait(_execute(pgconn))
+    key = cache.maybe_add_to_cache(query, prep, name)  # type: ignore[arg-type]
+    if key is not None:
+        cache.validate(key, prep, name, results[-1:])
+    for result in results:
+        if result.status == _FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
+    if cache._to_flush:
+        dbapi.wait(cache.maintain_gen(dbapi))
+    return _Outcome(tx, results[-1])
+
+
+def _send_statement(pgconn: pq.abc.PGconn, query: _Query, prep: _Prepare, name: bytes) -> None:
     if prep is _Prepare.NO:
         pgconn.send_query_params(
             query.query,
@@ -1071,24 +1104,31 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
             result_format=_TEXT,
         )
     else:
-        if prep is _Prepare.SHOULD:
-            pgconn.send_prepare(name, query.query, param_types=query.types)
-            for result in dbapi.wait(_execute(pgconn)):
-                if result.status == _FATAL_ERROR:
-                    raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
         pgconn.send_query_prepared(
             name, query.params, param_formats=query.formats, result_format=_TEXT
         )
-    key = cache.maybe_add_to_cache(query, prep, name)  # type: ignore[arg-type]
-    results = dbapi.wait(_execute(pgconn))
-    if key is not None:
-        cache.validate(key, prep, name, results)
-    for result in results:
-        if result.status == _FATAL_ERROR:
-            raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
-    if cache._to_flush:
-        dbapi.wait(cache.maintain_gen(dbapi))
-    return _Outcome(tx, results[-1])
+
+
+def _pipelined(pgconn: pq.abc.PGconn) -> PQGen[list[pq.abc.PGresult]]:
+    """Send what is queued in pipeline mode, then read every result up to the sync."""
+    yield from _send(pgconn)
+    results: list[pq.abc.PGresult] = []
+    while True:
+        result = yield from _fetch(pgconn)
+        if result is None:  # the end of one statement's results
+            continue
+        if result.status == _PIPELINE_SYNC:
+            return results
+        results.append(result)
+
+
+def _leave_pipeline_mode(pgconn: pq.abc.PGconn) -> None:
+    try:
+        pgconn.exit_pipeline_mode()
+    except psycopg.Error:
+        # results left unread (the wait was interrupted): the connection's state is unknown,
+        # so it is closed (and the pool replaces it)
+        pgconn.finish()
 
 
 class _Query:
