@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from retort import _core, attributes, event, exc, flush, loading
+from retort import _core, attributes, event, exc, flush, loading, mapping
 from retort.engine.base import TwoPhaseTransaction
 from retort.engine.result import Result, ScalarResult
 from retort.flush import (  # "%" doubled: run with parameters
@@ -330,23 +330,17 @@ class Session:
         info: dict[Any, Any] | None = None,
     ) -> None:
         self.bind = bind
-        self.twophase = twophase
-        self._binds: dict[Any, Any] = dict(binds or {})
-        self.autoflush = autoflush
-        self.expire_on_commit = expire_on_commit
-        self.info: dict[Any, Any] = dict(info or {})
+        if twophase:
+            self.twophase = twophase
+        self._binds: dict[Any, Any] = dict(binds) if binds else {}
+        if not autoflush:
+            self.autoflush = autoflush
+        if not expire_on_commit:
+            self.expire_on_commit = expire_on_commit
+        self.info: dict[Any, Any] = dict(info) if info else {}
         self._new_core()
-        self._conn: Connection | None = None  # the first connection of the transaction
         self._conns: dict[int, Connection] = {}  # every connection, by id() of its bind
-        self._tx: SessionTransaction | None = None
         self._nested: list[SessionTransaction] = []
-        self._failed: BaseException | None = None
-        self._prepared = False  # two-phase: every connection's transaction is prepared
-        self._committing = False  # between before_commit and the database commit
-        # the thread running a Session method that talks to the database, if any
-        self._owner: int | None = None
-        self._flushing = False
-        self._no_autoflush = 0
         # Objects whose relationships changed since the last flush (by id), and objects that
         # lost their owner under a delete-orphan cascade.
         self._related_changed: dict[int, Any] = {}
@@ -361,9 +355,22 @@ class Session:
         self._dispatch: dict[str, tuple[Callable[..., Any], ...]] = (
             event._dispatch_of(self) if event._class_registries else {}
         )
-        # new/dirty/deleted as they were before the flush, while after_flush runs
-        self._flush_view: tuple[IdentitySet, IdentitySet, IdentitySet] | None = None
         _sessions.add(self)
+
+    # State that starts out the same in every session is a class attribute until set.
+    twophase = False
+    autoflush = True
+    expire_on_commit = True
+    _conn: Connection | None = None  # the first connection of the transaction
+    _tx: SessionTransaction | None = None
+    _failed: BaseException | None = None
+    _prepared = False  # two-phase: every connection's transaction is prepared
+    _committing = False  # between before_commit and the database commit
+    _owner: int | None = None  # the thread running a Session method that talks to the database
+    _flushing = False
+    _no_autoflush = 0
+    # new/dirty/deleted as they were before the flush, while after_flush runs
+    _flush_view: tuple[IdentitySet, IdentitySet, IdentitySet] | None = None
 
     # -- context management -------------------------------------------------------------------
 
@@ -585,8 +592,10 @@ class Session:
         With ``expire_on_commit`` every loaded object is expired (in constant time); its next
         attribute access reloads it.
         """
-        self._check_state_change("commit")
-        self._check_usable()
+        if self._flushing or self._committing:
+            self._check_state_change("commit")
+        if self._failed is not None:
+            self._check_usable()
         if not self._prepared:
             self._prepare_impl()
         if self._conns:
@@ -600,7 +609,9 @@ class Session:
                 self._abort_commit(err)
                 raise
         self._prepared = False
-        deleted, self._flushed_deleted = self._flushed_deleted, []
+        deleted = self._flushed_deleted
+        if deleted:
+            self._flushed_deleted = []
         if self._dispatch:
             self._fire("after_commit")
             if deleted and "deleted_to_detached" in self._dispatch:
@@ -739,23 +750,30 @@ class Session:
     @_exclusive
     def close(self) -> None:
         """Release the connection (rolling back) and detach every object."""
-        self._check_state_change("close")
-        detached = self._persistent_if_listened()
+        if self._flushing or self._committing:
+            self._check_state_change("close")
+        detached = self._persistent_if_listened() if self._dispatch else None
         try:
-            self._rollback_connection()
+            if self._conns:
+                self._rollback_connection()
         finally:
             if self._tx is not None:
                 self._tx._closed = True
-            self._tx = None
-            for sp in self._nested:
-                sp._closed = True
-            self._nested.clear()
+                self._tx = None
+            if self._nested:
+                for sp in self._nested:
+                    sp._closed = True
+                self._nested.clear()
             self._failed = None
             self._prepared = False
-            self._related_changed.clear()
-            self._orphans.clear()
-            self._orphan_children.clear()
-            self._flushed_deleted = []
+            if self._related_changed:
+                self._related_changed.clear()
+            if self._orphans:
+                self._orphans.clear()
+            if self._orphan_children:
+                self._orphan_children.clear()
+            if self._flushed_deleted:
+                self._flushed_deleted = []
             self._new_core()
         if detached:
             self._fire_each("persistent_to_detached", detached)
@@ -1084,15 +1102,17 @@ class Session:
             if self._expunge_pending_orphans():
                 if not self._related_changed and not self._core.has_changes():
                     return
-        self._check_usable()
-        configure_mappers()
+        if self._failed is not None:
+            self._check_usable()
+        if mapping._unconfigured:
+            configure_mappers()
         if self._nested and self._related_changed:
             # relationships changed inside a SAVEPOINT are expired if it rolls back
             self._nested[-1]._touched.extend(self._related_changed.values())
         self._flushing = True
         try:
             ctx: UOWTransaction | None = None
-            if "before_flush" in self._dispatch:
+            if self._dispatch and "before_flush" in self._dispatch:
                 # objects it adds or changes are part of this flush
                 ctx = UOWTransaction(self)
                 self._fire("before_flush", ctx, objects)
@@ -1435,7 +1455,7 @@ class Session:
         with_for_update: Any = None,
     ) -> _T | None:
         mapper = class_mapper(entity)
-        if isinstance(ident, Mapping):
+        if ident.__class__ is not int and isinstance(ident, Mapping):
             names = [c.key for c in mapper.primary_key]
             unknown = [k for k in ident if k not in names]
             if unknown:
@@ -1471,10 +1491,13 @@ class Session:
         with_for_update: Any,
     ) -> Any:
         core = self._core
-        self._orphans_before_autoflush()
-        self._check_usable()
-        configure_mappers()  # as in execute()
-        self._autoflush()
+        if self._failed is not None:
+            self._orphans_before_autoflush()
+            self._check_usable()
+        if mapping._unconfigured:
+            configure_mappers()  # as in execute()
+        if self._related_changed or core.has_changes():
+            self._autoflush()
         if not isinstance(ident, tuple | list):
             ident = (ident,)
         if mapper.eager and with_for_update is None:

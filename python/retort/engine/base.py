@@ -692,19 +692,20 @@ class Connection:
     def _end_all(self) -> None:
         """Mark every transaction of this connection inactive and forget them."""
         nested = self._nested
-        while nested is not None:
-            nested.is_active = False
-            nested = nested._parent
+        if nested is not None:
+            while nested is not None:
+                nested.is_active = False
+                nested = nested._parent
+            self._nested = None
         if self._transaction is not None:
             self._transaction.is_active = False
-        self._transaction = None
-        self._nested = None
+            self._transaction = None
 
     def _commit_root(self) -> None:
         if self._invalid:
             raise _invalidated_error()
         txn = self._transaction
-        if isinstance(txn, TwoPhaseTransaction):
+        if txn.__class__ is not RootTransaction and isinstance(txn, TwoPhaseTransaction):
             self._commit_twophase(txn)
             return
         dbapi = self._dbapi
@@ -1114,7 +1115,10 @@ def _pipelined(pgconn: pq.abc.PGconn) -> PQGen[list[pq.abc.PGresult]]:
     yield from _send(pgconn)
     results: list[pq.abc.PGresult] = []
     while True:
-        result = yield from _fetch(pgconn)
+        if pgconn.is_busy():
+            result = yield from _fetch(pgconn)  # waits for the server
+        else:
+            result = pgconn.get_result()
         if result is None:  # the end of one statement's results
             continue
         if result.status == _PIPELINE_SYNC:
