@@ -8,6 +8,12 @@ so that slow drift of the machine spreads over all contenders. Each run is:
 3. ``gc.collect()``, then only ``Prepared.timed()`` between two ``perf_counter`` calls;
 4. cleanup (untimed), and for scenarios that commit, a check of the database state.
 
+Scenarios marked ``interleave`` (the small transactions) run their contenders together
+instead: after one reset, each contender's first part of the work (``Prepared.slices``, a tenth
+of the transactions), then each one's second part, and so on, in an order that rotates; a
+contender's figure for the round is the sum of its parts. A load spike on the shared machine
+then costs every contender alike.
+
 A warm-up pass at a small size runs first (compiles statement caches, configures mappers)
 and also commits and checks the effect of the flush-only scenarios once. The figures are the
 medians over the rounds.
@@ -269,13 +275,7 @@ class Runner:
         try:
             return self._run(job, n, verify)
         except Exception as exc:
-            job.fail(exc)
-            try:
-                self.contenders[job.contender].recover()
-            except Exception as again:  # the contender is beyond repair: stop using it
-                for other in self.jobs:
-                    if other.contender == job.contender and other.active:
-                        other.fail(again)
+            self._give_up(job, exc)
             gc.collect()
             return None
 
@@ -321,6 +321,22 @@ class Runner:
             shift = r % len(names)
             order = names[shift:] + names[:shift]
             for key in cfg.scenarios:
+                if BY_KEY[key].interleave:
+                    jobs = [
+                        job
+                        for name in order
+                        for job in self.jobs
+                        if job.scenario.key == key and job.contender == name
+                    ]
+                    progress.step(
+                        f"round {r + 1}/{cfg.rounds}  {BY_KEY[key].title} · "
+                        + ", ".join(order)
+                        + " (interleaved)"
+                    )
+                    self._collect_interleaved([job for job in jobs if job.active])
+                    for _ in jobs:
+                        progress.advance()
+                    continue
                 for name in order:
                     for job in self.jobs:
                         if job.scenario.key != key or job.contender != name:
@@ -347,6 +363,59 @@ class Runner:
         else:
             for metric, value in figures.items():
                 job.raw.setdefault(metric, []).append(value)
+
+    def _collect_interleaved(self, jobs: list[Job]) -> None:
+        """One round of an interleaved scenario: every job's parts in turns (see the module
+        docstring); a job that fails stops there, the others go on."""
+        if not jobs:
+            return
+        scenario = jobs[0].scenario
+        n = scenario.size(self.sizes)
+        try:
+            self.admin.reset(n if scenario.preload else 0)
+        except Exception as exc:
+            for job in jobs:
+                job.fail(exc)
+            return
+        prepared: dict[int, Prepared] = {}
+        for j, job in enumerate(jobs):
+            try:
+                prepared[j] = self.contenders[job.contender].prepare(scenario.key, n, job.variant)
+            except Exception as exc:
+                self._give_up(job, exc)
+        seconds = dict.fromkeys(prepared, 0.0)
+        parts = {j: p.slices or [p.timed] for j, p in prepared.items()}
+        gc.collect()
+        for i in range(max((len(ps) for ps in parts.values()), default=0)):
+            turn = list(seconds)
+            shift = i % len(turn) if turn else 0
+            for j in turn[shift:] + turn[:shift]:
+                if i >= len(parts[j]):
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    result = parts[j][i]()
+                    seconds[j] += time.perf_counter() - t0
+                    del result
+                except Exception as exc:
+                    del seconds[j]
+                    self._give_up(jobs[j], exc)
+        for p in prepared.values():
+            try:
+                p.cleanup()
+            except Exception:
+                pass
+        for j, total in seconds.items():
+            jobs[j].raw.setdefault("seconds", []).append(total)
+
+    def _give_up(self, job: Job, exc: BaseException) -> None:
+        job.fail(exc)
+        try:
+            self.contenders[job.contender].recover()
+        except Exception as again:  # the contender is beyond repair: stop using it
+            for other in self.jobs:
+                if other.contender == job.contender and other.active:
+                    other.fail(again)
 
     def close(self) -> None:
         for contender in self.contenders.values():
@@ -384,7 +453,8 @@ class Runner:
             "gc_enabled_while_timed": self.config.gc,
             "timing": "time.perf_counter around Prepared.timed() only; gc.collect() before "
             f"each; garbage collector {'enabled' if self.config.gc else 'disabled'} while "
-            "timed (gc_seconds: time it took inside the timed section); medians over rounds",
+            "timed (gc_seconds: time it took inside the timed section); medians over rounds; "
+            "scenarios marked interleaved: the contenders' parts in turns, summed per round",
         }
         scenarios = []
         for key in self.config.scenarios:

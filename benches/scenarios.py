@@ -73,6 +73,10 @@ class Scenario:
     per_op: str | None = None  # show the per-operation figure in this unit ("tx", "get")
     scaling: bool = False  # also run at N/10 to show whether the cost depends on N
     memory: bool = False
+    # contenders take turns by parts of the work within each round (Prepared.slices), so
+    # that all see the same machine load: for short per-operation costs that a load spike
+    # of a few hundred milliseconds would otherwise skew for one contender
+    interleave: bool = False
     targets: tuple[Target, ...] = ()
     reference: dict[str, str] = field(default_factory=dict)
 
@@ -195,6 +199,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "per transaction: new session, add one Item, commit, close (TX transactions)",
         rows=lambda n: n,
         per_op="tx",
+        interleave=True,
         targets=(_psycopg(1.15),),
         reference={"sqlalchemy": "1,160 µs/tx", "psycopg": "506 µs/tx"},
     ),
@@ -205,6 +210,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         rows=lambda n: n,
         preload=True,
         per_op="tx",
+        interleave=True,
         targets=(_psycopg(1.15),),
         reference={"sqlalchemy": "1,668 µs/tx", "psycopg": "731 µs/tx"},
     ),

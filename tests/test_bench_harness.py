@@ -78,3 +78,18 @@ def test_retort_never_breaks_the_run(tmp_path: Path) -> None:
             for figures in retort["variants"].values():
                 assert figures["median"]["seconds"] is not None or figures.get("status")
         assert scenario["results"]["psycopg"]["variants"][""]["median"]["seconds"] > 0
+
+
+def test_sliced_parts_do_the_whole_work_once_in_order() -> None:
+    from benches.contenders.base import SLICES, sliced
+
+    for n in (1, 7, SLICES, 23, 1000):
+        done: list[int] = []
+        prepared = sliced(range(n), done.extend)
+        assert prepared.slices is not None and len(prepared.slices) == min(n, SLICES)
+        for part in prepared.slices:
+            part()
+        assert done == list(range(n))
+        done.clear()
+        prepared.timed()
+        assert done == list(range(n))

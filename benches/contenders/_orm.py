@@ -7,9 +7,10 @@ because the mapped classes are built inside functions from the injected names.
 """
 
 import types
+from collections.abc import Sequence
 from typing import Any
 
-from benches.contenders.base import Contender, Prepared
+from benches.contenders.base import Contender, Prepared, sliced
 from benches.scenarios import CHILDREN_PER_PARENT, FEW, item_row
 
 
@@ -191,25 +192,23 @@ class OrmContender(Contender):
 
     def scenario_tx_add_commit(self, n: int, variant: str) -> Prepared:
         Item, Session, engine = self.Item, self.api.Session, self.engine
-        values = [item_row(i) for i in range(n)]
 
-        def timed() -> None:
+        def timed(values: Sequence[tuple[Any, ...]]) -> None:
             for a, b, c, d in values:
                 with Session(engine) as session:
                     session.add(Item(name=a, qty=b, price=c, note=d))
                     session.commit()
 
-        return Prepared(timed)
+        return sliced([item_row(i) for i in range(n)], timed)
 
     def scenario_tx_get_set_commit(self, n: int, variant: str) -> Prepared:
         Item, Session, engine = self.Item, self.api.Session, self.engine
-        pks = list(range(1, n + 1))
 
-        def timed() -> None:
+        def timed(pks: Sequence[int]) -> None:
             for pk in pks:
                 with Session(engine) as session:
                     item = session.get(Item, pk)
                     item.qty += 1
                     session.commit()
 
-        return Prepared(timed)
+        return sliced(range(1, n + 1), timed)

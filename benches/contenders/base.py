@@ -9,9 +9,15 @@ not define the method (the harness reports "n/a").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+T = TypeVar("T")
+
+# parts of a scenario that the harness interleaves between contenders (see `sliced`)
+SLICES = 10
 
 
 class NotApplicable(Exception):
@@ -34,6 +40,26 @@ class Prepared:
     timed: Callable[[], object]
     cleanup: Callable[[], None] = _nothing
     commit: Callable[[], None] | None = None
+    # the work of `timed` in consecutive parts, for scenarios the harness runs interleaved
+    # (each contender's part 1, then each one's part 2, ...: see `sliced`)
+    slices: list[Callable[[], object]] | None = None
+
+
+def sliced(
+    items: Sequence[T],
+    run: Callable[[Sequence[T]], object],
+    cleanup: Callable[[], None] = _nothing,
+) -> Prepared:
+    """A scenario doing `run(items)`, which the harness may also time as `SLICES` parts of
+    consecutive items, interleaved with the other contenders' parts."""
+    k = min(len(items), SLICES)
+    bounds = [len(items) * i // k for i in range(k + 1)]
+    parts = [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def part(chunk: Sequence[T]) -> Callable[[], object]:
+        return lambda: run(chunk)
+
+    return Prepared(part(items), cleanup, slices=[part(chunk) for chunk in parts])
 
 
 class Contender:

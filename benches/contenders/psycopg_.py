@@ -8,11 +8,12 @@ RETURNING and executemany UPDATE. The connection is not in autocommit, like an O
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from benches.contenders.base import Contender, Prepared
+from benches.contenders.base import Contender, Prepared, sliced
 from benches.scenarios import CHILDREN_PER_PARENT, item_row
 
 ITEM_COLUMNS = "id, name, qty, price, note"
@@ -174,25 +175,23 @@ class PsycopgContender(Contender):
         return Prepared(timed, self.conn.rollback, self.conn.commit)
 
     def scenario_tx_add_commit(self, n: int, variant: str) -> Prepared:
-        values = [item_row(i) for i in range(n)]
         conn = self.conn
 
-        def timed() -> None:
+        def timed(values: Sequence[tuple[Any, ...]]) -> None:
             for row in values:
                 conn.execute(INSERT_ITEM, row).fetchone()
                 conn.commit()
 
-        return Prepared(timed, conn.rollback)
+        return sliced([item_row(i) for i in range(n)], timed, conn.rollback)
 
     def scenario_tx_get_set_commit(self, n: int, variant: str) -> Prepared:
-        pks = list(range(1, n + 1))
         conn = self.conn
 
-        def timed() -> None:
+        def timed(pks: Sequence[int]) -> None:
             for pk in pks:
                 row = conn.execute(f"SELECT {ITEM_COLUMNS} FROM item WHERE id = %s", (pk,))
                 _, _, qty, _, _ = row.fetchone()  # type: ignore[misc]
                 conn.execute("UPDATE item SET qty = %s WHERE id = %s", (qty + 1, pk))
                 conn.commit()
 
-        return Prepared(timed, conn.rollback)
+        return sliced(range(1, n + 1), timed, conn.rollback)
