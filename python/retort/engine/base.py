@@ -1061,32 +1061,40 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
     converted = _CONVERTED.get(sql)
     if converted is None:
         converted = _convert(tx, sql, params)
-    query = _Query()
-    query.query = converted[0]
-    query.params = tx.dump_sequence(params, converted[1])
-    query.types = tx.types or ()
-    query.formats = tx.formats
+    text = converted[0]
+    values = tx.dump_sequence(params, converted[1])
+    types = tx.types or ()
+    formats = tx.formats
     cache = dbapi._prepared
-    prep, name = cache.get(query)  # type: ignore[arg-type]  # (reads .query and .types)
-    begin = not dbapi.autocommit and pgconn.transaction_status == _IDLE
-    if begin or prep is _Prepare.SHOULD:
+    # a statement prepared already runs by its name (without psycopg's bookkeeping, which
+    # would only move it up its LRU order); anything else asks the cache as a cursor does
+    name = cache._names.get((text, types))
+    query = None
+    if name:
+        prep = _Prepare.YES
+    else:
+        query = _Query()
+        query.query, query.params, query.types, query.formats = text, values, types, formats
+        prep, name = cache.get(query)  # type: ignore[arg-type]  # (reads .query and .types)
+    if (not dbapi.autocommit and pgconn.transaction_status == _IDLE) or prep is _Prepare.SHOULD:
         pgconn.enter_pipeline_mode()
         try:
-            if begin:
+            if pgconn.transaction_status == _IDLE and not dbapi.autocommit:
                 pgconn.send_query_params(dbapi._get_tx_start_command(), None)
             if prep is _Prepare.SHOULD:
-                pgconn.send_prepare(name, query.query, param_types=query.types)
-            _send_statement(pgconn, query, prep, name)
+                pgconn.send_prepare(name, text, param_types=types)
+            _send_statement(pgconn, text, values, types, formats, prep, name)
             pgconn.pipeline_sync()
             results = dbapi.wait(_pipelined(pgconn))
         finally:
             _leave_pipeline_mode(pgconn)
     else:
-        _send_statement(pgconn, query, prep, name)
+        _send_statement(pgconn, text, values, types, formats, prep, name)
         results = dbapi.wait(_execute(pgconn))
-    key = cache.maybe_add_to_cache(query, prep, name)  # type: ignore[arg-type]
-    if key is not None:
-        cache.validate(key, prep, name, results[-1:])
+    if query is not None:
+        key = cache.maybe_add_to_cache(query, prep, name)  # type: ignore[arg-type]
+        if key is not None:
+            cache.validate(key, prep, name, results[-1:])
     for result in results:
         if result.status == _FATAL_ERROR:
             raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
@@ -1095,19 +1103,21 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
     return _Outcome(tx, results[-1])
 
 
-def _send_statement(pgconn: pq.abc.PGconn, query: _Query, prep: _Prepare, name: bytes) -> None:
+def _send_statement(
+    pgconn: pq.abc.PGconn,
+    text: bytes,
+    values: Sequence[Buffer | None],
+    types: tuple[int, ...],
+    formats: Sequence[pq.Format] | None,
+    prep: _Prepare,
+    name: bytes,
+) -> None:
     if prep is _Prepare.NO:
         pgconn.send_query_params(
-            query.query,
-            query.params,
-            param_formats=query.formats,
-            param_types=query.types,
-            result_format=_TEXT,
+            text, values, param_formats=formats, param_types=types, result_format=_TEXT
         )
     else:
-        pgconn.send_query_prepared(
-            name, query.params, param_formats=query.formats, result_format=_TEXT
-        )
+        pgconn.send_query_prepared(name, values, param_formats=formats, result_format=_TEXT)
 
 
 def _pipelined(pgconn: pq.abc.PGconn) -> PQGen[list[pq.abc.PGresult]]:
