@@ -907,6 +907,20 @@ def test_session_works_after_commit_and_after_close(
     s.commit()
     s.close()
     assert _names(admin_conn, schema) == ["a", "b", "c"]
+    # after close, each first use (get() included) starts the session afresh
+    for first_use in ("get", "add", "identity_map"):
+        s.close()
+        assert not s.identity_map
+        if first_use == "get":
+            c = s.get(User, 3)
+            assert c is not None and c.name == "c" and c in s
+        elif first_use == "add":
+            d = User(name=f"d{len(s.identity_map)}")
+            s.add(d)
+            assert d in s and list(s.new) == [d]
+            s.rollback()
+        assert s.get(User, 1) is s.get(User, 1)
+    s.close()
 
 
 def test_connection_is_the_transaction_connection(db: Engine) -> None:

@@ -531,6 +531,22 @@ class Session:
                 "session.rollback() before using the session again"
             ) from self._failed
 
+    def _drop_core(self) -> None:
+        """Let go of the core (every object leaves the session with it). The session's next
+        use starts a new one (`__getattr__`): a session closed for good never makes one."""
+        d = self.__dict__
+        d.pop("_core", None)
+        d.pop("get", None)
+
+    if not TYPE_CHECKING:  # (type checkers still see a misspelt attribute)
+
+        def __getattr__(self, name: str) -> Any:
+            # only called for attributes not found: the core after close() (see _drop_core)
+            if name == "_core":
+                self._new_core()
+                return self._core
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def _new_core(self) -> None:
         """Start an empty session core (identity map, unit of work). Its `session_get` becomes
         this session's `get`, so that an identity-map hit runs no Python code, unless a
@@ -774,7 +790,7 @@ class Session:
                 self._orphan_children.clear()
             if self._flushed_deleted:
                 self._flushed_deleted = []
-            self._new_core()
+            self._drop_core()
         if detached:
             self._fire_each("persistent_to_detached", detached)
 
