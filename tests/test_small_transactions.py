@@ -331,3 +331,29 @@ def test_prepare_threshold_none_prepares_nothing(
         assert _prepared(s) == []
         s.commit()
     assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("b",)]
+
+
+def test_statements_with_non_ascii_names_follow_each_connections_client_encoding(
+    engine_factory: Callable[..., Engine], admin_conn: Conn, schema: str
+) -> None:
+    class Local(DeclarativeBase):
+        pass
+
+    class Café(Local):
+        __tablename__ = "cafés"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        crème: Mapped[int]
+
+    utf8 = engine_factory()
+    latin1 = engine_factory(connect_args={"client_encoding": "LATIN1"})
+    Local.metadata.create_all(utf8)
+    with Session(utf8) as s:
+        s.add(Café(id=1, crème=0))
+        s.commit()
+    for i in range(12):  # past prepare_threshold, on both connections
+        with Session(latin1 if i % 2 else utf8) as s:
+            cafe = s.get(Café, 1)
+            assert cafe is not None
+            cafe.crème += 1
+            s.commit()
+    assert admin_conn.execute(f'SELECT "crème" FROM {schema}."cafés"').fetchall() == [(12,)]

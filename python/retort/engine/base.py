@@ -1158,7 +1158,8 @@ class _Query:
 
 
 # SQL retort generated (%s placeholders) -> (SQL with $n placeholders, the formats to adapt
-# each parameter in), as psycopg converts it; bounded (the most kinds of statements)
+# each parameter in), as psycopg converts it; bounded (the most kinds of statements), and only
+# for ASCII SQL, whose bytes do not depend on the connection's client encoding
 _CONVERTED: dict[str, tuple[bytes, list[PyFormat]]] = {}
 _CONVERTED_MAX = 2048
 
@@ -1167,9 +1168,10 @@ def _convert(tx: AdaptTransformer, sql: str, params: Sequence[Any]) -> tuple[byt
     query = PostgresQuery(tx)
     query.convert(sql, params)
     converted = (query.query, [PyFormat.AUTO] * len(params))
-    if len(_CONVERTED) >= _CONVERTED_MAX:
-        _CONVERTED.clear()
-    _CONVERTED[sql] = converted
+    if sql.isascii():  # the same bytes in every client encoding (others: converted each time)
+        if len(_CONVERTED) >= _CONVERTED_MAX:
+            _CONVERTED.clear()
+        _CONVERTED[sql] = converted
     return converted
 
 
