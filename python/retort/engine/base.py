@@ -459,10 +459,9 @@ class Connection:
         """The first column of each row of the statement's result."""
         return self.execute(statement, parameters).scalars()
 
-    def _cursor_execute(self, sql: str, params: Any, *, many: bool = False) -> psycopg.Cursor[Any]:
-        """Run one statement and return the psycopg cursor. Every statement goes through
-        here: it begins the transaction, logs (echo), calls the statement hooks, and wraps
-        psycopg errors into retort.exc."""
+    def _announce(self, sql: str, params: Any, many: bool) -> None:
+        """What comes before every statement: the transaction begins (autobegin), echo logs
+        it and the statement hooks see it."""
         if self._transaction is None and not self._lone:
             self._begin_root()
         if self._echo:
@@ -470,6 +469,12 @@ class Connection:
         if self._hooks:
             for hook in self._hooks:
                 hook(sql, params)
+
+    def _cursor_execute(self, sql: str, params: Any, *, many: bool = False) -> psycopg.Cursor[Any]:
+        """Run one statement and return the psycopg cursor. Every statement goes through
+        here: it begins the transaction, logs (echo), calls the statement hooks, and wraps
+        psycopg errors into retort.exc."""
+        self._announce(sql, params, many)
         try:
             cursor = self._dbapi.cursor()
             if many:
@@ -496,13 +501,7 @@ class Connection:
         dbapi = self._dbapi
         if dbapi.__class__ is _NoDriverConnection or dbapi._pipeline is not None:
             return self._cursor_execute(sql, params)
-        if self._transaction is None and not self._lone:
-            self._begin_root()
-        if self._echo:
-            _log_statement(sql, params, False)
-        if self._hooks:
-            for hook in self._hooks:
-                hook(sql, params)
+        self._announce(sql, params, False)
         try:
             with dbapi.lock:
                 return _run_statement(dbapi, sql, params)
