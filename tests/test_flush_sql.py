@@ -15,6 +15,7 @@ from retort import (
     Mapped,
     Session,
     _core,
+    exc,
     mapped_column,
     select,
 )
@@ -159,6 +160,33 @@ def test_three_inserts_with_generated_keys_are_one_key_select_and_one_insert(
         s.commit()
     rows = admin_conn.execute(f"SELECT id, name, qty FROM {schema}.items ORDER BY id").fetchall()
     assert sorted(rows) == sorted((i.id, f"n{k}", k) for k, i in enumerate(items))
+
+
+def test_keys_drawn_while_planning_a_flush_that_fails_leave_the_session_usable(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    # the key SELECT goes out before the core plans the flush (flush.prefetch_keys); when the
+    # plan then refuses an object, its answer is read and dropped before the error is raised
+    with Session(db) as s:
+        old = Item(name="old")
+        s.add(old)
+        s.flush()
+        pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        s.expire(old)
+        s.rollback()  # old is transient again, its columns expired
+        s.add_all([old, Item(name="n1"), Item(name="n2")])
+        sql_log.clear()
+        with pytest.raises(exc.InvalidRequestError, match="expired"):
+            s.flush()
+        assert _verbs(sql_log) == ["SELECT"]
+        assert "nextval" in sql_log[0][0]
+        s.rollback()
+        # the same database connection, in a clean state (not one replaced after an error)
+        assert s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar() == pid
+        s.add_all([Item(name="n3"), Item(name="n4")])
+        s.commit()
+    rows = admin_conn.execute(f"SELECT name FROM {schema}.items ORDER BY id").fetchall()
+    assert rows == [("n3",), ("n4",)]
 
 
 def test_one_insert_with_generated_key_uses_returning(db: Engine, sql_log: Log) -> None:

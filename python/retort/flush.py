@@ -69,16 +69,20 @@ def _chunk_rows(width: int) -> int:
     return max(1, min(MAX_ROWS, MAX_PARAMS // max(width, 1)))
 
 
-def execute(plan: FlushPlan, conn_for: Callable[[Mapper], Connection]) -> list[Any]:
+def execute(
+    plan: FlushPlan,
+    conn_for: Callable[[Mapper], Connection],
+    keys: KeyPrefetch | None = None,
+) -> list[Any]:
     """Execute every batch in order, each on the connection of its mapper's bind; return per
-    batch the rows it fetched back (or None)."""
+    batch the rows it fetched back (or None). `keys`: keys drawn already (`prefetch_keys`)."""
     results: list[Any] = []
     for batch in plan.batches:
         mapper: Mapper = batch.mapper.owner
         conn = conn_for(mapper)
         op = batch.op
         if op == "insert":
-            results.append(_insert(batch, mapper, conn))
+            results.append(_insert(batch, mapper, conn, keys))
         elif op == "update":
             _update(batch, mapper, conn)
             results.append(None)
@@ -105,20 +109,79 @@ _KEYS_SQL = (
 def allocate_keys(mapper: Mapper, count: int, conn: Connection) -> list[Any]:
     """Take `count` values from the sequence of the mapper's generated key, in one round
     trip."""
+    cur = conn._cursor_execute(_KEYS_SQL, _keys_params(mapper, count))
+    return _keys_of(cur.fetchall(), count)
+
+
+def _keys_params(mapper: Mapper, count: int) -> tuple[str, str | None, int]:
     index = mapper.autoincrement_index
     assert index is not None
-    qualified = compiler.quote_table(mapper.local_table)  # a parameter value
-    cur = conn._cursor_execute(_KEYS_SQL, (qualified, mapper.columns[index].name, count))
-    row = cur.fetchone()
-    assert row is not None
-    first, scattered = row
+    # the table, quoted, is a parameter value
+    return (compiler.quote_table(mapper.local_table), mapper.columns[index].name, count)
+
+
+def _keys_of(rows: list[tuple[Any, ...]], count: int) -> list[Any]:
+    first, scattered = rows[0]
     if scattered is not None:
         return list(scattered)
     return list(range(first, first + count))
 
 
-def _preallocate_keys(batch: Batch, mapper: Mapper, conn: Connection) -> None:
-    batch.set_keys(allocate_keys(mapper, batch.n, conn))
+class KeyPrefetch:
+    """Keys drawn from a table's sequence while the core plans the flush: `prefetch_keys`
+    sends `allocate_keys`'s SELECT before planning and `collect` reads it after, so that the
+    server draws the keys while the client plans (a round trip less on the way of a bulk
+    insert). Insert batches then take their keys from here; what is left unused is a gap in
+    the sequence, as a rolled-back insert leaves."""
+
+    def __init__(self, mapper: Mapper, count: int, finish: Callable[[], Any]) -> None:
+        self._mapper = mapper
+        self._count = count
+        self._finish: Callable[[], Any] | None = finish
+        self._keys: list[Any] = []
+
+    def collect(self) -> None:
+        """Read the keys (raises the statement's error)."""
+        finish, self._finish = self._finish, None
+        if finish is not None:
+            self._keys = _keys_of(finish().fetchall(), self._count)
+
+    def drain(self) -> None:
+        """Read the answer and forget it, on the way out of a failed plan (the connection
+        must be free for the rollback)."""
+        try:
+            self.collect()
+        except Exception:
+            pass
+        self._keys = []
+
+    def take(self, mapper: Mapper, n: int) -> list[Any] | None:
+        if mapper is not self._mapper or len(self._keys) < n:
+            return None
+        keys, self._keys = self._keys[:n], self._keys[n:]
+        return keys
+
+
+def prefetch_keys(session: Any, conn_for: Callable[[Mapper], Connection]) -> KeyPrefetch | None:
+    """Send the SELECT drawing the keys of the coming flush's inserts, for a flush that only
+    inserts rows of one table with a generated key (more than one: a single row takes its key
+    from INSERT ... RETURNING), so that the statements run in the order they always do."""
+    counts = session._core.pending_key_counts()
+    if len(counts) != 1 or counts[0][1] < 2:
+        return None
+    core, count = counts[0]
+    mapper: Mapper = core.owner
+    if mapper.early_keys:
+        return None
+    finish = conn_for(mapper)._start(_KEYS_SQL, _keys_params(mapper, count))
+    return KeyPrefetch(mapper, count, finish)
+
+
+def _preallocate_keys(
+    batch: Batch, mapper: Mapper, conn: Connection, keys: KeyPrefetch | None = None
+) -> None:
+    drawn = None if keys is None else keys.take(mapper, batch.n)
+    batch.set_keys(drawn if drawn is not None else allocate_keys(mapper, batch.n, conn))
 
 
 def method(batch: Batch) -> str:
@@ -139,11 +202,13 @@ def method(batch: Batch) -> str:
     return "DELETE = ANY" if len(batch.key_cols) == 1 else "DELETE USING VALUES"
 
 
-def _insert(batch: Batch, mapper: Mapper, conn: Connection) -> list[Any] | None:
+def _insert(
+    batch: Batch, mapper: Mapper, conn: Connection, keys: KeyPrefetch | None = None
+) -> list[Any] | None:
     gen_key = batch.gen_key
     n = batch.n
     if gen_key is not None and n > 1:
-        _preallocate_keys(batch, mapper, conn)
+        _preallocate_keys(batch, mapper, conn, keys)
     with_keys = batch.has_keys
     cols = list(batch.cols)
     insert_cols = ([gen_key] if with_keys and gen_key is not None else []) + cols

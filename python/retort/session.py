@@ -1150,13 +1150,23 @@ class Session:
                     self._load_expired_deleted()
                     self._core.read_many_to_ones(deleted)
                 self._settle_expired_key_holders()
-                plan = self._core.plan()
+                keys = None
+                if not deleted and related is None:
+                    keys = flush.prefetch_keys(self, conn_for)  # drawn while the core plans
+                try:
+                    plan = self._core.plan()
+                except BaseException:
+                    if keys is not None:
+                        keys.drain()
+                    raise
+                if keys is not None:
+                    keys.collect()
                 if related is not None:
                     related.delete_links(conn_for)
                 if self._committing and not self._conns and not events and not self.twophase:
                     results = self._execute_last(plan, related)
                 else:
-                    results = flush.execute(plan, conn_for)
+                    results = flush.execute(plan, conn_for, keys)
                 if related is not None:
                     related.insert_links(conn_for)
                 if events:

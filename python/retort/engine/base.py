@@ -505,12 +505,44 @@ class Connection:
         try:
             with dbapi.lock:
                 return _run_statement(dbapi, sql, params)
-        except psycopg.Error as err:
-            raise self._wrap(err, sql, params) from err
         except exc.RetortError:
             raise
-        except Exception as err:  # a value psycopg failed to encode (TypeError, UnicodeError)
-            raise exc.wrap_statement_error(err, sql, params) from err
+        except Exception as err:
+            raise self._statement_error(err, sql, params) from err
+
+    def _start(self, sql: str, params: Sequence[Any]) -> Callable[[], Any]:
+        """`_run` in two halves: the statement is sent now, and the function returned waits
+        for it and returns its outcome. Meanwhile the caller may work, but run nothing else
+        on this connection; it must call the function (also on the way out of an error)."""
+        dbapi = self._dbapi
+        if dbapi.__class__ is _NoDriverConnection or dbapi._pipeline is not None:
+            cursor = self._cursor_execute(sql, params)
+            return lambda: cursor
+        self._announce(sql, params, False)
+        try:
+            with dbapi.lock:
+                started = _start_statement(dbapi, sql, params, True)
+        except exc.RetortError:
+            raise
+        except Exception as err:
+            raise self._statement_error(err, sql, params) from err
+
+        def finish() -> _Outcome:
+            try:
+                with dbapi.lock:
+                    return _finish_statement(dbapi, *started)
+            except exc.RetortError:
+                raise
+            except Exception as err:
+                raise self._statement_error(err, sql, params) from err
+
+        return finish
+
+    def _statement_error(self, err: Exception, sql: str, params: Any) -> exc.RetortError:
+        if isinstance(err, psycopg.Error):
+            return self._wrap(err, sql, params)
+        # a value psycopg failed to encode (TypeError, UnicodeError)
+        return exc.wrap_statement_error(err, sql, params)
 
     @contextmanager
     def _copy(self, sql: str, rows: Callable[[], Any]) -> Iterator[psycopg.Copy]:
@@ -1053,6 +1085,17 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
     One difference: the BEGIN of the transaction (and the PREPARE of the statement, when
     due) go with the statement, in one round trip, through libpq's pipeline mode, where
     psycopg waits for each on its own."""
+    return _finish_statement(dbapi, *_start_statement(dbapi, sql, params, False))
+
+
+_Started = tuple[Any, "_Query | None", _Prepare, bytes, bool]
+
+
+def _start_statement(
+    dbapi: DriverConnection, sql: str, params: Sequence[Any], defer: bool
+) -> _Started:
+    """The sending half of `_run_statement`; with `defer`, the statement is on its way to
+    the server when this returns (in pipeline mode, for `_finish_statement` to read)."""
     pgconn = dbapi.pgconn
     if pgconn.status != _CONN_OK:
         dbapi._check_connection_ok()  # raises psycopg's error
@@ -1075,21 +1118,45 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
         query = _Query()
         query.query, query.params, query.types, query.formats = text, values, types, formats
         prep, name = cache.get(query)  # type: ignore[arg-type]  # (reads .query and .types)
-    if (not dbapi.autocommit and pgconn.transaction_status == _IDLE) or prep is _Prepare.SHOULD:
+    begin = not dbapi.autocommit and pgconn.transaction_status == _IDLE
+    piped = defer or begin or prep is _Prepare.SHOULD
+    if piped:
         pgconn.enter_pipeline_mode()
         try:
-            if pgconn.transaction_status == _IDLE and not dbapi.autocommit:
+            if begin:
                 pgconn.send_query_params(dbapi._get_tx_start_command(), None)
             if prep is _Prepare.SHOULD:
                 pgconn.send_prepare(name, text, param_types=types)
             _send_statement(pgconn, text, values, types, formats, prep, name)
             pgconn.pipeline_sync()
+            if defer:
+                dbapi.wait(_send(pgconn))
+        except BaseException:
+            _leave_pipeline_mode(pgconn)
+            raise
+    else:
+        _send_statement(pgconn, text, values, types, formats, prep, name)
+    return tx, query, prep, name, piped
+
+
+def _finish_statement(
+    dbapi: DriverConnection,
+    tx: Any,
+    query: _Query | None,
+    prep: _Prepare,
+    name: bytes,
+    piped: bool,
+) -> _Outcome:
+    """The reading half of `_run_statement`."""
+    pgconn = dbapi.pgconn
+    if piped:
+        try:
             results = dbapi.wait(_pipelined(pgconn))
         finally:
             _leave_pipeline_mode(pgconn)
     else:
-        _send_statement(pgconn, text, values, types, formats, prep, name)
         results = dbapi.wait(_execute(pgconn))
+    cache = dbapi._prepared
     if query is not None:
         key = cache.maybe_add_to_cache(query, prep, name)  # type: ignore[arg-type]
         if key is not None:
