@@ -2638,3 +2638,23 @@ def test_bug_a_many_to_one_keeps_its_value_when_the_cascade_of_the_new_one_fails
     with pytest.raises(api.InvalidRequestError):
         c1_again.parent = p4  # the cascade takes p4 in, and through it the deleted c1
     assert c1_again.parent is p1  # by its parent_id, unchanged
+
+
+@both_libraries(
+    "differential nightly: a child taken out of its parent's delete-orphan collection, then "
+    "the parent expunged, was given a NULL parent_id by the flush instead of being deleted"
+)
+def test_bug_a_child_taken_out_of_a_parent_expunged_since_is_an_orphan(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    p1 = s.get(m.Parent, 1)
+    c1, c2 = p1.children
+    p1.children.remove(c2)
+    s.expunge(p1)  # (and c1, through the cascade; c2 is no member any more and stays)
+    assert c1 not in s and c2 in s
+    s.flush()
+    assert api.inspect(c2).deleted
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id").fetchall()
+    assert rows == [(1, 1), (3, 2), (4, None)]

@@ -987,7 +987,7 @@ class Session:
         if self._dispatch:
             gone = [(instance, _lifecycle(instance))]
         self._core.expunge(instance)
-        self._related_changed.pop(id(instance), None)
+        left = [instance]
         if _relationships_of(instance):
             for obj in self._cascaded(instance, "expunge"):
                 # (an object whose DELETE was flushed is no longer `in` the session, but
@@ -997,13 +997,29 @@ class Session:
                     if gone is not None:
                         gone.append((obj, _lifecycle(obj)))
                     self._core.expunge(obj)
-                    self._related_changed.pop(id(obj), None)
+                    left.append(obj)
+        for obj in left:
+            if self._related_changed.pop(id(obj), None) is not None:
+                self._orphans_left_behind(obj)
         if gone:
             for obj, was in gone:
                 if was == "persistent":
                     self._fire("persistent_to_detached", obj)
                 elif was == "deleted":
                     self._fire("deleted_to_detached", obj)
+
+    def _orphans_left_behind(self, obj: Any) -> None:
+        """`obj` left the session with members taken out of its delete-orphan collections
+        since the last flush, which no flush of it settles now: those still in the session
+        are orphans all the same (deleted by the flush unless another parent takes them
+        meanwhile), as SQLAlchemy's parent tracking has it."""
+        d = obj.__dict__
+        for prop in type(obj).__mapper__.relationships.values():
+            value = d.get(prop.key)
+            if prop.uselist and "delete-orphan" in prop.cascade and value is not None:
+                for item in list(value._removed.values()):
+                    if item in self:
+                        attributes.orphaned(item, prop, obj)
 
     def _cascaded(self, obj: Any, cascade: str) -> list[Any]:
         """Loaded objects reached from `obj` through relationships with `cascade`."""
