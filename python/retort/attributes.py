@@ -74,6 +74,9 @@ def _note_change(owner: Any, prop: RelationshipProperty) -> None:
     session = object_session_of(owner)
     if session is not None:
         session._related_changed[id(owner)] = owner
+        if session._nested:
+            # expired if the SAVEPOINT rolls back (SessionTransaction._touched)
+            session._nested[-1]._touched[id(owner)] = owner
 
 
 def _cascade_add(owner: Any, prop: RelationshipProperty, item: Any) -> None:

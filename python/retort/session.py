@@ -245,9 +245,11 @@ class SessionTransaction:
         self._closed = False
         # a SAVEPOINT's: the engine's savepoint on each connection it used (opened at the
         # first use, as SQLAlchemy does), and objects whose relationships changed inside it
-        # (to expire if it rolls back)
+        # (to expire if it rolls back; attributes._note_change records them, by id): an object
+        # only added or marked deleted inside it is not, as SQLAlchemy expires the objects an
+        # attribute event touched
         self._savepoints: dict[int, NestedTransaction] = {}
-        self._touched: list[Any] = []
+        self._touched: dict[int, Any] = {}
 
     @property
     def is_active(self) -> bool:
@@ -464,7 +466,7 @@ class Session:
         self._nested.pop()
         tx._closed = True
         if self._nested:
-            self._nested[-1]._touched.extend(tx._touched)
+            self._nested[-1]._touched.update(tx._touched)
         if self._dispatch:
             self._fire("after_commit")
 
@@ -491,8 +493,8 @@ class Session:
     def _undo_savepoint_work(self, tx: SessionTransaction) -> list[Any]:
         """Undo in the session what happened inside the innermost SAVEPOINT (the core pops
         its marker); the objects whose relationships changed inside, to expire."""
-        touched = [*tx._touched, *self._related_changed.values()]
-        tx._touched = []
+        touched = list(tx._touched.values())
+        tx._touched = {}
         self._core.savepoint_rollback()
         self._related_changed.clear()
         self._orphans.clear()
@@ -1138,9 +1140,6 @@ class Session:
             self._check_usable()
         if mapping._unconfigured:
             configure_mappers()
-        if self._nested and self._related_changed:
-            # relationships changed inside a SAVEPOINT are expired if it rolls back
-            self._nested[-1]._touched.extend(self._related_changed.values())
         self._flushing = True
         try:
             ctx: UOWTransaction | None = None
