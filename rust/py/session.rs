@@ -2007,13 +2007,20 @@ impl SessionCore {
         }
         make_transient_states(&transient, true)?;
         // changed inside the savepoint (flushed or not) and still persistent: reload from the
-        // database (objects that became transient keep their values)
-        for (obj, st) in dirty
-            .values()
-            .chain(sp.updated.iter())
-            .chain(restored.iter())
-        {
+        // database (objects that became transient keep their values). An object whose flushed
+        // DELETE it undid is expired only if it had changes the DELETE left unwritten, as in
+        // SQLAlchemy (its values are the row's again otherwise)
+        for (obj, st) in dirty.values().chain(sp.updated.iter()) {
             if st.get().lock()?.lifecycle() == Lifecycle::Persistent {
+                expire_object(obj.bind(py), st.get())?;
+            }
+        }
+        for (obj, st) in &restored {
+            let changed = {
+                let inner = st.get().lock()?;
+                inner.lifecycle() == Lifecycle::Persistent && !inner.committed.is_empty()
+            };
+            if changed {
                 expire_object(obj.bind(py), st.get())?;
             }
         }
