@@ -2724,3 +2724,23 @@ def test_bug_a_savepoint_rollback_expires_no_unchanged_object_whose_delete_it_un
     assert api.inspect(p1).persistent and "children" not in api.inspect(p1).unloaded
     p1.children.append(m.Child(id=5, name="c5"))
     assert len(p1.children) == 3
+
+
+@both_libraries(
+    "differential nightly: a new node given a parent and then taken out of its children "
+    "brought that parent into the session with it; SQLAlchemy's history of a new object's "
+    "many-to-one starts with no value, so its cascade does not follow the parent set before"
+)
+def test_bug_a_new_objects_many_to_one_set_twice_does_not_cascade_to_its_first_value(
+    repro: Any,
+) -> None:
+    s, m, api = repro
+    n5, n6 = m.Node(id=5, name="n5"), m.Node(id=6, name="n6")
+    n6.parent = n5
+    n5.children.remove(n6)  # (the backref sets n6.parent to None)
+    n7 = m.Node(id=7, name="n7", parent=n6)
+    s.add(n7)
+    assert api.inspect(n6).pending and api.inspect(n5).transient
+    assert api.inspect(n6).attrs.parent.history.deleted == ()
+    s.flush()
+    assert api.inspect(n5).transient

@@ -1112,7 +1112,13 @@ class RelationshipProperty:
             # the value before the first change, for history (cleared by the flush); _NOT_SET
             # when that was not known without SQL (the change counts all the same)
             history = d.setdefault("_retort_history", {})
-            if history.setdefault(self.key, old) is value:
+            before = old
+            if old is not _NOT_SET and self.key not in history and not _had_row(d):
+                # an object that never had a row: every value it holds was set since its
+                # creation, and the value before the first change is none (as SQLAlchemy's
+                # NO_VALUE), not the one set last; so the cascade does not follow it either
+                before = _NOT_SET
+            if history.setdefault(self.key, before) is value:
                 # back to the value it had before the first change: nothing to flush (as in
                 # SQLAlchemy, whose history compares with that value), so a foreign key set
                 # by hand meanwhile is not overwritten with the parent's key
@@ -1342,6 +1348,13 @@ class RelationshipProperty:
         else:
             crit = [target_col == parent_col for parent_col, target_col in self.pairs]
         return self.target.local_table, and_(*crit)
+
+
+def _had_row(d: dict[str, Any]) -> bool:
+    """Whether the object of `__dict__` `d` has a row, or had one until a rollback undid its
+    INSERT (its values were committed then)."""
+    state = d.get("_retort_state")
+    return state is not None and (state.has_identity or state.expired_insert)
 
 
 def _fresh(d: dict[str, Any], obj: Any) -> None:

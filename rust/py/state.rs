@@ -657,6 +657,13 @@ impl InstanceState {
         Ok(self.lock()?.has_key())
     }
 
+    /// Whether a rollback undid this object's INSERT (it has no identity key again, and had a
+    /// row; see `StateGuard::expired_insert`).
+    #[getter]
+    fn expired_insert(&self) -> PyResult<bool> {
+        Ok(self.lock()?.expired_insert())
+    }
+
     /// Whether a commit or rollback expired this object since it was last loaded.
     #[getter]
     fn stale(&self) -> PyResult<bool> {
