@@ -93,7 +93,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   on the foreign key);
 - an object changed inside a SAVEPOINT and made transient by a rollback keeps its values in
   retort; SQLAlchemy leaves it expired, and reading it raises DetachedInstanceError (a column)
-  or gives an empty collection (the draw leaves such an object alone but for a column read:
+  or gives an empty collection (the draw leaves such an object alone but for a column read,
+  and every object that reaches it, which a save-update cascade would follow to what it holds:
   Drawer.kept_by_retort_only);
 - a new child of one parent appended to another parent's collection moves there in retort;
   SQLAlchemy expunges it as an orphan (not drawn by the search);
@@ -111,6 +112,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   key of that parent in retort; SQLAlchemy copies a parent's key only for a change of the
   relationship, which the rolled-back flush recorded, and inserts the parent_id it holds (not
   drawn);
+- a step refused because the session is to be rolled back (PendingRollbackError in both)
+  changes nothing in retort (SPEC §4); SQLAlchemy's merge() copies values onto the object of
+  the key first, leaving changes to flush (the program stops there);
 - a DELETE matching no row raises StaleDataError in retort (its flush checks the row count of
   a DELETE as of an UPDATE), where SQLAlchemy's flush warns (the program stops there);
 - an object expired in both, loaded by SQLAlchemy's flush (to read its key for a foreign key or
@@ -1050,6 +1054,11 @@ class Lockstep:
             tx = tx.parent
         return None
 
+    def sa_changes(self) -> set[int]:
+        """The objects SQLAlchemy's session holds changes of (new, dirty or deleted), by id."""
+        s = self.sa.session
+        return {id(o) for o in (*s.new, *s.dirty, *s.deleted)}
+
     def loaded_by_sqlalchemy_only(self, step: Step) -> bool:
         """Whether the object this get() or read acts on was expired on retort's side before
         the step and is not on SQLAlchemy's."""
@@ -1440,6 +1449,8 @@ class Lockstep:
                 return flushed  # (the read was drawn for a session that had not failed)
         self.program.append(_fmt(step))
         sa_warned = len(self.sa.warned)
+        # what SQLAlchemy's session holds to flush, when it is to be rolled back (see below)
+        sa_changes = None if self.sa.session.is_active else self.sa_changes()
         sa = _attempt(self.sa, step)
         self.sa_warnings = self.sa.warned[sa_warned:]
         writes = self.rt.writes[0]
@@ -1472,6 +1483,22 @@ class Lockstep:
                 self.fail(f"outcome of step {len(self.program) - 1}", sa.detail(), rt.detail())
             _event(f"improvement: {why}")
             self.program[-1] += f" / retort: {rt} (improvement: {why})"
+            self.check_retort_alone()
+            return None
+        if (
+            sa.value == "PendingRollbackError"
+            and sa_changes is not None
+            and self.sa_changes() - sa_changes
+        ):
+            # SPEC §4 (a misuse gets a specific error before anything changes): a step refused
+            # because the session is to be rolled back (a flush failed). SQLAlchemy's merge()
+            # copies values onto the object of the key (and the other sides of its
+            # relationships) before a load finds the session unusable; retort refuses before
+            # changing anything (test_improvement_a_merge_refused_by_a_session_to_be_rolled_
+            # back_changes_nothing)
+            why = "a step refused by a session to be rolled back changes nothing"
+            _event(f"improvement: {why}")
+            self.program[-1] += f" (improvement: {why})"
             self.check_retort_alone()
             return None
         if not sa.ok:
@@ -1802,6 +1829,36 @@ def test_improvement_a_collection_of_an_object_made_transient_by_a_rollback_is_k
     finally:
         for side in sides:
             side.close()
+
+
+def test_improvement_a_merge_refused_by_a_session_to_be_rolled_back_changes_nothing(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: a new child 1 (a key taken) appended to parent 1 fails the
+    # flush; merge() of it then raises PendingRollbackError in both, but SQLAlchemy's copies
+    # its values onto child 1 (loaded with parent 1's children) first, so that the session
+    # holds changes to flush, and its next flush() raises where retort's has nothing to do
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("merge_new", "Parent", 1, "a"),
+            ("new", "Child", 1, "a", "add", None),
+            ("rollback",),
+            ("move", 1, 0, "append"),
+            ("flush",),
+        ]:
+            assert run.step(step) is not None
+        assert not run.rt.session.dirty and not run.rt.session.new
+        assert run.step(("merge", 1)) is None
+        assert not run.rt.session.dirty
+    finally:
+        for side in sides:
+            side.close()
+    assert run.program[-2:] == [
+        "flush()  -> raised IntegrityError",
+        "merge(1)  -> raised PendingRollbackError (improvement: a step refused by a session to be "
+        "rolled back changes nothing)",
+    ]
 
 
 def test_improvement_an_object_made_transient_by_a_rollback_is_kept_when_a_cascade_reaches_it(
