@@ -104,9 +104,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
 - a child appended again to a delete-orphan collection is listed twice by both; when one entry
   goes, SQLAlchemy takes the child for an orphan (a pending one is expunged, though still
   listed), retort does not, as the other entry is still there (not drawn);
-- delete() of an object given a parent since the last flush deletes it in that flush in
-  retort; SQLAlchemy's flush UPDATEs the row instead (its one-to-many dependency registers
-  added children with cancel_delete) and leaves the DELETE to the next flush (not drawn).
+- delete() of an object given a parent since the last flush (before the delete() or after it)
+  deletes it in that flush in retort; SQLAlchemy's flush UPDATEs the row instead (its
+  one-to-many dependency registers added children with cancel_delete) and leaves the DELETE to
+  the next flush (not drawn).
 - an object made transient by a rollback, holding a parent whose key its parent_id no longer
   holds (a flush of the rolled-back transaction nulled or set it), is inserted again with the
   key of that parent in retort; SQLAlchemy copies a parent's key only for a change of the
@@ -824,6 +825,11 @@ class Drawer:
         history = sa.api.inspect(obj).attrs.parent.history
         return any(x is not None for x in history.added)
 
+    def marked_deleted(self, handle: int) -> bool:
+        """Whether this object is marked deleted (on SQLAlchemy's side), its DELETE not flushed."""
+        sa = self.oracle
+        return sa.handles[handle] in sa.session.deleted
+
     def has_pending_children(self, parent: int) -> bool:
         """Whether a pending Child has `parent` as its parent (or is in its collection)."""
         sa = self.oracle
@@ -880,6 +886,11 @@ class Drawer:
             parent = self.pick(classes, "Parent", label="parent")
             if parent is None or (how == "set" and d(st.integers(0, 4), label="none?") == 0):
                 return ("move", child, None, "set")
+            if self.marked_deleted(child):
+                # given a parent after its delete(), before a flush: SQLAlchemy's flush UPDATEs
+                # the row instead of deleting it (cancel_delete), retort's deletes it; see
+                # test_improvement_delete_of_an_object_just_given_a_parent_is_honoured
+                return None
             if how == "set" and self.holds(parent, child):
                 # the parent's loaded collection holds the child already (it went stale when
                 # the child's parent_id was set by hand and flushed): SQLAlchemy's backref
@@ -919,6 +930,8 @@ class Drawer:
             if d(st.integers(0, 4), label="none?") == 0:
                 return ("node_parent", node, None)
             parent = self.pick(classes, "Node", label="parent")
+            if parent is not None and self.marked_deleted(node):
+                return None  # (as for "move" above)
             if parent is not None and self.holds(parent, node):
                 # its loaded children hold the node already: SQLAlchemy's backref may append a
                 # second entry (where it does not know the node's parent without SQL), retort
@@ -2059,24 +2072,32 @@ def test_improvement_delete_of_an_object_just_given_a_parent_is_honoured(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
     # found by the nightly search: a child moved to another parent, then deleted, before a
-    # flush. SQLAlchemy's one-to-many dependency registers the children added to a collection
-    # with cancel_delete, so that flush UPDATEs the row and leaves the object persistent (and
-    # still marked: the next flush deletes it); retort deletes it in the flush asked for
-    _lockstep(sides, admin_conn)
-    states = {}
-    for side in sides:
-        m, s = side.models, side.session
-        c3 = s.get(m.Child, 3)
-        c3.parent = s.get(m.Parent, 1)
-        s.delete(c3)
-        s.flush()
-        states[side.name] = side.lifecycle(c3)
-        s.commit()
-    for side in sides:
-        side.close()
-    assert states == {"sqlalchemy": "persistent", "retort": "deleted"}
-    for side in sides:  # the commit's flush deleted it in SQLAlchemy too
-        assert all(r[0] != 3 for r in fetch_rows(admin_conn, side.schema)["children"])
+    # flush (or deleted, then moved). SQLAlchemy's one-to-many dependency registers the
+    # children added to a collection with cancel_delete, so that flush UPDATEs the row and
+    # leaves the object persistent (and still marked: the next flush deletes it); retort
+    # deletes it in the flush asked for. The draw gives no parent to an object marked deleted
+    # (Drawer.marked_deleted), nor deletes one just given a parent
+    for delete_first in (False, True):
+        _lockstep(sides, admin_conn)
+        states = {}
+        for side in sides:
+            m, s = side.models, side.session
+            c3, p1 = s.get(m.Child, 3), s.get(m.Parent, 1)
+            side.handle(c3)
+            if delete_first:
+                s.delete(c3)
+            c3.parent = p1
+            if not delete_first:
+                s.delete(c3)
+            assert Drawer(None, side, side).marked_deleted(0)
+            s.flush()
+            states[side.name] = side.lifecycle(c3)
+            s.commit()
+        for side in sides:
+            side.close()
+        assert states == {"sqlalchemy": "persistent", "retort": "deleted"}
+        for side in sides:  # the commit's flush deleted it in SQLAlchemy too
+            assert all(r[0] != 3 for r in fetch_rows(admin_conn, side.schema)["children"])
 
 
 def test_improvement_a_backref_does_not_duplicate_a_member(
