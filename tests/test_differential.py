@@ -1209,6 +1209,16 @@ class Lockstep:
             # (test_improvement_a_cycle_broken_then_a_load_of_a_deleted_object)
             return "cycle through a nullable foreign key (then a deleted object's load)"
         if (
+            sa.value == "CircularDependencyError"
+            and rt.value == "InvalidRequestError"
+            and self.rt_wrote
+            and any(self.rt.api.inspect(self.rt.handles[i]).was_deleted for i in _objects(step))
+        ):
+            # likewise, where the step goes on to change an object that flush deleted:
+            # InvalidRequestError (SPEC §4, as the first clause above)
+            # (test_improvement_a_cycle_broken_then_a_change_of_a_deleted_object)
+            return "cycle through a nullable foreign key (then a deleted object's change)"
+        if (
             sa.value == "IntegrityError"
             and _constraint(sa.error) == "parent_tags_pkey"
             and rt.value == "ObjectDeletedError"
@@ -2936,6 +2946,34 @@ def test_improvement_a_cycle_broken_then_a_load_of_a_deleted_object(
     assert run.program[-1] == (
         "read(0, 'name')  -> raised CircularDependencyError / retort: raised ObjectDeletedError "
         "(improvement: cycle through a nullable foreign key (then a deleted object's load))"
+    )
+
+
+def test_improvement_a_cycle_broken_then_a_change_of_a_deleted_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 is deleted and node 5 made its own parent; linking
+    # a new tag to parent 4 loads its tags, which autoflushes: SQLAlchemy's flush fails on the
+    # cycle, retort's breaks it (SPEC 5) and deletes parent 4, whose change then raises
+    # InvalidRequestError
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Parent", 4, "a", "add", None),
+            ("flush",),
+            ("new", "Node", 5, "a", "add", None),
+            ("delete", 0),
+            ("node_parent", 1, 1),
+        ]:
+            assert run.step(step) is not None
+        assert run.step(("new", "Tag", 3, "a", "append", 0)) is None
+    finally:
+        for side in sides:
+            side.close()
+    assert run.program[-1] == (
+        "new('Tag', 3, 'a', 'append', 0)  -> raised CircularDependencyError / retort: raised "
+        "InvalidRequestError (improvement: cycle through a nullable foreign key (then a deleted "
+        "object's change))"
     )
 
 
