@@ -925,7 +925,13 @@ class Session:
         relationship has the delete cascade)."""
         if self._owner is not None and self._owner != _get_ident():
             raise _busy_error(self)
-        self._autobegin()
+        if self._tx is None:
+            self._autobegin()
+        if not self._dispatch and not _relationships_of(instance):
+            # nothing to cascade and nobody listening: the core marks it (once; attaching a
+            # detached object first, refusing a transient one or another session's)
+            self._core.delete(instance)
+            return
         if self._core.is_marked_deleted(instance):
             return  # marked already (its cascade too)
         if (self._dispatch or _relationships_of(instance)) and _lifecycle(instance) == "detached":
