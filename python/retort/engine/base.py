@@ -19,7 +19,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -53,6 +53,7 @@ logger = logging.getLogger("retort.engine")
 StatementHook = Callable[[str, Any], None]
 DriverConnection = psycopg.Connection[Any]
 _Pool = psycopg_pool.ConnectionPool[DriverConnection]
+_T = TypeVar("_T")
 
 _IDLE = pq.TransactionStatus.IDLE
 _INERROR = pq.TransactionStatus.INERROR
@@ -498,51 +499,41 @@ class Connection:
         without a cursor (`_run_statement`): a fraction of `cursor.execute`'s client time,
         for the same messages on the wire. A connection in pipeline mode, or closed, takes
         `_cursor_execute`."""
-        dbapi = self._dbapi
-        if dbapi.__class__ is _NoDriverConnection or dbapi._pipeline is not None:
+        if not self._driven_directly():
             return self._cursor_execute(sql, params)
         self._announce(sql, params, False)
-        try:
-            with dbapi.lock:
-                return _run_statement(dbapi, sql, params)
-        except exc.RetortError:
-            raise
-        except Exception as err:
-            raise self._statement_error(err, sql, params) from err
+        return self._on_driver(sql, params, _run_statement, self._dbapi, sql, params)
 
     def _start(self, sql: str, params: Sequence[Any]) -> Callable[[], Any]:
         """`_run` in two halves: the statement is sent now, and the function returned waits
         for it and returns its outcome. Meanwhile the caller may work, but run nothing else
         on this connection; it must call the function (also on the way out of an error)."""
-        dbapi = self._dbapi
-        if dbapi.__class__ is _NoDriverConnection or dbapi._pipeline is not None:
+        if not self._driven_directly():
             cursor = self._cursor_execute(sql, params)
             return lambda: cursor
         self._announce(sql, params, False)
+        dbapi = self._dbapi
+        started = self._on_driver(sql, params, _start_statement, dbapi, sql, params, True)
+        return lambda: self._on_driver(sql, params, _finish_statement, dbapi, *started)
+
+    def _driven_directly(self) -> bool:
+        """Whether `_run` and `_start` may drive the psycopg connection without a cursor (not
+        in psycopg's pipeline mode, not closed)."""
+        dbapi = self._dbapi
+        return dbapi.__class__ is not _NoDriverConnection and dbapi._pipeline is None
+
+    def _on_driver(self, sql: str, params: Any, step: Callable[..., _T], *args: Any) -> _T:
+        """`step(*args)` under the psycopg connection's lock, its errors wrapped into
+        retort.exc as `_cursor_execute` wraps them."""
         try:
-            with dbapi.lock:
-                started = _start_statement(dbapi, sql, params, True)
+            with self._dbapi.lock:
+                return step(*args)
         except exc.RetortError:
             raise
-        except Exception as err:
-            raise self._statement_error(err, sql, params) from err
-
-        def finish() -> _Outcome:
-            try:
-                with dbapi.lock:
-                    return _finish_statement(dbapi, *started)
-            except exc.RetortError:
-                raise
-            except Exception as err:
-                raise self._statement_error(err, sql, params) from err
-
-        return finish
-
-    def _statement_error(self, err: Exception, sql: str, params: Any) -> exc.RetortError:
-        if isinstance(err, psycopg.Error):
-            return self._wrap(err, sql, params)
-        # a value psycopg failed to encode (TypeError, UnicodeError)
-        return exc.wrap_statement_error(err, sql, params)
+        except psycopg.Error as err:
+            raise self._wrap(err, sql, params) from err
+        except Exception as err:  # a value psycopg failed to encode (TypeError, UnicodeError)
+            raise exc.wrap_statement_error(err, sql, params) from err
 
     @contextmanager
     def _copy(self, sql: str, rows: Callable[[], Any]) -> Iterator[psycopg.Copy]:
