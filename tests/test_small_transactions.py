@@ -260,6 +260,12 @@ def _prepared(s: Session) -> list[str]:
     return statements
 
 
+def _add_one(eng: Engine) -> None:
+    with Session(eng) as s:
+        s.add(Item(name="a"))
+        s.commit()
+
+
 def _get_and_change(eng: Engine, times: int) -> None:
     for i in range(times):
         with Session(eng) as s:
@@ -272,11 +278,11 @@ def _get_and_change(eng: Engine, times: int) -> None:
 def test_a_statement_run_prepare_threshold_times_is_prepared_once(
     db: Engine, admin_conn: Conn, schema: str
 ) -> None:
+    _add_one(db)
     with Session(db) as s:
-        s.add(Item(name="a"))
-        s.commit()
         threshold = s.connection().driver_connection.prepare_threshold
         assert threshold is not None
+        s.commit()  # (a ROLLBACK makes psycopg forget how often statements ran)
     _get_and_change(db, threshold - 1)
     with Session(db) as s:
         assert _prepared(s) == []  # run, not prepared yet
@@ -297,9 +303,7 @@ def test_statements_prepared_before_psycopg_clears_its_cache_are_prepared_again(
 ) -> None:
     # psycopg deallocates every prepared statement of the connection (DEALLOCATE ALL) on a
     # rollback when it prepared some itself: retort's are in the same cache, so it knows
-    with Session(db) as s:
-        s.add(Item(name="a"))
-        s.commit()
+    _add_one(db)
     _get_and_change(db, 8)
     with Session(db) as s:
         for _ in range(8):  # a statement of the user's, prepared by psycopg
@@ -320,9 +324,7 @@ def test_prepare_threshold_none_prepares_nothing(
     # as for PgBouncer in transaction mode: every statement is sent unnamed
     eng = engine_factory(pool_size=1, max_overflow=0, connect_args={"prepare_threshold": None})
     Base.metadata.create_all(eng)
-    with Session(eng) as s:
-        s.add(Item(name="a"))
-        s.commit()
+    _add_one(eng)
     _get_and_change(eng, 8)
     with Session(eng) as s:
         s.delete(s.get(Item, 1))
