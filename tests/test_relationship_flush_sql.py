@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from retort import exc
 from retort.engine import Engine
 from tests._rel_models import (
     Api,
@@ -196,6 +197,78 @@ def test_single_parent_and_child_are_one_statement_each(orm: Api) -> None:
         s.flush()
         assert _ops(orm) == [("INSERT", "parents"), ("INSERT", "children")]
         assert [_row_count(*e) for e in _entries(orm)] == [1, 1]
+
+
+def test_only_the_side_whose_key_is_copied_draws_its_keys_before_the_plan(orm: Api) -> None:
+    # a child's key is copied nowhere: a lone child takes it from INSERT ... RETURNING, where
+    # the parent's, which the child's foreign key needs, was drawn before
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        p = Parent(name="p", children=[Child(name="a")])
+        s.add(p)
+        orm.clear_log()
+        s.flush()
+        statements = orm.statements()
+        assert [_is_key_select(sql) for sql in statements] == [True, False, False]
+        assert "parents" in orm.log[0][1]
+        assert [_table_of(sql) for sql in statements[1:]] == ["parents", "children"]
+        assert "RETURNING" in statements[2].upper()
+        s.commit()
+        assert _children_of(orm) == {"a": "p"}
+        assert orm.fetch("SELECT id FROM children") == [(p.children[0].id,)]
+
+
+def test_children_keys_drawn_while_planning_are_the_ones_written(orm: Api) -> None:
+    # the children's keys are drawn in one SELECT sent before the core plans the flush and
+    # read after it (flush.prefetch_keys), after the parents' keys, which the sync needs
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        parents = [
+            Parent(name=f"p{k}", children=[Child(name=f"c{k}{j}") for j in range(3)])
+            for k in range(2)
+        ]
+        s.add_all(parents)
+        orm.clear_log()
+        s.flush()
+        keyed = [(sql, params) for sql, params in orm.log if _is_key_select(sql)]
+        tables = [(params[0].split(".")[-1].strip('"'), params[2]) for _, params in keyed]
+        assert tables == [("parents", 2), ("children", 6)]
+        # both before any write
+        assert [_is_key_select(sql) for sql in orm.statements()[:2]] == [True, True]
+        children = [c for p in parents for c in p.children]
+        written = _inserted_rows(*_entries(orm)[1])
+        assert sorted(r["id"] for r in written) == sorted(c.id for c in children)
+        expected = sorted((c.id, c.name, p.name) for p in parents for c in p.children)
+        s.commit()
+    rows = orm.fetch(
+        "SELECT c.id, c.name, p.name FROM children c JOIN parents p ON p.id = c.parent_id"
+    )
+    assert sorted(rows) == expected
+
+
+def test_a_plan_refused_after_the_childrens_keys_were_sent_leaves_the_session_usable(
+    orm: Api,
+) -> None:
+    # the children's key SELECT is on its way when the core refuses the plan: its answer is
+    # read and dropped before the error, so that the connection serves the rollback
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        old = Child(name="old")
+        s.add(old)
+        s.flush()
+        pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        s.expire(old)
+        s.rollback()  # old is transient again, its columns expired
+        s.add(Parent(name="p", children=[old, Child(name="a"), Child(name="b")]))
+        orm.clear_log()
+        with pytest.raises(exc.InvalidRequestError, match="expired"):
+            s.flush()
+        assert [_is_key_select(sql) for sql in orm.statements()] == [True, True]
+        s.rollback()
+        assert s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar() == pid
+        s.add(Parent(name="q", children=[Child(name="c"), Child(name="d")]))
+        s.commit()
+    assert _children_of(orm) == {"c": "q", "d": "q"}
 
 
 def test_children_deleted_before_parents(orm: Api) -> None:

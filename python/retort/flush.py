@@ -162,11 +162,18 @@ class KeyPrefetch:
         return keys
 
 
-def prefetch_keys(session: Any, conn_for: Callable[[Mapper], Connection]) -> KeyPrefetch | None:
-    """Send the SELECT drawing the keys of the coming flush's inserts, for a flush that only
-    inserts rows of one table with a generated key (more than one: a single row takes its key
-    from INSERT ... RETURNING), so that the statements run in the order they always do."""
-    counts = session._core.pending_key_counts()
+def prefetch_keys(
+    session: Any,
+    conn_for: Callable[[Mapper], Connection],
+    counts: list[tuple[Any, int]] | None = None,
+) -> KeyPrefetch | None:
+    """Send the SELECT drawing the keys of the coming flush's inserts, for a flush where only
+    one table's rows still need generated keys (more than one: a single row takes its key
+    from INSERT ... RETURNING); the keys relationships copy were drawn before (`counts`: the
+    pending objects without a key, per mapper, where `Session._prepare_related` counted them).
+    Only the planner runs between sending it and reading its answer."""
+    if counts is None:
+        counts = session._core.pending_key_counts()
     if len(counts) != 1 or counts[0][1] < 2:
         return None
     core, count = counts[0]

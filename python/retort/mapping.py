@@ -243,8 +243,9 @@ class Mapper:
     ) -> None:
         self.class_ = class_
         self.relationships: dict[str, RelationshipProperty] = dict(relationships or {})
-        # True when a relationship copies this mapper's keys: pending objects then get their
-        # database-generated keys before the flush plan is made.
+        # True when a relationship copies this mapper's keys (into foreign keys or association
+        # rows): pending objects then get their database-generated keys before the flush plan
+        # is made. The other side of a one-to-many takes its keys when its rows are inserted.
         self.early_keys = False
         # True when some relationship loads eagerly by default (lazy="selectin"/"joined").
         self.eager = False
@@ -379,8 +380,11 @@ class Mapper:
             if prop.lazy in ("selectin", "joined"):
                 self.eager = True
             if not prop.viewonly:
-                self.early_keys = True
-                prop.target.early_keys = True
+                # the side whose key the relationship copies (a many-to-many: both)
+                if prop.direction != "MANYTOONE":
+                    self.early_keys = True
+                if prop.direction != "ONETOMANY":
+                    prop.target.early_keys = True
         index_of = {id(c): i for i, c in enumerate(self.columns)}
         constraints: dict[int, list[Any]] = {}
         for fk in self.local_table.foreign_keys:

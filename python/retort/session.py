@@ -1165,15 +1165,18 @@ class Session:
                 events = self._dispatch
                 if events:
                     view = (self.new, self.dirty, self.deleted) if "after_flush" in events else None
-                related = self._prepare_related() if self._related_changed else None
+                related = None
+                key_counts = None  # pending objects without keys, per mapper, if counted
+                if self._related_changed:
+                    related, key_counts = self._prepare_related()
                 deleted = self._core.deleted_objects()
                 if deleted:
                     self._load_expired_deleted()
                     self._core.read_many_to_ones(deleted)
                 self._settle_expired_key_holders()
                 keys = None
-                if not deleted and related is None:
-                    keys = flush.prefetch_keys(self, conn_for)  # drawn while the core plans
+                if not deleted:
+                    keys = flush.prefetch_keys(self, conn_for, key_counts)  # while it plans
                 try:
                     plan = self._core.plan()
                 except BaseException:
@@ -1356,15 +1359,19 @@ class Session:
                     return flush.execute(plan, self._connection_for)
         return flush.execute(plan, self._connection_for)
 
-    def _prepare_related(self) -> RelatedChanges:
+    def _prepare_related(self) -> tuple[RelatedChanges, list[tuple[Any, int]]]:
         """Before planning: pre-allocate keys relationships need, copy keys into foreign keys,
-        and settle orphans and rows of parents being deleted."""
+        and settle orphans and rows of parents being deleted. Also returns the pending objects
+        still without a key, counted per mapper (their keys are taken at their INSERT)."""
+        later = []
         for mapper_core, count in self._core.pending_key_counts():
             mapper = mapper_core.owner
             if mapper.early_keys:
                 keys = flush.allocate_keys(mapper, count, self._connection_for(mapper))
                 self._core.assign_keys(mapper_core, keys)
-        return flush.sync_related(self, list(self._related_changed.values()))
+            else:
+                later.append((mapper_core, count))
+        return flush.sync_related(self, list(self._related_changed.values())), later
 
     @_exclusive
     def flush_plan(self) -> list[dict[str, Any]]:
