@@ -69,7 +69,7 @@ def evaluate(s: dict[str, Any]) -> dict[str, Any]:
         if retort and small and small.get("raw_small"):
             ratios["scaling"] = paired_ratio(retort, small["raw_small"])
         targets = []
-        for t in s["targets"]:
+        for t in s["targets"] if metric.judged else ():
             ratio = ratios.get(t["peer"])
             met = None if ratio is None else ratio <= t["max_ratio"]
             targets.append({"text": t["text"], "ratio": ratio, "met": met})
@@ -169,7 +169,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                     *(_cell(s, c, metric.key) for c in CONTENDERS),
                     fmt_ratio(ev["ratio"]["sqlalchemy"], s["memory"]),
                     fmt_ratio(ev["ratio"]["psycopg"], s["memory"]),
-                    "; ".join(t["text"] for t in ev["targets"]),
+                    "; ".join(t["text"] for t in ev["targets"])
+                    or ("" if metric.judged else "(no target: shown beside the one above)"),
                     _met(ev["targets"]),
                 )
             )

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +94,32 @@ def test_sliced_parts_do_the_whole_work_once_in_order() -> None:
         done.clear()
         prepared.timed()
         assert done == list(range(n))
+
+
+def test_the_memory_target_judges_tracemalloc_and_shows_rss_beside_it() -> None:
+    from benches.report import evaluate, table_rows
+
+    def figures(tracemalloc: float, rss: float) -> dict[str, Any]:
+        raw = {"tracemalloc_bytes": [tracemalloc], "rss_bytes": [rss]}
+        median = {k: v[0] for k, v in raw.items()}
+        return {"status": "ok", "message": None, "variants": {"": {"raw": raw, "median": median}}}
+
+    scenario: dict[str, Any] = {
+        "key": "memory",
+        "title": "memory per object",
+        "n": 10,
+        "per_op": None,
+        "memory": True,
+        "targets": [{"peer": "sqlalchemy", "max_ratio": 0.4, "text": "at most 0.4 of SQLAlchemy"}],
+        "results": {"retort": figures(300, 600), "sqlalchemy": figures(1000, 1000)},
+    }
+    ev = evaluate(scenario)
+    assert ev["tracemalloc_bytes"]["targets"] == [
+        {"text": "at most 0.4 of SQLAlchemy", "ratio": 0.3, "met": True}
+    ]
+    assert ev["rss_bytes"]["ratio"]["sqlalchemy"] == 0.6
+    assert ev["rss_bytes"]["targets"] == []  # shown, not judged
+    results = {"scenarios": [dict(scenario, evaluation=ev)]}
+    (tm_row, rss_row) = table_rows(results)
+    assert tm_row[-1] == "yes"
+    assert rss_row[-1] == "" and "no target" in rss_row[-2]
