@@ -392,6 +392,66 @@ def test_improvement_one_to_one_replacement_with_delete_orphan(orm: Api) -> None
     assert orm.fetch("SELECT bio FROM profiles") == [("new",)]
 
 
+def test_a_profile_taken_from_its_user_can_be_given_to_another_before_the_flush(
+    orm: Api,
+) -> None:
+    # setting v.profile does not autoflush (retort loads the profile it replaces, SQLAlchemy
+    # leaves that to the flush): a flush there would delete p as u's orphan before v adopts it
+    User, Profile = user_profile(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add_all([User(name="u", profile=Profile(bio="p")), User(name="v")])
+        s.commit()
+    with orm.session() as s:
+        u, v = _one(orm, s, User, name="u"), _one(orm, s, User, name="v")
+        p = u.profile
+        u.profile = None
+        orm.clear_log()
+        v.profile = p
+        assert not [sql for sql in orm.statements() if sql.lstrip().upper().startswith("DELETE")]
+        s.commit()
+    assert orm.fetch("SELECT u.name, p.bio FROM profiles p JOIN users u ON u.id = p.user_id") == [
+        ("v", "p")
+    ]
+
+
+def test_a_profile_taken_from_its_user_then_the_user_expunged_is_an_orphan(orm: Api) -> None:
+    # the scalar side of the expunge-orphan rule: the profile taken from the user (one-to-one,
+    # delete-orphan) stays in the session after the user leaves it; no flush of the user sets
+    # its user_id to NULL, the next flush deletes it as an orphan
+    User, Profile = user_profile(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add_all([User(name="u", profile=Profile(bio="p")), User(name="v")])
+        s.commit()
+    with orm.session() as s:
+        u = _one(orm, s, User, name="u")
+        p = u.profile
+        u.profile = None
+        s.expunge(u)
+        assert p in s and u not in s
+        s.flush()
+        assert orm.inspect(p).deleted
+        s.commit()
+    assert orm.fetch("SELECT bio FROM profiles") == []
+    assert sorted(orm.fetch("SELECT name FROM users")) == [("u",), ("v",)]
+
+
+def test_a_profile_taken_from_an_expunged_user_and_given_to_another_is_kept(orm: Api) -> None:
+    User, Profile = user_profile(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add_all([User(name="u", profile=Profile(bio="p")), User(name="v")])
+        s.commit()
+    with orm.session() as s:
+        u, v = _one(orm, s, User, name="u"), _one(orm, s, User, name="v")
+        p = u.profile
+        u.profile = None
+        s.expunge(u)
+        v.profile = p  # another parent takes it before the flush
+        s.commit()
+    assert orm.fetch("SELECT u.name, p.bio FROM profiles p JOIN users u ON u.id = p.user_id") == [
+        ("v", "p")
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # many-to-many through a secondary table
 

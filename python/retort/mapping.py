@@ -1098,7 +1098,14 @@ class RelationshipProperty:
             if self.direction == "MANYTOONE":
                 old = self._old_in_identity_map(obj)
             elif self.lazy != "raise":
-                old = self._load(obj)
+                session = _session_of(obj)
+                if session is None:
+                    old = self._load(obj)  # (raises DetachedInstanceError)
+                else:
+                    # without autoflush, as SQLAlchemy loads the value being replaced: a
+                    # flush now would settle orphans before this change can adopt one
+                    with session.no_autoflush:
+                        old = self._load(obj)
         if old is value:
             # no change; it reads as set all the same, whatever the foreign key says (as
             # SQLAlchemy, which sets the attribute): the old value may come from the committed

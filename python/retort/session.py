@@ -1023,11 +1023,17 @@ class Session:
         meanwhile), as SQLAlchemy's parent tracking has it."""
         d = obj.__dict__
         for prop in type(obj).__mapper__.relationships.values():
+            if "delete-orphan" not in prop.cascade:
+                continue
             value = d.get(prop.key)
-            if prop.uselist and "delete-orphan" in prop.cascade and value is not None:
-                for item in list(value._removed.values()):
-                    if item in self:
-                        attributes.orphaned(item, prop, obj)
+            if prop.uselist:
+                removed = [] if value is None else list(value._removed.values())
+            else:  # a scalar one-to-many (one-to-one): the value it held at the last flush
+                old = d.get("_retort_history", {}).get(prop.key)
+                removed = [] if old is None or old is value else [old]
+            for item in removed:
+                if item in self:
+                    attributes.orphaned(item, prop, obj)
 
     def _cascaded(self, obj: Any, cascade: str) -> list[Any]:
         """Loaded objects reached from `obj` through relationships with `cascade`."""
