@@ -392,6 +392,32 @@ def test_improvement_one_to_one_replacement_with_delete_orphan(orm: Api) -> None
     assert orm.fetch("SELECT bio FROM profiles") == [("new",)]
 
 
+@pytest.mark.parametrize("expunge_user", [False, True])
+def test_profiles_replaced_twice_before_a_flush_are_both_orphans(
+    orm: Api, expunge_user: bool
+) -> None:
+    # p replaced by a new p2, then p2 by None: p is an orphan the flush deletes, p2 (never
+    # inserted) leaves the session; retort remembered the last one replaced only, inserting
+    # p2 and keeping p with a NULL user_id
+    User, Profile = user_profile(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add(User(name="u", profile=Profile(bio="p")))
+        s.commit()
+    with orm.session() as s:
+        u = _one(orm, s, User, name="u")
+        assert u.profile.bio == "p"  # loaded: both libraries know what is replaced
+        p2 = Profile(bio="p2")
+        u.profile = p2
+        assert p2 in s
+        u.profile = None
+        assert p2 not in s
+        if expunge_user:
+            s.expunge(u)
+        s.commit()
+    assert orm.fetch("SELECT bio FROM profiles") == []
+    assert orm.fetch("SELECT name FROM users") == [("u",)]
+
+
 def test_a_profile_taken_from_its_user_can_be_given_to_another_before_the_flush(
     orm: Api,
 ) -> None:

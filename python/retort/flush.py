@@ -763,8 +763,7 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any) -> None:
         removed = list(value._removed.values())
     else:
         items = [] if value is None else [value]
-        orphan = session._orphans.pop(id(obj), None)
-        removed = [] if orphan is None else [orphan]
+        removed = session._orphans.pop(id(obj), [])
         for child in items:
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
@@ -825,8 +824,7 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
                 removed = list(value._removed.values())
                 changes.collections.append(value)
             else:
-                orphan = session._orphans.pop(id(obj), None)
-                removed = [] if orphan is None else [orphan]
+                removed = session._orphans.pop(id(obj), [])
             if removed:
                 parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
                 _settle_removed(session, obj, prop, items, removed, parent_values)

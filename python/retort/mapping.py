@@ -1143,10 +1143,18 @@ class RelationshipProperty:
         if "_retort_state" not in d:
             return  # never added: no session to tell (add() cascades later)
         if old is not _NOT_SET and old is not None and "delete-orphan" in self.cascade:
-            # one-to-one owner losing its child: the child is an orphan
+            # one-to-one owner losing its child: the child is an orphan. A pending one leaves
+            # the session now (as from a collection); the flush deletes a persistent one
+            # unless another parent took it meanwhile (every one the owner lost since the last
+            # flush: p replaced by p2, then p2 by None, leaves two)
             obj_session = _session_of(obj)
             if obj_session is not None:
-                obj_session._orphans[id(obj)] = old
+                if _has_identity(old):
+                    lost = obj_session._orphans.setdefault(id(obj), [])
+                    if not any(o is old for o in lost):
+                        lost.append(old)
+                else:
+                    orphaned(old, self, obj)
         _note_change(obj, self)
 
     def _old_in_identity_map(self, obj: Any) -> Any:

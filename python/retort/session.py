@@ -346,7 +346,7 @@ class Session:
         # Objects whose relationships changed since the last flush (by id), and objects that
         # lost their owner under a delete-orphan cascade.
         self._related_changed: dict[int, Any] = {}
-        self._orphans: dict[int, Any] = {}
+        self._orphans: dict[int, list[Any]] = {}
         # children taken from a parent whose collection is not loaded (delete-orphan): the
         # flush deletes those that found no other parent (and expunges the pending ones taken
         # from a parent outside the session, see _expunge_pending_orphans)
@@ -1028,9 +1028,8 @@ class Session:
             value = d.get(prop.key)
             if prop.uselist:
                 removed = [] if value is None else list(value._removed.values())
-            else:  # a scalar one-to-many (one-to-one): the value it held at the last flush
-                old = d.get("_retort_history", {}).get(prop.key)
-                removed = [] if old is None or old is value else [old]
+            else:  # a scalar one-to-many (one-to-one): the objects it held since the flush
+                removed = self._orphans.pop(id(obj), [])
             for item in removed:
                 if item in self:
                     attributes.orphaned(item, prop, obj)
