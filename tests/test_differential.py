@@ -88,6 +88,12 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   otherwise since: SQLAlchemy's rollback() warns, restores its snapshot a second time and puts
   the object back in the session; retort's leaves it detached, as both do where nothing else
   changed (the program stops there);
+- a rollback (of a failed flush, or of a SAVEPOINT) undoing the flushed DELETE of an object
+  whose key another instance took since (a detached copy of the row, attached again): both
+  put the deleted object back in the identity map; SQLAlchemy leaves the other persistent in a
+  session that does not hold it, retort detaches it (the program stops there; the harness keeps
+  the objects a step takes out of a collection alive, Side.kept, as SQLAlchemy restores a
+  deleted object only while it lives);
 - a row switch (a new object taking a deleted object's key in one flush) writes NULL for the
   columns the new object leaves unset, where SQLAlchemy keeps the deleted row's values;
 - delete() of a parent with pending children expunges them (SQLAlchemy inserts them and fails
@@ -228,6 +234,10 @@ class Side:
     schema: str
     session: Any = None
     handles: list[Any] = field(default_factory=list)
+    # objects a step took out of a collection, kept alive as a caller holding them would:
+    # SQLAlchemy's session holds a deleted object weakly (its rollback restores it only while
+    # it lives), retort's strongly
+    kept: list[Any] = field(default_factory=list)
     index: dict[int, int] = field(default_factory=dict)  # id(obj) -> handle number
     nested: list[Any] = field(default_factory=list)  # begin_nested() transactions
     warned: list[str] = field(default_factory=list)
@@ -237,6 +247,7 @@ class Side:
     def start(self) -> None:
         self.session = self.api.Session(self.api.engine)
         self.handles.clear()
+        self.kept.clear()
         self.index.clear()
         self.nested.clear()
         self.flush_failed = False
@@ -438,6 +449,7 @@ def _run(side: Side, step: Step) -> Any:
         if not coll:
             return "empty"
         victim = coll[pos % len(coll)]
+        side.kept.append(victim)
         coll.remove(victim)
         return side.norm(victim)
     if kind == "link":
@@ -1452,9 +1464,31 @@ class Lockstep:
             return "get() of a gone key returns the new object its autoflush inserted"
         return None
 
-    def state_improvement(self, step: Step) -> str | None:
-        """The SPEC §5 improvement a step both libraries ran without error is, if the states
-        they leave differ by one."""
+    def displaced(self) -> bool:
+        """Whether an object is persistent on SQLAlchemy's side but not in its session (another
+        instance of its key holds its place in the identity map), and detached on retort's."""
+        sa, rt = self.sa, self.rt
+        return any(
+            sa.lifecycle(a) == "persistent"
+            and a not in sa.session
+            and rt.lifecycle(b) == "detached"
+            and b not in rt.session
+            for a, b in zip(sa.handles, rt.handles, strict=True)
+        )
+
+    def state_improvement(self, step: Step, ok: bool) -> str | None:
+        """The SPEC §5 improvement a step both libraries ran with the same outcome is, if the
+        states they leave differ by one."""
+        if self.displaced():
+            # a rollback (of a failed flush, or rollback()) undid the flushed DELETE of an
+            # object whose key another instance took since (a detached copy of the row,
+            # attached again by a cascade): SQLAlchemy puts the deleted one back in the
+            # identity map and leaves the other claiming to be persistent in a session that
+            # does not hold it; retort detaches the other, so that one instance claims the key
+            # (test_divergence_a_rollback_detaches_an_object_holding_a_restored_objects_key)
+            return "an object displaced by a rollback's restored object is detached"
+        if not ok:
+            return None
         if (
             step[0] == "rollback"
             and any("changed on a non-active transaction" in w for w in self.sa_warnings)
@@ -1582,7 +1616,7 @@ class Lockstep:
         if not sa.ok:
             _event(f"error: {sa.value}")
             self.sa.flush_failed = self.sa.flush_failed or sa.value in FLUSH_ERRORS
-        why = self.state_improvement(step) if sa.ok else None
+        why = self.state_improvement(step, sa.ok)
         if why is not None:
             _event(f"improvement: {why}")
             self.program[-1] += f" (improvement: {why})"
@@ -3005,6 +3039,72 @@ def test_divergence_rollback_leaves_detached_an_object_expunged_after_a_failed_f
     run, states = play([*before, ("expunge", 3), ("rollback",)])
     assert not _improved(run)
     assert states == ["detached", "detached"]
+
+
+def test_divergence_a_rollback_detaches_an_object_holding_a_restored_objects_key(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 3 (handle 0) is expunged, and another instance of its
+    # row, loaded by parent 2's children, is deleted as an orphan by an autoflush. Handle 0 is
+    # then appended to parent 1's children, which attaches it with the free key. Undoing the
+    # DELETE (the failed flush that follows, or a SAVEPOINT's rollback) puts the deleted
+    # instance back in the identity map: SQLAlchemy leaves handle 0 persistent, though the
+    # session does not hold it; retort detaches it (it once kept it in the session, where
+    # get() found the other instance)
+    def play(steps: list[Step], last: Step) -> Lockstep:
+        run = _lockstep(sides, admin_conn)
+        try:
+            for step in steps:
+                assert run.step(step) is not None
+            assert run.step(last) is None
+            for side in sides:
+                side.session.rollback()
+                c3 = side.handles[0]
+                other = side.session.get(side.models.Child, 3)
+                assert other is not None and other is not c3 and c3 not in side.session
+                assert other.parent_id == 2
+            assert [side.lifecycle(side.handles[0]) for side in sides] == [
+                "persistent",
+                "detached",
+            ]
+        finally:
+            for side in sides:
+                side.close()
+        return run
+
+    run = play(
+        [
+            ("get", "Child", 3),
+            ("move", 0, None, "set"),
+            ("get", "Parent", 2),  # (its autoflush deletes child 3, an orphan)
+            ("expunge", 0),
+            ("rollback",),
+            ("remove", 1, "children", 0),
+            ("get", "Parent", 1),  # (likewise, another instance of child 3)
+            ("move", 0, 2, "append"),
+        ],
+        ("flush",),  # UPDATE of child 3's parent_id: no row (StaleDataError)
+    )
+    assert run.program[-1] == (
+        "flush()  -> raised StaleDataError (improvement: an object displaced by a rollback's "
+        "restored object is detached)"
+    )
+    run = play(
+        [
+            ("get", "Child", 3),
+            ("expunge", 0),
+            ("get", "Parent", 2),
+            ("begin_nested",),
+            ("remove", 1, "children", 0),
+            ("get", "Parent", 1),
+            ("move", 0, 2, "append"),
+        ],
+        ("rollback_nested",),
+    )
+    assert run.program[-1] == (
+        "rollback_nested()  -> ok None (improvement: an object displaced by a rollback's "
+        "restored object is detached)"
+    )
 
 
 def test_improvement_a_cycle_broken_then_a_load_of_a_deleted_object(

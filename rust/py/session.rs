@@ -395,11 +395,43 @@ fn undo_log(
             inner.set_was_deleted(false);
         }
         if let Some(k) = key {
+            if let Some((other, other_st)) = uow.live(py, &k) {
+                if !other_st.bind(py).is(st.bind(py)) {
+                    displace(uow, other.bind(py), &other_st)?;
+                }
+            }
             uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
         }
         watch(uow, obj.bind(py), st, st.get().mapper.get())?;
     }
     Ok(transient)
+}
+
+/// An object holding the key of one whose DELETE a rollback undoes (it was attached with that
+/// key after the DELETE was flushed, so it was not in the session when the scope began):
+/// it leaves the session, detached, so that one instance only claims the key. (SQLAlchemy's
+/// rollback replaces it in the identity map and leaves it claiming to be persistent in a
+/// session that does not hold it.)
+fn displace(uow: &mut Uow, obj: &Bound<'_, PyAny>, st: &Py<InstanceState>) -> PyResult<()> {
+    let ptr = obj.as_ptr() as usize;
+    let held = (
+        uow.new.remove(&ptr),
+        uow.dirty.remove(&ptr),
+        uow.deleted.remove(&ptr),
+        uow.watched.remove(&ptr),
+    );
+    if let Some(k) = st.get().lock()?.key() {
+        uow.identity.remove(&k);
+    }
+    let dict = instance_dict(obj)?;
+    let mut inner = st.get().lock()?;
+    if inner.is_stale() {
+        materialize_expiry(&mut inner, &dict, st.get().mapper.get())?;
+    }
+    inner.detach();
+    drop(inner);
+    drop(held);
+    Ok(())
 }
 
 /// Make objects of a rolled-back scope transient again: pending ones, or (`inserted`) ones
