@@ -684,7 +684,9 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
 def _sync_queued(session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]]]) -> None:
     """Children appended (through their many-to-one) to unloaded one-to-many collections of
     `obj`: one outside the session gets `obj`'s key all the same, as SQLAlchemy copies it (it
-    writes nothing); one in the session gets it from its own many-to-one."""
+    writes nothing); one in the session gets it from its own many-to-one, unless that change
+    was flushed already while `obj` was outside the session (expunged, then attached again
+    with its queue: the flush then wrote nothing for it), where it gets it here."""
     rels = type(obj).__mapper__.relationships
     for key, queue in queued.items():
         prop = rels.get(key)
@@ -696,7 +698,14 @@ def _sync_queued(session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]
             net[id(item)] = (count + (1 if added else -1), item)
         parent_values = None
         for count, item in net.values():
-            if count <= 0 or _in_session(session, item):
+            if count <= 0:
+                continue
+            if _in_session(session, item) and not (
+                prop.back is not None
+                and item.__dict__.get(prop.back.key) is obj
+                and prop.back.key not in item.__dict__.get("_retort_history", ())
+                and not deleted_by_flush(item)
+            ):
                 continue
             if parent_values is None:
                 parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
