@@ -686,7 +686,8 @@ def _sync_queued(session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]
     `obj`: one outside the session gets `obj`'s key all the same, as SQLAlchemy copies it (it
     writes nothing); one in the session gets it from its own many-to-one, unless that change
     was flushed already while `obj` was outside the session (expunged, then attached again
-    with its queue: the flush then wrote nothing for it), where it gets it here."""
+    with its queue: that flush wrote nothing for it), where it gets it here, as SQLAlchemy
+    copies the key of a one-to-many's queued members."""
     rels = type(obj).__mapper__.relationships
     for key, queue in queued.items():
         prop = rels.get(key)
@@ -700,17 +701,27 @@ def _sync_queued(session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]
         for count, item in net.values():
             if count <= 0:
                 continue
-            if _in_session(session, item) and not (
-                prop.back is not None
-                and item.__dict__.get(prop.back.key) is obj
-                and prop.back.key not in item.__dict__.get("_retort_history", ())
-                and not deleted_by_flush(item)
-            ):
+            if _in_session(session, item) and not _many_to_one_settled(item, prop, obj):
                 continue
             if parent_values is None:
                 parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(item, dst.key, pv)
+
+
+def _many_to_one_settled(item: Any, prop: Any, obj: Any) -> bool:
+    """Whether `item`, queued for `obj`'s unloaded one-to-many `prop`, has no change of its
+    many-to-one left to flush, which names `obj` or is not loaded (expired since): its
+    change was flushed while `obj` was outside the session, which wrote nothing for it."""
+    if prop.back is None or deleted_by_flush(item):
+        return False
+    d = item.__dict__
+    state = d.get("_retort_state")
+    if state is not None and state.stale:
+        return True  # (its loaded values and their history are gone with the expiry)
+    if prop.back.key in d.get("_retort_history", ()):
+        return False
+    return prop.back.key not in d or d[prop.back.key] is obj
 
 
 def _same_row(a: Any, b: Any) -> bool:
