@@ -1876,6 +1876,31 @@ def test_a_parent_attached_again_writes_the_key_of_a_child_given_it_while_outsid
         assert not _improved(run)
 
 
+def test_a_link_towards_an_object_outside_the_session_is_not_deleted(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 and tag 3 are linked and flushed, then one of them
+    # is expunged. Taking the tag out of the parent's tags, or deleting the tag, leaves the
+    # association row alone in both, with a warning (the flush writes nothing for a relation
+    # towards an object outside the session); the tag's DELETE then fails on the row's foreign
+    # key. retort's flush once deleted the row
+    linked: list[Step] = [
+        ("new", "Parent", 4, "a", "add", None),
+        ("new", "Tag", 3, "a", "add", None),
+        ("link", 0, 1, False),
+        ("flush",),
+    ]
+    run = _play(sides, admin_conn, [*linked, ("expunge", 1), ("remove", 0, "tags", 0), ("flush",)])
+    assert run.program[-2] == "flush()  -> ok None"
+    assert (4, 3) in fetch_rows(admin_conn, run.rt.schema)["parent_tags"]
+    assert not _improved(run)
+    assert any("is not in the session" in w for w in run.rt.warned)
+    run = _play(sides, admin_conn, [*linked, ("expunge", 0), ("delete", 1), ("flush",)])
+    assert run.program[6] == "flush()  -> raised IntegrityError"
+    assert not _improved(run)
+    assert any("is not in the session" in w for w in run.rt.warned)
+
+
 def test_an_expired_column_of_an_object_made_transient_is_not_loadable(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -671,7 +671,8 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                     continue
                 changes.link_insert(prop, obj, item)
             for item in value._removed.values():
-                changes.link_delete(prop, obj, item)
+                if not _outside(session, item, prop):
+                    changes.link_delete(prop, obj, item)
             changes.collections.append(value)
     # last: an orphan deleted above keeps its foreign key as it was, as in SQLAlchemy
     for target, prop in core.sync_many_to_one(objs):
@@ -742,9 +743,9 @@ def _in_session(session: Any, item: Any) -> bool:
 
 def _outside(session: Any, item: Any, prop: Any) -> bool:
     """Whether the object a many-to-one or many-to-many relation points at is outside the
-    session (never added, or expunged): then the flush writes no key or row for the relation,
-    and says so, as SQLAlchemy does. (A one-to-many still copies the key into a child outside
-    the session, which writes nothing.)"""
+    session (never added, or expunged): then the flush writes no key or row for the relation
+    (nor deletes its row), and says so, as SQLAlchemy does. (A one-to-many still copies the
+    key into a child outside the session, which writes nothing.)"""
     state = item.__dict__.get("_retort_state")
     if state is not None and state.session is session:
         return False
@@ -833,7 +834,14 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
     value = getattr(obj, prop.key)
     if prop.direction == "MANYTOMANY":
         for item in [*value, *value._removed.values()]:
-            changes.link_delete(prop, obj, item)
+            # towards an object outside the session: nothing is written, as for a link added,
+            # and the database refuses the DELETE if the row is still there, as SQLAlchemy's
+            # (which says so for the members the collection had at the last flush only)
+            if id(item) in value._added:
+                if _in_session(session, item):
+                    changes.link_delete(prop, obj, item)
+            elif not _outside(session, item, prop):
+                changes.link_delete(prop, obj, item)
         return
     items = list(value) if prop.uselist else ([] if value is None else [value])
     if "delete" in prop.cascade:
