@@ -1920,6 +1920,36 @@ def test_a_link_towards_an_object_outside_the_session_is_not_deleted(
     assert any("is not in the session" in w for w in run.rt.warned)
 
 
+def test_a_delete_cascade_attaches_a_detached_child(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5, appended to parent 4's children, is expunged; the
+    # delete of parent 4 cascades to it through the loaded collection, which attaches it and
+    # marks it deleted in both (retort's cascade once passed over a detached child: it stayed
+    # detached, and the flush deleted the parent only)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Child", 5, "a", "add", None),
+            ("new", "Parent", 4, "a", "add", None),
+            ("flush",),
+            ("move", 0, 1, "append"),
+            ("expunge", 0),
+            ("delete", 1),
+        ]:
+            assert run.step(step) is not None
+        for side in sides:
+            assert side.lifecycle(side.handles[0]) == "persistent"
+            assert side.handles[0] in side.session.deleted
+        assert run.step(("flush",)) is not None
+        run.finish()
+    finally:
+        for side in sides:
+            side.close()
+    assert not _improved(run)
+    assert 5 not in [c[0] for c in fetch_rows(admin_conn, run.rt.schema)["children"]]
+
+
 def test_an_expired_column_of_an_object_made_transient_is_not_loadable(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

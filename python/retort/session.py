@@ -953,7 +953,9 @@ class Session:
                 self._related_changed[id(obj)] = obj
 
     def _delete_cascade(self, obj: Any) -> list[Any]:
-        """Objects reached from `obj` through relationships with the delete cascade."""
+        """Objects reached from `obj` through relationships with the delete cascade: persistent
+        ones, and detached ones (which the delete attaches, as SQLAlchemy's cascade does; but
+        not one whose DELETE was flushed already). Pending ones leave the session."""
         from retort.inspection import inspect as _inspect
 
         out: list[Any] = []
@@ -961,11 +963,14 @@ class Session:
         stack = [obj]
         while stack:
             current = stack.pop()
+            detached = current is not obj and _inspect(current).detached
             for prop in type(current).__mapper__.relationships.values():
                 if "delete" not in prop.cascade or prop.viewonly:
                     continue
-                if prop.key not in current.__dict__ and prop.passive_deletes:
-                    continue  # the database's ON DELETE takes care of it
+                if prop.key not in current.__dict__ and (prop.passive_deletes or detached):
+                    # the database's ON DELETE takes care of it; or a detached object's, which
+                    # cannot load (SQLAlchemy's cascade passes over it too)
+                    continue
                 value = getattr(current, prop.key)
                 items = list(value) if prop.uselist else ([] if value is None else [value])
                 for item in items:
@@ -973,7 +978,7 @@ class Session:
                         continue
                     seen.add(id(item))
                     st = _inspect(item)
-                    if st.persistent:
+                    if st.persistent or (st.detached and not st.was_deleted):
                         out.append(item)
                         stack.append(item)
                     elif st.pending:
