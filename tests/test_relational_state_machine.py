@@ -2744,3 +2744,32 @@ def test_bug_a_new_objects_many_to_one_set_twice_does_not_cascade_to_its_first_v
     assert api.inspect(n6).attrs.parent.history.deleted == ()
     s.flush()
     assert api.inspect(n5).transient
+
+
+@both_libraries(
+    "differential nightly: the save-update cascade followed a collection's members in list "
+    "order; SQLAlchemy's follows those gained since the last flush first, so that where it "
+    "fails on another member (a detached object whose key another instance holds), the new "
+    "member is pending already"
+)
+@pytest.mark.parametrize("listening", [False, True])  # (the core's walk, or Python's)
+def test_bug_the_save_update_cascade_follows_members_gained_first(
+    repro: Any, lib: str, listening: bool
+) -> None:
+    s, m, api = repro
+    if listening:
+        event = importlib.import_module("retort.event" if lib == "retort" else "sqlalchemy.event")
+        event.listen(s, "after_attach", lambda session, obj: None)
+    p4 = m.Parent(id=4, name="p4", code=None)
+    c5 = m.Child(id=5, name="c5")
+    p4.children.append(c5)
+    s.add(p4)
+    s.flush()
+    s.expunge(p4)  # with c5 (the expunge cascade)
+    other = s.get(m.Child, 5)  # another instance holds child 5's key
+    assert other is not c5
+    c7 = m.Child(id=7, name="c7")
+    p4.children.append(c7)  # (p4 is outside the session: no cascade)
+    with pytest.raises(api.InvalidRequestError):
+        s.add(p4)  # the cascade takes c7, then c5
+    assert api.inspect(c7).pending and api.inspect(c5).detached

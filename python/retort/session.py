@@ -299,11 +299,16 @@ class SessionTransaction:
 def _cascade_members(d: dict[str, Any], prop: Any) -> list[Any]:
     """What the save-update cascade follows along `prop` of an object with `__dict__` `d`: the
     value, and (as SQLAlchemy's pending history) the members taken out of the collection, or
-    the many-to-one's value before its change, since the last flush. (The core's cascade_add
-    walks the same.)"""
+    the many-to-one's value before its change, since the last flush. A collection's members
+    gained since the last flush come first, then the others, then those taken out, in
+    SQLAlchemy's order (which decides what a cascade that fails halfway has attached already).
+    (The core's cascade_add walks the same.)"""
     value = d[prop.key]
     if prop.uselist:
         items = list(value)
+        added = getattr(value, "_added", None)
+        if added and len(added) < len(items):
+            items.sort(key=lambda item: id(item) not in added)
         removed = getattr(value, "_removed", None)
         if removed:
             items.extend(removed.values())

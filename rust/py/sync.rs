@@ -424,7 +424,10 @@ pub fn fill_new_collection(
 /// What the save-update cascade follows along one relationship (`key`, holding `value`) of an
 /// object with `__dict__` `dict`: the value, and, as SQLAlchemy's pending history, the members
 /// taken out of the collection or the many-to-one's value before its change, since the last
-/// flush. (Session._cascade_members in Python walks the same, for the cascade with listeners.)
+/// flush. A collection's members gained since the last flush come first, then the others, then
+/// those taken out, in SQLAlchemy's order (which decides what a cascade that fails halfway has
+/// attached already). (Session._cascade_members in Python walks the same, for the cascade with
+/// listeners.)
 pub fn cascade_members<'py>(
     dict: &Bound<'py, PyDict>,
     key: &Bound<'py, PyString>,
@@ -434,6 +437,24 @@ pub fn cascade_members<'py>(
     let py = dict.py();
     if uselist {
         let mut items: Vec<Bound<'py, PyAny>> = value.try_iter()?.collect::<PyResult<_>>()?;
+        if let Some(added) = value.getattr_opt(ADDED.get(py))? {
+            if let Ok(added) = added.cast::<PyDict>() {
+                if !added.is_empty() && added.len() < items.len() {
+                    // (each group in list order)
+                    let mut gained = Vec::with_capacity(added.len());
+                    let mut others = Vec::with_capacity(items.len());
+                    for item in items {
+                        if added.contains(item.as_ptr() as usize)? {
+                            gained.push(item);
+                        } else {
+                            others.push(item);
+                        }
+                    }
+                    gained.extend(others);
+                    items = gained;
+                }
+            }
+        }
         if let Some(removed) = value.getattr_opt(REMOVED.get(py))? {
             if let Ok(removed) = removed.cast::<PyDict>() {
                 items.extend(removed.values().iter());
