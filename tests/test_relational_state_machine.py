@@ -45,11 +45,10 @@ the content. The `test_bug_*` tests at the end reproduce, deterministically, eac
 machine found in retort. The fixed ones run on both libraries (`both_libraries`) and the machine
 draws their cases, the model predicting SQLAlchemy's behaviour there; those still open are
 strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw next to their
-names. Open at present, needing the core: a rollback leaves deleted an object whose key a new
-object took in the rolled-back scope (found by the differential search; this machine draws new
-objects with free keys only, never the key of a deleted or stale object); the save-update
-cascade does not follow objects taken out of a collection since the last flush, as SQLAlchemy's
-does (found by the differential search).
+names. None is open at present (the two the differential search found last are fixed:
+test_rollback_restores_an_object_whose_key_a_row_switch_took and
+test_bug_the_save_update_cascade_follows_members_taken_out_of_a_collection; this machine still
+draws new objects with free keys only, never the key of a deleted or stale object).
 Cases where SQLAlchemy itself fails, warns or ends up inconsistent, or where SPEC §5 lets retort
 do better (cycles through nodes.parent_id, unique codes changing hands in one flush), are kept
 out as well, as are a few whose outcome depends on what the model cannot know (whether the
