@@ -702,7 +702,7 @@ def _sync_queued(session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]
         for count, item in net.values():
             if count <= 0:
                 continue
-            if _in_session(session, item) and not _many_to_one_settled(item, prop, obj):
+            if _in_session(session, item) and not _many_to_one_settled(item, prop):
                 continue
             if parent_values is None:
                 parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
@@ -710,19 +710,18 @@ def _sync_queued(session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]
                 _set_if_different(item, dst.key, pv)
 
 
-def _many_to_one_settled(item: Any, prop: Any, obj: Any) -> bool:
+def _many_to_one_settled(item: Any, prop: Any) -> bool:
     """Whether `item`, queued for `obj`'s unloaded one-to-many `prop`, has no change of its
-    many-to-one left to flush, which names `obj` or is not loaded (expired since): its
-    change was flushed while `obj` was outside the session, which wrote nothing for it."""
+    many-to-one left to flush: its change was flushed while `obj` was outside the session,
+    which wrote nothing for it. (Whatever its many-to-one holds now, loaded again since or
+    not: SQLAlchemy's one-to-many copies the key of its queued members all the same.)"""
     if prop.back is None or deleted_by_flush(item):
         return False
     d = item.__dict__
     state = d.get("_retort_state")
     if state is not None and state.stale:
         return True  # (its loaded values and their history are gone with the expiry)
-    if prop.back.key in d.get("_retort_history", ()):
-        return False
-    return prop.back.key not in d or d[prop.back.key] is obj
+    return prop.back.key not in d.get("_retort_history", ())
 
 
 def _same_row(a: Any, b: Any) -> bool:
