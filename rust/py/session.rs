@@ -397,7 +397,12 @@ fn undo_log(
         if let Some(k) = key {
             if let Some((other, other_st)) = uow.live(py, &k) {
                 if !other_st.bind(py).is(st.bind(py)) {
-                    displace(uow, other.bind(py), &other_st)?;
+                    // another instance took the key since the DELETE (a detached copy attached
+                    // again): it leaves the session, so that one instance only claims the key
+                    // (SQLAlchemy's rollback replaces it in the identity map and leaves it
+                    // claiming to be persistent in a session that does not hold it)
+                    // (`other` still holds it: dropping what the sets held frees nothing)
+                    drop(leave_session(uow, other.bind(py), other_st.get())?);
                 }
             }
             uow.insert_identity(py, k, obj.bind(py), st.clone_ref(py))?;
@@ -407,12 +412,21 @@ fn undo_log(
     Ok(transient)
 }
 
-/// An object holding the key of one whose DELETE a rollback undoes (it was attached with that
-/// key after the DELETE was flushed, so it was not in the session when the scope began):
-/// it leaves the session, detached, so that one instance only claims the key. (SQLAlchemy's
-/// rollback replaces it in the identity map and leaves it claiming to be persistent in a
-/// session that does not hold it.)
-fn displace(uow: &mut Uow, obj: &Bound<'_, PyAny>, st: &Py<InstanceState>) -> PyResult<()> {
+/// What the session's sets held of an object taken out of them (`leave_session`), dropped
+/// by the caller once it has released the unit of work: dropping the last reference to an
+/// object may run code that uses it.
+type Left = (
+    Option<Held>,
+    Option<Held>,
+    Option<Held>,
+    Option<(Held, Fingerprints)>,
+);
+
+/// Take `obj` out of the session: its change sets, the identity map (where it is the object
+/// of its key) and its session link (detached; a pending expiry applied first, so that its
+/// values stay readable).
+fn leave_session(uow: &mut Uow, obj: &Bound<'_, PyAny>, st: &InstanceState) -> PyResult<Left> {
+    let py = obj.py();
     let ptr = obj.as_ptr() as usize;
     let held = (
         uow.new.remove(&ptr),
@@ -420,18 +434,17 @@ fn displace(uow: &mut Uow, obj: &Bound<'_, PyAny>, st: &Py<InstanceState>) -> Py
         uow.deleted.remove(&ptr),
         uow.watched.remove(&ptr),
     );
-    if let Some(k) = st.get().lock()?.key() {
-        uow.identity.remove(&k);
+    let mut inner = st.lock()?;
+    if let Some(key) = inner.key() {
+        if uow.live(py, &key).is_some_and(|(o, _)| o.bind(py).is(obj)) {
+            uow.identity.remove(&key);
+        }
     }
-    let dict = instance_dict(obj)?;
-    let mut inner = st.get().lock()?;
     if inner.is_stale() {
-        materialize_expiry(&mut inner, &dict, st.get().mapper.get())?;
+        materialize_expiry(&mut inner, &instance_dict(obj)?, st.mapper.get())?;
     }
     inner.detach();
-    drop(inner);
-    drop(held);
-    Ok(())
+    Ok(held)
 }
 
 /// Make objects of a rolled-back scope transient again: pending ones, or (`inserted`) ones
@@ -1099,7 +1112,6 @@ impl SessionCore {
 
     /// Remove an object from the session: pending → transient, persistent → detached.
     fn expunge(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = obj.py();
         let dict = instance_dict(obj)?;
         let st = state_in(&dict)?;
         let st = match st {
@@ -1120,27 +1132,10 @@ impl SessionCore {
                 )));
             }
         };
-        let mut inner = st.get().lock()?;
-        let ptr = obj.as_ptr() as usize;
         let mut uow = self.uow()?;
-        let a = uow.new.remove(&ptr);
-        let b = uow.dirty.remove(&ptr);
-        let c = uow.deleted.remove(&ptr);
-        let d = uow.watched.remove(&ptr);
-        if let Some(key) = inner.key() {
-            if let Some((o, _)) = uow.live(py, &key) {
-                if o.bind(py).is(obj) {
-                    uow.identity.remove(&key);
-                }
-            }
-        }
-        if inner.is_stale() {
-            materialize_expiry(&mut inner, &dict, st.get().mapper.get())?;
-        }
-        inner.detach();
+        let left = leave_session(&mut uow, obj, st.get())?;
         drop(uow);
-        drop(inner);
-        drop((a, b, c, d));
+        drop(left);
         Ok(())
     }
 
