@@ -28,6 +28,8 @@ from retort import (
     exc,
     inspect,
     mapped_column,
+    mapping,
+    relationship,
     select,
     text,
 )
@@ -615,6 +617,46 @@ def test_user_defined_init_can_call_super() -> None:
             super().__init__(name=name.upper())
 
     assert P("ann").name == "ANN"
+
+
+def test_generated_init_is_a_method_of_the_base_that_defers_the_unusual_calls() -> None:
+    # the usual call runs in the core (rust/py/init.rs); a positional argument, a mapper not
+    # configured yet and an unmapped subclass go to the Python __init__
+    class Base(DeclarativeBase):
+        pass
+
+    class P(Base):
+        __tablename__ = "p"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+        kids: Mapped[list[Kid]] = relationship(back_populates="parent")
+
+    class Kid(Base):
+        __tablename__ = "kid"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        parent_id: Mapped[int | None] = mapped_column(ForeignKey("p.id"))
+        parent: Mapped[P | None] = relationship(back_populates="kids")
+
+    assert type(P.__init__).__name__ == "method_descriptor"
+    assert mapping._unconfigured  # not configured yet: the first object configures them
+    k = Kid(id=2)
+    assert not mapping._unconfigured
+    p = P(name="ann", kids=[k])  # a relationship keyword sets the back reference as well
+    assert (p.name, p.kids, k.parent) == ("ann", [k], p)
+    assert inspect(p).transient
+    with pytest.raises(TypeError, match="positional"):
+        P("ann")
+
+    class Sub(P):  # an unmapped subclass of a mapped class builds as its mapped base
+        pass
+
+    assert Sub(name="sub").name == "sub"
+
+    class Loose(Base):
+        __abstract__ = True
+
+    with pytest.raises(exc.UnmappedClassError, match="not mapped"):
+        Loose(name="x")
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ __all__ = [
     "array_literals",
     "fill_new_collection",
     "make_detached",
+    "mapped_init_descriptor",
 ]
 
 __version__: Final[str]
@@ -25,6 +26,9 @@ NEEDS_LOAD: Final[object]
 
 def make_detached(instance: object) -> None: ...
 def adopt_class(cls: type) -> bool: ...
+def mapped_init_descriptor(
+    base: type, unconfigured: list[Any], fallback: Callable[..., None]
+) -> Any: ...
 def array_literals(rows: list[Any], width: int) -> list[str] | None: ...
 def fill_new_collection(
     added: dict[int, Any], items: list[Any], cls: type, back_key: str | None, owner: object

@@ -670,6 +670,9 @@ class DeclarativeBase:
             ) from None
         core.init_instance(self, kwargs)
 
+    # (the __init__ above is the fallback of the one installed below, and what type checkers
+    # read)
+
     def __repr__(self) -> str:
         mapper = type(self).__dict__.get("__mapper__")
         if mapper is None:
@@ -677,6 +680,13 @@ class DeclarativeBase:
         state = self.__dict__
         keys = ", ".join(f"{c.key}={state[c.key]!r}" for c in mapper.primary_key if c.key in state)
         return f"<{type(self).__name__} {keys or 'transient'} at {id(self):#x}>"
+
+
+# Mapped classes are built through a C method of this base (see rust/py/init.rs): the usual
+# call, keyword arguments on a configured mapped class, runs no Python code.
+DeclarativeBase.__init__ = _core.mapped_init_descriptor(  # type: ignore[method-assign]
+    DeclarativeBase, _unconfigured, DeclarativeBase.__init__
+)
 
 
 def class_mapper(cls: type) -> Mapper:

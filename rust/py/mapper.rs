@@ -367,7 +367,7 @@ impl MapperCore {
 
     /// The generated `__init__`: set each keyword argument, rejecting unknown names.
     #[pyo3(signature = (instance, kwargs=None))]
-    fn init_instance(
+    pub fn init_instance(
         &self,
         instance: &Bound<'_, PyAny>,
         kwargs: Option<&Bound<'_, PyDict>>,

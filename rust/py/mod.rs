@@ -9,6 +9,7 @@ pub mod copybin;
 pub mod errors;
 pub mod fingerprint;
 pub mod flush;
+pub mod init;
 pub mod interned;
 pub mod liveness;
 pub mod mapper;
@@ -30,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sync::fill_new_collection, m)?)?;
     m.add_function(wrap_pyfunction!(liveness::adopt_class, m)?)?;
     m.add_function(wrap_pyfunction!(copy::array_literals, m)?)?;
+    m.add_function(wrap_pyfunction!(init::mapped_init_descriptor, m)?)?;
     let sentinel = py.import("builtins")?.getattr("object")?.call0()?;
     let _ = session::NEEDS_LOAD.set(py, sentinel.clone().unbind());
     m.add("NEEDS_LOAD", sentinel)?;
