@@ -16,7 +16,7 @@ import pytest
 from psycopg import pq
 
 from retort import DeclarativeBase, Mapped, Session, event, exc, mapped_column
-from retort.engine import Engine
+from retort.engine import Connection, Engine
 
 Conn = psycopg.Connection[Any]
 Wire = Callable[[], list[str]]
@@ -150,6 +150,64 @@ def test_update_after_its_select_is_the_transactions_second_statement(wire: Wire
         s.commit()
         assert wire() == ["execute", "COMMIT"]
         assert wire.trips == trips + 3  # type: ignore[attr-defined]
+
+
+def test_the_commit_goes_out_as_the_flush_of_commit_ends(
+    wire: Wire, admin_conn: Conn, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the COMMIT is sent right after the flush's last statement, before commit() finishes
+    # the flush's bookkeeping; commit() then reads its outcome
+    with Session(db_of(wire)) as s:
+        s.add(Item(name="a"))
+        s.commit()
+    in_flight: list[pq.TransactionStatus] = []
+    send = Connection._send_commit
+
+    def watched(self: Connection) -> None:
+        send(self)
+        in_flight.append(self.driver_connection.pgconn.transaction_status)
+
+    monkeypatch.setattr(Connection, "_send_commit", watched)
+    with Session(db_of(wire)) as s:
+        item = s.get(Item, 1)
+        assert item is not None
+        item.name = "b"
+        wire()
+        s.commit()
+        assert in_flight == [pq.TransactionStatus.ACTIVE]  # sent, its outcome not read yet
+        assert wire() == ["execute", "COMMIT"]
+        assert item.name == "b"  # reloaded after commit
+    assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("b",)]
+
+
+def test_a_commit_sent_early_and_refused_leaves_the_session_recoverable(
+    wire: Wire, admin_conn: Conn, schema: str
+) -> None:
+    # a deferred constraint fails at the COMMIT, after the flush succeeded
+    admin_conn.execute(
+        f"ALTER TABLE {schema}.notes ADD CONSTRAINT notes_text_key UNIQUE (text) "
+        "DEFERRABLE INITIALLY DEFERRED"
+    )
+    with Session(db_of(wire)) as s:
+        s.add_all([Note(id=1, text="x"), Note(id=2, text="y")])
+        s.commit()
+    with Session(db_of(wire)) as s:
+        note = s.get(Note, 2)
+        assert note is not None
+        note.text = "x"
+        wire()
+        with pytest.raises(exc.IntegrityError, match="notes_text_key"):
+            s.commit()
+        assert wire() == ["execute", "COMMIT"]
+        with pytest.raises(exc.PendingRollbackError):  # until the failure is acknowledged
+            s.commit()
+        s.rollback()
+        again = s.get(Note, 2)
+        assert again is not None and again.text == "y"
+        again.text = "z"
+        s.commit()
+    rows = admin_conn.execute(f"SELECT id, text FROM {schema}.notes ORDER BY id").fetchall()
+    assert rows == [(1, "x"), (2, "z")]
 
 
 def test_update_and_delete_of_one_object_kept_from_an_earlier_transaction(

@@ -1220,6 +1220,8 @@ class Session:
                     self._flushed_deleted.extend(deleted)
                 if events:
                     self._after_flush(ctx or UOWTransaction(self), plan, view, inserted, deleted)
+                elif self._committing and related is None:
+                    self._send_commit()
             except BaseException as e:
                 self._failed = e
                 if not self._nested:
@@ -1254,6 +1256,24 @@ class Session:
                 raise
         finally:
             self._flushing = False
+
+    def _send_commit(self) -> None:
+        """The flush of commit() is done: when the session holds nothing more to flush and
+        one connection of its own, with no SAVEPOINT open, no two-phase commit and no event
+        listeners (nothing else can run SQL before the COMMIT), the COMMIT is sent at once.
+        commit() reads its outcome (`Connection._send_commit`)."""
+        if (
+            self._nested
+            or self.twophase
+            or len(self._conns) != 1
+            or self._related_changed
+            or self._core.has_changes()
+        ):
+            return
+        conn = self._conn
+        if conn is None or conn is self.bind or conn in self._binds.values():
+            return
+        conn._send_commit()
 
     def _expunge_pending_orphans(self) -> bool:
         """Pending children taken from a delete-orphan collection of a parent outside the

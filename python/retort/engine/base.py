@@ -32,6 +32,7 @@ from psycopg.adapt import PyFormat, Transformer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.generators import execute as _execute
 from psycopg.generators import fetch as _fetch
+from psycopg.generators import fetch_many as _fetch_many
 from psycopg.generators import send as _send
 
 from retort import exc
@@ -57,6 +58,7 @@ _T = TypeVar("_T")
 
 _IDLE = pq.TransactionStatus.IDLE
 _INERROR = pq.TransactionStatus.INERROR
+_INTRANS = pq.TransactionStatus.INTRANS
 
 # connect_args that would take the connection out of retort's hands
 _FORBIDDEN_CONNECT_ARGS = {
@@ -343,6 +345,7 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "_closed",
+        "_commit_sent",
         "_dbapi",
         "_echo",
         "_hooks",
@@ -370,6 +373,7 @@ class Connection:
         self._invalid = False
         self._info: dict[Any, Any] | None = None
         self._lone = False
+        self._commit_sent = False
         self._dbapi, self._pool = engine._checkout()
         self._closed = False
 
@@ -723,7 +727,41 @@ class Connection:
             self._transaction.is_active = False
             self._transaction = None
 
+    def _send_commit(self) -> None:
+        """The first half of `commit()`: COMMIT goes to the server now, and the next
+        `commit()` reads its outcome (a `rollback()` or `close()` meanwhile reads and drops
+        it). The caller runs nothing else on this connection in between. It lets the client
+        finish its own work while the server commits, and sends the COMMIT without that
+        work's delay after the last statement. Only on a connection retort drives directly,
+        in a plain transaction that did not fail; otherwise nothing is sent."""
+        txn = self._transaction
+        if (
+            txn is None
+            or txn.__class__ is not RootTransaction
+            or self._commit_sent
+            or self._invalid
+            or not self._driven_directly()
+        ):
+            return
+        dbapi = self._dbapi
+        if dbapi.pgconn.transaction_status != _INTRANS:
+            return
+        if self._echo:
+            _log("COMMIT")
+        self._on_driver("COMMIT", None, _send_command, dbapi, b"COMMIT")
+        self._commit_sent = True
+
+    def _commit_outcome(self) -> None:
+        """The second half of `_send_commit`: wait for the COMMIT's outcome (raising its
+        error, wrapped)."""
+        self._commit_sent = False
+        self._end_all()
+        self._on_driver("COMMIT", None, _finish_command, self._dbapi)
+
     def _commit_root(self) -> None:
+        if self._commit_sent:
+            self._commit_outcome()
+            return
         if self._invalid:
             raise _invalidated_error()
         txn = self._transaction
@@ -790,6 +828,12 @@ class Connection:
                 dbapi.rollback()
 
     def _rollback_root(self) -> None:
+        if self._commit_sent:  # too late to roll back: the outcome is read and dropped
+            try:
+                self._commit_outcome()
+            except exc.RetortError:
+                pass
+            return
         txn = self._transaction
         self._end_all()
         if self._invalid:
@@ -1077,6 +1121,23 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
     due) go with the statement, in one round trip, through libpq's pipeline mode, where
     psycopg waits for each on its own."""
     return _finish_statement(dbapi, *_start_statement(dbapi, sql, params, False))
+
+
+def _send_command(dbapi: DriverConnection, command: bytes) -> None:
+    """Send a statement without parameters (in the simple query protocol, as psycopg sends
+    COMMIT) and return once it is on its way; `_finish_command` reads its outcome."""
+    pgconn = dbapi.pgconn
+    if pgconn.status != _CONN_OK:
+        dbapi._check_connection_ok()  # raises psycopg's error
+    pgconn.send_query(command)
+    dbapi.wait(_send(pgconn))
+
+
+def _finish_command(dbapi: DriverConnection) -> None:
+    pgconn = dbapi.pgconn
+    for result in dbapi.wait(_fetch_many(pgconn)):
+        if result.status == _FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
 
 
 _Started = tuple[Any, "_Query | None", _Prepare, bytes, bool]
