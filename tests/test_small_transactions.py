@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from retort import DeclarativeBase, Mapped, Session, event, exc, mapped_column
+from retort import DeclarativeBase, Mapped, Session, event, exc, mapped_column, text
 from retort.engine import Connection, Engine
 
 Conn = psycopg.Connection[Any]
@@ -149,7 +149,8 @@ def test_update_after_its_select_is_the_transactions_second_statement(wire: Wire
         item.name = "b"
         s.commit()
         assert wire() == ["execute", "COMMIT"]
-        assert wire.trips == trips + 3  # type: ignore[attr-defined]
+        # the UPDATE and the COMMIT in one round trip: the transaction wrote nothing before
+        assert wire.trips == trips + 2  # type: ignore[attr-defined]
 
 
 def test_the_commit_goes_out_as_the_flush_of_commit_ends(
@@ -158,7 +159,7 @@ def test_the_commit_goes_out_as_the_flush_of_commit_ends(
     # the COMMIT is sent right after the flush's last statement, before commit() finishes
     # the flush's bookkeeping; commit() then reads its outcome
     with Session(db_of(wire)) as s:
-        s.add(Item(name="a"))
+        s.add_all([Item(name="a"), Item(name="b")])
         s.commit()
     in_flight: list[pq.TransactionStatus] = []
     send = Connection._send_commit
@@ -169,32 +170,37 @@ def test_the_commit_goes_out_as_the_flush_of_commit_ends(
 
     monkeypatch.setattr(Connection, "_send_commit", watched)
     with Session(db_of(wire)) as s:
-        item = s.get(Item, 1)
-        assert item is not None
-        item.name = "b"
+        items = [s.get(Item, 1), s.get(Item, 2)]
+        for item, name in zip(items, ["c", "d"], strict=True):
+            assert item is not None
+            item.name = name
         wire()
-        s.commit()
+        s.commit()  # two rows: one UPDATE, whose row count is checked before the COMMIT
         assert in_flight == [pq.TransactionStatus.ACTIVE]  # sent, its outcome not read yet
         assert wire() == ["execute", "COMMIT"]
-        assert item.name == "b"  # reloaded after commit
-    assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("b",)]
+        assert [i.name for i in items if i is not None] == ["c", "d"]  # reloaded
+    rows = admin_conn.execute(f"SELECT name FROM {schema}.items ORDER BY id").fetchall()
+    assert rows == [("c",), ("d",)]
 
 
+@pytest.mark.parametrize("rows", [1, 2], ids=["with-the-statement", "after-the-flush"])
 def test_a_commit_sent_early_and_refused_leaves_the_session_recoverable(
-    wire: Wire, admin_conn: Conn, schema: str
+    wire: Wire, admin_conn: Conn, schema: str, rows: int
 ) -> None:
-    # a deferred constraint fails at the COMMIT, after the flush succeeded
+    # a deferred constraint fails at the COMMIT, after the flush succeeded; the COMMIT went
+    # with the UPDATE of one row, or right after the UPDATE of two
     admin_conn.execute(
         f"ALTER TABLE {schema}.notes ADD CONSTRAINT notes_text_key UNIQUE (text) "
         "DEFERRABLE INITIALLY DEFERRED"
     )
     with Session(db_of(wire)) as s:
-        s.add_all([Note(id=1, text="x"), Note(id=2, text="y")])
+        s.add_all([Note(id=1, text="x"), Note(id=2, text="y"), Note(id=3, text="w")])
         s.commit()
     with Session(db_of(wire)) as s:
-        note = s.get(Note, 2)
-        assert note is not None
-        note.text = "x"
+        notes = [s.get(Note, 2), s.get(Note, 3)][:rows]
+        for note in notes:
+            assert note is not None
+            note.text = "x"
         wire()
         with pytest.raises(exc.IntegrityError, match="notes_text_key"):
             s.commit()
@@ -206,8 +212,91 @@ def test_a_commit_sent_early_and_refused_leaves_the_session_recoverable(
         assert again is not None and again.text == "y"
         again.text = "z"
         s.commit()
-    rows = admin_conn.execute(f"SELECT id, text FROM {schema}.notes ORDER BY id").fetchall()
-    assert rows == [(1, "x"), (2, "z")]
+    rows_now = admin_conn.execute(f"SELECT id, text FROM {schema}.notes ORDER BY id").fetchall()
+    assert rows_now == [(1, "x"), (2, "z"), (3, "w")]
+
+
+def test_a_stale_row_with_the_commit_in_the_same_round_trip_writes_nothing(
+    wire: Wire, admin_conn: Conn, schema: str
+) -> None:
+    # the row count is checked after the COMMIT: a statement that matched no row committed
+    # a transaction that wrote nothing, and the flush fails as it would have
+    with Session(db_of(wire)) as s:
+        s.add_all([Item(name="a"), Item(name="b")])
+        s.commit()
+    with Session(db_of(wire)) as s:
+        item = s.get(Item, 1)
+        assert item is not None
+        admin_conn.execute(f"DELETE FROM {schema}.items WHERE id = 1")
+        item.name = "c"
+        wire()
+        with pytest.raises(exc.StaleDataError, match="expected to match 1 row"):
+            s.commit()
+        assert wire() == ["execute", "COMMIT"]
+        s.rollback()
+        assert wire() == []  # the server's transaction is over: nothing to roll back
+        other = s.get(Item, 2)
+        assert other is not None
+        other.name = "d"
+        s.commit()
+    assert admin_conn.execute(f"SELECT id, name FROM {schema}.items").fetchall() == [(2, "d")]
+
+
+def test_a_failed_statement_with_the_commit_behind_it_writes_nothing(
+    wire: Wire, admin_conn: Conn, schema: str
+) -> None:
+    # the server skips the COMMIT queued behind a statement that failed
+    with Session(db_of(wire)) as s:
+        s.add_all([Item(name="a"), Item(name="b")])
+        s.commit()
+    with Session(db_of(wire)) as s:
+        item = s.get(Item, 2)
+        assert item is not None
+        item.name = "a"  # the unique name of item 1
+        wire()
+        with pytest.raises(exc.IntegrityError, match="name"):
+            s.commit()
+        # the failed flush rolls the server's transaction back at once, as always
+        assert wire() == ["execute", "COMMIT", "ROLLBACK"]
+        s.rollback()
+        assert wire() == []
+        again = s.get(Item, 2)
+        assert again is not None and again.name == "b"
+        again.name = "c"
+        s.commit()
+    rows = admin_conn.execute(f"SELECT id, name FROM {schema}.items ORDER BY id").fetchall()
+    assert rows == [(1, "a"), (2, "c")]
+
+
+@pytest.mark.parametrize("earlier", ["flush", "execute", "driver"])
+def test_a_transaction_that_wrote_checks_the_row_count_before_its_commit(
+    wire: Wire, admin_conn: Conn, schema: str, earlier: str
+) -> None:
+    # with an earlier write in the transaction, a stale row must roll it back: the COMMIT
+    # waits for the row count
+    with Session(db_of(wire)) as s:
+        s.add_all([Item(name="a"), Item(name="b")])
+        s.commit()
+    with Session(db_of(wire)) as s:
+        item = s.get(Item, 1)
+        assert item is not None
+        if earlier == "flush":
+            s.add(Note(id=1, text="written"))
+            s.flush()
+        elif earlier == "execute":
+            s.execute(text(f"INSERT INTO {schema}.notes (id, text) VALUES (1, 'written')"))
+        else:  # on psycopg's connection, unseen by retort
+            raw = s.connection().driver_connection
+            raw.execute(f"INSERT INTO {schema}.notes (id, text) VALUES (1, 'written')")
+        admin_conn.execute(f"DELETE FROM {schema}.items WHERE id = 1")
+        item.name = "c"
+        wire()
+        with pytest.raises(exc.StaleDataError):
+            s.commit()
+        assert wire() == ["execute", "ROLLBACK"]
+        s.rollback()
+    assert admin_conn.execute(f"SELECT count(*) FROM {schema}.notes").fetchone() == (0,)
+    assert admin_conn.execute(f"SELECT name FROM {schema}.items").fetchall() == [("b",)]
 
 
 def test_update_and_delete_of_one_object_kept_from_an_earlier_transaction(

@@ -1205,7 +1205,14 @@ class Session:
                 if self._committing and not self._conns and not events and not self.twophase:
                     results = self._execute_last(plan, related)
                 else:
-                    results = flush.execute(plan, conn_for, keys)
+                    last = self._committing and not events and related is None
+                    if last:
+                        last = self._commit_with_statement(plan)
+                    try:
+                        results = flush.execute(plan, conn_for, keys)
+                    finally:
+                        if last:
+                            self._conn._commit_next = False  # type: ignore[union-attr]
                 if related is not None:
                     related.insert_links(conn_for)
                 if events:
@@ -1256,6 +1263,24 @@ class Session:
                 raise
         finally:
             self._flushing = False
+
+    def _commit_with_statement(self, plan: Any) -> bool:
+        """The flush of commit() is one statement on one row by its primary key (an UPDATE or
+        a DELETE): the COMMIT goes with it, in the same round trip, when the transaction wrote
+        nothing before on the session's one connection (`Connection._run_and_commit`; no
+        SAVEPOINT, two-phase commit or listeners). If the statement matches no row, the
+        commit has committed nothing, and the flush fails as it would have."""
+        batches = plan.batches
+        if len(batches) != 1 or self._nested or self.twophase or len(self._conns) != 1:
+            return False
+        batch = batches[0]
+        if batch.n != 1 or batch.op == "insert":
+            return False
+        conn = self._conn
+        if conn is None or conn is self.bind or conn in self._binds.values():
+            return False
+        conn._commit_next = True
+        return True
 
     def _send_commit(self) -> None:
         """The flush of commit() is done: when the session holds nothing more to flush and

@@ -345,7 +345,8 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "_closed",
-        "_commit_sent",
+        "_commit_next",
+        "_commit_pending",
         "_dbapi",
         "_echo",
         "_hooks",
@@ -356,6 +357,7 @@ class Connection:
         "_pool",
         "_savepoint_seq",
         "_transaction",
+        "_wrote",
         "engine",
     )
 
@@ -373,7 +375,9 @@ class Connection:
         self._invalid = False
         self._info: dict[Any, Any] | None = None
         self._lone = False
-        self._commit_sent = False
+        self._commit_pending: Callable[[], None] | None = None
+        self._commit_next = False
+        self._wrote = False
         self._dbapi, self._pool = engine._checkout()
         self._closed = False
 
@@ -391,11 +395,13 @@ class Connection:
 
     @property
     def driver_connection(self) -> DriverConnection:
-        """The psycopg connection in use."""
+        """The psycopg connection in use. (What runs on it directly is unknown to retort,
+        which from then on counts the transaction as one that wrote: see `_run_and_commit`.)"""
         if self._closed:
             raise _closed_error()
         if self._invalid:
             raise _invalidated_error()
+        self._wrote = True
         return self._dbapi
 
     @property
@@ -480,6 +486,7 @@ class Connection:
         here: it begins the transaction, logs (echo), calls the statement hooks, and wraps
         psycopg errors into retort.exc."""
         self._announce(sql, params, many)
+        self._wrote = True  # (for all it knows)
         try:
             cursor = self._dbapi.cursor()
             if many:
@@ -506,7 +513,49 @@ class Connection:
         if not self._driven_directly():
             return self._cursor_execute(sql, params)
         self._announce(sql, params, False)
+        if self._commit_next:
+            self._commit_next = False
+            if self._may_commit_with_statement():
+                return self._run_and_commit(sql, params)
+        if not sql.startswith("SELECT "):  # retort's own SELECTs only read
+            self._wrote = True
         return self._on_driver(sql, params, _run_statement, self._dbapi, sql, params)
+
+    def _may_commit_with_statement(self) -> bool:
+        """Whether the COMMIT may go with the next statement (see `_run_and_commit`): a plain
+        transaction, begun on the server, in which nothing has written yet."""
+        return (
+            not self._wrote
+            and self._commit_pending is None
+            and self._transaction.__class__ is RootTransaction
+            and self._dbapi.pgconn.transaction_status == _INTRANS
+        )
+
+    def _run_and_commit(self, sql: str, params: Sequence[Any]) -> Any:
+        """`_run`, with the COMMIT sent behind the statement in the same round trip: the
+        server commits once the statement is done. If the statement fails, the server skips
+        the COMMIT (the transaction is aborted, for rollback() to end) and the statement's
+        error is raised. The COMMIT's own outcome (a deferred constraint, a serialization
+        failure) is kept for the next `commit()`, which raises it.
+
+        The caller (Session.flush, for commit()) checks the statement's row count only after
+        the COMMIT: it sends this only for a statement on one row by its primary key, in a
+        transaction that wrote nothing before (`_may_commit_with_statement`), so a statement
+        that matched no row leaves nothing written either way."""
+        if self._echo:
+            _log("COMMIT (with the statement above)")
+        outcome = self._on_driver(sql, params, _run_statement, self._dbapi, sql, params, True)
+        failed = outcome.commit_error
+        if failed is None:
+            self._commit_pending = _nothing
+        else:
+            error = self._wrap(failed, "COMMIT", None)
+
+            def raise_failed() -> None:
+                raise error from failed
+
+            self._commit_pending = raise_failed
+        return outcome
 
     def _start(self, sql: str, params: Sequence[Any]) -> Callable[[], Any]:
         """`_run` in two halves: the statement is sent now, and the function returned waits
@@ -516,6 +565,7 @@ class Connection:
             cursor = self._cursor_execute(sql, params)
             return lambda: cursor
         self._announce(sql, params, False)
+        self._wrote = True
         dbapi = self._dbapi
         started = self._on_driver(sql, params, _start_statement, dbapi, sql, params, True)
         return lambda: self._on_driver(sql, params, _finish_statement, dbapi, *started)
@@ -547,6 +597,7 @@ class Connection:
         errors."""
         if self._transaction is None and not self._lone:
             self._begin_root()
+        self._wrote = True
         if self._echo or self._hooks:
             params = rows()
             if self._echo:
@@ -710,6 +761,7 @@ class Connection:
 
     def _begin_root(self) -> RootTransaction:
         self._check_out()
+        self._wrote = False
         txn = self._transaction = RootTransaction(self)
         if self._echo:
             _log("BEGIN (implicit)")
@@ -738,7 +790,7 @@ class Connection:
         if (
             txn is None
             or txn.__class__ is not RootTransaction
-            or self._commit_sent
+            or self._commit_pending is not None
             or self._invalid
             or not self._driven_directly()
         ):
@@ -749,18 +801,19 @@ class Connection:
         if self._echo:
             _log("COMMIT")
         self._on_driver("COMMIT", None, _send_command, dbapi, b"COMMIT")
-        self._commit_sent = True
+        self._commit_pending = self._commit_outcome
 
     def _commit_outcome(self) -> None:
         """The second half of `_send_commit`: wait for the COMMIT's outcome (raising its
         error, wrapped)."""
-        self._commit_sent = False
-        self._end_all()
         self._on_driver("COMMIT", None, _finish_command, self._dbapi)
 
     def _commit_root(self) -> None:
-        if self._commit_sent:
-            self._commit_outcome()
+        pending = self._commit_pending
+        if pending is not None:  # the COMMIT was sent already: its outcome
+            self._commit_pending = None
+            self._end_all()
+            pending()
             return
         if self._invalid:
             raise _invalidated_error()
@@ -828,9 +881,12 @@ class Connection:
                 dbapi.rollback()
 
     def _rollback_root(self) -> None:
-        if self._commit_sent:  # too late to roll back: the outcome is read and dropped
+        pending = self._commit_pending
+        if pending is not None:  # too late to roll back: the outcome is read and dropped
+            self._commit_pending = None
+            self._end_all()
             try:
-                self._commit_outcome()
+                pending()
             except exc.RetortError:
                 pass
             return
@@ -1110,7 +1166,9 @@ _TEXT = pq.Format.TEXT
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 
 
-def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> _Outcome:
+def _run_statement(
+    dbapi: DriverConnection, sql: str, params: Sequence[Any], commit: bool = False
+) -> _Outcome:
     """What psycopg's ``cursor.execute(sql, params)`` does on a connection outside pipeline
     mode, with the same steps and the connection's own prepared-statement cache (so that
     prepare_threshold, prepared_max and its clearing on ROLLBACK, DISCARD ALL or DDL hold as
@@ -1119,8 +1177,11 @@ def _run_statement(dbapi: DriverConnection, sql: str, params: Sequence[Any]) -> 
 
     One difference: the BEGIN of the transaction (and the PREPARE of the statement, when
     due) go with the statement, in one round trip, through libpq's pipeline mode, where
-    psycopg waits for each on its own."""
-    return _finish_statement(dbapi, *_start_statement(dbapi, sql, params, False))
+    psycopg waits for each on its own.
+
+    With `commit`, a COMMIT follows the statement in the same round trip (see
+    `Connection._run_and_commit`); its error, if any, is the outcome's `commit_error`."""
+    return _finish_statement(dbapi, *_start_statement(dbapi, sql, params, False, commit))
 
 
 def _send_command(dbapi: DriverConnection, command: bytes) -> None:
@@ -1140,11 +1201,11 @@ def _finish_command(dbapi: DriverConnection) -> None:
             raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
 
 
-_Started = tuple[Any, "_Query | None", _Prepare, bytes, bool]
+_Started = tuple[Any, "_Query | None", _Prepare, bytes, bool, bool]
 
 
 def _start_statement(
-    dbapi: DriverConnection, sql: str, params: Sequence[Any], defer: bool
+    dbapi: DriverConnection, sql: str, params: Sequence[Any], defer: bool, commit: bool = False
 ) -> _Started:
     """The sending half of `_run_statement`; with `defer`, the statement is on its way to
     the server when this returns (in pipeline mode, for `_finish_statement` to read)."""
@@ -1171,7 +1232,7 @@ def _start_statement(
         query.query, query.params, query.types, query.formats = text, values, types, formats
         prep, name = cache.get(query)  # type: ignore[arg-type]  # (reads .query and .types)
     begin = not dbapi.autocommit and pgconn.transaction_status == _IDLE
-    piped = defer or begin or prep is _Prepare.SHOULD
+    piped = defer or begin or commit or prep is _Prepare.SHOULD
     if piped:
         pgconn.enter_pipeline_mode()
         try:
@@ -1180,6 +1241,8 @@ def _start_statement(
             if prep is _Prepare.SHOULD:
                 pgconn.send_prepare(name, text, param_types=types)
             _send_statement(pgconn, text, values, types, formats, prep, name)
+            if commit:
+                pgconn.send_query_params(b"COMMIT", None)
             pgconn.pipeline_sync()
             if defer:
                 dbapi.wait(_send(pgconn))
@@ -1188,7 +1251,7 @@ def _start_statement(
             raise
     else:
         _send_statement(pgconn, text, values, types, formats, prep, name)
-    return tx, query, prep, name, piped
+    return tx, query, prep, name, piped, commit
 
 
 def _finish_statement(
@@ -1198,6 +1261,7 @@ def _finish_statement(
     prep: _Prepare,
     name: bytes,
     piped: bool,
+    commit: bool = False,
 ) -> _Outcome:
     """The reading half of `_run_statement`."""
     pgconn = dbapi.pgconn
@@ -1208,6 +1272,9 @@ def _finish_statement(
             _leave_pipeline_mode(pgconn)
     else:
         results = dbapi.wait(_execute(pgconn))
+    committed: list[pq.abc.PGresult] = []
+    if commit:  # the COMMIT's result comes last (aborted, if the statement failed)
+        results, committed = results[:-1], results[-1:]
     cache = dbapi._prepared
     if query is not None:
         key = cache.maybe_add_to_cache(query, prep, name)  # type: ignore[arg-type]
@@ -1218,7 +1285,13 @@ def _finish_statement(
             raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
     if cache._to_flush:
         dbapi.wait(cache.maintain_gen(dbapi))
-    return _Outcome(tx, results[-1])
+    outcome = _Outcome(tx, results[-1])
+    for result in committed:
+        if result.status == _FATAL_ERROR:
+            outcome.commit_error = psycopg.errors.error_from_result(
+                result, encoding=dbapi.info.encoding
+            )
+    return outcome
 
 
 def _send_statement(
@@ -1297,11 +1370,14 @@ class _Outcome:
     """The result of `Connection._run`: a cursor's `rowcount`, `description` (None unless
     the statement returns rows) and `fetchall()` (tuples)."""
 
-    __slots__ = ("_result", "_tx", "description", "rowcount")
+    __slots__ = ("_result", "_tx", "commit_error", "description", "rowcount")
+
+    commit_error: psycopg.Error | None  # (see _run_statement's commit)
 
     def __init__(self, tx: AdaptTransformer, result: pq.abc.PGresult) -> None:
         self._tx = tx
         self._result = result
+        self.commit_error = None
         tuples = result.command_tuples
         self.rowcount = -1 if tuples is None else tuples
         self.description = True if result.status == _TUPLES_OK else None
@@ -1311,6 +1387,10 @@ class _Outcome:
         self._tx.set_pgresult(result)
         rows: list[tuple[Any, ...]] = self._tx.load_rows(0, result.ntuples, tuple)
         return rows
+
+
+def _nothing() -> None:
+    pass
 
 
 def _give_back(pool: _Pool | None, dbapi: DriverConnection) -> None:
