@@ -1200,6 +1200,37 @@ def test_merge_does_not_merge_back_through_the_relationship_it_came_by(orm: Api)
         assert sorted(x.name for x in s.new if isinstance(x, Child)) == ["a"]
 
 
+def test_merge_of_two_copies_of_one_key_gives_one_object(orm: Api) -> None:
+    # found by the differential search: a graph holding two transient copies of one row (here
+    # node 5 and its own child, a second node 5) merges onto one object for that key, as the
+    # first copy's target is not in the identity map yet; retort made a second pending object
+    # of the key, whose flush failed on the primary key
+    Node = tree(orm, cascade="save-update, merge")
+    with orm.session() as s:
+        first = Node(id=5, name="a")
+        second = Node(id=5, name="b", parent=first)
+        merged = s.merge(first)
+        assert merged is not first and merged is not second
+        assert list(s.new) == [merged]
+        # merged onto the same object, relationships first, then columns: the copy merged
+        # (with its columns) while merging the first copy's children leaves its name to the
+        # first copy's
+        assert merged.name == "a"
+        assert merged.children == [merged] and merged.parent is merged
+    _, Child = parent_child(orm)
+    with orm.session() as s:
+        # and merge_all() of two copies of a key, as two merge() calls (whose autoflush makes
+        # the first copy's object persistent before the second is merged): one object
+        merged_all = s.merge_all([Child(id=7, name="a"), Child(id=7, name="b")])
+        if orm.name == "sqlalchemy":
+            # SQLAlchemy's merge_all() resolves each instance on its own: two pending objects
+            # of one key
+            assert merged_all[0] is not merged_all[1]
+        else:
+            assert merged_all[0] is merged_all[1] and merged_all[0].name == "b"
+            assert list(s.new) == [merged_all[0]]
+
+
 def test_deleting_a_parent_without_delete_cascade_nulls_the_children(orm: Api) -> None:
     Parent, Child = parent_child(orm)
     ids = _family(orm, Parent, Child, {"p": ["a", "b"], "q": ["c"], "r": ["d"]})

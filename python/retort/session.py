@@ -1837,7 +1837,7 @@ class Session:
         if load:
             self._autoflush()
         with self.no_autoflush:
-            return self._merge(instance, load, {})
+            return self._merge(instance, load, {}, resolved={})
 
     @_exclusive
     def merge_all(self, instances: Iterable[_T], *, load: bool = True) -> list[_T]:
@@ -1870,9 +1870,10 @@ class Session:
                 have = {tuple(mapper._core.primary_key_of(o)) for o in found}
                 absent.update((mapper, i) for i in idents if i not in have)
         memo: dict[int, Any] = {}
+        resolved: dict[tuple[Any, ...], Any] = {}
         with self.no_autoflush:
             arrived: set[tuple[int, int]] = set()
-            return [self._merge(obj, load, memo, absent, arrived) for obj in objs]
+            return [self._merge(obj, load, memo, absent, arrived, resolved) for obj in objs]
 
     def _merge(
         self,
@@ -1881,11 +1882,15 @@ class Session:
         memo: dict[int, Any],
         absent: Set[Any] = frozenset(),
         arrived: set[tuple[int, int]] | None = None,
+        resolved: dict[tuple[Any, ...], Any] | None = None,
     ) -> Any:
         # arrived: (id(object), id(relationship)) for each object reached through a
-        # relationship while merging
+        # relationship while merging; resolved: (mapper, key) -> the object merged onto for
+        # that key in this merge, so that two copies of one row merge onto one object
         if arrived is None:
             arrived = set()
+        if resolved is None:
+            resolved = {}
         if id(instance) in memo:
             return memo[id(instance)]
         mapper = object_mapper(instance)
@@ -1909,7 +1914,12 @@ class Session:
         complete = all(v is not None for v in ident)
         target: Any = None
         if complete:
-            if (mapper, ident) in absent:
+            if (mapper, ident) in resolved:
+                # a second copy of a key this merge reached already: merged onto the same
+                # object, as SQLAlchemy does (one object per key, not two pending objects of
+                # one key, whose flush would fail on the primary key)
+                target = resolved[(mapper, ident)]
+            elif (mapper, ident) in absent:
                 target = None  # merge_all already knows the database has no such row
             elif load:
                 target = self.get(mapper.class_, ident)
@@ -1919,17 +1929,49 @@ class Session:
         if fresh:
             target = object.__new__(mapper.class_)
         memo[id(instance)] = target
+        if complete:
+            resolved[(mapper, ident)] = target
+        if not load:
+            # taken as the database's state: the columns go straight into the target (no
+            # change to flush), which is then persistent and clean, with no SELECT
+            self._merge_columns(instance, target, mapper, fresh and not load)
+            if fresh:
+                if complete:
+                    _core.make_detached(target)
+                self.add(target)
+            self._merge_relationships(
+                instance, target, mapper, load, memo, absent, arrived, resolved
+            )
+            return target
+        if fresh:
+            self.add(target)
+        # relationships first, then columns, as SQLAlchemy merges them: where this merge
+        # reaches a second copy of this object's key through its relationships, the columns of
+        # this copy are the ones the target keeps
+        self._merge_relationships(instance, target, mapper, load, memo, absent, arrived, resolved)
+        self._merge_columns(instance, target, mapper, False)
+        return target
+
+    @staticmethod
+    def _merge_columns(instance: Any, target: Any, mapper: Mapper, direct: bool) -> None:
         for key in mapper.keys:
             if key in instance.__dict__:
-                if fresh and not load:
+                if direct:
                     target.__dict__[key] = instance.__dict__[key]
                 else:
                     setattr(target, key, instance.__dict__[key])
-        if fresh:
-            if not load and complete:
-                # taken as the database's state: persistent and clean, no SELECT
-                _core.make_detached(target)
-            self.add(target)
+
+    def _merge_relationships(
+        self,
+        instance: Any,
+        target: Any,
+        mapper: Mapper,
+        load: bool,
+        memo: dict[int, Any],
+        absent: Set[Any],
+        arrived: set[tuple[int, int]],
+        resolved: dict[tuple[Any, ...], Any],
+    ) -> None:
         for prop in mapper.relationships.values():
             if "merge" not in prop.cascade or prop.key not in instance.__dict__:
                 continue
@@ -1945,7 +1987,7 @@ class Session:
             merged: list[Any] = []
             for v in value if prop.uselist else () if value is None else (value,):
                 arrived.add((id(v), id(prop)))
-                merged.append(self._merge(v, load, memo, absent, arrived))
+                merged.append(self._merge(v, load, memo, absent, arrived, resolved))
             setattr(target, prop.key, merged if prop.uselist else (merged or [None])[0])
         return target
 
