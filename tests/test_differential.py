@@ -62,6 +62,11 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   in one library only (Drawer.detached_loaded_differs), nor merges an object whose columns
   SQLAlchemy's holds and retort's does not (Drawer.columns_loaded_by_sqlalchemy_only:
   merge() copies what is loaded);
+- retort knows a column an INSERT left out is NULL, where SQLAlchemy leaves it unloaded:
+  merge() copies what is loaded, and where it reaches two copies of one key (merged onto one
+  object, relationships first, then columns, so the first copy's columns win) retort's first
+  copy may hold such a column and SQLAlchemy's not, which then keeps the other copy's value
+  (the draw merges no such pair: Drawer.merges_copies_of_a_key_loaded_differently);
 - a flush copies a parent's key into a child outside the session (given the parent, not
   added, or given it when detached) in both, into a node outside the session in retort only
   where SQLAlchemy's self-referential flush does it when the parent's children are loaded (the
@@ -685,6 +690,13 @@ class Drawer:
             # its row is gone, retort's copy then inserts NULL for them)
             # (test_divergence_a_merge_of_an_object_only_sqlalchemys_flush_loaded)
             return None
+        if step[0] == "merge" and self.merges_copies_of_a_key_loaded_differently(_objects(step)):
+            # two copies of one key merged onto one object, relationships first, then columns
+            # (the first copy's columns win): retort's copy holds a column SQLAlchemy's does
+            # not (NULL, known since an INSERT left it out, where SQLAlchemy left it unloaded),
+            # which it copies over the other copy's value, where SQLAlchemy's keeps that value
+            # (test_the_draw_merges_no_two_copies_of_a_key_one_holding_a_column_retort_only)
+            return None
         if step[0] == "merge" and self.reaches(_objects(step), self.unsettled_key_differs):
             # merge() would copy onto the object of its key a parent_id that differs between
             # the libraries after a failed flush (Side.fk_unsettled: neither compared nor read)
@@ -752,6 +764,33 @@ class Drawer:
         theirs = sa.api.inspect(obj).dict
         mine = rt.api.inspect(rt.handles[sa.index[id(obj)]]).dict
         return any(c in theirs and c not in mine for c in COLUMNS[sa.cls_of(obj)])
+
+    def merges_copies_of_a_key_loaded_differently(self, handles: list[int]) -> bool:
+        """Whether the objects a merge() of these reaches (on SQLAlchemy's side) hold two
+        copies of one key, one of which holds a column in one library only (or is no handle,
+        to compare with): the copies are merged onto one object, and which copy's value of
+        that column it keeps may differ."""
+        sa, rt = self.oracle, self.retort
+        copies: dict[tuple[str, Any], list[Any]] = {}
+
+        def collect(obj: Any) -> bool:
+            key = sa.key(obj)
+            if key[1] is not None:
+                copies.setdefault(key, []).append(obj)
+            return False
+
+        self.reaches(handles, collect)
+        for objs in copies.values():
+            if len(objs) < 2:
+                continue
+            for obj in objs:
+                if id(obj) not in sa.index:
+                    return True
+                theirs = sa.api.inspect(obj).dict
+                mine = rt.api.inspect(rt.handles[sa.index[id(obj)]]).dict
+                if any((c in theirs) != (c in mine) for c in COLUMNS[sa.cls_of(obj)]):
+                    return True
+        return False
 
     def kept_by_retort_only(self, handle: int) -> bool:
         """Whether this object is transient, with attributes SQLAlchemy expired and retort's
@@ -2856,6 +2895,66 @@ def test_the_draw_merges_no_key_that_a_failed_flush_left_unsettled(
         assert drawer.reaches(_objects(merge), drawer.unsettled_key_differs)
         assert not drawer.reaches([1], drawer.unsettled_key_differs)
         with pytest.raises(Divergence, match=r"loaded Child\.parent_id of handle 1"):
+            run.step(merge)  # (what the draw leaves out)
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_a_merge_reaching_two_copies_of_one_key_merges_them_onto_one_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 5 (handle 0), made transient by a rollback, holds in
+    # its children a second node 5 (handle 1, never added). merge() of node 0 reaches both
+    # copies and merges them onto one new object (relationships first, then columns: node 0's
+    # name), its own parent and child; retort made two pending objects of key 5. The flush is
+    # then the improvement of a cycle through the nullable nodes.parent_id
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Node", 5, "a", "add", None),
+            ("new", "Node", 5, "b", "set_parent", 0),
+            ("rollback",),
+            ("merge", 0),
+            ("read", 2, "children"),
+            ("read", 2, "name"),
+            ("flush",),
+        ],
+    )
+    assert run.program[3:6] == [
+        "merge(0)  -> ok 2",
+        "read(2, 'children')  -> ok [('h', 2)]",
+        "read(2, 'name')  -> ok 'a'",
+    ]
+    assert _improved(run) and "CircularDependencyError" in _improved(run)[0]
+    assert fetch_rows(admin_conn, run.rt.schema)["nodes"][-1] == (5, "a", 5)
+
+
+def test_the_draw_merges_no_two_copies_of_a_key_one_holding_a_column_retort_only(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: as above, but node 0 was inserted (then made transient by
+    # the rollback): retort's holds parent_id None since that INSERT, SQLAlchemy's leaves it
+    # unloaded; node 1's is 5, copied by the flush (its parent's children are loaded). The
+    # merge copies node 1's parent_id, then node 0's columns: None in retort, none (so 5
+    # stays) in SQLAlchemy. The draw leaves that merge out
+    steps: list[Step] = [
+        ("new", "Node", 5, "a", "add", None),
+        ("new", "Node", 5, "a", "set_parent", 0),
+        ("new", "Node", 6, "a", "add", None),
+        ("flush",),
+        ("rollback",),
+    ]
+    merge: Step = ("merge", 0)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in steps:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.merges_copies_of_a_key_loaded_differently(_objects(merge))
+        assert not drawer.merges_copies_of_a_key_loaded_differently([2])  # one copy
+        with pytest.raises(Divergence, match=r"loaded Node\.parent_id of handle 3"):
             run.step(merge)  # (what the draw leaves out)
     finally:
         for side in sides:
