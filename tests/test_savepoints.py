@@ -90,6 +90,33 @@ def test_unflushed_work_inside_a_rolled_back_savepoint_is_dropped(db: Engine) ->
         assert not s.new
 
 
+@pytest.mark.parametrize("where", ["inside", "before"])
+def test_a_changed_object_marked_deleted_inside_a_rolled_back_savepoint_is_expired(
+    db: Engine, admin_conn: Conn, schema: str, where: str
+) -> None:
+    # found by the differential search: an object changed, then marked for deletion inside a
+    # SAVEPOINT (or changed while detached, then attached by that delete()) kept its change
+    # after the rollback, unflushed and left out of the dirty set; as SQLAlchemy, it is
+    # expired (every object holding a change is) and reloads the row
+    with Session(db) as s:
+        a = s.get(Item, 1)
+        assert a is not None
+        if where == "before":
+            s.expunge(a)
+            a.name = "changed"
+        sp = s.begin_nested()
+        if where == "inside":
+            a.name = "changed"
+        s.delete(a)
+        sp.rollback()
+        assert a in s and a not in s.deleted and not s.is_modified(a)
+        assert "name" in inspect(a).expired_attributes
+        assert a.name == "a"
+        a.name = "again"  # a change made now is flushed
+        s.commit()
+    assert _names(admin_conn, schema) == ["again", "b"]
+
+
 def test_a_released_savepoint_is_undone_by_the_outer_rollback(
     db: Engine, admin_conn: Conn, schema: str
 ) -> None:

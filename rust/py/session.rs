@@ -2042,6 +2042,18 @@ impl SessionCore {
                 expire_object(obj.bind(py), st.get())?;
             }
         }
+        // marked for deletion inside it (unflushed) with changes it holds (made inside, or
+        // before a delete() attached it): the mark leaves the dirty set, so the changes would
+        // stay in the object unflushed; as SQLAlchemy expires every modified object, reload
+        for (_, (obj, st)) in &unmarked {
+            let changed = {
+                let inner = st.get().lock()?;
+                inner.lifecycle() == Lifecycle::Persistent && !inner.committed.is_empty()
+            };
+            if changed {
+                expire_object(obj.bind(py), st.get())?;
+            }
+        }
         for (obj, st) in &restored {
             let changed = {
                 let inner = st.get().lock()?;
