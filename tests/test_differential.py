@@ -58,8 +58,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   to do and the session refuses SQL (a flush failed inside a SAVEPOINT not rolled back yet),
   the load is refused in the one library that needs it (the program stops there); likewise
   SQLAlchemy's flush loads an expired object before its UPDATE, where retort's sends the
-  UPDATE by the key it knows: the draw reads no attribute of a detached object that is loaded
-  in one library only (Drawer.detached_loaded_differs), nor merges an object whose columns
+  UPDATE by the key it knows: the draw reads no attribute of a detached object, or one whose
+  DELETE was flushed, that is loaded in one library only (Drawer.detached_loaded_differs:
+  reading raises in the other, or loads, autoflushing first, and finds no row), nor merges an object whose columns
   SQLAlchemy's holds and retort's does not (Drawer.columns_loaded_by_sqlalchemy_only:
   merge() copies what is loaded);
 - retort knows a column an INSERT left out is NULL, where SQLAlchemy leaves it unloaded:
@@ -744,10 +745,12 @@ class Drawer:
         )
 
     def detached_loaded_differs(self, handle: int, attr: str) -> bool:
-        """Whether this object is detached and `attr` is loaded in one library only (reading
-        it raises DetachedInstanceError in the other)."""
+        """Whether this object is detached, or deleted (its DELETE flushed), and `attr` is
+        loaded in one library only: reading it raises in the other (DetachedInstanceError;
+        for a deleted object the load's autoflush, then ObjectDeletedError, as its row is
+        gone)."""
         sa, rt = self.oracle, self.retort
-        if sa.lifecycle(sa.handles[handle]) != "detached":
+        if sa.lifecycle(sa.handles[handle]) not in ("detached", "deleted"):
             return False
         return bool(
             (attr in sa.api.inspect(sa.handles[handle]).unloaded)
@@ -1109,8 +1112,9 @@ class Drawer:
                 return None  # see Side.fk_unsettled
             if self.detached_loaded_differs(target, attr):
                 # SQLAlchemy's flush loaded the object, expired, before its UPDATE; retort's
-                # sent the UPDATE by its key and left it expired: detached since, it cannot
-                # load (test_divergence_a_detached_object_only_sqlalchemys_flush_loaded)
+                # sent the UPDATE by its key and left it expired: detached since, or deleted,
+                # it cannot load (test_divergence_a_detached_object_only_sqlalchemys_flush_
+                # loaded, test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded)
                 return None
             return ("read", target, attr)
         if kind == "query":
@@ -2797,6 +2801,40 @@ def test_divergence_a_detached_object_only_sqlalchemys_flush_loaded(
         assert not drawer.detached_loaded_differs(1, "name")  # (not detached)
         with pytest.raises(Divergence, match="DetachedInstanceError"):
             run.step(("read", 0, "name"))
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5, expired, is renamed; the flush of begin_nested()
+    # sends its UPDATE, which SQLAlchemy's flush loads it for (its key is expired) and
+    # retort's sends by the key it knows. Deleted, its DELETE flushed by the autoflush of a
+    # collection load, it holds parent_id in SQLAlchemy only: reading it answers there, and
+    # loads in retort, whose autoflush fails on a new parent 1 (and with nothing to flush,
+    # the load finds no row: ObjectDeletedError). The draw leaves that read out
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Child", 5, "a", "add", None),
+            ("get", "Parent", 1),
+            ("expire_all",),
+            ("set", 0, "name", "b"),
+            ("begin_nested",),
+            ("delete", 0),
+            ("remove", 1, "children", 0),
+            ("new", "Parent", 1, "a", "add", None),
+        ]:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert run.sa.lifecycle(run.sa.handles[0]) == "deleted"
+        assert drawer.detached_loaded_differs(0, "parent_id")
+        assert not drawer.detached_loaded_differs(0, "name")  # (loaded in both)
+        assert not drawer.detached_loaded_differs(1, "name")  # (persistent)
+        with pytest.raises(Divergence, match="UniqueViolation"):
+            run.step(("read", 0, "parent_id"))  # (what the draw leaves out)
     finally:
         for side in sides:
             side.close()
