@@ -60,9 +60,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   SQLAlchemy's flush loads an expired object before its UPDATE, where retort's sends the
   UPDATE by the key it knows: the draw reads no attribute of a detached object, or one whose
   DELETE was flushed, that is loaded in one library only (Drawer.detached_loaded_differs:
-  reading raises in the other, or loads, autoflushing first, and finds no row), nor merges an object whose columns
-  SQLAlchemy's holds and retort's does not (Drawer.columns_loaded_by_sqlalchemy_only:
-  merge() copies what is loaded);
+  reading raises in the other, or loads, autoflushing first, and finds no row), nor merges an
+  object whose columns SQLAlchemy's holds and retort's does not
+  (Drawer.columns_loaded_by_sqlalchemy_only: merge() copies what is loaded);
 - retort knows a column an INSERT left out is NULL, where SQLAlchemy leaves it unloaded:
   merge() copies what is loaded, and where it reaches two copies of one key (merged onto one
   object, relationships first, then columns, so the first copy's columns win) retort's first
