@@ -43,9 +43,9 @@ loaded or expired (SQLAlchemy loads an expired object to UPDATE it, or counts a 
 unchanged as a change that a SAVEPOINT rollback expires), the model accepts either and checks
 the content. The `test_bug_*` tests at the end reproduce, deterministically, each divergence the
 machine found in retort. The fixed ones run on both libraries (`both_libraries`) and the machine
-draws their cases, the model predicting SQLAlchemy's behaviour there; those still open are
-strict xfails on retort (`retort_bug`, passing on SQLAlchemy), kept out of the draw next to their
-names. None is open at present (the two the differential search found last are fixed:
+draws their cases, the model predicting SQLAlchemy's behaviour there; one still open would be a
+strict xfail on retort (passing on SQLAlchemy), kept out of the draw next to its name. None is
+open at present (the two the differential search found last are fixed:
 test_rollback_restores_an_object_whose_key_a_row_switch_took and
 test_bug_the_save_update_cascade_follows_members_taken_out_of_a_collection; this machine still
 draws new objects with free keys only, never the key of a deleted or stale object).
@@ -1691,15 +1691,6 @@ def test_the_checks_can_fail(
 
 # --------------------------------------------------------------------------------------------
 # retort bugs the machine found or steers around, each reproduced deterministically
-
-
-def retort_bug(reason: str) -> pytest.MarkDecorator:
-    """Run a reproduction on retort, as a strict xfail for `reason`, and on SQLAlchemy 2.x,
-    where it must pass: the expected behaviour is SQLAlchemy's."""
-    return pytest.mark.parametrize(
-        "lib",
-        [pytest.param("retort", marks=pytest.mark.xfail(strict=True, reason=reason)), "sqlalchemy"],
-    )
 
 
 def both_libraries(found: str) -> pytest.MarkDecorator:
