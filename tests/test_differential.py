@@ -2975,6 +2975,34 @@ def test_a_changed_object_deleted_inside_a_savepoint_a_failed_flush_rolled_back_
     ]
 
 
+def test_a_parent_made_transient_by_a_rollback_writes_no_key_into_a_member_it_had(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5 (committed) is given new parent 4, whose INSERT
+    # and the child's UPDATE a rollback undoes. A tag's cascade adds parent 4 again, and the
+    # flush inserts it: both leave child 5's row alone (its membership in parent 4's children
+    # was settled by the rolled-back flush); retort wrote parent 4's key into it, as the
+    # harness had loaded the child's values again
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("rollback",),
+            ("new", "Child", 5, "a", "add", None),
+            ("new", "Tag", 3, "a", "add", None),
+            ("commit",),
+            ("move", 1, 0, "set"),
+            ("get", "Parent", 1),
+            ("rollback",),
+            ("link", 0, 2, True),
+            ("flush",),
+        ],
+    )
+    assert not _improved(run)
+    assert (5, "a", None) in fetch_rows(admin_conn, run.rt.schema)["children"]
+
+
 def test_a_merge_reaching_two_copies_of_one_key_merges_them_onto_one_object(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -1695,6 +1695,33 @@ def test_deleting_a_node_nulls_its_children_before_the_delete(orm: Api) -> None:
     assert rows == [("a", None), ("b", None), ("new", None)]
 
 
+def test_a_parent_made_transient_by_a_rollback_copies_its_key_into_members_added_since(
+    orm: Api,
+) -> None:
+    # found by the differential search: new parent p is given child a (persistent) and
+    # flushed, and a rollback undoes that INSERT and the UPDATE of a. Added again, p is
+    # inserted; its collection still lists a, but as a member the rolled-back flush settled,
+    # not one added since: as SQLAlchemy, a keeps the NULL its row has (retort wrote p's key
+    # into it once a's values were loaded again, not while they were still stale); a member
+    # added after the rollback gets p's key
+    Parent, Child = parent_child(orm)
+    ids = _family(orm, Parent, Child, {"other": ["a", "b"]})
+    with orm.session() as s:
+        a, b = (s.get(Child, ids[n]) for n in ("a", "b"))
+        a.parent_id = b.parent_id = None
+        s.commit()
+        p = Parent(id=ids["other"] + 10, name="p")
+        a.parent = p  # (p is added by the save-update cascade of the many-to-one)
+        s.flush()
+        s.rollback()
+        assert orm.inspect(p).transient and p.children == [a]
+        assert a.parent_id is None  # loaded again: the row has NULL
+        p.children.append(b)
+        s.add(p)
+        s.commit()
+    assert _children_of(orm) == {"a": None, "b": "p"}
+
+
 def test_a_collection_read_before_the_insert_is_loaded_after_it(orm: Api) -> None:
     # reading the (empty) collection of a pending object does not make it loaded: after the
     # flush it shows the rows the database holds

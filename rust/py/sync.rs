@@ -21,7 +21,9 @@ use super::convert::identity_key;
 
 use super::interned::Interned;
 use super::mapper::{MapperCore, SyncKind, SyncProp};
-use super::state::{instance_dict, mapper_of, state_in, InstanceState, STATE_KEY};
+use super::state::{
+    instance_dict, mapper_of, materialize_expiry, state_in, InstanceState, STATE_KEY,
+};
 
 static ADDED: Interned = Interned::new("_added");
 static REMOVED: Interned = Interned::new("_removed");
@@ -75,26 +77,39 @@ fn set_if_different(
     obj.setattr(key, value)
 }
 
-/// Whether the object has a row (a key in the identity map), and whether a primary key
-/// column of it changed since it was loaded or flushed.
-fn identity_and_key_change(
-    dict: &Bound<'_, PyDict>,
-    mapper: &MapperCore,
-) -> PyResult<(bool, bool)> {
+/// Whether the object has a row (a key in the identity map), or had one until a rollback
+/// undid its INSERT (the flush of that INSERT settled its collections, as for an object
+/// with a row); and whether a primary key column of it changed since it was loaded or
+/// flushed.
+fn row_and_key_change(dict: &Bound<'_, PyDict>, mapper: &MapperCore) -> PyResult<(bool, bool)> {
     let Some(state) = state_in(dict)? else {
         return Ok((false, false));
     };
     let inner = state.get().lock()?;
     if !inner.has_key() {
-        return Ok((false, false));
+        return Ok((inner.expired_insert(), false));
     }
     let changed = inner.committed.changed_attrs();
     Ok((true, mapper.pk.iter().any(|c| changed.contains(c))))
 }
 
+/// Apply the pending expiry (commit, rollback, expire_all) of `child` before its foreign key
+/// is compared with the key to copy: the values its `__dict__` still holds are stale.
+fn fresh_child(child_dict: &Bound<'_, PyDict>) -> PyResult<()> {
+    if let Some(state) = state_in(child_dict)? {
+        let st = state.get();
+        let mut inner = st.lock()?;
+        if inner.is_stale() {
+            materialize_expiry(&mut inner, child_dict, st.mapper.get())?;
+        }
+    }
+    Ok(())
+}
+
 /// Pass one, over the objects in order: each one-to-many collection copies its owner's key
-/// into its members (into the members it gained, when the owner has a row and the same key as
-/// before; into all of them otherwise, as SQLAlchemy does). Returns, in order, what Python
+/// into its members (into the members it gained, when the owner has a row, or had one until
+/// a rollback undid its INSERT, and the same key as before; into all of them otherwise, as
+/// SQLAlchemy does). Returns, in order, what Python
 /// settles: `(obj, None, None)` for an object marked deleted, `(obj, prop, value)` for the
 /// removals of a collection, a scalar one-to-many or a many-to-many, and `(obj, None,
 /// queued)` for an object with changes queued for unloaded collections (its
@@ -142,18 +157,18 @@ pub fn sync_collections<'py>(
                 }
             }
             collections.append(&value)?;
-            let (has_identity, key_changed) = identity_and_key_change(&dict, mapper.get())?;
-            let only_added: Option<HashSet<usize, ahash::RandomState>> =
-                if has_identity && !key_changed {
-                    let added = value.getattr(ADDED.get(py))?;
-                    let added = added.cast::<PyDict>()?;
-                    if added.is_empty() {
-                        continue;
-                    }
-                    Some(added.values().iter().map(|v| v.as_ptr() as usize).collect())
-                } else {
-                    None
-                };
+            let (had_row, key_changed) = row_and_key_change(&dict, mapper.get())?;
+            let only_added: Option<HashSet<usize, ahash::RandomState>> = if had_row && !key_changed
+            {
+                let added = value.getattr(ADDED.get(py))?;
+                let added = added.cast::<PyDict>()?;
+                if added.is_empty() {
+                    continue;
+                }
+                Some(added.values().iter().map(|v| v.as_ptr() as usize).collect())
+            } else {
+                None
+            };
             let parent_values = p
                 .src
                 .iter()
@@ -167,6 +182,7 @@ pub fn sync_collections<'py>(
                     }
                 }
                 let child_dict = instance_dict(&child)?;
+                fresh_child(&child_dict)?;
                 for (dst, pv) in p.dst.iter().zip(&parent_values) {
                     set_if_different(&child, &child_dict, dst.bind(py), pv)?;
                 }
