@@ -3003,6 +3003,27 @@ def test_a_parent_made_transient_by_a_rollback_writes_no_key_into_a_member_it_ha
     assert (5, "a", None) in fetch_rows(admin_conn, run.rt.schema)["children"]
 
 
+def test_a_collection_load_refreshes_an_expired_object_whose_column_was_set(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 5, expired by the commit, is marked deleted and
+    # renamed; loading its children refreshes it first (SQLAlchemy needs its expired key),
+    # whose autoflush deletes its row: ObjectDeletedError in both; retort loaded the
+    # collection, as a column set since made the node look loaded
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Node", 5, "a", "add", None),
+            ("commit",),
+            ("delete", 0),
+            ("set", 0, "name", "a"),
+            ("remove", 0, "children", 0),
+        ],
+    )
+    assert run.program[4] == "remove(0, 'children', 0)  -> raised ObjectDeletedError"
+
+
 def test_a_merge_reaching_two_copies_of_one_key_merges_them_onto_one_object(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -1722,6 +1722,29 @@ def test_a_parent_made_transient_by_a_rollback_copies_its_key_into_members_added
     assert _children_of(orm) == {"a": None, "b": "p"}
 
 
+def test_a_collection_of_an_expired_object_refreshes_it_first_though_a_column_was_set(
+    orm: Api,
+) -> None:
+    # found by the differential search: an object expired as a whole, given a column value
+    # since, is still refreshed before one of its collections loads (SQLAlchemy needs its
+    # expired primary key), here after the autoflush of that refresh deleted its row:
+    # ObjectDeletedError; retort loaded the (empty) collection
+    Parent, Child = parent_child(orm)
+    _family(orm, Parent, Child, {"p": ["a"], "q": []})
+    with orm.session() as s:
+        p, q = _one(orm, s, Parent, name="p"), _one(orm, s, Parent, name="q")
+        s.expire_all()
+        q.name = "q2"
+        s.delete(q)
+        with pytest.raises(orm.ObjectDeletedError):
+            q.children  # noqa: B018
+        s.rollback()
+        s.expire_all()
+        p.name = "p2"
+        assert [c.name for c in p.children] == ["a"]
+        assert p.name == "p2"  # (what was set since is kept)
+
+
 def test_a_collection_read_before_the_insert_is_loaded_after_it(orm: Api) -> None:
     # reading the (empty) collection of a pending object does not make it loaded: after the
     # flush it shows the rows the database holds

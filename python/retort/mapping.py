@@ -1348,11 +1348,17 @@ class RelationshipProperty:
             )
         if self.direction != "MANYTOONE":
             # an object expired as a whole is refreshed first, as SQLAlchemy does (which needs
-            # its expired primary key): its row may be gone (ObjectDeletedError)
+            # its expired primary key), even where columns were set since: its row may be gone
+            # (ObjectDeletedError)
             d = obj.__dict__
+            state = d.get("_retort_state")
             cols = [c.key for c in self.parent.columns if not c.primary_key]
-            if cols and all(k not in d for k in cols):
-                getattr(obj, cols[0])
+            if cols and ((state is not None and state.expired) or all(k not in d for k in cols)):
+                missing = [k for k in cols if k not in d]
+                if missing:
+                    getattr(obj, missing[0])
+                elif state is not None:
+                    session._retort_load(obj, state)
         value = session._load_relationship(obj, self)
         if self.uselist:
             value = InstrumentedList(obj, self, value)
