@@ -107,6 +107,20 @@ def wire(db: Engine, tmp_path: Path) -> Iterator[Wire]:
 _NO_PARAMETERS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 
+def _items(wire: Wire, *names: str) -> None:
+    """Commit one Item per name (ids 1, 2, ...), in a session of its own."""
+    with Session(db_of(wire)) as s:
+        s.add_all([Item(name=name) for name in names])
+        s.commit()
+
+
+def _renamed(s: Session, pk: int, name: str) -> Item:
+    item = s.get(Item, pk)
+    assert item is not None
+    item.name = name
+    return item
+
+
 def test_add_one_and_commit_is_one_round_trip(wire: Wire) -> None:
     with Session(db_of(wire)) as s:
         wire()
@@ -158,9 +172,7 @@ def test_the_commit_goes_out_as_the_flush_of_commit_ends(
 ) -> None:
     # the COMMIT is sent right after the flush's last statement, before commit() finishes
     # the flush's bookkeeping; commit() then reads its outcome
-    with Session(db_of(wire)) as s:
-        s.add_all([Item(name="a"), Item(name="b")])
-        s.commit()
+    _items(wire, "a", "b")
     in_flight: list[pq.TransactionStatus] = []
     send = Connection._send_commit
 
@@ -221,23 +233,17 @@ def test_a_stale_row_with_the_commit_in_the_same_round_trip_writes_nothing(
 ) -> None:
     # the row count is checked after the COMMIT: a statement that matched no row committed
     # a transaction that wrote nothing, and the flush fails as it would have
+    _items(wire, "a", "b")
     with Session(db_of(wire)) as s:
-        s.add_all([Item(name="a"), Item(name="b")])
-        s.commit()
-    with Session(db_of(wire)) as s:
-        item = s.get(Item, 1)
-        assert item is not None
+        _renamed(s, 1, "c")  # then its row goes
         admin_conn.execute(f"DELETE FROM {schema}.items WHERE id = 1")
-        item.name = "c"
         wire()
         with pytest.raises(exc.StaleDataError, match="expected to match 1 row"):
             s.commit()
         assert wire() == ["execute", "COMMIT"]
         s.rollback()
         assert wire() == []  # the server's transaction is over: nothing to roll back
-        other = s.get(Item, 2)
-        assert other is not None
-        other.name = "d"
+        _renamed(s, 2, "d")
         s.commit()
     assert admin_conn.execute(f"SELECT id, name FROM {schema}.items").fetchall() == [(2, "d")]
 
@@ -246,13 +252,9 @@ def test_a_failed_statement_with_the_commit_behind_it_writes_nothing(
     wire: Wire, admin_conn: Conn, schema: str
 ) -> None:
     # the server skips the COMMIT queued behind a statement that failed
+    _items(wire, "a", "b")
     with Session(db_of(wire)) as s:
-        s.add_all([Item(name="a"), Item(name="b")])
-        s.commit()
-    with Session(db_of(wire)) as s:
-        item = s.get(Item, 2)
-        assert item is not None
-        item.name = "a"  # the unique name of item 1
+        _renamed(s, 2, "a")  # the unique name of item 1
         wire()
         with pytest.raises(exc.IntegrityError, match="name"):
             s.commit()
@@ -274,9 +276,7 @@ def test_a_transaction_that_wrote_checks_the_row_count_before_its_commit(
 ) -> None:
     # with an earlier write in the transaction, a stale row must roll it back: the COMMIT
     # waits for the row count
-    with Session(db_of(wire)) as s:
-        s.add_all([Item(name="a"), Item(name="b")])
-        s.commit()
+    _items(wire, "a", "b")
     with Session(db_of(wire)) as s:
         item = s.get(Item, 1)
         assert item is not None
