@@ -605,7 +605,7 @@ class Session:
         self._conns.clear()
         self._conn = None
         for conn in conns:
-            if conn is not self.bind and conn not in self._binds.values():
+            if self._owns(conn):
                 conn.close()
 
     @_exclusive
@@ -1264,41 +1264,44 @@ class Session:
         finally:
             self._flushing = False
 
+    def _owns(self, conn: Connection) -> bool:
+        """Whether the session checked `conn` out itself (not a caller's Connection given as
+        a bind, whose transaction the caller ends)."""
+        return conn is not self.bind and conn not in self._binds.values()
+
+    def _sole_connection(self) -> Connection | None:
+        """The connection commit() may send its COMMIT on early (with listeners absent, see
+        the callers): the session's only one, its own, with no SAVEPOINT open and no
+        two-phase commit."""
+        if self._nested or self.twophase or len(self._conns) != 1:
+            return None
+        conn = self._conn
+        return conn if conn is not None and self._owns(conn) else None
+
     def _commit_with_statement(self, plan: Any) -> bool:
         """The flush of commit() is one statement on one row by its primary key (an UPDATE or
         a DELETE): the COMMIT goes with it, in the same round trip, when the transaction wrote
-        nothing before on the session's one connection (`Connection._run_and_commit`; no
-        SAVEPOINT, two-phase commit or listeners). If the statement matches no row, the
-        commit has committed nothing, and the flush fails as it would have."""
+        nothing before on the session's sole connection (`Connection._run_and_commit`). If
+        the statement matches no row, the commit has committed nothing, and the flush fails
+        as it would have."""
         batches = plan.batches
-        if len(batches) != 1 or self._nested or self.twophase or len(self._conns) != 1:
+        if len(batches) != 1 or batches[0].n != 1 or batches[0].op == "insert":
             return False
-        batch = batches[0]
-        if batch.n != 1 or batch.op == "insert":
-            return False
-        conn = self._conn
-        if conn is None or conn is self.bind or conn in self._binds.values():
+        conn = self._sole_connection()
+        if conn is None:
             return False
         conn._commit_next = True
         return True
 
     def _send_commit(self) -> None:
-        """The flush of commit() is done: when the session holds nothing more to flush and
-        one connection of its own, with no SAVEPOINT open, no two-phase commit and no event
-        listeners (nothing else can run SQL before the COMMIT), the COMMIT is sent at once.
-        commit() reads its outcome (`Connection._send_commit`)."""
-        if (
-            self._nested
-            or self.twophase
-            or len(self._conns) != 1
-            or self._related_changed
-            or self._core.has_changes()
-        ):
+        """The flush of commit() is done: when the session holds nothing more to flush (and
+        no listener can run SQL before the COMMIT), the COMMIT is sent at once on its sole
+        connection; commit() reads its outcome (`Connection._send_commit`)."""
+        if self._related_changed or self._core.has_changes():
             return
-        conn = self._conn
-        if conn is None or conn is self.bind or conn in self._binds.values():
-            return
-        conn._send_commit()
+        conn = self._sole_connection()
+        if conn is not None:
+            conn._send_commit()
 
     def _expunge_pending_orphans(self) -> bool:
         """Pending children taken from a delete-orphan collection of a parent outside the
@@ -1414,7 +1417,7 @@ class Session:
             and not (related is not None and (related.link_inserts or related.link_deletes))
         ):
             conn = self._connection_for(batches[0].mapper.owner)
-            if conn is not self.bind and conn not in self._binds.values():  # not the caller's
+            if self._owns(conn):
                 with conn._lone_statement():
                     return flush.execute(plan, self._connection_for)
         return flush.execute(plan, self._connection_for)

@@ -515,19 +515,20 @@ class Connection:
         self._announce(sql, params, False)
         if self._commit_next:
             self._commit_next = False
-            if self._may_commit_with_statement():
+            if not self._wrote and self._may_send_commit():
                 return self._run_and_commit(sql, params)
         if not sql.startswith("SELECT "):  # retort's own SELECTs only read
             self._wrote = True
         return self._on_driver(sql, params, _run_statement, self._dbapi, sql, params)
 
-    def _may_commit_with_statement(self) -> bool:
-        """Whether the COMMIT may go with the next statement (see `_run_and_commit`): a plain
-        transaction, begun on the server, in which nothing has written yet."""
+    def _may_send_commit(self) -> bool:
+        """Whether the COMMIT may be sent ahead of `commit()` (`_send_commit`,
+        `_run_and_commit`): a plain transaction, begun on the server and not failed, on a
+        connection retort drives directly, with no COMMIT sent yet."""
         return (
-            not self._wrote
-            and self._commit_pending is None
+            self._commit_pending is None
             and self._transaction.__class__ is RootTransaction
+            and self._driven_directly()
             and self._dbapi.pgconn.transaction_status == _INTRANS
         )
 
@@ -540,7 +541,7 @@ class Connection:
 
         The caller (Session.flush, for commit()) checks the statement's row count only after
         the COMMIT: it sends this only for a statement on one row by its primary key, in a
-        transaction that wrote nothing before (`_may_commit_with_statement`), so a statement
+        transaction that wrote nothing before (`_wrote`), so a statement
         that matched no row leaves nothing written either way."""
         if self._echo:
             _log("COMMIT (with the statement above)")
@@ -784,23 +785,13 @@ class Connection:
         `commit()` reads its outcome (a `rollback()` or `close()` meanwhile reads and drops
         it). The caller runs nothing else on this connection in between. It lets the client
         finish its own work while the server commits, and sends the COMMIT without that
-        work's delay after the last statement. Only on a connection retort drives directly,
-        in a plain transaction that did not fail; otherwise nothing is sent."""
-        txn = self._transaction
-        if (
-            txn is None
-            or txn.__class__ is not RootTransaction
-            or self._commit_pending is not None
-            or self._invalid
-            or not self._driven_directly()
-        ):
-            return
-        dbapi = self._dbapi
-        if dbapi.pgconn.transaction_status != _INTRANS:
+        work's delay after the last statement. Only where `_may_send_commit`; otherwise
+        nothing is sent."""
+        if not self._may_send_commit():
             return
         if self._echo:
             _log("COMMIT")
-        self._on_driver("COMMIT", None, _send_command, dbapi, b"COMMIT")
+        self._on_driver("COMMIT", None, _send_command, self._dbapi, b"COMMIT")
         self._commit_pending = self._commit_outcome
 
     def _commit_outcome(self) -> None:
@@ -881,12 +872,9 @@ class Connection:
                 dbapi.rollback()
 
     def _rollback_root(self) -> None:
-        pending = self._commit_pending
-        if pending is not None:  # too late to roll back: the outcome is read and dropped
-            self._commit_pending = None
-            self._end_all()
+        if self._commit_pending is not None:  # too late to roll back: read the outcome, drop it
             try:
-                pending()
+                self._commit_root()
             except exc.RetortError:
                 pass
             return
