@@ -1840,7 +1840,7 @@ class Session:
         if load:
             self._autoflush()
         with self.no_autoflush:
-            return self._merge(instance, load, {}, resolved={})
+            return self._merge(instance, load, {})
 
     @_exclusive
     def merge_all(self, instances: Iterable[_T], *, load: bool = True) -> list[_T]:
@@ -1937,7 +1937,7 @@ class Session:
         if not load:
             # taken as the database's state: the columns go straight into the target (no
             # change to flush), which is then persistent and clean, with no SELECT
-            self._merge_columns(instance, target, mapper, fresh and not load)
+            self._merge_columns(instance, target, mapper, fresh)
             if fresh:
                 if complete:
                     _core.make_detached(target)
