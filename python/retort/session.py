@@ -320,6 +320,21 @@ def _cascade_members(d: dict[str, Any], prop: Any) -> list[Any]:
     return items
 
 
+class _CoreOnDemand:
+    """`Session._core` while the session has none (after close()): reading it starts one.
+
+    A descriptor without __set__, so the core that `_new_core` keeps in the instance's
+    __dict__ wins every later lookup. (A `__getattr__` on Session would do the same, but it
+    would send every attribute read of every session through the slower lookup that
+    CPython keeps for classes with one.)"""
+
+    def __get__(self, session: Session | None, owner: type | None = None) -> Any:
+        if session is None:
+            return self
+        session._new_core()
+        return session.__dict__["_core"]
+
+
 class Session:
     """Manages persistence operations for mapped objects (SQLAlchemy 2.x semantics).
 
@@ -540,19 +555,13 @@ class Session:
 
     def _drop_core(self) -> None:
         """Let go of the core (every object leaves the session with it). The session's next
-        use starts a new one (`__getattr__`): a session closed for good never makes one."""
+        use starts a new one (`_CoreOnDemand`): a session closed for good never makes one."""
         d = self.__dict__
         d.pop("_core", None)
         d.pop("get", None)
 
-    if not TYPE_CHECKING:  # (type checkers still see a misspelt attribute)
-
-        def __getattr__(self, name: str) -> Any:
-            # only called for attributes not found: the core after close() (see _drop_core)
-            if name == "_core":
-                self._new_core()
-                return self._core
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    if not TYPE_CHECKING:  # (type checkers see the instance attribute set by _new_core)
+        _core = _CoreOnDemand()
 
     def _new_core(self) -> None:
         """Start an empty session core (identity map, unit of work). Its `session_get` becomes
