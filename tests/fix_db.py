@@ -200,3 +200,13 @@ def assert_collected() -> Callable[..., None]:
             pytest.fail("objects not garbage collected:\n" + "\n".join(lines))
 
     return check
+
+
+def checked_out(engine: Engine) -> int:
+    """Connections of `engine` in use: what its pool counts as checked out, less the idle hot
+    spare the engine keeps outside the pool (Engine._check_in)."""
+    pool = engine._pool
+    if pool is None:
+        return 0
+    stats = pool.get_stats()
+    return int(stats["pool_size"]) - int(stats["pool_available"]) - len(engine._spare)

@@ -32,7 +32,7 @@ import pytest
 
 from retort import DeclarativeBase, Mapped, Session, exc, mapped_column, select, sessionmaker
 from retort.engine import Engine
-from tests.fix_db import _conninfo
+from tests.fix_db import _conninfo, checked_out
 
 Conn = psycopg.Connection[Any]
 
@@ -91,14 +91,6 @@ def _accounts(admin: Conn, schema: str) -> list[tuple[int, int, int]]:
         f"SELECT id, balance, version FROM {schema}.accounts ORDER BY id"
     ).fetchall()
     return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
-
-
-def _checked_out(engine: Engine) -> int:
-    pool = engine._pool
-    if pool is None:
-        return 0
-    stats = pool.get_stats()
-    return int(stats["pool_size"]) - int(stats["pool_available"])
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -236,7 +228,7 @@ def test_concurrent_transfers_conserve_the_total_and_retry_conflicts(
     # newer version there (threads 0 and 3 also share account 2 and may deadlock instead)
     assert total_stale >= 1
     # every session was closed: no connection is left checked out
-    assert _checked_out(db) == 0
+    assert checked_out(db) == 0
 
 
 # -- deadlocks --------------------------------------------------------------------------------
@@ -310,7 +302,7 @@ def test_a_deadlock_surfaces_as_a_retort_error_and_the_victim_can_retry(
     # both transfers happened once: 100 - 10 + 25 and 100 + 10 - 25; each row was updated by
     # both committed transactions
     assert _accounts(admin_conn, schema) == [(1, 115, 3), (2, 85, 3)]
-    assert _checked_out(db) == 0
+    assert checked_out(db) == 0
 
 
 # -- one session, two threads -----------------------------------------------------------------
@@ -416,7 +408,7 @@ def test_a_call_from_another_thread_is_refused_and_changes_nothing(
         s.close()
     rows = admin_conn.execute(f"SELECT id, n FROM {schema}.counters ORDER BY id").fetchall()
     assert rows == [(1, 2), (2, 10)]
-    assert _checked_out(db) == 0
+    assert checked_out(db) == 0
 
 
 def test_two_threads_hammering_one_session_only_get_concurrent_use_errors(
@@ -431,7 +423,7 @@ def test_two_threads_hammering_one_session_only_get_concurrent_use_errors(
     finally:
         session.close()
     # no connection was checked out twice and left behind by the race
-    assert _checked_out(db) == 0
+    assert checked_out(db) == 0
 
 
 def _hammer(session: Session, admin_conn: Conn, schema: str) -> None:

@@ -17,6 +17,8 @@ import pytest
 
 from retort import exc
 from retort.engine import Connection, Engine, create_engine
+from retort.engine import base as engine_base
+from tests.fix_db import checked_out
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -424,6 +426,69 @@ def test_pool_timeout(engine_factory: Any) -> None:
         assert time.monotonic() - t0 < 3
     with engine.connect() as conn:  # returned: available again
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+def test_a_closed_connection_is_the_next_checkouts_hot_spare(engine_factory: Any) -> None:
+    # the engine keeps the connection closed last outside its pool for the next checkout,
+    # which then costs no trip through the pool
+    engine = engine_factory(pool_size=1, max_overflow=0, pool_timeout=5)
+    with engine.connect() as conn:
+        driver = conn.driver_connection
+    assert checked_out(engine) == 0
+    requests = engine._pool.get_stats()["requests_num"]
+    with engine.connect() as conn:
+        assert conn.driver_connection is driver
+        assert checked_out(engine) == 1
+    assert engine._pool.get_stats()["requests_num"] == requests
+
+
+def test_a_checkout_waiting_in_the_pool_gets_the_connection_closed_meanwhile(
+    engine_factory: Any,
+) -> None:
+    # every connection is out, so a checkout waits in the pool: the next close must hand its
+    # connection there, not keep it as the spare beside a waiter that would time out
+    engine = engine_factory(pool_size=1, max_overflow=0, pool_timeout=5)
+    conn = engine.connect()
+    pid = _pid(conn)
+    got: list[Any] = []
+
+    def other() -> None:
+        try:
+            with engine.connect() as c:
+                got.append(_pid(c))
+        except BaseException as err:
+            got.append(err)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not engine._pool_users and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert engine._pool_users == 1
+    conn.close()
+    thread.join(15)
+    assert got == [pid]
+
+
+def test_a_spare_kept_past_its_time_goes_back_to_the_pool(
+    engine_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_base, "_SPARE_IDLE", 0.0)
+    engine = engine_factory(pool_size=1, max_overflow=0, pool_timeout=5)
+    with engine.connect() as conn:
+        pid = _pid(conn)
+    requests = engine._pool.get_stats()["requests_num"]
+    with engine.connect() as conn:  # the same one, by way of the pool
+        assert _pid(conn) == pid
+    assert engine._pool.get_stats()["requests_num"] == requests + 1
+
+
+def test_dispose_closes_the_spare(engine: Engine) -> None:
+    with engine.connect() as conn:
+        driver = conn.driver_connection
+    assert not driver.closed
+    engine.dispose()
+    assert driver.closed
 
 
 def test_dispose_and_reconnect(engine: Engine) -> None:

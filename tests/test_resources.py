@@ -57,6 +57,7 @@ from retort import (
     text,
 )
 from retort.engine import Engine
+from tests.fix_db import checked_out
 
 Conn = psycopg.Connection[Any]
 Collected = Callable[..., None]
@@ -351,14 +352,6 @@ def small(engine_factory: Callable[..., Engine]) -> Engine:
     return eng
 
 
-def _checked_out(engine: Engine) -> int:
-    pool = engine._pool
-    if pool is None:
-        return 0
-    stats = pool.get_stats()
-    return int(stats["pool_size"]) - int(stats["pool_available"])
-
-
 def _idle_in_transaction(admin: Conn, schema: str) -> int:
     row = admin.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
@@ -380,15 +373,15 @@ def _assert_all_returned(engine: Engine, admin: Conn, schema: str) -> None:
     """Nothing is checked out (waiting up to 10 s for the pool's background threads), no
     backend sits in a transaction, and both pooled connections work."""
     deadline = time.monotonic() + 10
-    while _checked_out(engine) != 0 and time.monotonic() < deadline:
+    while checked_out(engine) != 0 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _checked_out(engine) == 0
+    assert checked_out(engine) == 0
     assert _idle_in_transaction(admin, schema) == 0
     with Session(engine) as a, Session(engine) as b:
         assert a.scalar(select(func.count()).select_from(Node)) == _count(admin, schema)
         assert b.scalar(text("SELECT 1")) == 1
-        assert _checked_out(engine) == 2
-    assert _checked_out(engine) == 0
+        assert checked_out(engine) == 2
+    assert checked_out(engine) == 0
 
 
 def _count(admin: Conn, schema: str, table: str = "nodes") -> int:
@@ -397,18 +390,18 @@ def _count(admin: Conn, schema: str, table: str = "nodes") -> int:
 
 
 def test_failed_flush_returns_the_connection(small: Engine, admin_conn: Conn, schema: str) -> None:
-    start = _checked_out(small)
+    start = checked_out(small)
     s = Session(small)
     s.add(Node(id=1, name="duplicate key"))
     with pytest.raises(exc.IntegrityError):
         s.flush()
     s.rollback()
-    assert _checked_out(small) == start
+    assert checked_out(small) == start
     # and inside a with block, without rollback()
     with pytest.raises(exc.IntegrityError), Session(small) as s2:
         s2.add(Node(id=2, name="duplicate key"))
         s2.flush()
-    assert _checked_out(small) == start
+    assert checked_out(small) == start
     # the first session goes on
     s.add(Node(name="fine"))
     s.commit()
@@ -424,7 +417,7 @@ def test_failed_commit_returns_the_connection(small: Engine, admin_conn: Conn, s
     with pytest.raises(exc.IntegrityError):
         s.commit()
     s.rollback()
-    assert _checked_out(small) == 0
+    assert checked_out(small) == 0
     s.close()
     # COMMIT itself fails (a deferred constraint): the session gives the connection back
     # at once, without close()
@@ -437,7 +430,7 @@ def test_failed_commit_returns_the_connection(small: Engine, admin_conn: Conn, s
     s.flush()
     with pytest.raises(exc.IntegrityError):
         s.commit()
-    assert _checked_out(small) == 0
+    assert checked_out(small) == 0
     with pytest.raises(exc.PendingRollbackError):  # until the failure is acknowledged
         s.commit()
     s.rollback()
@@ -497,7 +490,7 @@ def test_killed_idle_pooled_connections_are_not_leaked(
     with Session(small) as a, Session(small) as b:
         a.scalar(text("SELECT 1"))
         b.scalar(text("SELECT 1"))
-    assert _checked_out(small) == 0
+    assert checked_out(small) == 0
     killed = _backend_pids(admin_conn, schema)
     assert len(killed) == 2
     for pid in killed:
@@ -530,19 +523,19 @@ def test_exceptions_inside_with_blocks_return_the_connection(
         s.get(Node, 1).name = "x"  # type: ignore[union-attr]
         s.flush()
         raise Boom
-    assert _checked_out(small) == 0
+    assert checked_out(small) == 0
 
     with pytest.raises(Boom), maker.begin() as s:
         s.add(Node(name="never"))
         s.flush()
         raise Boom
-    assert _checked_out(small) == 0
+    assert checked_out(small) == 0
 
     with pytest.raises(Boom), Session(small) as s, s.begin():
         s.add(Node(name="never"))
         s.flush()
         raise Boom
-    assert _checked_out(small) == 0
+    assert checked_out(small) == 0
 
     with Session(small) as s:
         with pytest.raises(Boom), s.begin_nested():
@@ -554,7 +547,7 @@ def test_exceptions_inside_with_blocks_return_the_connection(
             with s.begin_nested():
                 s.add(Node(name="never"))
             raise Boom
-    assert _checked_out(small) == 0
+    assert checked_out(small) == 0
 
     def refuse(session: Session) -> None:
         raise Boom
@@ -565,7 +558,7 @@ def test_exceptions_inside_with_blocks_return_the_connection(
         s.add(Node(name="never"))
         s.flush()
         s.commit()
-    assert _checked_out(small) == 0
+    assert checked_out(small) == 0
     assert _count(admin_conn, schema) == 3
     assert admin_conn.execute(f"SELECT name FROM {schema}.nodes WHERE id = 1").fetchone() == ("n0",)
     _assert_all_returned(small, admin_conn, schema)
@@ -577,7 +570,7 @@ def test_a_session_dropped_inside_a_transaction_gives_its_connection_back(
     s = Session(small)
     s.get(Node, 1).name = "dropped"  # type: ignore[union-attr]
     s.flush()
-    assert _checked_out(small) == 1
+    assert checked_out(small) == 1
     with warnings.catch_warnings():
         # the engine may warn that a connection was collected without being closed
         warnings.simplefilter("ignore", ResourceWarning)

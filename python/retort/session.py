@@ -1427,8 +1427,12 @@ class Session:
         ):
             conn = self._connection_for(batches[0].mapper.owner)
             if self._owns(conn):
-                with conn._lone_statement():
+                lone = conn._begin_lone()
+                try:
                     return flush.execute(plan, self._connection_for)
+                finally:
+                    if lone is not None:
+                        conn._end_lone(lone)
         return flush.execute(plan, self._connection_for)
 
     def _prepare_related(self) -> tuple[RelatedChanges, list[tuple[Any, int]]]:

@@ -71,6 +71,8 @@ _FORBIDDEN_CONNECT_ARGS = {
 # checkout waits in slices this long, so that a connect error surfaces at once instead of
 # after pool_timeout.
 _UNHEALTHY_WAIT_SLICE = 0.05
+_SPARE_IDLE = 30.0  # seconds an engine keeps its hot spare connection (see Engine._check_in)
+_monotonic = time.monotonic
 
 
 def create_engine(
@@ -173,6 +175,12 @@ class Engine:
         self._pool_lock = threading.Lock()
         self._pool_warm = False  # the current pool has delivered a connection
         self._health = _ConnectHealth()
+        # The hot spare: the connection closed last, idle, kept out of the pool for the next
+        # checkout (see `_check_in`), as (connection, its pool, when to stop keeping it).
+        # `_pool_users` counts checkouts inside the pool's getconn (under `_spare_lock`).
+        self._spare: list[tuple[DriverConnection, _Pool, float]] = []
+        self._spare_lock = threading.Lock()
+        self._pool_users = 0
         self._echo: bool = False
         self.echo = echo
 
@@ -217,6 +225,7 @@ class Engine:
             self._pool_warm = False
         if pool is not None:
             pool.close()
+        self._drop_spare()
 
     def _get_pool(self) -> _Pool:
         pool = self._pool
@@ -241,7 +250,33 @@ class Engine:
             return self._pool
 
     def _checkout(self) -> tuple[DriverConnection, _Pool | None]:
-        """A psycopg connection and the pool to return it to (None: close it instead)."""
+        """A psycopg connection and the pool to return it to (None: close it instead): the
+        hot spare if there is one (see `_check_in`), else one from the pool."""
+        spare = self._spare
+        while True:
+            if spare:
+                try:
+                    dbapi, pool, until = spare.pop()  # (atomic: a spare goes to one thread)
+                except IndexError:
+                    pass
+                else:
+                    if pool is self._pool and _monotonic() < until:
+                        return dbapi, pool
+                    _give_back(pool, dbapi)  # disposed of, or kept long enough
+                    continue
+            with self._spare_lock:
+                # from here on a checkin goes to the pool, where this checkout may wait for
+                # it; a spare that came before is taken on the next turn
+                if not spare:
+                    self._pool_users += 1
+                    break
+        try:
+            return self._checkout_from_pool()
+        finally:
+            with self._spare_lock:
+                self._pool_users -= 1
+
+    def _checkout_from_pool(self) -> tuple[DriverConnection, _Pool | None]:
         for _ in range(2):  # a dispose() on another thread may close the pool under us
             pool = self._get_pool()
             try:
@@ -261,6 +296,38 @@ class Engine:
                     None,
                 ) from None
         raise exc.InvalidRequestError("the engine was disposed while connecting; try again")
+
+    def _check_in(self, pool: _Pool | None, dbapi: DriverConnection) -> None:
+        """Take back a connection whose transaction has ended: keep it as the hot spare for
+        the next checkout when there is none yet, it is idle and sound, and no checkout is
+        inside the pool (which may be waiting there for it); otherwise return it to the
+        pool. A trip out of and back into psycopg_pool runs about a tenth of the client's
+        instructions in a small transaction (its locks, logging calls and bookkeeping), and
+        a program that closes a connection usually opens the next one at once. A spare is
+        kept for `_SPARE_IDLE` seconds at most, and never past the pool's own lifetime for
+        the connection (max_lifetime)."""
+        if (
+            pool is not None
+            and not self._spare
+            and not self._pool_users
+            and pool is self._pool
+            and dbapi.pgconn.transaction_status == _IDLE
+            and dbapi._pipeline is None
+        ):
+            until = _monotonic() + _SPARE_IDLE
+            expire = getattr(dbapi, "_expire_at", until)  # (psycopg_pool's max_lifetime)
+            with self._spare_lock:
+                if not self._spare and not self._pool_users:
+                    self._spare.append((dbapi, pool, min(until, expire)))
+                    return
+        _give_back(pool, dbapi)
+
+    def _drop_spare(self) -> None:
+        with self._spare_lock:
+            spares = self._spare[:]
+            del self._spare[:]
+        for dbapi, pool, _ in spares:
+            _give_back(pool, dbapi)
 
     def _checkout_slow(self, pool: _Pool) -> tuple[DriverConnection, _Pool | None]:
         """Checkout while the pool is unproven or its last connect attempt failed: the pool
@@ -727,38 +794,39 @@ class Connection:
             self._dbapi, self._pool = self.engine._checkout()
             self._invalid = False
 
-    @contextmanager
-    def _lone_statement(self) -> Iterator[bool]:
+    def _begin_lone(self) -> DriverConnection | None:
         """Run the one statement of a transaction that holds nothing else without BEGIN and
         COMMIT: PostgreSQL runs a statement sent outside a transaction block in an implicit
         transaction of its own, with the same default settings a plain BEGIN would take, and
         commits it when it succeeds (or rolls all of it back). It saves two round trips.
 
-        Yields whether it applies: only when no transaction is in progress and the psycopg
-        connection does not begin its transactions with an isolation level, READ ONLY or
-        DEFERRABLE of its own."""
+        Returns the psycopg connection, for `_end_lone` once the statement has run, when it
+        applies: only when no transaction is in progress and the psycopg connection does not
+        begin its transactions with an isolation level, READ ONLY or DEFERRABLE of its own.
+        Otherwise None, and the statement runs as usual."""
         dbapi = self._dbapi
         if (
             self._transaction is not None
             or self._invalid
             or self._closed
             or dbapi.pgconn.transaction_status != _IDLE
+            or dbapi._pipeline is not None
             or dbapi.isolation_level is not None
             or dbapi.read_only is not None
             or dbapi.deferrable is not None
         ):
-            yield False
-            return
-        dbapi.autocommit = True
+            return None
+        # psycopg's own flag: its `autocommit` setter checks (in a generator, under its lock)
+        # what was just checked, the idle status outside a pipeline
+        dbapi._autocommit = True
         self._lone = True
-        try:
-            if self._echo:
-                _log("(one statement: its own implicit transaction, no BEGIN/COMMIT)")
-            yield True
-        finally:
-            self._lone = False
-            if not dbapi.closed:
-                dbapi.autocommit = False
+        if self._echo:
+            _log("(one statement: its own implicit transaction, no BEGIN/COMMIT)")
+        return dbapi
+
+    def _end_lone(self, dbapi: DriverConnection) -> None:
+        self._lone = False
+        dbapi._autocommit = False
 
     def _begin_root(self) -> RootTransaction:
         self._check_out()
@@ -963,7 +1031,7 @@ class Connection:
             self._end_all()
             dbapi, self._dbapi = self._dbapi, _CLOSED
             if not self._invalid:
-                _give_back(self._pool, dbapi)
+                self.engine._check_in(self._pool, dbapi)
 
     def __enter__(self) -> Connection:
         return self
