@@ -3055,6 +3055,34 @@ def test_a_parent_made_transient_by_a_rollback_writes_no_key_into_a_member_it_ha
     assert (5, "a", None) in fetch_rows(admin_conn, run.rt.schema)["children"]
 
 
+def test_a_link_kept_by_a_tags_unloaded_parents_is_written_once_the_tag_is_back(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search (minimised): new tag 3 (flushed) is linked to parent 1
+    # through parent 1's loaded tags, its own parents not loaded, then expunged. The flush
+    # writes no association row towards it (outside the session, a warning) and settles
+    # parent 1's side; the link again brings tag 3 back and is no change of parent 1's tags
+    # (a member already). SQLAlchemy's next flush writes the row from tag 3's side (its
+    # pending collection mutation); retort had ignored the link queued on tag 3's unloaded
+    # parents, and wrote nothing
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("get", "Parent", 1),
+            ("new", "Tag", 3, "a", "add", None),
+            ("flush",),
+            ("link", 0, 1, False),
+            ("expunge", 1),
+            ("flush",),
+            ("link", 0, 1, False),
+            ("flush",),
+        ],
+    )
+    assert not _improved(run)
+    assert (1, 3) in fetch_rows(admin_conn, run.rt.schema)["parent_tags"]
+
+
 def test_a_collection_load_refreshes_an_expired_object_whose_column_was_set(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

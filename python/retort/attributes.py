@@ -177,16 +177,19 @@ class InstrumentedList(list[Any]):
             _cascade_add(owner, prop, item)
         self._virgin = False
         key = id(item)
+        changed = True  # whether membership changed (the history of this collection)
         if key in self._removed:
             del self._removed[key]
         elif key in self._added:
             self._dup = True  # appended twice
+            changed = False
         elif member if member is not None else (_has_identity(item) and self._holds(item)):
             self._dup = True  # a member already (a new object cannot have been one)
+            changed = False
         else:
             self._added[key] = item
         if back and prop.back is not None:
-            prop.back._set_backref(item, owner, prop)
+            prop.back._set_backref(item, owner, prop, changed=changed)
             if tracked:
                 # the backref may have taken a new item out of its old parent's delete-orphan
                 # collection, and a pending orphan leaves the session: it moves here, so it
@@ -207,7 +210,7 @@ class InstrumentedList(list[Any]):
             # one of two entries went: still a member; a many-to-many's other side drops one
             # entry too, a many-to-one keeps its value (as SQLAlchemy)
             if back and prop.back is not None and prop.back.uselist:
-                prop.back._unset_backref(item, owner, prop)
+                prop.back._unset_backref(item, owner, prop, changed=False)
             elif (
                 not back
                 and "delete-orphan" in prop.cascade

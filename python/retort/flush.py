@@ -656,7 +656,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     core = session._core
     for obj, prop, value in core.sync_collections(objs, changes.collections):
         if prop is None and value is not None:
-            _sync_queued(session, obj, value)
+            _sync_queued(session, obj, value, changes)
         elif prop is None:
             for p in type(obj).__mapper__.relationships.values():
                 if not p.viewonly:
@@ -682,22 +682,43 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     return changes
 
 
-def _sync_queued(session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]]]) -> None:
-    """Children appended (through their many-to-one) to unloaded one-to-many collections of
-    `obj`: one outside the session gets `obj`'s key all the same, as SQLAlchemy copies it (it
-    writes nothing); one in the session gets it from its own many-to-one, unless that change
-    was flushed already while `obj` was outside the session (expunged, then attached again
-    with its queue: that flush wrote nothing for it), where it gets it here, as SQLAlchemy
-    copies the key of a one-to-many's queued members."""
+def _sync_queued(
+    session: Any, obj: Any, queued: dict[str, list[tuple[bool, Any]]], changes: RelatedChanges
+) -> None:
+    """Changes made through the other side of back_populates to unloaded collections of `obj`.
+
+    Children appended (through their many-to-one) to a one-to-many: one outside the session
+    gets `obj`'s key all the same, as SQLAlchemy copies it (it writes nothing); one in the
+    session gets it from its own many-to-one, unless that change was flushed already while
+    `obj` was outside the session (expunged, then attached again with its queue: that flush
+    wrote nothing for it), where it gets it here, as SQLAlchemy copies the key of a
+    one-to-many's queued members.
+
+    Members linked or unlinked through a many-to-many: their association rows are written
+    from this side too, as SQLAlchemy writes those of its pending collection mutations. Where
+    the other side's collection is flushed with this one (the usual case) both give the same
+    row, written once; where it was flushed while `obj` was outside the session (which wrote
+    nothing for `obj`), this side writes the row."""
     rels = type(obj).__mapper__.relationships
+    state = obj.__dict__.get("_retort_state")
     for key, queue in queued.items():
         prop = rels.get(key)
-        if prop is None or prop.viewonly or prop.direction != "ONETOMANY":
+        if prop is None or prop.viewonly or prop.direction == "MANYTOONE":
             continue
         net: dict[int, tuple[int, Any]] = {}
         for added, item in queue:
             count, _ = net.get(id(item), (0, item))
             net[id(item)] = (count + (1 if added else -1), item)
+        if prop.direction == "MANYTOMANY":
+            if state is not None and state.stale:
+                continue  # queued before an expiry, which forgets it (as SQLAlchemy's)
+            for count, item in net.values():
+                if count > 0:
+                    if not (deleted_by_flush(item) or _outside(session, item, prop)):
+                        changes.link_insert(prop, obj, item)
+                elif count < 0 and not _outside(session, item, prop):
+                    changes.link_delete(prop, obj, item)
+            continue
         parent_values = None
         for count, item in net.values():
             if count <= 0:

@@ -1206,8 +1206,12 @@ class RelationshipProperty:
             return _NOT_SET
         return found
 
-    def _set_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
-        """`other` now refers to `obj` through `initiator`: mirror it on this side of `obj`."""
+    def _set_backref(
+        self, obj: Any, other: Any, initiator: RelationshipProperty, *, changed: bool = True
+    ) -> None:
+        """`other` now refers to `obj` through `initiator`: mirror it on this side of `obj`.
+        `changed` is False where `other`'s collection counts no change of membership (it
+        held `obj` already): then an unloaded collection of `obj` records no change either."""
         _fresh(obj.__dict__, obj)
         if self.uselist:
             coll = _loaded_collection(obj, self.key)
@@ -1219,8 +1223,10 @@ class RelationshipProperty:
                 coll._append_quiet(other, twice=initiator.uselist)
             else:
                 # not loaded: remembered, and applied when it loads (as SQLAlchemy's pending
-                # collection mutations)
-                _pending(obj, self.key).append((True, other))
+                # collection mutations); for a many-to-many also written by the flush of
+                # `obj` (flush._sync_queued), so only a change of membership is remembered
+                if changed:
+                    _pending(obj, self.key).append((True, other))
                 _note_change(obj, self)
         else:
             current = obj.__dict__.get(self.key, _NOT_SET)
@@ -1240,8 +1246,12 @@ class RelationshipProperty:
                     _note_change(current, initiator)
             self._set_scalar(obj, other, back=False)
 
-    def _unset_backref(self, obj: Any, other: Any, initiator: RelationshipProperty) -> None:
-        """`other` no longer refers to `obj`: mirror it on this side of `obj`."""
+    def _unset_backref(
+        self, obj: Any, other: Any, initiator: RelationshipProperty, *, changed: bool = True
+    ) -> None:
+        """`other` no longer refers to `obj`: mirror it on this side of `obj`. `changed` is
+        False where `other`'s collection counts no change of membership (it still holds `obj`:
+        one of two entries went)."""
         _fresh(obj.__dict__, obj)
         if self.uselist:
             coll = _loaded_collection(obj, self.key)
@@ -1256,7 +1266,8 @@ class RelationshipProperty:
                         orphaned(other, self, obj)
                 return
             if _has_identity(obj):
-                _pending(obj, self.key).append((False, other))
+                if changed:
+                    _pending(obj, self.key).append((False, other))
                 _note_change(obj, self)  # changed: a SAVEPOINT rollback expires it
             if "delete-orphan" in self.cascade:
                 # the collection is not loaded: a pending orphan leaves the session now (as
