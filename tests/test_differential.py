@@ -3083,6 +3083,34 @@ def test_a_link_kept_by_a_tags_unloaded_parents_is_written_once_the_tag_is_back(
     assert (1, 3) in fetch_rows(admin_conn, run.rt.schema)["parent_tags"]
 
 
+def test_deleting_a_detached_parent_loads_no_child_it_was_given_outside_the_session(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 (flushed, then expunged) is given new child 5,
+    # which is not added (no cascade from the child's side) and queued for parent 4's unloaded
+    # children. delete() attaches parent 4 again; in SQLAlchemy it is modified (its pending
+    # collection mutation), so the autoflush of the delete cascade's load flushes it first
+    # (child 5 gets its key, no row; the mutation is settled) and the children loaded are the
+    # rows: none. retort had not counted it among the objects to flush, and loaded the queued
+    # child 5 into its children
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("get", "Child", 1),
+            ("new", "Parent", 4, "a", "add", None),
+            ("flush",),
+            ("expunge", 1),
+            ("new", "Child", 5, "a", "set_parent", 1),
+            ("delete", 1),
+            ("read", 1, "children"),
+        ],
+    )
+    assert not _improved(run)
+    assert run.program[-2].endswith("read(1, 'children')  -> ok []")
+    assert (4, "a", None) not in fetch_rows(admin_conn, run.rt.schema)["parents"]
+
+
 def test_a_collection_load_refreshes_an_expired_object_whose_column_was_set(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -1956,6 +1956,32 @@ def test_improvement_a_member_appended_again_while_the_other_side_is_unloaded_is
     assert orm.fetch("SELECT count(*) FROM post_tags") == [(1,)]
 
 
+def test_deleting_a_detached_parent_flushes_what_it_was_given_outside_first(orm: Api) -> None:
+    # a new child given a detached parent (not added: no cascade that way) is queued for the
+    # parent's unloaded children. delete() attaches the parent, and the autoflush of the
+    # cascade's load settles the queue first, as for a parent in the session: the child gets
+    # the key (no row) and the children loaded are the rows only. (Found by the differential
+    # tests: retort's cascade loaded the queued child into the collection)
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add(Parent(name="p"))
+        s.commit()
+    with orm.session() as s:
+        p = _one(orm, s, Parent, name="p")
+        s.expunge(p)
+        c = Child(name="c")
+        c.parent = p
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy: the child is not in the session
+            s.delete(p)
+        assert p.children == []
+        assert c.parent_id == p.id
+        assert c not in s
+        s.commit()
+    assert orm.fetch("SELECT count(*) FROM parents") == [(0,)]
+    assert orm.fetch("SELECT count(*) FROM children") == [(0,)]
+
+
 def test_changes_to_an_unloaded_collection_show_when_it_loads(orm: Api) -> None:
     # made through the other side of back_populates before the collection was loaded
     Parent, Child = parent_child(orm)

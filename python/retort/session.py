@@ -954,6 +954,13 @@ class Session:
             how = self._core.add(instance)
             if how and self._dispatch:
                 self._attached(instance, how)
+            if how and _relationships_of(instance):
+                # what its relationships changed while it was outside (a change queued for
+                # an unloaded collection through the other side) is the session's to flush,
+                # as after add(): the autoflush of the cascade's loads settles it first (a
+                # child given to it outside the session gets its key, no row), so a
+                # collection loaded then holds the rows only, as SQLAlchemy's
+                self._related_changed[id(instance)] = instance
         if not _relationships_of(instance) or _lifecycle(instance) in ("transient", "pending"):
             self._core.delete(instance)  # (raises for a transient or pending object, before
             return  # the cascade below could expunge its pending children)
