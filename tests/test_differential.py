@@ -3111,6 +3111,29 @@ def test_deleting_a_detached_parent_loads_no_child_it_was_given_outside_the_sess
     assert (4, "a", None) not in fetch_rows(admin_conn, run.rt.schema)["parents"]
 
 
+def test_a_node_taken_out_of_its_parents_children_and_deleted_keeps_its_parent_id(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search (minimised): node 2 taken out of node 1's loaded children
+    # (no delete-orphan: it loses its parent) and deleted. The flush deletes its row; its
+    # parent_id stays 1 in SQLAlchemy, whose one-to-many clears no key of an object it deletes;
+    # retort's nulled it
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("get", "Node", 1),
+            ("read", 0, "children"),
+            ("remove", 0, "children", 0),
+            ("delete", 1),
+            ("flush",),
+        ],
+    )
+    assert not _improved(run)
+    assert run.rt.handles[1].parent_id == 1
+    assert 2 not in [r[0] for r in fetch_rows(admin_conn, run.rt.schema)["nodes"]]
+
+
 def test_a_collection_load_refreshes_an_expired_object_whose_column_was_set(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -1982,6 +1982,27 @@ def test_deleting_a_detached_parent_flushes_what_it_was_given_outside_first(orm:
     assert orm.fetch("SELECT count(*) FROM children") == [(0,)]
 
 
+def test_a_child_taken_out_and_deleted_keeps_its_foreign_key(orm: Api) -> None:
+    # no delete-orphan: a child taken out of its parent's children loses its key, but not one
+    # the same flush deletes (SQLAlchemy's one-to-many clears no key of an object it deletes).
+    # (Found by the differential tests: retort nulled it)
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add(Parent(name="p", children=[Child(name="a"), Child(name="b")]))
+        s.commit()
+    with orm.session() as s:
+        p = _one(orm, s, Parent, name="p")
+        a, b = p.children
+        p.children.remove(a)
+        p.children.remove(b)
+        s.delete(a)
+        s.flush()
+        assert a.parent_id == p.id
+        assert b.parent_id is None
+        s.commit()
+    assert _children_of(orm) == {"b": None}
+
+
 def test_changes_to_an_unloaded_collection_show_when_it_loads(orm: Api) -> None:
     # made through the other side of back_populates before the collection was loaded
     Parent, Child = parent_child(orm)

@@ -820,7 +820,8 @@ def _settle_removed(
     parent_values: list[Any],
 ) -> None:
     """Children taken out of `obj`'s one-to-many `prop` (and not put back): deleted as orphans
-    under delete-orphan, else given a NULL foreign key, unless another parent took them."""
+    under delete-orphan, else given a NULL foreign key (unless this flush deletes them),
+    unless another parent took them."""
     for child in removed:
         if any(x is child for x in items):
             continue
@@ -841,7 +842,9 @@ def _settle_removed(
             if state is not None and state.lifecycle == "persistent":
                 session._core.delete(child)
                 session._cascade_delete(child)
-        else:
+        elif not session._core.is_marked_deleted(child):
+            # (one this flush deletes keeps its foreign key, as in SQLAlchemy, whose
+            # one-to-many clears no key of an object it deletes)
             for _, dst in prop.pairs:
                 setattr(child, dst.key, None)
 
