@@ -1022,3 +1022,23 @@ def test_a_load_larger_than_a_page_keeps_order_identity_and_changes(
         assert len(list(s)) == n
         s.commit()
     assert _count(admin_conn, schema, where="nickname = 'changed'") == 1
+
+
+def test_a_loader_registered_on_the_driver_connection_applies_to_later_loads(db: Engine) -> None:
+    # retort keeps one psycopg adaptation context per database connection, which remembers
+    # the loader of each column type it met: handing the connection out drops it, so that
+    # what is registered there is used by the next load on that connection
+    class Shouting(psycopg.adapt.Loader):
+        def load(self, data: Any) -> str:
+            return bytes(data).decode().upper()
+
+    with Session(db) as session:
+        session.add(User(id=1, name="ann"))
+        session.commit()
+        assert session.get(User, 1).name == "ann"  # (expired by the commit: loaded again)
+    with db.connect() as conn:  # the same database connection (the engine's spare)
+        driver = conn.driver_connection
+        driver.adapters.register_loader("varchar", Shouting)
+    with Session(db) as session:
+        assert session.get(User, 1).name == "ANN"
+        assert session.connection().driver_connection is driver

@@ -469,6 +469,7 @@ class Connection:
         if self._invalid:
             raise _invalidated_error()
         self._wrote = True
+        self._dbapi.__dict__.pop(_TRANSFORMER, None)  # (adapters may change: see _TRANSFORMER)
         return self._dbapi
 
     @property
@@ -1268,7 +1269,9 @@ def _start_statement(
     pgconn = dbapi.pgconn
     if pgconn.status != _CONN_OK:
         dbapi._check_connection_ok()  # raises psycopg's error
-    tx = Transformer(dbapi)
+    tx = dbapi.__dict__.get(_TRANSFORMER)
+    if tx is None:
+        tx = dbapi.__dict__[_TRANSFORMER] = Transformer(dbapi)
     converted = _CONVERTED.get(sql)
     if converted is None:
         converted = _convert(tx, sql, params)
@@ -1407,6 +1410,16 @@ class _Query:
 # SQL retort generated (%s placeholders) -> (SQL with $n placeholders, the formats to adapt
 # each parameter in), as psycopg converts it; bounded (the most kinds of statements), and only
 # for ASCII SQL, whose bytes do not depend on the connection's client encoding
+# The psycopg adaptation context (`Transformer`) `_run_statement` uses, kept in the psycopg
+# connection's __dict__ under this name for every statement on that connection (psycopg
+# keeps one per cursor): it remembers the dumper of each Python type and the loader of each
+# column type it has met, which a new one would look up again in the connection's adapters
+# (about 6% of the client's instructions in a small transaction). A dumper or loader
+# registered on the psycopg connection later would not be seen for a type it has met, so
+# handing the connection out (`Connection.driver_connection`) drops it. (Adapters registered
+# globally reach only connections opened afterwards, in psycopg, and so in retort.)
+_TRANSFORMER = "_retort_transformer"
+
 _CONVERTED: dict[str, tuple[bytes, list[PyFormat]]] = {}
 _CONVERTED_MAX = 2048
 
