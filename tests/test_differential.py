@@ -19,6 +19,9 @@ rows each transaction sees must agree; after a commit (and at the end of every p
 commits) the committed rows of every table, read through `admin_conn`.
 
 Accepted divergences, each encoded by a plain test (here or in test_relationships.py):
+- a deleted object's collection that SQLAlchemy's flush loads lists a detached object queued on
+  it (appended while outside the session) beside the object loaded for the same row; retort's
+  lists the row once (Lockstep.without_detached_twins);
 - SPEC §5 improvements: when SQLAlchemy fails with CircularDependencyError (a cycle through the
   nullable nodes.parent_id) or an IntegrityError on the unique parents.code (a value changing
   hands within one flush) and retort succeeds (or gets further), the program stops there after
@@ -1222,13 +1225,34 @@ class Lockstep:
             for attr in sa_vals.keys() & rt_vals.keys():
                 if attr == "parent_id" and self.sa.fk_unsettled(self.sa.handles[i]):
                     continue
+                sa_val = sa_vals[attr]
+                if sa_state in ("deleted", "detached") and isinstance(sa_val, list):
+                    sa_val = self.without_detached_twins(sa_val)
                 self.expect_equal(
-                    f"loaded {cls}.{attr} of handle {i} ({sa_state})", sa_vals[attr], rt_vals[attr]
+                    f"loaded {cls}.{attr} of handle {i} ({sa_state})", sa_val, rt_vals[attr]
                 )
             # which attributes are loaded may differ: retort knows that a column left out of an
             # INSERT is NULL where SQLAlchemy leaves it unloaded. Reading (step "read") shows
             # whether a value that only one of them holds is stale.
         self.expect_equal("session sets", self.sa.session_sets(), self.rt.session_sets())
+
+    def without_detached_twins(self, values: list[Any]) -> list[Any]:
+        """SQLAlchemy's (normalised) collection of a deleted (or since detached) object
+        without the detached objects of the program listed beside a loaded object of the
+        same row: a member appended while outside the session (through the backref to an
+        unloaded collection) stays queued, and SQLAlchemy's flush, loading the collection to
+        delete the object's association rows, lists it beside the object it loads for that
+        row; retort's lists the row once
+        (test_divergence_a_deleted_objects_collection_lists_a_row_once)."""
+        loaded = {v[1:] for v in values if isinstance(v, tuple) and v[0] == "o"}
+        out = []
+        for v in values:
+            if isinstance(v, tuple) and v[0] == "h":
+                obj = self.sa.handles[v[1]]
+                if self.sa.api.inspect(obj).detached and self.sa.key(obj) in loaded:
+                    continue
+            out.append(v)
+        return out
 
     def compare_committed(self, when: str) -> None:
         self.expect_equal(
@@ -3559,6 +3583,31 @@ def test_the_harness_takes_no_other_change_of_an_expired_many_to_one_for_a_value
     finally:
         for side in sides:
             side.close()
+
+
+def test_divergence_a_deleted_objects_collection_lists_a_row_once(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 1, its tags loaded, is expunged; tag 1 is marked
+    # deleted, then appended again to the detached parent's tags (the backref queues parent 1
+    # on tag 1's unloaded parents). The flush loads tag 1's parents to delete its association
+    # rows: SQLAlchemy lists the new Parent 1 it loads and the detached one queued, retort
+    # the loaded one only (Lockstep.without_detached_twins)
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("get", "Parent", 1),
+            ("read", 0, "tags"),
+            ("expunge", 0),
+            ("delete", 1),
+            ("link", 0, 1, False),
+            ("flush",),
+        ],
+    )
+    sa_tag = run.sa.handles[1]
+    assert [run.sa.key(p) for p in sa_tag.parents] == [("Parent", 1), ("Parent", 1)]
+    assert run.rt.norm(run.rt.handles[1].__dict__["parents"]) == [("o", "Parent", 1)]
 
 
 def test_improvement_a_member_listed_twice_then_a_change_of_a_deleted_object(
