@@ -3206,6 +3206,35 @@ def test_a_node_taken_out_of_its_parents_children_and_deleted_keeps_its_parent_i
     assert 2 not in [r[0] for r in fetch_rows(admin_conn, run.rt.schema)["nodes"]]
 
 
+def test_a_child_made_transient_and_taken_out_of_a_deleted_parent_loses_its_key(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5, appended to parent 2 and inserted inside a
+    # SAVEPOINT, is made transient when it rolls back; parent 2 is marked deleted and child 5
+    # taken out of its children (delete-orphan: no orphan to delete, being transient). The
+    # commit's flush, deleting parent 2, clears child 5's foreign key in SQLAlchemy; retort
+    # left it naming the deleted parent
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("begin_nested",),
+            ("get", "Parent", 2),
+            ("new", "Child", 5, "a", "add", None),
+            ("move", 1, 0, "append"),
+            ("flush",),
+            ("expunge", 0),
+            ("rollback_nested",),
+            ("delete", 0),
+            ("remove", 0, "children", 0),
+            ("remove", 0, "children", 0),
+        ],
+    )
+    assert not _improved(run)
+    assert [side.lifecycle(side.handles[1]) for side in sides] == ["transient", "transient"]
+    assert [side.handles[1].parent_id for side in sides] == [None, None]
+
+
 def test_a_collection_load_refreshes_an_expired_object_whose_column_was_set(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

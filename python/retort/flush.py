@@ -818,10 +818,11 @@ def _settle_removed(
     items: list[Any],
     removed: list[Any],
     parent_values: list[Any],
+    parent_deleted: bool = False,
 ) -> None:
     """Children taken out of `obj`'s one-to-many `prop` (and not put back): deleted as orphans
     under delete-orphan, else given a NULL foreign key (unless this flush deletes them),
-    unless another parent took them."""
+    unless another parent took them. (With `parent_deleted`, `obj` is being deleted.)"""
     for child in removed:
         if any(x is child for x in items):
             continue
@@ -842,6 +843,11 @@ def _settle_removed(
             if state is not None and state.lifecycle == "persistent":
                 session._core.delete(child)
                 session._cascade_delete(child)
+            elif parent_deleted and state is not None and state.lifecycle == "transient":
+                # no orphan to delete (made transient by a rollback): as SQLAlchemy's flush of
+                # the parent's DELETE, clear its foreign key, which names the deleted parent
+                for _, dst in prop.pairs:
+                    setattr(child, dst.key, None)
         elif not session._core.is_marked_deleted(child):
             # (one this flush deletes keeps its foreign key, as in SQLAlchemy, whose
             # one-to-many clears no key of an object it deletes)
@@ -878,7 +884,7 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
                 removed = session._orphans.pop(id(obj), [])
             if removed:
                 parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
-                _settle_removed(session, obj, prop, items, removed, parent_values)
+                _settle_removed(session, obj, prop, items, removed, parent_values, True)
         return
     deleted = session.deleted
     for child in items:
