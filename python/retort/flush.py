@@ -843,16 +843,17 @@ def _settle_removed(
             if state is not None and state.lifecycle == "persistent":
                 session._core.delete(child)
                 session._cascade_delete(child)
-            elif parent_deleted and state is not None and state.lifecycle == "transient":
-                # no orphan to delete (made transient by a rollback): as SQLAlchemy's flush of
-                # the parent's DELETE, clear its foreign key, which names the deleted parent
-                for _, dst in prop.pairs:
-                    setattr(child, dst.key, None)
-        elif not session._core.is_marked_deleted(child):
-            # (one this flush deletes keeps its foreign key, as in SQLAlchemy, whose
-            # one-to-many clears no key of an object it deletes)
-            for _, dst in prop.pairs:
-                setattr(child, dst.key, None)
+                continue
+            if not (parent_deleted and state is not None and state.lifecycle == "transient"):
+                continue
+            # no orphan to delete (made transient by a rollback): as SQLAlchemy's flush of the
+            # parent's DELETE, clear its foreign key, which names the deleted parent
+        elif session._core.is_marked_deleted(child):
+            # one this flush deletes keeps its foreign key, as in SQLAlchemy, whose one-to-many
+            # clears no key of an object it deletes
+            continue
+        for _, dst in prop.pairs:
+            setattr(child, dst.key, None)
 
 
 def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:

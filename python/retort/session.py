@@ -2012,7 +2012,6 @@ class Session:
                 arrived.add((id(v), id(prop)))
                 merged.append(self._merge(v, load, memo, absent, arrived, resolved))
             setattr(target, prop.key, merged if prop.uselist else (merged or [None])[0])
-        return target
 
     def __repr__(self) -> str:
         return f"<Session at {id(self):#x}>"

@@ -1407,9 +1407,6 @@ class _Query:
     formats: Sequence[pq.Format] | None
 
 
-# SQL retort generated (%s placeholders) -> (SQL with $n placeholders, the formats to adapt
-# each parameter in), as psycopg converts it; bounded (the most kinds of statements), and only
-# for ASCII SQL, whose bytes do not depend on the connection's client encoding
 # The psycopg adaptation context (`Transformer`) `_run_statement` uses, kept in the psycopg
 # connection's __dict__ under this name for every statement on that connection (psycopg
 # keeps one per cursor): it remembers the dumper of each Python type and the loader of each
@@ -1420,6 +1417,9 @@ class _Query:
 # globally reach only connections opened afterwards, in psycopg, and so in retort.)
 _TRANSFORMER = "_retort_transformer"
 
+# SQL retort generated (%s placeholders) -> (SQL with $n placeholders, the formats to adapt
+# each parameter in), as psycopg converts it; bounded (the most kinds of statements), and only
+# for ASCII SQL, whose bytes do not depend on the connection's client encoding
 _CONVERTED: dict[str, tuple[bytes, list[PyFormat]]] = {}
 _CONVERTED_MAX = 2048
 
