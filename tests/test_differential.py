@@ -1648,20 +1648,25 @@ class Lockstep:
         expires the objects that changed; it leaves unloaded a column a flush's INSERT left out
         (retort knows it is NULL). retort expires more where SQLAlchemy's flush loads an
         expired object to read its key (for a child's foreign key, or an UPDATE), which
-        retort's flush does not need to."""
+        retort's flush does not need to; reading a many-to-one then loads its expired target
+        in retort only."""
         if not any(
             side.session.new or side.session.dirty or side.session.deleted
             for side in (self.sa, self.rt)
         ):
             return False
         sa, rt = self.sa, self.rt
-        if step[0] == "get":
-            cls, pk = step[1:]
+
+        def expired_in_one(cls: str, pk: Any) -> bool:
+            # the persistent object of this key is expired as a whole in one library only
             for i, obj in enumerate(sa.handles):
                 insp = sa.api.inspect(obj)
                 if sa.key(obj) == (cls, pk) and insp.persistent:
                     return bool(insp.expired) != bool(rt.api.inspect(rt.handles[i]).expired)
             return False
+
+        if step[0] == "get":
+            return expired_in_one(*step[1:])
         if step[0] not in ("read", "remove"):
             return False
         target, attr = step[1:3]
@@ -1675,6 +1680,12 @@ class Lockstep:
         rt_unloaded = rt.api.inspect(rt_obj).unloaded
         if any((a in sa_unloaded) != (a in rt_unloaded) for a in needed):
             return True
+        if needed[1:] and attr in sa_unloaded and "parent_id" not in sa_unloaded:
+            # the many-to-one finds its target in the identity map, and loads it if expired
+            # (SQLAlchemy's flush may have loaded it to read its key, retort's did not)
+            cls = sa.cls_of(sa_obj)
+            key = sa.api.inspect(sa_obj).dict["parent_id"]
+            return expired_in_one("Parent" if cls == "Child" else "Node", key)
         if attr in RELATIONSHIPS[sa.cls_of(sa_obj)] and attr != "parent":
             # a collection: both load an object expired in every column first (SQLAlchemy to
             # read its expired key), and SQLAlchemy's flush may have loaded an object retort's
@@ -2019,6 +2030,31 @@ def test_harness_flushes_before_a_collection_read_that_loads_in_one_library(
     )
     assert run.program[-2:-1] == ["flush()  -> ok None"]
     assert run.program[-1].startswith("remove(1, 'parents', 0)")
+
+
+def test_harness_flushes_before_a_many_to_one_read_whose_target_is_expired_in_one_library(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: after expire_all(), get(Child, 5) autoflushes child 6,
+    # appended to the expired parent 5; SQLAlchemy's flush loads parent 5 to read its key,
+    # retort's reads the key it knows. Reading child 5's parent (parent 5) then finds it
+    # expired in retort only, whose load autoflushes the pending parent 7 first. The harness
+    # flushes both before that read
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 5, "a", "add", None),
+            ("new", "Child", 5, "a", "append", 0),
+            ("flush",),
+            ("new", "Child", 6, "a", "append", 0),
+            ("expire_all",),
+            ("get", "Child", 5),
+            ("new", "Parent", 7, "a", "add", None),
+            ("read", 1, "parent"),
+        ],
+    )
+    assert run.program[-3:-1] == ["flush()  -> ok None", "read(1, 'parent')  -> ok ('h', 0)"]
 
 
 def test_divergence_a_get_after_a_failed_flush_of_an_object_only_sqlalchemy_loaded(
