@@ -2392,6 +2392,30 @@ def test_bug_no_association_row_for_a_member_deleted_by_a_flush(
     assert admin_conn.execute(f"SELECT id FROM {schema}.parents WHERE id = 4").fetchall()
 
 
+@both_libraries(
+    "found (differential search): a new parent whose children hold a child deleted by a flush "
+    "since (appended before the delete, the parent then added by a cascade that failed on it): "
+    "the flush refused to copy the parent's key into the deleted child (SQLAlchemy writes "
+    "nothing for it)"
+)
+def test_bug_no_foreign_key_for_a_child_deleted_by_a_flush(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    c3, c4 = s.get(m.Child, 3), s.get(m.Child, 4)
+    p4 = m.Parent(id=4, name="p4", code=None)
+    p4.children.append(c3)  # p4 is not in the session yet (no cascade along a backref)
+    s.delete(c3)
+    s.flush()
+    with pytest.raises(api.InvalidRequestError):
+        c4.parent = p4  # the cascade adds p4, then fails on c3
+    assert api.inspect(p4).pending and p4.children == [c3]
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id")
+    assert rows.fetchall() == [(1, 1), (2, 1), (4, None)]
+    assert admin_conn.execute(f"SELECT id FROM {schema}.parents WHERE id = 4").fetchall()
+
+
 @both_libraries("the differential search")
 def test_rollback_restores_an_object_whose_key_a_row_switch_took(repro: Any) -> None:
     # undo_log once skipped every deleted object whose key an object inserted in the scope

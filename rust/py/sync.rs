@@ -94,16 +94,20 @@ fn row_and_key_change(dict: &Bound<'_, PyDict>, mapper: &MapperCore) -> PyResult
 }
 
 /// Apply the pending expiry (commit, rollback, expire_all) of `child` before its foreign key
-/// is compared with the key to copy: the values its `__dict__` still holds are stale.
-fn fresh_child(child_dict: &Bound<'_, PyDict>) -> PyResult<()> {
+/// is compared with the key to copy: the values its `__dict__` still holds are stale. False
+/// for a child whose DELETE a flush ran: it gets no key.
+fn fresh_child(child_dict: &Bound<'_, PyDict>) -> PyResult<bool> {
     if let Some(state) = state_in(child_dict)? {
         let st = state.get();
         let mut inner = st.lock()?;
+        if inner.lifecycle() == Lifecycle::Deleted {
+            return Ok(false);
+        }
         if inner.is_stale() {
             materialize_expiry(&mut inner, child_dict, st.mapper.get())?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Pass one, over the objects in order: each one-to-many collection copies its owner's key
@@ -182,7 +186,11 @@ pub fn sync_collections<'py>(
                     }
                 }
                 let child_dict = instance_dict(&child)?;
-                fresh_child(&child_dict)?;
+                if !fresh_child(&child_dict)? {
+                    // its DELETE was flushed (it was a member before): its row is gone, and
+                    // nothing of it is written, as in SQLAlchemy
+                    continue;
+                }
                 for (dst, pv) in p.dst.iter().zip(&parent_values) {
                     set_if_different(&child, &child_dict, dst.bind(py), pv)?;
                 }
