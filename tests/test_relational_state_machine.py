@@ -2787,3 +2787,28 @@ def test_bug_the_save_update_cascade_follows_members_gained_first(
     with pytest.raises(api.InvalidRequestError):
         s.add(p4)  # the cascade takes c7, then c5
     assert api.inspect(c7).pending and api.inspect(c5).detached
+
+
+@both_libraries(
+    "found: merge() of a copy of a parent expired as a whole (detached) loaded the expired "
+    "parent of its key, so that a child's many-to-one set to None later found its old parent "
+    "and deleted it as an orphan (SQLAlchemy's merge copies nothing, loads nothing, and the "
+    "child whose old parent is expired in the identity map keeps its row, its key NULLed)"
+)
+def test_bug_merge_of_a_wholly_expired_copy_loads_nothing(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    copy = s.get(m.Parent, 1)
+    s.expire_all()
+    s.expunge(copy)
+    p1 = s.get(m.Parent, 1)
+    c1 = p1.children[0]
+    s.expire_all()
+    assert s.merge(copy) is p1
+    assert api.inspect(p1).expired
+    assert c1.name == "c1"  # (loads the child, not its parent)
+    c1.parent = None
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id")
+    assert rows.fetchall() == [(1, None), (2, 1), (3, 2), (4, None)]

@@ -1944,10 +1944,16 @@ class Session:
                 target = resolved[(mapper, ident)]
             elif (mapper, ident) in absent:
                 target = None  # merge_all already knows the database has no such row
-            elif load:
-                target = self.get(mapper.class_, ident)
             else:
+                # the session's object, else the row's. An expired one is loaded only when
+                # there are columns to copy onto it (SQLAlchemy loads it to set the key, which
+                # a wholly expired copy does not hold): else what the copy does not set stays
+                # expired, and a many-to-one change of it later cannot find its old parent
                 target = self._core.identity_lookup(mapper._core, ident)
+                if load and (
+                    target is None or any(k in instance.__dict__ for k in mapper.non_key_attrs)
+                ):
+                    target = self.get(mapper.class_, ident)
         fresh = target is None
         if fresh:
             target = object.__new__(mapper.class_)
