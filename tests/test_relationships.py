@@ -1145,6 +1145,27 @@ def test_expunge_cascade(orm: Api, cascade: str) -> None:
         assert (a in s) == (cascade != "all")
 
 
+def test_inspection_tells_what_is_expired_as_sqlalchemy_does(orm: Api) -> None:
+    Parent, Child = parent_child(orm)
+    _family(orm, Parent, Child, {"p": ["a"]})
+    with orm.session() as s:
+        p = _one(orm, s, Parent, name="p")
+        insp = orm.inspect(p)
+        # loaded, its collection not: nothing expired, the collection unloaded
+        assert (insp.expired, insp.expired_attributes) == (False, set())
+        assert insp.unloaded == {"children"}
+        s.expire(p, ["name"])  # some attributes: not expired as a whole
+        assert (insp.expired, insp.expired_attributes) == (False, {"name"})
+        assert insp.unloaded == {"name", "children"}
+        assert p.name == "p"
+        s.expire_all()  # as a whole: its relationships too (retort never expires the key)
+        assert insp.expired
+        assert insp.expired_attributes - {"id"} == {"name", "children"}
+        assert insp.unloaded - {"id"} == {"name", "children"}
+        assert p.name == "p"
+        assert (insp.expired, insp.expired_attributes) == (False, set())
+
+
 @pytest.mark.parametrize("cascade", ["all", "save-update"])
 def test_refresh_expire_cascade(orm: Api, cascade: str) -> None:
     Parent, Child = parent_child(orm, cascade=cascade)

@@ -177,23 +177,38 @@ class InstanceState:
 
     @property
     def expired(self) -> bool:
-        return bool(self.expired_attributes)
+        """Whether the object was expired as a whole (by commit, rollback, expire_all() or
+        expire() without attribute names) and not loaded since; expiring some attributes does
+        not count, as in SQLAlchemy."""
+        state = self._state
+        return bool(state is not None and state.has_identity and state.expired)
 
     @property
     def expired_attributes(self) -> set[str]:
+        """The attributes the next load brings in: expired columns, and the relationships of
+        an object expired as a whole (not a relationship never loaded). The primary key is
+        never expired."""
         state = self._state
         if state is None or not state.has_identity:
             return set()
-        pk = {c.key for c in self.mapper.primary_key}
-        names = [*self.mapper.keys, *self.mapper.relationships]
-        if state.stale:
-            return {k for k in names if k not in pk}
-        d = self.object.__dict__
-        return {k for k in names if k not in d or getattr(d[k], "_virgin", False)}
+        if state.stale or state.expired:
+            return self._missing([*self.mapper.keys, *self.mapper.relationships], state.stale)
+        return self._missing(self.mapper.keys, False)
 
     @property
     def unloaded(self) -> set[str]:
-        return self.expired_attributes
+        """The attributes not loaded: expired ones, and relationships not loaded yet."""
+        state = self._state
+        if state is None or not state.has_identity:
+            return set()
+        return self._missing([*self.mapper.keys, *self.mapper.relationships], state.stale)
+
+    def _missing(self, names: list[str], stale: bool) -> set[str]:
+        pk = {c.key for c in self.mapper.primary_key}
+        if stale:  # (the expiry is not applied yet: nothing in __dict__ is loaded)
+            return {k for k in names if k not in pk}
+        d = self.object.__dict__
+        return {k for k in names if k not in d or getattr(d[k], "_virgin", False)}
 
     @property
     def dict(self) -> dict[str, Any]:
