@@ -657,6 +657,13 @@ class Drawer:
             # test_relating_a_flushed_delete_raises_before_anything_changes in
             # test_relationships.py)
             return None
+        if self.parent_marked_deleted(step):
+            # a node given (again) a parent marked deleted, the node listed in its children:
+            # SQLAlchemy's flush copies the parent's key into the node and, for the parent's
+            # DELETE, sets it to NULL, in an order that changes between runs (the DELETE then
+            # succeeds or fails on the foreign key); retort's copies the key last and fails
+            # (test_the_draw_gives_no_node_a_parent_marked_deleted)
+            return None
         if self.may_delete_a_child(step) and self.child_key_taken():
             # a flush would delete a child (an orphan, or by the cascade of its parent's
             # delete) whose key a new child holds: a row switch, as for a new object taking a
@@ -1020,6 +1027,10 @@ class Drawer:
             if any(x is obj for x in insp.attrs.children.history.added):
                 return True
         return False
+
+    def parent_marked_deleted(self, step: Step) -> bool:
+        """Whether this step gives a node a parent marked deleted (on SQLAlchemy's side)."""
+        return step[0] == "node_parent" and step[2] is not None and self.marked_deleted(step[2])
 
     def marked_deleted(self, handle: int) -> bool:
         """Whether this object is marked deleted (on SQLAlchemy's side), its DELETE not flushed."""
@@ -3053,6 +3064,36 @@ def test_divergence_a_merge_of_an_object_only_sqlalchemys_flush_loaded(
         assert run.step(("merge", 0)) is not None  # (what the draw leaves out)
         with pytest.raises(Divergence, match="NotNullViolation"):
             run.step(("flush",))
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_the_draw_gives_no_node_a_parent_marked_deleted(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search (a flaky find: SQLAlchemy's outcome changed on replay):
+    # node 4, a child of node 2, is given node 2 again after delete(node 2)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("get", "Node", 4),
+            ("get", "Node", 2),
+            ("node_parent", 0, 1),
+            ("commit",),
+            ("delete", 1),
+        ]:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        again = ("node_parent", 0, 1)
+        assert drawer.parent_marked_deleted(again)
+        assert not drawer.parent_marked_deleted(("node_parent", 1, 0))
+        assert not drawer.parent_marked_deleted(("node_parent", 0, None))
+        # retort's flush sets node 4's key to NULL for node 2's DELETE, then copies node 2's
+        # key along node 4's changed many-to-one: the database refuses the DELETE, every time
+        _run(run.rt, again)
+        with pytest.raises(retort.exc.IntegrityError, match="nodes_parent_id_fkey"):
+            _run(run.rt, ("flush",))
     finally:
         for side in sides:
             side.close()
