@@ -2812,3 +2812,30 @@ def test_bug_merge_of_a_wholly_expired_copy_loads_nothing(
     s.commit()
     rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.children ORDER BY id")
     assert rows.fetchall() == [(1, None), (2, 1), (3, 2), (4, None)]
+
+
+@both_libraries(
+    "found (differential search): an object updated by a flush inside a SAVEPOINT, expunged, "
+    "and attached again after a flush failed there kept, once the SAVEPOINT was rolled back, "
+    "the values whose UPDATE that rollback undid (SQLAlchemy's rollback expires it)"
+)
+def test_bug_savepoint_rollback_expires_an_object_attached_again_after_a_failed_flush(
+    repro: Any,
+) -> None:
+    s, m, api = repro
+    sp = s.begin_nested()
+    n1 = s.get(m.Node, 1)
+    n1.name = "a"
+    s.flush()
+    s.expunge(n1)
+    s.add(m.Parent(id=1, name="x"))  # the key of a row: the flush fails
+    with pytest.raises(api.IntegrityError):
+        s.flush()
+    n5 = m.Node(id=5, name="n5")
+    n5.parent = n1
+    s.add(n5)  # the cascade attaches node 1 again
+    assert api.inspect(n1).persistent and n1.name == "a"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy: state changed on a non-active transaction
+        sp.rollback()
+    assert n1.name == "n1"

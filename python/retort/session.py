@@ -510,12 +510,13 @@ class Session:
             self._fire("after_rollback")
             self._fire("after_soft_rollback", tx)
 
-    def _undo_savepoint_work(self, tx: SessionTransaction) -> list[Any]:
+    def _undo_savepoint_work(self, tx: SessionTransaction, restart: bool = False) -> list[Any]:
         """Undo in the session what happened inside the innermost SAVEPOINT (the core pops
-        its marker); the objects whose relationships changed inside, to expire."""
+        its marker, and with `restart` sets a new one, for a flush that failed inside it);
+        the objects whose relationships changed inside, to expire."""
         touched = list(tx._touched.values())
         tx._touched = {}
-        self._core.savepoint_rollback()
+        self._core.savepoint_rollback(restart)
         self._related_changed.clear()
         self._orphans.clear()
         self._orphan_children.clear()
@@ -1263,8 +1264,8 @@ class Session:
                         tx = self._nested[-1]
                         for sp in tx._savepoints.values():
                             sp.rollback()
-                        self._expire_touched(self._undo_savepoint_work(tx))
-                        self._core.savepoint_begin()  # what rolling it back will pop
+                        # (the core's new marker is what rolling it back will pop)
+                        self._expire_touched(self._undo_savepoint_work(tx, restart=True))
                     else:
                         for conn in list(self._conns.values()):
                             conn.rollback()

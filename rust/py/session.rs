@@ -89,6 +89,20 @@ pub struct Savepoint {
     updated: Vec<Held>,
 }
 
+impl Savepoint {
+    /// A marker at where the transaction's records stand now.
+    fn at(uow: &Uow, updated: Vec<Held>) -> Self {
+        Savepoint {
+            inserted: uow.tx_inserted.len(),
+            deleted: uow.tx_deleted.len(),
+            rekeyed: uow.tx_rekeyed.len(),
+            new_seq: uow.new.next_seq(),
+            marked_seq: uow.deleted.next_seq(),
+            updated,
+        }
+    }
+}
+
 impl Uow {
     fn live(&self, py: Python<'_>, key: &IdentityKey) -> Option<(Py<PyAny>, Py<InstanceState>)> {
         let e = self.identity.get(key)?;
@@ -1979,14 +1993,7 @@ impl SessionCore {
     /// A SAVEPOINT began (after a flush): remember where the transaction's records stand.
     fn savepoint_begin(&self) -> PyResult<usize> {
         let mut uow = self.uow()?;
-        let sp = Savepoint {
-            inserted: uow.tx_inserted.len(),
-            deleted: uow.tx_deleted.len(),
-            rekeyed: uow.tx_rekeyed.len(),
-            new_seq: uow.new.next_seq(),
-            marked_seq: uow.deleted.next_seq(),
-            updated: Vec::new(),
-        };
+        let sp = Savepoint::at(&uow, Vec::new());
         uow.savepoints.push(sp);
         Ok(uow.savepoints.len())
     }
@@ -2008,7 +2015,15 @@ impl SessionCore {
     /// inserted inside become transient, objects deleted inside come back, objects added or
     /// marked for deletion (unflushed) inside are dropped from the session's sets, and objects
     /// changed inside are expired so that they reload the state the database has now.
-    fn savepoint_rollback(&self, py: Python<'_>) -> PyResult<()> {
+    ///
+    /// With `restart` (a flush failed inside it: the database rolled back to it, and the
+    /// session awaits its rollback), a new marker takes its place, holding the objects whose
+    /// UPDATE it undid that are outside the session now (expunged): attached again before that
+    /// rollback, they hold values the database lost, and the rollback expires them, as
+    /// SQLAlchemy's rollback of a SAVEPOINT changed after its failure expires again every
+    /// object it updated.
+    #[pyo3(signature = (restart=false))]
+    fn savepoint_rollback(&self, py: Python<'_>, restart: bool) -> PyResult<()> {
         let mut uow = self.uow()?;
         let sp = uow
             .savepoints
@@ -2062,6 +2077,17 @@ impl SessionCore {
             if changed {
                 expire_object(obj.bind(py), st.get())?;
             }
+        }
+        if restart {
+            let mut outside = Vec::new();
+            for (obj, st) in dirty.values().chain(sp.updated.iter()) {
+                if st.get().lock()?.lifecycle() == Lifecycle::Detached {
+                    outside.push((obj.clone_ref(py), st.clone_ref(py)));
+                }
+            }
+            let mut uow = self.uow()?;
+            let marker = Savepoint::at(&uow, outside);
+            uow.savepoints.push(marker);
         }
         drop((added, unmarked, dirty, transient, restored, sp));
         Ok(())
