@@ -55,6 +55,7 @@ _NAMES: dict[str, dict[str, str]] = {
         "ObjectDeletedError": "retort.exc",
         "CircularDependencyError": "retort.exc",
         "IntegrityError": "retort.exc",
+        "PendingRollbackError": "retort.exc",
     },
     "sqlalchemy": {
         "DeclarativeBase": "sqlalchemy.orm",
@@ -77,6 +78,7 @@ _NAMES: dict[str, dict[str, str]] = {
         "ObjectDeletedError": "sqlalchemy.orm.exc",
         "CircularDependencyError": "sqlalchemy.exc",
         "IntegrityError": "sqlalchemy.exc",
+        "PendingRollbackError": "sqlalchemy.exc",
     },
 }
 

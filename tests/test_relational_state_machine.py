@@ -2839,3 +2839,27 @@ def test_bug_savepoint_rollback_expires_an_object_attached_again_after_a_failed_
         warnings.simplefilter("ignore")  # SQLAlchemy: state changed on a non-active transaction
         sp.rollback()
     assert n1.name == "n1"
+
+
+@both_libraries(
+    "found (differential search): after a failed flush, delete() of a detached object attaches "
+    "it before it raises PendingRollbackError; the next flush() then raised too, where "
+    "SQLAlchemy's finds nothing changed and returns"
+)
+def test_bug_flush_after_a_failure_with_an_object_attached_again_unchanged(repro: Any) -> None:
+    s, m, api = repro
+    p1 = s.get(m.Parent, 1)
+    s.expunge(p1)
+    s.add(m.Parent(id=1, name="a"))  # the key of a row: the flush fails
+    with pytest.raises(api.IntegrityError):
+        s.flush()
+    with pytest.raises(api.PendingRollbackError):
+        s.delete(p1)  # (its cascade needs SQL)
+    assert p1 in s and not s.new and not s.dirty and not s.deleted
+    s.flush()  # nothing to do
+    p1.name = "changed"
+    with pytest.raises(api.PendingRollbackError):
+        s.flush()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy: state changed on a non-active transaction
+        s.rollback()

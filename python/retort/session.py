@@ -54,6 +54,20 @@ def _relationships_of(obj: Any) -> Any:
     return mapper.relationships if isinstance(mapper, Mapper) else ()
 
 
+def _holds_related_change(obj: Any) -> bool:
+    """Whether a relationship of `obj` changed: a collection's gains or losses, a
+    many-to-one's history, or changes queued for an unloaded collection (an object attached
+    again with none of these counts among those to look at, unchanged)."""
+    d = obj.__dict__
+    if d.get("_retort_pending") or d.get("_retort_history"):
+        return True
+    for key in _relationships_of(obj):
+        value = d.get(key)
+        if getattr(value, "_added", None) or getattr(value, "_removed", None):
+            return True
+    return False
+
+
 def _lifecycle(obj: Any) -> str:
     """transient, pending, persistent, deleted or detached."""
     state = obj.__dict__.get("_retort_state")
@@ -1115,7 +1129,12 @@ class Session:
             deleted = self.deleted
             for obj in self._related_changed.values():
                 state = obj.__dict__.get("_retort_state")
-                if state is not None and state.lifecycle == "persistent" and obj not in deleted:
+                if (
+                    state is not None
+                    and state.lifecycle == "persistent"
+                    and obj not in deleted
+                    and _holds_related_change(obj)
+                ):
                     objs.append(obj)
         return IdentitySet(objs)
 
@@ -1131,7 +1150,11 @@ class Session:
         return IdentityMapView(self)
 
     def is_modified(self, instance: object, include_collections: bool = True) -> bool:
-        if include_collections and id(instance) in self._related_changed:
+        if (
+            include_collections
+            and id(instance) in self._related_changed
+            and _holds_related_change(instance)
+        ):
             return True
         return bool(self._core.is_modified(instance))
 
@@ -1146,6 +1169,13 @@ class Session:
             yield self
         finally:
             self._no_autoflush -= 1
+
+    def _related_work(self) -> bool:
+        """Whether an object counted among those whose relationships changed holds a change,
+        or an orphan is to be settled."""
+        if self._orphans or self._orphan_children:
+            return True
+        return any(_holds_related_change(o) for o in self._related_changed.values())
 
     def _autoflush(self) -> None:
         if (
@@ -1175,6 +1205,10 @@ class Session:
                 if not self._related_changed and not self._core.has_changes():
                     return
         if self._failed is not None:
+            if not self._core.has_changes() and not self._related_work():
+                # objects attached again with nothing changed (add() or delete() of a detached
+                # object, which then raised): SQLAlchemy's flush finds the session clean
+                return
             self._check_usable()
         if mapping._unconfigured:
             configure_mappers()
