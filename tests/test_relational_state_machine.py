@@ -2863,3 +2863,29 @@ def test_bug_flush_after_a_failure_with_an_object_attached_again_unchanged(repro
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy: state changed on a non-active transaction
         s.rollback()
+
+
+@both_libraries(
+    "found (differential search): a detached object holding a value a rollback undid, given "
+    "a child outside the session and attached by that child's cascade inside a SAVEPOINT, kept "
+    "the value when the SAVEPOINT rolled back (SQLAlchemy expires every object with a change "
+    "not flushed, a relationship's too)"
+)
+def test_bug_savepoint_rollback_expires_an_object_with_a_relationship_change_from_outside(
+    repro: Any,
+) -> None:
+    s, m, api = repro
+    n1 = s.get(m.Node, 1)
+    n1.name = "a"
+    s.flush()
+    s.expunge(n1)
+    s.rollback()  # the row is "n1" again; the detached object still says "a"
+    sp = s.begin_nested()
+    n5 = m.Node(id=5, name="n5")
+    n5.parent = n1  # (no session yet: queued for node 1's children)
+    s.add(n5)  # the cascade attaches node 1
+    assert n1 in s.dirty and n1.name == "a"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sp.rollback()
+    assert n1.name == "n1"

@@ -530,6 +530,9 @@ class Session:
         the objects whose relationships changed inside, to expire."""
         touched = list(tx._touched.values())
         tx._touched = {}
+        # and those holding relationship changes not flushed, made before the SAVEPOINT or
+        # outside the session (attached inside it), as SQLAlchemy expires every modified object
+        touched += [o for o in self._related_changed.values() if _holds_related_change(o)]
         self._core.savepoint_rollback(restart)
         self._related_changed.clear()
         self._orphans.clear()
