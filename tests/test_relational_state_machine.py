@@ -2874,7 +2874,7 @@ def test_bug_flush_after_a_failure_with_an_object_attached_again_unchanged(repro
 def test_bug_savepoint_rollback_expires_an_object_with_a_relationship_change_from_outside(
     repro: Any,
 ) -> None:
-    s, m, api = repro
+    s, m, _ = repro
     n1 = s.get(m.Node, 1)
     n1.name = "a"
     s.flush()
