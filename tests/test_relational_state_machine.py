@@ -2889,3 +2889,27 @@ def test_bug_savepoint_rollback_expires_an_object_with_a_relationship_change_fro
         warnings.simplefilter("ignore")
         sp.rollback()
     assert n1.name == "n1"
+
+
+@both_libraries(
+    "found (differential search): expire_all() forgot that a pending child was taken out of "
+    "the delete-orphan children of a parent outside the session, so the autoflush of a later "
+    "load (after a failed flush) left it pending; SQLAlchemy expires no pending object and "
+    "expunges that orphan"
+)
+def test_bug_expire_all_keeps_a_pending_orphan(repro: Any) -> None:
+    s, m, api = repro
+    t1 = s.get(m.Tag, 1)
+    s.add(m.Parent(id=1, name="a"))  # the key of a row: the flush fails
+    with pytest.raises(api.IntegrityError):
+        s.flush()
+    p4 = m.Parent(id=4, name="p4")
+    c6 = m.Child(id=6, name="c6")
+    s.add(c6)
+    p4.children.append(c6)  # p4 stays outside the session
+    c6.parent = None  # an orphan
+    s.expire_all()
+    assert api.inspect(c6).pending
+    with pytest.raises(api.PendingRollbackError):
+        t1.parents  # noqa: B018 (the load's autoflush expunges the orphan, then refuses)
+    assert api.inspect(c6).transient

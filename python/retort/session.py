@@ -1776,7 +1776,13 @@ class Session:
                 if k in marked or not o.__dict__["_retort_state"].has_identity
             }
             self._orphans = {k: o for k, o in self._orphans.items() if k in self._related_changed}
-        self._orphan_children.clear()  # (see _expire_whole)
+        # expired objects forget they were taken out of a parent's collection (see
+        # _expire_whole); pending ones are not expired, and stay orphans, as in SQLAlchemy
+        self._orphan_children = {
+            k: v
+            for k, v in self._orphan_children.items()
+            if not v[0].__dict__["_retort_state"].has_identity
+        }
 
     # -- statements -----------------------------------------------------------------------
 
