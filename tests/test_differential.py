@@ -1844,7 +1844,8 @@ class Lockstep:
                 if any(c not in loaded for c in COLUMNS[cls]):
                     continue  # expired: reading would load what the rows say
                 values = tuple(loaded[c] for c in COLUMNS[cls])
-                if not any(r[0] == values[0] for r in rows[tables[cls]]):
+                row = next((r for r in rows[tables[cls]] if r[0] == values[0]), None)
+                if row is None:
                     # a copy loaded inside a SAVEPOINT that was rolled back, with the insert
                     # of its row (SQLAlchemy keeps such objects persistent too)
                     continue
@@ -1853,7 +1854,6 @@ class Lockstep:
                 # rollback undid, attached again with it, in both
                 # (test_retort_alone_check_passes_over_values_both_libraries_hold)
                 held = [d[i] for d in (sa_now, self.sa_before) if i < len(d)]
-                row = next(r for r in rows[tables[cls]] if r[0] == values[0])
                 for c, v, r in zip(COLUMNS[cls], values, row, strict=True):
                     assert v == r or any(h.get(c, _ABSENT) == v for h in held), (
                         cls,

@@ -528,16 +528,18 @@ class Session:
         """Undo in the session what happened inside the innermost SAVEPOINT (the core pops
         its marker, and with `restart` sets a new one, for a flush that failed inside it);
         the objects whose relationships changed inside, to expire."""
-        touched = list(tx._touched.values())
+        touched = tx._touched
         tx._touched = {}
         # and those holding relationship changes not flushed, made before the SAVEPOINT or
         # outside the session (attached inside it), as SQLAlchemy expires every modified object
-        touched += [o for o in self._related_changed.values() if _holds_related_change(o)]
+        for key, obj in self._related_changed.items():
+            if key not in touched and _holds_related_change(obj):
+                touched[key] = obj
         self._core.savepoint_rollback(restart)
         self._related_changed.clear()
         self._orphans.clear()
         self._orphan_children.clear()
-        return touched
+        return list(touched.values())
 
     def _expire_touched(self, touched: list[Any]) -> None:
         """After a SAVEPOINT rollback: expire the objects changed inside it, these only (as
