@@ -12,6 +12,7 @@ No `from __future__ import annotations` here: models are declared inside tests f
 `orm` namespace, and their annotations must be evaluated where they are written.
 """
 
+import gc
 import warnings
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -1102,6 +1103,48 @@ def test_a_failed_flush_still_expunges_a_pending_orphan_of_a_parent_outside_the_
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SQLAlchemy: state changed on an inactive one
             s.rollback()
+
+
+def test_orphans_of_parents_outside_a_session_freed_during_a_flush(orm: Api) -> None:
+    # found by the nightly differential search: retort remembers (in one dict for the process)
+    # each new child taken out of a delete-orphan collection while in no session, and forgets
+    # it when it is freed. A flush read that dict while the collector ran and freed such
+    # children, and raised "dictionary changed size during iteration". Here the collector runs
+    # at almost every allocation during the flush, and frees one such child each time (of
+    # enough of them that some are left when the flush reads the dict).
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    freed: list[Any] = []
+    orphans = 1000
+    for n in range(orphans):
+        outside = Parent(name=f"outside {n}")
+        child = Child(name=f"orphan {n}")
+        outside.children.append(child)
+        outside.children.remove(child)
+        freed.append(child)
+        del outside, child
+    armed = False
+
+    def free_one(phase: str, info: dict[str, Any]) -> None:
+        if armed and phase == "start" and freed:
+            freed.pop()
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(free_one)
+    try:
+        with orm.session() as s:
+            s.add(Parent(name="p", children=[Child(name="a")]))
+            gc.set_threshold(1)
+            armed = True
+            s.flush()
+            armed = False
+            gc.set_threshold(*threshold)
+            assert len(freed) < orphans, "the collector did not run during the flush"
+            s.commit()
+    finally:
+        armed = False
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(free_one)
+    assert _children_of(orm) == {"a": "p"}
 
 
 def test_delete_orphan_removing_a_pending_child_expunges_it_at_once(orm: Api) -> None:

@@ -102,6 +102,18 @@ def _forget_orphaned_outside(key: int, ref: weakref.ref[Any]) -> None:
         del orphaned_outside[key]
 
 
+def orphaned_outside_entries() -> list[tuple[int, tuple[weakref.ref[Any], str]]]:
+    """A copy of `orphaned_outside`'s entries. Copying allocates, so the collector may run
+    meanwhile and free an object of an entry, whose callback deletes that entry; then Python
+    raises "dictionary changed size during iteration", and the copy starts again. (Another
+    thread's `orphaned` can likewise add one while the collector's callbacks run.)"""
+    while True:
+        try:
+            return list(orphaned_outside.items())
+        except RuntimeError:
+            continue
+
+
 def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
     """`item` left the delete-orphan collection `prop` of `owner` (loaded or not): a pending
     one leaves the session now, a persistent one is deleted by the flush unless another parent

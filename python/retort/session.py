@@ -1374,7 +1374,7 @@ class Session:
                 self._related_changed.pop(key, None)
                 gone = True
         # and those orphaned while in no session that a cascade brought in since
-        for key, (ref, back) in list(attributes.orphaned_outside.items()):
+        for key, (ref, back) in attributes.orphaned_outside_entries():
             child = ref()
             state = None if child is None else child.__dict__.get("_retort_state")
             if state is None or state.session is not self:
