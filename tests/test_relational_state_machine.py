@@ -2913,3 +2913,18 @@ def test_bug_expire_all_keeps_a_pending_orphan(repro: Any) -> None:
     with pytest.raises(api.PendingRollbackError):
         t1.parents  # noqa: B018 (the load's autoflush expunges the orphan, then refuses)
     assert api.inspect(c6).transient
+
+
+@both_libraries(
+    "noticed while fixing the merge of a wholly expired copy: merge() of a copy holding its "
+    "key and nothing else left the session's expired object of that key expired, where "
+    "SQLAlchemy's merge loads it to set the key"
+)
+def test_bug_merge_of_a_copy_holding_only_its_key_loads_the_expired_object(repro: Any) -> None:
+    s, m, api = repro
+    p1 = s.get(m.Parent, 1)
+    s.commit()
+    assert api.inspect(p1).expired
+    assert s.merge(m.Parent(id=1)) is p1
+    assert not api.inspect(p1).expired
+    assert api.inspect(p1).dict["name"] == "p1"

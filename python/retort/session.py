@@ -1992,13 +1992,15 @@ class Session:
                 target = None  # merge_all already knows the database has no such row
             else:
                 # the session's object, else the row's. An expired one is loaded only when
-                # there are columns to copy onto it (SQLAlchemy loads it to set the key, which
-                # a wholly expired copy does not hold): else what the copy does not set stays
+                # the copy holds columns to copy onto it, its key included (SQLAlchemy loads it
+                # to set the key, which a copy expired as a whole does not hold): else it stays
                 # expired, and a many-to-one change of it later cannot find its old parent
                 target = self._core.identity_lookup(mapper._core, ident)
-                if load and (
-                    target is None or any(k in instance.__dict__ for k in mapper.non_key_attrs)
-                ):
+                holds_columns = any(k in instance.__dict__ for k in mapper.non_key_attrs) or (
+                    not (state is not None and state.has_identity and state.expired)
+                    and any(k in instance.__dict__ for k in mapper.keys)
+                )
+                if load and (target is None or holds_columns):
                     target = self.get(mapper.class_, ident)
         fresh = target is None
         if fresh:
