@@ -85,6 +85,28 @@ def test_merge_all_fetches_every_missing_key_in_one_select(db: Engine, sql_log: 
         assert s.get(Thing, 50).name == "m50"  # type: ignore[union-attr]
 
 
+def test_merge_all_loads_the_expired_objects_it_merges_onto_in_one_select(
+    db: Engine, sql_log: Log, admin_conn: Any, schema: str
+) -> None:
+    with Session(db) as s:
+        held = [s.get(Thing, i) for i in (1, 2, 3)]
+        s.commit()  # expires them
+        admin_conn.execute(f"DELETE FROM {schema}.things WHERE id = 3")
+        sql_log.clear()
+        copies = [Thing(id=1), Thing(id=2, name="m2"), Thing(id=3, name="m3")]
+        merged = s.merge_all(copies)
+        assert _selects(sql_log) == 1  # (not one per object)
+        assert merged[:2] == held[:2]
+        assert [inspect(m).expired for m in merged[:2]] == [False, False]
+        assert [m.name for m in merged[:2]] == ["t1", "m2"]
+        # its row gone: a new object, as merge() and get() of the key find
+        assert merged[2] is not held[2] and inspect(merged[2]).pending
+        assert inspect(held[2]).deleted or inspect(held[2]).detached
+        s.commit()
+    with Session(db) as s:
+        assert [t.name for t in s.scalars(select(Thing).order_by(Thing.id))] == ["t1", "m2", "m3"]
+
+
 def test_merge_without_load_sends_no_select_and_refuses_dirty_objects(
     db: Engine, sql_log: Log
 ) -> None:

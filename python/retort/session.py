@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 _NEEDS_LOAD = _core.NEEDS_LOAD
+_STATE = "_retort_state"
 _sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
 
@@ -1919,12 +1920,26 @@ class Session:
         absent: set[tuple[Any, ...]] = set()
         if load:
             missing: dict[Mapper, list[tuple[Any, ...]]] = {}
+            expired: list[Any] = []  # the session's expired objects that merge() would load
             for obj in objs:
                 mapper = object_mapper(obj)
                 ident = tuple(mapper._core.primary_key_of(obj))
                 if all(v is not None for v in ident) and obj not in self:
-                    if self._core.identity_lookup(mapper._core, ident) is None:
+                    held = self._core.identity_lookup(mapper._core, ident)
+                    if held is None:
                         missing.setdefault(mapper, []).append(ident)
+                    elif held.__dict__[_STATE].expired and _holds_columns(obj, mapper):
+                        expired.append(held)
+            if expired:
+                # one SELECT per table; an object whose row is gone is marked so, as get()
+                # marks it, and its key merges onto a new object
+                if self._failed is not None:
+                    self._orphans_before_autoflush()
+                    self._check_usable()
+                for gone in self._load_objects(expired):
+                    mapper = object_mapper(gone)
+                    absent.add((mapper, tuple(mapper._core.primary_key_of(gone))))
+                    self._core.mark_gone(gone)
             for mapper, idents in missing.items():
                 self._autoflush()
                 pk = mapper.primary_key
@@ -1996,11 +2011,7 @@ class Session:
                 # to set the key, which a copy expired as a whole does not hold): else it stays
                 # expired, and a many-to-one change of it later cannot find its old parent
                 target = self._core.identity_lookup(mapper._core, ident)
-                holds_columns = any(k in instance.__dict__ for k in mapper.non_key_attrs) or (
-                    not (state is not None and state.has_identity and state.expired)
-                    and any(k in instance.__dict__ for k in mapper.keys)
-                )
-                if load and (target is None or holds_columns):
+                if load and (target is None or _holds_columns(instance, mapper)):
                     target = self.get(mapper.class_, ident)
         fresh = target is None
         if fresh:
@@ -2069,6 +2080,19 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session at {id(self):#x}>"
+
+
+def _holds_columns(instance: Any, mapper: Mapper) -> bool:
+    """Whether merge() copies columns from `instance`: any loaded, its key included, unless it
+    is expired as a whole (SQLAlchemy's expiry takes the key out of `__dict__` too, and its
+    merge loads the object of the key only to set the key)."""
+    d = instance.__dict__
+    if any(k in d for k in mapper.non_key_attrs):
+        return True
+    state = d.get(_STATE)
+    if state is not None and state.has_identity and state.expired:
+        return False
+    return any(k in d for k in mapper.keys)
 
 
 class sessionmaker:
