@@ -1911,8 +1911,9 @@ class Session:
 
     @_exclusive
     def merge_all(self, instances: Iterable[_T], *, load: bool = True) -> list[_T]:
-        """merge() each object, fetching every identity the session lacks in one SELECT per
-        class first."""
+        """merge() each object, fetching first, in one SELECT per class, every identity the
+        session lacks and the rows of the session's expired objects the copies set columns
+        on."""
         objs = list(instances)
         if load:
             self._autoflush()
