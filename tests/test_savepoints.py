@@ -163,7 +163,9 @@ def test_a_failed_flush_inside_a_savepoint_leaves_the_outer_work(
         s.add(Item(name="lost"))
         with pytest.raises(exc.PendingRollbackError):
             s.flush()
+        assert not s.is_active and not sp.is_active
         sp.rollback()
+        assert s.is_active
         s.commit()
     assert _names(admin_conn, schema) == ["a", "b", "kept"]
 

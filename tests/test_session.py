@@ -687,6 +687,7 @@ def test_failed_flush_requires_rollback_then_session_works_again(
         s.add(User(name="keeper"))  # unique violation
         with pytest.raises(exc.IntegrityError):
             s.flush()
+        assert not s.is_active  # (SQLAlchemy's name for "to be rolled back")
         s.flush()  # nothing left to write: returns, as in SQLAlchemy
         for op in (
             lambda: (s.add(User(name="other")), s.flush()),
@@ -699,6 +700,7 @@ def test_failed_flush_requires_rollback_then_session_works_again(
             with pytest.raises(exc.PendingRollbackError):
                 op()
         s.rollback()
+        assert s.is_active
         assert list(s.new) == []
         assert keeper in s
         assert keeper.name == "keeper" and keeper.age == 1

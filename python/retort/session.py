@@ -458,6 +458,13 @@ class Session:
     def in_transaction(self) -> bool:
         return self._tx is not None
 
+    @property
+    def is_active(self) -> bool:
+        """False while a failed flush or commit awaits rollback() (of the SAVEPOINT it failed
+        in, or of the whole transaction), as in SQLAlchemy; True otherwise, whether or not a
+        transaction is begun."""
+        return self._failed is None
+
     def in_nested_transaction(self) -> bool:
         return bool(self._nested)
 
