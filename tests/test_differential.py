@@ -92,9 +92,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
 - after a failed flush, a flush where the only changes are values set again (to the values
   objects have, as merge() of an unchanged copy does, or a many-to-one of an object that
   SQLAlchemy's SAVEPOINT rollback expired and retort's did not, set to what its foreign key
-  names): SQLAlchemy counts them as changes and refuses to flush (PendingRollbackError), retort
-  has nothing to flush and succeeds, as SQLAlchemy does for a clean session (the program stops
-  there);
+  names, or a column an INSERT left out set to NULL, which retort knows): SQLAlchemy counts
+  them as changes and refuses to flush (PendingRollbackError, also from the autoflush of a
+  merge() onto an object the session holds loaded), retort has nothing to flush and succeeds,
+  as SQLAlchemy does for a clean session (the program stops there);
 - a flush relating an expired object whose row is gone: SQLAlchemy's loads it to read its
   key and raises ObjectDeletedError (or, where it is the autoflush of get() loading an expired
   object, get() raises PendingRollbackError), retort's sends the key it knows and the database
