@@ -2928,3 +2928,28 @@ def test_bug_merge_of_a_copy_holding_only_its_key_loads_the_expired_object(repro
     assert s.merge(m.Parent(id=1)) is p1
     assert not api.inspect(p1).expired
     assert api.inspect(p1).dict["name"] == "p1"
+
+
+@both_libraries(
+    "found by the differential search: a new tag, flushed with parent 1 among its parents, "
+    "is made new again by a rollback (which undid the association row); appending parent 1 "
+    "again, which its parents still list, was no change in retort, so the commit left the "
+    "row out (SQLAlchemy writes it again)"
+)
+def test_bug_a_member_appended_again_to_an_object_made_new_by_a_rollback_is_written(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    p1 = s.get(m.Parent, 1)
+    t3 = m.Tag(id=3, label="a")
+    s.add(t3)
+    t3.parents.append(p1)
+    s.flush()
+    s.rollback()
+    assert api.inspect(t3).transient and t3.parents == [p1]
+    p2 = s.get(m.Parent, 2)
+    p2.tags.append(t3)  # (its cascade adds the tag again)
+    t3.parents.append(p1)
+    s.commit()
+    rows = admin_conn.execute(f"SELECT parent_id, tag_id FROM {schema}.parent_tags ORDER BY 1, 2")
+    assert rows.fetchall() == [(1, 1), (1, 2), (1, 3), (2, 2), (2, 3)]

@@ -195,8 +195,15 @@ class InstrumentedList(list[Any]):
         elif key in self._added:
             self._dup = True  # appended twice
             changed = False
-        elif member if member is not None else (_has_identity(item) and self._holds(item)):
-            self._dup = True  # a member already (a new object cannot have been one)
+        elif (
+            member
+            if member is not None
+            else (_has_identity(item) and _has_identity(owner) and self._holds(item))
+        ):
+            # a member already. A new object cannot have been one, nor be the owner of one:
+            # one made new again by a rollback of its INSERT still lists the members it had,
+            # whose rows that rollback undid, so a member appended again is written again
+            self._dup = True
             changed = False
         else:
             self._added[key] = item
