@@ -2934,10 +2934,11 @@ def test_bug_merge_of_a_copy_holding_only_its_key_loads_the_expired_object(repro
     "found by the differential search: a new tag, flushed with parent 1 among its parents, "
     "is made new again by a rollback (which undid the association row); appending parent 1 "
     "again, which its parents still list, was no change in retort, so the commit left the "
-    "row out (SQLAlchemy writes it again)"
+    "row out (SQLAlchemy writes it again), also once the tag was inserted again"
 )
+@pytest.mark.parametrize("inserted_again", [False, True])
 def test_bug_a_member_appended_again_to_an_object_made_new_by_a_rollback_is_written(
-    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str, inserted_again: bool
 ) -> None:
     s, m, api = repro
     p1 = s.get(m.Parent, 1)
@@ -2949,6 +2950,8 @@ def test_bug_a_member_appended_again_to_an_object_made_new_by_a_rollback_is_writ
     assert api.inspect(t3).transient and t3.parents == [p1]
     p2 = s.get(m.Parent, 2)
     p2.tags.append(t3)  # (its cascade adds the tag again)
+    if inserted_again:
+        s.flush()  # (the tag has a row again; parent 1's association row is still undone)
     t3.parents.append(p1)
     s.commit()
     rows = admin_conn.execute(f"SELECT parent_id, tag_id FROM {schema}.parent_tags ORDER BY 1, 2")

@@ -141,10 +141,33 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
         session._orphan_children[id(item)] = (item, prop)
 
 
+def rows_undone(objs: list[Any]) -> None:
+    """A rollback undid the INSERT of each of `objs`, and with it the rows of the members its
+    collections list then (association rows, children's foreign keys), which they keep
+    listing, as in SQLAlchemy: a member appended again is no member whose row exists, and is
+    written again (whenever the object is inserted again), where SQLAlchemy's second entry
+    writes it too."""
+    for obj in objs:
+        d = obj.__dict__
+        for prop in type(obj).__mapper__.relationships.values():
+            coll = d.get(prop.key)
+            if isinstance(coll, InstrumentedList) and coll:
+                coll._unwritten = {id(x) for x in coll if id(x) not in coll._added}
+
+
 class InstrumentedList(list[Any]):
     """A list collection of a relationship: every change is seen by the unit of work."""
 
-    __slots__ = ("__weakref__", "_added", "_dup", "_owner_ref", "_prop", "_removed", "_virgin")
+    __slots__ = (
+        "__weakref__",
+        "_added",
+        "_dup",
+        "_owner_ref",
+        "_prop",
+        "_removed",
+        "_unwritten",
+        "_virgin",
+    )
 
     def __init__(self, owner: Any, prop: RelationshipProperty, items: Iterable[Any] = ()) -> None:
         super().__init__(items)
@@ -160,6 +183,10 @@ class InstrumentedList(list[Any]):
         # an empty collection read from an object without a row, never changed: not loaded
         # once the object has its row (SQLAlchemy does not keep it either)
         self._virgin = False
+        # ids of members listed when a rollback undid the owner's INSERT, and with it their
+        # rows (association rows, foreign keys): appended again, such a member is written
+        # again (see rows_undone)
+        self._unwritten: set[int] | None = None
 
     # -- the events ------------------------------------------------------------------------
 
@@ -198,15 +225,21 @@ class InstrumentedList(list[Any]):
         elif (
             member
             if member is not None
-            else (_has_identity(item) and _has_identity(owner) and self._holds(item))
+            else (
+                _has_identity(item)
+                and _has_identity(owner)
+                and not (self._unwritten and key in self._unwritten)
+                and self._holds(item)
+            )
         ):
-            # a member already. A new object cannot have been one, nor be the owner of one:
-            # one made new again by a rollback of its INSERT still lists the members it had,
-            # whose rows that rollback undid, so a member appended again is written again
+            # a member already. A new object cannot have been one, nor own one; nor can one
+            # whose row a rollback undid (see rows_undone): appended again, it is written
             self._dup = True
             changed = False
         else:
             self._added[key] = item
+            if self._unwritten:
+                self._unwritten.discard(key)
         if back and prop.back is not None:
             prop.back._set_backref(item, owner, prop, changed=changed)
             if tracked:

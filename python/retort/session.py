@@ -543,7 +543,7 @@ class Session:
         for key, obj in self._related_changed.items():
             if key not in touched and _holds_related_change(obj):
                 touched[key] = obj
-        self._core.savepoint_rollback(restart)
+        attributes.rows_undone(self._core.savepoint_rollback(restart))
         self._related_changed.clear()
         self._orphans.clear()
         self._orphan_children.clear()
@@ -764,7 +764,7 @@ class Session:
         self._flushed_deleted = []
         if self._dispatch:
             self._fire("after_rollback")
-        self._core.rollback()
+        attributes.rows_undone(self._core.rollback())
 
     def _rollback_connection(self) -> None:
         if self._conns:
@@ -792,7 +792,7 @@ class Session:
                     self._fire("after_soft_rollback", sp)
                 self._fire("after_rollback")
         finally:
-            self._core.rollback()
+            attributes.rows_undone(self._core.rollback())
             for sp in self._nested:
                 sp._closed = True
             self._nested.clear()
@@ -1299,7 +1299,7 @@ class Session:
                     # as SQLAlchemy: the transaction's work is undone in the session at once
                     # (objects the failed flush made persistent are transient again), so
                     # nothing is left to flush
-                    self._core.rollback()
+                    attributes.rows_undone(self._core.rollback())
                     self._related_changed.clear()
                     self._orphans.clear()
                     self._orphan_children.clear()

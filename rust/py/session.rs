@@ -380,14 +380,16 @@ fn undo_log(
     uow: &mut Uow,
     inserted: Vec<(IdentityKey, Py<InstanceState>)>,
     deleted: &[Held],
-) -> PyResult<Vec<Py<InstanceState>>> {
+) -> PyResult<(Vec<Py<InstanceState>>, Vec<Py<PyAny>>)> {
     let mut transient = Vec::new();
+    let mut undone = Vec::new();
     let mut inserted_states: HashSet<usize, ahash::RandomState> = HashSet::default();
     for (key, st) in inserted {
         if let Some((obj, live_st)) = uow.live(py, &key) {
             if live_st.bind(py).is(st.bind(py)) {
                 uow.watched.remove(&(obj.as_ptr() as usize));
                 uow.identity.remove(&key);
+                undone.push(obj);
             }
         }
         inserted_states.insert(st.as_ptr() as usize);
@@ -423,7 +425,7 @@ fn undo_log(
         }
         watch(uow, obj.bind(py), st, st.get().mapper.get())?;
     }
-    Ok(transient)
+    Ok((transient, undone))
 }
 
 /// What the session's sets held of an object taken out of them (`leave_session`), dropped
@@ -1965,8 +1967,9 @@ impl SessionCore {
     }
 
     /// Undo the transaction's bookkeeping: pending and inserted objects become transient,
-    /// deleted ones persistent again, changes are discarded and everything is expired.
-    fn rollback(&self, py: Python<'_>) -> PyResult<()> {
+    /// deleted ones persistent again, changes are discarded and everything is expired. Returns
+    /// the objects whose INSERT it undid (those still in the identity map until then).
+    fn rollback(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let mut uow = self.uow()?;
         let new = std::mem::replace(&mut uow.new, fast_map());
         let dirty = std::mem::replace(&mut uow.dirty, fast_map());
@@ -1976,7 +1979,7 @@ impl SessionCore {
         let savepoints = std::mem::take(&mut uow.savepoints);
         let rekeyed = std::mem::take(&mut uow.tx_rekeyed);
         undo_rekeys(py, &mut uow, rekeyed)?;
-        let transient = undo_log(py, &self.shared, &mut uow, inserted, &tx_deleted)?;
+        let (transient, undone) = undo_log(py, &self.shared, &mut uow, inserted, &tx_deleted)?;
         drop(uow);
         make_transient_states(&transient, true)?;
         let pending: Vec<Py<InstanceState>> =
@@ -1987,7 +1990,7 @@ impl SessionCore {
         }
         drop((new, dirty, deleted, tx_deleted, transient, savepoints));
         self.shared.expire_generation();
-        Ok(())
+        Ok(undone)
     }
 
     /// A SAVEPOINT began (after a flush): remember where the transaction's records stand.
@@ -2022,8 +2025,10 @@ impl SessionCore {
     /// rollback, they hold values the database lost, and the rollback expires them, as
     /// SQLAlchemy's rollback of a SAVEPOINT changed after its failure expires again every
     /// object it updated.
+    ///
+    /// Returns the objects whose INSERT it undid (those still in the identity map until then).
     #[pyo3(signature = (restart=false))]
-    fn savepoint_rollback(&self, py: Python<'_>, restart: bool) -> PyResult<()> {
+    fn savepoint_rollback(&self, py: Python<'_>, restart: bool) -> PyResult<Vec<Py<PyAny>>> {
         let mut uow = self.uow()?;
         let sp = uow
             .savepoints
@@ -2039,7 +2044,7 @@ impl SessionCore {
         let added = uow.new.take_from(sp.new_seq);
         let unmarked = uow.deleted.take_from(sp.marked_seq);
         let dirty = std::mem::replace(&mut uow.dirty, fast_map());
-        let transient = undo_log(py, &self.shared, &mut uow, inserted, &restored)?;
+        let (transient, undone) = undo_log(py, &self.shared, &mut uow, inserted, &restored)?;
         drop(uow);
         for (_, (_, st)) in &added {
             let mut inner = st.get().lock()?;
@@ -2090,7 +2095,7 @@ impl SessionCore {
             uow.savepoints.push(marker);
         }
         drop((added, unmarked, dirty, transient, restored, sp));
-        Ok(())
+        Ok(undone)
     }
 
     /// Expire every loaded object (O(1)) and discard unflushed changes of persistent objects.
