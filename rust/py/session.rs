@@ -370,6 +370,10 @@ fn undo_rekeys(
     Ok(())
 }
 
+/// What `undo_log` undid: the states of the objects whose INSERT it undid (to make
+/// transient), and those objects that were still in the identity map.
+type Undone = (Vec<Py<InstanceState>>, Vec<Py<PyAny>>);
+
 /// Replay a transaction's (or savepoint's) records backwards: rows inserted by its flushes
 /// leave the identity map and their objects are returned (to become transient, wherever they
 /// are now: deleted again or expunged since), and objects deleted by its flushes are
@@ -380,7 +384,7 @@ fn undo_log(
     uow: &mut Uow,
     inserted: Vec<(IdentityKey, Py<InstanceState>)>,
     deleted: &[Held],
-) -> PyResult<(Vec<Py<InstanceState>>, Vec<Py<PyAny>>)> {
+) -> PyResult<Undone> {
     let mut transient = Vec::new();
     let mut undone = Vec::new();
     let mut inserted_states: HashSet<usize, ahash::RandomState> = HashSet::default();
