@@ -2956,3 +2956,25 @@ def test_bug_a_member_appended_again_to_an_object_made_new_by_a_rollback_is_writ
     s.commit()
     rows = admin_conn.execute(f"SELECT parent_id, tag_id FROM {schema}.parent_tags ORDER BY 1, 2")
     assert rows.fetchall() == [(1, 1), (1, 2), (1, 3), (2, 2), (2, 3)]
+
+
+@both_libraries(
+    "found by the differential search: after a flush failed inside a SAVEPOINT, reading a "
+    "child's many-to-one whose parent the identity map holds loaded raised "
+    "PendingRollbackError in retort; SQLAlchemy's lazy loader answers from the identity map"
+)
+def test_bug_a_many_to_one_held_by_the_identity_map_reads_after_a_failed_flush(
+    repro: Any,
+) -> None:
+    s, m, api = repro
+    p1 = s.get(m.Parent, 1)
+    c1 = s.get(m.Child, 1)
+    assert "parent" in api.inspect(c1).unloaded
+    s.begin_nested()
+    s.add(m.Parent(id=2, name="taken"))
+    with pytest.raises(api.IntegrityError):
+        s.flush()
+    assert c1.parent is p1  # (no SQL: the session refuses SQL until the rollback)
+    with pytest.raises(api.PendingRollbackError):
+        s.get(m.Parent, 3)  # (which loads)
+    s.rollback()

@@ -1591,11 +1591,12 @@ class Session:
                 # no parent, known without SQL: no autoflush, and no refusal after a failed
                 # flush (as SQLAlchemy's lazy loader)
                 return None
-        self._orphans_before_autoflush()
-        self._check_usable()
-        if prop.direction == "MANYTOONE":
+            # the identity map's object answers without SQL, even after a failed flush (as
+            # SQLAlchemy's lazy loader); get() refuses (or autoflushes) only where it loads
             ident = tuple(values)
             return self.get(prop.target.class_, ident if len(ident) > 1 else ident[0])
+        self._orphans_before_autoflush()
+        self._check_usable()
         stmt = _select(prop.target.class_)
         if prop.direction == "ONETOMANY":
             crit = [dst == getattr(obj, src.key) for src, dst in prop.pairs]
