@@ -142,11 +142,11 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
 
 
 def rows_undone(objs: list[Any]) -> None:
-    """A rollback undid the INSERT of each of `objs`, and with it the rows of the members its
-    collections list then (association rows, children's foreign keys), which they keep
-    listing, as in SQLAlchemy: a member appended again is no member whose row exists, and is
-    written again (whenever the object is inserted again), where SQLAlchemy's second entry
-    writes it too."""
+    """A rollback undid the INSERT of each of `objs` (the core's, of classes with
+    relationships), and with it the rows of the members its collections list then
+    (association rows, children's foreign keys), which they keep listing, as in SQLAlchemy:
+    a member appended again is no member whose row exists, and is written again (whenever
+    the object is inserted again), where SQLAlchemy's second entry writes it too."""
     for obj in objs:
         d = obj.__dict__
         for prop in type(obj).__mapper__.relationships.values():

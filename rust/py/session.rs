@@ -371,7 +371,8 @@ fn undo_rekeys(
 }
 
 /// What `undo_log` undid: the states of the objects whose INSERT it undid (to make
-/// transient), and those objects that were still in the identity map.
+/// transient), and those objects that were still in the identity map and whose class has
+/// relationships (whose collections may list members whose rows it undid).
 type Undone = (Vec<Py<InstanceState>>, Vec<Py<PyAny>>);
 
 /// Replay a transaction's (or savepoint's) records backwards: rows inserted by its flushes
@@ -387,13 +388,27 @@ fn undo_log(
 ) -> PyResult<Undone> {
     let mut transient = Vec::new();
     let mut undone = Vec::new();
+    // per mapper (by address): whether its class has relationships
+    let mut related: HashMap<usize, bool, ahash::RandomState> = HashMap::default();
     let mut inserted_states: HashSet<usize, ahash::RandomState> = HashSet::default();
     for (key, st) in inserted {
         if let Some((obj, live_st)) = uow.live(py, &key) {
             if live_st.bind(py).is(st.bind(py)) {
                 uow.watched.remove(&(obj.as_ptr() as usize));
                 uow.identity.remove(&key);
-                undone.push(obj);
+                let mapper = st.get().mapper.get();
+                let addr = mapper as *const MapperCore as usize;
+                let has = match related.get(&addr) {
+                    Some(&has) => has,
+                    None => {
+                        let has = mapper.extra_init.bind(py).len()? > 0;
+                        related.insert(addr, has);
+                        has
+                    }
+                };
+                if has {
+                    undone.push(obj);
+                }
             }
         }
         inserted_states.insert(st.as_ptr() as usize);
@@ -1972,7 +1987,7 @@ impl SessionCore {
 
     /// Undo the transaction's bookkeeping: pending and inserted objects become transient,
     /// deleted ones persistent again, changes are discarded and everything is expired. Returns
-    /// the objects whose INSERT it undid (those still in the identity map until then).
+    /// the objects whose INSERT it undid that have relationships (see `Undone`).
     fn rollback(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let mut uow = self.uow()?;
         let new = std::mem::replace(&mut uow.new, fast_map());
@@ -2030,7 +2045,7 @@ impl SessionCore {
     /// SQLAlchemy's rollback of a SAVEPOINT changed after its failure expires again every
     /// object it updated.
     ///
-    /// Returns the objects whose INSERT it undid (those still in the identity map until then).
+    /// Returns the objects whose INSERT it undid that have relationships (see `Undone`).
     #[pyo3(signature = (restart=false))]
     fn savepoint_rollback(&self, py: Python<'_>, restart: bool) -> PyResult<Vec<Py<PyAny>>> {
         let mut uow = self.uow()?;
