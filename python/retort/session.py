@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 _NEEDS_LOAD = _core.NEEDS_LOAD
-_STATE = "_retort_state"
 _sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
 
@@ -572,6 +571,12 @@ class Session:
             and not self._flushing
         ):
             self._expunge_pending_orphans()
+
+    def _check_usable_for_sql(self) -> None:
+        """Before a load or query sends SQL: after a failed flush, what its autoflush does
+        first (_orphans_before_autoflush), then PendingRollbackError."""
+        self._orphans_before_autoflush()
+        self._check_usable()
 
     def _check_usable(self) -> None:
         if self._failed is not None:
@@ -1561,8 +1566,7 @@ class Session:
 
     def _retort_load(self, instance: Any, state: Any) -> None:
         """Called by the core to load an object's unloaded attributes."""
-        self._orphans_before_autoflush()
-        self._check_usable()
+        self._check_usable_for_sql()
         mapper = object_mapper(instance)
         self._autoflush()  # first, as SQLAlchemy's load does (it may fail)
         if state.lifecycle == "deleted":
@@ -1595,8 +1599,7 @@ class Session:
             # SQLAlchemy's lazy loader); get() refuses (or autoflushes) only where it loads
             ident = tuple(values)
             return self.get(prop.target.class_, ident if len(ident) > 1 else ident[0])
-        self._orphans_before_autoflush()
-        self._check_usable()
+        self._check_usable_for_sql()
         stmt = _select(prop.target.class_)
         if prop.direction == "ONETOMANY":
             crit = [dst == getattr(obj, src.key) for src, dst in prop.pairs]
@@ -1677,9 +1680,7 @@ class Session:
         with_for_update: Any,
     ) -> Any:
         core = self._core
-        if self._failed is not None:
-            self._orphans_before_autoflush()
-            self._check_usable()
+        self._check_usable_for_sql()
         if mapping._unconfigured:
             configure_mappers()  # as in execute()
         if self._related_changed or core.has_changes():
@@ -1806,8 +1807,7 @@ class Session:
         execution_options: Mapping[str, Any] | None = None,
     ) -> Result:
         """Run a statement in the session's transaction; ORM entities come back as objects."""
-        self._orphans_before_autoflush()
-        self._check_usable()
+        self._check_usable_for_sql()
         if isinstance(statement, str):
             raise exc.ArgumentError(
                 "Session.execute() takes a statement object; wrap raw SQL in text('...')"
@@ -1937,14 +1937,12 @@ class Session:
                     held = self._core.identity_lookup(mapper._core, ident)
                     if held is None:
                         missing.setdefault(mapper, []).append(ident)
-                    elif held.__dict__[_STATE].expired and _holds_columns(obj, mapper):
+                    elif held.__dict__["_retort_state"].expired and _holds_columns(obj, mapper):
                         expired.append(held)
             if expired:
                 # one SELECT per table; an object whose row is gone is marked so, as get()
                 # marks it, and its key merges onto a new object
-                if self._failed is not None:
-                    self._orphans_before_autoflush()
-                    self._check_usable()
+                self._check_usable_for_sql()
                 for gone in self._load_objects(expired):
                     mapper = object_mapper(gone)
                     absent.add((mapper, tuple(mapper._core.primary_key_of(gone))))
@@ -2098,7 +2096,7 @@ def _holds_columns(instance: Any, mapper: Mapper) -> bool:
     d = instance.__dict__
     if any(k in d for k in mapper.non_key_attrs):
         return True
-    state = d.get(_STATE)
+    state = d.get("_retort_state")
     if state is not None and state.has_identity and state.expired:
         return False
     return any(k in d for k in mapper.keys)
