@@ -3575,15 +3575,13 @@ def test_improvement_a_column_an_insert_left_null_set_to_null_after_a_failed_flu
     )
 
 
-def test_improvement_merge_of_a_new_copy_onto_a_loaded_object_after_a_failed_flush(
-    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
-) -> None:
-    # found by the nightly search: as above, then merge() of a new copy of parent 1, which the
-    # session holds loaded: SQLAlchemy's autoflush refuses to flush the code set again;
-    # retort has nothing to flush, and copies the name onto parent 1 without SQL
-    run = _play(
-        sides,
-        admin_conn,
+# found by the nightly search, as above: merge() after the failed flush onto an object the
+# session holds loaded, where SQLAlchemy's autoflush refuses to flush a value set again and
+# retort has nothing to flush and copies the copy's values without SQL. The object: parent 1
+# (a new copy merged; or a copy made earlier, which the failed flush left outside the
+# session), or node 3, loaded with node 2's children and taken out (not handled)
+_MERGES_AFTER_A_FAILED_FLUSH = {
+    "new copy": (
         [
             ("new", "Parent", 4, "a", "add", None),
             ("get", "Parent", 1),
@@ -3593,21 +3591,9 @@ def test_improvement_merge_of_a_new_copy_onto_a_loaded_object_after_a_failed_flu
             ("set", 0, "code", None),
             ("merge_new", "Parent", 1, "a"),
         ],
-    )
-    assert run.program[-1] == (
-        "merge_new('Parent', 1, 'a')  -> raised PendingRollbackError / retort: ok 1 "
-        "(improvement: a value set again leaves nothing to flush after a failed flush)"
-    )
-
-
-def test_improvement_merge_onto_a_loaded_object_not_handled_after_a_failed_flush(
-    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
-) -> None:
-    # found by the nightly search: node 3, loaded with node 2's children (and taken out, not
-    # handled), is the object a new copy of node 3 merges onto
-    run = _play(
-        sides,
-        admin_conn,
+        "merge_new('Parent', 1, 'a')  -> raised PendingRollbackError / retort: ok 1 ",
+    ),
+    "onto an object not handled": (
         [
             ("merge_new", "Node", 2, "a"),
             ("get", "Parent", 1),
@@ -3618,21 +3604,9 @@ def test_improvement_merge_onto_a_loaded_object_not_handled_after_a_failed_flush
             ("set", 0, "name", "a"),
             ("merge_new", "Node", 3, "a"),
         ],
-    )
-    assert run.program[-1] == (
-        "merge_new('Node', 3, 'a')  -> raised PendingRollbackError / retort: ok 3 "
-        "(improvement: a value set again leaves nothing to flush after a failed flush)"
-    )
-
-
-def test_improvement_merge_of_a_copy_onto_a_loaded_object_after_a_failed_flush(
-    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
-) -> None:
-    # found by the nightly search: as above, merging a copy made earlier in the program (new
-    # parent 1, which the failed flush left outside the session) onto parent 1
-    run = _play(
-        sides,
-        admin_conn,
+        "merge_new('Node', 3, 'a')  -> raised PendingRollbackError / retort: ok 3 ",
+    ),
+    "copy made earlier": (
         [
             ("new", "Parent", 4, "a", "add", None),
             ("merge_new", "Parent", 1, "a"),
@@ -3643,10 +3617,19 @@ def test_improvement_merge_of_a_copy_onto_a_loaded_object_after_a_failed_flush(
             ("set", 0, "code", None),
             ("merge", 3),
         ],
-    )
+        "merge(3)  -> raised PendingRollbackError / retort: ok 1 ",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_MERGES_AFTER_A_FAILED_FLUSH))
+def test_improvement_merge_onto_a_loaded_object_after_a_failed_flush(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any], case: str
+) -> None:
+    steps, outcome = _MERGES_AFTER_A_FAILED_FLUSH[case]
+    run = _play(sides, admin_conn, steps)
     assert run.program[-1] == (
-        "merge(3)  -> raised PendingRollbackError / retort: ok 1 "
-        "(improvement: a value set again leaves nothing to flush after a failed flush)"
+        outcome + "(improvement: a value set again leaves nothing to flush after a failed flush)"
     )
 
 
