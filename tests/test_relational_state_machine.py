@@ -991,19 +991,23 @@ def make_machine(
                         todo.append(k)
             return out
 
-        def node_flush_cycle(self, changed: Obj, new_parent: int | None) -> bool:
+        def node_flush_cycle(
+            self, changed: Obj, new_parent: int | None, touched: tuple[Obj | None, ...] = ()
+        ) -> bool:
             """Whether the nodes the next flush writes would have a cycle through their old and
             new parents together, once `changed` has `new_parent`. SQLAlchemy orders such a flush
             node by node and raises CircularDependencyError even where the rows end up acyclic
             (retort breaks it, SPEC §5). Its flush holds every node changed since the last one,
             its row unchanged included (an old or new parent whose children a backref changed),
-            with the edge to its parent."""
+            with the edge to its parent; `touched` are the nodes the change itself counts as
+            changed that way (its old and new parents), as set_parent() will."""
             want = self.want.tables["Node"]
             flushed = self.flushed.tables["Node"]
             edges: set[tuple[int, int]] = set()
             for o in self.of("Node", "pending", "persistent", "marked"):
                 in_flush = (
                     o is changed
+                    or o in touched
                     or o.state != "persistent"
                     or o.orphan
                     or o.dirty  # a backref's change to its children (loaded or not) counts
@@ -1053,7 +1057,7 @@ def make_machine(
                     return
             if not known and n.cols["parent_id"] == (None if m is None else m.id):
                 return  # the parent its key names already (see move_child)
-            if self.node_flush_cycle(n, None if m is None else m.id):
+            if self.node_flush_cycle(n, None if m is None else m.id, (m, old)):
                 return
             if how == "append":
                 assert m is not None
