@@ -1713,6 +1713,19 @@ class Lockstep:
             # (test_improvement_a_delete_matching_no_row_raises_stale_data)
             return "a DELETE matching no row raises StaleDataError"
         if (
+            sa.ok
+            and rt.value == "IntegrityError"
+            and "UniqueViolation" in str(rt.error)
+            and any("Identity map already had an identity" in w for w in self.sa_warnings)
+        ):
+            # two new objects of one key, and the object of that key marked deleted: SQLAlchemy's
+            # flush takes both for the deleted object's row and UPDATEs it twice, warns that
+            # its identity map already had the key, and leaves two persistent objects of one
+            # row (a SQLAlchemy bug); retort's switches the row to one of them and INSERTs the
+            # other, which the database refuses, as it refuses two new objects of one key
+            # (test_sqlalchemy_bug_two_new_objects_take_the_row_of_one_deleted_object)
+            return "two new objects of one key and its deleted object: the duplicate is refused"
+        if (
             not sa.ok
             and sa.value in FLUSH_ERRORS
             and rt.value == "InvalidRequestError"
@@ -4165,6 +4178,40 @@ def test_sqlalchemy_bug_a_queued_removal_fails_the_flush_of_a_deleted_node(
         "flush()  -> raised ValueError / retort: ok None (SQLAlchemy's internal error)"
     )
     assert [n[0] for n in fetch_rows(admin_conn, run.rt.schema)["nodes"]] == [1, 2, 3, 4]
+
+
+def test_sqlalchemy_bug_two_new_objects_take_the_row_of_one_deleted_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: new tags 3 and 3 again, and the flushed tag 3 deleted
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Tag", 3, "a", "add", None),
+            ("flush",),
+            ("new", "Tag", 3, "b", "add", None),
+            ("delete", 0),
+            ("new", "Tag", 3, "c", "add", None),
+        ]:
+            assert run.step(step) is not None
+        assert run.step(("flush",)) is None
+        assert run.program[-1] == (
+            "flush()  -> ok None / retort: raised IntegrityError (improvement: two new objects "
+            "of one key and its deleted object: the duplicate is refused)"
+        )
+        # SQLAlchemy's flush sent one UPDATE for both, and both objects say they are the row
+        sa, rt = run.sa, run.rt
+        assert any("Identity map already had an identity" in w for w in sa.warned)
+        assert [sa.lifecycle(o) for o in sa.handles[1:]] == ["persistent", "persistent"]
+        # retort's refused the second, undoing the transaction (the first flush's INSERT too),
+        # as SQLAlchemy undoes a failed flush: the three objects are transient
+        assert [rt.lifecycle(o) for o in rt.handles] == ["transient"] * 3
+        assert not any(o in rt.session for o in rt.handles)
+        rt.session.rollback()
+        assert _run(rt, ("query", "Tag")) == [3, 4]  # tags 1 and 2, as seeded
+    finally:
+        for side in sides:
+            side.close()
 
 
 def test_improvement_merge_of_a_key_whose_row_is_gone_adds_a_new_object(
