@@ -2710,6 +2710,47 @@ def test_bug_a_savepoint_rollback_expires_no_object_only_deleted_or_added_inside
 
 
 @both_libraries(
+    "differential nightly: a SAVEPOINT's rollback expired an object whose relationship changed "
+    "inside it even where expire_all() had discarded the change since; SQLAlchemy's expiry "
+    "resets the object's modified flag, so after a flush failed inside the SAVEPOINT, the "
+    "parent kept the children its delete cascade had loaded"
+)
+@pytest.mark.parametrize("expire", ["expire_all", "expire", "flushed_then_expire_all"])
+def test_bug_a_savepoint_rollback_expires_no_object_whose_change_an_expiry_discarded(
+    repro: Any, expire: str
+) -> None:
+    s, m, api = repro
+    p2 = s.get(m.Parent, 2)
+    c4 = s.get(m.Child, 4)
+    s.begin_nested()
+    c4.parent = p2  # (a backref change of parent 2's children, not loaded)
+    if expire == "flushed_then_expire_all":
+        # a change written inside the SAVEPOINT: its rollback expires parent 2 all the same
+        s.flush()
+        s.expire_all()
+        s.delete(p2)
+        s.add(m.Parent(id=1, name="again"))
+        with pytest.raises(api.IntegrityError):
+            s.flush()
+        assert api.inspect(p2).persistent and "children" in api.inspect(p2).unloaded
+        return
+    if expire == "expire_all":
+        s.expire_all()
+    else:
+        s.expire(c4)
+        s.expire(p2)
+    s.delete(p2)  # loads its children for the cascade: child 3 only
+    s.add(m.Parent(id=1, name="again"))  # parent 1's key, taken
+    with pytest.raises(api.IntegrityError):
+        s.flush()
+    # the SAVEPOINT is rolled back: parent 2 is persistent again, unchanged inside it, its
+    # children still loaded, so appending needs no SQL (which the session refuses)
+    assert api.inspect(p2).persistent and "children" not in api.inspect(p2).unloaded
+    p2.children.append(m.Child(id=5, name="c5"))
+    assert [c.id for c in p2.children] == [3, 5]
+
+
+@both_libraries(
     "differential nightly: a SAVEPOINT's rollback expired the objects whose flushed DELETE it "
     "undid; SQLAlchemy expires those changed before the DELETE only, so after a flush failed "
     "inside it, a parent deleted by an earlier flush there kept its loaded children"

@@ -264,6 +264,11 @@ class SessionTransaction:
         # attribute event touched
         self._savepoints: dict[int, NestedTransaction] = {}
         self._touched: dict[int, Any] = {}
+        # of those, the ones whose changes a flush inside it wrote: an expiry forgets the
+        # others' changes, and they stay loaded when it rolls back (as SQLAlchemy's expiry
+        # resets an object's modified flag, and its rollback expires the objects modified, or
+        # flushed, inside)
+        self._written: set[int] = set()
 
     @property
     def is_active(self) -> bool:
@@ -508,6 +513,7 @@ class Session:
         tx._closed = True
         if self._nested:
             self._nested[-1]._touched.update(tx._touched)
+            self._nested[-1]._written.update(tx._written)
         if self._dispatch:
             self._fire("after_commit")
 
@@ -537,6 +543,7 @@ class Session:
         the objects whose relationships changed inside, to expire."""
         touched = tx._touched
         tx._touched = {}
+        tx._written = set()
         # and those holding relationship changes not flushed, made before the SAVEPOINT or
         # outside the session (attached inside it), as SQLAlchemy expires every modified object
         for key, obj in self._related_changed.items():
@@ -1287,6 +1294,9 @@ class Session:
                 if events:
                     inserted = _pending_in(plan) if "pending_to_persistent" in events else None
                 self._core.finish_flush(plan, results)
+                if self._nested:
+                    tx = self._nested[-1]
+                    tx._written.update(tx._touched)
                 if related is not None:
                     related.done(self, list(self._related_changed.values()))
                     self._related_changed.clear()
@@ -1769,6 +1779,9 @@ class Session:
         object was taken out of a parent's delete-orphan collection."""
         self._core.expire(instance, None)
         self._orphan_children.pop(id(instance), None)
+        for tx in self._nested:
+            if id(instance) not in tx._written:
+                tx._touched.pop(id(instance), None)
         d = instance.__dict__
         for key in rels:
             d.pop(key, None)
@@ -1788,6 +1801,8 @@ class Session:
                 if k in marked or not o.__dict__["_retort_state"].has_identity
             }
             self._orphans = {k: o for k, o in self._orphans.items() if k in self._related_changed}
+        for tx in self._nested:
+            tx._touched = {k: o for k, o in tx._touched.items() if k in tx._written}
         # expired objects forget they were taken out of a parent's collection (see
         # _expire_whole); pending ones are not expired, and stay orphans, as in SQLAlchemy
         self._orphan_children = {
