@@ -273,6 +273,10 @@ class Side:
     flush_failed: bool = False  # whether a flush (or autoflush) of the program failed
     # the handles of the objects the session held marked deleted before any step so far
     marked_deleted_once: set[int] = field(default_factory=set)
+    # the handles of the objects whose parent_id a step changed in which a flush failed (on
+    # retort's side: its flush copies every key before the first statement, SQLAlchemy's as
+    # it goes, in an order that may change between runs; see fk_unsettled)
+    keys_moved_by_a_failed_flush: set[int] = field(default_factory=set)
 
     def start(self) -> None:
         self.session = self.api.Session(self.api.engine)
@@ -282,6 +286,7 @@ class Side:
         self.nested.clear()
         self.flush_failed = False
         self.marked_deleted_once.clear()
+        self.keys_moved_by_a_failed_flush.clear()
 
     def close(self) -> None:
         if self.session is not None:
@@ -840,7 +845,10 @@ class Drawer:
         sa, rt = self.oracle, self.retort
         if sa.cls_of(obj) not in ("Child", "Node") or not sa.fk_unsettled(obj):
             return False
-        if id(obj) not in sa.index:
+        if id(obj) not in sa.index or sa.index[id(obj)] in rt.keys_moved_by_a_failed_flush:
+            # (where a failed flush copied a key into it in retort, SQLAlchemy's holds that key
+            # or not depending on the order of its flush, which changes between runs: not asked,
+            # so that the draw does not depend on it)
             return True
         mine = rt.api.inspect(rt.handles[sa.index[id(obj)]]).dict
         theirs = sa.api.inspect(obj).dict
@@ -2118,8 +2126,19 @@ class Lockstep:
             for i, obj in enumerate(self.rt.handles)
             if self.rt.api.inspect(obj).persistent and self.rt.api.inspect(obj).expired
         }
+        keys_before = (
+            [o.__dict__.get("parent_id", _ABSENT) for o in self.rt.handles]
+            if rts.is_active
+            else None
+        )
         rt = _attempt(self.rt, step)
         self.rt_wrote = self.rt.writes[0] > writes
+        if keys_before is not None and not rts.is_active:
+            self.rt.keys_moved_by_a_failed_flush.update(
+                i
+                for i, key in enumerate(keys_before)
+                if self.rt.handles[i].__dict__.get("parent_id", _ABSENT) != key
+            )
         if rts.deleted:
             self.rt.marked_deleted_once.update(
                 i for i, obj in enumerate(self.rt.handles) if obj in rts.deleted
@@ -3601,9 +3620,15 @@ def test_the_draw_merges_no_key_that_a_failed_flush_left_unsettled(
     try:
         for step in steps:
             assert run.step(step) is not None
+        # the key the failed flush copied into new child 1 in retort (before the flush's first
+        # statement; SQLAlchemy's had not got to it): the draw asks no more, as SQLAlchemy's
+        # order, and so whether it had, changes between runs
+        assert run.rt.keys_moved_by_a_failed_flush == {2}
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.reaches(_objects(merge), drawer.unsettled_key_differs)
         assert not drawer.reaches([1], drawer.unsettled_key_differs)
+        run.rt.keys_moved_by_a_failed_flush.clear()  # (what SQLAlchemy holds decides, then)
+        assert drawer.reaches(_objects(merge), drawer.unsettled_key_differs)
         with pytest.raises(Divergence, match=r"loaded Child\.parent_id of handle 1"):
             run.step(merge)  # (what the draw leaves out)
     finally:
