@@ -3535,6 +3535,36 @@ def test_the_draw_reads_no_many_to_one_a_failed_flush_read_for_a_delete(
             side.close()
 
 
+def test_a_child_taken_out_while_persistent_made_new_and_cascaded_in_is_a_pending_orphan(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5 (handle 3) is taken out of new parent 4's children
+    # after a flush; a failed flush makes both transient; new child 6 given parent 4 and added
+    # brings in parent 4 and, through its children taken out, child 5: a pending orphan, which
+    # the autoflush of the merge() expunges before the session refuses it
+    # (test_bug_an_orphan_made_new_by_a_rollback_and_cascaded_in_is_expunged)
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Node", 5, "a", "add", None),
+            ("new", "Parent", 4, "a", "add", None),
+            ("new", "Child", 5, "a", "append", 1),
+            ("merge_new", "Parent", 1, "a"),
+            ("move", 2, None, "set"),
+            ("new", "Child", 1, "a", "add", None),
+            ("move", 2, 3, "append"),
+            ("new", "Child", 6, "a", "set_parent_add", 1),
+            ("merge", 0),
+        ],
+    )
+    assert run.program[7:9] == [
+        "new('Child', 6, 'a', 'set_parent_add', 1)  -> ok None",
+        "merge(0)  -> raised PendingRollbackError",
+    ]
+    assert run.rt.lifecycle(run.rt.handles[2]) == "transient"
+
+
 def test_the_draw_deletes_no_child_a_parent_outside_the_session_gained(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -2710,6 +2710,47 @@ def test_bug_a_savepoint_rollback_expires_no_object_only_deleted_or_added_inside
 
 
 @both_libraries(
+    "differential nightly: a child taken out of its parent's delete-orphan children while "
+    "persistent, made new again by a rollback and brought back in by a cascade without a "
+    "parent, was inserted; SQLAlchemy remembers it was orphaned and its flush expunges it "
+    "(unless add() brought it in)"
+)
+@pytest.mark.parametrize("how", ["cascade", "add"])
+def test_bug_an_orphan_made_new_by_a_rollback_and_cascaded_in_is_expunged(
+    repro: Any, how: str
+) -> None:
+    s, m, api = repro
+    p4 = m.Parent(id=4, name="p4")
+    c5 = m.Child(id=5, name="c5")
+    p4.children.append(c5)
+    s.add(p4)
+    s.flush()
+    c5.parent = None  # out of parent 4's children (delete-orphan): the flush deletes it
+    s.add(m.Parent(id=1, name="dup"))  # parent 1's key, taken
+    with pytest.raises(api.IntegrityError):
+        s.flush()
+    s.rollback()  # parent 4 and child 5 are transient
+    assert api.inspect(c5).transient and api.inspect(p4).transient
+    c6 = m.Child(id=6, name="c6")
+    c6.parent = p4
+    s.add(c6)  # the cascade brings in parent 4, and child 5 (taken out of its children)
+    assert c5 in s and api.inspect(c5).pending
+    if how == "add":
+        s.add(c5)  # the caller wants it: it is inserted, without a parent
+    with warnings.catch_warnings():
+        # (SQLAlchemy's flush, having expunged it, warns that parent 4's children list it)
+        warnings.simplefilter("ignore")
+        s.commit()
+    rows = s.execute(api.select(m.Child.id, m.Child.parent_id).order_by(m.Child.id)).all()
+    if how == "add":
+        # (SQLAlchemy's object ends up detached, its row written all the same)
+        assert (5, None) in rows
+    else:
+        assert api.inspect(c5).transient and 5 not in [r[0] for r in rows]
+    assert (6, 4) in rows
+
+
+@both_libraries(
     "differential nightly: a SAVEPOINT's rollback expired an object whose relationship changed "
     "inside it even where expire_all() had discarded the change since; SQLAlchemy's expiry "
     "resets the object's modified flag, so after a flush failed inside the SAVEPOINT, the "

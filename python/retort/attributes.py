@@ -114,6 +114,17 @@ def orphaned_outside_entries() -> list[tuple[int, tuple[weakref.ref[Any], str]]]
             continue
 
 
+def remember_orphaned(item: Any, prop: RelationshipProperty) -> None:
+    """Remember that `item`, without a row, was taken out of the delete-orphan collection
+    `prop` where its session could not expunge it then (see `orphaned_outside`)."""
+    back = prop.back
+    if back is None:
+        return  # (no other side to say whether another parent took it)
+    key = id(item)
+    ref = weakref.ref(item, lambda r: _forget_orphaned_outside(key, r))
+    orphaned_outside[key] = (ref, back.key)
+
+
 def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
     """`item` left the delete-orphan collection `prop` of `owner` (loaded or not): a pending
     one leaves the session now, a persistent one is deleted by the flush unless another parent
@@ -123,9 +134,7 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
     session = object_session_of(item)
     if session is None:
         if prop.back is not None and not _has_identity(item):
-            key = id(item)
-            ref = weakref.ref(item, lambda r: _forget_orphaned_outside(key, r))
-            orphaned_outside[key] = (ref, prop.back.key)
+            remember_orphaned(item, prop)
         return
     if not _has_identity(item):
         if item in session:
@@ -139,6 +148,7 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
                 session.expunge(item)
     elif prop.back is not None:
         session._orphan_children[id(item)] = (item, prop)
+        session._orphans_taken.append((item, prop))
 
 
 def rows_undone(objs: list[Any]) -> None:

@@ -843,6 +843,8 @@ def _settle_removed(
             if state is not None and state.lifecycle == "persistent":
                 session._core.delete(child)
                 session._cascade_delete(child)
+                if prop.back is not None:
+                    session._orphans_taken.append((child, prop))  # (see Session)
                 continue
             if not (parent_deleted and state is not None and state.lifecycle == "transient"):
                 continue

@@ -390,6 +390,9 @@ class Session:
         # flush deletes those that found no other parent (and expunges the pending ones taken
         # from a parent outside the session, see _expunge_pending_orphans)
         self._orphan_children: dict[int, tuple[Any, Any]] = {}
+        # Of those, the persistent ones taken out in the current transaction: a rollback that
+        # undoes their INSERT remembers them as orphaned (see _forget_orphan_children).
+        self._orphans_taken: list[tuple[Any, Any]] = []
         # Objects deleted by flushes of the current transaction (deleted_to_detached at commit).
         self._flushed_deleted: list[Any] = []
         # Event listeners by event name; empty when nobody listens (see retort.event).
@@ -552,8 +555,26 @@ class Session:
         attributes.rows_undone(self._core.savepoint_rollback(restart))
         self._related_changed.clear()
         self._orphans.clear()
-        self._orphan_children.clear()
+        self._forget_orphan_children()
         return list(touched.values())
+
+    def _forget_orphan_children(self, whole: bool = False) -> None:
+        """After a rollback (of the `whole` transaction, or of a SAVEPOINT): forget the children
+        taken out of delete-orphan collections for the flush to delete or expunge. Those taken
+        out while persistent whose INSERT the rollback undid are remembered as orphaned outside
+        the session (`attributes.orphaned_outside`), as SQLAlchemy marks a child taken out
+        while it was not pending: should a cascade bring one back in without another parent,
+        the flush expunges it rather than insert an orphan. An add() of it forgets that."""
+        if self._orphans_taken:
+            kept = []
+            for child, prop in self._orphans_taken:
+                state = child.__dict__.get("_retort_state")
+                if state is not None and not state.has_identity:
+                    attributes.remember_orphaned(child, prop)
+                elif not whole:
+                    kept.append((child, prop))
+            self._orphans_taken = kept
+        self._orphan_children.clear()
 
     def _expire_touched(self, touched: list[Any]) -> None:
         """After a SAVEPOINT rollback: expire the objects changed inside it, these only (as
@@ -572,7 +593,7 @@ class Session:
         parent outside the session (see _expunge_pending_orphans)."""
         if (
             self._failed is not None
-            and self._orphan_children
+            and (self._orphan_children or attributes.orphaned_outside)
             and self.autoflush
             and not self._no_autoflush
             and not self._flushing
@@ -684,6 +705,8 @@ class Session:
         deleted = self._flushed_deleted
         if deleted:
             self._flushed_deleted = []
+        if self._orphans_taken:
+            self._orphans_taken = []
         if self._dispatch:
             self._fire("after_commit")
             if deleted and "deleted_to_detached" in self._dispatch:
@@ -810,7 +833,7 @@ class Session:
             self._nested.clear()
             self._related_changed.clear()
             self._orphans.clear()
-            self._orphan_children.clear()
+            self._forget_orphan_children(whole=True)
             self._flushed_deleted = []
             if self._tx is not None:
                 self._tx._closed = True
@@ -846,6 +869,8 @@ class Session:
                 self._orphan_children.clear()
             if self._flushed_deleted:
                 self._flushed_deleted = []
+            if self._orphans_taken:
+                self._orphans_taken = []
             self._drop_core()
         if detached:
             self._fire_each("persistent_to_detached", detached)
@@ -924,6 +949,9 @@ class Session:
         if how and self._dispatch:
             self._attached(instance, how)
         if _relationships_of(instance):
+            if attributes.orphaned_outside:
+                # (added by the caller: no orphan for the flush to expunge, as in SQLAlchemy)
+                attributes.orphaned_outside.pop(id(instance), None)
             self._cascade_related(instance)
 
     def add_all(self, instances: Iterable[object]) -> None:
@@ -936,6 +964,8 @@ class Session:
             if how and self._dispatch:
                 self._attached(obj, how)
             if _relationships_of(obj):
+                if attributes.orphaned_outside:
+                    attributes.orphaned_outside.pop(id(obj), None)  # (see add())
                 self._cascade_related(obj)
 
     def _cascade_add(self, obj: Any) -> None:
@@ -1127,6 +1157,7 @@ class Session:
         self._related_changed.clear()
         self._orphans.clear()
         self._orphan_children.clear()
+        self._orphans_taken = []
         self._flushed_deleted = []
         if detached:
             self._fire_each("persistent_to_detached", detached)
@@ -1223,7 +1254,7 @@ class Session:
             )
         if not self._related_changed and not self._core.has_changes():
             return  # nothing to do, even after a failure (as SQLAlchemy)
-        if self._failed is not None and self._orphan_children:
+        if self._failed is not None and (self._orphan_children or attributes.orphaned_outside):
             # SQLAlchemy's flush expunges them before it finds the transaction unusable (and
             # then, with nothing else to do, does not find it)
             if self._expunge_pending_orphans():
@@ -1317,7 +1348,7 @@ class Session:
                     attributes.rows_undone(self._core.rollback())
                     self._related_changed.clear()
                     self._orphans.clear()
-                    self._orphan_children.clear()
+                    self._forget_orphan_children(whole=True)
                 try:
                     if self._nested:
                         # only the SAVEPOINT's work is lost, in the database and (at once, as
