@@ -3565,6 +3565,37 @@ def test_a_child_taken_out_while_persistent_made_new_and_cascaded_in_is_a_pendin
     assert run.rt.lifecycle(run.rt.handles[2]) == "transient"
 
 
+def test_a_pending_orphan_expunged_and_cascaded_in_again_is_expunged_again(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5 (handle 3), made new by a rollback, is taken out of
+    # new parent 4's children, both outside the session; a new child given parent 4 brings
+    # them in, child 5 as a pending orphan, which the failing flush expunges; a child of the
+    # session given parent 4 brings them in again, and the flush after the failure expunges
+    # child 5 again before it refuses
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("new", "Child", 5, "a", "append", 0),
+            ("merge_new", "Child", 1, "a"),
+            ("rollback",),
+            ("move", 1, None, "set"),
+            ("new", "Child", 1, "a", "set_parent_add", 0),
+            ("flush",),
+            ("move", 2, 0, "set"),
+            ("flush",),
+        ],
+    )
+    assert run.program[6:9] == [
+        "flush()  -> raised IntegrityError",
+        "move(2, 0, 'set')  -> ok None",
+        "flush()  -> raised PendingRollbackError",
+    ]
+    assert run.rt.lifecycle(run.rt.handles[1]) == "transient"
+
+
 def test_the_draw_deletes_no_child_a_parent_outside_the_session_gained(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -1426,15 +1426,19 @@ class Session:
             if state.session is self and child.__dict__.get(prop.back.key) is None:
                 self._core.expunge(child)
                 self._related_changed.pop(key, None)
+                attributes.remember_orphaned(child, prop)  # (should a cascade bring it back)
                 gone = True
-        # and those orphaned while in no session that a cascade brought in since
+        # and those orphaned while in no session (or made new by a rollback since) that a
+        # cascade brought in since. As SQLAlchemy's mark, an entry stays after the expunge,
+        # until add() takes the object in, or a flush has made it persistent
         for key, (ref, back) in attributes.orphaned_outside_entries():
             child = ref()
             state = None if child is None else child.__dict__.get("_retort_state")
             if state is None or state.session is not self:
                 continue
-            attributes.orphaned_outside.pop(key, None)
-            if not state.has_identity and child.__dict__.get(back) is None:
+            if state.has_identity:
+                attributes.orphaned_outside.pop(key, None)
+            elif child.__dict__.get(back) is None:
                 self._core.expunge(child)
                 self._related_changed.pop(key, None)
                 gone = True
