@@ -2710,6 +2710,26 @@ def test_bug_a_savepoint_rollback_expires_no_object_only_deleted_or_added_inside
 
 
 @both_libraries(
+    "differential nightly: a child taken out of the delete-orphan children of a parent a "
+    "rollback had made new again (outside the session) was deleted as an orphan; its row "
+    "never named that parent, and SQLAlchemy's flush finds no change of it"
+)
+def test_bug_a_child_taken_out_of_a_parent_without_a_row_is_no_orphan(repro: Any) -> None:
+    s, m, api = repro
+    p4 = m.Parent(id=4, name="p4")
+    s.add(p4)
+    s.flush()
+    c4 = s.get(m.Child, 4)  # (no parent in its row)
+    p4.children.append(c4)
+    s.rollback()  # parent 4 is transient, its children still list child 4
+    assert api.inspect(p4).transient and c4.name == "c4" and c4.parent_id is None
+    p4.children.remove(c4)
+    s.commit()
+    assert api.inspect(c4).persistent
+    assert s.execute(api.select(m.Child.id).where(m.Child.id == 4)).scalar() == 4
+
+
+@both_libraries(
     "differential nightly: a child taken out of its parent's delete-orphan children while "
     "persistent, made new again by a rollback and brought back in by a cascade without a "
     "parent, was inserted; SQLAlchemy remembers it was orphaned and its flush expunges it "

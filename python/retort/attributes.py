@@ -151,6 +151,28 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
         session._orphans_taken.append((item, prop))
 
 
+def _parent_known_other(item: Any, prop: RelationshipProperty, owner: Any) -> bool:
+    """Whether persistent `item`, taken out of `owner`'s one-to-many `prop` (`owner` without
+    a row), names without SQL another parent, or none: its many-to-one is not loaded, and its
+    foreign key is, either NULL or the key of an object its session's identity map holds."""
+    if prop.back is None or _has_identity(owner):
+        return False
+    d = item.__dict__
+    state = d.get("_retort_state")
+    if state is None or state.stale or prop.back.key in d:
+        return False
+    keys = []
+    for _, dst in prop.pairs:
+        if dst.key not in d:
+            return False
+        keys.append(d[dst.key])
+    if all(k is None for k in keys):
+        return True
+    session = object_session_of(item)
+    core = type(owner).__mapper__._core
+    return session is not None and session._core.identity_lookup(core, tuple(keys)) is not None
+
+
 def rows_undone(objs: list[Any]) -> None:
     """A rollback undid the INSERT of each of `objs` (the core's, of classes with
     relationships), and with it the rows of the members its collections list then
@@ -290,11 +312,25 @@ class InstrumentedList(list[Any]):
             del self._added[key]
         else:
             self._removed[key] = item
+        # (asked before the backref sets the object's many-to-one)
+        known_other = (
+            "delete-orphan" in prop.cascade
+            and owner is not None
+            and object_session_of(owner) is not object_session_of(item)
+            and _has_identity(item)
+            and _parent_known_other(item, prop, owner)
+        )
         if back and prop.back is not None:
             prop.back._unset_backref(item, owner, prop)
         if "delete-orphan" in prop.cascade:
             if not _has_identity(item):
                 orphaned(item, prop, owner)  # a pending orphan never reaches the database
+            elif known_other:
+                # taken from a parent without a row outside its session (one a rollback made
+                # new again, say) while its loaded foreign key names, without SQL, no parent or
+                # another one: SQLAlchemy's backref finds no change of the object, and its
+                # flush nothing to delete
+                pass
             elif came_and_went and prop.back is not None and prop.uselist:
                 # appended and taken out again: this collection's history nets out, but the
                 # object lost its parent all the same; the flush deletes it unless another
