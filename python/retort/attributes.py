@@ -323,6 +323,11 @@ class InstrumentedList(list[Any]):
         if back and prop.back is not None:
             prop.back._unset_backref(item, owner, prop)
         if "delete-orphan" in prop.cascade:
+            if _has_identity(item) and prop.back is not None:
+                # should a rollback undo its INSERT (see Session._forget_orphan_children)
+                session = object_session_of(item)
+                if session is not None:
+                    session._orphans_taken.append((item, prop))
             if not _has_identity(item):
                 orphaned(item, prop, owner)  # a pending orphan never reaches the database
             elif known_other:
