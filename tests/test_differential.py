@@ -2069,6 +2069,20 @@ class Lockstep:
             if any(self.rt.api.inspect(o).was_deleted for o in self.rt.session.deleted):
                 return None  # retort marked it too: no improvement
             return "a delete cascade passes over an object already deleted"
+        waiting = self.rt.session._orphans_if_changed
+        if waiting and any(
+            id(b) in waiting
+            and self.rt.lifecycle(b) == "persistent"
+            and self.sa.api.inspect(a).was_deleted
+            for a, b in zip(self.sa.handles, self.rt.handles, strict=True)
+        ):
+            # a child taken out of a parent without a row (outside the session) while it named
+            # no parent, then given a value it had (its parent, None): SQLAlchemy counts the
+            # set as a change, and its flush deletes the child as an orphan; retort's counts
+            # no change (the "value set again" improvement), and the child, which only a
+            # change of its own makes an orphan, stays
+            # (test_improvement_a_value_set_again_makes_no_orphan_of_a_child_of_no_parent)
+            return "a value set again is no change (no orphan of a child that had no parent)"
         return None
 
     def check_retort_alone(self) -> None:
@@ -3627,6 +3641,33 @@ def test_a_pending_orphan_expunged_and_cascaded_in_again_is_expunged_again(
         "flush()  -> raised PendingRollbackError",
     ]
     assert run.rt.lifecycle(run.rt.handles[1]) == "transient"
+
+
+def test_improvement_a_value_set_again_makes_no_orphan_of_a_child_of_no_parent(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 4 (no parent in its row) is appended to new parent 4,
+    # a rollback makes parent 4 new again (its children still list child 4), child 4 is taken
+    # out of them, then given no parent (the value it has)
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("query", "Child"),
+            ("move", 4, 0, "append"),
+            ("rollback",),
+            ("read", 4, "name"),
+            ("remove", 0, "children", 0),
+            ("move", 4, None, "set"),
+            ("flush",),
+        ],
+    )
+    assert run.program[-1] == (
+        "flush()  -> ok None (improvement: a value set again is no change (no orphan of a "
+        "child that had no parent))"
+    )
+    assert (4, "c4", None) in fetch_rows(admin_conn, run.rt.schema)["children"]
 
 
 def test_the_draw_deletes_no_child_a_parent_outside_the_session_gained(

@@ -333,9 +333,12 @@ class InstrumentedList(list[Any]):
             elif known_other:
                 # taken from a parent without a row outside its session (one a rollback made
                 # new again, say) while its loaded foreign key names, without SQL, no parent or
-                # another one: SQLAlchemy's backref finds no change of the object, and its
-                # flush nothing to delete
-                pass
+                # another one: SQLAlchemy's backref finds no change of the object (nor does
+                # retort's, _unset_backref), so its flush deletes it only once a change of its
+                # own puts it in a flush
+                session = object_session_of(item)
+                if session is not None:
+                    session._orphans_if_changed[id(item)] = (item, prop)
             elif came_and_went and prop.back is not None and prop.uselist:
                 # appended and taken out again: this collection's history nets out, but the
                 # object lost its parent all the same; the flush deletes it unless another

@@ -651,7 +651,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     scalar one-to-manys, many-to-manys, changes queued for unloaded collections) is settled
     here."""
     changes = RelatedChanges()
-    if session._orphan_children:
+    if session._orphan_children or session._orphans_if_changed:
         _delete_unparented(session)
     core = session._core
     for obj, prop, value in core.sync_collections(objs, changes.collections):
@@ -783,6 +783,18 @@ def _delete_unparented(session: Any) -> None:
     no other parent are orphans, deleted as SQLAlchemy does."""
     candidates = list(session._orphan_children.values())
     session._orphan_children.clear()
+    maybe = session._orphans_if_changed
+    if maybe:
+        # taken out of a parent without a row while naming no parent (see
+        # attributes._parent_known_other): orphans once a change of their own puts them in a
+        # flush, as SQLAlchemy's flush deletes an object its parent tracking calls parentless
+        related = session._related_changed
+        for key, (child, prop) in list(maybe.items()):
+            if child.__dict__.get(prop.back.key) is not None:
+                del maybe[key]  # another parent took it
+            elif key in related or session._core.is_modified(child):
+                del maybe[key]
+                candidates.append((child, prop))
     for child, prop in candidates:
         if child.__dict__.get(prop.back.key) is not None:
             continue  # another parent took it

@@ -1281,6 +1281,10 @@ class RelationshipProperty:
                     # the value before the change, as SQLAlchemy finds it (its foreign key
                     # in the identity map, no SQL): set back to it, it is no change
                     before = self._old_in_identity_map(obj)
+                    if before is not _NOT_SET and before is not other and not _has_identity(other):
+                        # it names no parent, or another, and never `other` (which has no row):
+                        # nothing to undo, as SQLAlchemy's backref finds
+                        return
                     if before is not _NOT_SET:
                         history = obj.__dict__.setdefault("_retort_history", {})
                         history.setdefault(self.key, before)

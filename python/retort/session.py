@@ -393,6 +393,9 @@ class Session:
         # Of those, the persistent ones taken out in the current transaction: a rollback that
         # undoes their INSERT remembers them as orphaned (see _forget_orphan_children).
         self._orphans_taken: list[tuple[Any, Any]] = []
+        # Persistent children taken out of a parent without a row that named no parent: the
+        # flush deletes one once it changes (flush._delete_unparented).
+        self._orphans_if_changed: dict[int, tuple[Any, Any]] = {}
         # Objects deleted by flushes of the current transaction (deleted_to_detached at commit).
         self._flushed_deleted: list[Any] = []
         # Event listeners by event name; empty when nobody listens (see retort.event).
@@ -871,6 +874,8 @@ class Session:
                 self._flushed_deleted = []
             if self._orphans_taken:
                 self._orphans_taken = []
+            if self._orphans_if_changed:
+                self._orphans_if_changed.clear()
             self._drop_core()
         if detached:
             self._fire_each("persistent_to_detached", detached)
@@ -1158,6 +1163,7 @@ class Session:
         self._orphans.clear()
         self._orphan_children.clear()
         self._orphans_taken = []
+        self._orphans_if_changed.clear()
         self._flushed_deleted = []
         if detached:
             self._fire_each("persistent_to_detached", detached)
@@ -1289,7 +1295,7 @@ class Session:
                     view = (self.new, self.dirty, self.deleted) if "after_flush" in events else None
                 related = None
                 key_counts = None  # pending objects without keys, per mapper, if counted
-                if self._related_changed:
+                if self._related_changed or self._orphans_if_changed:
                     related, key_counts = self._prepare_related()
                 deleted = self._core.deleted_objects()
                 if deleted:
@@ -1814,6 +1820,7 @@ class Session:
         object was taken out of a parent's delete-orphan collection."""
         self._core.expire(instance, None)
         self._orphan_children.pop(id(instance), None)
+        self._orphans_if_changed.pop(id(instance), None)
         for tx in self._nested:
             if id(instance) not in tx._written:
                 tx._touched.pop(id(instance), None)
@@ -1845,6 +1852,7 @@ class Session:
             for k, v in self._orphan_children.items()
             if not v[0].__dict__["_retort_state"].has_identity
         }
+        self._orphans_if_changed.clear()
 
     # -- statements -----------------------------------------------------------------------
 
