@@ -151,28 +151,6 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
         session._orphans_taken.append((item, prop))
 
 
-def _parent_known_other(item: Any, prop: RelationshipProperty, owner: Any) -> bool:
-    """Whether persistent `item`, taken out of `owner`'s one-to-many `prop` (`owner` without
-    a row), names without SQL another parent, or none: its many-to-one is not loaded, and its
-    foreign key is, either NULL or the key of an object its session's identity map holds."""
-    if prop.back is None or _has_identity(owner):
-        return False
-    d = item.__dict__
-    state = d.get("_retort_state")
-    if state is None or state.stale or prop.back.key in d:
-        return False
-    keys = []
-    for _, dst in prop.pairs:
-        if dst.key not in d:
-            return False
-        keys.append(d[dst.key])
-    if all(k is None for k in keys):
-        return True
-    session = object_session_of(item)
-    core = type(owner).__mapper__._core
-    return session is not None and session._core.identity_lookup(core, tuple(keys)) is not None
-
-
 def rows_undone(objs: list[Any]) -> None:
     """A rollback undid the INSERT of each of `objs` (the core's, of classes with
     relationships), and with it the rows of the members its collections list then
@@ -312,43 +290,42 @@ class InstrumentedList(list[Any]):
             del self._added[key]
         else:
             self._removed[key] = item
+        orphan = "delete-orphan" in prop.cascade
+        session = object_session_of(item)
+        outside = owner is not None and object_session_of(owner) is not session
         # (asked before the backref sets the object's many-to-one)
-        known_other = (
-            "delete-orphan" in prop.cascade
-            and owner is not None
-            and object_session_of(owner) is not object_session_of(item)
+        unchanged = (
+            orphan
+            and outside
+            and prop.back is not None
             and _has_identity(item)
-            and _parent_known_other(item, prop, owner)
+            and prop.back._names_other_than_new(item, owner)
         )
         if back and prop.back is not None:
             prop.back._unset_backref(item, owner, prop)
-        if "delete-orphan" in prop.cascade:
-            if _has_identity(item) and prop.back is not None:
-                # should a rollback undo its INSERT (see Session._forget_orphan_children)
-                session = object_session_of(item)
-                if session is not None:
-                    session._orphans_taken.append((item, prop))
+        if orphan:
             if not _has_identity(item):
                 orphaned(item, prop, owner)  # a pending orphan never reaches the database
-            elif known_other:
+            elif unchanged:
                 # taken from a parent without a row outside its session (one a rollback made
                 # new again, say) while its loaded foreign key names, without SQL, no parent or
                 # another one: SQLAlchemy's backref finds no change of the object (nor does
                 # retort's, _unset_backref), so its flush deletes it only once a change of its
                 # own puts it in a flush
-                session = object_session_of(item)
                 if session is not None:
                     session._orphans_if_changed[id(item)] = (item, prop)
-            elif came_and_went and prop.back is not None and prop.uselist:
-                # appended and taken out again: this collection's history nets out, but the
-                # object lost its parent all the same; the flush deletes it unless another
-                # parent takes it meanwhile
+                    session._orphans_taken.append((item, prop))
+            elif (came_and_went and prop.back is not None and prop.uselist) or outside:
+                # appended and taken out again (this collection's history nets out), or taken
+                # from a parent outside its session (one a rollback made transient again, say:
+                # no flush of that parent settles the removal): the object lost its parent all
+                # the same, as SQLAlchemy's parent tracking has it; the flush deletes it unless
+                # another parent takes it meanwhile
                 orphaned(item, prop, owner)
-            elif owner is not None and object_session_of(owner) is not object_session_of(item):
-                # taken from a parent outside its session (one a rollback made transient
-                # again, say): no flush of that parent settles the removal, but the object
-                # lost its parent all the same, as SQLAlchemy's parent tracking has it
-                orphaned(item, prop, owner)
+            elif session is not None and prop.back is not None:
+                # (the flush deletes it; noted should a rollback undo its INSERT, see
+                # Session._forget_orphan_children; orphaned() notes it in the cases above)
+                session._orphans_taken.append((item, prop))
         _note_change(owner, prop)
 
     # -- list API ----------------------------------------------------------------------------

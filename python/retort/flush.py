@@ -786,8 +786,9 @@ def _delete_unparented(session: Any) -> None:
     maybe = session._orphans_if_changed
     if maybe:
         # taken out of a parent without a row while naming no parent (see
-        # attributes._parent_known_other): orphans once a change of their own puts them in a
-        # flush, as SQLAlchemy's flush deletes an object its parent tracking calls parentless
+        # RelationshipProperty._names_other_than_new): orphans once a change of their own
+        # puts them in a flush, as SQLAlchemy's flush deletes an object its parent tracking
+        # calls parentless
         related = session._related_changed
         for key, (child, prop) in list(maybe.items()):
             if child.__dict__.get(prop.back.key) is not None:
@@ -855,8 +856,6 @@ def _settle_removed(
             if state is not None and state.lifecycle == "persistent":
                 session._core.delete(child)
                 session._cascade_delete(child)
-                if prop.back is not None:
-                    session._orphans_taken.append((child, prop))  # (see Session)
                 continue
             if not (parent_deleted and state is not None and state.lifecycle == "transient"):
                 continue

@@ -1163,6 +1163,8 @@ class RelationshipProperty:
                     lost = obj_session._orphans.setdefault(id(obj), [])
                     if not any(o is old for o in lost):
                         lost.append(old)
+                    # (should a rollback undo its INSERT, see Session._forget_orphan_children)
+                    obj_session._orphans_taken.append((old, self))
                 else:
                     orphaned(old, self, obj)
         _note_change(obj, self)
@@ -1205,6 +1207,16 @@ class RelationshipProperty:
             # an expired object is no answer without SQL (as SQLAlchemy's no-fetch lookup)
             return _NOT_SET
         return found
+
+    def _names_other_than_new(self, obj: Any, other: Any) -> bool:
+        """Whether persistent `obj`'s many-to-one (this one), not loaded, names without SQL no
+        parent or another one, where `other` has no row (so `obj`'s row never named it):
+        taking `obj` out of `other`'s collection changes nothing of `obj`, as SQLAlchemy's
+        backref finds."""
+        if self.key in obj.__dict__ or _has_identity(other):
+            return False
+        before = self._old_in_identity_map(obj)
+        return before is not _NOT_SET and before is not other
 
     def _set_backref(
         self, obj: Any, other: Any, initiator: RelationshipProperty, *, changed: bool = True
@@ -1278,13 +1290,11 @@ class RelationshipProperty:
             # not loaded: it was `other` all the same (obj was in other's collection)
             if current is other or current is _NOT_SET:
                 if current is _NOT_SET and self.direction == "MANYTOONE" and _has_identity(obj):
+                    if self._names_other_than_new(obj, other):
+                        return  # nothing to undo, as SQLAlchemy's backref finds
                     # the value before the change, as SQLAlchemy finds it (its foreign key
                     # in the identity map, no SQL): set back to it, it is no change
                     before = self._old_in_identity_map(obj)
-                    if before is not _NOT_SET and before is not other and not _has_identity(other):
-                        # it names no parent, or another, and never `other` (which has no row):
-                        # nothing to undo, as SQLAlchemy's backref finds
-                        return
                     if before is not _NOT_SET:
                         history = obj.__dict__.setdefault("_retort_history", {})
                         history.setdefault(self.key, before)
