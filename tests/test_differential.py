@@ -5594,7 +5594,3 @@ def test_harness_stops_where_a_collection_loaded_in_one_library_only_lists_an_ex
         "link(1, 0, False)  -> raised InvalidRequestError / retort: ok None (improvement: a "
         "collection loaded in one library only lists a member since gone)"
     )
-
-
-
-
