@@ -168,11 +168,7 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   an association row) and not by retort's, which knows the key, then made transient by a
   rollback of its INSERT: SQLAlchemy's holds its values, retort's cannot load them (reading
   raises, a flush refuses to insert it again; the draw leaves it, and what reaches it, alone:
-  Drawer.expired_by_retort_only);
-- an object changed while outside the session (so not flushed by begin_nested()), attached
-  inside a SAVEPOINT: when the SAVEPOINT rolls back, retort's holds the changes it had at the
-  SAVEPOINT's start, to be flushed; SQLAlchemy's is expired (touched inside it), and the
-  changes are lost (not drawn: Drawer.changed_outside_an_open_savepoint).
+  Drawer.expired_by_retort_only).
 
 SQLAlchemy's own failures end a program (no oracle past them): an internal assertion, or a
 ValueError of its flush applying a queued removal to a collection it loads that does not hold
@@ -783,15 +779,6 @@ class Drawer:
             # many-to-one's
             # (test_divergence_a_child_listed_by_two_parents_takes_its_many_to_ones_key)
             return None
-        if step[0] in ("delete", "new", "move", "link", "node_parent") and self.reaches(
-            _objects(step), self.changed_outside_an_open_savepoint
-        ):
-            # an object changed while outside the session (so not flushed by begin_nested()),
-            # attached inside a SAVEPOINT: when the SAVEPOINT rolls back, retort's keeps the
-            # changes it had at its start, SQLAlchemy's expires the object (as touched inside
-            # it) and so loses them; the next flush writes them in retort only
-            # (test_the_draw_attaches_no_changed_object_inside_a_savepoint)
-            return None
         if step[0] == "link" and self.links_again_one_side_queued(step[1], step[2]):
             # a member appended again where one side of the many-to-many is loaded (listing it)
             # and the other is not (its backref append queued): whether SQLAlchemy's flush
@@ -889,13 +876,6 @@ class Drawer:
             sa.api.inspect(sa.handles[handle]).attrs.parent.history.has_changes()
             != rt.api.inspect(rt.handles[handle]).attrs.parent.history.has_changes()
         )
-
-    def changed_outside_an_open_savepoint(self, obj: Any) -> bool:
-        """Whether a SAVEPOINT is open and `obj` (on SQLAlchemy's side) is detached and holds
-        changes not flushed."""
-        sa = self.oracle
-        insp = sa.api.inspect(obj)
-        return bool(sa.nested) and insp.detached and insp.modified
 
     def links_again_one_side_queued(self, parent: int, tag: int) -> bool:
         """Whether (on SQLAlchemy's side) one of the parent's tags and the tag's parents is
@@ -3523,41 +3503,6 @@ def test_the_draw_sets_no_key_where_only_sqlalchemy_counts_a_parent_change(
         assert run.step(key) is not None  # (what the draw leaves out)
         with pytest.raises(Divergence, match=r"Child\.parent_id of handle 0"):
             run.step(("flush",))
-    finally:
-        for side in sides:
-            side.close()
-
-
-def test_the_draw_attaches_no_changed_object_inside_a_savepoint(
-    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
-) -> None:
-    # found by the nightly search: node 2 is given parent None, then expunged (the change not
-    # flushed); inside a SAVEPOINT, delete() attaches it and a flush deletes it. Rolling the
-    # SAVEPOINT back, SQLAlchemy expires node 2 (touched inside it), losing the change, and
-    # reading its parent loads node 1; retort's node 2 is back as it was at the SAVEPOINT's
-    # start, its parent None (to be flushed). The draw leaves that delete() out
-    steps: list[Step] = [
-        ("get", "Node", 2),
-        ("node_parent", 0, None),
-        ("expunge", 0),
-        ("begin_nested",),
-    ]
-    delete: Step = ("delete", 0)
-    run = _lockstep(sides, admin_conn)
-    try:
-        drawer = Drawer(None, run.sa, run.rt)
-        for step in steps:
-            assert run.step(step) is not None
-            if step[0] == "expunge":  # (no SAVEPOINT open yet)
-                assert not drawer.reaches(
-                    _objects(delete), drawer.changed_outside_an_open_savepoint
-                )
-        assert drawer.reaches(_objects(delete), drawer.changed_outside_an_open_savepoint)
-        for step in [delete, ("flush",), ("rollback_nested",)]:  # (what the draw leaves out)
-            assert run.step(step) is not None
-        with pytest.raises(Divergence, match=r"outcome of step 7"):
-            run.step(("read", 0, "parent"))
-        assert run.rt.handles[0].parent is None
     finally:
         for side in sides:
             side.close()

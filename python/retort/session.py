@@ -1333,6 +1333,14 @@ class Session:
                 self._core.finish_flush(plan, results)
                 if self._nested:
                     tx = self._nested[-1]
+                    if related is not None:
+                        # relationship changes made before the SAVEPOINT (of an object
+                        # outside the session then, attached inside it) are written by this
+                        # flush too: its rollback expires their objects, as for those made
+                        # inside it, before done() settles their histories
+                        for key, obj in self._related_changed.items():
+                            if key not in tx._touched and _holds_related_change(obj):
+                                tx._touched[key] = obj
                     tx._written.update(tx._touched)
                 if related is not None:
                     related.done(self, list(self._related_changed.values()))
