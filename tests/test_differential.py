@@ -839,18 +839,17 @@ class Drawer:
         if self.backref_queues_in_one(step):
             # (test_the_draw_makes_no_backref_append_queued_in_one_library_only)
             return None
-        if step[0] == "merge" and self.reaches(_objects(step), self.unsettled_key_differs):
-            # merge() would copy onto the object of its key a parent_id that differs between
-            # the libraries after a failed flush (Side.fk_unsettled: neither compared nor read)
-            # (test_the_draw_merges_no_key_that_a_failed_flush_left_unsettled)
-            return None
-        if step[0] in ("delete", "new", "move", "link", "node_parent") and self.reaches(
+        if step[0] in ("merge", "delete", "new", "move", "link", "node_parent") and self.reaches(
             _objects(step), self.unsettled_key_differs
         ):
-            # likewise a step that would bring such an object back into the session (delete()
-            # of a detached object attaches it; a cascade from an object related to it), where
-            # its parent_id is compared again
-            # (test_the_draw_attaches_no_object_whose_key_a_failed_flush_left_unsettled)
+            # a parent_id that differs between the libraries after a failed flush
+            # (Side.fk_unsettled: neither compared nor read while outside the session): merge()
+            # would copy it onto the object of its key
+            # (test_the_draw_merges_no_key_that_a_failed_flush_left_unsettled), and the other
+            # steps would bring its object back into the session (delete() of a detached object
+            # attaches it; so does a cascade from an object related to it), where it is
+            # compared again (test_the_draw_attaches_no_object_whose_key_a_failed_flush_left_
+            # unsettled)
             return None
         if not (
             step[0] == "read"

@@ -552,14 +552,20 @@ class Session:
         tx._written = set()
         # and those holding relationship changes not flushed, made before the SAVEPOINT or
         # outside the session (attached inside it), as SQLAlchemy expires every modified object
-        for key, obj in self._related_changed.items():
-            if key not in touched and _holds_related_change(obj):
-                touched[key] = obj
+        self._touch_related_changes(touched)
         attributes.rows_undone(self._core.savepoint_rollback(restart))
         self._related_changed.clear()
         self._orphans.clear()
         self._forget_orphan_children()
         return list(touched.values())
+
+    def _touch_related_changes(self, touched: dict[int, Any]) -> None:
+        """Add to a SAVEPOINT's `touched` the objects of `_related_changed` that hold a
+        relationship change (made inside it, or before it while they were outside the session
+        and attached inside it), for its rollback to expire."""
+        for key, obj in self._related_changed.items():
+            if key not in touched and _holds_related_change(obj):
+                touched[key] = obj
 
     def _forget_orphan_children(self, whole: bool = False) -> None:
         """After a rollback (of the `whole` transaction, or of a SAVEPOINT): forget the children
@@ -1337,10 +1343,8 @@ class Session:
                         # relationship changes made before the SAVEPOINT (of an object
                         # outside the session then, attached inside it) are written by this
                         # flush too: its rollback expires their objects, as for those made
-                        # inside it, before done() settles their histories
-                        for key, obj in self._related_changed.items():
-                            if key not in tx._touched and _holds_related_change(obj):
-                                tx._touched[key] = obj
+                        # inside it (asked before done() settles their histories)
+                        self._touch_related_changes(tx._touched)
                     tx._written.update(tx._touched)
                 if related is not None:
                     related.done(self, list(self._related_changed.values()))
