@@ -168,7 +168,11 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   an association row) and not by retort's, which knows the key, then made transient by a
   rollback of its INSERT: SQLAlchemy's holds its values, retort's cannot load them (reading
   raises, a flush refuses to insert it again; the draw leaves it, and what reaches it, alone:
-  Drawer.expired_by_retort_only).
+  Drawer.expired_by_retort_only);
+- an object inserted and deleted by flushes of a transaction that rolled back, added again
+  and flushed: SQLAlchemy's rollback leaves its deleted flag set, so that it reports itself
+  deleted while its identity map holds it and its row exists; retort's is persistent (the
+  program stops there).
 
 SQLAlchemy's own failures end a program (no oracle past them): an internal assertion, or a
 ValueError of its flush applying a queued removal to a collection it loads that does not hold
@@ -2158,6 +2162,19 @@ class Lockstep:
             if any(self.rt.api.inspect(o).was_deleted for o in self.rt.session.deleted):
                 return None  # retort marked it too: no improvement
             return "a delete cascade passes over an object already deleted"
+        if any(
+            self.sa.lifecycle(a) == "deleted"
+            and a in self.sa.session
+            and self.rt.lifecycle(b) == "persistent"
+            for a, b in zip(self.sa.handles, self.rt.handles, strict=True)
+        ):
+            # an object inserted and deleted in a transaction that rolled back (transient
+            # again), then added again and flushed: SQLAlchemy's rollback leaves the object's
+            # deleted flag set, so that once its INSERT is flushed it reports itself deleted
+            # while its identity map holds it and its row exists (and goes on updating and
+            # deleting that row as a persistent object's); retort's reports it persistent
+            # (test_improvement_an_object_inserted_again_after_a_rollback_is_persistent)
+            return "an object inserted again after a rollback undid its delete is persistent"
         waiting = self.rt.session._orphans_if_changed
         if waiting and any(
             id(b) in waiting
@@ -3145,6 +3162,45 @@ def test_improvement_changing_a_deleted_object_is_an_error(
         "object already deleted raises)",
     ]
     assert [r[0] for r in fetch_rows(admin_conn, run.rt.schema)["parents"]] == [1, 2]
+
+
+def test_improvement_an_object_inserted_again_after_a_rollback_is_persistent(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 6 is inserted (with new parent 4) and deleted by two
+    # flushes, and rollback() makes both transient again. Child 1 moved to parent 4 brings
+    # parent 4 back into the session, and child 6 with it (still in its children); the flush
+    # inserts both. SQLAlchemy's rollback left child 6's deleted flag set: it reports
+    # 'deleted' though its identity map holds it and its row exists; retort's is persistent
+    steps: list[Step] = [
+        ("new", "Parent", 4, "a", "add", None),
+        ("new", "Child", 6, "a", "append", 0),
+        ("flush",),
+        ("delete", 1),
+        ("flush",),
+        ("rollback",),
+        ("get", "Child", 1),
+        ("move", 2, 0, "set"),
+        ("flush",),
+    ]
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in steps[:-1]:
+            assert run.step(step) is not None
+        assert run.step(steps[-1]) is None
+        assert run.program[-1] == (
+            "flush()  -> ok None (improvement: an object inserted again after a rollback "
+            "undid its delete is persistent)"
+        )
+        sa_child, rt_child = run.sa.handles[1], run.rt.handles[1]
+        assert run.sa.lifecycle(sa_child) == "deleted" and sa_child in run.sa.session
+        assert run.rt.lifecycle(rt_child) == "persistent" and rt_child in run.rt.session
+        # the rows agree: both inserted child 6, SQLAlchemy's object misreports its state
+        for side in sides:
+            assert (6, "a", 4) in side.transaction_rows()["children"]
+    finally:
+        for side in sides:
+            side.close()
 
 
 def test_improvement_delete_of_a_deleted_object_refused_by_both_changes_nothing(
