@@ -140,6 +140,12 @@ def sqlalchemy_api(dsn: str, schema: str, admin_conn: psycopg.Connection[Any]) -
     connect_args: dict[str, Any] = dict(make_url(dsn).connect_kwargs())
     # application_name lets the schema fixture end these sessions before dropping the schema
     connect_args.update(options=f"-csearch_path={schema}", application_name=schema)
+    # no server-side prepared statements: once, after about a thousand programs on one
+    # connection, psycopg's cache of them named a statement the server did not hold, and
+    # SQLAlchemy's flush failed with "prepared statement ... does not exist" where retort's
+    # succeeded (not reproduced by replaying the program, as the cache's state comes from the
+    # connection's whole history). The oracle is SQLAlchemy's ORM, not the driver's cache
+    connect_args["prepare_threshold"] = None
     engine = sqlalchemy.create_engine("postgresql+psycopg://", connect_args=connect_args)
     log: list[tuple[str, Any]] = []
 

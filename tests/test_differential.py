@@ -2467,6 +2467,29 @@ def _play(
     return run
 
 
+def test_harness_sqlalchemy_side_prepares_no_statement(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # SQLAlchemy's connections run without server-side prepared statements (see
+    # tests/_rel_models.py sqlalchemy_api); retort's prepare a statement run often enough, as
+    # psycopg does (prepare_threshold)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for _ in range(8):
+            assert run.step(("query", "Tag")) is not None
+        counts = {}
+        for side in sides:
+            rows = side.session.connection().exec_driver_sql(
+                "SELECT count(*) FROM pg_prepared_statements"
+            )
+            counts[side.name] = rows.scalar()
+        assert counts["sqlalchemy"] == 0
+        assert counts["retort"] > 0
+    finally:
+        for side in sides:
+            side.close()
+
+
 def test_harness_detects_a_divergence(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
