@@ -201,3 +201,37 @@ def test_a_primary_key_change_is_undone_in_the_identity_map(
         assert c.label == "x"  # reloads through the old key
         s.commit()
     assert admin_conn.execute(f"SELECT code FROM {schema}.codes").fetchall() == [("old",)]
+
+
+def test_a_load_refused_by_a_failed_savepoint_leaves_no_prepared_statement_behind(
+    engine_factory: Any,
+) -> None:
+    # get() loads by a statement due to be prepared (it has run prepare_threshold times) just
+    # as it runs in a SAVEPOINT whose transaction failed: the server refuses the PREPARE. The
+    # connection's statement cache must not name it then, or, once ROLLBACK TO SAVEPOINT made
+    # the transaction usable again, every later load by that statement fails with "prepared
+    # statement ... does not exist" (until a ROLLBACK clears the cache). ROLLBACK TO clears it
+    # only the first time its text runs on the connection, so an earlier session on the same
+    # pooled connection runs it first
+    eng = engine_factory(pool_size=1, max_overflow=0, connect_args={"prepare_threshold": 2})
+    Base.metadata.create_all(eng)
+    with Session(eng) as s:
+        s.add_all([Item(id=i, name=f"n{i}") for i in range(1, 6)])
+        s.commit()
+    with Session(eng) as s:
+        s.get(Item, 1)
+        with s.begin_nested() as sp:
+            s.get(Item, 2)
+            sp.rollback()
+        s.commit()
+    with Session(eng) as s:  # (the load's statement has run twice on the connection)
+        sp = s.begin_nested()
+        with pytest.raises(exc.DataError):
+            s.connection().exec_driver_sql("SELECT 1/0")
+        with pytest.raises(exc.InternalError, match="current transaction is aborted"):
+            s.get(Item, 3)
+        sp.rollback()
+        assert s.get(Item, 4) is not None
+        assert s.get(Item, 5) is not None  # (by the statement prepared by the load before)
+        prepared = s.connection().exec_driver_sql("SELECT count(*) FROM pg_prepared_statements")
+        assert prepared.scalar() == 1

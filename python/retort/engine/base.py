@@ -1217,6 +1217,7 @@ def _log_statement(sql: str, params: Any, many: bool) -> None:
 
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _IDLE = pq.TransactionStatus.IDLE
 _CONN_OK = pq.ConnStatus.OK
 _TEXT = pq.Format.TEXT
@@ -1258,7 +1259,7 @@ def _finish_command(dbapi: DriverConnection) -> None:
             raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
 
 
-_Started = tuple[Any, "_Query | None", _Prepare, bytes, bool, bool]
+_Started = tuple[Any, "_Query | None", _Prepare, bytes, bool, bool, bool]
 
 
 def _start_statement(
@@ -1310,7 +1311,7 @@ def _start_statement(
             raise
     else:
         _send_statement(pgconn, text, values, types, formats, prep, name)
-    return tx, query, prep, name, piped, commit
+    return tx, query, prep, name, piped, commit, begin
 
 
 def _finish_statement(
@@ -1321,8 +1322,9 @@ def _finish_statement(
     name: bytes,
     piped: bool,
     commit: bool = False,
+    began: bool = False,
 ) -> _Outcome:
-    """The reading half of `_run_statement`."""
+    """The reading half of `_run_statement` (`began`: a BEGIN went first)."""
     pgconn = dbapi.pgconn
     if piped:
         try:
@@ -1335,6 +1337,13 @@ def _finish_statement(
     if commit:  # the COMMIT's result comes last (aborted, if the statement failed)
         results, committed = results[:-1], results[-1:]
     cache = dbapi._prepared
+    if prep is _Prepare.SHOULD and results[int(began)].status != _COMMAND_OK:
+        # the server refused the PREPARE (in a transaction that failed already, it runs
+        # nothing until ROLLBACK or ROLLBACK TO SAVEPOINT): it holds no statement of that
+        # name, so neither may the cache, which would otherwise run the statement by it from
+        # then on and fail ("prepared statement ... does not exist"). psycopg's cursor, which
+        # waits for the PREPARE on its own, raises before its bookkeeping as well
+        query = None
     if query is not None:
         key = cache.maybe_add_to_cache(query, prep, name)  # type: ignore[arg-type]
         if key is not None:
