@@ -151,10 +151,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   changes between runs (the DELETE succeeds or fails on the foreign key); retort's fails every
   time (not drawn: Drawer.parent_marked_deleted).
 - an object made transient by a rollback, holding a parent whose key its parent_id no longer
-  holds (a flush of the rolled-back transaction nulled or set it), is inserted again with the
-  key of that parent in retort; SQLAlchemy copies a parent's key only for a change of the
-  relationship, which the rolled-back flush recorded, and inserts the parent_id it holds (not
-  drawn);
+  holds (a flush of the rolled-back transaction nulled or set it, or a step set it since), is
+  inserted again with the key of that parent in retort; SQLAlchemy copies a parent's key only
+  for a change of the relationship, which the rolled-back flush recorded, and inserts the
+  parent_id it holds (not drawn: Drawer.stale_key, Drawer.sets_a_stale_key);
 - a step refused because the session is to be rolled back (PendingRollbackError in both)
   changes nothing in retort (SPEC §4); SQLAlchemy's merge() copies values onto the object of
   the key first, leaving changes to flush (the program stops there);
@@ -763,7 +763,13 @@ class Drawer:
             # an object made transient by a rollback, whose parent_id no longer names the
             # parent it holds (a flush of the rolled-back transaction nulled or set it), put back
             # in the session: SQLAlchemy inserts the parent_id it holds, retort the parent's key
-            # (test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent)
+            # (test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent);
+            # likewise where the parent_id of such an object, in the session already, is set
+            # to another key than its parent's
+            # (test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_syncs)
+            return None
+        if self.sets_a_stale_key(step):
+            # (the case above, the parent_id set after the object is back in the session)
             return None
         if step[0] in ("new", "move", "link", "node_parent", "merge", "read") and self.reaches(
             _objects(step), self.expired_by_retort_only
@@ -1099,6 +1105,12 @@ class Drawer:
             # which merge() copies: the many-to-one then names that parent already, and
             # setting it is no change, where SQLAlchemy's is (it appends to the children)
             return True
+        return self.key_of_unsynced_parent_differs(obj, sa.api.inspect(obj).dict.get("parent_id"))
+
+    def key_of_unsynced_parent_differs(self, obj: Any, parent_id: Any) -> bool:
+        """Whether `obj` (a Child or Node on SQLAlchemy's side) is new, holds a parent with no
+        change of `parent` for a flush to sync, and that parent's key is not `parent_id`."""
+        sa = self.oracle
         insp = sa.api.inspect(obj)
         if insp.has_identity:
             return False
@@ -1107,7 +1119,17 @@ class Drawer:
             return False
         target = sa.api.inspect(parent)
         key = target.identity[0] if target.identity else target.dict.get("id")
-        return bool(insp.dict.get("parent_id") != key)
+        return bool(parent_id != key)
+
+    def sets_a_stale_key(self, step: Step) -> bool:
+        """Whether this step sets the parent_id of a new object to a value that leaves it
+        stale_key() (its parent's key is another)."""
+        if step[0] != "set" or step[2] != "parent_id":
+            return False
+        obj = self.oracle.handles[step[1]]
+        if self.oracle.cls_of(obj) not in ("Child", "Node"):
+            return False
+        return self.key_of_unsynced_parent_differs(obj, step[3])
 
     def reaches_stale_key(self, handles: list[int]) -> bool:
         """Whether one of these objects, or an object their loaded relationships reach (which a
@@ -3080,6 +3102,37 @@ def test_improvement_a_backref_does_not_duplicate_a_member(
     assert held == {"sqlalchemy": 2, "retort": 1}
     for side in sides:
         assert (1, "c1", 1) in fetch_rows(admin_conn, side.schema)["children"]
+
+
+def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_syncs(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 5, flushed under node 1, is made transient by a
+    # rollback (still holding node 1, parent_id 1); new node 6 under it puts it back in the
+    # session. Its parent_id set to None, SQLAlchemy inserts NULL (the rolled-back flush
+    # recorded `parent`: no change to sync), retort the key of the parent the object holds
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("get", "Node", 1),
+            ("new", "Node", 5, "a", "set_parent_add", 0),
+            ("remove", 0, "children", 0),
+            ("rollback",),
+            ("new", "Node", 6, "a", "set_parent_add", 1),
+        ]:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        stale = ("set", 1, "parent_id", None)
+        assert drawer.sets_a_stale_key(stale)
+        assert not drawer.sets_a_stale_key(("set", 1, "parent_id", 1))  # (its parent's key)
+        assert not drawer.sets_a_stale_key(("set", 2, "parent_id", None))  # (node 6: synced)
+        assert not drawer.sets_a_stale_key(("set", 1, "name", None))
+        assert run.step(stale) is not None
+        with pytest.raises(Divergence, match=r"loaded Node\.parent_id of handle 1"):
+            run.step(("flush",))
+    finally:
+        for side in sides:
+            side.close()
 
 
 def test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent(
