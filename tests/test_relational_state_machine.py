@@ -3119,3 +3119,30 @@ def test_bug_a_many_to_one_held_by_the_identity_map_reads_after_a_failed_flush(
     with pytest.raises(api.PendingRollbackError):
         s.get(m.Parent, 3)  # (which loads)
     s.rollback()
+
+
+@both_libraries(
+    "differential nightly: a node outside the session, given a parent whose flush copied its "
+    "key into it, then taken out of that parent's children, kept the key when the parent was "
+    "deleted (the flush of a parent that stays clears it)"
+)
+def test_bug_a_parents_delete_clears_the_key_of_a_node_taken_out_outside_the_session(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, _api = repro
+    n5 = m.Node(id=5, name="n5")
+    s.add(n5)
+    n6 = m.Node(id=6, name="n6")
+    n6.parent = n5  # (not added: it stays outside the session, in n5's children)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (SQLAlchemy's: n6 is not in the session)
+        s.flush()
+    assert n6 not in s and n6.parent_id == 5  # the flush copied the key all the same
+    n5.children.remove(n6)
+    s.delete(n5)
+    s.flush()
+    assert n6.parent is None and n6.parent_id is None
+    s.add(n6)
+    s.commit()
+    rows = fetch_rows(admin_conn, schema)["nodes"]
+    assert rows == [*INITIAL_ROWS["nodes"], (6, "n6", None)]

@@ -905,3 +905,12 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
         if child not in deleted:
             for _, dst in prop.pairs:
                 setattr(child, dst.key, None)
+    if prop.uselist and value._removed:
+        # those taken out of the collection since the last flush lose the key too, unless
+        # another parent took them or this flush deletes them: one outside the session
+        # included, as where the parent stays (_sync_one_to_many), and as SQLAlchemy's flush
+        # of the parent's DELETE clears them
+        parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
+        removed = list(value._removed.values())
+        changes.collections.append(value)
+        _settle_removed(session, obj, prop, items, removed, parent_values, True)
