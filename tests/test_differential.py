@@ -34,7 +34,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   primary key violation in SQLAlchemy (or one row, by the order of a set, where one side lists
   the member loaded and the other's append is queued: not drawn,
   Drawer.links_again_one_side_queued); a member listed twice whose object is deleted is one
-  row to delete in retort, two in SQLAlchemy (StaleDataError);
+  row to delete in retort, two in SQLAlchemy (StaleDataError); merge() of an object listing a
+  member twice lists the merged object twice on the member's side in retort (once per entry),
+  once in SQLAlchemy (not drawn: Drawer.lists_a_member_twice);
 - retort copies keys into foreign keys before a flush's first statement, SQLAlchemy table by
   table: after a failed flush, new objects (pending, or made transient again) may differ in
   parent_id, and so may detached ones (neither compared nor read, nor put back in the
@@ -842,6 +844,13 @@ class Drawer:
             # its row is gone, retort's copy then inserts NULL for them)
             # (test_divergence_a_merge_of_an_object_only_sqlalchemys_flush_loaded)
             return None
+        if step[0] == "merge" and self.reaches(_objects(step), self.lists_a_member_twice):
+            # merge() of an object whose loaded many-to-many lists a member twice (appended
+            # again): both copy the list, the member twice; SQLAlchemy's backref then lists
+            # the merged object once on the member's side (it replaces the collection as a
+            # set), retort's twice, once per entry, as for two appends
+            # (test_the_draw_merges_no_collection_listing_a_member_twice)
+            return None
         if step[0] == "merge" and self.merges_copies_of_a_key_loaded_differently(_objects(step)):
             # two copies of one key merged onto one object, relationships first, then columns
             # (the first copy's columns win): retort's copy holds a column SQLAlchemy's does
@@ -911,6 +920,16 @@ class Drawer:
         if (tags is None) == (parents is None):
             return False
         return any(x is t for x in tags or ()) or any(x is p for x in parents or ())
+
+    def lists_a_member_twice(self, obj: Any) -> bool:
+        """Whether a loaded many-to-many of `obj` (on SQLAlchemy's side) lists a member twice."""
+        sa = self.oracle
+        d = sa.api.inspect(obj).dict
+        for attr in ("tags", "parents"):
+            coll = d.get(attr) if attr in RELATIONSHIPS[sa.cls_of(obj)] else None
+            if coll and len({id(x) for x in coll}) < len(coll):
+                return True
+        return False
 
     def removes_a_member_listed_twice(self, holder: int, attr: str, pos: int) -> bool:
         """Whether this removal from a loaded many-to-many collection (on SQLAlchemy's side)
@@ -3162,6 +3181,34 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_sy
         assert run.step(stale) is not None
         with pytest.raises(Divergence, match=r"loaded Node\.parent_id of handle 1"):
             run.step(("flush",))
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_the_draw_merges_no_collection_listing_a_member_twice(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: rollback() makes parent 4 and tag 3 (in its tags) transient;
+    # tag 3 merged gives copies of both; tag 3 appended again to parent 4's tags, parent 4 is
+    # merged: its copy lists tag 3's copy twice in both, and tag 3's copy lists parent 4's
+    # copy once in SQLAlchemy, twice in retort
+    steps: list[Step] = [
+        ("new", "Parent", 4, "a", "add", None),
+        ("new", "Tag", 3, "a", "append", 0),
+        ("rollback",),
+        ("merge", 1),
+        ("link", 0, 1, False),
+    ]
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in steps:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.reaches([0], drawer.lists_a_member_twice)
+        assert not drawer.reaches([2], drawer.lists_a_member_twice)  # (the merged copies)
+        with pytest.raises(Divergence, match=r"loaded Tag\.parents of handle 2"):
+            run.step(("merge", 0))
     finally:
         for side in sides:
             side.close()
