@@ -5,8 +5,10 @@ directly, appended to a parent's collection or given a parent), set columns (uni
 foreign keys included), move a child between parents, remove a child from a collection
 (delete-orphan), link and unlink tags (many-to-many), set a node's parent (self-referential,
 cycles included), delete, flush, commit, rollback, begin_nested with release or rollback,
-expire_all, expunge, merge (of a handled object or of a new transient copy), get, query, and
-read an attribute (lazy loads included). Each step runs on SQLAlchemy (the oracle) and on
+expire_all, expunge, merge (of a handled object or of a new transient copy), get, query, read
+an attribute (lazy loads included), and a fault (a statement the server refuses on the
+session's connection, a load by key in the failed transaction, then the rollback of the
+innermost SAVEPOINT or of the transaction). Each step runs on SQLAlchemy (the oracle) and on
 retort, each with its own Session over the same models (tests/_diff_models.py) in its own
 schema holding the same initial rows. Keys are natural, so both produce the same rows.
 
@@ -603,6 +605,29 @@ def _run(side: Side, step: Step) -> Any:
                 else (side.norm(value))
             )
         return value
+    if kind == "bad_sql":
+        # a statement the server refuses, run on the session's connection: the transaction
+        # fails under the session, which knows nothing of it; a load by primary key (without
+        # autoflush) then fails too, and the innermost SAVEPOINT (or the transaction) is
+        # rolled back, as a caller recovering from the error would
+        cls, pk = args
+        seen: list[Any] = []
+        try:
+            s.connection().exec_driver_sql("SELECT 1/0")
+            seen.append("ran")
+        except Exception as err:
+            seen.append(type(err).__name__)
+        try:
+            with s.no_autoflush:
+                obj = s.get(M.by_name(cls), pk)
+            seen.append(None if obj is None else side.handle(obj))
+        except Exception as err:
+            seen.append(type(err).__name__)
+        if side.nested:
+            side.nested.pop().rollback()
+        else:
+            s.rollback()
+        return tuple(seen)
     if kind == "rows":  # not drawn: the harness reads the transaction's rows
         return side.transaction_rows()
     if kind == "query":
@@ -724,6 +749,7 @@ KINDS: list[tuple[str, int]] = [
     ("get", 5),
     ("read", 4),
     ("query", 1),
+    ("bad_sql", 1),
 ]
 _KIND_LIST = [k for k, w in KINDS for _ in range(w)]
 
@@ -1519,10 +1545,10 @@ class Drawer:
             cls = d(st.sampled_from(["Parent", "Child", "Tag", "Node"]), label="class")
             pk = d(st.integers(1, self.next_key[cls]), label="key")
             return ("merge_new", cls, pk, d(st.sampled_from(["a", "b"]), label="name"))
-        if kind == "get":
+        if kind in ("get", "bad_sql"):
             cls = d(st.sampled_from(["Parent", "Child", "Tag", "Node"]), label="class")
             pk = d(st.integers(1, self.next_key[cls]), label="key")
-            return ("get", cls, pk)
+            return (kind, cls, pk)
         if kind == "read":
             target = self.pick(classes, "Parent", "Child", "Tag", "Node", label="object")
             if target is None:
@@ -2387,7 +2413,7 @@ class Lockstep:
         self.sa_before = [dict(self.sa.api.inspect(o).dict) for o in self.sa.handles]
         sa = _attempt(self.sa, step)
         self.sa_warnings = self.sa.warned[sa_warned:]
-        if step[0] in ("rollback", "rollback_nested"):
+        if step[0] in ("rollback", "rollback_nested", "bad_sql"):
             self.sa.queued_past_rollback.update(
                 i
                 for i, obj in enumerate(self.sa.handles)
@@ -2625,6 +2651,30 @@ def test_harness_sqlalchemy_side_prepares_no_statement(
             counts[side.name] = rows.scalar()
         assert counts["sqlalchemy"] == 0
         assert counts["retort"] > 0
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_harness_bad_sql_fails_the_transaction_under_the_session_and_recovers(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # the step a fault: a statement the server refuses, a load by key in the failed
+    # transaction (refused too), then the rollback of the SAVEPOINT; the work before it stays
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Parent", 4, "a", "add", None),
+            ("begin_nested",),
+            ("new", "Parent", 5, "a", "add", None),
+        ]:
+            assert run.step(step) is not None
+        failed = run.step(("bad_sql", "Parent", 1))
+        assert failed is not None and failed.value == ("DataError", "InternalError")
+        assert run.rt.nested == [] and run.rt.session.is_active
+        assert run.step(("get", "Parent", 1)) is not None
+        run.finish()
+        assert [r[0] for r in fetch_rows(admin_conn, run.rt.schema)["parents"]] == [1, 2, 3, 4]
     finally:
         for side in sides:
             side.close()
