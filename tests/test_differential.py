@@ -145,6 +145,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   Drawer.kept_by_retort_only);
 - a new child of one parent appended to another parent's collection moves there in retort;
   SQLAlchemy expunges it as an orphan (not drawn by the search);
+- a child taken out of loaded children it is stale in (its foreign key, set by hand and
+  flushed, names another parent), its many-to-one not loaded: SQLAlchemy's backref loads the
+  many-to-one by that key and leaves it, retort's sets it to None, as the flush of the removal
+  clears the key in both (not drawn: Drawer.removes_a_child_its_key_names_elsewhere);
 - a backref does not append a second entry of an object its loaded collection holds already
   (SQLAlchemy's does, after a foreign key set by hand left the collection stale, or where it
   does not know the object's old parent without SQL, as after a failed flush; not drawn);
@@ -862,6 +866,14 @@ class Drawer:
             # order of a set, which changes between runs (FlakyStrategyDefinition)
             # (test_the_draw_links_no_member_again_where_one_side_is_queued)
             return None
+        if step[0] == "remove" and self.removes_a_child_its_key_names_elsewhere(*step[1:]):
+            # a child taken out of loaded children it is stale in (its foreign key, set by
+            # hand and flushed, names another parent, or none), its many-to-one not loaded:
+            # SQLAlchemy's backref loads the many-to-one by that key and leaves it (the flush
+            # then clears the key all the same, for the removal), retort's sets it to None,
+            # as the flush will
+            # (test_the_draw_takes_no_child_out_of_children_its_key_names_elsewhere)
+            return None
         if step[0] == "remove" and self.removes_a_member_listed_twice(*step[1:]):
             # a member of a many-to-many listed twice (appended again), one entry taken out:
             # it is still a member, and retort's flush keeps its association row. SQLAlchemy's
@@ -1017,6 +1029,23 @@ class Drawer:
             if coll and len({id(x) for x in coll}) < len(coll):
                 return True
         return False
+
+    def removes_a_child_its_key_names_elsewhere(self, holder: int, attr: str, pos: int) -> bool:
+        """Whether this removal from loaded children (on SQLAlchemy's side) takes out a child
+        whose many-to-one is not loaded and whose committed parent_id is not the holder's
+        key."""
+        sa = self.oracle
+        owner = sa.handles[holder]
+        coll = sa.api.inspect(owner).dict.get(attr)
+        if attr != "children" or not coll:
+            return False
+        victim = sa.api.inspect(coll[pos % len(coll)])
+        if "parent" in victim.dict or "parent_id" not in victim.dict:
+            return False
+        history = victim.attrs.parent_id.history
+        committed = [*history.deleted, *history.unchanged]
+        key = sa.api.inspect(owner).dict.get("id")
+        return bool(committed) and committed[0] != key
 
     def removes_a_member_listed_twice(self, holder: int, attr: str, pos: int) -> bool:
         """Whether this removal from a loaded many-to-many collection (on SQLAlchemy's side)
@@ -3298,6 +3327,32 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_sy
         assert run.step(stale) is not None
         with pytest.raises(Divergence, match=r"loaded Node\.parent_id of handle 1"):
             run.step(("flush",))
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_the_draw_takes_no_child_out_of_children_its_key_names_elsewhere(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 1's children loaded (nodes 2 and 4), node 2 given
+    # parent_id 2 by hand and flushed: node 1's children are stale. Taking node 2 out of them,
+    # SQLAlchemy's backref loads node 2's many-to-one by its key (node 2 itself) and leaves it,
+    # retort's sets it to None (both flushes then clear the key, for the removal)
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("query", "Node"),  # (nodes 1 to 4: handles 0 to 3)
+            ("remove", 0, "children", 1),  # (node 4)
+            ("set", 1, "parent_id", 2),
+            ("get", "Parent", 1),  # (its autoflush)
+        ]:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.removes_a_child_its_key_names_elsewhere(0, "children", 0)
+        assert not drawer.removes_a_child_its_key_names_elsewhere(1, "children", 0)  # (empty)
+        with pytest.raises(Divergence, match=r"loaded Node\.parent of handle 1"):
+            run.step(("remove", 0, "children", 0))
     finally:
         for side in sides:
             side.close()
