@@ -37,7 +37,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   the member loaded and the other's append is queued: not drawn,
   Drawer.links_again_one_side_queued); a member listed twice whose object is deleted is one
   row to delete in retort, two in SQLAlchemy (StaleDataError); merge() of an object listing a
-  member twice lists the merged object twice on the member's side in retort (once per entry),
+  member twice (or two objects of one key, which the merge makes one) lists the merged object
+  twice on the member's side in retort (once per entry),
   once in SQLAlchemy (not drawn: Drawer.lists_a_member_twice);
 - a member appended again to a collection of an object made transient by a rollback, listed
   there as of the rolled-back flush that wrote its association row: neither library writes
@@ -1021,12 +1022,13 @@ class Drawer:
         return False
 
     def lists_a_member_twice(self, obj: Any) -> bool:
-        """Whether a loaded many-to-many of `obj` (on SQLAlchemy's side) lists a member twice."""
+        """Whether a loaded many-to-many of `obj` (on SQLAlchemy's side) lists a member twice,
+        or two objects of one key (which merge() makes one)."""
         sa = self.oracle
         d = sa.api.inspect(obj).dict
         for attr in ("tags", "parents"):
             coll = d.get(attr) if attr in RELATIONSHIPS[sa.cls_of(obj)] else None
-            if coll and len({id(x) for x in coll}) < len(coll):
+            if coll and len({sa.key(x) for x in coll}) < len(coll):
                 return True
         return False
 
@@ -3443,6 +3445,20 @@ def test_the_draw_merges_no_collection_listing_a_member_twice(
         assert not drawer.reaches([2], drawer.lists_a_member_twice)  # (the merged copies)
         with pytest.raises(Divergence, match=r"loaded Tag\.parents of handle 2"):
             run.step(("merge", 0))
+    finally:
+        for side in sides:
+            side.close()
+    # two objects of one key listed (merge() makes them one): the same
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Parent", 6, "a", "add", None),
+            ("new", "Tag", 3, "b", "append", 0),
+            ("new", "Tag", 3, "c", "append", 0),
+        ]:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.reaches([0], drawer.lists_a_member_twice)
     finally:
         for side in sides:
             side.close()
