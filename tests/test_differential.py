@@ -150,6 +150,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   flushed, names another parent), its many-to-one not loaded: SQLAlchemy's backref loads the
   many-to-one by that key and leaves it, retort's sets it to None, as the flush of the removal
   clears the key in both (not drawn: Drawer.removes_a_child_its_key_names_elsewhere);
+- a save-update cascade reaching an object whose DELETE was flushed (in a collection of an
+  object expunged before that flush) raises InvalidRequestError in both, each where its
+  cascade meets an object it refuses, so what each attached before differs (not drawn:
+  Drawer.deleted_outside_the_session);
 - a backref does not append a second entry of an object its loaded collection holds already
   (SQLAlchemy's does, after a foreign key set by hand left the collection stale, or where it
   does not know the object's old parent without SQL, as after a failed flush; not drawn);
@@ -793,6 +797,16 @@ class Drawer:
             # test_relating_a_flushed_delete_raises_before_anything_changes in
             # test_relationships.py)
             return None
+        if step[0] in ("new", "move", "link", "node_parent") and self.reaches(
+            _objects(step), self.deleted_outside_the_session
+        ):
+            # a step whose save-update cascade would reach an object whose DELETE was flushed,
+            # outside the session (still in a collection of an object expunged before that
+            # flush): both raise InvalidRequestError, each where its cascade meets an object it
+            # refuses (SQLAlchemy's sooner where its flush loaded another instance of a row
+            # the cascade reaches), so what each attached before that differs
+            # (test_the_draw_cascades_to_no_object_whose_delete_was_flushed)
+            return None
         if self.parent_read_by_a_failed_delete(step):
             # the many-to-one of an object marked deleted in a flush that failed, which made it
             # new again (the autoflush of a delete cascade had inserted it): the flush read it
@@ -1020,6 +1034,12 @@ class Drawer:
             if any(x is member for x in insp.attrs[attr].history.unchanged):
                 return True
         return False
+
+    def deleted_outside_the_session(self, obj: Any) -> bool:
+        """Whether `obj` (on SQLAlchemy's side) is an object whose DELETE was flushed, outside
+        the session."""
+        sa = self.oracle
+        return bool(sa.api.inspect(obj).was_deleted) and obj not in sa.session
 
     def lists_a_member_twice(self, obj: Any) -> bool:
         """Whether a loaded many-to-many of `obj` (on SQLAlchemy's side) lists a member twice,
@@ -3329,6 +3349,34 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_sy
         assert run.step(stale) is not None
         with pytest.raises(Divergence, match=r"loaded Node\.parent_id of handle 1"):
             run.step(("flush",))
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_the_draw_cascades_to_no_object_whose_delete_was_flushed(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 1, its children loaded (nodes 2 and 4), is expunged,
+    # and node 4 deleted and flushed. A new node given node 1 as its parent and added
+    # cascades to node 1 and, through its children, to node 4: SQLAlchemy refuses node 1
+    # (its flush loaded another instance of its row), retort attaches node 1 and refuses node
+    # 4 (deleted); both raise InvalidRequestError, with node 1 detached in one only
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("query", "Node"),  # (nodes 1 to 4: handles 0 to 3)
+            ("remove", 0, "children", 0),  # (node 2)
+            ("expunge", 0),
+            ("delete", 3),
+            ("flush",),
+        ]:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.reaches([0], drawer.deleted_outside_the_session)
+        assert not drawer.reaches([2], drawer.deleted_outside_the_session)
+        with pytest.raises(Divergence, match="state of handle 0"):
+            run.step(("new", "Node", 5, "a", "set_parent_add", 0))
     finally:
         for side in sides:
             side.close()
