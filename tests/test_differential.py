@@ -797,6 +797,12 @@ class Drawer:
             # test_relating_a_flushed_delete_raises_before_anything_changes in
             # test_relationships.py)
             return None
+        if step[0] == "bad_sql" and self.held_by_a_session(step[1], step[2]):
+            # the load of the fault step, by a key an identity map holds: it answers without
+            # SQL where the object is loaded, and what each library holds expired may differ
+            # (see "read"), so it would load (and fail) in one of them only
+            # (test_the_draw_faults_no_load_of_a_key_a_session_holds)
+            return None
         if step[0] in ("new", "move", "link", "node_parent") and self.reaches(
             _objects(step), self.deleted_outside_the_session
         ):
@@ -1034,6 +1040,14 @@ class Drawer:
             if any(x is member for x in insp.attrs[attr].history.unchanged):
                 return True
         return False
+
+    def held_by_a_session(self, cls: str, pk: int) -> bool:
+        """Whether either library's identity map holds an object of this key."""
+        return any(
+            side.key(obj) == (cls, pk)
+            for side in (self.oracle, self.retort)
+            for obj in side.session.identity_map.values()
+        )
 
     def deleted_outside_the_session(self, obj: Any) -> bool:
         """Whether `obj` (on SQLAlchemy's side) is an object whose DELETE was flushed, outside
@@ -3349,6 +3363,34 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_sy
         assert run.step(stale) is not None
         with pytest.raises(Divergence, match=r"loaded Node\.parent_id of handle 1"):
             run.step(("flush",))
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_the_draw_faults_no_load_of_a_key_a_session_holds(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4, flushed and then expired by expire_all(), is
+    # loaded again by SQLAlchemy's flush before its UPDATE and not by retort's; the fault
+    # step's get(Parent, 4) answers from SQLAlchemy's identity map and loads (and fails) in
+    # retort's
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("get", "Tag", 1),
+            ("new", "Parent", 4, "a", "add", None),
+            ("remove", 0, "parents", 0),
+            ("new", "Child", 5, "a", "append", 1),
+            ("expire_all",),
+            ("remove", 0, "parents", 0),
+        ]:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.held_by_a_session("Parent", 4)
+        assert not drawer.held_by_a_session("Parent", 9)
+        with pytest.raises(Divergence, match="outcome of step 6"):
+            run.step(("bad_sql", "Parent", 4))
     finally:
         for side in sides:
             side.close()
