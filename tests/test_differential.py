@@ -1665,6 +1665,9 @@ class Lockstep:
     sa_warnings: list[str] = field(default_factory=list)  # SQLAlchemy's, in the last step
     # the values SQLAlchemy's objects held before the last step (loaded attributes)
     sa_before: list[dict[str, Any]] = field(default_factory=list)
+    # whether the key a get() or merge() of a new copy looks up was held loaded by SQLAlchemy's
+    # identity map before the step, not by retort's (an object only SQLAlchemy's flush loaded)
+    held_by_sqlalchemy_only: bool = False
 
     def fail(self, what: str, sa: Any, rt: Any) -> None:
         listing = "\n".join(f"  {i:2}. {p}" for i, p in enumerate(self.program))
@@ -2026,15 +2029,18 @@ class Lockstep:
         if (
             sa.ok
             and rt.value == "PendingRollbackError"
-            and step[0] in ("get", "read")
-            and self.loaded_by_sqlalchemy_only(step)
+            and (
+                (step[0] in ("get", "read") and self.loaded_by_sqlalchemy_only(step))
+                or self.held_by_sqlalchemy_only
+            )
         ):
             # a session refusing SQL (a flush failed inside a SAVEPOINT, not rolled back yet,
             # with nothing left to flush): SQLAlchemy's flush loaded the object (to read its
             # key) and answers without SQL, retort's left it expired and its load is refused
             # (the documented difference of what each holds expired, which a flush before the
             # step cannot settle here)
-            # (test_divergence_a_get_after_a_failed_flush_of_an_object_only_sqlalchemy_loaded)
+            # (test_divergence_a_get_after_a_failed_flush_of_an_object_only_sqlalchemy_loaded,
+            # test_divergence_a_merge_after_a_failed_flush_of_a_key_only_sqlalchemy_loaded)
             return "an object only SQLAlchemy's flush loaded is not loadable after it failed"
         if (
             sa.ok
@@ -2220,12 +2226,12 @@ class Lockstep:
                     return bool(insp.expired) != bool(rt.api.inspect(rt.handles[i]).expired)
             return False
 
-        if step[0] == "get":
+        if step[0] in ("get", "merge_new"):
             # (or held by one only: SQLAlchemy's flush of a DELETE may load the object's
-            # many-to-one target, where retort's reads it from the identity map or not at all)
-            return expired_in_one(*step[1:]) or sa.held_loaded(*step[1:]) != rt.held_loaded(
-                *step[1:]
-            )
+            # many-to-one target, or a collection's members, where retort's reads it from the
+            # identity map or not at all; merge() of a new copy looks its key up as get() does)
+            key = step[1:3]
+            return expired_in_one(*key) or sa.held_loaded(*key) != rt.held_loaded(*key)
         read = _collection_or_attribute_read(step)
         if read is None:
             return False
@@ -2476,6 +2482,9 @@ class Lockstep:
         # what SQLAlchemy's session holds to flush, when it is to be rolled back (see below)
         sa_changes = None if self.sa.session.is_active else self.sa_changes()
         self.sa_before = [dict(self.sa.api.inspect(o).dict) for o in self.sa.handles]
+        self.held_by_sqlalchemy_only = step[0] in ("get", "merge_new") and (
+            self.sa.held_loaded(*step[1:3]) and not self.rt.held_loaded(*step[1:3])
+        )
         sa = _attempt(self.sa, step)
         self.sa_warnings = self.sa.warned[sa_warned:]
         if step[0] in ("rollback", "rollback_nested", "bad_sql"):
@@ -3366,6 +3375,36 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_sy
     finally:
         for side in sides:
             side.close()
+
+
+def test_divergence_a_merge_after_a_failed_flush_of_a_key_only_sqlalchemy_loaded(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: inside a SAVEPOINT, parent 1 (its code set again) is
+    # deleted and a new parent 2 (a key taken) added; the autoflush of the next step fails.
+    # SQLAlchemy's flush had loaded parent 1's tags (tag 1 among them) to delete their
+    # association rows, retort's deletes them without loading. merge() of a new tag 1 then
+    # answers from SQLAlchemy's identity map and needs a load in retort's, which the session
+    # refuses until the SAVEPOINT is rolled back
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("begin_nested",),
+            ("get", "Parent", 1),
+            ("set", 0, "code", None),
+            ("new", "Tag", 3, "a", "add", None),
+            ("delete", 0),
+            ("new", "Parent", 2, "a", "add", None),
+            ("remove", 1, "parents", 0),
+            ("merge_new", "Tag", 1, "a"),
+        ],
+    )
+    assert run.program[-2].startswith("remove(1, 'parents', 0)  -> raised IntegrityError")
+    assert run.program[-1] == (
+        "merge_new('Tag', 1, 'a')  -> ok 3 / retort: raised PendingRollbackError (improvement: "
+        "an object only SQLAlchemy's flush loaded is not loadable after it failed)"
+    )
 
 
 def test_the_draw_faults_no_load_of_a_key_a_session_holds(
