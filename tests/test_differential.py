@@ -150,6 +150,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   flushed, names another parent), its many-to-one not loaded: SQLAlchemy's backref loads the
   many-to-one by that key and leaves it, retort's sets it to None, as the flush of the removal
   clears the key in both (not drawn: Drawer.removes_a_child_its_key_names_elsewhere);
+- merge() of a child taken out of a parent without a row after its parent_id was set by
+  hand: SQLAlchemy's backref had set its many-to-one to None, which the merged copy carries
+  into its foreign key; retort's found nothing to undo and the copy keeps the key set by hand
+  (not drawn: Drawer.taken_from_a_parent_unrowed);
 - a save-update cascade reaching an object whose DELETE was flushed (in a collection of an
   object expunged before that flush) raises InvalidRequestError in both, each where its
   cascade meets an object it refuses, so what each attached before differs (not drawn:
@@ -944,6 +948,15 @@ class Drawer:
             # parent), retort's lists what the rows say
             # (test_the_draw_attaches_no_object_holding_a_queue_a_rollback_passed_over)
             return None
+        if step[0] == "merge" and self.reaches(_objects(step), self.taken_from_a_parent_unrowed):
+            # merge() of a child taken out of a parent without a row (a rollback made it
+            # transient) after its parent_id was set by hand: SQLAlchemy's backref set its
+            # many-to-one to None, which the merged copy carries into its foreign key; retort's
+            # found nothing to undo (the "value set again" improvement) and its copy keeps the
+            # key set by hand (both delete the child as an orphan in the merge's autoflush,
+            # and insert the copy)
+            # (test_the_draw_merges_no_child_taken_from_a_parent_without_a_row)
+            return None
         if step[0] == "merge" and self.reaches(_objects(step), self.lists_a_member_twice):
             # merge() of an object whose loaded many-to-many lists a member twice (appended
             # again): both copy the list, the member twice; SQLAlchemy's backref then lists
@@ -1048,6 +1061,14 @@ class Drawer:
             for side in (self.oracle, self.retort)
             for obj in side.session.identity_map.values()
         )
+
+    def taken_from_a_parent_unrowed(self, obj: Any) -> bool:
+        """Whether retort's object for `obj` (on SQLAlchemy's side) waits as a child taken out
+        of a parent without a row (Session._orphans_if_changed)."""
+        i = self.oracle.index.get(id(obj))
+        if i is None:
+            return False
+        return id(self.retort.handles[i]) in self.retort.session._orphans_if_changed
 
     def deleted_outside_the_session(self, obj: Any) -> bool:
         """Whether `obj` (on SQLAlchemy's side) is an object whose DELETE was flushed, outside
@@ -3430,6 +3451,38 @@ def test_the_draw_faults_no_load_of_a_key_a_session_holds(
         assert not drawer.held_by_a_session("Parent", 9)
         with pytest.raises(Divergence, match="outcome of step 6"):
             run.step(("bad_sql", "Parent", 4))
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_the_draw_merges_no_child_taken_from_a_parent_without_a_row(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 1 appended to new parent 4, rollback() (parent 4
+    # transient), child 1 given parent_id 1 by hand, then taken out of parent 4's children.
+    # merge(child 1) autoflushes its DELETE (an orphan, in both) and inserts a copy:
+    # SQLAlchemy's with parent_id NULL (its backref had set the many-to-one to None), retort's
+    # with the key set by hand
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("new", "Child", 5, "a", "add", None),
+            ("get", "Child", 1),
+            ("new", "Tag", 3, "a", "add", None),
+            ("new", "Parent", 4, "a", "add", None),
+            ("move", 1, 3, "append"),
+            ("rollback",),
+            ("set", 1, "parent_id", 1),
+            ("remove", 3, "children", 0),
+        ]:
+            assert run.step(step) is not None
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.reaches([1], drawer.taken_from_a_parent_unrowed)
+        assert not drawer.reaches([0], drawer.taken_from_a_parent_unrowed)
+        run.step(("merge", 1))
+        with pytest.raises(Divergence, match=r"loaded Child\.parent_id"):
+            run.step(("flush",))
     finally:
         for side in sides:
             side.close()
