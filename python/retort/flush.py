@@ -887,30 +887,28 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
                 changes.link_delete(prop, obj, item)
         return
     items = list(value) if prop.uselist else ([] if value is None else [value])
-    if "delete" in prop.cascade:
-        # the children are deleted with it (cascaded by Session.delete); those taken out of
-        # the collection before are orphans (or lose their key) all the same
-        if "delete-orphan" in prop.cascade:
-            if prop.uselist:
-                removed = list(value._removed.values())
-                changes.collections.append(value)
-            else:
-                removed = session._orphans.pop(id(obj), [])
-            if removed:
-                parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
-                _settle_removed(session, obj, prop, items, removed, parent_values, True)
-        return
-    deleted = session.deleted
-    for child in items:
-        if child not in deleted:
-            for _, dst in prop.pairs:
-                setattr(child, dst.key, None)
-    if prop.uselist and value._removed:
-        # those taken out of the collection since the last flush lose the key too, unless
-        # another parent took them or this flush deletes them: one outside the session
-        # included, as where the parent stays (_sync_one_to_many), and as SQLAlchemy's flush
-        # of the parent's DELETE clears them
-        parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
+    deletes = "delete" in prop.cascade
+    # under delete-orphan, those taken out of the collection before are orphans (or lose their
+    # key) all the same
+    orphans = deletes and "delete-orphan" in prop.cascade
+    if deletes and not orphans:
+        return  # the children are deleted with it (cascaded by Session.delete)
+    if not deletes:
+        deleted = session.deleted
+        for child in items:
+            if child not in deleted:
+                for _, dst in prop.pairs:
+                    setattr(child, dst.key, None)
+    # without delete-orphan, those taken out of the collection since the last flush lose the
+    # key too, unless another parent took them or this flush deletes them: one outside the
+    # session included, as where the parent stays (_sync_one_to_many), and as SQLAlchemy's
+    # flush of the parent's DELETE clears them
+    if prop.uselist:
         removed = list(value._removed.values())
-        changes.collections.append(value)
+        if orphans or removed:
+            changes.collections.append(value)
+    else:
+        removed = session._orphans.pop(id(obj), []) if orphans else []
+    if removed:
+        parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
         _settle_removed(session, obj, prop, items, removed, parent_values, True)
