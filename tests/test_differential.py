@@ -350,14 +350,17 @@ class Side:
     def cls_of(self, obj: Any) -> str:
         return type(obj).__name__
 
+    def held(self, cls: str, pk: Any) -> Any:
+        """The object of this key the identity map holds, or None."""
+        model = self.models.by_name(cls)
+        if self.name == "retort":
+            return self.session._core.identity_lookup(model.__mapper__._core, (pk,))
+        return self.session.identity_map.get(self.session.identity_key(model, pk))
+
     def held_loaded(self, cls: str, pk: Any) -> bool:
         """Whether the identity map holds an object of this key, not expired as a whole (get()
         answers it without SQL, and without an autoflush)."""
-        model = self.models.by_name(cls)
-        if self.name == "retort":
-            obj = self.session._core.identity_lookup(model.__mapper__._core, (pk,))
-        else:
-            obj = self.session.identity_map.get(self.session.identity_key(model, pk))
+        obj = self.held(cls, pk)
         return obj is not None and not self.api.inspect(obj).expired
 
     def fk_unsettled(self, obj: Any) -> bool:
@@ -1056,11 +1059,7 @@ class Drawer:
 
     def held_by_a_session(self, cls: str, pk: int) -> bool:
         """Whether either library's identity map holds an object of this key."""
-        return any(
-            side.key(obj) == (cls, pk)
-            for side in (self.oracle, self.retort)
-            for obj in side.session.identity_map.values()
-        )
+        return any(side.held(cls, pk) is not None for side in (self.oracle, self.retort))
 
     def taken_from_a_parent_unrowed(self, obj: Any) -> bool:
         """Whether retort's object for `obj` (on SQLAlchemy's side) waits as a child taken out
