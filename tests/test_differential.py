@@ -40,10 +40,11 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   member twice (or two objects of one key, which the merge makes one) lists the merged object
   twice on the member's side in retort (once per entry),
   once in SQLAlchemy (not drawn: Drawer.lists_a_member_twice);
-- a member appended again to a collection of an object made transient by a rollback, listed
-  there as of the rolled-back flush that wrote its association row: neither library writes
-  the row again for that entry; the second entry makes retort's flush write it, not
-  SQLAlchemy's (not drawn: Drawer.links_again_a_pair_a_rolled_back_flush_wrote);
+- an object made transient by a rollback, whose many-to-many lists members as of the
+  rolled-back flush that wrote their association rows: put back in the session, retort's flush
+  writes the rows again (the collection is new again, with its object), SQLAlchemy's does not
+  (its history says no change), and taken out, SQLAlchemy's flush deletes the row the rollback
+  undid (StaleDataError), retort's deletes none (not drawn: Drawer.lists_unwritten_members);
 - an object outside the session at a rollback, holding a change queued for an unloaded
   collection (the removal a child's many-to-one set to None queues on its parent's children),
   keeps the queue in both while the rollback undoes the change on the child; put back in the
@@ -876,15 +877,17 @@ class Drawer:
             # many-to-one's
             # (test_divergence_a_child_listed_by_two_parents_takes_its_many_to_ones_key)
             return None
-        if step[0] == "link" and self.links_again_a_pair_a_rolled_back_flush_wrote(
-            step[1], step[2]
+        if step[0] in ("new", "move", "remove", "link", "node_parent", "merge") and self.reaches(
+            _objects(step), self.lists_unwritten_members
         ):
-            # a member appended again to a collection of a new object (made transient by a
-            # rollback) that lists it as of a flush the rollback undid: neither library writes
-            # the association row for that entry, the flush having written it; the second
-            # entry is a change to retort's collection, which writes the row then, where
-            # SQLAlchemy's (comparing sets) sees none and writes nothing
-            # (test_the_draw_links_again_no_pair_a_rolled_back_flush_wrote)
+            # an object made transient by a rollback, its many-to-many listing members as of
+            # the flush the rollback undid (and their association rows with it), put back in
+            # the session or changed: retort's flush writes the rows again, SQLAlchemy's does
+            # not (test_improvement_an_object_added_again_after_a_rollback_keeps_its_many_to_
+            # many_members), and for a member taken out SQLAlchemy's deletes the row that is
+            # gone (test_improvement_a_member_taken_out_after_a_rollback_undid_its_link_
+            # deletes_no_row) (test_the_draw_puts_back_no_object_listing_members_a_rollback_
+            # unlinked)
             return None
         if step[0] == "link" and self.links_again_one_side_queued(step[1], step[2]):
             # a member appended again where one side of the many-to-many is loaded (listing it)
@@ -1043,19 +1046,18 @@ class Drawer:
         sa = self.oracle
         return sa.index.get(id(obj)) in sa.queued_past_rollback and _queued(sa, obj)
 
-    def links_again_a_pair_a_rolled_back_flush_wrote(self, parent: int, tag: int) -> bool:
-        """Whether a side of this link (on SQLAlchemy's side) is a new object whose loaded
-        collection lists the other as of a flush (unchanged since: the rollback that made it
-        new again left the collection as that flush had it)."""
+    def lists_unwritten_members(self, obj: Any) -> bool:
+        """Whether `obj` (on SQLAlchemy's side) is new and its loaded many-to-many lists a
+        member as of a flush (no change since: the rollback that made it new again left the
+        collection as that flush had it, where retort's collection is new again)."""
         sa = self.oracle
-        p, t = sa.handles[parent], sa.handles[tag]
-        for owner, attr, member in ((p, "tags", t), (t, "parents", p)):
-            insp = sa.api.inspect(owner)
-            if insp.has_identity or attr not in insp.dict:
-                continue
-            if any(x is member for x in insp.attrs[attr].history.unchanged):
-                return True
-        return False
+        attr = {"Parent": "tags", "Tag": "parents"}.get(sa.cls_of(obj))
+        if attr is None:
+            return False
+        insp = sa.api.inspect(obj)
+        if insp.has_identity or attr not in insp.dict:
+            return False
+        return bool(insp.attrs[attr].history.unchanged)
 
     def held_by_a_session(self, cls: str, pk: int) -> bool:
         """Whether either library's identity map holds an object of this key."""
@@ -3541,15 +3543,14 @@ def test_the_draw_takes_no_child_out_of_children_its_key_names_elsewhere(
             side.close()
 
 
-def test_the_draw_links_again_no_pair_a_rolled_back_flush_wrote(
+def test_the_draw_puts_back_no_object_listing_members_a_rollback_unlinked(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    # found by the nightly search: parent 5 and tag 3 (in its tags) are inserted by the flush
-    # of begin_nested(), with their association row, and rollback() makes both new again,
-    # their collections as that flush left them. Put back in the session (by child 6, through
-    # parent 4 and tag 3's parents), neither library writes the row again; tag 3 appended to
-    # parent 5's tags a second time (through tag 3's parents) makes retort write it, not
-    # SQLAlchemy
+    # found by the nightly search (as a second entry of tag 3 in parent 5's tags): parent 5
+    # and tag 3 (in its tags) are inserted by the flush of begin_nested(), with their
+    # association row, and rollback() makes both new again, their collections as that flush
+    # left them. Put back in the session (by child 6, through parent 4 and tag 3's parents),
+    # retort's commit writes the row again, SQLAlchemy's does not
     run = _lockstep(sides, admin_conn)
     try:
         for step in [
@@ -3557,16 +3558,19 @@ def test_the_draw_links_again_no_pair_a_rolled_back_flush_wrote(
             ("new", "Parent", 5, "a", "add", None),
             ("new", "Tag", 3, "a", "append", 1),
             ("begin_nested",),
-            ("rollback",),
-            ("link", 0, 2, False),
-            ("new", "Child", 6, "a", "set_parent_add", 0),
         ]:
             assert run.step(step) is not None
         drawer = Drawer(None, run.sa, run.rt)
-        again = ("link", 1, 2, True)
-        assert drawer.links_again_a_pair_a_rolled_back_flush_wrote(1, 2)
-        assert not drawer.links_again_a_pair_a_rolled_back_flush_wrote(0, 2)  # (appended since)
-        assert run.step(again) is not None
+        assert not drawer.lists_unwritten_members(run.sa.handles[1])  # (its row exists)
+        for step in [("rollback",), ("link", 0, 2, False)]:
+            assert run.step(step) is not None
+        put_back = ("new", "Child", 6, "a", "set_parent_add", 0)
+        assert drawer.lists_unwritten_members(run.sa.handles[1])
+        assert drawer.lists_unwritten_members(run.sa.handles[2])
+        # (parent 4's tag 3 was appended since: a change, written by both)
+        assert not drawer.lists_unwritten_members(run.sa.handles[0])
+        assert drawer.reaches(_objects(put_back), drawer.lists_unwritten_members)
+        assert run.step(put_back) is not None
         with pytest.raises(Divergence, match="committed rows after commit"):
             run.step(("commit",))
     finally:
@@ -3740,6 +3744,73 @@ def test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent(
     sa_nodes, rt_nodes = (fetch_rows(admin_conn, side.schema)["nodes"] for side in sides)
     assert (5, "n5", None) in sa_nodes
     assert (5, "n5", 1) in rt_nodes
+
+
+def test_improvement_an_object_added_again_after_a_rollback_keeps_its_many_to_many_members(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # new parent 6 is linked to new tag 7 and to tag 1, and flushed: three INSERTs and two
+    # association rows. rollback() undoes them all and makes parent 6 and tag 7 transient,
+    # still listing each other. Added again, SQLAlchemy inserts both objects but no
+    # association row (the collection's history is as the rolled-back flush left it: no
+    # change), so parent 6 lists tags the database does not link; retort's collection is new
+    # again with its object and the flush writes both rows
+    _lockstep(sides, admin_conn)
+    listed = {}
+    for side in sides:
+        m, s = side.models, side.session
+        p6, t7 = m.Parent(id=6, name="p6", code=None), m.Tag(id=7, label="t7")
+        t1 = s.get(m.Tag, 1)
+        p6.tags.extend([t1, t7])
+        s.add(p6)
+        s.flush()
+        s.rollback()
+        assert side.lifecycle(p6) == side.lifecycle(t7) == "transient"
+        assert p6.tags == [t1, t7] and t7.parents == [p6]
+        s.add(p6)
+        s.commit()
+        listed[side.name] = [t.id for t in p6.tags]  # (read again after the commit)
+    for side in sides:
+        side.close()
+    sa_links, rt_links = (fetch_rows(admin_conn, side.schema)["parent_tags"] for side in sides)
+    assert (6, 1) not in sa_links and (6, 7) not in sa_links
+    assert (6, 1) in rt_links and (6, 7) in rt_links
+    assert listed == {"sqlalchemy": [], "retort": [1, 7]}
+
+
+def test_improvement_a_member_taken_out_after_a_rollback_undid_its_link_deletes_no_row(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # as above, but tag 1 is taken out of parent 6 after the rollback, and tag 7 is added again
+    # by itself (its cascade adds parent 6, which its parents list). No row links tag 1 to
+    # parent 6: the rollback undid it. SQLAlchemy's flush deletes it all the same, and raises
+    # StaleDataError as the DELETE matches no row; retort's sends no DELETE, and writes the
+    # row of tag 7
+    _lockstep(sides, admin_conn)
+    raised = {}
+    for side in sides:
+        m, s = side.models, side.session
+        p6, t7 = m.Parent(id=6, name="p6", code=None), m.Tag(id=7, label="t7")
+        t1 = s.get(m.Tag, 1)
+        p6.tags.extend([t1, t7])
+        s.add(p6)
+        s.flush()
+        s.rollback()
+        p6.tags.remove(t1)
+        side.api.clear_log()
+        s.add(t7)
+        try:
+            s.commit()
+        except Exception as e:
+            raised[side.name] = type(e).__name__
+            s.rollback()
+        deletes = [sql for sql in side.api.statements() if sql.lstrip().startswith("DELETE")]
+        assert bool(deletes) == (side.name == "sqlalchemy")
+    for side in sides:
+        side.close()
+    assert raised == {"sqlalchemy": "StaleDataError"}
+    rt_links = fetch_rows(admin_conn, sides[1].schema)["parent_tags"]
+    assert (6, 7) in rt_links and (6, 1) not in rt_links
 
 
 def test_improvement_keys_are_copied_before_a_failed_flushs_first_statement(

@@ -154,14 +154,30 @@ def orphaned(item: Any, prop: RelationshipProperty, owner: Any) -> None:
 def rows_undone(objs: list[Any]) -> None:
     """A rollback undid the INSERT of each of `objs` (the core's, of classes with
     relationships), and with it the rows of the members its collections list then
-    (association rows, children's foreign keys), which they keep listing, as in SQLAlchemy:
-    a member appended again is no member whose row exists, and is written again (whenever
-    the object is inserted again), where SQLAlchemy's second entry writes it too."""
+    (association rows, children's foreign keys), which they keep listing, as in SQLAlchemy.
+
+    The object is new again, and so is each of its many-to-manys: every member listed is
+    gained, and the flush that inserts the object again writes its association row (as for
+    any new object, and as for a many-to-one, whose key an INSERT copies from the object it
+    names). SQLAlchemy keeps the history the rolled-back flush left, in which the members
+    are no change, and writes no association row for them: the collection lists a member the
+    database does not link (test_improvement_an_object_added_again_after_a_rollback_keeps_
+    its_many_to_many_members). Nothing taken out since is removed: no row of it exists.
+
+    A one-to-many's members get the key of a new owner at its INSERT whatever its history
+    (sync.rs); a member appended again is no member whose row exists, and is written again,
+    where SQLAlchemy's second entry writes it too."""
     for obj in objs:
         d = obj.__dict__
         for prop in type(obj).__mapper__.relationships.values():
             coll = d.get(prop.key)
-            if isinstance(coll, InstrumentedList) and coll:
+            if not isinstance(coll, InstrumentedList):
+                continue
+            if prop.direction == "MANYTOMANY":
+                coll._removed.clear()
+                for x in coll:
+                    coll._added.setdefault(id(x), x)
+            elif coll:
                 coll._unwritten = {id(x) for x in coll if id(x) not in coll._added}
 
 
