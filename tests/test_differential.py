@@ -198,6 +198,11 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   rollback of its INSERT: SQLAlchemy's holds its values, retort's cannot load them (reading
   raises, a flush refuses to insert it again; the draw leaves it, and what reaches it, alone:
   Drawer.expired_by_retort_only);
+- the objects a failed flush loaded (a deleted parent's tags, to delete their association
+  rows) stay in SQLAlchemy's session, held by the parent's expired collection; retort's
+  parent forgets the collection and its identity map (weak, as SQLAlchemy's) lets them go:
+  attaching a detached copy of such a row (delete(), a cascade) is refused by SQLAlchemy only
+  (the program stops there);
 - the foreign key of an object marked deleted, set by hand: the flush of its DELETE reads
   its unloaded many-to-one by the committed key in retort, and in SQLAlchemy where its object
   held that key before the set; where it did not, SQLAlchemy's reads the key set by hand, None
@@ -1861,6 +1866,15 @@ class Lockstep:
             for a in changed
         )
 
+    def held_by_sqlalchemy_unhandled(self, cls: str, pk: int) -> bool:
+        """Whether SQLAlchemy's identity map holds an object of this key that has no handle,
+        and retort's holds a handled one (that SQLAlchemy's refused to attach: another)."""
+        sa_obj, rt_obj = self.sa.held(cls, pk), self.rt.held(cls, pk)
+        if sa_obj is None or id(sa_obj) in self.sa.index or rt_obj is None:
+            return False
+        i = self.rt.index.get(id(rt_obj))
+        return i is not None and self.sa.handles[i] is not sa_obj
+
     def improvement(self, step: Step, sa: Outcome, rt: Outcome) -> str | None:
         """The SPEC §5 improvement this divergence is, if it is one."""
         if (
@@ -2126,6 +2140,19 @@ class Lockstep:
             # retort passes over it (as state_improvement(), the key free)
             # (test_improvement_a_delete_cascade_passes_over_an_object_deleted_by_a_row_switch)
             return "a delete cascade passes over an object already deleted (its key taken)"
+        if (
+            sa.value == "InvalidRequestError"
+            and taken is not None
+            and self.held_by_sqlalchemy_unhandled(taken[1], int(taken[2]))
+        ):
+            # a detached copy of a row attached (by delete(), or a cascade) where SQLAlchemy's
+            # session holds another instance of the row and retort's none: one the program has
+            # no handle to, which retort's identity map held weakly (as SQLAlchemy's) until
+            # nothing referred to it. SQLAlchemy's keeps what its flush loaded (a deleted
+            # parent's tags) through the parent's expired collection after the flush failed;
+            # retort's parent forgets the collection, and the tags go
+            # (test_divergence_a_detached_copy_of_a_row_only_sqlalchemys_failed_flush_kept)
+            return "a row only SQLAlchemy's failed flush kept refuses a detached copy"
         if sa.value == "DetachedInstanceError" and any(
             self.sa.api.inspect(self.sa.handles[i]).transient for i in _objects(step)
         ):
@@ -3426,6 +3453,36 @@ def test_divergence_a_merge_after_a_failed_flush_of_a_key_only_sqlalchemy_loaded
     assert run.program[-1] == (
         "merge_new('Tag', 1, 'a')  -> ok 3 / retort: raised PendingRollbackError (improvement: "
         "an object only SQLAlchemy's flush loaded is not loadable after it failed)"
+    )
+
+
+def test_divergence_a_detached_copy_of_a_row_only_sqlalchemys_failed_flush_kept(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: tag 1 is loaded and expunged; parent 1 is deleted and a
+    # new tag 1 (a key taken) added, and the flush fails. Both flushes had loaded parent 1's
+    # tags (another instance of tag 1 among them) to delete their association rows.
+    # SQLAlchemy's session keeps them after the failure (through parent 1's expired
+    # collection), and refuses to attach the detached tag 1 for its delete(); retort's parent
+    # 1 forgets the collection, nothing refers to the tags any more and its identity map (weak,
+    # as SQLAlchemy's) lets them go, so that the delete() attaches the detached tag 1
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("get", "Tag", 1),
+            ("expunge", 0),
+            ("get", "Parent", 1),
+            ("delete", 1),
+            ("new", "Tag", 1, "a", "add", None),
+            ("flush",),
+            ("delete", 0),
+        ],
+    )
+    assert run.program[-2] == "flush()  -> raised IntegrityError"
+    assert run.program[-1] == (
+        "delete(0)  -> raised InvalidRequestError / retort: ok None (improvement: a row only "
+        "SQLAlchemy's failed flush kept refuses a detached copy)"
     )
 
 
