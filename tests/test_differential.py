@@ -31,6 +31,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
 - SPEC §4 (every misuse gets a specific error, before anything changes): changing or relating
   an object whose DELETE was flushed raises InvalidRequestError in retort before any change;
   SQLAlchemy changes the other side of back_populates first, or accepts the change and loses it;
+  a save-update cascade refusing an object on its way (InvalidRequestError in both) attaches
+  nothing in retort, where SQLAlchemy keeps what it attached before the error, for its next
+  flush to write (the program stops there);
 - a member given twice (a new object twice, or appended again while the other side was not
   loaded, or two objects with one key, one deleted) is one association row in retort, a
   primary key violation in SQLAlchemy (or one row, by the order of a set, where one side lists
@@ -157,7 +160,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   (not drawn: Drawer.taken_from_a_parent_unrowed);
 - a save-update cascade reaching an object whose DELETE was flushed (in a collection of an
   object expunged before that flush) raises InvalidRequestError in both, each where its
-  cascade meets an object it refuses, so what each attached before differs (not drawn:
+  cascade meets an object it refuses; SQLAlchemy keeps what it attached before, retort
+  attaches nothing (the improvement above, which would end the program; not drawn:
   Drawer.deleted_outside_the_session);
 - a backref does not append a second entry of an object its loaded collection holds already
   (SQLAlchemy's does, after a foreign key set by hand left the collection stale, or where it
@@ -355,6 +359,10 @@ class Side:
 
     def cls_of(self, obj: Any) -> str:
         return type(obj).__name__
+
+    def members(self) -> set[int]:
+        """The handles the session holds (pending, persistent or marked deleted)."""
+        return {i for i, obj in enumerate(self.handles) if obj in self.session}
 
     def held(self, cls: str, pk: Any) -> Any:
         """The object of this key the identity map holds, or None."""
@@ -702,6 +710,10 @@ def _queued(side: Side, obj: Any) -> bool:
     """Whether SQLAlchemy's `obj` holds changes queued for an unloaded collection (appends or
     removals through the other side of back_populates)."""
     return bool(side.api.inspect(obj).__dict__.get("_pending_mutations"))
+
+
+# steps whose save-update cascade may attach objects (adding, appending, setting a parent)
+_CASCADING = ("new", "move", "link", "node_parent", "merge", "merge_new")
 
 
 def _one_row_cycle(error: BaseException | None) -> bool:
@@ -2558,6 +2570,8 @@ class Lockstep:
         # what SQLAlchemy's session holds to flush, when it is to be rolled back (see below)
         sa_changes = None if self.sa.session.is_active else self.sa_changes()
         self.sa_before = [dict(self.sa.api.inspect(o).dict) for o in self.sa.handles]
+        # the handles each session holds before a step whose save-update cascade may attach
+        members_before = (self.sa.members(), self.rt.members()) if step[0] in _CASCADING else None
         self.held_by_sqlalchemy_only = step[0] in ("get", "merge_new") and (
             self.sa.held_loaded(*step[1:3]) and not self.rt.held_loaded(*step[1:3])
         )
@@ -2629,6 +2643,22 @@ class Lockstep:
                 self.fail(f"outcome of step {len(self.program) - 1}", sa.detail(), rt.detail())
             _event(f"improvement: {why}")
             self.program[-1] += f" / retort: {rt} (improvement: {why})"
+            self.check_retort_alone()
+            return None
+        if (
+            members_before is not None
+            and sa.value == "InvalidRequestError"
+            and self.sa.members() - members_before[0]
+            and not self.rt.members() - members_before[1]
+        ):
+            # SPEC §4 (a misuse gets a specific error before anything changes): a save-update
+            # cascade refused an object on its way (its DELETE flushed, another instance of its
+            # row held). SQLAlchemy's keeps the objects it attached before the error, which its
+            # next flush writes; retort's add is all or nothing
+            # (test_the_draw_cascades_to_no_object_whose_delete_was_flushed)
+            why = "a save-update cascade that raises attaches nothing"
+            _event(f"improvement: {why}")
+            self.program[-1] += f" (improvement: {why})"
             self.check_retort_alone()
             return None
         if (
@@ -3581,8 +3611,11 @@ def test_the_draw_cascades_to_no_object_whose_delete_was_flushed(
     # found by the nightly search: node 1, its children loaded (nodes 2 and 4), is expunged,
     # and node 4 deleted and flushed. A new node given node 1 as its parent and added
     # cascades to node 1 and, through its children, to node 4: SQLAlchemy refuses node 1
-    # (its flush loaded another instance of its row), retort attaches node 1 and refuses node
-    # 4 (deleted); both raise InvalidRequestError, with node 1 detached in one only
+    # (its flush loaded another instance of its row), retort refuses node 4 (deleted); both
+    # raise InvalidRequestError. SQLAlchemy's add keeps the new node it attached before the
+    # error (pending), and its commit would insert it; retort's is all or nothing (SPEC §4),
+    # and the new node stays transient: the improvement ends the program, which the draw
+    # leaves out so as to go on
     run = _lockstep(sides, admin_conn)
     try:
         for step in [
@@ -3596,11 +3629,17 @@ def test_the_draw_cascades_to_no_object_whose_delete_was_flushed(
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.reaches([0], drawer.deleted_outside_the_session)
         assert not drawer.reaches([2], drawer.deleted_outside_the_session)
-        with pytest.raises(Divergence, match="state of handle 0"):
-            run.step(("new", "Node", 5, "a", "set_parent_add", 0))
+        assert run.step(("new", "Node", 5, "a", "set_parent_add", 0)) is None
+        assert run.sa.lifecycle(run.sa.handles[4]) == "pending"
+        assert run.rt.lifecycle(run.rt.handles[4]) == "transient"
+        assert not run.rt.session.new
     finally:
         for side in sides:
             side.close()
+    assert run.program[-1] == (
+        "new('Node', 5, 'a', 'set_parent_add', 0)  -> raised InvalidRequestError (improvement: "
+        "a save-update cascade that raises attaches nothing)"
+    )
 
 
 def test_the_draw_takes_no_child_out_of_children_its_key_names_elsewhere(

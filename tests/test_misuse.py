@@ -42,6 +42,7 @@ from retort import (
     String,
     event,
     exc,
+    inspect,
     make_transient,
     make_transient_to_detached,
     mapped_column,
@@ -450,11 +451,47 @@ def test_add_all_with_an_object_of_another_session(
             s2.add_all([User(name="carl"), theirs])
         _check(info.value, exc.InvalidRequestError, "expunge it from that session")
         assert object_session(theirs) is s1 and theirs not in s2
+        assert not s2.new  # all or nothing: carl, added first, left again
         assert _snapshot(admin_conn, schema) == before
-        s2.rollback()
-        assert not s2.new
         _commits(s2, admin_conn, schema)
+        carl = sql.SQL("SELECT count(*) FROM {}.users WHERE name = 'carl'").format(
+            sql.Identifier(schema)
+        )
+        assert admin_conn.execute(carl).fetchone() == (0,)  # (the commit wrote no carl)
         s1.commit()  # s1 is not disturbed
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["core-cascade", "with-listeners"])
+def test_add_of_a_graph_reaching_an_object_of_another_session_attaches_nothing(
+    db: Engine, before: dict[str, list[str]], admin_conn: Conn, schema: str, listened: bool
+) -> None:
+    """The save-update cascade of add() meets s1's child after a new child: nothing of the
+    graph stays in s2 (SQLAlchemy keeps what it attached before the error, and its next
+    commit writes it), and listeners hear of no attachment."""
+    with Session(db) as s1, Session(db) as s2:
+        heard: list[Any] = []
+        if listened:
+            event.listen(s2, "after_attach", lambda session, obj: heard.append(obj))
+        theirs = s1.scalars(select(Child)).one()
+        mine, new_child = Parent(name="q"), Child(name="n")
+        mine.children.append(new_child)
+        mine.children.append(theirs)  # (mine is in no session: no cascade yet)
+        with pytest.raises(exc.RetortError) as info:
+            s2.add(mine)
+        _check(info.value, exc.InvalidRequestError, "expunge it from that session")
+        assert mine not in s2 and new_child not in s2 and not s2.new
+        assert inspect(mine).transient and inspect(new_child).transient
+        assert object_session(theirs) is s1
+        assert heard == []
+        s2.commit()
+        assert _snapshot(admin_conn, schema) == before
+        # the graph can be added once the object is its own again
+        s1.expunge(theirs)
+        s2.add(mine)
+        assert {mine, new_child, theirs} <= set(s2)
+        assert heard == ([mine, new_child, theirs] if listened else [])
+        s2.rollback()
+        s1.rollback()
 
 
 def test_cascade_pulls_in_an_object_of_another_session(
@@ -472,6 +509,28 @@ def test_cascade_pulls_in_an_object_of_another_session(
         assert _snapshot(admin_conn, schema) == before
         s2.rollback()
         _commits(s2, admin_conn, schema)
+        s1.rollback()
+
+
+def test_an_append_whose_cascade_reaches_an_object_of_another_session_attaches_nothing(
+    db: Engine, before: dict[str, list[str]], admin_conn: Conn, schema: str
+) -> None:
+    """The cascade of an append to a collection of an object in s2 goes through a new child
+    to its new parent, which lists s1's child: the append is refused, and the new child and
+    its parent, attached on the way, leave s2 again."""
+    with Session(db) as s1, Session(db) as s2:
+        theirs = s1.scalars(select(Child)).one()
+        mine = s2.scalars(select(Parent)).one()
+        other = Parent(name="o")
+        other.children.append(theirs)
+        new_child = Child(name="n", parent=other)
+        with pytest.raises(exc.RetortError) as info:
+            mine.children.append(new_child)
+        _check(info.value, exc.InvalidRequestError, "expunge it from that session")
+        assert new_child not in s2 and other not in s2 and not s2.new
+        assert new_child not in mine.children and new_child.parent is other
+        s2.commit()
+        assert _snapshot(admin_conn, schema) == before
         s1.rollback()
 
 

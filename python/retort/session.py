@@ -956,41 +956,66 @@ class Session:
         if self._owner is not None and self._owner != _get_ident():
             raise _busy_error(self)
         self._autobegin()
-        how = self._core.add(instance)
-        if how and self._dispatch:
-            self._attached(instance, how)
-        if _relationships_of(instance):
-            if attributes.orphaned_outside:
-                # (added by the caller: no orphan for the flush to expunge, as in SQLAlchemy)
-                attributes.orphaned_outside.pop(id(instance), None)
-            self._cascade_related(instance)
+        if not self._dispatch and not _relationships_of(instance):
+            self._core.add(instance)  # (no cascade, no events: nothing to undo or fire)
+            return
+        self._add_each((instance,))
 
     def add_all(self, instances: Iterable[object]) -> None:
+        """add() of each object, all or nothing (see add())."""
         if self._owner is not None and self._owner != _get_ident():
             raise _busy_error(self)
         self._autobegin()
-        add = self._core.add
-        for obj in instances:
-            how = add(obj)
-            if how and self._dispatch:
-                self._attached(obj, how)
-            if _relationships_of(obj):
-                if attributes.orphaned_outside:
-                    attributes.orphaned_outside.pop(id(obj), None)  # (see add())
-                self._cascade_related(obj)
+        self._add_each(instances)
+
+    def _add_each(self, instances: Iterable[object], *, by_caller: bool = True) -> None:
+        """Add `instances` and what their save-update cascades reach, all or nothing: where
+        one is refused (its DELETE was flushed, another session holds it, another instance has
+        its identity) the objects attached until then leave the session again before the
+        error is raised, so that a later flush writes nothing of them (SQLAlchemy leaves them
+        attached). Listeners hear of each object attached once all are."""
+        attached: list[Any] = []  # the objects attached, in order
+        hows: list[str] | None = [] if self._dispatch else None  # how each, for the events
+        related: list[Any] = []
+        try:
+            add = self._core.add
+            for obj in instances:
+                how = add(obj)
+                if how:
+                    attached.append(obj)
+                    if hows is not None:
+                        hows.append(how)
+                if _relationships_of(obj):
+                    related.append(obj)
+                    self._cascade_related(obj, attached, hows)
+        except BaseException:
+            self._detach_again(attached)
+            raise
+        if by_caller and attributes.orphaned_outside:
+            # (added by the caller: no orphan for the flush to expunge, as in SQLAlchemy)
+            for obj in related:
+                attributes.orphaned_outside.pop(id(obj), None)
+        if hows is not None:
+            for obj, joined in zip(attached, hows, strict=True):
+                self._attached(obj, joined)
+
+    def _detach_again(self, attached: list[Any]) -> None:
+        """Undo the attachment of these objects (a cascade that raised): each leaves the
+        session as it came, transient or detached."""
+        for obj in reversed(attached):
+            self._related_changed.pop(id(obj), None)
+            self._core.expunge(obj)
 
     def _cascade_add(self, obj: Any) -> None:
-        """Add an object reached through a save-update cascade (and what it reaches)."""
-        how = self._core.add(obj)
-        if how and self._dispatch:
-            self._attached(obj, how)
-        if how or obj.__dict__.get("_retort_state") is not None:
-            if type(obj).__mapper__.relationships:
-                self._cascade_related(obj)
+        """Add an object reached through a save-update cascade (and what it reaches), all or
+        nothing, as add()."""
+        self._add_each((obj,), by_caller=False)
 
-    def _cascade_related(self, obj: Any) -> None:
+    def _cascade_related(self, obj: Any, attached: list[Any], hows: list[str] | None) -> None:
         """Follow loaded relationships of `obj` with save-update and add what they hold (in
-        the core, unless listeners want the events of each object attached)."""
+        the core, unless listeners want the events of each object attached: then `attached`
+        and `hows` receive each object added and how, for the caller to fire the events, or
+        to undo the attachments when the cascade raises; the core undoes its own)."""
         if not self._dispatch and self._core.cascade_add(obj, self._related_changed):
             return
         self._related_changed[id(obj)] = obj
@@ -1007,10 +1032,11 @@ class Session:
                         continue
                     seen.add(id(item))
                     how = self._core.add(item)
-                    if how and self._dispatch:
-                        self._attached(item, how)
                     if not how:
                         continue  # in the session already: the cascade halts there
+                    attached.append(item)
+                    if hows is not None:
+                        hows.append(how)
                     if type(item).__mapper__.relationships:
                         self._related_changed[id(item)] = item
                     stack.append(item)

@@ -740,6 +740,76 @@ fn load_value<'py>(
 }
 
 impl SessionCore {
+    /// `cascade_add`'s walk; `added` receives each object it adds to the session, in order.
+    fn cascade_add_walk<'py>(
+        &self,
+        root: &Bound<'py, PyAny>,
+        changed: &Bound<'py, PyDict>,
+        added: &mut Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<bool> {
+        let py = root.py();
+        changed.set_item(root.as_ptr() as usize, root)?;
+        // each class's save-update relationships and whether it has relationships, looked up
+        // once per call (a cascade meets few classes)
+        let mut classes: Vec<(usize, CascadeProps, bool)> = Vec::new();
+        let mut info = |mapper: &Bound<'_, MapperCore>| -> PyResult<Option<(CascadeProps, bool)>> {
+            let at = mapper.as_ptr() as usize;
+            if let Some((_, props, related)) = classes.iter().find(|c| c.0 == at) {
+                return Ok(Some((props.clone(), *related)));
+            }
+            let guard = mapper.get().cascade.lock().map_err(|_| busy("mapper"))?;
+            let Some(c) = guard.as_ref() else {
+                return Ok(None);
+            };
+            let props: CascadeProps = Rc::new(
+                c.save_update
+                    .iter()
+                    .map(|(k, l)| (k.clone_ref(py), *l))
+                    .collect(),
+            );
+            classes.push((at, props.clone(), c.related));
+            Ok(Some((props, c.related)))
+        };
+        let Some((root_props, _)) = info(&mapper_of(root)?)? else {
+            return Ok(false);
+        };
+        let mut stack = vec![(root.clone(), root_props)];
+        let mut seen: HashSet<usize, ahash::RandomState> = HashSet::default();
+        seen.insert(root.as_ptr() as usize);
+        while let Some((current, props)) = stack.pop() {
+            if props.is_empty() {
+                continue;
+            }
+            let dict = instance_dict(&current)?;
+            for (key, uselist) in props.iter() {
+                let Some(value) = dict.get_item(key.bind(py))? else {
+                    continue;
+                };
+                let items = sync::cascade_members(&dict, key.bind(py), value, *uselist)?;
+                for item in items {
+                    if !seen.insert(item.as_ptr() as usize) {
+                        continue;
+                    }
+                    let mapper = mapper_of(&item)?;
+                    let how = self.add_of(&item, Some(&mapper))?;
+                    if !how.is_empty() {
+                        added.push(item.clone());
+                        let Some((item_props, related)) = info(&mapper)? else {
+                            return Ok(false);
+                        };
+                        if related {
+                            changed.set_item(item.as_ptr() as usize, &item)?;
+                        }
+                        // the cascade halts at objects already in the session (SQLAlchemy's
+                        // halt_on): what they hold was cascaded when they joined it
+                        stack.push((item, item_props));
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// `add()`, given the object's mapper when the caller has it.
     fn add_of(
         &self,
@@ -1203,70 +1273,25 @@ impl SessionCore {
     /// The save-update cascade of `add()`, walked in the core: add every object reachable
     /// from `root` through loaded relationships with that cascade, and record in `changed`
     /// (the session's `{id(obj): obj}` of objects whose relationships the next flush syncs)
-    /// `root` and every newly added object of a class with relationships. False when a mapper
-    /// on the way is not configured yet: the caller then walks in Python (adding twice is a
-    /// no-op). Session events are not fired: with listeners the caller walks in Python.
+    /// `root` and every newly added object of a class with relationships. All or nothing:
+    /// where an object on the way is refused (its DELETE was flushed, another session holds
+    /// it, another instance has its identity), the objects this call added leave the session
+    /// again (and `changed`) before the error is raised; `root` is the caller's. False when a
+    /// mapper on the way is not configured yet, after the same undo: the caller then walks in
+    /// Python. Session events are not fired: with listeners the caller walks in Python.
     fn cascade_add(&self, root: &Bound<'_, PyAny>, changed: &Bound<'_, PyDict>) -> PyResult<bool> {
-        let py = root.py();
-        changed.set_item(root.as_ptr() as usize, root)?;
-        // each class's save-update relationships and whether it has relationships, looked up
-        // once per call (a cascade meets few classes)
-        let mut classes: Vec<(usize, CascadeProps, bool)> = Vec::new();
-        let mut info = |mapper: &Bound<'_, MapperCore>| -> PyResult<Option<(CascadeProps, bool)>> {
-            let at = mapper.as_ptr() as usize;
-            if let Some((_, props, related)) = classes.iter().find(|c| c.0 == at) {
-                return Ok(Some((props.clone(), *related)));
-            }
-            let guard = mapper.get().cascade.lock().map_err(|_| busy("mapper"))?;
-            let Some(c) = guard.as_ref() else {
-                return Ok(None);
-            };
-            let props: CascadeProps = Rc::new(
-                c.save_update
-                    .iter()
-                    .map(|(k, l)| (k.clone_ref(py), *l))
-                    .collect(),
-            );
-            classes.push((at, props.clone(), c.related));
-            Ok(Some((props, c.related)))
-        };
-        let Some((root_props, _)) = info(&mapper_of(root)?)? else {
-            return Ok(false);
-        };
-        let mut stack = vec![(root.clone(), root_props)];
-        let mut seen: HashSet<usize, ahash::RandomState> = HashSet::default();
-        seen.insert(root.as_ptr() as usize);
-        while let Some((current, props)) = stack.pop() {
-            if props.is_empty() {
-                continue;
-            }
-            let dict = instance_dict(&current)?;
-            for (key, uselist) in props.iter() {
-                let Some(value) = dict.get_item(key.bind(py))? else {
-                    continue;
-                };
-                let items = sync::cascade_members(&dict, key.bind(py), value, *uselist)?;
-                for item in items {
-                    if !seen.insert(item.as_ptr() as usize) {
-                        continue;
-                    }
-                    let mapper = mapper_of(&item)?;
-                    let how = self.add_of(&item, Some(&mapper))?;
-                    if !how.is_empty() {
-                        let Some((item_props, related)) = info(&mapper)? else {
-                            return Ok(false);
-                        };
-                        if related {
-                            changed.set_item(item.as_ptr() as usize, &item)?;
-                        }
-                        // the cascade halts at objects already in the session (SQLAlchemy's
-                        // halt_on): what they hold was cascaded when they joined it
-                        stack.push((item, item_props));
-                    }
+        let mut added = Vec::new();
+        let outcome = self.cascade_add_walk(root, changed, &mut added);
+        if !matches!(outcome, Ok(true)) {
+            for obj in added.iter().rev() {
+                let at = obj.as_ptr() as usize;
+                if changed.contains(at)? {
+                    changed.del_item(at)?;
                 }
+                self.expunge(obj)?;
             }
         }
-        Ok(true)
+        outcome
     }
 
     /// The flush's relationship key sync, pass one: one-to-many collections that only gained
