@@ -3871,27 +3871,35 @@ def test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent(
     assert (5, "n5", 1) in rt_nodes
 
 
+def _linked_then_rolled_back(side: Side) -> tuple[Any, Any, Any]:
+    """New parent 6 linked to new tag 7 and to tag 1, flushed (three INSERTs and two
+    association rows), then rollback(): parent 6 and tag 7 are transient again, still listing
+    each other (and parent 6 tag 1). Returns (parent 6, tag 7, tag 1)."""
+    m, s = side.models, side.session
+    p6, t7 = m.Parent(id=6, name="p6", code=None), m.Tag(id=7, label="t7")
+    t1 = s.get(m.Tag, 1)
+    p6.tags.extend([t1, t7])
+    s.add(p6)
+    s.flush()
+    s.rollback()
+    assert side.lifecycle(p6) == side.lifecycle(t7) == "transient"
+    assert p6.tags == [t1, t7] and t7.parents == [p6]
+    return p6, t7, t1
+
+
 def test_improvement_an_object_added_again_after_a_rollback_keeps_its_many_to_many_members(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    # new parent 6 is linked to new tag 7 and to tag 1, and flushed: three INSERTs and two
-    # association rows. rollback() undoes them all and makes parent 6 and tag 7 transient,
-    # still listing each other. Added again, SQLAlchemy inserts both objects but no
-    # association row (the collection's history is as the rolled-back flush left it: no
-    # change), so parent 6 lists tags the database does not link; retort's collection is new
-    # again with its object and the flush writes both rows
+    # parent 6 and tag 7, made transient by the rollback of the flush that linked them (and
+    # parent 6 to tag 1), are added again: SQLAlchemy inserts both objects but no association
+    # row (the collection's history is as the rolled-back flush left it: no change), so parent
+    # 6 lists tags the database does not link; retort's collection is new again with its
+    # object and the flush writes both rows
     _lockstep(sides, admin_conn)
     listed = {}
     for side in sides:
-        m, s = side.models, side.session
-        p6, t7 = m.Parent(id=6, name="p6", code=None), m.Tag(id=7, label="t7")
-        t1 = s.get(m.Tag, 1)
-        p6.tags.extend([t1, t7])
-        s.add(p6)
-        s.flush()
-        s.rollback()
-        assert side.lifecycle(p6) == side.lifecycle(t7) == "transient"
-        assert p6.tags == [t1, t7] and t7.parents == [p6]
+        p6, _, _ = _linked_then_rolled_back(side)
+        s = side.session
         s.add(p6)
         s.commit()
         listed[side.name] = [t.id for t in p6.tags]  # (read again after the commit)
@@ -3914,13 +3922,8 @@ def test_improvement_a_member_taken_out_after_a_rollback_undid_its_link_deletes_
     _lockstep(sides, admin_conn)
     raised = {}
     for side in sides:
-        m, s = side.models, side.session
-        p6, t7 = m.Parent(id=6, name="p6", code=None), m.Tag(id=7, label="t7")
-        t1 = s.get(m.Tag, 1)
-        p6.tags.extend([t1, t7])
-        s.add(p6)
-        s.flush()
-        s.rollback()
+        p6, t7, t1 = _linked_then_rolled_back(side)
+        s = side.session
         p6.tags.remove(t1)
         side.api.clear_log()
         s.add(t7)
