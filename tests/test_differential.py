@@ -157,7 +157,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
 - a child given no parent whose parent's children are loaded in retort and not in
   SQLAlchemy (which expires more after a SAVEPOINT's rollback: a value set again inside it)
   is deleted as an orphan by retort's flush; SQLAlchemy's, knowing no old parent without
-  SQL, sets its parent_id to NULL (not drawn: Drawer.orphan_unseen_by_sqlalchemy);
+  SQL, sets its parent_id to NULL; likewise where the old parent is expired (or held) in one
+  library only (not drawn: Drawer.orphan_seen_by_one_library_only);
 - merge() of a child taken out of a parent without a row after its parent_id was set by
   hand: SQLAlchemy's backref had set its many-to-one to None, which the merged copy carries
   into its foreign key; retort's found nothing to undo and the copy keeps the key set by hand
@@ -868,13 +869,17 @@ class Drawer:
             # (test_the_draw_gives_no_node_a_parent_marked_deleted,
             # test_the_draw_deletes_no_node_just_given_as_a_parent)
             return None
-        if self.orphan_unseen_by_sqlalchemy(step):
-            # a child given no parent whose parent's children are loaded in retort and not in
-            # SQLAlchemy (which expires more after a SAVEPOINT's rollback: a value set again
-            # inside it): retort's backref takes it out of the loaded children, and its flush
-            # deletes the orphan; SQLAlchemy's, the child's many-to-one unloaded, queues
-            # nothing, and its flush sets parent_id to NULL
-            # (test_the_draw_orphans_no_child_of_a_parent_expired_in_sqlalchemy_only)
+        if self.orphan_seen_by_one_library_only(step):
+            # a child given no parent, its many-to-one unloaded, whose old parent's children
+            # are loaded in retort and not in SQLAlchemy (which expires more after a
+            # SAVEPOINT's rollback: a value set again inside it), or whose old parent is
+            # expired in one library only (SQLAlchemy's flush of a deleted tag's association
+            # rows loaded it, retort's did not need to), or in one identity map only: one
+            # library's backref takes the
+            # child out of its parent's children and the flush deletes the orphan, the other's
+            # knows no old parent without SQL and its flush sets parent_id to NULL
+            # (test_the_draw_orphans_no_child_of_a_parent_expired_in_sqlalchemy_only,
+            # test_the_draw_orphans_no_child_of_a_parent_expired_in_retort_only)
             return None
         if self.may_delete_a_child(step) and self.child_key_taken():
             # a flush would delete a child (an orphan, or by the cascade of its parent's
@@ -1095,22 +1100,27 @@ class Drawer:
             return False
         return bool(insp.attrs[attr].history.unchanged)
 
-    def orphan_unseen_by_sqlalchemy(self, step: Step) -> bool:
-        """Whether `step` gives a child no parent where its parent's children are loaded in
-        one library only."""
+    def orphan_seen_by_one_library_only(self, step: Step) -> bool:
+        """Whether `step` gives a child, its many-to-one unloaded, no parent where what each
+        library knows of its old parent without SQL differs: the parent is in one identity
+        map only, or expired (as a whole) in one only, or its children are loaded in one
+        library only."""
         if step[0] != "move" or step[2] is not None:
             return False
         sa, rt = self.oracle, self.retort
-        if sa.cls_of(sa.handles[step[1]]) != "Child":
+        child = sa.handles[step[1]]
+        if sa.cls_of(child) != "Child" or "parent" in sa.api.inspect(child).dict:
             return False
         key = rt.api.inspect(rt.handles[step[1]]).dict.get("parent_id")
         if key is None:
             return False
         p_sa, p_rt = sa.held("Parent", key), rt.held("Parent", key)
         if p_sa is None or p_rt is None:
-            return False
-        sa_loaded = "children" in sa.api.inspect(p_sa).dict
-        return sa_loaded != ("children" in rt.api.inspect(p_rt).dict)
+            return (p_sa is None) != (p_rt is None)
+        sa_p, rt_p = sa.api.inspect(p_sa), rt.api.inspect(p_rt)
+        if bool(sa_p.expired) != bool(rt_p.expired):
+            return True
+        return ("children" in sa_p.dict) != ("children" in rt_p.dict)
 
     def held_by_a_session(self, cls: str, pk: int) -> bool:
         """Whether either library's identity map holds an object of this key."""
@@ -3705,10 +3715,46 @@ def test_the_draw_orphans_no_child_of_a_parent_expired_in_sqlalchemy_only(
             assert run.step(step) is not None
         drawer = Drawer(None, run.sa, run.rt)
         orphan = ("move", 1, None, "set")
-        assert drawer.orphan_unseen_by_sqlalchemy(orphan)
-        assert not drawer.orphan_unseen_by_sqlalchemy(("move", 1, 0, "set"))  # (a parent)
+        assert drawer.orphan_seen_by_one_library_only(orphan)
+        assert not drawer.orphan_seen_by_one_library_only(("move", 1, 0, "set"))  # (a parent)
         assert run.step(orphan) is not None
         with pytest.raises(Divergence, match="state of handle 1"):
+            run.step(("flush",))
+    finally:
+        for side in sides:
+            side.close()
+
+
+def test_the_draw_orphans_no_child_of_a_parent_expired_in_retort_only(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: tag 1's DELETE is flushed inside a SAVEPOINT (by merge()'s
+    # autoflush), and the fault step rolls the SAVEPOINT back; tag 1 is deleted again and
+    # flushed by a query's autoflush. Parent 1 is then loaded in SQLAlchemy (its flush read
+    # it for the association rows) and expired in retort. Child 1 (loaded by a query, its
+    # many-to-one unloaded) given no parent: SQLAlchemy's backref finds parent 1 without SQL
+    # and its flush deletes the orphan; retort's knows no old parent without SQL and sets
+    # parent_id to NULL
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in [
+            ("query", "Tag"),  # (tags 1 and 2: handles 0 and 1)
+            ("begin_nested",),
+            ("delete", 0),
+            ("merge", 0),
+            ("bad_sql", "Parent", 2),
+            ("delete", 0),
+            ("query", "Child"),  # (children 1 to 4: handles 3 to 6)
+        ]:
+            assert run.step(step) is not None
+        p1_sa, p1_rt = run.sa.held("Parent", 1), run.rt.held("Parent", 1)
+        assert not run.sa.api.inspect(p1_sa).expired and run.rt.api.inspect(p1_rt).expired
+        drawer = Drawer(None, run.sa, run.rt)
+        orphan = ("move", 3, None, "set")
+        assert drawer.orphan_seen_by_one_library_only(orphan)
+        assert not drawer.orphan_seen_by_one_library_only(("move", 6, None, "set"))  # (none)
+        assert run.step(orphan) is not None
+        with pytest.raises(Divergence, match="state of handle 3"):
             run.step(("flush",))
     finally:
         for side in sides:
