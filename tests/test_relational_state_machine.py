@@ -3160,3 +3160,27 @@ def test_bug_a_parents_delete_clears_the_key_of_a_node_taken_out_outside_the_ses
     s.commit()
     rows = fetch_rows(admin_conn, schema)["nodes"]
     assert rows == [*INITIAL_ROWS["nodes"], (6, "n6", None)]
+
+
+@both_libraries(
+    "differential nightly: the flush of a node's DELETE set parent_id to NULL on each child its "
+    "loaded children listed, one whose DELETE an earlier flush ran included, and the flush "
+    "raised InvalidRequestError (a change to a deleted object) where SQLAlchemy writes nothing "
+    "for it"
+)
+def test_bug_a_parents_delete_writes_nothing_for_a_child_deleted_by_an_earlier_flush(
+    repro: Any, admin_conn: psycopg.Connection[Any], schema: str
+) -> None:
+    s, m, api = repro
+    n1 = s.get(m.Node, 1)
+    n2, n4 = n1.children
+    assert (n2.id, n4.id) == (2, 4)
+    s.delete(n2)
+    s.flush()  # (node 3, node 2's child, gets parent_id NULL)
+    assert api.inspect(n2).deleted and n2 in n1.children
+    s.delete(n1)
+    s.flush()
+    assert api.inspect(n1).deleted and n2.parent_id is None and n4.parent_id is None
+    s.commit()
+    rows = admin_conn.execute(f"SELECT id, parent_id FROM {schema}.nodes ORDER BY id")
+    assert rows.fetchall() == [(3, None), (4, None)]

@@ -896,9 +896,17 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
     if not deletes:
         deleted = session.deleted
         for child in items:
-            if child not in deleted:
+            if child in deleted:
+                continue  # (one this flush deletes keeps its key)
+            if deleted_by_flush(child):
+                # still listed by the loaded collection after a flush ran its DELETE: its row
+                # is gone and nothing of it is written; its value clears in memory, without
+                # the change a deleted object refuses, as SQLAlchemy's flush clears it
                 for _, dst in prop.pairs:
-                    setattr(child, dst.key, None)
+                    child.__dict__[dst.key] = None
+                continue
+            for _, dst in prop.pairs:
+                setattr(child, dst.key, None)
     # without delete-orphan, those taken out of the collection since the last flush lose the
     # key too, unless another parent took them or this flush deletes them: one outside the
     # session included, as where the parent stays (_sync_one_to_many), and as SQLAlchemy's
