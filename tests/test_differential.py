@@ -119,6 +119,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   them as changes and refuses to flush (PendingRollbackError, also from the autoflush of a
   merge() onto an object the session holds loaded), retort has nothing to flush and succeeds,
   as SQLAlchemy does for a clean session (the program stops there);
+- after a failed flush inside a SAVEPOINT, delete() of an object that SQLAlchemy's SAVEPOINT
+  rollback expired (for a value set again inside) and retort's did not: SQLAlchemy's delete
+  cascade needs a load, refused until rollback() (PendingRollbackError); retort's marks it
+  without SQL (the program stops there);
 - a flush relating an expired object whose row is gone: SQLAlchemy's loads it to read its
   key and raises ObjectDeletedError (or, where it is the autoflush of get() loading an expired
   object, get() raises PendingRollbackError), retort's sends the key it knows and the database
@@ -2162,6 +2166,22 @@ class Lockstep:
             # test_divergence_a_merge_after_a_failed_flush_of_a_key_only_sqlalchemy_loaded)
             return "an object only SQLAlchemy's flush loaded is not loadable after it failed"
         if (
+            sa.value == "PendingRollbackError"
+            and rt.ok
+            and not self.rt_wrote
+            and step[0] == "delete"
+            and any(
+                self.sa.api.inspect(self.sa.handles[i]).expired and i not in self.rt_expired
+                for i in _objects(step)
+            )
+        ):
+            # the other way round: the object is expired in SQLAlchemy only (its SAVEPOINT's
+            # rollback after a failed flush expired it for a value set again inside), so that
+            # its delete cascade needs a load, which the session refuses until rollback();
+            # retort's holds it loaded and marks it without SQL
+            # (test_divergence_a_delete_after_a_failed_flush_of_an_object_only_sqlalchemy_expired)
+            return "an object only SQLAlchemy expired is not loadable after a failed flush"
+        if (
             sa.ok
             and rt.value == "StaleDataError"
             and str(rt.error).startswith("DELETE statement on table")
@@ -3656,6 +3676,35 @@ def test_divergence_a_detached_copy_of_a_row_only_sqlalchemys_failed_flush_kept(
     assert run.program[-1] == (
         "delete(0)  -> raised InvalidRequestError / retort: ok None (improvement: a row only "
         "SQLAlchemy's failed flush kept refuses a detached copy)"
+    )
+
+
+def test_divergence_a_delete_after_a_failed_flush_of_an_object_only_sqlalchemy_expired(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: inside a SAVEPOINT, parent 2's code is set again to the
+    # value it has and parent 2 deleted; a new parent 4 (a key taken) makes the flush fail.
+    # SQLAlchemy's SAVEPOINT rollback expires parent 2 (touched inside), retort's keeps it
+    # loaded (unchanged). delete() of it again: SQLAlchemy's cascade needs a load, refused
+    # until rollback(); retort's marks it without SQL
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("query", "Parent"),  # (parents 1 to 3: handles 0 to 2)
+            ("merge_new", "Parent", 4, "a"),
+            ("begin_nested",),
+            ("set", 1, "code", None),
+            ("delete", 1),
+            ("new", "Parent", 4, "a", "add", None),
+            ("flush",),
+            ("delete", 1),
+        ],
+    )
+    assert run.program[-2] == "flush()  -> raised IntegrityError"
+    assert run.program[-1] == (
+        "delete(1)  -> raised PendingRollbackError / retort: ok None (improvement: an object "
+        "only SQLAlchemy expired is not loadable after a failed flush)"
     )
 
 
