@@ -245,6 +245,7 @@ import re
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -2894,6 +2895,22 @@ def test_random_programs_agree_with_sqlalchemy(
 # plain reproductions, run through the same lockstep harness
 
 
+@contextmanager
+def _stepped(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any], steps: list[Step]
+) -> Iterator[Lockstep]:
+    """A lockstep run that has taken `steps` (each compared, none stopping the program), for
+    a test to go on with; both sides are closed after it."""
+    run = _lockstep(sides, admin_conn)
+    try:
+        for step in steps:
+            assert run.step(step) is not None
+        yield run
+    finally:
+        for side in sides:
+            side.close()
+
+
 def _play(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any], steps: list[Step]
 ) -> Lockstep:
@@ -2944,23 +2961,21 @@ def test_harness_bad_sql_fails_the_transaction_under_the_session_and_recovers(
 ) -> None:
     # the step a fault: a statement the server refuses, a load by key in the failed
     # transaction (refused too), then the rollback of the SAVEPOINT; the work before it stays
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("begin_nested",),
             ("new", "Parent", 5, "a", "add", None),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         failed = run.step(("bad_sql", "Parent", 1))
         assert failed is not None and failed.value == ("DataError", "InternalError")
         assert run.rt.nested == [] and run.rt.session.is_active
         assert run.step(("get", "Parent", 1)) is not None
         run.finish()
         assert [r[0] for r in fetch_rows(admin_conn, run.rt.schema)["parents"]] == [1, 2, 3, 4]
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_harness_detects_a_divergence(
@@ -3151,25 +3166,23 @@ def test_a_delete_cascade_attaches_a_detached_child(
     # delete of parent 4 cascades to it through the loaded collection, which attaches it and
     # marks it deleted in both (retort's cascade once passed over a detached child: it stayed
     # detached, and the flush deleted the parent only)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Child", 5, "a", "add", None),
             ("new", "Parent", 4, "a", "add", None),
             ("flush",),
             ("move", 0, 1, "append"),
             ("expunge", 0),
             ("delete", 1),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         for side in sides:
             assert side.lifecycle(side.handles[0]) == "persistent"
             assert side.handles[0] in side.session.deleted
         assert run.step(("flush",)) is not None
         run.finish()
-    finally:
-        for side in sides:
-            side.close()
     assert not _improved(run)
     assert 5 not in [c[0] for c in fetch_rows(admin_conn, run.rt.schema)["children"]]
 
@@ -3256,23 +3269,21 @@ def test_improvement_a_collection_of_an_object_made_transient_by_a_rollback_is_k
     # transient, and its tags read empty; retort keeps [tag 1], so linking tag 1 again lists
     # it twice there, once in SQLAlchemy. The draw leaves such objects alone
     # (Drawer.kept_by_retort_only) but for a column read (the improvement above)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 6, "a", "add", None),
             ("get", "Tag", 1),
             ("begin_nested",),
             ("link", 0, 1, False),
             ("rollback",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert Drawer(None, run.sa, run.rt).kept_by_retort_only(0)
         assert not Drawer(None, run.sa, run.rt).kept_by_retort_only(1)
         tags = {side.name: list(side.handles[0].tags) for side in sides}
         assert tags == {"sqlalchemy": [], "retort": [run.rt.handles[1]]}
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_improvement_a_merge_refused_by_a_session_to_be_rolled_back_changes_nothing(
@@ -3282,22 +3293,20 @@ def test_improvement_a_merge_refused_by_a_session_to_be_rolled_back_changes_noth
     # flush; merge() of it then raises PendingRollbackError in both, but SQLAlchemy's copies
     # its values onto child 1 (loaded with parent 1's children) first, so that the session
     # holds changes to flush, and its next flush() raises where retort's has nothing to do
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("merge_new", "Parent", 1, "a"),
             ("new", "Child", 1, "a", "add", None),
             ("rollback",),
             ("move", 1, 0, "append"),
             ("flush",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert not run.rt.session.dirty and not run.rt.session.new
         assert run.step(("merge", 1)) is None
         assert not run.rt.session.dirty
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-2:] == [
         "flush()  -> raised IntegrityError",
         "merge(1)  -> raised PendingRollbackError (improvement: a step refused by a session to be "
@@ -3314,9 +3323,10 @@ def test_improvement_an_object_made_transient_by_a_rollback_is_kept_when_a_casca
     # through its parents, to parent 4: retort follows parent 4's children to child 6,
     # SQLAlchemy's expired parent 4 has none. The draw leaves alone every object that reaches
     # such an object (Drawer.kept_by_retort_only_obj)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("merge_new", "Parent", 4, "a"),
             ("begin_nested",),
             ("new", "Node", 5, "a", "add", None),
@@ -3327,8 +3337,8 @@ def test_improvement_an_object_made_transient_by_a_rollback_is_kept_when_a_casca
             ("new", "Tag", 3, "a", "append", 0),
             ("rollback",),
             ("new", "Parent", 4, "a", "add", None),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.program[5].endswith("raised IntegrityError")
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.kept_by_retort_only(0)
@@ -3337,9 +3347,6 @@ def test_improvement_an_object_made_transient_by_a_rollback_is_kept_when_a_casca
         for side in sides:
             side.handles[5].tags.append(side.handles[4])
         assert [side.lifecycle(side.handles[3]) for side in sides] == ["transient", "pending"]
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_divergence_an_object_only_sqlalchemys_flush_loaded_stays_expired_when_made_transient(
@@ -3350,9 +3357,10 @@ def test_divergence_an_object_only_sqlalchemys_flush_loaded_stays_expired_when_m
     # the tag to read its expired key, retort's knows the key. rollback() makes it transient:
     # SQLAlchemy's holds its label, retort's cannot load it. The draw leaves it alone, and the
     # objects that reach it (parent 4 and 5 hold it in their tags)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("new", "Parent", 5, "a", "add", None),
             ("new", "Tag", 3, "a", "add", None),
@@ -3361,8 +3369,8 @@ def test_divergence_an_object_only_sqlalchemys_flush_loaded_stays_expired_when_m
             ("link", 0, 2, False),
             ("link", 1, 2, False),
             ("rollback",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         tags = [run.sa.handles[i] for i in range(4)]
         assert [drawer.expired_by_retort_only(t) for t in tags] == [False, False, True, False]
@@ -3371,9 +3379,6 @@ def test_divergence_an_object_only_sqlalchemys_flush_loaded_stays_expired_when_m
         assert run.sa.handles[2].label == "a"
         with pytest.raises(retort.exc.DetachedInstanceError):
             run.rt.handles[2].label  # noqa: B018
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_improvement_a_flush_refuses_values_unknown_since_a_rollback_before_any_statement(
@@ -3385,9 +3390,10 @@ def test_improvement_a_flush_refuses_values_unknown_since_a_rollback_before_any_
     # expired_before_its_insert_was_rolled_back_is_not_inserted_again in
     # test_relational_state_machine.py); SQLAlchemy's sends parent 1's INSERT first, which
     # fails, retort's refuses before any statement
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Tag", 3, "a", "add", None),
             ("get", "Parent", 4),
             ("expire_all",),
@@ -3396,14 +3402,11 @@ def test_improvement_a_flush_refuses_values_unknown_since_a_rollback_before_any_
             ("rollback",),
             ("get", "Tag", 1),
             ("link", 1, 2, True),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         writes = run.rt.writes[0]
         assert run.step(("flush",)) is None
         assert run.rt.writes[0] == writes
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "flush()  -> raised IntegrityError / retort: raised InvalidRequestError (improvement: a "
         "flush refuses an object with values unknown since a rollback before any SQL)"
@@ -3417,21 +3420,19 @@ def test_improvement_a_delete_matching_no_row_raises_stale_data(
     # instance of it, taken out (an orphan) and deleted by a flush; delete() of the detached
     # instance then brings it back, and the flush's DELETE matches no row: SQLAlchemy warns,
     # retort raises StaleDataError
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Child", 3),
             ("expunge", 0),
             ("get", "Parent", 2),
             ("remove", 1, "children", 0),
             ("flush",),
             ("delete", 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("flush",)) is None
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "flush()  -> ok None / retort: raised StaleDataError (improvement: a DELETE matching no "
         "row raises StaleDataError)"
@@ -3562,16 +3563,17 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_sy
     # rollback (still holding node 1, parent_id 1); new node 6 under it puts it back in the
     # session. Its parent_id set to None, SQLAlchemy inserts NULL (the rolled-back flush
     # recorded `parent`: no change to sync), retort the key of the parent the object holds
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Node", 1),
             ("new", "Node", 5, "a", "set_parent_add", 0),
             ("remove", 0, "children", 0),
             ("rollback",),
             ("new", "Node", 6, "a", "set_parent_add", 1),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         stale = ("set", 1, "parent_id", None)
         assert drawer.sets_a_stale_key(stale)
@@ -3581,9 +3583,6 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_sy
         assert run.step(stale) is not None
         with pytest.raises(Divergence, match=r"loaded Node\.parent_id of handle 1"):
             run.step(("flush",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_sets_no_parent_id_of_a_new_object_holding_a_none_parent_no_flush_syncs(
@@ -3594,9 +3593,10 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_holding_a_none_parent_no_flu
     # transient, its parent None with no change left for SQLAlchemy. Put back in
     # the session by new node 6 under it and given parent_id 1 by hand, it is inserted with 1
     # by SQLAlchemy, with NULL (the parent it holds) by retort
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("new", "Node", 5, "a", "add", None),
             ("merge", 0),
@@ -3604,8 +3604,8 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_holding_a_none_parent_no_flu
             ("node_parent", 1, None),
             ("rollback",),
             ("new", "Node", 6, "a", "set_parent_add", 1),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         stale = ("set", 1, "parent_id", 1)
         assert drawer.sets_a_stale_key(stale)
@@ -3614,9 +3614,6 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_holding_a_none_parent_no_flu
         assert run.step(stale) is not None
         with pytest.raises(Divergence, match=r"loaded Node\.parent_id of handle 1"):
             run.step(("flush",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_divergence_a_merge_after_a_failed_flush_of_a_key_only_sqlalchemy_loaded(
@@ -3715,25 +3712,23 @@ def test_the_draw_faults_no_load_of_a_key_a_session_holds(
     # loaded again by SQLAlchemy's flush before its UPDATE and not by retort's; the fault
     # step's get(Parent, 4) answers from SQLAlchemy's identity map and loads (and fails) in
     # retort's
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Tag", 1),
             ("new", "Parent", 4, "a", "add", None),
             ("remove", 0, "parents", 0),
             ("new", "Child", 5, "a", "append", 1),
             ("expire_all",),
             ("remove", 0, "parents", 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.held_by_a_session("Parent", 4)
         assert not drawer.held_by_a_session("Parent", 9)
         with pytest.raises(Divergence, match="outcome of step 6"):
             run.step(("bad_sql", "Parent", 4))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_merges_no_child_taken_from_a_parent_without_a_row(
@@ -3744,9 +3739,10 @@ def test_the_draw_merges_no_child_taken_from_a_parent_without_a_row(
     # merge(child 1) autoflushes its DELETE (an orphan, in both) and inserts a copy:
     # SQLAlchemy's with parent_id NULL (its backref had set the many-to-one to None), retort's
     # with the key set by hand
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Child", 5, "a", "add", None),
             ("get", "Child", 1),
             ("new", "Tag", 3, "a", "add", None),
@@ -3755,17 +3751,14 @@ def test_the_draw_merges_no_child_taken_from_a_parent_without_a_row(
             ("rollback",),
             ("set", 1, "parent_id", 1),
             ("remove", 3, "children", 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.reaches([1], drawer.taken_from_a_parent_unrowed)
         assert not drawer.reaches([0], drawer.taken_from_a_parent_unrowed)
         run.step(("merge", 1))
         with pytest.raises(Divergence, match=r"loaded Child\.parent_id"):
             run.step(("flush",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_orphans_no_child_of_a_parent_expired_in_sqlalchemy_only(
@@ -3775,16 +3768,17 @@ def test_the_draw_orphans_no_child_of_a_parent_expired_in_sqlalchemy_only(
     # code set again to the value it has; the SAVEPOINT's rollback expires parent 1 in
     # SQLAlchemy only. Child 1 given no parent: retort's flush deletes it (an orphan of
     # the children it was taken out of), SQLAlchemy's sets its parent_id to NULL
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Parent", 1),
             ("begin_nested",),
             ("read", 0, "children"),  # (children 1 and 2: handles 1 and 2)
             ("set", 0, "code", "x"),
             ("rollback_nested",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         orphan = ("move", 1, None, "set")
         assert drawer.orphan_seen_by_one_library_only(orphan)
@@ -3792,9 +3786,6 @@ def test_the_draw_orphans_no_child_of_a_parent_expired_in_sqlalchemy_only(
         assert run.step(orphan) is not None
         with pytest.raises(Divergence, match="state of handle 1"):
             run.step(("flush",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_orphans_no_child_of_a_parent_expired_in_retort_only(
@@ -3807,9 +3798,10 @@ def test_the_draw_orphans_no_child_of_a_parent_expired_in_retort_only(
     # many-to-one unloaded) given no parent: SQLAlchemy's backref finds parent 1 without SQL
     # and its flush deletes the orphan; retort's knows no old parent without SQL and sets
     # parent_id to NULL
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("query", "Tag"),  # (tags 1 and 2: handles 0 and 1)
             ("begin_nested",),
             ("delete", 0),
@@ -3817,8 +3809,8 @@ def test_the_draw_orphans_no_child_of_a_parent_expired_in_retort_only(
             ("bad_sql", "Parent", 2),
             ("delete", 0),
             ("query", "Child"),  # (children 1 to 4: handles 3 to 6)
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         p1_sa, p1_rt = run.sa.held("Parent", 1), run.rt.held("Parent", 1)
         assert not run.sa.api.inspect(p1_sa).expired and run.rt.api.inspect(p1_rt).expired
         drawer = Drawer(None, run.sa, run.rt)
@@ -3828,9 +3820,6 @@ def test_the_draw_orphans_no_child_of_a_parent_expired_in_retort_only(
         assert run.step(orphan) is not None
         with pytest.raises(Divergence, match="state of handle 3"):
             run.step(("flush",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_divergence_a_flush_of_a_value_set_again_on_an_object_whose_row_is_gone(
@@ -3873,9 +3862,10 @@ def test_harness_flushes_before_a_many_to_one_read_whose_target_one_library_hold
     # many-to-one by the key, loading node 2. Reading node 3's parent (node 2) then needs no
     # SQL in SQLAlchemy and a load (with an autoflush of the new child 5) in retort: the
     # harness flushes both first
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("query", "Tag"),
             ("get", "Node", 3),
             ("new", "Node", 5, "a", "set_parent_add", 2),
@@ -3885,15 +3875,12 @@ def test_harness_flushes_before_a_many_to_one_read_whose_target_one_library_hold
             ("set", 3, "name", "a"),
             ("delete", 4),
             ("new", "Child", 5, "a", "append", 5),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.sa.held_loaded("Node", 2) != run.rt.held_loaded("Node", 2)
         assert run.loads_in_one_library_only(("read", 2, "parent"))
         assert run.step(("read", 2, "parent")) is not None
         assert run.program[-2:] == ["flush()  -> ok None", "read(2, 'parent')  -> ok ('h', 7)"]
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_cascades_to_no_object_whose_delete_was_flushed(
@@ -3907,16 +3894,17 @@ def test_the_draw_cascades_to_no_object_whose_delete_was_flushed(
     # error (pending), and its commit would insert it; retort's is all or nothing (SPEC §4),
     # and the new node stays transient: the improvement ends the program, which the draw
     # leaves out so as to go on
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("query", "Node"),  # (nodes 1 to 4: handles 0 to 3)
             ("remove", 0, "children", 0),  # (node 2)
             ("expunge", 0),
             ("delete", 3),
             ("flush",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.reaches([0], drawer.deleted_outside_the_session)
         assert not drawer.reaches([2], drawer.deleted_outside_the_session)
@@ -3924,9 +3912,6 @@ def test_the_draw_cascades_to_no_object_whose_delete_was_flushed(
         assert run.sa.lifecycle(run.sa.handles[4]) == "pending"
         assert run.rt.lifecycle(run.rt.handles[4]) == "transient"
         assert not run.rt.session.new
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "new('Node', 5, 'a', 'set_parent_add', 0)  -> raised InvalidRequestError (improvement: "
         "a save-update cascade that raises attaches nothing)"
@@ -3940,23 +3925,21 @@ def test_the_draw_takes_no_child_out_of_children_its_key_names_elsewhere(
     # parent_id 2 by hand and flushed: node 1's children are stale. Taking node 2 out of them,
     # SQLAlchemy's backref loads node 2's many-to-one by its key (node 2 itself) and leaves it,
     # retort's sets it to None (both flushes then clear the key, for the removal)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("query", "Node"),  # (nodes 1 to 4: handles 0 to 3)
             ("remove", 0, "children", 1),  # (node 4)
             ("set", 1, "parent_id", 2),
             ("get", "Parent", 1),  # (its autoflush)
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.removes_a_child_its_key_names_elsewhere(0, "children", 0)
         assert not drawer.removes_a_child_its_key_names_elsewhere(1, "children", 0)  # (empty)
         with pytest.raises(Divergence, match=r"loaded Node\.parent of handle 1"):
             run.step(("remove", 0, "children", 0))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_puts_back_no_object_listing_members_a_rollback_unlinked(
@@ -3967,15 +3950,16 @@ def test_the_draw_puts_back_no_object_listing_members_a_rollback_unlinked(
     # association row, and rollback() makes both new again, their collections as that flush
     # left them. Put back in the session (by child 6, through parent 4 and tag 3's parents),
     # retort's commit writes the row again, SQLAlchemy's does not
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("new", "Parent", 5, "a", "add", None),
             ("new", "Tag", 3, "a", "append", 1),
             ("begin_nested",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert not drawer.lists_unwritten_members(run.sa.handles[1])  # (its row exists)
         for step in [("rollback",), ("link", 0, 2, False)]:
@@ -3989,9 +3973,6 @@ def test_the_draw_puts_back_no_object_listing_members_a_rollback_unlinked(
         assert run.step(put_back) is not None
         with pytest.raises(Divergence, match="committed rows after commit"):
             run.step(("commit",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_attaches_no_object_holding_a_queue_a_rollback_passed_over(
@@ -4002,25 +3983,23 @@ def test_the_draw_attaches_no_object_holding_a_queue_a_rollback_passed_over(
     # (its parent is parent 1 again), not parent 1's queue. delete(parent 1) loads its
     # children: SQLAlchemy's applies the queued removal (child 2 only, though child 1's row
     # names parent 1), retort's lists children 1 and 2
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("query", "Parent"),  # (parents 1 to 3: handles 0 to 2)
             ("get", "Child", 1),
             ("move", 3, None, "set"),
             ("expunge", 0),
             ("rollback",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.reaches([0], drawer.queued_past_rollback)
         assert not drawer.reaches([1], drawer.queued_past_rollback)
         assert not drawer.reaches([3], drawer.queued_past_rollback)  # (child 1: expired)
         with pytest.raises(Divergence, match=r"loaded Parent\.children of handle 0"):
             run.step(("delete", 0))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_merges_no_collection_listing_a_member_twice(
@@ -4050,19 +4029,17 @@ def test_the_draw_merges_no_collection_listing_a_member_twice(
         for side in sides:
             side.close()
     # two objects of one key listed (merge() makes them one): the same
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 6, "a", "add", None),
             ("new", "Tag", 3, "b", "append", 0),
             ("new", "Tag", 3, "c", "append", 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.reaches([0], drawer.lists_a_member_twice)
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_deletes_no_node_just_given_as_a_parent(
@@ -4072,14 +4049,15 @@ def test_the_draw_deletes_no_node_just_given_as_a_parent(
     # 2, expired by a commit, is given node 1 (its parent) again, and node 1 is then deleted.
     # SQLAlchemy's flush copies node 1's key into node 2 and sets it to NULL for node 1's
     # DELETE in an order that changes between runs; retort's fails every time
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("query", "Node"),  # (nodes 1 to 4: handles 0 to 3)
             ("commit",),
             ("node_parent", 1, 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.parent_marked_deleted(("delete", 0))
         assert not drawer.parent_marked_deleted(("delete", 2))  # (node 3: nobody's new parent)
@@ -4087,9 +4065,6 @@ def test_the_draw_deletes_no_node_just_given_as_a_parent(
         _run(run.rt, ("delete", 0))
         with pytest.raises(retort.exc.IntegrityError, match="nodes_parent_id_fkey"):
             _run(run.rt, ("flush",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_sets_no_parent_id_of_an_object_marked_deleted(
@@ -4101,9 +4076,10 @@ def test_the_draw_sets_no_parent_id_of_an_object_marked_deleted(
     # The flush reads node 6's many-to-one: retort's by the committed key (NULL: None),
     # SQLAlchemy's by the key set by hand (node 2) in most runs, as None or not at all in
     # the others
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Node", 5, "a", "add", None),
             ("new", "Node", 6, "a", "add", None),
             ("commit",),
@@ -4111,8 +4087,8 @@ def test_the_draw_sets_no_parent_id_of_an_object_marked_deleted(
             ("new", "Node", 7, "b", "set_parent", 1),
             ("node_parent", 2, 0),
             ("delete", 1),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         stale = ("set", 1, "parent_id", 2)
         assert drawer.sets_key_of_an_object_marked_deleted(stale)
@@ -4128,9 +4104,6 @@ def test_the_draw_sets_no_parent_id_of_an_object_marked_deleted(
         # SQLAlchemy's: node 2 (by the key set by hand), None or unloaded, from run to run
         sa_dict = run.sa.api.inspect(sa_node).dict
         assert sa_dict.get("parent", "unloaded") in ("unloaded", None, run.sa.handles[3])
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_improvement_an_object_added_again_after_a_rollback_keeps_its_parent(
@@ -4414,21 +4387,19 @@ def test_improvement_a_delete_cascade_passes_over_an_object_deleted_by_a_row_swi
     # so that the flush switches the row to the new object; child 1 stays in the loaded
     # children. delete() of parent 1 cascades to it: SQLAlchemy puts it back in the identity
     # map, which holds the new child 1 (InvalidRequestError); retort passes over it
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Parent", 1),
             ("read", 0, "children"),
             ("delete", 1),
             ("new", "Child", 1, "a", "append", 0),
             ("flush",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("delete", 0)) is None
         run.rt.session.commit()
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "delete(0)  -> raised InvalidRequestError / retort: ok None (improvement: a delete "
         "cascade passes over an object already deleted (its key taken))"
@@ -4804,25 +4775,23 @@ def test_divergence_a_detached_object_only_sqlalchemys_flush_loaded(
     # children; SQLAlchemy's flush loads it before its UPDATE, retort's sends the UPDATE by its
     # key and leaves it expired. Expunged, its name reads in SQLAlchemy only (retort raises
     # DetachedInstanceError). The draw leaves that read out
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Child", 5, "a", "add", None),
             ("new", "Parent", 4, "a", "add", None),
             ("commit",),
             ("move", 0, 1, "append"),
             ("flush",),
             ("expunge", 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.detached_loaded_differs(0, "name")
         assert not drawer.detached_loaded_differs(1, "name")  # (not detached)
         with pytest.raises(Divergence, match="DetachedInstanceError"):
             run.step(("read", 0, "name"))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded(
@@ -4834,9 +4803,10 @@ def test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded(
     # collection load, it holds parent_id in SQLAlchemy only: reading it answers there, and
     # loads in retort, whose autoflush fails on a new parent 1 (and with nothing to flush,
     # the load finds no row: ObjectDeletedError). The draw leaves that read out
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Child", 5, "a", "add", None),
             ("get", "Parent", 1),
             ("expire_all",),
@@ -4845,8 +4815,8 @@ def test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded(
             ("delete", 0),
             ("remove", 1, "children", 0),
             ("new", "Parent", 1, "a", "add", None),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert run.sa.lifecycle(run.sa.handles[0]) == "deleted"
         assert drawer.detached_loaded_differs(0, "parent_id")
@@ -4854,9 +4824,6 @@ def test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded(
         assert not drawer.detached_loaded_differs(1, "name")  # (persistent)
         with pytest.raises(Divergence, match="UniqueViolation"):
             run.step(("read", 0, "parent_id"))  # (what the draw leaves out)
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_divergence_a_column_only_sqlalchemys_flush_loaded_read_after_a_failed_flush(
@@ -4892,26 +4859,24 @@ def test_divergence_a_merge_of_an_object_only_sqlalchemys_flush_loaded(
     # UPDATE only. Deleted, then merged (whose autoflush deletes its row): the merge copies it
     # into a new object, with its name in SQLAlchemy, without it in retort, whose INSERT then
     # fails on the NOT NULL name. The draw leaves that merge out
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Child", 5, "a", "add", None),
             ("new", "Parent", 4, "a", "add", None),
             ("commit",),
             ("move", 0, 1, "append"),
             ("flush",),
             ("delete", 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.columns_loaded_by_sqlalchemy_only(run.sa.handles[0])
         assert not drawer.columns_loaded_by_sqlalchemy_only(run.sa.handles[1])
         assert run.step(("merge", 0)) is not None  # (what the draw leaves out)
         with pytest.raises(Divergence, match="NotNullViolation"):
             run.step(("flush",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_retort_alone_check_passes_over_values_both_libraries_hold(
@@ -4920,9 +4885,10 @@ def test_retort_alone_check_passes_over_values_both_libraries_hold(
     # found by the nightly search: node 1, renamed by a flush inside a SAVEPOINT, is expunged;
     # the SAVEPOINT's rollback undoes the UPDATE but not the detached object's value, which a
     # cascade attaches again: both libraries hold "a" for a row named "n1"
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("begin_nested",),
             ("get", "Node", 1),
             ("set", 0, "name", "a"),
@@ -4932,17 +4898,14 @@ def test_retort_alone_check_passes_over_values_both_libraries_hold(
             ("new", "Node", 7, "b", "set_parent_add", 0),
             ("flush",),
             ("read", 0, "name"),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.program[-1] == "read(0, 'name')  -> ok 'a'"
         run.check_retort_alone()
         # where retort's object alone holds a value the rows do not, the check fails
         run.rt.handles[0].__dict__["name"] = "z"
         with pytest.raises(AssertionError, match="'z'"):
             run.check_retort_alone()
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_gives_no_node_a_parent_marked_deleted(
@@ -4950,16 +4913,17 @@ def test_the_draw_gives_no_node_a_parent_marked_deleted(
 ) -> None:
     # found by the nightly search (a flaky find: SQLAlchemy's outcome changed on replay):
     # node 4, a child of node 2, is given node 2 again after delete(node 2)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Node", 4),
             ("get", "Node", 2),
             ("node_parent", 0, 1),
             ("commit",),
             ("delete", 1),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         again = ("node_parent", 0, 1)
         assert drawer.parent_marked_deleted(again)
@@ -4970,9 +4934,6 @@ def test_the_draw_gives_no_node_a_parent_marked_deleted(
         _run(run.rt, again)
         with pytest.raises(retort.exc.IntegrityError, match="nodes_parent_id_fkey"):
             _run(run.rt, ("flush",))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_reads_no_many_to_one_a_failed_flush_read_for_a_delete(
@@ -4983,17 +4944,18 @@ def test_the_draw_reads_no_many_to_one_a_failed_flush_read_for_a_delete(
     # the flush of those DELETEs fails on new parent 2's key, and its rollback makes child 5
     # new again. SQLAlchemy's flush read the many-to-one of one of children 1, 2 and 5
     # (whichever its set yields first), retort's of all three
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Child", 5, "b", "add", None),
             ("set", 0, "parent_id", 1),
             ("get", "Parent", 1),
             ("delete", 1),
             ("set", 0, "parent_id", None),  # (the flush reads against the committed key)
             ("new", "Parent", 2, "p", "add", None),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.rt.marked_deleted_once == {0, 1}  # (child 5 and parent 1)
         flushed = run.step(("flush",))
         assert flushed is not None and flushed.value == "IntegrityError"
@@ -5006,9 +4968,6 @@ def test_the_draw_reads_no_many_to_one_a_failed_flush_read_for_a_delete(
         # retort's flush read it, against the committed key; SQLAlchemy's did in some runs
         assert _run(run.rt, read) == ("h", 1)
         assert _run(run.sa, read) in (None, ("h", 1))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_a_child_taken_out_while_persistent_made_new_and_cascaded_in_is_a_pending_orphan(
@@ -5109,9 +5068,10 @@ def test_the_draw_deletes_no_child_a_parent_outside_the_session_gained(
     # SQLAlchemy (its one-to-many dependency cancels the delete of a child it adds, the
     # accepted divergence of test_improvement_delete_of_an_object_just_given_a_parent_is_
     # honoured) and deletes it in retort. The draw leaves that delete out
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("new", "Parent", 5, "a", "add", None),
             ("rollback",),
@@ -5119,8 +5079,8 @@ def test_the_draw_deletes_no_child_a_parent_outside_the_session_gained(
             ("new", "Child", 5, "a", "add", None),
             ("move", 2, 1, "append"),
             ("flush",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.added_to_a_collection(2)
         assert not drawer.just_given_a_parent(2) and not drawer.queued_in_a_collection(2)
@@ -5132,9 +5092,6 @@ def test_the_draw_deletes_no_child_a_parent_outside_the_session_gained(
             assert run.step(step) is not None
         with pytest.raises(Divergence, match="state of handle 2"):
             run.step(("merge", 0))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_deletes_no_child_queued_for_the_children_of_a_parent_outside_the_session(
@@ -5147,9 +5104,10 @@ def test_the_draw_deletes_no_child_queued_for_the_children_of_a_parent_outside_t
     # dependency cancels the delete of a child it adds, the accepted divergence of
     # test_improvement_delete_of_an_object_just_given_a_parent_is_honoured) and deletes it in
     # retort. The draw leaves that delete out
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Child", 5, "a", "add", None),
             ("new", "Child", 6, "a", "add", None),
             ("new", "Parent", 4, "a", "add", None),
@@ -5157,8 +5115,8 @@ def test_the_draw_deletes_no_child_queued_for_the_children_of_a_parent_outside_t
             ("move", 0, 2, "set"),
             ("expunge", 2),
             ("flush",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.queued_in_a_collection(0) and not drawer.just_given_a_parent(0)
         assert not drawer.queued_in_a_collection(1)
@@ -5170,9 +5128,6 @@ def test_the_draw_deletes_no_child_queued_for_the_children_of_a_parent_outside_t
             assert run.step(step) is not None
         with pytest.raises(Divergence, match="state of handle 0"):
             run.step(("move", 1, 2, "append"))
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_the_draw_merges_no_key_that_a_failed_flush_left_unsettled(
@@ -5900,16 +5855,17 @@ def test_sqlalchemy_bug_two_new_objects_take_the_row_of_one_deleted_object(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
     # found by the nightly search: new tags 3 and 3 again, and the flushed tag 3 deleted
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Tag", 3, "a", "add", None),
             ("flush",),
             ("new", "Tag", 3, "b", "add", None),
             ("delete", 0),
             ("new", "Tag", 3, "c", "add", None),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("flush",)) is None
         assert run.program[-1] == (
             "flush()  -> ok None / retort: raised IntegrityError (improvement: two new objects "
@@ -5925,9 +5881,6 @@ def test_sqlalchemy_bug_two_new_objects_take_the_row_of_one_deleted_object(
         assert not any(o in rt.session for o in rt.handles)
         rt.session.rollback()
         assert _run(rt, ("query", "Tag")) == [3, 4]  # tags 1 and 2, as seeded
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_improvement_merge_of_a_key_whose_row_is_gone_adds_a_new_object(
@@ -6083,9 +6036,10 @@ def test_the_harness_takes_no_other_change_of_an_expired_many_to_one_for_a_value
 ) -> None:
     # the narrow side of the improvement above: a many-to-one whose key names another parent,
     # or a column changed too, is a change in both, and no improvement
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Child", 4),
             ("get", "Child", 3),  # parent_id 2
             ("begin_nested",),
@@ -6093,8 +6047,8 @@ def test_the_harness_takes_no_other_change_of_an_expired_many_to_one_for_a_value
             ("set", 1, "name", "c3"),
             ("new", "Parent", 1, "a", "add", None),
             ("flush",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         c4, c3 = run.sa.handles[:2]
         c4.parent = None
         assert run.sa_sets_what_the_key_names(c4)
@@ -6102,9 +6056,6 @@ def test_the_harness_takes_no_other_change_of_an_expired_many_to_one_for_a_value
         assert not run.sa_sets_what_the_key_names(c3)
         c4.name = "x"
         assert not run.sa_sets_what_the_key_names(c4)
-    finally:
-        for side in sides:
-            side.close()
 
 
 def test_divergence_a_deleted_objects_collection_lists_a_row_once(
@@ -6201,21 +6152,19 @@ def test_divergence_a_flush_relating_an_object_whose_row_is_gone(
     # it as a parent; the next flush (merge()'s autoflush) of the association row: SQLAlchemy
     # loads handle 4 to read its key (ObjectDeletedError), retort sends the row with the key
     # it knows, and the database refuses it (IntegrityError, on the foreign key)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("get", "Tag", 1),
             ("expunge", 0),
             ("merge", 0),
             ("rollback",),
             ("link", 2, 1, True),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("merge", 0)) is None
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "merge(0)  -> raised ObjectDeletedError / retort: raised IntegrityError (improvement: a "
         "flush relating an object whose row is gone fails on its foreign key)"
@@ -6230,21 +6179,19 @@ def test_divergence_a_get_whose_autoflush_relates_an_object_whose_row_is_gone(
     # SQLAlchemy's get() loads it, the autoflush of that load raises ObjectDeletedError (loading
     # handle 2 for its key), and get() then raises PendingRollbackError (the session was rolled
     # back under it); retort's autoflush sends the association row, which the database refuses
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("get", "Tag", 1),
             ("expunge", 0),
             ("merge", 0),
             ("rollback",),
             ("link", 2, 1, True),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("get", "Parent", 4)) is None
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "get('Parent', 4)  -> raised PendingRollbackError / retort: raised IntegrityError "
         "(improvement: a flush relating an object whose row is gone fails on its foreign key)"
@@ -6287,21 +6234,19 @@ def test_divergence_a_flush_updating_an_object_whose_row_is_gone(
     # the rollback, and given a code. The flush: SQLAlchemy's loads handle 2 to read its key
     # for the UPDATE (ObjectDeletedError), retort's sends the UPDATE with the key it knows,
     # which matches no row (StaleDataError)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("get", "Parent", 1),
             ("expunge", 0),
             ("merge", 0),
             ("rollback",),
             ("set", 2, "code", None),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("flush",)) is None
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "flush()  -> raised ObjectDeletedError / retort: raised StaleDataError (improvement: a "
         "flush changing an object whose row is gone does not load it)"
@@ -6315,21 +6260,19 @@ def test_divergence_a_get_whose_autoflush_updates_an_object_whose_row_is_gone(
     # get(Parent, 1), whose object (handle 1) is expired: SQLAlchemy's get() takes the
     # ObjectDeletedError of its autoflush (loading handle 2) for its own object's and raises
     # PendingRollbackError, retort's autoflush fails with StaleDataError
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("get", "Parent", 1),
             ("expunge", 0),
             ("merge", 0),
             ("rollback",),
             ("set", 2, "code", None),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("get", "Parent", 1)) is None
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "get('Parent', 1)  -> raised PendingRollbackError / retort: raised StaleDataError "
         "(improvement: a flush changing an object whose row is gone does not load it)"
@@ -6398,21 +6341,19 @@ def test_improvement_a_member_given_twice_then_a_load_of_a_deleted_object(
     # from its side loads its parents (it is expired), whose autoflush: SQLAlchemy's inserts
     # (6, 1) twice (parent_tags_pkey), retort's once, after which the load of the tag it
     # deleted raises ObjectDeletedError
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Tag", 1),
             ("new", "Parent", 6, "a", "add", None),
             ("new", "Tag", 1, "a", "append", 1),
             ("link", 1, 0, False),
             ("delete", 0),
             ("expire_all",),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("link", 1, 0, True)) is None
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "link(1, 0, True)  -> raised IntegrityError / retort: raised ObjectDeletedError "
         "(improvement: a member given twice is one association row (then a deleted object's "
@@ -6591,20 +6532,18 @@ def test_improvement_a_cycle_broken_then_a_load_of_a_deleted_object(
     # found by the nightly search: child 5 is deleted and node 5 made its own parent; reading
     # the child's (expired) name autoflushes: SQLAlchemy's flush fails on the cycle, retort's
     # breaks it (SPEC 5) and deletes child 5, whose load then raises ObjectDeletedError
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Child", 5, "a", "add", None),
             ("new", "Node", 5, "a", "add", None),
             ("commit",),
             ("delete", 0),
             ("node_parent", 1, 1),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("read", 0, "name")) is None
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "read(0, 'name')  -> raised CircularDependencyError / retort: raised ObjectDeletedError "
         "(improvement: cycle through a nullable foreign key (then a deleted object's load))"
@@ -6618,20 +6557,18 @@ def test_improvement_a_cycle_broken_then_a_change_of_a_deleted_object(
     # a new tag to parent 4 loads its tags, which autoflushes: SQLAlchemy's flush fails on the
     # cycle, retort's breaks it (SPEC 5) and deletes parent 4, whose change then raises
     # InvalidRequestError
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("new", "Parent", 4, "a", "add", None),
             ("flush",),
             ("new", "Node", 5, "a", "add", None),
             ("delete", 0),
             ("node_parent", 1, 1),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.step(("new", "Tag", 3, "a", "append", 0)) is None
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "new('Tag', 3, 'a', 'append', 0)  -> raised CircularDependencyError / retort: raised "
         "InvalidRequestError (improvement: cycle through a nullable foreign key (then a deleted "
@@ -6675,22 +6612,20 @@ def test_improvement_a_cycle_whose_rows_hold_the_keys_already_writes_nothing(
     # flushed; making it its own parent is then a cycle of one row to SQLAlchemy's flush,
     # nothing to write to retort's. (The removal's autoflush fails likewise in SQLAlchemy;
     # retort's loads node 3's children, node 3 itself, and takes it out: its parent None.)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Node", 3),
             ("set", 0, "parent_id", 3),
             ("flush",),
             ("node_parent", 0, 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         writes = run.rt.writes[0]
         assert run.step(last) is None
         assert run.rt.writes[0] == writes
         run.rt.session.commit()
-    finally:
-        for side in sides:
-            side.close()
     outcome = "ok None" if last[0] == "flush" else "ok ('h', 0)"
     assert run.program[-1] == (
         f"{_fmt(last)}  -> raised CircularDependencyError / retort: {outcome} (improvement: "
@@ -6708,24 +6643,22 @@ def test_improvement_a_node_taken_out_of_its_own_children_writes_nothing(
     # 1 is listed among them. Taken out, node 1's many-to-one still names node 2 (the backref
     # leaves it), and SQLAlchemy's flush sees a cycle of node 1's row; retort's writes nothing,
     # as both do for a node taken out of another node's children that way
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("query", "Node"),  # (nodes 1 to 4: handles 0 to 3)
             ("node_parent", 0, 1),
             ("remove", 1, "children", 1),  # (node 3, from node 2's children: node 3, node 1)
             ("set", 0, "parent_id", 1),
             ("remove", 0, "children", 0),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         assert run.program[-1] == "remove(0, 'children', 0)  -> ok ('h', 0)"
         writes = run.rt.writes[0]
         assert run.step(("flush",)) is None
         assert run.rt.writes[0] == writes
         run.rt.session.commit()
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "flush()  -> raised CircularDependencyError / retort: ok None (improvement: cycle "
         "through a nullable foreign key (nothing to write))"
@@ -6741,9 +6674,10 @@ def test_improvement_a_cycle_through_a_parent_outside_the_session_writes_nothing
     # autoflush of loading node 2's children has node 2's new parent to write, outside the
     # session: nothing, with a warning. SQLAlchemy's raises CircularDependencyError (nodes 1
     # and 2) first; retort's writes nothing and loads the children
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Node", 2),
             ("get", "Node", 1),
             ("new", "Node", 5, "a", "add", None),
@@ -6751,16 +6685,13 @@ def test_improvement_a_cycle_through_a_parent_outside_the_session_writes_nothing
             ("get", "Parent", 1),  # (its autoflush writes node 1's parent_id in both)
             ("node_parent", 0, 2),
             ("expunge", 2),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         writes = run.rt.writes[0]
         assert run.step(("remove", 0, "children", 0)) is None
         assert run.rt.writes[0] == writes
         assert any("so the flush writes nothing for Node.parent" in w for w in run.rt.warned)
         run.rt.session.commit()
-    finally:
-        for side in sides:
-            side.close()
     assert run.program[-1] == (
         "remove(0, 'children', 0)  -> raised CircularDependencyError / retort: ok ('h', 1) "
         "(improvement: cycle through a nullable foreign key (nothing to write))"
@@ -6779,17 +6710,18 @@ def test_divergence_a_child_listed_by_two_parents_takes_its_many_to_ones_key(
     # takes parent 5's (its collection) or parent 6's, by an order that changes from one run
     # to the next; retort's takes parent 6's (the many-to-one set last), always. The draw gives
     # no parent to such a child (Drawer.listed_elsewhere)
-    run = _lockstep(sides, admin_conn)
-    try:
-        for step in [
+    with _stepped(
+        sides,
+        admin_conn,
+        [
             ("get", "Child", 3),
             ("new", "Parent", 5, "a", "add", None),
             ("move", 0, 1, "append"),
             ("rollback",),
             ("new", "Parent", 6, "a", "add", None),
             ("new", "Child", 5, "a", "set_parent_add", 1),
-        ]:
-            assert run.step(step) is not None
+        ],
+    ) as run:
         drawer = Drawer(None, run.sa, run.rt)
         assert drawer.listed_elsewhere(0, 2) and not drawer.listed_elsewhere(0, 1)
         assert not drawer.listed_elsewhere(3, 2)  # child 5, whose parent is parent 5
@@ -6798,9 +6730,6 @@ def test_divergence_a_child_listed_by_two_parents_takes_its_many_to_ones_key(
             side.handles[0].parent = side.handles[2]
             side.session.flush()
             keys[side.name] = side.handles[0].parent_id
-    finally:
-        for side in sides:
-            side.close()
     assert keys["retort"] == 6
     assert keys["sqlalchemy"] in (5, 6)  # (seen both, from one run to the next)
 
