@@ -3713,6 +3713,39 @@ def test_divergence_a_detached_copy_of_a_row_only_sqlalchemys_failed_flush_kept(
     )
 
 
+def test_bug_an_object_whose_delete_a_savepoints_rollback_undid_is_held_weakly(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 1 is loaded and expunged. Inside a SAVEPOINT, parent 1
+    # (renamed by merge()) is deleted with its children (another instance of child 1 among
+    # them), and a flush sends the DELETEs; a new parent 2 (a key taken) makes the next flush
+    # fail, and the SAVEPOINT's rollback makes them persistent again and expires parent 1
+    # (changed inside), whose children go. Nothing refers to child 1's instance any more, and
+    # SQLAlchemy's session lets it go, so that delete() of the detached child 1 attaches it.
+    # Retort's session kept every object whose DELETE a flush of the transaction sent, for
+    # deleted_to_detached at commit, and so refused the detached copy (InvalidRequestError)
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("get", "Child", 1),
+            ("expunge", 0),
+            ("begin_nested",),
+            ("merge_new", "Parent", 1, "a"),
+            ("delete", 1),
+            ("flush",),
+            ("new", "Parent", 2, "a", "add", None),
+            ("flush",),
+            ("delete", 0),
+        ],
+    )
+    assert run.program[-4:-1] == [
+        "flush()  -> raised IntegrityError",
+        "delete(0)  -> ok None",
+        "commit()  -> raised PendingRollbackError",
+    ]
+
+
 def test_divergence_a_delete_after_a_failed_flush_of_an_object_only_sqlalchemy_expired(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
@@ -6930,3 +6963,4 @@ def test_harness_stops_where_a_collection_loaded_in_one_library_only_lists_an_ex
         "link(1, 0, False)  -> raised InvalidRequestError / retort: ok None (improvement: a "
         "collection loaded in one library only lists a member since gone)"
     )
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import psycopg
@@ -235,3 +237,45 @@ def test_a_load_refused_by_a_failed_savepoint_leaves_no_prepared_statement_behin
         assert s.get(Item, 5) is not None  # (by the statement prepared by the load before)
         prepared = s.connection().exec_driver_sql("SELECT count(*) FROM pg_prepared_statements")
         assert prepared.scalar() == 1
+
+
+@pytest.mark.parametrize(
+    "undo", ["savepoint-rollback", "failed-flush-in-savepoint", "failed-flush"]
+)
+def test_an_object_whose_delete_a_rollback_undid_is_held_weakly_again(
+    db: Engine, undo: str
+) -> None:
+    # a flushed DELETE keeps its object until the transaction ends (deleted_to_detached at
+    # commit); once a rollback (of the SAVEPOINT, or of a failed flush) makes it persistent
+    # again, the session holds it weakly, as every clean persistent object (and as
+    # SQLAlchemy's): dropped by its caller, it goes, and a detached copy of its row attaches
+    with Session(db) as s:
+        copy = s.get(Item, 1)
+        assert copy is not None
+        s.expunge(copy)
+        item = s.get(Item, 1)
+        assert item is not None and item is not copy
+        sp = s.begin_nested() if undo != "failed-flush" else None
+        s.delete(item)
+        s.flush()
+        assert inspect(item).deleted
+        if undo == "savepoint-rollback":
+            assert sp is not None
+            sp.rollback()
+        else:
+            s.add(Item(id=2, name="taken"))  # the key of a row: this flush fails
+            with pytest.raises(exc.IntegrityError):
+                s.flush()
+        assert inspect(item).persistent
+        ref = weakref.ref(item)
+        del item
+        gc.collect()
+        assert ref() is None
+        if undo == "failed-flush":
+            s.rollback()
+        elif undo == "failed-flush-in-savepoint":
+            assert sp is not None
+            sp.rollback()
+        s.delete(copy)  # no other instance of the row is held: it attaches
+        s.flush()
+        assert s.get(Item, 1) is None

@@ -269,6 +269,9 @@ class SessionTransaction:
         # resets an object's modified flag, and its rollback expires the objects modified, or
         # flushed, inside)
         self._written: set[int] = set()
+        # a SAVEPOINT's: how many objects Session._flushed_deleted listed when it began (those
+        # after are the objects whose DELETE a flush inside it sent, which its rollback undoes)
+        self._deleted_mark = 0
 
     @property
     def is_active(self) -> bool:
@@ -492,6 +495,7 @@ class Session:
         tx = SessionTransaction(self, explicit=True)
         tx.nested = True
         tx.parent = parent
+        tx._deleted_mark = len(self._flushed_deleted)
         self._nested.append(tx)
         return tx
 
@@ -554,6 +558,8 @@ class Session:
         # outside the session (attached inside it), as SQLAlchemy expires every modified object
         self._touch_related_changes(touched)
         attributes.rows_undone(self._core.savepoint_rollback(restart))
+        # persistent again: held weakly, as every clean persistent object
+        del self._flushed_deleted[tx._deleted_mark :]
         self._related_changed.clear()
         self._orphans.clear()
         self._forget_orphan_children()
@@ -1393,6 +1399,7 @@ class Session:
                     self._related_changed.clear()
                     self._orphans.clear()
                     self._forget_orphan_children(whole=True)
+                    self._flushed_deleted = []
                 try:
                     if self._nested:
                         # only the SAVEPOINT's work is lost, in the database and (at once, as
