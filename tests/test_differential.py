@@ -167,6 +167,12 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   hand: SQLAlchemy's backref had set its many-to-one to None, which the merged copy carries
   into its foreign key; retort's found nothing to undo and the copy keeps the key set by hand
   (not drawn: Drawer.taken_from_a_parent_unrowed);
+- merge() of a child whose loaded many-to-one names another key than its parent_id holds (set
+  by hand), onto an object the identity map holds expired: SQLAlchemy's merge counts the
+  many-to-one it copies as a change (its old value unknown) and its flush writes that parent's
+  key over the one set by hand; retort's counts a change against the committed value, as
+  SQLAlchemy's merge onto a loaded object does, and writes the key set by hand (not drawn:
+  Drawer.merges_a_key_set_by_hand);
 - a save-update cascade reaching an object whose DELETE was flushed (in a collection of an
   object expunged before that flush) raises InvalidRequestError in both, each where its
   cascade meets an object it refuses; SQLAlchemy keeps what it attached before, retort
@@ -988,6 +994,15 @@ class Drawer:
             # key set by hand since, retort's writes that key
             # (test_the_draw_sets_no_key_where_only_sqlalchemy_counts_a_parent_change)
             return None
+        if step[0] == "merge" and self.reaches(_objects(step), self.merges_a_key_set_by_hand):
+            # merge() of a child or node whose loaded many-to-one does not name the key its
+            # parent_id holds (set by hand), onto an object SQLAlchemy's identity map holds
+            # expired: SQLAlchemy's merge counts the many-to-one it copies as a change (the old
+            # value unknown), and its flush writes that parent's key over the key set by hand;
+            # retort's counts a change only where the value differs from the committed one, as
+            # SQLAlchemy's merge onto a loaded object does, and writes the key set by hand
+            # (test_the_draw_merges_no_key_set_by_hand_onto_an_expired_object)
+            return None
         if step[0] == "merge" and self.reaches(
             _objects(step), self.columns_loaded_by_sqlalchemy_only
         ):
@@ -1137,6 +1152,22 @@ class Drawer:
     def held_by_a_session(self, cls: str, pk: int) -> bool:
         """Whether either library's identity map holds an object of this key."""
         return any(side.held(cls, pk) is not None for side in (self.oracle, self.retort))
+
+    def merges_a_key_set_by_hand(self, obj: Any) -> bool:
+        """Whether `obj` (on SQLAlchemy's side) is a child or node outside the session whose
+        loaded many-to-one names another key than its parent_id holds, and the identity map
+        holds its row's object expired (what merge() copies it onto)."""
+        sa = self.oracle
+        if sa.cls_of(obj) not in ("Child", "Node") or obj in sa.session:
+            return False
+        d = sa.api.inspect(obj).dict
+        if "parent" not in d or "parent_id" not in d:
+            return False
+        named = None if d["parent"] is None else sa.api.inspect(d["parent"]).dict.get("id")
+        if named == d["parent_id"]:
+            return False
+        target = sa.held(sa.cls_of(obj), d.get("id"))
+        return target is not None and bool(sa.api.inspect(target).expired)
 
     def taken_from_a_parent_unrowed(self, obj: Any) -> bool:
         """Whether retort's object for `obj` (on SQLAlchemy's side) waits as a child taken out
@@ -4755,6 +4786,32 @@ def test_a_member_taken_out_outside_the_session_and_cascaded_in_is_a_pending_orp
             side.close()
 
 
+def test_the_draw_merges_no_key_set_by_hand_onto_an_expired_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5 is inserted with no parent, its many-to-one read
+    # (None) and the child expunged; its parent_id is set to 1 by hand. merge() of it onto the
+    # row's object the identity map holds expired: SQLAlchemy's merge counts the many-to-one
+    # None as a change (its old value unknown), and the flush copies None over the key set by
+    # hand; retort's counts no change (None was the committed value) and writes 1, as both do
+    # where the object merged onto was loaded. The draw leaves that merge out
+    steps: list[Step] = [
+        ("new", "Child", 5, "a", "add", None),
+        ("flush",),
+        ("read", 0, "parent"),
+        ("expunge", 0),
+        ("set", 0, "parent_id", 1),
+        ("get", "Child", 5),
+        ("expire_all",),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.merges_a_key_set_by_hand(run.sa.handles[0])
+        assert run.step(("merge", 0)) is not None  # (what the draw leaves out)
+        with pytest.raises(Divergence, match=r"Child\.parent_id of handle 1"):
+            run.step(("flush",))
+
+
 def test_the_draw_sets_no_key_where_only_sqlalchemy_counts_a_parent_change(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
@@ -6963,4 +7020,3 @@ def test_harness_stops_where_a_collection_loaded_in_one_library_only_lists_an_ex
         "link(1, 0, False)  -> raised InvalidRequestError / retort: ok None (improvement: a "
         "collection loaded in one library only lists a member since gone)"
     )
-
