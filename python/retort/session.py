@@ -8,10 +8,12 @@ names and semantics.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from retort import _core, attributes, event, exc, flush, loading, mapping
@@ -66,6 +68,22 @@ def _holds_related_change(obj: Any) -> bool:
         if getattr(value, "_added", None) or getattr(value, "_removed", None):
             return True
     return False
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _clear_finished_frames(tb: TracebackType | None) -> None:
+    """Drop the local variables of the finished frames of retort's own code along a traceback
+    (their code and line numbers stay, for printing it); the frames still running are left."""
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            try:
+                frame.clear()
+            except RuntimeError:
+                pass  # still running
+        tb = tb.tb_next
 
 
 def _lifecycle(obj: Any) -> str:
@@ -1391,6 +1409,13 @@ class Session:
                     self._send_commit()
             except BaseException as e:
                 self._failed = e
+                # the session keeps the error until rollback() (for PendingRollbackError), and
+                # with it the frames of its traceback: they must not keep the flush's objects
+                # alive, as persistent ones are held weakly (SQLAlchemy's failed flush keeps
+                # none either)
+                view = related = inserted = plan = None
+                deleted, results = [], []
+                _clear_finished_frames(e.__traceback__)
                 if not self._nested:
                     # as SQLAlchemy: the transaction's work is undone in the session at once
                     # (objects the failed flush made persistent are transient again), so
