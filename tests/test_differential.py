@@ -1166,7 +1166,9 @@ class Drawer:
         named = None if d["parent"] is None else sa.api.inspect(d["parent"]).dict.get("id")
         if named == d["parent_id"]:
             return False
-        target = sa.held(sa.cls_of(obj), d.get("id"))
+        if d.get("id") is None:
+            return False
+        target = sa.held(sa.cls_of(obj), d["id"])
         return target is not None and bool(sa.api.inspect(target).expired)
 
     def taken_from_a_parent_unrowed(self, obj: Any) -> bool:
