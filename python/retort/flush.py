@@ -669,6 +669,11 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                     # (an object whose DELETE was flushed has no row to link to: nothing is
                     # written, without a warning, as in SQLAlchemy)
                     continue
+                if core.is_marked_deleted(item):
+                    # its DELETE is in this flush, which deletes its association rows (those
+                    # of every member it lists): a row linking to it would fail on the foreign
+                    # key (SQLAlchemy's flush inserts it and fails)
+                    continue
                 changes.link_insert(prop, obj, item)
             for item in value._removed.values():
                 if not _outside(session, item, prop):
@@ -714,7 +719,11 @@ def _sync_queued(
                 continue  # queued before an expiry, which forgets it (as SQLAlchemy's)
             for count, item in net.values():
                 if count > 0:
-                    if not (deleted_by_flush(item) or _outside(session, item, prop)):
+                    if not (
+                        deleted_by_flush(item)
+                        or _outside(session, item, prop)
+                        or session._core.is_marked_deleted(item)  # (as in sync_related)
+                    ):
                         changes.link_insert(prop, obj, item)
                 elif count < 0 and not _outside(session, item, prop):
                     changes.link_delete(prop, obj, item)
