@@ -1695,6 +1695,36 @@ def test_improvement_a_member_linked_and_deleted_in_one_flush_gets_no_associatio
     assert orm.fetch("SELECT count(*) FROM tags") == [(0,)]
 
 
+def test_bug_the_cascade_of_a_child_made_transient_by_a_rollback_skips_its_former_parents(
+    orm: Api,
+) -> None:
+    # found by the nightly search: child c is inserted, and a rollback makes it transient
+    # again. Appended to transient parent p (not in the session), then given parent None, and
+    # appended to parent q of the session: the save-update cascade takes c into the session,
+    # and nothing else. Retort's many-to-one history took p for c's value before its first
+    # change (that change, the backref's, had found no value to record), and the cascade
+    # followed it, adding p
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        c = Child(name="c")
+        s.add(c)
+        s.flush()
+        s.rollback()
+        p = Parent(name="p")
+        p.children.append(c)
+        c.parent = None
+        q = Parent(name="q")
+        s.add(q)
+        q.children.append(c)
+        assert c in s and q in s
+        assert p not in s
+        s.commit()
+    assert orm.fetch(
+        "SELECT p.name, c.name FROM children c JOIN parents p ON p.id = c.parent_id"
+    ) == [("q", "c")]
+    assert orm.fetch("SELECT name FROM parents") == [("q",)]
+
+
 def test_objects_deleted_after_commit_stay_readable(orm: Api) -> None:
     # commit() expired them; the flush loads them before the DELETE (retort: one SELECT for
     # all of them, SQLAlchemy one per object), so their values can be read afterwards

@@ -1129,9 +1129,10 @@ class RelationshipProperty:
             # joins obj's session even where obj then leaves it (a pending orphan of its old
             # collection)
             _cascade_add(obj, self, value)
-        if old is not _NOT_SET or _has_identity(obj):
+        if old is not _NOT_SET or _had_row(d):
             # the value before the first change, for history (cleared by the flush); _NOT_SET
-            # when that was not known without SQL (the change counts all the same)
+            # when that was not known without SQL (the change counts all the same), as for an
+            # object made transient by a rollback of its INSERT, whose row's value is gone
             history = d.setdefault("_retort_history", {})
             before = old
             if old is not _NOT_SET and self.key not in history and not _had_row(d):
