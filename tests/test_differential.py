@@ -239,6 +239,11 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   was outside the session, keeps its row, and the DELETE fails on the foreign key), and
   inserts the row of a member linked to it since from the other side, failing (the program
   stops there);
+- a flush inserting a new object with the key of an expired object whose row is gone (a
+  rollback undid its INSERT) that holds a change: SQLAlchemy's also sends that object's
+  UPDATE, which the new row takes, and keeps one of the two instances in its identity map by
+  the order of a set (with a warning); retort's marks the gone object deleted and inserts the
+  new one (the program stops there);
 - an object inserted in the scope a rollback undoes, whose instance SQLAlchemy's session freed
   (nothing referred to it: its parent was expired by a SAVEPOINT's rollback, for a value set
   again inside, which retort's kept loaded) before a query loaded its row as another instance:
@@ -2646,6 +2651,15 @@ class Lockstep:
             return "changing an object already deleted raises"
         if not ok:
             return None
+        if any("Identity map already had an identity for" in w for w in self.sa_warnings):
+            # a flush inserting a new object with the key of an expired object whose row is
+            # gone (a rollback undid its INSERT) that holds a change: SQLAlchemy's flush sends
+            # that object's UPDATE too, which the new row takes, and keeps one instance of the
+            # two in its identity map, which one by the order of a set (its warning); retort's
+            # marks the gone object deleted and inserts the new one, as where the gone object
+            # holds no change
+            # (test_divergence_a_new_object_takes_the_key_of_a_changed_object_whose_row_is_gone)
+            return "a new object takes the key of a changed object whose row is gone"
         if step[0] in ("rollback", "rollback_nested", "bad_sql") and self.rowless_sa_persistent():
             # an object inserted in the scope the rollback undid, freed once nothing referred
             # to it (its parent expired by a SAVEPOINT's rollback), and its row loaded again as
@@ -4557,6 +4571,35 @@ def test_improvement_a_deleted_objects_association_rows_go_and_none_is_written_t
             "object's association rows go, and none is written to it)"
         )
         assert run.rt.transaction_rows()["parent_tags"] == [(1, 2), (2, 2)]
+
+
+def test_divergence_a_new_object_takes_the_key_of_a_changed_object_whose_row_is_gone(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search (FlakyStrategyDefinition): node 5 is flushed, expunged and
+    # merged back (a second instance, persistent); the rollback makes the first transient and
+    # leaves the second expired with its row gone. The second is given the first as its parent
+    # (the cascade adds the first, pending), and an autoflush inserts it. SQLAlchemy's flush
+    # also sends the gone node's UPDATE (parent_id 5), which the new row takes, and warns
+    # that its identity map had the key already: which instance it keeps changes between
+    # runs. Retort's marks the gone node deleted and inserts the new one with no parent
+    steps: list[Step] = [
+        ("new", "Node", 5, "a", "add", None),
+        ("merge_new", "Parent", 1, "a"),
+        ("expunge", 0),
+        ("merge", 0),
+        ("rollback",),
+        ("node_parent", 2, 0),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        assert run.step(("new", "Child", 5, "a", "append", 1)) is None
+        assert run.program[-1] == (
+            "new('Child', 5, 'a', 'append', 1)  -> ok None (improvement: a new object takes the "
+            "key of a changed object whose row is gone)"
+        )
+        assert run.rt.lifecycle(run.rt.handles[2]) == "deleted"
+        assert run.rt.lifecycle(run.rt.handles[0]) == "persistent"
+        assert (5, "a", None) in run.rt.transaction_rows()["nodes"]
 
 
 def test_improvement_delete_of_a_deleted_object_refused_by_both_changes_nothing(
