@@ -99,7 +99,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   merge() copies what is loaded, and where it reaches two copies of one key (merged onto one
   object, relationships first, then columns, so the first copy's columns win) retort's first
   copy may hold such a column and SQLAlchemy's not, which then keeps the other copy's value
-  (the draw merges no such pair: Drawer.merges_copies_of_a_key_loaded_differently);
+  (the draw merges no such pair: Drawer.merges_copies_of_a_key_loaded_differently), nor such
+  a copy onto another object of its key (Drawer.columns_loaded_by_retort_only_onto_another);
 - a flush copies a parent's key into a child outside the session (given the parent, not
   added, or given it when detached) in both, into a node outside the session in retort only
   where SQLAlchemy's self-referential flush does it when the parent's children are loaded (the
@@ -1047,6 +1048,14 @@ class Drawer:
             # (test_the_draw_merges_no_key_set_by_hand_onto_an_expired_object)
             return None
         if step[0] == "merge" and self.reaches(
+            _objects(step), self.columns_loaded_by_retort_only_onto_another
+        ):
+            # merge() copies the loaded columns onto the object of the key: retort's copy
+            # holds a column an INSERT left out (NULL, which it knows), SQLAlchemy's does not,
+            # and the object merged onto keeps the value it has (a key its flush copied)
+            # (test_the_draw_merges_no_column_known_to_retort_only_onto_another_object)
+            return None
+        if step[0] == "merge" and self.reaches(
             _objects(step), self.columns_loaded_by_sqlalchemy_only
         ):
             # merge() copies the loaded columns: SQLAlchemy's flush loaded the object, expired,
@@ -1349,6 +1358,26 @@ class Drawer:
         theirs = sa.api.inspect(obj).dict
         mine = rt.api.inspect(rt.handles[sa.index[id(obj)]]).dict
         return any(c in theirs and c not in mine for c in COLUMNS[sa.cls_of(obj)])
+
+    def columns_loaded_by_retort_only_onto_another(self, obj: Any) -> bool:
+        """Whether `obj` (on SQLAlchemy's side) holds no value of a column retort's object
+        holds (NULL, known since an INSERT left it out, where SQLAlchemy left it unloaded), and
+        another object of its key is held by the identity map, or pending (what merge()
+        copies it onto, keeping there the value SQLAlchemy's copy lacks)."""
+        sa, rt = self.oracle, self.retort
+        if id(obj) not in sa.index:
+            return False
+        theirs = sa.api.inspect(obj).dict
+        mine = rt.api.inspect(rt.handles[sa.index[id(obj)]]).dict
+        if not any(c in mine and c not in theirs for c in COLUMNS[sa.cls_of(obj)]):
+            return False
+        key = sa.key(obj)
+        if key[1] is None:
+            return False
+        held = sa.held(*key)
+        if held is not None and held is not obj:
+            return True
+        return any(o is not obj and sa.key(o) == key for o in sa.session.new)
 
     def deleted_many_to_one_may_differ(self, obj: Any) -> bool:
         """Whether `obj` (on SQLAlchemy's side) is an object whose DELETE was flushed, or is
@@ -5054,6 +5083,32 @@ def test_the_draw_merges_no_deleted_object_whose_parent_sqlalchemy_holds_as_none
             Divergence, match=r"outcome of step 6\n  sqlalchemy: \"ok \[\('h', 3\)\]"
         ):
             run.step(("read", 1, "children"))  # (SQLAlchemy's lists child 2 only)
+
+
+def test_the_draw_merges_no_column_known_to_retort_only_onto_another_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5 is inserted with no parent (retort knows its
+    # parent_id is NULL, SQLAlchemy leaves it unloaded) and made transient by the rollback,
+    # then appended to transient parent 4. merge() of it adds copies of both; a second merge()
+    # of it (whose autoflush inserts them, the child's copy with parent_id 4) copies the
+    # columns it holds: retort's parent_id None too, SQLAlchemy's copy keeps 4. The draw
+    # leaves the second merge out
+    steps: list[Step] = [
+        ("new", "Child", 5, "a", "add", None),
+        ("flush",),
+        ("rollback",),
+        ("new", "Parent", 4, "a", "add", None),
+        ("rollback",),
+        ("move", 0, 1, "append"),
+        ("merge", 0),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.columns_loaded_by_retort_only_onto_another(run.sa.handles[0])
+        assert not drawer.columns_loaded_by_retort_only_onto_another(run.sa.handles[2])
+        with pytest.raises(Divergence, match=r"Child\.parent_id of handle 2"):
+            run.step(("merge", 0))  # (what the draw leaves out)
 
 
 def test_the_draw_sets_no_key_where_only_sqlalchemy_counts_a_parent_change(
