@@ -3900,6 +3900,34 @@ def test_divergence_a_detached_copy_of_a_row_only_sqlalchemys_failed_flush_kept(
     )
 
 
+def test_bug_a_child_deleted_by_an_earlier_flush_taken_out_of_its_parent_writes_nothing(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: new node 5 under node 2 (whose children are loaded) is
+    # inserted and then deleted, and an autoflush runs its DELETE; node 2's children still
+    # list it. Taken out of them, the flush of the removal set its parent_id to NULL through
+    # the attribute, which refuses a change to a deleted object, and the flush raised
+    # InvalidRequestError. SQLAlchemy writes nothing for it and clears the value in memory, as
+    # retort now does (as for a deleted parent's listed children, 5842918)
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("get", "Node", 2),
+            ("remove", 0, "children", 0),
+            ("new", "Node", 5, "a", "set_parent_add", 0),
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Child", 1),  # (its autoflush inserts node 5)
+            ("delete", 1),
+            ("new", "Child", 5, "a", "append", 2),
+            ("remove", 0, "children", 0),
+            ("flush",),
+        ],
+    )
+    assert run.program[-2:] == ["flush()  -> ok None", "commit()  -> ok None"]
+    assert all(r[0] != 5 for r in fetch_rows(admin_conn, run.rt.schema)["nodes"])
+
+
 def test_bug_an_object_whose_delete_a_savepoints_rollback_undid_is_held_weakly(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -874,6 +874,13 @@ def _settle_removed(
             # one this flush deletes keeps its foreign key, as in SQLAlchemy, whose one-to-many
             # clears no key of an object it deletes
             continue
+        elif deleted_by_flush(child):
+            # its DELETE an earlier flush ran (it stayed listed, and was taken out since): no
+            # row to write; its value clears in memory, without the change a deleted object
+            # refuses, as SQLAlchemy's flush clears it (as in _parent_deleted)
+            for _, dst in prop.pairs:
+                child.__dict__[dst.key] = None
+            continue
         for _, dst in prop.pairs:
             setattr(child, dst.key, None)
 
