@@ -665,16 +665,8 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
             _sync_one_to_many(session, obj, prop, value)
         else:
             for item in value._added.values():
-                if deleted_by_flush(item) or _outside(session, item, prop):
-                    # (an object whose DELETE was flushed has no row to link to: nothing is
-                    # written, without a warning, as in SQLAlchemy)
-                    continue
-                if core.is_marked_deleted(item):
-                    # its DELETE is in this flush, which deletes its association rows (those
-                    # of every member it lists): a row linking to it would fail on the foreign
-                    # key (SQLAlchemy's flush inserts it and fails)
-                    continue
-                changes.link_insert(prop, obj, item)
+                if _linkable(session, item, prop):
+                    changes.link_insert(prop, obj, item)
             for item in value._removed.values():
                 if not _outside(session, item, prop):
                     changes.link_delete(prop, obj, item)
@@ -685,6 +677,32 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
         # reported (SQLAlchemy's warning)
         _outside(session, target, prop)
     return changes
+
+
+def _linkable(session: Any, item: Any, prop: Any) -> bool:
+    """Whether a many-to-many member gained gets its association row: not one whose DELETE a
+    flush ran (no row to link to: nothing is written, without a warning, as in SQLAlchemy),
+    nor one outside the session (warned), nor one this flush deletes (its DELETE deletes the
+    association rows of every member it lists; a row linking to it would fail on the foreign
+    key, as SQLAlchemy's flush inserts it and fails)."""
+    return not (
+        deleted_by_flush(item)
+        or _outside(session, item, prop)
+        or session._core.is_marked_deleted(item)
+    )
+
+
+def _null_key(child: Any, prop: Any) -> None:
+    """Set the foreign key of one-to-many `prop` in `child` to NULL. A child whose DELETE a
+    flush ran (still listed by the loaded collection) has no row to write: its value clears in
+    memory only, without the change a deleted object refuses, as SQLAlchemy's flush clears
+    it."""
+    if deleted_by_flush(child):
+        for _, dst in prop.pairs:
+            child.__dict__[dst.key] = None
+        return
+    for _, dst in prop.pairs:
+        setattr(child, dst.key, None)
 
 
 def _sync_queued(
@@ -719,11 +737,7 @@ def _sync_queued(
                 continue  # queued before an expiry, which forgets it (as SQLAlchemy's)
             for count, item in net.values():
                 if count > 0:
-                    if not (
-                        deleted_by_flush(item)
-                        or _outside(session, item, prop)
-                        or session._core.is_marked_deleted(item)  # (as in sync_related)
-                    ):
+                    if _linkable(session, item, prop):
                         changes.link_insert(prop, obj, item)
                 elif count < 0 and not _outside(session, item, prop):
                     changes.link_delete(prop, obj, item)
@@ -874,15 +888,7 @@ def _settle_removed(
             # one this flush deletes keeps its foreign key, as in SQLAlchemy, whose one-to-many
             # clears no key of an object it deletes
             continue
-        elif deleted_by_flush(child):
-            # its DELETE an earlier flush ran (it stayed listed, and was taken out since): no
-            # row to write; its value clears in memory, without the change a deleted object
-            # refuses, as SQLAlchemy's flush clears it (as in _parent_deleted)
-            for _, dst in prop.pairs:
-                child.__dict__[dst.key] = None
-            continue
-        for _, dst in prop.pairs:
-            setattr(child, dst.key, None)
+        _null_key(child, prop)
 
 
 def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
@@ -912,17 +918,8 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
     if not deletes:
         deleted = session.deleted
         for child in items:
-            if child in deleted:
-                continue  # (one this flush deletes keeps its key)
-            if deleted_by_flush(child):
-                # still listed by the loaded collection after a flush ran its DELETE: its row
-                # is gone and nothing of it is written; its value clears in memory, without
-                # the change a deleted object refuses, as SQLAlchemy's flush clears it
-                for _, dst in prop.pairs:
-                    child.__dict__[dst.key] = None
-                continue
-            for _, dst in prop.pairs:
-                setattr(child, dst.key, None)
+            if child not in deleted:  # (one this flush deletes keeps its key)
+                _null_key(child, prop)
     # without delete-orphan, those taken out of the collection since the last flush lose the
     # key too, unless another parent took them or this flush deletes them: one outside the
     # session included, as where the parent stays (_sync_one_to_many), and as SQLAlchemy's
