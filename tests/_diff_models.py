@@ -26,6 +26,7 @@ __all__ = [
     "COLUMNS",
     "INITIAL_ROWS",
     "TABLES",
+    "TABLE_OF",
     "Models",
     "declare",
     "fetch_rows",
@@ -50,6 +51,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "Child": ("id", "name", "parent_id"),
     "Tag": ("id", "label"),
     "Node": ("id", "name", "parent_id"),
+}
+
+# class name: its table
+TABLE_OF: dict[str, str] = {
+    "Parent": "parents",
+    "Child": "children",
+    "Tag": "tags",
+    "Node": "nodes",
 }
 
 # table: (columns, ORDER BY)

@@ -287,7 +287,7 @@ from hypothesis.control import currently_in_test_context
 
 import retort.exc
 from retort.engine import Engine, make_url
-from tests._diff_models import COLUMNS, Models, declare, fetch_rows, reset_rows
+from tests._diff_models import COLUMNS, TABLE_OF, Models, declare, fetch_rows, reset_rows
 from tests._rel_models import Api, sqlalchemy_api
 
 pytest.importorskip("sqlalchemy")
@@ -2818,13 +2818,12 @@ class Lockstep:
         ]
         if not split:
             return False
-        tables = {"Parent": "parents", "Child": "children", "Tag": "tags", "Node": "nodes"}
         if self.sa.session.in_transaction():
             rows = self.sa.transaction_rows()
         else:
             rows = fetch_rows(self.admin, self.sa.schema)
         return all(
-            all(r[0] != self.sa.key(a)[1] for r in rows[tables[self.sa.cls_of(a)]]) for a in split
+            all(r[0] != self.sa.key(a)[1] for r in rows[TABLE_OF[self.sa.cls_of(a)]]) for a in split
         )
 
     def check_retort_alone(self) -> None:
@@ -2841,7 +2840,6 @@ class Lockstep:
             rt.nested.pop().rollback()
             self.check_retort_alone()
             return
-        tables = {"Parent": "parents", "Child": "children", "Tag": "tags", "Node": "nodes"}
         changed = {id(o) for o in (*s.new, *s.dirty, *s.deleted)}
         sa_now = [self.sa.api.inspect(o).dict for o in self.sa.handles]
         with s.no_autoflush:
@@ -2853,7 +2851,7 @@ class Lockstep:
                 if any(c not in loaded for c in COLUMNS[cls]):
                     continue  # expired: reading would load what the rows say
                 values = tuple(loaded[c] for c in COLUMNS[cls])
-                row = next((r for r in rows[tables[cls]] if r[0] == values[0]), None)
+                row = next((r for r in rows[TABLE_OF[cls]] if r[0] == values[0]), None)
                 if row is None:
                     # a copy loaded inside a SAVEPOINT that was rolled back, with the insert
                     # of its row (SQLAlchemy keeps such objects persistent too)
@@ -2867,7 +2865,7 @@ class Lockstep:
                     assert v == r or any(h.get(c, _ABSENT) == v for h in held), (
                         cls,
                         values,
-                        rows[tables[cls]],
+                        rows[TABLE_OF[cls]],
                     )
 
     def step(self, step: Step) -> Outcome | None:

@@ -123,7 +123,7 @@ def _profile() -> settings:
 # the schema as the model sees it
 
 CLASSES = ("Parent", "Child", "Tag", "Node")
-TABLE = {"Parent": "parents", "Child": "children", "Tag": "tags", "Node": "nodes"}
+TABLE: dict[str, str] = _diff_models.TABLE_OF
 # non-key columns, in table order (a row is (id, *these))
 COLS: dict[str, tuple[str, ...]] = {
     "Parent": ("name", "code"),
