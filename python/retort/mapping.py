@@ -1210,12 +1210,15 @@ class RelationshipProperty:
         return found
 
     def _names_other_than_new(self, obj: Any, other: Any) -> bool:
-        """Whether persistent `obj`'s many-to-one (this one), not loaded, names without SQL no
-        parent or another one, where `other` has no row (so `obj`'s row never named it):
-        taking `obj` out of `other`'s collection changes nothing of `obj`, as SQLAlchemy's
-        backref finds."""
-        if self.key in obj.__dict__ or _has_identity(other):
+        """Whether persistent `obj`'s many-to-one (this one), loaded or else by its loaded
+        foreign key without SQL, names no parent or another one, where `other` has no row (so
+        `obj`'s row never named it): taking `obj` out of `other`'s collection changes nothing
+        of `obj`, as SQLAlchemy's backref finds."""
+        if _has_identity(other):
             return False
+        if self.key in obj.__dict__:
+            # loaded (after `other` listed it, a load of the row found no parent or another)
+            return obj.__dict__[self.key] is not other
         before = self._old_in_identity_map(obj)
         return before is not _NOT_SET and before is not other
 

@@ -740,6 +740,9 @@ class Session:
             self._flushed_deleted = []
         if self._orphans_taken:
             self._orphans_taken = []
+        if self._orphans_if_changed and self.expire_on_commit:
+            # the commit expires them, which forgets the removal (see expire_all)
+            self._orphans_if_changed.clear()
         if self._dispatch:
             self._fire("after_commit")
             if deleted and "deleted_to_detached" in self._dispatch:
