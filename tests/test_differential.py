@@ -2719,15 +2719,32 @@ class Lockstep:
 
     def displaced(self) -> bool:
         """Whether an object is persistent on SQLAlchemy's side but not in its session (another
-        instance of its key holds its place in the identity map), and detached on retort's."""
+        instance of its key holds its place in the identity map) and detached on retort's, or
+        persistent in retort's session where the instance SQLAlchemy's holds is detached on
+        retort's. (Which instance SQLAlchemy's rollback keeps in its identity map, where it
+        restores two, goes by the order of a set; retort keeps the one whose DELETE the
+        rollback undid.)"""
         sa, rt = self.sa, self.rt
-        return any(
-            sa.lifecycle(a) == "persistent"
-            and a not in sa.session
-            and rt.lifecycle(b) == "detached"
-            and b not in rt.session
-            for a, b in zip(sa.handles, rt.handles, strict=True)
-        )
+
+        def gone(o: Any) -> bool:
+            return rt.lifecycle(o) == "detached" and o not in rt.session
+
+        for i, a in enumerate(sa.handles):
+            if sa.lifecycle(a) != "persistent" or a in sa.session:
+                continue
+            if gone(rt.handles[i]):
+                return True
+            b = rt.handles[i]
+            if rt.lifecycle(b) != "persistent" or b not in rt.session:
+                continue
+            key = sa.key(a)
+            if any(
+                o in sa.session and sa.key(o) == key and gone(rt.handles[j])
+                for j, o in enumerate(sa.handles)
+                if j != i
+            ):
+                return True
+        return False
 
     def state_improvement(self, step: Step, ok: bool) -> str | None:
         """The SPEC §5 improvement a step both libraries ran with the same outcome is, if the
@@ -7148,6 +7165,50 @@ def test_divergence_rollback_leaves_detached_an_object_expunged_after_a_failed_f
     run, states = play([*before, ("expunge", 3), ("rollback",)])
     assert not _improved(run)
     assert states == ["detached", "detached"]
+
+
+def test_divergence_either_instance_sqlalchemys_rollback_restores_displaces_the_other(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: tag 1 (handle 0) is expunged, and another instance of its
+    # row (handle 4) is deleted by an autoflush; delete() then attaches handle 0 with the free
+    # key. merge(0)'s autoflush fails (ObjectDeletedError: handle 0's row is gone), and the
+    # rollback of the failed flush restores both: retort keeps handle 4, whose DELETE it
+    # undid, and detaches handle 0; SQLAlchemy keeps either in its identity map, by the order
+    # of a set, leaving the other claiming to be persistent. Either way one instance is
+    # displaced (the divergence above)
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("get", "Tag", 1),
+            ("commit",),
+            ("expunge", 0),
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Tag", 1),
+            ("delete", 2),
+            ("get", "Parent", 1),  # (its autoflush deletes handle 2)
+            ("delete", 0),
+        ],
+    ) as run:
+        assert run.step(("merge", 0)) is None
+        assert run.program[-1] == (
+            "merge(0)  -> raised ObjectDeletedError (improvement: an object displaced by a "
+            "rollback's restored object is detached)"
+        )
+        rt = run.rt
+        assert rt.handles[2] in rt.session and rt.lifecycle(rt.handles[2]) == "persistent"
+        assert rt.lifecycle(rt.handles[0]) == "detached"
+        sa = run.sa
+        kept, other = (sa.handles[0], sa.handles[2])
+        if kept not in sa.session:
+            kept, other = other, kept
+        assert sa.lifecycle(other) == "persistent" and other not in sa.session
+        assert run.displaced()
+        # SQLAlchemy's other order: the other instance in its identity map
+        sa.session.identity_map.replace(sa.api.inspect(other))
+        assert other in sa.session and kept not in sa.session
+        assert run.displaced()
 
 
 def test_divergence_a_rollback_detaches_an_object_holding_a_restored_objects_key(
