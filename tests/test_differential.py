@@ -4003,6 +4003,34 @@ def test_bug_a_child_whose_loaded_parent_is_none_taken_from_a_parent_without_a_r
         run.finish()
 
 
+def test_bug_a_deleted_parents_flush_clears_the_key_of_a_child_taken_out_and_deleted_before(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 6 is taken out of new parent 4's children, and the
+    # parent is expunged before the flush that deletes the child (an orphan), so that no flush
+    # of the parent settled the removal. delete() of the parent attaches it again, and the
+    # flush of its DELETE clears, as SQLAlchemy's does, the foreign key of the child taken out
+    # (in memory: the child has no row); retort's left it naming the deleted parent
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("new", "Child", 6, "a", "append", 0),
+            ("flush",),
+            ("remove", 0, "children", 0),
+            ("expunge", 0),
+            ("flush",),  # (deletes child 6, an orphan)
+            ("delete", 0),
+        ],
+    ) as run:
+        assert run.rt.handles[1].__dict__["parent_id"] == 4
+        assert run.step(("flush",)) is not None
+        assert run.rt.lifecycle(run.rt.handles[1]) == "deleted"
+        assert run.rt.handles[1].__dict__["parent_id"] is None
+        run.finish()
+
+
 def test_bug_an_object_whose_delete_a_savepoints_rollback_undid_is_held_weakly(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -880,10 +880,15 @@ def _settle_removed(
                 session._core.delete(child)
                 session._cascade_delete(child)
                 continue
-            if not (parent_deleted and state is not None and state.lifecycle == "transient"):
+            if not (
+                parent_deleted
+                and state is not None
+                and (state.lifecycle == "transient" or deleted_by_flush(child))
+            ):
                 continue
-            # no orphan to delete (made transient by a rollback): as SQLAlchemy's flush of the
-            # parent's DELETE, clear its foreign key, which names the deleted parent
+            # no orphan to delete (made transient by a rollback, or deleted by an earlier
+            # flush): as SQLAlchemy's flush of the parent's DELETE, clear its foreign key,
+            # which names the deleted parent (in memory only for one without a row)
         elif session._core.is_marked_deleted(child):
             # one this flush deletes keeps its foreign key, as in SQLAlchemy, whose one-to-many
             # clears no key of an object it deletes
