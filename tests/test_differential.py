@@ -133,7 +133,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   refuses the row (IntegrityError; the program stops there); likewise for a flush changing such
   an object: SQLAlchemy's loads it (ObjectDeletedError, or get()'s PendingRollbackError),
   retort's sends nothing for it (a member added to its collection is transient) and succeeds,
-  or sends the UPDATE of a column set, which matches no row (StaleDataError);
+  or sends the UPDATE of a column set, which matches no row (StaleDataError); where both
+  flushes load such an object (one marked deleted) and fail alike, get()'s autoflush raises
+  PendingRollbackError in SQLAlchemy, the flush's ObjectDeletedError in retort (the program
+  stops there);
 - get() of a key whose object is expired with its row gone, where the autoflush inserts a
   new object with the key: SQLAlchemy returns the old object (deleted, loaded with the new
   row), retort the new one (the program stops there);
@@ -2146,6 +2149,18 @@ class Lockstep:
             # rolled back under it: PendingRollbackError
             # (test_divergence_a_get_whose_autoflush_relates_an_object_whose_row_is_gone)
             return "a flush relating an object whose row is gone fails on its foreign key"
+        if (
+            step[0] == "get"
+            and sa.value == "PendingRollbackError"
+            and type(sa_original).__name__ == "ObjectDeletedError"
+            and rt.value == "ObjectDeletedError"
+        ):
+            # both autoflushes fail alike, loading an expired object marked deleted whose row
+            # is gone (ObjectDeletedError); SQLAlchemy's get() of an expired object takes the
+            # error for its own object's and goes on to a session rolled back under it:
+            # PendingRollbackError. Retort's get() raises the flush's error
+            # (test_divergence_get_raises_its_autoflushs_object_deleted_error)
+            return "get() raises its autoflush's ObjectDeletedError"
         gone = (
             self.gone_object_sa_flush_loaded(sa_original)
             if type(sa_original).__name__ == "ObjectDeletedError"
@@ -7193,6 +7208,40 @@ def test_divergence_rollback_leaves_detached_an_object_expunged_after_a_failed_f
     run, states = play([*before, ("expunge", 3), ("rollback",)])
     assert not _improved(run)
     assert states == ["detached", "detached"]
+
+
+def test_divergence_get_raises_its_autoflushs_object_deleted_error(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: tag 2 (handle 0) is expunged expired, and another instance
+    # of its row is deleted by an autoflush; delete() then attaches handle 0 with the free key.
+    # get() of parent 4 (expired) autoflushes, and both flushes fail loading handle 0, whose
+    # row is gone. SQLAlchemy's get() takes the ObjectDeletedError for parent 4's, then
+    # raises PendingRollbackError; retort's raises the flush's error
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("get", "Tag", 2),
+            ("commit",),
+            ("expunge", 0),
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Parent", 1),
+            ("expire_all",),
+            ("get", "Tag", 2),
+            ("delete", 3),
+            ("get", "Parent", 1),  # (its autoflush deletes handle 3)
+            ("delete", 0),
+        ],
+    ) as run:
+        assert run.step(("get", "Parent", 4)) is None
+        # (both rolled back under the failed flush: parent 4, inserted in it, is new again)
+        assert [s.session.is_active for s in sides] == [False, False]
+        assert [s.lifecycle(s.handles[1]) for s in sides] == ["transient", "transient"]
+    assert run.program[-1] == (
+        "get('Parent', 4)  -> raised PendingRollbackError / retort: raised ObjectDeletedError "
+        "(improvement: get() raises its autoflush's ObjectDeletedError)"
+    )
 
 
 def test_divergence_either_instance_sqlalchemys_rollback_restores_displaces_the_other(
