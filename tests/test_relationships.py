@@ -2249,3 +2249,32 @@ def test_a_foreign_key_set_on_a_member_is_written_when_its_parent_flushes(orm: A
         assert _one(orm, s, Child, name="a").parent_id is None
         assert _one(orm, s, Child, name="c").parent_id == p.id
         assert _one(orm, s, Child, name="d").parent_id == p.id
+
+
+@pytest.mark.parametrize("expire_on_commit", [True, False])
+def test_a_child_taken_from_a_parent_without_a_row_is_an_orphan_once_changed_unless_expired(
+    orm: Api, expire_on_commit: bool
+) -> None:
+    # child c, appended to parent p outside the session (never flushed), is inserted with no
+    # parent_id; its parent, loaded since, is None. Taken out of p's children, c changes in
+    # neither library (the backref has nothing to undo), and a flush keeps it; once a change
+    # of its own puts it in a flush, it is an orphan (parent tracking calls it parentless),
+    # unless a commit expired it in between, which forgets the removal
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    with orm.session(expire_on_commit=expire_on_commit) as s:
+        c = Child(name="c")
+        s.add(c)
+        p = Parent(name="p")
+        p.children.append(c)
+        with pytest.warns(Warning, match="not in (the )?session"):
+            s.commit()  # (both say p is not in the session)
+        s.expire(c)
+        assert c.parent is None
+        p.children.remove(c)
+        s.flush()
+        assert c in s and not orm.inspect(c).deleted
+        s.commit()
+        c.name = "changed"
+        s.commit()
+    names = [r[0] for r in orm.fetch("SELECT name FROM children")]
+    assert names == (["changed"] if expire_on_commit else [])
