@@ -2303,6 +2303,17 @@ class Lockstep:
             return "cycle through a nullable foreign key (then a deleted object's load)"
         if (
             sa.value == "CircularDependencyError"
+            and rt.value == "ObjectDeletedError"
+            and self.rt_wrote
+            and "no longer exists in the database" in str(rt.error)
+        ):
+            # likewise, where the step then loads an expired object whose row is gone (a detached
+            # copy of a row deleted by a commit, attached again): ObjectDeletedError, as
+            # SQLAlchemy's load raises once its autoflush succeeds
+            # (test_improvement_a_cycle_broken_then_a_load_of_an_object_whose_row_is_gone)
+            return "cycle through a nullable foreign key (then a load of a gone row)"
+        if (
+            sa.value == "CircularDependencyError"
             and rt.value == "InvalidRequestError"
             and self.rt_wrote
             and any(self.rt.api.inspect(self.rt.handles[i]).was_deleted for i in _objects(step))
@@ -7499,6 +7510,37 @@ def test_improvement_a_cycle_broken_then_a_delete_matching_no_row(
         "remove(0, 'parents', 0)  -> raised CircularDependencyError / retort: raised "
         "StaleDataError (improvement: cycle through a nullable foreign key (then a DELETE "
         "matching no row))"
+    )
+
+
+def test_improvement_a_cycle_broken_then_a_load_of_an_object_whose_row_is_gone(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: tag 2 (handle 0) is expunged, and another instance of its
+    # row is deleted and committed; delete() attaches handle 0 again (a rollback leaves it in
+    # the session, expired), and node 6 is made its own parent. Loading the tag autoflushes:
+    # SQLAlchemy's flush fails on the cycle, retort's breaks it (SPEC 5), and the load of
+    # handle 0 finds no row
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("get", "Tag", 2),
+            ("expunge", 0),
+            ("get", "Tag", 2),
+            ("delete", 1),
+            ("commit",),
+            ("delete", 0),
+            ("rollback",),
+            ("new", "Node", 6, "a", "add", None),
+            ("node_parent", 2, 2),
+        ],
+    ) as run:
+        assert run.step(("remove", 0, "parents", 0)) is None
+    assert run.program[-1] == (
+        "remove(0, 'parents', 0)  -> raised CircularDependencyError / retort: raised "
+        "ObjectDeletedError (improvement: cycle through a nullable foreign key (then a load of "
+        "a gone row))"
     )
 
 
