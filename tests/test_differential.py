@@ -257,6 +257,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   loaded since persistent with no row; retort's held on to the inserted one, which its
   rollback makes transient (the program stops there). Where both free it, both leave the
   instance loaded since persistent.
+- an object made new again by the rollback of a failed flush, whose collection had a member
+  taken out before: retort's rollback forgets the removal (no row of it exists), SQLAlchemy's
+  save-update cascade still follows it, attaching the member with the object (the program
+  stops there);
 - a node given a parent that was outside the session at the flush (which writes nothing for
   the relation, a warning in both), then attached again with the node queued for its
   unloaded children: retort's next flush writes the node's key, as both do for a child of the
@@ -2793,6 +2797,24 @@ class Lockstep:
             return "get() of a gone key returns the new object its autoflush inserted"
         return None
 
+    def cascades_a_member_taken_out_before_a_rollback(self) -> bool:
+        """Whether an object pending in SQLAlchemy's session and transient in retort's is in
+        the history of removals of a relationship of a pending object of SQLAlchemy's."""
+        sa, rt = self.sa, self.rt
+        for a, b in zip(sa.handles, rt.handles, strict=True):
+            if sa.lifecycle(a) != "pending" or rt.lifecycle(b) != "transient":
+                continue
+            for o in sa.handles:
+                if sa.lifecycle(o) != "pending":
+                    continue
+                insp = sa.api.inspect(o)
+                if any(
+                    any(x is a for x in insp.attrs[key].history.deleted)
+                    for key in insp.mapper.relationships.keys()
+                ):
+                    return True
+        return False
+
     def lost_node_key(self) -> int | None:
         """A handle of a node whose loaded parent SQLAlchemy's holds with a NULL parent_id,
         where retort's holds that parent's key."""
@@ -2852,6 +2874,15 @@ class Lockstep:
             # does not hold it; retort detaches the other, so that one instance claims the key
             # (test_divergence_a_rollback_detaches_an_object_holding_a_restored_objects_key)
             return "an object displaced by a rollback's restored object is detached"
+        if self.cascades_a_member_taken_out_before_a_rollback():
+            # an object made new again by the rollback of a failed flush (its INSERT undone),
+            # whose collection had a member taken out before: retort's rollback forgets the
+            # removal (no row of it exists: rows_undone), SQLAlchemy's keeps it in the
+            # collection's history, and its save-update cascade follows it, attaching the
+            # member when the object is attached again (its flush would then delete an
+            # association row that does not exist)
+            # (test_divergence_a_member_taken_out_before_a_rollback_is_not_cascaded)
+            return "a member taken out before a rollback made its owner new is not cascaded"
         if self.lost_node_key() is not None:
             # a node given a parent that was expunged before the flush (which writes nothing
             # for the relation: a warning in both), then attached again with the node queued
@@ -7365,6 +7396,39 @@ def test_improvement_a_node_given_a_parent_outside_the_session_gets_its_key_once
     rows = {side.name: fetch_rows(admin_conn, side.schema)["nodes"] for side in sides}
     assert (1, "n1", 2) in rows["retort"]
     assert (1, "n1", None) in rows["sqlalchemy"]
+
+
+def test_divergence_a_member_taken_out_before_a_rollback_is_not_cascaded(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: new tag 4 is appended to new parent 4, both are flushed,
+    # then the tag is taken out of the parent's tags; a failed flush rolls back, making both
+    # new again. Child 5 (persistent) is given parent 4, whose save-update cascade attaches
+    # parent 4: SQLAlchemy's also follows tag 4, taken out before the rollback (still in the
+    # collection's history), and attaches it; retort's rollback forgot the removal (no row of
+    # it exists), and tag 4 stays transient
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Child", 5, "a", "add", None),
+            ("commit",),
+            ("new", "Parent", 4, "a", "add", None),
+            ("new", "Tag", 4, "a", "append", 1),
+            ("flush",),
+            ("remove", 2, "parents", 0),
+            ("new", "Parent", 1, "a", "add", None),
+        ],
+    ) as run:
+        failed = run.step(("flush",))
+        assert failed is not None and failed.value == "IntegrityError"
+        assert run.step(("move", 0, 1, "set")) is None
+        assert run.cascades_a_member_taken_out_before_a_rollback()
+        assert [s.lifecycle(s.handles[2]) for s in sides] == ["pending", "transient"]
+    assert run.program[-1] == (
+        "move(0, 1, 'set')  -> ok None (improvement: a member taken out before a rollback made "
+        "its owner new is not cascaded)"
+    )
 
 
 def test_divergence_a_detached_copy_of_a_row_only_retorts_expired_collection_kept(
