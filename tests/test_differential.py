@@ -1432,8 +1432,9 @@ class Drawer:
         d = rt.api.inspect(mine).dict
         if mine in rt.session.deleted:
             # marked for deletion: the autoflush of merge() sends its DELETE first; a parent to
-            # read unless it has none
-            return d.get("parent") is not None or d.get("parent_id", 0) is not None
+            # read unless it has none, and where it has none, retort's reads None (loaded)
+            # where SQLAlchemy's may leave it unloaded, unless it is loaded already
+            return "parent" not in d or d["parent"] is not None or d.get("parent_id") is not None
         if not rt.api.inspect(mine).was_deleted:
             return False
         return "parent" in d or d.get("parent_id", 0) is not None
@@ -5407,6 +5408,34 @@ def test_the_draw_merges_no_deleted_object_whose_parent_sqlalchemy_holds_as_none
             Divergence, match=r"outcome of step 6\n  sqlalchemy: \"ok \[\('h', 3\)\]"
         ):
             run.step(("read", 1, "children"))  # (SQLAlchemy's lists child 2 only)
+
+
+def test_the_draw_merges_no_deleted_object_without_a_parent_retort_reads_as_none(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: new child 5 (no parent) is inserted and deleted; the
+    # autoflush of merge() sends its DELETE, before which retort's flush reads its many-to-one
+    # (None: parent_id is NULL) into it; SQLAlchemy's leaves it unloaded. The merge adds a new
+    # child 5 copying what is loaded: retort's copy takes parent None for a change, which its
+    # flush writes over a parent_id set by hand since; SQLAlchemy's inserts that parent_id. The
+    # draw leaves that merge out
+    steps: list[Step] = [
+        ("new", "Child", 5, "a", "add", None),
+        ("get", "Parent", 1),  # (its autoflush inserts child 5)
+        ("delete", 0),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        assert "parent" not in run.rt.api.inspect(run.rt.handles[0]).dict
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.deleted_many_to_one_may_differ(run.sa.handles[0])
+        assert run.step(("merge", 0)) is not None  # (what the draw leaves out)
+        assert run.rt.api.inspect(run.rt.handles[0]).dict.get("parent", "unloaded") is None
+        assert "parent" not in run.sa.api.inspect(run.sa.handles[0]).dict
+        assert run.step(("set", 2, "parent_id", 1)) is not None
+        with pytest.raises(
+            Divergence, match=r"parent_id of handle 2 .*\n  sqlalchemy: 1\n  retort:     None"
+        ):
+            run.step(("flush",))
 
 
 def test_the_draw_merges_no_column_known_to_retort_only_onto_another_object(
