@@ -265,7 +265,7 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   the relation, a warning in both), then attached again with the node queued for its
   unloaded children: retort's next flush writes the node's key, as both do for a child of the
   parents table; SQLAlchemy's self-referential flush writes nothing from the queue, and its
-  node names the parent with a NULL key (the program stops there);
+  node keeps the key it had (NULL, or its parent before) (the program stops there);
 - an instance loaded into a collection of an object expired since, to which the program has
   no handle: retort's expiry is lazy (commit is O(1)), so the expired collection still refers
   to it until its object is next used, and the weak identity map keeps it; SQLAlchemy's expiry
@@ -2838,16 +2838,16 @@ class Lockstep:
         return out
 
     def lost_node_key(self) -> int | None:
-        """A handle of a node whose parent_id SQLAlchemy's holds NULL, where retort's holds the
-        key of a parent that SQLAlchemy's holds (loaded), or that had it queued for its
-        unloaded children before the step."""
+        """A handle of a node whose parent_id retort's holds as the key of a parent that
+        SQLAlchemy's holds (loaded), or that had it queued for its unloaded children before
+        the step, where SQLAlchemy's parent_id is another (NULL, or the parent before)."""
         sa, rt = self.sa, self.rt
         for i, (a, b) in enumerate(zip(sa.handles, rt.handles, strict=True)):
             if sa.cls_of(a) != "Node":
                 continue
             sa_d, rt_d = sa.api.inspect(a).dict, rt.api.inspect(b).dict
             key = rt_d.get("parent_id")
-            if "parent_id" not in sa_d or sa_d["parent_id"] is not None or key is None:
+            if "parent_id" not in sa_d or key is None or sa_d["parent_id"] == key:
                 continue
             parent = sa_d.get("parent")
             if (i, key) in self.sa_queued_nodes or (
@@ -7416,9 +7416,9 @@ def test_divergence_get_raises_its_autoflushs_object_deleted_error(
     )
 
 
-@pytest.mark.parametrize("end", ["flush", "commit"])
+@pytest.mark.parametrize(("node", "end"), [(0, "flush"), (0, "commit"), (3, "flush")])
 def test_improvement_a_node_given_a_parent_outside_the_session_gets_its_key_once_the_parent_is_back(
-    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any], end: str
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any], node: int, end: str
 ) -> None:
     # found by the nightly search: node 1 is given parent node 2, which is expunged before the
     # flush (nothing written for the relation; a warning in both). New node 5 is given parent
@@ -7432,15 +7432,15 @@ def test_improvement_a_node_given_a_parent_outside_the_session_gets_its_key_once
         admin_conn,
         [
             ("query", "Node"),
-            ("node_parent", 0, 1),
+            ("node_parent", node, 1),
             ("expunge", 1),
             (end,),
             ("new", "Node", 5, "a", "set_parent_add", 1),
         ],
     ) as run:
-        assert (0, 2) in run.sa_nodes_queued_for_children()  # (and new node 5)
+        assert (node, 2) in run.sa_nodes_queued_for_children()  # (and new node 5)
         assert run.step(("flush",)) is None
-        assert run.lost_node_key() == 0
+        assert run.lost_node_key() == node
         for side in sides:
             side.session.commit()
     assert run.program[-1] == (
@@ -7448,8 +7448,10 @@ def test_improvement_a_node_given_a_parent_outside_the_session_gets_its_key_once
         "written once it is back)"
     )
     rows = {side.name: fetch_rows(admin_conn, side.schema)["nodes"] for side in sides}
-    assert (1, "n1", 2) in rows["retort"]
-    assert (1, "n1", None) in rows["sqlalchemy"]
+    # (node 1 had no parent, node 4 had node 1)
+    name, before = ("n1", None) if node == 0 else ("n4", 1)
+    assert (node + 1, name, 2) in rows["retort"]
+    assert (node + 1, name, before) in rows["sqlalchemy"]
 
 
 def test_divergence_a_member_taken_out_before_a_rollback_is_not_cascaded(
