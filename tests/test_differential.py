@@ -2843,14 +2843,17 @@ class Lockstep:
         return out
 
     def lost_node_key(self) -> int | None:
-        """A handle of a node whose parent_id retort's holds as the key of a parent that
-        SQLAlchemy's holds (loaded), or that had it queued for its unloaded children before
-        the step, where SQLAlchemy's parent_id is another (NULL, or the parent before)."""
+        """A handle of a node of both sessions whose parent_id retort's holds as the key of a
+        parent that SQLAlchemy's holds (loaded), or that had it queued for its unloaded
+        children before the step, where SQLAlchemy's parent_id is another (NULL, or the
+        parent before)."""
         sa, rt = self.sa, self.rt
+        if len(sa.handles) != len(rt.handles):
+            return None  # (the outcomes differ already in what they handed out)
         rows: dict[str, dict[Any, Any]] | None = None
         for i, (a, b) in enumerate(zip(sa.handles, rt.handles, strict=True)):
-            if sa.cls_of(a) != "Node":
-                continue
+            if sa.cls_of(a) != "Node" or a not in sa.session or b not in rt.session:
+                continue  # (one outside the session writes nothing: Side.fk_unsettled)
             sa_d, rt_d = sa.api.inspect(a).dict, rt.api.inspect(b).dict
             if "parent_id" not in sa_d or "parent_id" not in rt_d:
                 # expired (a commit wrote it): the committed rows say
