@@ -2977,7 +2977,7 @@ class Lockstep:
             # rollback)
             return "a rollback leaves no persistent object of a row it removed"
         if (
-            step[0] in ("rollback", "bad_sql")
+            step[0] in ("rollback", "rollback_nested", "bad_sql")
             and any("changed on a non-active transaction" in w for w in self.sa_warnings)
             and any(
                 self.sa.lifecycle(a) == "persistent" and self.rt.lifecycle(b) == "detached"
@@ -2990,10 +2990,11 @@ class Lockstep:
             # transaction, restores its snapshot a second time and puts the expunged object
             # back in the session; retort's rollback leaves it detached, as it would were the
             # session otherwise unchanged (SQLAlchemy too then). Likewise for the rollback
-            # that ends the fault step, and for an object marked deleted (not flushed) before
-            # the failed flush
+            # that ends the fault step, for the rollback of a SAVEPOINT whose flush failed,
+            # and for an object marked deleted (not flushed) before the failed flush
             # (test_divergence_rollback_leaves_detached_an_object_expunged_after_a_failed_flush,
-            # test_divergence_the_fault_steps_rollback_leaves_an_expunged_object_detached)
+            # test_divergence_the_fault_steps_rollback_leaves_an_expunged_object_detached,
+            # test_divergence_a_savepoints_rollback_leaves_an_expunged_object_detached)
             return "rollback() leaves an object expunged after a failed flush detached"
         if step[0] == "delete" and any(
             self.sa.api.inspect(o).was_deleted for o in self.sa.session.deleted
@@ -7366,6 +7367,37 @@ def test_divergence_the_fault_steps_rollback_leaves_an_expunged_object_detached(
         "(improvement: rollback() leaves an object expunged after a failed flush detached)"
     )
     assert run.rt.lifecycle(run.rt.handles[1]) == "detached"
+
+
+def test_divergence_a_savepoints_rollback_leaves_an_expunged_object_detached(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4's DELETE is flushed inside a SAVEPOINT, whose next
+    # flush fails (a duplicate key); parent 4 is expunged and a new parent added. Rolling the
+    # SAVEPOINT back: SQLAlchemy warns that the state changed on a non-active transaction and
+    # puts parent 4 back in the session; retort leaves it detached
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Parent", 1),
+            ("begin_nested",),
+            ("delete", 0),
+            ("get", "Parent", 2),  # (its autoflush deletes parent 4)
+            ("new", "Parent", 1, "a", "add", None),
+        ],
+    ) as run:
+        failed = run.step(("get", "Child", 1))
+        assert failed is not None and failed.value == "IntegrityError"
+        assert run.step(("expunge", 0)) is not None
+        assert run.step(("new", "Parent", 5, "a", "add", None)) is not None
+        assert run.step(("rollback_nested",)) is None
+        assert [s.lifecycle(s.handles[0]) for s in sides] == ["persistent", "detached"]
+    assert run.program[-1] == (
+        "rollback_nested()  -> ok None (improvement: rollback() leaves an object expunged after "
+        "a failed flush detached)"
+    )
 
 
 def test_divergence_rollback_leaves_detached_an_object_expunged_after_a_failed_flush(
