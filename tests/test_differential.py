@@ -2238,6 +2238,14 @@ class Lockstep:
             # (test_divergence_a_flush_sending_nothing_for_an_object_whose_row_is_gone,
             # test_divergence_a_flush_updating_an_object_whose_row_is_gone)
             return "a flush changing an object whose row is gone does not load it"
+        if gone is not None and rt.value == "IntegrityError":
+            # likewise, where retort's flush, which does not load the object, fails on another
+            # row the database refuses (a duplicate key) before it gets to the object, a
+            # statement SQLAlchemy's flush never got to send
+            # (test_divergence_a_flush_refused_before_it_gets_to_an_object_whose_row_is_gone)
+            return (
+                "a flush changing an object whose row is gone does not load it (then a row refused)"
+            )
         if sa.value == "CircularDependencyError" and rt.value == "IntegrityError":
             # retort broke the cycle, ran the flush and met the database's refusal of another
             # of its rows (a duplicate key) that SQLAlchemy never got to send
@@ -7648,6 +7656,41 @@ def test_improvement_a_new_node_a_key_set_by_hand_names_is_inserted_first(
     assert run.program[-1] == (
         "flush()  -> raised IntegrityError / retort: ok None (improvement: rows a key set by "
         "hand names are inserted before the UPDATE)"
+    )
+
+
+def test_divergence_a_flush_refused_before_it_gets_to_an_object_whose_row_is_gone(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 is inserted, expunged, and loaded again as another
+    # instance (handle 6); a failed statement rolls the transaction back (its row is gone,
+    # handle 6 expired). New child 1 (a key taken) and child 5 are added, child 5 given the
+    # expunged parent 4, and handle 6's code is changed. Loading tag 1's parents autoflushes:
+    # SQLAlchemy's flush loads handle 6 to read its key and raises ObjectDeletedError;
+    # retort's knows the key, and the database refuses child 1 first
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Tag", 1),
+            ("expunge", 0),
+            ("new", "Parent", 5, "a", "add", None),
+            ("query", "Parent"),
+            ("new", "Parent", 6, "a", "add", None),
+            ("bad_sql", "Child", 1),
+            ("new", "Child", 1, "a", "add", None),
+            ("new", "Child", 5, "a", "add", None),
+            ("move", 8, 0, "set"),
+            ("set", 6, "code", None),
+        ],
+    ) as run:
+        assert run.sa.key(run.sa.handles[6]) == ("Parent", 4)
+        assert run.step(("remove", 1, "parents", 0)) is None
+    assert run.program[-1] == (
+        "remove(1, 'parents', 0)  -> raised ObjectDeletedError / retort: raised IntegrityError "
+        "(improvement: a flush changing an object whose row is gone does not load it (then a "
+        "row refused))"
     )
 
 
