@@ -431,6 +431,14 @@ class Side:
             return self.session._core.identity_lookup(model.__mapper__._core, (pk,))
         return self.session.identity_map.get(self.session.identity_key(model, pk))
 
+    def expired_handles(self) -> set[int]:
+        """The handles of the objects held persistent and expired."""
+        return {
+            i
+            for i, obj in enumerate(self.handles)
+            if self.api.inspect(obj).persistent and self.api.inspect(obj).expired
+        }
+
     def held_loaded(self, cls: str, pk: Any) -> bool:
         """Whether the identity map holds an object of this key, not expired as a whole (get()
         answers it without SQL, and without an autoflush)."""
@@ -3213,11 +3221,7 @@ class Lockstep:
             self.sa.held_loaded(*step[1:3]) and not self.rt.held_loaded(*step[1:3])
         )
         self.sa_queued_nodes = self.sa_nodes_queued_for_children()
-        self.sa_expired = {
-            i
-            for i, obj in enumerate(self.sa.handles)
-            if self.sa.api.inspect(obj).persistent and self.sa.api.inspect(obj).expired
-        }
+        self.sa_expired = self.sa.expired_handles()
         sa = _attempt(self.sa, step)
         self.sa_warnings = self.sa.warned[sa_warned:]
         if step[0] in ("rollback", "rollback_nested", "bad_sql"):
@@ -3234,11 +3238,7 @@ class Lockstep:
             if step[0] in ("merge", "merge_new")
             else set()
         )
-        self.rt_expired = {
-            i
-            for i, obj in enumerate(self.rt.handles)
-            if self.rt.api.inspect(obj).persistent and self.rt.api.inspect(obj).expired
-        }
+        self.rt_expired = self.rt.expired_handles()
         keys_before = (
             [o.__dict__.get("parent_id", _ABSENT) for o in self.rt.handles]
             if rts.is_active
