@@ -4342,6 +4342,32 @@ def test_bug_a_deleted_parents_flush_clears_the_key_of_a_child_taken_out_and_del
         run.finish()
 
 
+def test_bug_a_deleted_parents_flush_leaves_the_key_of_a_child_a_new_parent_gained(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 5 is inserted, and a rollback makes it transient.
+    # Node 1 is marked deleted, and node 2 given node 5 as its parent (the backref cascade
+    # puts node 5 back in the session, its children listing node 2). expire_all() discards
+    # node 2's own change; the autoflush's DELETE of node 1 loads its children (node 2
+    # among them, its row still names node 1) and clears their keys. SQLAlchemy's leaves
+    # node 2, which node 5's collection gained, with node 5's key; retort's cleared it
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Node", 5, "a", "add", None),
+            ("query", "Node"),  # (nodes 1 to 4: handles 1 to 4)
+            ("rollback",),
+            ("delete", 1),
+            ("node_parent", 2, 0),
+            ("expire_all",),
+        ],
+    ) as run:
+        assert run.step(("query", "Parent")) is not None
+        assert run.rt.handles[2].__dict__["parent_id"] == 5
+        run.finish()
+
+
 def test_bug_an_object_whose_delete_a_savepoints_rollback_undid_is_held_weakly(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -566,6 +566,12 @@ class RelatedChanges:
         self.link_mapper: dict[Any, Any] = {}  # whose bind an association table's rows use
         self.link_cols: dict[Any, list[Any]] = {}  # an association table's columns, in order
         self.collections: list[Any] = []
+        # children left by their parent (taken out of its collection, or listed by a parent
+        # being deleted without a delete cascade), to lose their foreign key unless another
+        # parent gained them (see _clear_keys_left)
+        self.left: list[tuple[Any, Any]] = []
+        # per one-to-many: ids of the members queued for its unloaded collections
+        self.queued_gains: dict[Any, set[int]] = {}
         # per relationship: its key, the attribute names its rows take from the owner and
         # from the item, and their order in the row
         self._shapes: dict[Any, tuple[Any, list[str], list[str], list[int]]] = {}
@@ -662,7 +668,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 if not p.viewonly:
                     _parent_deleted(session, obj, p, changes)
         elif prop.direction == "ONETOMANY":
-            _sync_one_to_many(session, obj, prop, value)
+            _sync_one_to_many(session, obj, prop, value, changes)
         else:
             for item in value._added.values():
                 if _linkable(session, item, prop):
@@ -671,6 +677,8 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 if not _outside(session, item, prop):
                     changes.link_delete(prop, obj, item)
             changes.collections.append(value)
+    if changes.left:
+        _clear_keys_left(session, changes)
     # last: an orphan deleted above keeps its foreign key as it was, as in SQLAlchemy
     for target, prop in core.sync_many_to_one(objs):
         # towards an object outside the session: nothing is written, and the new value is
@@ -743,9 +751,11 @@ def _sync_queued(
                     changes.link_delete(prop, obj, item)
             continue
         parent_values = None
+        gains = changes.queued_gains.setdefault(prop, set())
         for count, item in net.values():
             if count <= 0:
                 continue
+            gains.add(id(item))
             if _in_session(session, item) and not _many_to_one_settled(item, prop):
                 continue
             if parent_values is None:
@@ -831,7 +841,9 @@ def _delete_unparented(session: Any) -> None:
                 session._cascade_delete(child)
 
 
-def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any) -> None:
+def _sync_one_to_many(
+    session: Any, obj: Any, prop: Any, value: Any, changes: RelatedChanges
+) -> None:
     """What the core leaves of a one-to-many: the members a collection lost (those it gained
     have the key already), or a scalar one-to-many's key copy and the object it replaced."""
     parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
@@ -844,7 +856,7 @@ def _sync_one_to_many(session: Any, obj: Any, prop: Any, value: Any) -> None:
         for child in items:
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
-    _settle_removed(session, obj, prop, items, removed, parent_values)
+    _settle_removed(session, obj, prop, items, removed, parent_values, changes)
 
 
 def _settle_removed(
@@ -854,11 +866,13 @@ def _settle_removed(
     items: list[Any],
     removed: list[Any],
     parent_values: list[Any],
+    changes: RelatedChanges,
     parent_deleted: bool = False,
 ) -> None:
     """Children taken out of `obj`'s one-to-many `prop` (and not put back): deleted as orphans
     under delete-orphan, else given a NULL foreign key (unless this flush deletes them),
-    unless another parent took them. (With `parent_deleted`, `obj` is being deleted.)"""
+    unless another parent took them (its many-to-one says so, or a collection gained them:
+    see _clear_keys_left). (With `parent_deleted`, `obj` is being deleted.)"""
     for child in removed:
         if any(x is child for x in items):
             continue
@@ -893,10 +907,45 @@ def _settle_removed(
             # one this flush deletes keeps its foreign key, as in SQLAlchemy, whose one-to-many
             # clears no key of an object it deletes
             continue
-        _null_key(child, prop)
+        changes.left.append((child, prop))
 
 
-def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
+def _clear_keys_left(session: Any, changes: RelatedChanges) -> None:
+    """The children left by their parent (taken out of its collection, or listed by a parent
+    being deleted without a delete cascade) lose their foreign key, but for those this flush
+    deletes (as in SQLAlchemy) and those another parent gained in this flush: its collection
+    has given them its key, even where an expiry has discarded the change of the child's own
+    many-to-one. SQLAlchemy's one-to-many likewise leaves the children its collections add,
+    but counts those of loaded collections only, and clears the key of a child queued for an
+    unloaded one, which lists it once loaded
+    (test_improvement_a_child_queued_for_another_parents_unloaded_children_keeps_its_key)."""
+    gained: dict[Any, set[int]] = {}
+    marked_deleted = session._core.is_marked_deleted
+    for child, prop in changes.left:
+        ids = gained.get(prop)
+        if ids is None:
+            ids = gained[prop] = _gained_by(changes, prop)
+        if id(child) not in ids and not marked_deleted(child):
+            _null_key(child, prop)
+
+
+def _gained_by(changes: RelatedChanges, prop: Any) -> set[int]:
+    """Ids of the members that the collections of one-to-many `prop` in this flush gained:
+    those appended (queued for an unloaded collection included), and every member of an
+    owner without a row."""
+    ids = set(changes.queued_gains.get(prop, ()))
+    for coll in changes.collections:
+        if getattr(coll, "_prop", None) is not prop:
+            continue
+        ids.update(coll._added)
+        owner = coll._owner_ref()
+        state = None if owner is None else owner.__dict__.get("_retort_state")
+        if state is not None and not state.has_identity:
+            ids.update(id(x) for x in coll)
+    return ids
+
+
+def _parent_deleted(session: Any, obj: Any, prop: Any, changes: RelatedChanges) -> None:
     if prop.direction == "MANYTOONE":
         return
     if prop.passive_deletes and prop.key not in obj.__dict__:
@@ -921,10 +970,8 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
     if deletes and not orphans:
         return  # the children are deleted with it (cascaded by Session.delete)
     if not deletes:
-        deleted = session.deleted
-        for child in items:
-            if child not in deleted:  # (one this flush deletes keeps its key)
-                _null_key(child, prop)
+        # (settled once every collection has given its members their key)
+        changes.left.extend((child, prop) for child in items)
     # without delete-orphan, those taken out of the collection since the last flush lose the
     # key too, unless another parent took them or this flush deletes them: one outside the
     # session included, as where the parent stays (_sync_one_to_many), and as SQLAlchemy's
@@ -937,4 +984,4 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: Any) -> None:
         removed = session._orphans.pop(id(obj), []) if orphans else []
     if removed:
         parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
-        _settle_removed(session, obj, prop, items, removed, parent_values, True)
+        _settle_removed(session, obj, prop, items, removed, parent_values, changes, True)
