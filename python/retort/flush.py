@@ -924,22 +924,24 @@ def _clear_keys_left(session: Any, changes: RelatedChanges) -> None:
     for child, prop in changes.left:
         ids = gained.get(prop)
         if ids is None:
-            ids = gained[prop] = _gained_by(changes, prop)
+            ids = gained[prop] = _gained_by(session, changes, prop)
         if id(child) not in ids and not marked_deleted(child):
             _null_key(child, prop)
 
 
-def _gained_by(changes: RelatedChanges, prop: Any) -> set[int]:
+def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
     """Ids of the members that the collections of one-to-many `prop` in this flush gained:
     those appended (queued for an unloaded collection included), and every member of an
-    owner without a row."""
+    owner without a row; not those of an owner this flush deletes."""
     ids = set(changes.queued_gains.get(prop, ()))
     for coll in changes.collections:
         if getattr(coll, "_prop", None) is not prop:
             continue
-        ids.update(coll._added)
         owner = coll._owner_ref()
-        state = None if owner is None else owner.__dict__.get("_retort_state")
+        if owner is None or session._core.is_marked_deleted(owner):
+            continue
+        ids.update(coll._added)
+        state = owner.__dict__.get("_retort_state")
         if state is not None and not state.has_identity:
             ids.update(id(x) for x in coll)
     return ids
