@@ -178,6 +178,11 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   hand: SQLAlchemy's backref had set its many-to-one to None, which the merged copy carries
   into its foreign key; retort's found nothing to undo and the copy keeps the key set by hand
   (not drawn: Drawer.taken_from_a_parent_unrowed);
+- merge() of a child whose loaded many-to-one is None onto an object the identity map holds
+  expired, whose committed key names a delete-orphan parent the identity map holds loaded:
+  SQLAlchemy's merge knows no old parent and its flush sets the key to NULL; retort's takes
+  the child out of that parent, as SQLAlchemy's merge onto a loaded object does, and deletes
+  the orphan (not drawn: Drawer.merges_no_parent_onto_an_expired_child);
 - merge() of a child whose loaded many-to-one names another key than its parent_id holds (set
   by hand), onto an object the identity map holds expired: SQLAlchemy's merge counts the
   many-to-one it copies as a change (its old value unknown) and its flush writes that parent's
@@ -1095,6 +1100,17 @@ class Drawer:
             # (test_the_draw_merges_no_key_set_by_hand_onto_an_expired_object)
             return None
         if step[0] == "merge" and self.reaches(
+            _objects(step), self.merges_no_parent_onto_an_expired_child
+        ):
+            # merge() of a child whose loaded many-to-one is None onto an object SQLAlchemy's
+            # identity map holds expired: SQLAlchemy's merge knows no old parent (the key is
+            # not loaded) and takes the child out of no collection, so its flush writes NULL;
+            # retort's takes it out of the parent its committed key names, where the identity
+            # map holds that parent loaded, as SQLAlchemy's merge onto a loaded object does, and
+            # its flush deletes the orphan
+            # (test_the_draw_merges_no_parentless_child_onto_an_expired_object)
+            return None
+        if step[0] == "merge" and self.reaches(
             _objects(step), self.columns_loaded_by_retort_only_onto_another
         ):
             # merge() copies the loaded columns onto the object of the key: retort's copy
@@ -1270,6 +1286,19 @@ class Drawer:
         if d.get("id") is None:
             return False
         target = sa.held(sa.cls_of(obj), d["id"])
+        return target is not None and bool(sa.api.inspect(target).expired)
+
+    def merges_no_parent_onto_an_expired_child(self, obj: Any) -> bool:
+        """Whether `obj` (on SQLAlchemy's side) is a child outside the session whose loaded
+        many-to-one is None, and the identity map holds its row's object expired (what
+        merge() copies it onto)."""
+        sa = self.oracle
+        if sa.cls_of(obj) != "Child" or obj in sa.session:
+            return False
+        d = sa.api.inspect(obj).dict
+        if d.get("parent", "unloaded") is not None or d.get("id") is None:
+            return False
+        target = sa.held("Child", d["id"])
         return target is not None and bool(sa.api.inspect(target).expired)
 
     def taken_from_a_parent_unrowed(self, obj: Any) -> bool:
@@ -5584,6 +5613,36 @@ def test_the_draw_merges_no_key_set_by_hand_onto_an_expired_object(
         assert run.step(("merge", 0)) is not None  # (what the draw leaves out)
         with pytest.raises(Divergence, match=r"Child\.parent_id of handle 1"):
             run.step(("flush",))
+
+
+def test_the_draw_merges_no_parentless_child_onto_an_expired_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: a transient child 5 whose many-to-one is set to None,
+    # and a persistent child 5 of parent 1 (delete-orphan), expired by a commit; parent 1 is
+    # loaded again (read through child 6). merge() of the transient copy onto child 5:
+    # SQLAlchemy's merge copies None onto the expired object without knowing the old parent,
+    # and its flush sets parent_id to NULL; retort's takes child 5 out of parent 1's
+    # children, as SQLAlchemy's merge onto a loaded child 5 does, and its flush deletes the
+    # orphan. The draw leaves that merge out
+    steps: list[Step] = [
+        ("query", "Node"),  # (handles 0 to 3)
+        ("new", "Child", 5, "a", "add", None),
+        ("move", 4, None, "set"),
+        ("rollback",),  # (child 5, handle 4, is transient)
+        ("get", "Parent", 1),
+        ("new", "Child", 5, "a", "append", 5),
+        ("new", "Child", 6, "a", "append", 5),
+        ("commit",),
+        ("read", 7, "parent"),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.merges_no_parent_onto_an_expired_child(run.sa.handles[4])
+        assert not drawer.merges_no_parent_onto_an_expired_child(run.sa.handles[7])
+        assert run.step(("merge", 4)) is not None  # (what the draw leaves out)
+        with pytest.raises(Divergence, match="state of handle 6"):
+            run.step(("remove", 0, "children", 0))  # (its lazy load's autoflush)
 
 
 def test_the_draw_merges_no_deleted_object_whose_parent_sqlalchemy_holds_as_none(
