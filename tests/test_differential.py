@@ -4346,6 +4346,32 @@ def test_bug_a_child_whose_loaded_parent_is_none_taken_from_a_parent_without_a_r
         run.finish()
 
 
+def test_bug_a_deleted_parents_flush_clears_the_key_of_a_child_never_added_taken_out(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5, never added, is given parent 4, whose INSERT
+    # copies its key into the child (outside the session: nothing is written). The child
+    # is then taken out of parent 4's children (delete-orphan: nothing to delete) and parent
+    # 4 deleted. SQLAlchemy's flush of the DELETE clears the child's key in memory, as for a
+    # child a rollback made transient; retort's left it naming the deleted parent
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("new", "Child", 5, "a", "set_parent", 0),
+            ("flush",),
+            ("move", 1, None, "set"),
+            ("delete", 0),
+        ],
+    ) as run:
+        assert run.rt.handles[1].__dict__["parent_id"] == 4
+        assert run.step(("flush",)) is not None
+        assert run.rt.lifecycle(run.rt.handles[1]) == "transient"
+        assert run.rt.handles[1].__dict__["parent_id"] is None
+        run.finish()
+
+
 def test_bug_a_deleted_parents_flush_clears_the_key_of_a_child_taken_out_and_deleted_before(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -896,13 +896,13 @@ def _settle_removed(
                 continue
             if not (
                 parent_deleted
-                and state is not None
-                and (state.lifecycle == "transient" or deleted_by_flush(child))
+                and (state is None or state.lifecycle == "transient" or deleted_by_flush(child))
             ):
                 continue
-            # no orphan to delete (made transient by a rollback, or deleted by an earlier
-            # flush): as SQLAlchemy's flush of the parent's DELETE, clear its foreign key,
-            # which names the deleted parent (in memory only for one without a row)
+            # no orphan to delete (never in a session, made transient by a rollback, or
+            # deleted by an earlier flush): as SQLAlchemy's flush of the parent's DELETE, clear
+            # its foreign key, which names the deleted parent (in memory only for one without
+            # a row)
         elif session._core.is_marked_deleted(child):
             # one this flush deletes keeps its foreign key, as in SQLAlchemy, whose one-to-many
             # clears no key of an object it deletes
