@@ -1093,6 +1093,11 @@ class Drawer:
             # key set by hand since, retort's writes that key
             # (test_the_draw_sets_no_key_where_only_sqlalchemy_counts_a_parent_change)
             return None
+        if self.unsets_parent_over_a_key_set_by_hand(step):
+            # likewise in the other order: the key set by hand first, then the many-to-one
+            # set to None where SQLAlchemy knows no old parent
+            # (test_the_draw_unsets_no_parent_over_a_key_set_by_hand)
+            return None
         if step[0] == "merge" and self.reaches(_objects(step), self.merges_a_key_set_by_hand):
             # merge() of a child or node whose loaded many-to-one does not name the key its
             # parent_id holds (set by hand), onto an object SQLAlchemy's identity map holds
@@ -1216,6 +1221,22 @@ class Drawer:
             sa.api.inspect(sa.handles[handle]).attrs.parent.history.has_changes()
             != rt.api.inspect(rt.handles[handle]).attrs.parent.history.has_changes()
         )
+
+    def unsets_parent_over_a_key_set_by_hand(self, step: Step) -> bool:
+        """Whether this step sets the many-to-one of an object to None while its parent_id
+        holds a change set by hand since the last flush, and SQLAlchemy knows no old parent
+        (it counts None as a change, which its flush writes over the key; retort compares
+        with the committed parent it knows)."""
+        if not (step[0] == "node_parent" or (step[0] == "move" and step[3] == "set")):
+            return False
+        if step[2] is not None:
+            return False
+        sa = self.oracle
+        insp = sa.api.inspect(sa.handles[step[1]])
+        if "parent_id" not in insp.dict or not insp.attrs.parent_id.history.has_changes():
+            return False
+        history = insp.attrs.parent.history
+        return not history.deleted and not history.unchanged
 
     def links_again_one_side_queued(self, parent: int, tag: int) -> bool:
         """Whether (on SQLAlchemy's side) one of the parent's tags and the tag's parents is
@@ -4774,6 +4795,28 @@ def test_the_draw_cascades_no_new_node_into_a_row_switch(
         assert run.step(("node_parent", 2, 0)) is not None
         with pytest.raises(Divergence, match="outcome of step 5"):
             run.step(("query", "Node"))
+
+
+def test_the_draw_unsets_no_parent_over_a_key_set_by_hand(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 5 is inserted, given itself as its parent, then
+    # parent_id 1 by hand, then no parent. SQLAlchemy, which never loaded the many-to-one,
+    # counts None as a change and the autoflush of merge() writes NULL over the key set by
+    # hand; retort knows the INSERT left no parent, sees no change and writes 1
+    steps: list[Step] = [
+        ("new", "Node", 5, "a", "add", None),
+        ("flush",),
+        ("node_parent", 0, 0),
+        ("set", 0, "parent_id", 1),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        drawer = Drawer(None, run.sa, run.rt)
+        assert drawer.unsets_parent_over_a_key_set_by_hand(("node_parent", 0, None))
+        assert not drawer.unsets_parent_over_a_key_set_by_hand(("node_parent", 0, 0))
+        assert run.step(("node_parent", 0, None)) is not None
+        with pytest.raises(Divergence, match=r"Node\.parent_id of handle 0"):
+            run.step(("merge", 0))
 
 
 def test_the_draw_switches_no_row_of_a_tag_linked_since_flush(
