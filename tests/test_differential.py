@@ -4415,43 +4415,20 @@ def test_bug_a_child_whose_loaded_parent_is_none_taken_from_a_parent_without_a_r
         run.finish()
 
 
-def test_bug_a_deleted_parents_flush_clears_the_key_of_a_child_never_added_taken_out(
-    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+@pytest.mark.parametrize("case", ["deleted-before", "never-added"])
+def test_bug_a_deleted_parents_flush_clears_the_key_of_a_child_taken_out_without_a_row(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any], case: str
 ) -> None:
-    # found by the nightly search: child 5, never added, is given parent 4, whose INSERT
-    # copies its key into the child (outside the session: nothing is written). The child
-    # is then taken out of parent 4's children (delete-orphan: nothing to delete) and parent
-    # 4 deleted. SQLAlchemy's flush of the DELETE clears the child's key in memory, as for a
-    # child a rollback made transient; retort's left it naming the deleted parent
-    with _stepped(
-        sides,
-        admin_conn,
-        [
-            ("new", "Parent", 4, "a", "add", None),
-            ("new", "Child", 5, "a", "set_parent", 0),
-            ("flush",),
-            ("move", 1, None, "set"),
-            ("delete", 0),
-        ],
-    ) as run:
-        assert run.rt.handles[1].__dict__["parent_id"] == 4
-        assert run.step(("flush",)) is not None
-        assert run.rt.lifecycle(run.rt.handles[1]) == "transient"
-        assert run.rt.handles[1].__dict__["parent_id"] is None
-        run.finish()
-
-
-def test_bug_a_deleted_parents_flush_clears_the_key_of_a_child_taken_out_and_deleted_before(
-    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
-) -> None:
-    # found by the nightly search: child 6 is taken out of new parent 4's children, and the
-    # parent is expunged before the flush that deletes the child (an orphan), so that no flush
-    # of the parent settled the removal. delete() of the parent attaches it again, and the
-    # flush of its DELETE clears, as SQLAlchemy's does, the foreign key of the child taken out
-    # (in memory: the child has no row); retort's left it naming the deleted parent
-    with _stepped(
-        sides,
-        admin_conn,
+    # found by the nightly search. deleted-before: child 6 is taken out of new parent 4's
+    # children, and the parent is expunged before the flush that deletes the child (an
+    # orphan), so that no flush of the parent settled the removal; delete() of the parent
+    # attaches it again. never-added: child 6, never added, is given parent 4, whose INSERT
+    # copies its key into the child (outside the session: nothing is written); the child is
+    # taken out of parent 4's children (delete-orphan: nothing to delete) and parent 4
+    # deleted. In both, the flush of the parent's DELETE clears, as SQLAlchemy's does, the
+    # foreign key of the child taken out (in memory: the child has no row); retort's left it
+    # naming the deleted parent
+    steps: list[Step] = (
         [
             ("new", "Parent", 4, "a", "add", None),
             ("new", "Child", 6, "a", "append", 0),
@@ -4460,11 +4437,21 @@ def test_bug_a_deleted_parents_flush_clears_the_key_of_a_child_taken_out_and_del
             ("expunge", 0),
             ("flush",),  # (deletes child 6, an orphan)
             ("delete", 0),
-        ],
-    ) as run:
+        ]
+        if case == "deleted-before"
+        else [
+            ("new", "Parent", 4, "a", "add", None),
+            ("new", "Child", 6, "a", "set_parent", 0),
+            ("flush",),
+            ("move", 1, None, "set"),
+            ("delete", 0),
+        ]
+    )
+    with _stepped(sides, admin_conn, steps) as run:
         assert run.rt.handles[1].__dict__["parent_id"] == 4
         assert run.step(("flush",)) is not None
-        assert run.rt.lifecycle(run.rt.handles[1]) == "deleted"
+        lifecycle = "deleted" if case == "deleted-before" else "transient"
+        assert run.rt.lifecycle(run.rt.handles[1]) == lifecycle
         assert run.rt.handles[1].__dict__["parent_id"] is None
         run.finish()
 
