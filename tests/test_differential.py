@@ -1605,14 +1605,22 @@ class Drawer:
         """Whether `obj` (on SQLAlchemy's side) is outside the session without a row and holds
         the key of an object the next flush deletes (marked deleted, or an orphan child)."""
         sa = self.oracle
-        insp = sa.api.inspect(obj)
-        if not insp.transient:
-            return False
-        key = sa.key(obj)
-        deleted = [o for o in sa.session.deleted if sa.key(o) == key]
-        if key[0] == "Tag":  # (see "new" in _draw)
-            return any(self.linked_since_flush(o) for o in deleted)
-        return bool(deleted) or (key[0] == "Child" and self.orphan_of_key(key[1]))
+        return bool(sa.api.inspect(obj).transient) and self.switches_a_row(sa.key(obj))
+
+    def switches_a_row(self, key: tuple[str, Any]) -> bool:
+        """Whether a new object with `key` in the session makes a row switch the libraries
+        write differently (see "new" in _draw): the key of an object the next flush deletes
+        (marked deleted, or an orphan child) whose row switch differs."""
+        sa = self.oracle
+        if any(sa.key(o) == key and self.row_switch_differs(o) for o in sa.session.deleted):
+            return True
+        return key[0] == "Child" and self.orphan_of_key(key[1])
+
+    def row_switch_differs(self, deleted: Any) -> bool:
+        """Whether a row switch taking the key of `deleted` (on SQLAlchemy's side) differs
+        between the libraries: for any object but a tag (the columns the new object leaves
+        unset), and for a tag that gained an association since the last flush."""
+        return self.oracle.cls_of(deleted) != "Tag" or self.linked_since_flush(deleted)
 
     def orphan_of_key(self, pk: int) -> bool:
         """Whether the persistent child with key `pk` (on SQLAlchemy's side) was taken out of
@@ -1892,10 +1900,7 @@ class Drawer:
                 if target is None:
                     via = "add"
             pk = self.new_key(cls)
-            deleted = [o for o in self.oracle.session.deleted if self.oracle.key(o) == (cls, pk)]
-            if (cls != "Tag" and (deleted or (cls == "Child" and self.orphan_of_key(pk)))) or (
-                cls == "Tag" and any(self.linked_since_flush(o) for o in deleted)
-            ):
+            if self.switches_a_row((cls, pk)):
                 # a row switch leaving a column unset: retort writes NULL where SQLAlchemy
                 # keeps the deleted row's value (the key of an object the next flush deletes,
                 # marked or an orphan)
@@ -1997,9 +2002,7 @@ class Drawer:
                 # see test_improvement_deleting_a_parent_expunges_its_pending_children in
                 # test_relationships.py
                 return None
-            if kind == "delete" and (
-                classes[target] != "Tag" or self.linked_since_flush(self.oracle.handles[target])
-            ):
+            if kind == "delete" and self.row_switch_differs(self.oracle.handles[target]):
                 obj = self.oracle.handles[target]
                 key = self.oracle.key(obj)
                 if any(o is not obj and self.oracle.key(o) == key for o in self.oracle.session.new):
