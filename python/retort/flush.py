@@ -943,7 +943,7 @@ def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
         ids.update(coll._added)
         state = owner.__dict__.get("_retort_state")
         if state is not None and not state.has_identity:
-            ids.update(id(x) for x in coll)
+            ids.update(map(id, coll))
     return ids
 
 
