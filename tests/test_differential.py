@@ -1656,10 +1656,10 @@ class Drawer:
             return False
         parent = insp.dict["parent"]
         if parent is None:
-            # (SQLAlchemy's flush clears the key for a None set since, and so does retort's;
-            # with no change left, as after a merge()'s autoflush that a rollback undid,
-            # SQLAlchemy's inserts the key set by hand, retort's the None the object holds)
-            return not insp.attrs.parent.history.added and parent_id is not None
+            # (both flushes clear the key for a None set since; with no change left, as after
+            # a merge()'s autoflush that a rollback undid, both insert the key set by hand:
+            # test_the_draw_sets_a_parent_id_of_a_new_object_holding_a_none_parent_no_flush_syncs)
+            return False
         if any(x is not None for x in insp.attrs.parent.history.added):
             return False
         target = sa.api.inspect(parent)
@@ -4270,14 +4270,15 @@ def test_the_draw_sets_no_parent_id_of_a_new_object_against_a_parent_no_flush_sy
             run.step(("flush",))
 
 
-def test_the_draw_sets_no_parent_id_of_a_new_object_holding_a_none_parent_no_flush_syncs(
+def test_the_draw_sets_a_parent_id_of_a_new_object_holding_a_none_parent_no_flush_syncs(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
     # found by the nightly search: new node 5's parent_id and parent are set to None after
     # merge() of new parent 4 (whose load autoflushes node 5), and rollback() makes node 5
-    # transient, its parent None with no change left for SQLAlchemy. Put back in
-    # the session by new node 6 under it and given parent_id 1 by hand, it is inserted with 1
-    # by SQLAlchemy, with NULL (the parent it holds) by retort
+    # transient, its parent None with no change left. Put back in the session by new node 6
+    # under it and given parent_id 1 by hand, it is inserted with 1 by both libraries (retort
+    # wrote the None it holds until the fix tested by test_relationships.py's
+    # test_bug_a_key_set_by_hand_after_a_rollback_undid_the_insert_is_written)
     with _stepped(
         sides,
         admin_conn,

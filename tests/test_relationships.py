@@ -2004,6 +2004,36 @@ def test_a_parent_made_transient_by_a_rollback_copies_its_key_into_members_added
     assert _children_of(orm) == {"a": None, "b": "p"}
 
 
+@pytest.mark.parametrize("how", ["read", "deleted"])
+def test_bug_a_key_set_by_hand_after_a_rollback_undid_the_insert_is_written(
+    orm: Api, how: str
+) -> None:
+    # found by the differential search: child c is inserted without a parent, and its parent
+    # becomes loaded as None (read by hand, or by the flush of its DELETE); a rollback undoes
+    # the INSERT. parent_id set by hand since is what c's INSERT writes, as in SQLAlchemy: the
+    # None loaded is no change of the many-to-one (retort's flush took every many-to-one an
+    # object without a row holds for one, and wrote NULL)
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        p = Parent(name="p")
+        s.add(p)
+        s.commit()
+        c = Child(name="c")
+        s.add(c)
+        s.flush()
+        if how == "read":
+            assert c.parent is None
+        else:
+            s.delete(c)
+            s.flush()
+        s.rollback()
+        assert orm.inspect(c).transient
+        c.parent_id = p.id
+        s.add(c)
+        s.commit()
+    assert _children_of(orm) == {"c": "p"}
+
+
 def test_a_collection_of_an_expired_object_refreshes_it_first_though_a_column_was_set(
     orm: Api,
 ) -> None:

@@ -223,17 +223,21 @@ pub fn sync_many_to_one<'py>(
             continue;
         }
         let dict = instance_dict(&obj)?;
-        let (has_identity, flushed_delete) = match state_in(&dict)? {
+        let (has_identity, inserted_before, flushed_delete) = match state_in(&dict)? {
             Some(s) => {
                 let inner = s.get().lock()?;
-                (inner.has_key(), inner.lifecycle() == Lifecycle::Deleted)
+                (
+                    inner.has_key(),
+                    inner.expired_insert(),
+                    inner.lifecycle() == Lifecycle::Deleted,
+                )
             }
-            None => (false, false),
+            None => (false, false, false),
         };
         if flushed_delete {
             continue; // its row is gone: nothing of it is written (taken out of a stale collection)
         }
-        let history = if has_identity {
+        let history = if has_identity || inserted_before {
             dict.get_item(HISTORY.get(py))?
         } else {
             None
@@ -246,14 +250,19 @@ pub fn sync_many_to_one<'py>(
             let Some(value) = dict.get_item(key)? else {
                 continue;
             };
-            if has_identity {
+            if has_identity || inserted_before {
                 // unchanged since loaded or flushed: its key is in the row already (and the
                 // object it names may be gone since, its key set to NULL by that delete)
                 let changed = match &history {
                     Some(h) => h.contains(key)?,
                     None => false,
                 };
-                if !changed {
+                // An object made transient by a rollback of its INSERT keeps the parent it
+                // holds (its key is written, where a flush of the rolled-back transaction
+                // may have nulled the foreign key); a None it holds unchanged was loaded,
+                // not set, and names no parent: the foreign key is written as it is (set by
+                // hand, as SQLAlchemy writes it)
+                if !changed && (has_identity || value.is_none()) {
                     continue;
                 }
             }
