@@ -1453,6 +1453,35 @@ def test_a_child_gained_by_another_parent_keeps_its_key_when_its_old_parent_is_d
     ]
 
 
+@pytest.mark.parametrize("new_owner", ["new", "persistent"])
+@pytest.mark.parametrize("loaded", [False, True])
+def test_bug_an_object_a_scalar_one_to_many_gained_keeps_its_key_when_its_old_owner_is_deleted(
+    orm: Api, new_owner: str, loaded: bool
+) -> None:
+    # as above, for a one-to-one (a scalar one-to-many): the profile moves to another user,
+    # is expired (discarding its many-to-one's change), and its old user is deleted. The flush
+    # loads the old user's profile (its row still names that user), and cleared its key after
+    # the new user's had copied its own: retort counted the gains of collections only
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add(User(id=1, name="old", profile=Profile(id=1, bio="b")))
+        s.add(User(id=2, name="other"))
+        s.commit()
+    with orm.session() as s:
+        old = s.get(User, 1)
+        if loaded:
+            assert old.profile is not None
+        owner = User(id=3, name="new") if new_owner == "new" else s.get(User, 2)
+        s.add(owner)
+        profile = s.get(Profile, 1)
+        owner.profile = profile
+        s.expire(profile)
+        s.delete(old)
+        s.commit()
+    key = 3 if new_owner == "new" else 2
+    assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, key)]
+
+
 @pytest.mark.parametrize("order", ["deleted_first", "gaining_first"])
 @pytest.mark.parametrize("expire", ["child", "all"])
 def test_improvement_a_child_queued_for_another_parents_unloaded_children_keeps_its_key(

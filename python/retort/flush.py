@@ -570,8 +570,9 @@ class RelatedChanges:
         # being deleted without a delete cascade), to lose their foreign key unless another
         # parent gained them (see _clear_keys_left)
         self.left: list[tuple[Any, Any]] = []
-        # per one-to-many: ids of the members queued for its unloaded collections
-        self.queued_gains: dict[Any, set[int]] = {}
+        # per one-to-many: ids of the members it gained outside loaded collections: queued
+        # for its unloaded collections, or the value of a scalar one-to-many
+        self.gains: dict[Any, set[int]] = {}
         # per relationship: its key, the attribute names its rows take from the owner and
         # from the item, and their order in the row
         self._shapes: dict[Any, tuple[Any, list[str], list[str], list[int]]] = {}
@@ -751,7 +752,7 @@ def _sync_queued(
                     changes.link_delete(prop, obj, item)
             continue
         parent_values = None
-        gains = changes.queued_gains.setdefault(prop, set())
+        gains = changes.gains.setdefault(prop, set())
         for count, item in net.values():
             if count <= 0:
                 continue
@@ -856,6 +857,8 @@ def _sync_one_to_many(
         for child in items:
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
+            # it keeps that key where a parent it had is deleted (see _clear_keys_left)
+            changes.gains.setdefault(prop, set()).add(id(child))
     _settle_removed(session, obj, prop, items, removed, parent_values, changes)
 
 
@@ -931,9 +934,10 @@ def _clear_keys_left(session: Any, changes: RelatedChanges) -> None:
 
 def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
     """Ids of the members that the collections of one-to-many `prop` in this flush gained:
-    those appended (queued for an unloaded collection included), and every member of an
-    owner without a row; not those of an owner this flush deletes."""
-    ids = set(changes.queued_gains.get(prop, ()))
+    those appended (queued for an unloaded collection included), every member of an owner
+    without a row, and the value of a scalar one-to-many (whose key the flush copies); not
+    those of an owner this flush deletes."""
+    ids = set(changes.gains.get(prop, ()))
     for coll in changes.collections:
         if getattr(coll, "_prop", None) is not prop:
             continue
