@@ -2493,3 +2493,27 @@ def test_a_child_taken_from_a_parent_without_a_row_is_an_orphan_once_changed_unl
         s.commit()
     names = [r[0] for r in orm.fetch("SELECT name FROM children")]
     assert names == (["changed"] if expire_on_commit else [])
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_add_of_an_object_marked_for_deletion_takes_the_mark_back(orm: Api, changed: bool) -> None:
+    # found by a differential search: delete() then add() of the same object writes no DELETE
+    # (SQLAlchemy's add() takes it out of the objects to delete; retort deleted the row). The
+    # changes made before are flushed all the same; the children the delete cascade reached
+    # stay marked (add()'s cascade stops at objects in the session)
+    Parent, Child = parent_child(orm, cascade="all")
+    ids = _family(orm, Parent, Child, {"p": ["a"], "q": []})
+    with orm.session() as s:
+        p = s.get(Parent, ids["p"])
+        q = s.get(Parent, ids["q"])
+        assert [c.name for c in p.children] == ["a"] and q.children == []  # (no autoflush)
+        if changed:
+            p.name = "p2"
+        s.delete(p)
+        s.delete(q)
+        s.add(p)
+        assert p not in s.deleted and q in s.deleted
+        assert [c.name for c in s.deleted if isinstance(c, Child)] == ["a"]
+        s.commit()
+    assert orm.fetch("SELECT name FROM parents ORDER BY id") == [("p2" if changed else "p",)]
+    assert _children_of(orm) == {}

@@ -162,6 +162,27 @@ def test_expunge_detaches_one_object_and_expunge_all_every_object(db: Engine) ->
         assert s.scalar(select(func.count()).select_from(User)) == 3
 
 
+@pytest.mark.parametrize("changed", [False, True])
+def test_add_of_an_object_marked_for_deletion_takes_the_mark_back(
+    db: Engine, admin_conn: Conn, schema: str, changed: bool
+) -> None:
+    # as SQLAlchemy's add(): the object is not deleted, and a change made before is flushed
+    # (a class without relationships: the core's add() alone)
+    _seed(db, "a", "b")
+    with Session(db) as s:
+        a, b = s.scalars(select(User).order_by(User.name)).all()
+        if changed:
+            a.nickname = "x"
+        s.delete(a)
+        s.delete(b)
+        s.add(a)
+        assert list(s.deleted) == [b] and a in s
+        assert s.is_modified(a) is changed and (a in s.dirty) is changed
+        s.commit()
+    assert _names(admin_conn, schema) == ["a"]
+    assert _count(admin_conn, schema, where="nickname = 'x'") == int(changed)
+
+
 def test_expunge_of_an_object_not_in_the_session_is_an_error(db: Engine) -> None:
     with Session(db) as s:
         with pytest.raises(exc.InvalidRequestError):

@@ -976,7 +976,8 @@ class Session:
     # -- adding and removing objects ------------------------------------------------------
 
     def add(self, instance: object) -> None:
-        """Place an object in the session; it is inserted (or updated) at the next flush.
+        """Place an object in the session; it is inserted (or updated) at the next flush. An
+        object marked for deletion (by delete(), not flushed yet) is not any more.
 
         Related objects reachable through relationships with the save-update cascade (the
         default) are added with it."""
@@ -984,7 +985,8 @@ class Session:
             raise _busy_error(self)
         self._autobegin()
         if not self._dispatch and not _relationships_of(instance):
-            self._core.add(instance)  # (no cascade, no events: nothing to undo or fire)
+            # (no cascade, no events: nothing to undo or fire)
+            self._core.add(instance, True)
             return
         self._add_each((instance,))
 
@@ -1007,7 +1009,8 @@ class Session:
         try:
             add = self._core.add
             for obj in instances:
-                how = add(obj)
+                # one marked for deletion is not any more (not those the cascade reaches)
+                how = add(obj, by_caller)
                 if how:
                     attached.append(obj)
                     if hows is not None:

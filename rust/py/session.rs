@@ -1162,9 +1162,26 @@ impl SessionCore {
     }
 
     /// Add an object. Returns "pending" (transient → pending), "persistent" (detached →
-    /// persistent) or "" when it was already in this session.
-    fn add(&self, obj: &Bound<'_, PyAny>) -> PyResult<&'static str> {
-        self.add_of(obj, None)
+    /// persistent) or "" when it was already in this session. With `revert_deletion` (the
+    /// object given to `Session.add()` itself, not one its cascade reaches), an object marked
+    /// for deletion is not any more, as in SQLAlchemy, and its changes are flushed again.
+    #[pyo3(signature = (obj, revert_deletion = false))]
+    fn add(&self, obj: &Bound<'_, PyAny>, revert_deletion: bool) -> PyResult<&'static str> {
+        let how = self.add_of(obj, None)?;
+        if revert_deletion && how.is_empty() {
+            let ptr = obj.as_ptr() as usize;
+            let mut uow = self.uow()?;
+            if let Some((o, st)) = uow.deleted.remove(&ptr) {
+                let changed = !st.get().lock()?.committed.is_empty();
+                if changed {
+                    uow.dirty.insert_if_absent(ptr, || (o, st));
+                } else {
+                    drop(uow);
+                    drop((o, st));
+                }
+            }
+        }
+        Ok(how)
     }
 
     /// Whether the object is marked for deletion at the next flush.
@@ -1188,7 +1205,7 @@ impl SessionCore {
         if life == Lifecycle::Detached {
             // Like SQLAlchemy: deleting a detached object attaches it to this session first.
             drop(inner);
-            self.add(obj)?;
+            self.add_of(obj, None)?;
             inner = st.get().lock()?;
             life = inner.effective();
         }
