@@ -2517,3 +2517,37 @@ def test_add_of_an_object_marked_for_deletion_takes_the_mark_back(orm: Api, chan
         s.commit()
     assert orm.fetch("SELECT name FROM parents ORDER BY id") == [("p2" if changed else "p",)]
     assert _children_of(orm) == {}
+
+
+@pytest.mark.parametrize("profile", ["new", "persistent", "outside"])
+def test_bug_a_profile_given_a_user_takes_the_users_unloaded_profile_from_it(
+    orm: Api, profile: str
+) -> None:
+    # found by a one-to-one differential search: profile.user = user, where the user's
+    # profile (a scalar one-to-many) is not loaded. The profile it had loses its key, as
+    # SQLAlchemy's flush does (it loads it); retort knew nothing of it and wrote the new one's
+    # key beside it (a unique violation). "outside": a new profile, not added, is given a user
+    # marked deleted (so the save-update cascade does not add it): the user's DELETE failed
+    # on the foreign key of its profile
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add(User(id=1, name="u", profile=Profile(id=1, bio="old")))
+        s.add(Profile(id=2, bio="other"))
+        s.commit()
+    with orm.session() as s:
+        user = s.get(User, 1)
+        p = s.get(Profile, 2) if profile == "persistent" else Profile(id=3, bio="new")
+        if profile == "outside":
+            s.delete(user)
+        else:
+            s.add(p)
+        p.user = user
+        assert user.profile is p
+        s.commit()
+    rows = orm.fetch("SELECT id, user_id FROM profiles ORDER BY id")
+    expected = {
+        "new": [(1, None), (2, None), (3, 1)],
+        "persistent": [(1, None), (2, 1)],
+        "outside": [(1, None), (2, None)],
+    }
+    assert rows == expected[profile]

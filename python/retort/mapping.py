@@ -1250,8 +1250,28 @@ class RelationshipProperty:
             if current is _NOT_SET and moved and self.direction == "MANYTOONE":
                 # not loaded: the old parent, if the identity map holds it (no SQL)
                 current = self._old_in_identity_map(obj)
+            elif (
+                current is _NOT_SET
+                and self.direction == "ONETOMANY"
+                and self.lazy not in ("raise", "raise_on_sql")
+                and _has_identity(obj)
+                and (session := _session_of(obj)) is not None
+            ):
+                # a one-to-one's owner taking another object: the one it had loses its key (or
+                # is an orphan), so it is loaded now, without autoflush (SQLAlchemy's flush
+                # loads it, its history being active for a one-to-many)
+                with session.no_autoflush:
+                    current = self._load(obj)
             if current is other:
                 return
+            if (
+                current is not _NOT_SET
+                and current is not None
+                and self.direction == "ONETOMANY"
+                and current.__dict__.get(initiator.key, _NOT_SET) in (obj, _NOT_SET)
+            ):
+                # the one it had no longer refers to it
+                initiator._set_scalar(current, None, back=False)
             if current is not _NOT_SET and current is not None and moved:
                 # a child moving to another parent leaves the old parent's collection
                 old_coll = _loaded_collection(current, initiator.key)
