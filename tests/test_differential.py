@@ -1652,17 +1652,15 @@ class Drawer:
         return self.key_of_unsynced_parent_differs(obj, sa.api.inspect(obj).dict.get("parent_id"))
 
     def key_of_unsynced_parent_differs(self, obj: Any, parent_id: Any) -> bool:
-        """Whether `obj` (a Child or Node on SQLAlchemy's side) is new, holds a parent (or
-        None, set) with no change of `parent` for a flush to sync, and that parent's key (or
-        None) is not `parent_id`."""
+        """Whether `obj` (a Child or Node on SQLAlchemy's side) is new, holds a parent with no
+        change of `parent` for a flush to sync, and that parent's key is not `parent_id`."""
         sa = self.oracle
         insp = sa.api.inspect(obj)
-        if insp.has_identity or "parent" not in insp.dict:
-            return False
-        parent = insp.dict["parent"]
-        if parent is None:
-            # (both flushes clear the key for a None set since; with no change left, as after
-            # a merge()'s autoflush that a rollback undid, both insert the key set by hand:
+        parent = insp.dict.get("parent")
+        if insp.has_identity or parent is None:
+            # (for a None held: both flushes clear the key for a None set since; with no change
+            # left, as after a merge()'s autoflush that a rollback undid, both insert the key
+            # set by hand:
             # test_the_draw_sets_a_parent_id_of_a_new_object_holding_a_none_parent_no_flush_syncs)
             return False
         if any(x is not None for x in insp.attrs.parent.history.added):

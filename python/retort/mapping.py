@@ -1268,7 +1268,8 @@ class RelationshipProperty:
                 current is not _NOT_SET
                 and current is not None
                 and self.direction == "ONETOMANY"
-                and current.__dict__.get(initiator.key, _NOT_SET) in (obj, _NOT_SET)
+                and (back_value := current.__dict__.get(initiator.key, _NOT_SET)) is not None
+                and (back_value is obj or back_value is _NOT_SET)
             ):
                 # the one it had no longer refers to it
                 initiator._set_scalar(current, None, back=False)

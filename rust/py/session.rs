@@ -1170,14 +1170,12 @@ impl SessionCore {
         let how = self.add_of(obj, None)?;
         if revert_deletion && how.is_empty() {
             let ptr = obj.as_ptr() as usize;
-            let mut uow = self.uow()?;
-            if let Some((o, st)) = uow.deleted.remove(&ptr) {
-                let changed = !st.get().lock()?.committed.is_empty();
-                if changed {
-                    uow.dirty.insert_if_absent(ptr, || (o, st));
-                } else {
-                    drop(uow);
-                    drop((o, st));
+            let unmarked = self.uow()?.deleted.remove(&ptr);
+            // (the state is read without the unit of work locked, as add_of does)
+            if let Some((o, st)) = unmarked {
+                // delete() took it out of the dirty set: its changes are flushed again
+                if !st.get().lock()?.committed.is_empty() {
+                    self.uow()?.dirty.insert_if_absent(ptr, || (o, st));
                 }
             }
         }
