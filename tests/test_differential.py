@@ -132,8 +132,9 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   object, get() raises PendingRollbackError), retort's sends the key it knows and the database
   refuses the row (IntegrityError; the program stops there); likewise for a flush changing such
   an object: SQLAlchemy's loads it (ObjectDeletedError, or get()'s PendingRollbackError),
-  retort's sends nothing for it (a member added to its collection is transient) and succeeds,
-  or sends the UPDATE of a column set, which matches no row (StaleDataError); where both
+  retort's sends nothing for it (a member added to its collection, or removed from it, is
+  transient; a parent a merge() cascade loaded included) and succeeds, or sends the UPDATE of
+  a column set, which matches no row (StaleDataError); where both
   flushes load such an object (one marked deleted) and fail alike, get()'s autoflush raises
   PendingRollbackError in SQLAlchemy, the flush's ObjectDeletedError in retort (the program
   stops there);
@@ -2069,6 +2070,8 @@ class Lockstep:
     rt_expired: set[int] = field(default_factory=set)
     # and those SQLAlchemy's side held persistent and expired before the step
     sa_expired: set[int] = field(default_factory=set)
+    # the keys of the objects retort's identity map held persistent and expired before the step
+    rt_expired_keys: set[tuple[str, Any]] = field(default_factory=set)
     # whether retort's session held nothing to flush before the step, and (before a merge)
     # the ids of the objects its identity map held
     rt_clean_before: bool = True
@@ -2206,18 +2209,10 @@ class Lockstep:
         retort's side held expired before the step (retort keeps its key, so its flush read
         nothing of it), or holds loaded with nothing to flush; else None. The error names the
         object by its id() ("<Parent at 0x...>")."""
-        if err is None:
+        address = _named_by_sa_flush(err)
+        if address is None or address not in self.sa.index:
             return None
-        tb = err.__traceback__
-        in_flush = False
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            in_flush |= code.co_name == "_flush" and "/sqlalchemy/orm/" in code.co_filename
-            tb = tb.tb_next
-        named = re.match(r"Instance '<\w+ at 0x([0-9a-f]+)>'", str(err))
-        if not in_flush or named is None or int(named[1], 16) not in self.sa.index:
-            return None
-        handle = self.sa.index[int(named[1], 16)]
+        handle = self.sa.index[address]
         if handle in self.rt_expired:
             return self.rt.handles[handle]
         obj = self.rt.handles[handle]
@@ -2233,6 +2228,23 @@ class Lockstep:
             # (test_divergence_a_flush_of_a_value_set_again_on_an_object_whose_row_is_gone)
             return obj
         return None
+
+    def gone_key_sa_flush_loaded(self, err: BaseException | None) -> tuple[str, Any] | None:
+        """The key of the object SQLAlchemy's ObjectDeletedError `err` names, if the error was
+        raised inside SQLAlchemy's flush loading a persistent object of the program (see
+        gone_object_sa_flush_loaded), or one the program never handled (a parent a merge()
+        cascade loaded) whose key retort's side held persistent and expired before the step
+        (its flush read nothing of it; it may be gone from the weak identity map since)."""
+        gone = self.gone_object_sa_flush_loaded(err)
+        if gone is not None:
+            return self.rt.key(gone)
+        address = _named_by_sa_flush(err)
+        if address is None or address in self.sa.index:
+            return None
+        sa_obj = next((o for o in self.sa.session.identity_map.values() if id(o) == address), None)
+        if sa_obj is None or self.sa.key(sa_obj) not in self.rt_expired_keys:
+            return None
+        return self.sa.key(sa_obj)
 
     def sa_sets_what_the_key_names(self, obj: Any) -> bool:
         """Whether SQLAlchemy's `obj` (a handled object) has changes of its many-to-one only,
@@ -2383,16 +2395,13 @@ class Lockstep:
             # (test_divergence_get_raises_its_autoflushs_object_deleted_error)
             return "get() raises its autoflush's ObjectDeletedError"
         gone = (
-            self.gone_object_sa_flush_loaded(sa_original)
+            self.gone_key_sa_flush_loaded(sa_original)
             if type(sa_original).__name__ == "ObjectDeletedError"
             else None
         )
         if gone is not None and (
             rt.ok
-            or (
-                rt.value == "StaleDataError"
-                and f"Rows not matched: id={self.rt.key(gone)[1]}" in str(rt.error)
-            )
+            or (rt.value == "StaleDataError" and f"Rows not matched: id={gone[1]}" in str(rt.error))
         ):
             # a flush changing an expired object whose row is gone (a rollback undid its
             # INSERT), with no row to send for it (a member added to its collection is
@@ -2400,9 +2409,12 @@ class Lockstep:
             # raises; retort's knows the key and sends nothing for it, or the UPDATE, which
             # matches no row (StaleDataError) (the documented difference of what a flush loads,
             # as in the clause above, get()'s PendingRollbackError included). A get() of the
-            # object's own key: retort's autoflush succeeds, and its load finds no row (None)
+            # object's own key: retort's autoflush succeeds, and its load finds no row (None).
+            # Also for a parent the program never handled (a merge() cascade loaded it), held
+            # expired, given a removal from its collection
             # (test_divergence_a_flush_sending_nothing_for_an_object_whose_row_is_gone,
-            # test_divergence_a_flush_updating_an_object_whose_row_is_gone)
+            # test_divergence_a_flush_updating_an_object_whose_row_is_gone,
+            # test_divergence_a_flush_removing_a_member_of_an_unhandled_parent_whose_row_is_gone)
             return "a flush changing an object whose row is gone does not load it"
         if gone is not None and rt.value == "IntegrityError":
             # likewise, where retort's flush, which does not load the object, fails on another
@@ -3376,6 +3388,11 @@ class Lockstep:
             else set()
         )
         self.rt_expired = self.rt.expired_handles()
+        self.rt_expired_keys = {
+            self.rt.key(o)
+            for o in rts._core.identity_objects()
+            if self.rt.api.inspect(o).persistent and self.rt.api.inspect(o).expired
+        }
         keys_before = (
             [o.__dict__.get("parent_id", _ABSENT) for o in self.rt.handles]
             if rts.is_active
@@ -3489,6 +3506,21 @@ class Lockstep:
         if not outcome.ok:
             self.step(("rollback",))
         self.compare_committed("at the end")
+
+
+def _named_by_sa_flush(err: BaseException | None) -> int | None:
+    """The id() of the object SQLAlchemy's ObjectDeletedError `err` names ("<Parent at
+    0x...>"), if it was raised inside SQLAlchemy's flush; else None."""
+    if err is None:
+        return None
+    tb = err.__traceback__
+    in_flush = False
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        in_flush |= code.co_name == "_flush" and "/sqlalchemy/orm/" in code.co_filename
+        tb = tb.tb_next
+    named = re.match(r"Instance '<\w+ at 0x([0-9a-f]+)>'", str(err))
+    return int(named[1], 16) if in_flush and named is not None else None
 
 
 def _second_schema(dsn: str) -> Iterator[str]:
@@ -7522,6 +7554,36 @@ def test_divergence_a_flush_sending_nothing_for_an_object_whose_row_is_gone(
             ("new", "Tag", 3, "a", "add", None),
             ("rollback",),
             ("link", 2, 3, True),
+            ("flush",),
+        ],
+    )
+    assert run.program[-1] == (
+        "flush()  -> raised ObjectDeletedError / retort: ok None (improvement: a flush changing "
+        "an object whose row is gone does not load it)"
+    )
+    assert fetch_rows(admin_conn, run.rt.schema) == fetch_rows(admin_conn, run.sa.schema)
+
+
+def test_divergence_a_flush_removing_a_member_of_an_unhandled_parent_whose_row_is_gone(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: new parent 4 is inserted (an autoflush) and expunged; new
+    # child 5, given it, is merged, and the merge cascade loads another instance of parent 4,
+    # which the program never handles. The rollback undoes the INSERT, expires that instance
+    # and makes the merged child transient; the child given no parent changes the instance's
+    # children (the backref). The flush has no row to send: SQLAlchemy's loads the instance
+    # (ObjectDeletedError), retort's succeeds
+    run = _play(
+        sides,
+        admin_conn,
+        [
+            ("new", "Parent", 4, "a", "add", None),
+            ("get", "Parent", 1),
+            ("expunge", 0),
+            ("new", "Child", 5, "a", "set_parent", 0),
+            ("merge", 2),
+            ("rollback",),
+            ("move", 3, None, "set"),
             ("flush",),
         ],
     )
