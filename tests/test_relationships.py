@@ -1482,6 +1482,55 @@ def test_bug_an_object_a_scalar_one_to_many_gained_keeps_its_key_when_its_old_ow
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, key)]
 
 
+@pytest.mark.parametrize("expired", ["owner", "attribute", "owner_and_child"])
+@pytest.mark.parametrize("side", ["collection", "child", "one_to_one"])
+def test_bug_a_child_taken_out_of_a_delete_orphan_owner_expired_since_is_deleted(
+    orm: Api, side: str, expired: str
+) -> None:
+    # a child taken out of its owner's delete-orphan relationship, loaded (from the owner's
+    # side, or the child's), and the owner (or that relationship) expired before the flush:
+    # the expiry forgets the owner's change, but the child still has no parent, and
+    # SQLAlchemy's parent tracking, kept on the child, makes it an orphan: its flush deletes
+    # the row. Retort wrote a NULL key instead. A child expired too forgets it was taken out
+    # (in both): its row stays as it was
+    if side == "one_to_one":
+        Owner, Child = user_profile(orm, cascade="all, delete-orphan")
+        key, table = "profile", "profiles"
+    else:
+        Owner, Child = parent_child(orm, cascade="all, delete-orphan")
+        key, table = "children", "children"
+    fk = "user_id" if side == "one_to_one" else "parent_id"
+    with orm.session() as s:
+        if side == "one_to_one":
+            s.add(Owner(id=1, name="owner", profile=Child(id=1, bio="c")))
+        else:
+            s.add(
+                Owner(id=1, name="owner", children=[Child(id=1, name="c"), Child(id=2, name="k")])
+            )
+        s.commit()
+    with orm.session() as s:
+        owner = s.get(Owner, 1)
+        child = s.get(Child, 1)
+        loaded = getattr(owner, key)  # (the child's many-to-one too, from the identity map)
+        assert child is loaded or child in loaded
+        if side == "collection":
+            owner.children.remove(child)
+        elif side == "child":
+            child.parent = None
+        else:
+            owner.profile = None
+        if expired == "attribute":
+            s.expire(owner, [key])
+        else:
+            if expired == "owner_and_child":
+                s.expire(child)
+            s.expire(owner)
+        s.commit()
+    rows = orm.fetch(f"SELECT id, {fk} FROM {table} ORDER BY id")
+    kept = [(2, 1)] if side != "one_to_one" else []
+    assert rows == ([(1, 1), *kept] if expired == "owner_and_child" else kept)
+
+
 @pytest.mark.parametrize("order", ["deleted_first", "gaining_first"])
 @pytest.mark.parametrize("expire", ["child", "all"])
 def test_improvement_a_child_queued_for_another_parents_unloaded_children_keeps_its_key(

@@ -1197,6 +1197,29 @@ class Session:
                 if item in self:
                     attributes.orphaned(item, prop, obj)
 
+    def _orphans_left_by_expiry(self, obj: Any, names: list[str] | None) -> None:
+        """`obj`'s delete-orphan relationships (those in `names`, or all) are to be expired,
+        which forgets the members they lost since the last flush. A member whose own back
+        reference still says it has no parent is an orphan all the same (deleted by the flush
+        unless another parent takes it meanwhile), as SQLAlchemy's parent tracking, kept on
+        the member, has it; a member expired since forgot it, as SQLAlchemy's did."""
+        d = obj.__dict__
+        for prop in type(obj).__mapper__.relationships.values():
+            if (
+                "delete-orphan" not in prop.cascade
+                or prop.back is None
+                or (names is not None and prop.key not in names)
+            ):
+                continue
+            if prop.uselist:
+                value = d.get(prop.key)
+                removed = [] if value is None else list(value._removed.values())
+            else:  # a scalar one-to-many (one-to-one): the objects it held since the flush
+                removed = self._orphans.pop(id(obj), [])
+            for item in removed:
+                if item in self and item.__dict__.get(prop.back.key, obj) is None:
+                    attributes.orphaned(item, prop, obj)
+
     def _cascaded(self, obj: Any, cascade: str) -> list[Any]:
         """Loaded objects reached from `obj` through relationships with `cascade`."""
         out: list[Any] = []
@@ -1878,6 +1901,8 @@ class Session:
         """Mark attributes (all by default) as expired: the next access reloads them."""
         names = list(attribute_names) if attribute_names is not None else None
         rels = object_mapper(instance).relationships
+        if rels and id(instance) in self._related_changed:
+            self._orphans_left_by_expiry(instance, names)
         if names is None:
             related = self._cascaded(instance, "refresh-expire") if rels else []
             self._expire_whole(instance, rels)
