@@ -1531,6 +1531,45 @@ def test_bug_a_child_taken_out_of_a_delete_orphan_owner_expired_since_is_deleted
     assert rows == ([(1, 1), *kept] if expired == "owner_and_child" else kept)
 
 
+@pytest.mark.parametrize("then", ["nothing", "given_back", "taken"])
+@pytest.mark.parametrize("cascade", ["all, delete-orphan", "save-update, merge"])
+def test_bug_a_profile_a_user_outside_the_session_took_and_let_go_is_an_orphan(
+    orm: Api, cascade: str, then: str
+) -> None:
+    # a persistent profile given to a user outside the session, then taken from it again:
+    # it has no parent now, and SQLAlchemy's parent tracking makes it an orphan, which its
+    # flush deletes under delete-orphan, as for a collection of a parent outside the session.
+    # Retort's one-to-one settled the loss in the owner's flush only, which never comes.
+    # Given back, it keeps its row; taken by a user of the session (an autoflush deletes it
+    # first in both), the change is made to a deleted object
+    User, Profile = user_profile(orm, cascade=cascade)
+    with orm.session() as s:
+        s.add_all([User(id=1, name="a"), Profile(id=2, bio="b")])
+        s.commit()
+    with orm.session() as s:
+        profile = s.get(Profile, 2)
+        outside = User(id=5, name="outside")
+        outside.profile = profile
+        outside.profile = None
+        orphan = cascade == "all, delete-orphan" and then != "given_back"
+        if then == "given_back":
+            outside.profile = profile
+            with pytest.warns(Warning, match="not in (the )?session"):
+                s.commit()
+        elif then == "taken":
+            user = s.get(User, 1)
+            if orphan:
+                with pytest.raises(orm.InvalidRequestError, match="deleted"):
+                    user.profile = profile
+            else:
+                user.profile = profile
+            s.commit()
+        else:
+            s.commit()
+    rows = orm.fetch("SELECT id, user_id FROM profiles")
+    assert rows == ([] if orphan else [(2, 1 if then == "taken" else None)])
+
+
 @pytest.mark.parametrize("order", ["deleted_first", "gaining_first"])
 @pytest.mark.parametrize("expire", ["child", "all"])
 def test_improvement_a_child_queued_for_another_parents_unloaded_children_keeps_its_key(

@@ -1151,15 +1151,25 @@ class RelationshipProperty:
                 self.back._unset_backref(old, obj, self)
             if value is not None:
                 self.back._set_backref(value, obj, self)
-        if "_retort_state" not in d:
-            return  # never added: no session to tell (add() cascades later)
         if old is not _NOT_SET and old is not None and "delete-orphan" in self.cascade:
             # one-to-one owner losing its child: the child is an orphan. A pending one leaves
             # the session now (as from a collection); the flush deletes a persistent one
             # unless another parent took it meanwhile (every one the owner lost since the last
             # flush: p replaced by p2, then p2 by None, leaves two)
             obj_session = _session_of(obj)
-            if obj_session is not None:
+            if obj_session is None:
+                # an owner outside any session (never added, or detached), whose flush would
+                # settle the loss: a child with a row whose back reference says it has no
+                # parent now is an orphan all the same, as SQLAlchemy's parent tracking has it
+                # (and as from a collection, InstrumentedList._fire_remove). (A pending one
+                # stays, and is inserted, as SQLAlchemy's scalar does.)
+                if (
+                    self.back is not None
+                    and _has_identity(old)
+                    and old.__dict__.get(self.back.key, obj) is None
+                ):
+                    orphaned(old, self, obj)
+            else:
                 if _has_identity(old):
                     lost = obj_session._orphans.setdefault(id(obj), [])
                     if not any(o is old for o in lost):
@@ -1168,6 +1178,8 @@ class RelationshipProperty:
                     obj_session._orphans_taken.append((old, self))
                 else:
                     orphaned(old, self, obj)
+        if "_retort_state" not in d:
+            return  # never added: no session to tell (add() cascades later)
         _note_change(obj, self)
 
     def _old_in_identity_map(self, obj: Any) -> Any:
