@@ -1531,6 +1531,50 @@ def test_bug_a_child_taken_out_of_a_delete_orphan_owner_expired_since_is_deleted
     assert rows == ([(1, 1), *kept] if expired == "owner_and_child" else kept)
 
 
+@pytest.mark.parametrize("expiry", ["rollback", "expire_all"])
+@pytest.mark.parametrize("change", ["many_to_one", "one_to_one", "collection"])
+def test_bug_a_relationship_change_an_expiry_discarded_is_not_flushed_after_add(
+    orm: Api, change: str, expiry: str
+) -> None:
+    # a relationship changed, then discarded by a rollback (or expire_all()), and the object
+    # given to add() again before it is next used: SQLAlchemy's expiry forgot the change.
+    # Retort's lazy expiry left the change in the object's __dict__, which add() listed among
+    # the objects with relationships to look at: the flush wrote the discarded change
+    if change == "one_to_one":
+        Owner, Child = user_profile(orm)
+    else:
+        Owner, Child = parent_child(orm)
+    name = "bio" if change == "one_to_one" else "name"
+    with orm.session() as s:
+        owner = Owner(id=1, name="owner")
+        s.add_all([owner, Child(id=1, **{name: "c"})])
+        s.flush()
+        child = s.get(Child, 1)
+        if change == "one_to_one":
+            child.user = owner
+        else:
+            child.parent = owner
+        s.commit()
+    with orm.session() as s:
+        child = s.get(Child, 1)
+        if change == "collection":
+            changed = s.get(Owner, 1)
+            changed.children.remove(child)
+        else:
+            setattr(child, "user" if change == "one_to_one" else "parent", None)
+            changed = child
+        if expiry == "rollback":
+            s.rollback()
+        else:
+            s.expire_all()
+        s.add(changed)
+        assert changed not in s.dirty
+        s.commit()
+    fk = "user_id" if change == "one_to_one" else "parent_id"
+    table = "profiles" if change == "one_to_one" else "children"
+    assert orm.fetch(f"SELECT id, {fk} FROM {table}") == [(1, 1)]
+
+
 @pytest.mark.parametrize("then", ["nothing", "given_back", "taken"])
 @pytest.mark.parametrize("cascade", ["all, delete-orphan", "save-update, merge"])
 def test_bug_a_profile_a_user_outside_the_session_took_and_let_go_is_an_orphan(

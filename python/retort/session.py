@@ -61,6 +61,11 @@ def _holds_related_change(obj: Any) -> bool:
     many-to-one's history, or changes queued for an unloaded collection (an object attached
     again with none of these counts among those to look at, unchanged)."""
     d = obj.__dict__
+    state = d.get("_retort_state")
+    if state is not None and state.stale:
+        # expired since (commit, rollback, expire_all): its changes are forgotten, though its
+        # __dict__ holds them until next used (as the flush's sync does, flush.sync_related)
+        return False
     if d.get("_retort_pending") or d.get("_retort_history"):
         return True
     for key in _relationships_of(obj):

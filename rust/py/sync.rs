@@ -119,6 +119,14 @@ fn fresh_child(child_dict: &Bound<'_, PyDict>) -> PyResult<bool> {
 /// queued)` for an object with changes queued for unloaded collections (its
 /// `_retort_pending`). `collections` receives each collection synced here (its history is
 /// reset after the flush).
+/// Whether the object of `dict` is stale (see `sync_many_to_one`).
+fn is_stale_in(dict: &Bound<'_, PyDict>) -> PyResult<bool> {
+    Ok(match state_in(dict)? {
+        Some(s) => s.get().lock()?.is_stale(),
+        None => false,
+    })
+}
+
 pub fn sync_collections<'py>(
     objs: &Bound<'py, PyList>,
     is_deleted: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<bool>,
@@ -139,6 +147,9 @@ pub fn sync_collections<'py>(
             continue;
         }
         let dict = instance_dict(&obj)?;
+        if is_stale_in(&dict)? {
+            continue; // expired since its changes were made: they are forgotten (see below)
+        }
         if let Some(queued) = dict.get_item(PENDING.get(py))? {
             if queued.is_truthy()? {
                 // changes queued for unloaded collections: Python looks at them
@@ -223,19 +234,27 @@ pub fn sync_many_to_one<'py>(
             continue;
         }
         let dict = instance_dict(&obj)?;
-        let (has_identity, inserted_before, flushed_delete) = match state_in(&dict)? {
+        let (has_identity, inserted_before, flushed_delete, stale) = match state_in(&dict)? {
             Some(s) => {
                 let inner = s.get().lock()?;
                 (
                     inner.has_key(),
                     inner.expired_insert(),
                     inner.lifecycle() == Lifecycle::Deleted,
+                    inner.is_stale(),
                 )
             }
-            None => (false, false, false),
+            None => (false, false, false, false),
         };
         if flushed_delete {
             continue; // its row is gone: nothing of it is written (taken out of a stale collection)
+        }
+        if stale {
+            // expired (commit, rollback, expire_all) since its relationships changed: the
+            // changes are forgotten, as SQLAlchemy's expiry discards them, though its
+            // `__dict__` still holds them until next used (an add() of the object, which
+            // lists it among those with relationships to look at, uses none of it)
+            continue;
         }
         let history = if has_identity || inserted_before {
             dict.get_item(HISTORY.get(py))?
