@@ -1575,6 +1575,43 @@ def test_bug_a_relationship_change_an_expiry_discarded_is_not_flushed_after_add(
     assert orm.fetch(f"SELECT id, {fk} FROM {table}") == [(1, 1)]
 
 
+@pytest.mark.parametrize("expiry", ["rollback", "expire_all"])
+@pytest.mark.parametrize("change", ["one_to_one", "collection"])
+def test_bug_add_does_not_cascade_along_values_an_expiry_discarded(
+    orm: Api, change: str, expiry: str
+) -> None:
+    # a new object given to a persistent owner (the save-update cascade adds it), then the
+    # expiry, which makes it transient (a rollback) or leaves it pending, and add() of the
+    # owner before it is next used: SQLAlchemy's cascade follows loaded values only. Retort's
+    # followed what the owner's __dict__ still held: after the rollback, it inserted the new
+    # object
+    if change == "one_to_one":
+        Owner, Child = user_profile(orm)
+    else:
+        Owner, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add(Owner(id=1, name="owner"))
+        s.commit()
+    with orm.session() as s:
+        owner = s.get(Owner, 1)
+        if change == "one_to_one":
+            new = Child(id=6, bio="new")
+            owner.profile = new
+        else:
+            new = Child(id=6, name="new")
+            owner.children.append(new)
+        if expiry == "rollback":
+            s.rollback()
+        else:
+            s.expire_all()
+        s.add(owner)
+        assert (new in s) == (expiry == "expire_all")
+        s.commit()
+    table = "profiles" if change == "one_to_one" else "children"
+    expected = [] if expiry == "rollback" else [(6,)]
+    assert orm.fetch(f"SELECT id FROM {table}") == expected
+
+
 @pytest.mark.parametrize("then", ["nothing", "given_back", "taken"])
 @pytest.mark.parametrize("cascade", ["all, delete-orphan", "save-update, merge"])
 def test_bug_a_profile_a_user_outside_the_session_took_and_let_go_is_an_orphan(

@@ -1059,6 +1059,9 @@ class Session:
         while stack:
             current = stack.pop()
             d = current.__dict__
+            state = d.get("_retort_state")
+            if state is not None and state.stale:
+                continue  # its relationships are expired (see _holds_related_change)
             for prop in type(current).__mapper__.relationships.values():
                 if "save-update" not in prop.cascade or prop.key not in d:
                     continue

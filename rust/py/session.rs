@@ -781,6 +781,11 @@ impl SessionCore {
                 continue;
             }
             let dict = instance_dict(&current)?;
+            if sync::is_stale_in(&dict)? {
+                // expired since (commit, rollback, expire_all): the values its __dict__ still
+                // holds are expired, and SQLAlchemy's cascade follows loaded values only
+                continue;
+            }
             for (key, uselist) in props.iter() {
                 let Some(value) = dict.get_item(key.bind(py))? else {
                     continue;

@@ -119,8 +119,9 @@ fn fresh_child(child_dict: &Bound<'_, PyDict>) -> PyResult<bool> {
 /// queued)` for an object with changes queued for unloaded collections (its
 /// `_retort_pending`). `collections` receives each collection synced here (its history is
 /// reset after the flush).
-/// Whether the object of `dict` is stale (see `sync_many_to_one`).
-fn is_stale_in(dict: &Bound<'_, PyDict>) -> PyResult<bool> {
+/// Whether the object of `dict` is stale: expired by a commit, rollback or expire_all()
+/// since last used, its `__dict__` still holding the values it had (see `sync_many_to_one`).
+pub(crate) fn is_stale_in(dict: &Bound<'_, PyDict>) -> PyResult<bool> {
     Ok(match state_in(dict)? {
         Some(s) => s.get().lock()?.is_stale(),
         None => false,
