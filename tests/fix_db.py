@@ -7,6 +7,7 @@ Loaded with `-p tests.fix_db` (pyproject addopts).
   with `CI=true`, where that is a failure.
 - `engine` (function): an Engine whose connections use a new schema `t_<random>` (through
   `search_path` in the connect options); the schema is dropped afterwards.
+- `sa_schema` (function): a second new schema, for SQLAlchemy's side of a differential test.
 - `sql_log` (function): list of `(sql, params)` for every statement run on `engine`.
 - `admin_conn` (function): a separate autocommit psycopg connection to the same database.
 - `assert_collected` (function): `assert_collected(*weakrefs)` fails unless every referent is
@@ -133,6 +134,17 @@ def admin_conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def schema(dsn: str) -> Iterator[str]:
     """A new, empty schema, dropped after the test (with whatever is left in it)."""
+    yield from _fresh_schema(dsn)
+
+
+@pytest.fixture
+def sa_schema(dsn: str) -> Iterator[str]:
+    """A second new schema, for SQLAlchemy's tables where a test runs both libraries side by
+    side (the differential tests)."""
+    yield from _fresh_schema(dsn)
+
+
+def _fresh_schema(dsn: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_conninfo(dsn), autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")

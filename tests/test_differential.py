@@ -297,7 +297,6 @@ No `from __future__ import annotations`, as in tests/_rel_models.py.
 import gc
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -311,7 +310,7 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 import retort.exc
-from retort.engine import Engine, make_url
+from retort.engine import Engine
 from tests._diff_models import COLUMNS, TABLE_OF, Models, declare, fetch_rows, reset_rows
 from tests._rel_models import Api, sqlalchemy_api
 
@@ -3521,27 +3520,6 @@ def _named_by_sa_flush(err: BaseException | None) -> int | None:
         tb = tb.tb_next
     named = re.match(r"Instance '<\w+ at 0x([0-9a-f]+)>'", str(err))
     return int(named[1], 16) if in_flush and named is not None else None
-
-
-def _second_schema(dsn: str) -> Iterator[str]:
-    conninfo = psycopg.conninfo.make_conninfo("", **make_url(dsn).connect_kwargs())
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    yield name
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        conn.execute(f"DROP SCHEMA {name} CASCADE")
-
-
-@pytest.fixture
-def sa_schema(dsn: str) -> Iterator[str]:
-    """A second fresh schema, for SQLAlchemy's tables."""
-    yield from _second_schema(dsn)
 
 
 @pytest.fixture

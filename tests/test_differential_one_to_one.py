@@ -37,9 +37,7 @@ outcome is a documented improvement):
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +46,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retort.engine import Engine, make_url
+from retort.engine import Engine
 from tests._rel_models import Api, sqlalchemy_api, user_profile
 
 pytest.importorskip("sqlalchemy")
@@ -368,21 +366,6 @@ class Lockstep:
             self.fail(
                 "rows" + (" committed" if committed else " in the transaction"), sa_rows, rt_rows
             )
-
-
-def _second_schema(dsn: str) -> Iterator[str]:
-    conninfo = psycopg.conninfo.make_conninfo("", **make_url(dsn).connect_kwargs())
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    yield name
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {name} CASCADE")
-
-
-@pytest.fixture
-def sa_schema(dsn: str) -> Iterator[str]:
-    yield from _second_schema(dsn)
 
 
 @pytest.mark.parametrize("cascade", CASCADES)

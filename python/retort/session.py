@@ -1187,37 +1187,21 @@ class Session:
                 elif was == "deleted":
                     self._fire("deleted_to_detached", obj)
 
-    def _orphans_left_behind(self, obj: Any) -> None:
-        """`obj` left the session with members taken out of its delete-orphan collections
-        since the last flush, which no flush of it settles now: those still in the session
-        are orphans all the same (deleted by the flush unless another parent takes them
-        meanwhile), as SQLAlchemy's parent tracking has it."""
+    def _orphans_left_behind(
+        self, obj: Any, names: list[str] | None = None, *, expiring: bool = False
+    ) -> None:
+        """The members taken out of `obj`'s delete-orphan relationships (those in `names`, or
+        all) since the last flush, which no flush of `obj` settles now: it left the session,
+        or (`expiring`) those relationships are to be expired, which forgets the removals.
+        Those still in the session are orphans all the same (deleted by the flush unless
+        another parent takes them meanwhile), as SQLAlchemy's parent tracking, kept on the
+        member, has it; on an expiry only those whose own back reference still says they have
+        no parent (a member expired since forgot it, as SQLAlchemy's did)."""
         d = obj.__dict__
         for prop in type(obj).__mapper__.relationships.values():
-            if "delete-orphan" not in prop.cascade:
+            if "delete-orphan" not in prop.cascade or (names is not None and prop.key not in names):
                 continue
-            value = d.get(prop.key)
-            if prop.uselist:
-                removed = [] if value is None else list(value._removed.values())
-            else:  # a scalar one-to-many (one-to-one): the objects it held since the flush
-                removed = self._orphans.pop(id(obj), [])
-            for item in removed:
-                if item in self:
-                    attributes.orphaned(item, prop, obj)
-
-    def _orphans_left_by_expiry(self, obj: Any, names: list[str] | None) -> None:
-        """`obj`'s delete-orphan relationships (those in `names`, or all) are to be expired,
-        which forgets the members they lost since the last flush. A member whose own back
-        reference still says it has no parent is an orphan all the same (deleted by the flush
-        unless another parent takes it meanwhile), as SQLAlchemy's parent tracking, kept on
-        the member, has it; a member expired since forgot it, as SQLAlchemy's did."""
-        d = obj.__dict__
-        for prop in type(obj).__mapper__.relationships.values():
-            if (
-                "delete-orphan" not in prop.cascade
-                or prop.back is None
-                or (names is not None and prop.key not in names)
-            ):
+            if expiring and prop.back is None:
                 continue
             if prop.uselist:
                 value = d.get(prop.key)
@@ -1225,8 +1209,11 @@ class Session:
             else:  # a scalar one-to-many (one-to-one): the objects it held since the flush
                 removed = self._orphans.pop(id(obj), [])
             for item in removed:
-                if item in self and item.__dict__.get(prop.back.key, obj) is None:
-                    attributes.orphaned(item, prop, obj)
+                if item not in self:
+                    continue
+                if expiring and item.__dict__.get(prop.back.key, obj) is not None:
+                    continue
+                attributes.orphaned(item, prop, obj)
 
     def _cascaded(self, obj: Any, cascade: str) -> list[Any]:
         """Loaded objects reached from `obj` through relationships with `cascade`."""
@@ -1910,7 +1897,7 @@ class Session:
         names = list(attribute_names) if attribute_names is not None else None
         rels = object_mapper(instance).relationships
         if rels and id(instance) in self._related_changed:
-            self._orphans_left_by_expiry(instance, names)
+            self._orphans_left_behind(instance, names, expiring=True)
         if names is None:
             related = self._cascaded(instance, "refresh-expire") if rels else []
             self._expire_whole(instance, rels)

@@ -110,15 +110,6 @@ fn fresh_child(child_dict: &Bound<'_, PyDict>) -> PyResult<bool> {
     Ok(true)
 }
 
-/// Pass one, over the objects in order: each one-to-many collection copies its owner's key
-/// into its members (into the members it gained, when the owner has a row, or had one until
-/// a rollback undid its INSERT, and the same key as before; into all of them otherwise, as
-/// SQLAlchemy does). Returns, in order, what Python
-/// settles: `(obj, None, None)` for an object marked deleted, `(obj, prop, value)` for the
-/// removals of a collection, a scalar one-to-many or a many-to-many, and `(obj, None,
-/// queued)` for an object with changes queued for unloaded collections (its
-/// `_retort_pending`). `collections` receives each collection synced here (its history is
-/// reset after the flush).
 /// Whether the object of `dict` is stale: expired by a commit, rollback or expire_all()
 /// since last used, its `__dict__` still holding the values it had (see `sync_many_to_one`).
 pub(crate) fn is_stale_in(dict: &Bound<'_, PyDict>) -> PyResult<bool> {
@@ -128,6 +119,15 @@ pub(crate) fn is_stale_in(dict: &Bound<'_, PyDict>) -> PyResult<bool> {
     })
 }
 
+/// Pass one, over the objects in order: each one-to-many collection copies its owner's key
+/// into its members (into the members it gained, when the owner has a row, or had one until
+/// a rollback undid its INSERT, and the same key as before; into all of them otherwise, as
+/// SQLAlchemy does). Returns, in order, what Python
+/// settles: `(obj, None, None)` for an object marked deleted, `(obj, prop, value)` for the
+/// removals of a collection, a scalar one-to-many or a many-to-many, and `(obj, None,
+/// queued)` for an object with changes queued for unloaded collections (its
+/// `_retort_pending`). `collections` receives each collection synced here (its history is
+/// reset after the flush).
 pub fn sync_collections<'py>(
     objs: &Bound<'py, PyList>,
     is_deleted: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<bool>,
