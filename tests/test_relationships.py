@@ -1752,6 +1752,41 @@ def test_improvement_update_that_frees_a_unique_value_before_the_update_taking_i
     assert orm.fetch("SELECT id, email FROM accounts ORDER BY id") == [(1, "a@x"), (2, "c@x")]
 
 
+@pytest.mark.parametrize("taker", [1, 2])
+@pytest.mark.parametrize("taker_set_first", [True, False])
+def test_update_clearing_an_unloaded_unique_value_runs_before_the_update_taking_it(
+    orm: Api, taker: int, taker_set_first: bool
+) -> None:
+    # The clearing row's old value is not in memory (its attribute expired and was set without
+    # being loaded), so no one knows it is the value the other row takes. A row set to NULL
+    # can clash with nothing: retort updates it first. SQLAlchemy updates in primary-key
+    # order, which works only when the clearing row has the lower key.
+    Account = unique_accounts(orm)
+    with orm.session() as s:
+        s.add_all([Account(id=1, email="a@x"), Account(id=2, email="b@x")])
+        s.commit()
+    with orm.session() as s:
+        one, two = s.get(Account, 1), s.get(Account, 2)
+        s.expire_all()
+        taking, clearing = (one, two) if taker == 1 else (two, one)
+        value = "b@x" if taker == 1 else "a@x"
+        if taker_set_first:
+            taking.email = value
+            clearing.email = None
+        else:
+            clearing.email = None
+            taking.email = value
+        if orm.name == "sqlalchemy" and taker == 1:
+            with pytest.raises(orm.IntegrityError):
+                s.commit()
+            return
+        s.commit()
+    assert orm.fetch("SELECT id, email FROM accounts ORDER BY id") == [
+        (1, value if taker == 1 else None),
+        (2, value if taker == 2 else None),
+    ]
+
+
 def test_improvement_unique_value_swap_in_one_flush(orm: Api) -> None:
     # SPEC §5: the swap is a cycle through a nullable unique column, broken by a NULL step.
     # SQLAlchemy sends the two UPDATEs as they come and violates the unique constraint.

@@ -714,31 +714,46 @@ mod subset_tests {
     }
 }
 
+/// One updated row's change to one unique column group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handoff<V> {
+    /// The value the row gives up (None: NULL, unchanged or not known in memory).
+    pub gives: Option<V>,
+    /// The value it takes (None: NULL or unchanged).
+    pub takes: Option<V>,
+    /// The row sets the group to NULL from a value not known in memory (an expired attribute
+    /// set without being loaded), which may be the value another row takes.
+    pub frees_unknown: bool,
+}
+
 /// Unique values changing hands between updated rows of one table.
 ///
-/// `rows[i]` lists, per unique column group, the value row `i` gives up and the value it
-/// takes (None for NULL or unchanged). PostgreSQL checks a non-deferrable unique constraint
-/// row by row, so a row taking a value must be updated after the row giving it up, in a later
-/// statement. Returns per row its level (statements run level by level) and whether the row
-/// first needs a step setting its group to NULL (at level 0), which breaks swaps and longer
-/// cycles.
+/// `rows[i]` lists row `i`'s change to each unique column group. PostgreSQL checks a
+/// non-deferrable unique constraint row by row, so a row taking a value must be updated after
+/// the row giving it up, in a later statement. Returns per row its level (statements run level
+/// by level) and whether the row first needs a step setting its group to NULL (at level 0),
+/// which breaks swaps and longer cycles.
+///
+/// A row setting a group to NULL from a value not known in memory goes before the rows taking
+/// values of that group, unless that closes a cycle with the known handoffs (their order is
+/// then unknown).
 pub fn unique_levels<V: Eq + std::hash::Hash + Clone>(
-    rows: &[Vec<(Option<V>, Option<V>)>],
+    rows: &[Vec<Handoff<V>>],
 ) -> Vec<(u32, bool)> {
     let n = rows.len();
     // owner of each value given up, per group
     let mut owners: std::collections::HashMap<(usize, V), usize> = std::collections::HashMap::new();
     for (i, groups) in rows.iter().enumerate() {
-        for (g, (old, _)) in groups.iter().enumerate() {
-            if let Some(v) = old {
+        for (g, h) in groups.iter().enumerate() {
+            if let Some(v) = &h.gives {
                 owners.insert((g, v.clone()), i);
             }
         }
     }
     let mut edges: Vec<(usize, usize)> = Vec::new();
     for (s, groups) in rows.iter().enumerate() {
-        for (g, (_, new)) in groups.iter().enumerate() {
-            if let Some(v) = new {
+        for (g, h) in groups.iter().enumerate() {
+            if let Some(v) = &h.takes {
                 if let Some(&r) = owners.get(&(g, v.clone())) {
                     if r != s {
                         edges.push((r, s));
@@ -748,11 +763,11 @@ pub fn unique_levels<V: Eq + std::hash::Hash + Clone>(
         }
     }
     let mut nulled = vec![false; n];
-    let order = loop {
+    let mut live = loop {
         let live: Vec<(usize, usize)> =
             edges.iter().copied().filter(|(r, _)| !nulled[*r]).collect();
         match topo::sort(n, &live) {
-            Ok(order) => break order,
+            Ok(_) => break live,
             Err(cycle) => {
                 // release one row's values first; its own update follows the others
                 let c = *cycle.iter().min().expect("a cycle has rows");
@@ -760,13 +775,44 @@ pub fn unique_levels<V: Eq + std::hash::Hash + Clone>(
             }
         }
     };
+    // rows freeing unknown values of group g -> node n + g -> rows taking values of g
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut freeing: Vec<(usize, usize)> = Vec::new();
+    for g in 0..width {
+        let in_g = |i: &usize, f: fn(&Handoff<V>) -> bool| rows[*i].get(g).is_some_and(f);
+        if !(0..n).any(|i| in_g(&i, |h| h.frees_unknown)) {
+            continue;
+        }
+        freeing.extend(
+            (0..n)
+                .filter(|i| in_g(i, |h| h.frees_unknown))
+                .map(|i| (i, n + g)),
+        );
+        freeing.extend(
+            (0..n)
+                .filter(|i| in_g(i, |h| h.takes.is_some()))
+                .map(|i| (n + g, i)),
+        );
+    }
+    let all: Vec<(usize, usize)> = live.iter().chain(&freeing).copied().collect();
+    let order = match topo::sort(n + width, &all) {
+        Ok(order) => {
+            live = all;
+            order
+        }
+        Err(_) => topo::sort(n + width, &live).expect("the known handoffs have no cycle"),
+    };
+    let mut before: Vec<Vec<usize>> = vec![Vec::new(); n + width];
+    for &(r, s) in &live {
+        before[s].push(r);
+    }
     let base = u32::from(nulled.iter().any(|x| *x));
-    let mut level = vec![base; n];
+    let mut level = vec![base; n + width];
     for &s in &order {
-        for &(r, t) in &edges {
-            if t == s && !nulled[r] {
-                level[s] = level[s].max(level[r] + 1);
-            }
+        // a group's node stands at the level of the rows freeing its values
+        let step = u32::from(s < n);
+        for &r in &before[s] {
+            level[s] = level[s].max(level[r] + step);
         }
     }
     (0..n).map(|i| (level[i], nulled[i])).collect()
@@ -777,8 +823,12 @@ mod unique_tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn one(old: i32, new: i32) -> Vec<(Option<i32>, Option<i32>)> {
-        vec![(Some(old), Some(new))]
+    fn one(old: i32, new: i32) -> Vec<Handoff<i32>> {
+        vec![Handoff {
+            gives: Some(old),
+            takes: Some(new),
+            frees_unknown: false,
+        }]
     }
 
     #[test]
@@ -795,6 +845,35 @@ mod unique_tests {
         );
     }
 
+    #[test]
+    fn a_row_freeing_a_value_not_known_goes_before_the_rows_taking_values() {
+        let h = |gives, takes, frees_unknown| Handoff {
+            gives,
+            takes,
+            frees_unknown,
+        };
+        let frees = || vec![h(None, None, true)];
+        // row 0 takes a value; row 1 sets its own, not known, to NULL; row 2 takes another
+        assert_eq!(
+            unique_levels(&[
+                vec![h(None, Some(7), false)],
+                frees(),
+                one(10, 20)[..].to_vec()
+            ]),
+            vec![(1, false), (0, false), (1, false)]
+        );
+        // nothing to take: all in one statement
+        assert_eq!(
+            unique_levels(&[frees(), frees()]),
+            vec![(0, false), (0, false)]
+        );
+        // row 0 frees an unknown value of group 0 but takes row 1's value of group 1, and
+        // row 1 takes a value of group 0: the known handoff wins, the other order is unknown
+        let row0 = vec![h(None, None, true), h(None, Some(5), false)];
+        let row1 = vec![h(None, Some(9), false), h(Some(5), None, false)];
+        assert_eq!(unique_levels(&[row0, row1]), vec![(1, false), (0, false)]);
+    }
+
     proptest! {
         /// Simulating the statements level by level (NULL steps first, rows of one level in
         /// any order) never puts one value on two rows.
@@ -805,7 +884,7 @@ mod unique_tests {
             // k rows exchange their values 0..k among themselves (row i takes perm[i]); rows
             // k..6 keep theirs
             let k = perm.len();
-            let rows: Vec<Vec<(Option<i32>, Option<i32>)>> =
+            let rows: Vec<Vec<Handoff<i32>>> =
                 (0..k).map(|i| one(i as i32, perm[i])).collect();
             let plan = unique_levels(&rows);
             let mut held: Vec<Option<i32>> = (0..6).map(Some).collect();

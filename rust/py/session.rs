@@ -536,7 +536,7 @@ fn unique_handoffs(
     rows: &mut Vec<Option<Row>>,
     extra: &mut Vec<(Option<u16>, Vec<u16>)>,
 ) -> PyResult<()> {
-    type Group = (Option<Vec<KeyValue>>, Option<Vec<KeyValue>>);
+    type Group = plan::Handoff<Vec<KeyValue>>;
     let as_key = |v: Option<Bound<'_, PyAny>>| -> PyResult<Option<KeyValue>> {
         match v {
             Some(v) if !v.is_none() => Ok(Some(key_value(&v)?)),
@@ -573,11 +573,15 @@ fn unique_handoffs(
             let mut per_group = Vec::new();
             for g in &m.unique {
                 let (mut old, mut new) = (Some(Vec::new()), Some(Vec::new()));
+                let mut unknown = false;
                 for &c in g {
                     let current = dict.get_item(m.keys[c as usize].bind(py))?;
                     let before = match inner.committed.get(c) {
                         Some(Committed::Value(v)) => Some(v.bind(py).clone()),
-                        Some(Committed::Unknown) => None,
+                        Some(Committed::Unknown) => {
+                            unknown = true;
+                            None
+                        }
                         None => current.clone(),
                     };
                     match (as_key(before)?, old.as_mut()) {
@@ -592,7 +596,11 @@ fn unique_handoffs(
                 if old == new {
                     (old, new) = (None, None);
                 }
-                per_group.push((old, new));
+                per_group.push(plan::Handoff {
+                    frees_unknown: unknown && new.is_none(),
+                    gives: old,
+                    takes: new,
+                });
             }
             groups.push(per_group);
         }
@@ -605,8 +613,8 @@ fn unique_handoffs(
             }
             let row = rows[changes[i].item].as_ref().expect("row present");
             let mut cols = ColSet::new();
-            for (g, (old, _)) in m.unique.iter().zip(&groups[pos]) {
-                if old.is_some() {
+            for (g, h) in m.unique.iter().zip(&groups[pos]) {
+                if h.gives.is_some() {
                     cols.extend(g.iter().copied());
                 }
             }
