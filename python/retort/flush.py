@@ -951,6 +951,15 @@ def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
     return ids
 
 
+def _replaced_unknown(obj: Any, prop: Any) -> bool:
+    """Whether `obj`'s scalar `prop` was set since the last flush without the value it
+    replaced being known (not loaded)."""
+    from retort.mapping import _NOT_SET
+
+    history = obj.__dict__.get("_retort_history")
+    return history is not None and history.get(prop.key, None) is _NOT_SET
+
+
 def _parent_deleted(session: Any, obj: Any, prop: Any, changes: RelatedChanges) -> None:
     if prop.direction == "MANYTOONE":
         return
@@ -969,6 +978,12 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: RelatedChanges) 
                 changes.link_delete(prop, obj, item)
         return
     items = list(value) if prop.uselist else ([] if value is None else [value])
+    if not prop.uselist and _replaced_unknown(obj, prop):
+        # a back reference cleared it while it was not loaded: the child its row has (which
+        # SQLAlchemy's flush of the DELETE loads) is one of its children all the same
+        committed = session._load_relationship(obj, prop)
+        if committed is not None and committed is not value:
+            items.append(committed)
     deletes = "delete" in prop.cascade
     # under delete-orphan, those taken out of the collection before are orphans (or lose their
     # key) all the same
