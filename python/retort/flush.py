@@ -853,7 +853,7 @@ def _sync_one_to_many(
         removed = list(value._removed.values())
     else:
         items = [] if value is None else [value]
-        removed = session._orphans.pop(id(obj), [])
+        removed = session._orphans.pop(id(obj), []) + _replaced_unknown(session, obj, prop, value)
         for child in items:
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
@@ -951,13 +951,18 @@ def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
     return ids
 
 
-def _replaced_unknown(obj: Any, prop: Any) -> bool:
-    """Whether `obj`'s scalar `prop` was set since the last flush without the value it
-    replaced being known (not loaded)."""
+def _replaced_unknown(session: Any, obj: Any, prop: Any, value: Any) -> list[Any]:
+    """The child that `obj`'s row has through its scalar one-to-many `prop`, where a back
+    reference set `prop` (to None) since the last flush while it was not loaded: that child
+    was replaced all the same. Loaded now, as SQLAlchemy's flush loads the history it could
+    not know."""
     from retort.mapping import _NOT_SET
 
     history = obj.__dict__.get("_retort_history")
-    return history is not None and history.get(prop.key, None) is _NOT_SET
+    if history is None or history.get(prop.key, None) is not _NOT_SET:
+        return []
+    committed = session._load_relationship(obj, prop)
+    return [] if committed is None or committed is value else [committed]
 
 
 def _parent_deleted(session: Any, obj: Any, prop: Any, changes: RelatedChanges) -> None:
@@ -978,12 +983,8 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: RelatedChanges) 
                 changes.link_delete(prop, obj, item)
         return
     items = list(value) if prop.uselist else ([] if value is None else [value])
-    if not prop.uselist and _replaced_unknown(obj, prop):
-        # a back reference cleared it while it was not loaded: the child its row has (which
-        # SQLAlchemy's flush of the DELETE loads) is one of its children all the same
-        committed = session._load_relationship(obj, prop)
-        if committed is not None and committed is not value:
-            items.append(committed)
+    if not prop.uselist:
+        items += _replaced_unknown(session, obj, prop, value)
     deletes = "delete" in prop.cascade
     # under delete-orphan, those taken out of the collection before are orphans (or lose their
     # key) all the same
