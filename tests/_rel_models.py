@@ -199,8 +199,11 @@ def parent_child(
     return Parent, Child
 
 
-def user_profile(orm: Api, *, cascade: str = "save-update, merge") -> tuple[Any, Any]:
-    """User 1-1 Profile (uselist=False) through a unique, nullable profiles.user_id."""
+def user_profile(
+    orm: Api, *, cascade: str = "save-update, merge", back: bool = True
+) -> tuple[Any, Any]:
+    """User 1-1 Profile (uselist=False) through a unique, nullable profiles.user_id; with
+    `back` False, Profile has no many-to-one (no back_populates)."""
 
     class Base(orm.DeclarativeBase):
         pass
@@ -210,7 +213,7 @@ def user_profile(orm: Api, *, cascade: str = "save-update, merge") -> tuple[Any,
         id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
         name: orm.Mapped[str] = orm.mapped_column(orm.String(50))
         profile: orm.Mapped[Optional["Profile"]] = orm.relationship(
-            back_populates="user", uselist=False, cascade=cascade
+            uselist=False, cascade=cascade, **({"back_populates": "user"} if back else {})
         )
 
     class Profile(Base):
@@ -218,7 +221,8 @@ def user_profile(orm: Api, *, cascade: str = "save-update, merge") -> tuple[Any,
         id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
         bio: orm.Mapped[str] = orm.mapped_column(orm.String(50))
         user_id: orm.Mapped[int | None] = orm.mapped_column(orm.ForeignKey("users.id"), unique=True)
-        user: orm.Mapped[User | None] = orm.relationship(back_populates="profile")
+        if back:
+            user: orm.Mapped[User | None] = orm.relationship(back_populates="profile")
 
     Base.metadata.create_all(orm.engine)
     return User, Profile

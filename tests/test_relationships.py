@@ -432,6 +432,27 @@ def test_a_profile_a_back_reference_cleared_while_unloaded_loses_its_key(
     assert orm.fetch("SELECT count(*) FROM users") == [(0 if delete_user else 1,)]
 
 
+@pytest.mark.parametrize("new_profile", [True, False])
+def test_one_to_one_without_back_populates_replacing_an_unloaded_profile(
+    orm: Api, new_profile: bool
+) -> None:
+    # Without a back reference nothing loads the profile the assignment replaces; the flush
+    # loads it (as SQLAlchemy's, the history of a one-to-many being active) and clears its
+    # key before the unique user_id is taken
+    User, Profile = user_profile(orm, back=False)
+    with orm.session() as s:
+        s.add(User(id=1, name="u", profile=Profile(id=1, bio="old")))
+        s.add(Profile(id=2, bio="other"))
+        s.commit()
+    with orm.session() as s:
+        user = s.get(User, 1)
+        user.profile = Profile(id=3, bio="new") if new_profile else s.get(Profile, 2)
+        s.commit()
+    taker = 3 if new_profile else 2
+    rows = orm.fetch("SELECT id, user_id FROM profiles ORDER BY id")
+    assert rows == [(i, 1 if i == taker else None) for i in range(1, 4 if new_profile else 3)]
+
+
 def test_improvement_one_to_one_replacement_with_delete_orphan(orm: Api) -> None:
     # SPEC §5: a DELETE that frees a unique value runs before the INSERT that takes it.
     # SQLAlchemy inserts the new profile before deleting the orphaned one and violates the

@@ -952,10 +952,10 @@ def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
 
 
 def _replaced_unknown(session: Any, obj: Any, prop: Any, value: Any) -> list[Any]:
-    """The child that `obj`'s row has through its scalar one-to-many `prop`, where a back
-    reference set `prop` (to None) since the last flush while it was not loaded: that child
-    was replaced all the same. Loaded now, as SQLAlchemy's flush loads the history it could
-    not know."""
+    """The child that `obj`'s row has through its scalar one-to-many `prop`, where `prop`
+    was set since the last flush while it was not loaded (by a back reference clearing it, or
+    with no back reference to load it for): that child was replaced all the same. Loaded now,
+    as SQLAlchemy's flush loads the history it could not know."""
     from retort.mapping import _NOT_SET
 
     history = obj.__dict__.get("_retort_history")
