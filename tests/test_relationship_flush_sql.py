@@ -25,6 +25,7 @@ from tests._rel_models import (
     post_tag,
     tree,
     unique_accounts,
+    user_profile,
 )
 
 Log = list[tuple[str, Any]]
@@ -660,6 +661,44 @@ def test_row_switch_is_one_update(orm: Api) -> None:
         assert "label" in _set_columns(orm.log[0][0])
         s.commit()
     assert orm.fetch("SELECT code, label, qty FROM codes") == [("k", "new", 1)]
+
+
+@pytest.mark.parametrize("back", [True, False])
+def test_a_new_users_one_to_one_set_twice_loads_nothing(orm: Api, back: bool) -> None:
+    # (the flush loads the profile a persistent user's row had where the one-to-one was set
+    # while not loaded; a new user has none)
+    User, Profile = user_profile(orm, back=back)
+    with orm.session() as s:
+        user = User(id=7, name="u", profile=Profile(id=7, bio="a"))
+        user.profile = Profile(id=8, bio="b")
+        s.add(user)
+        orm.clear_log()
+        s.flush()
+        assert _ops(orm) == [("INSERT", "users"), ("INSERT", "profiles")]
+
+
+@pytest.mark.parametrize("back", [True, False])
+def test_a_one_to_one_set_while_not_loaded_loads_the_replaced_profile_once(
+    orm: Api, back: bool
+) -> None:
+    User, Profile = user_profile(orm, back=back)
+    with orm.session() as s:
+        s.add(User(id=1, name="u", profile=Profile(id=1, bio="a")))
+        s.commit()
+    with orm.session() as s:
+        user = s.get(User, 1)
+        orm.clear_log()
+        user.profile = Profile(id=2, bio="b")
+        # with a back reference the assignment loads it, else the flush
+        assert _ops(orm) == ([("SELECT", "profiles")] if back else [])
+        s.flush()
+        assert _ops(orm) == [
+            ("SELECT", "profiles"),
+            ("UPDATE", "profiles"),
+            ("INSERT", "profiles"),
+        ]
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(1, None), (2, 1)]
 
 
 def test_update_freeing_a_unique_value_runs_before_the_update_taking_it(orm: Api) -> None:

@@ -956,11 +956,11 @@ def _replaced_unknown(session: Any, obj: Any, prop: Any, value: Any) -> list[Any
     was set since the last flush while it was not loaded (by a back reference clearing it, or
     with no back reference to load it for): that child was replaced all the same. Loaded now,
     as SQLAlchemy's flush loads the history it could not know."""
-    from retort.mapping import _NOT_SET
+    from retort.mapping import _NOT_SET, _has_identity
 
     history = obj.__dict__.get("_retort_history")
-    if history is None or history.get(prop.key, None) is not _NOT_SET:
-        return []
+    if history is None or history.get(prop.key, None) is not _NOT_SET or not _has_identity(obj):
+        return []  # (an object without a row has no child there)
     committed = session._load_relationship(obj, prop)
     return [] if committed is None or committed is value else [committed]
 
