@@ -453,6 +453,36 @@ def test_one_to_one_without_back_populates_replacing_an_unloaded_profile(
     assert rows == [(i, 1 if i == taker else None) for i in range(1, 4 if new_profile else 3)]
 
 
+def test_improvement_a_profile_given_a_user_then_replaced_in_its_one_to_one_lets_it_go(
+    orm: Api,
+) -> None:
+    # Both profiles take the user through their many-to-one. SQLAlchemy's backref does not
+    # take the user from the first when the second replaces it in the user's one-to-one (the
+    # event comes from that same attribute), so its flush writes the user's key on both and
+    # fails on the unique user_id. Retort's backref lets the first go.
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add(Profile(id=2, bio="first"))
+        s.commit()
+    with orm.session() as s:
+        first = s.get(Profile, 2)
+        user = User(id=6, name="u")
+        s.add(user)
+        first.user = user
+        second = Profile(id=7, bio="second")
+        s.add(second)
+        second.user = user
+        assert user.profile is second
+        if orm.name == "sqlalchemy":
+            assert first.user is user
+            with pytest.raises(orm.IntegrityError):
+                s.commit()
+            return
+        assert first.user is None
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(2, None), (7, 6)]
+
+
 def test_improvement_one_to_one_replacement_with_delete_orphan(orm: Api) -> None:
     # SPEC §5: a DELETE that frees a unique value runs before the INSERT that takes it.
     # SQLAlchemy inserts the new profile before deleting the orphaned one and violates the
