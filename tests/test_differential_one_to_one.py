@@ -35,10 +35,10 @@ outcome is a documented improvement):
 - add() of an object whose many-to-one names an object whose DELETE was flushed raises in
   both; SQLAlchemy's leaves the object added, retort's attaches nothing (an improvement: the
   program stops);
-- a profile given a user, then replaced by another profile in that user's one-to-one, all
-  since the last flush: SQLAlchemy's backref leaves it naming the user, and its flush writes
-  that user's key; retort's takes it away (an improvement: the program stops,
-  Lockstep.stale_user_to_flush);
+- a profile a one-to-one replaced, where the user's one-to-one did not hold it at the last
+  flush: SQLAlchemy's backref leaves it naming the user, and its flush writes that user's key
+  (where the profile was given the user since) or nothing; retort's takes the user away and
+  writes no user (the program stops, Lockstep.stale_user_to_flush);
 - two users whose one-to-one both hold one profile, each with a change to flush: SQLAlchemy
   writes either user's key, by the order of a set; retort the profile's many-to-one (the
   program stops, Lockstep.claimed_twice);
@@ -400,17 +400,27 @@ class Lockstep:
         return held(self.sa) != held(self.rt)
 
     def stale_user_to_flush(self) -> bool:
-        """Whether a profile a one-to-one replaced keeps, in SQLAlchemy only, a user it was
-        given since the last flush: SQLAlchemy's flush writes that user's key (the profile's
-        own change), retort's none (its backref took the user away: an improvement). The
-        user's one-to-one names another profile, whose INSERT would fail on the unique
-        user_id (test_relationships.py: test_improvement_a_profile_given_a_user_then_replaced_
-        in_its_one_to_one_lets_it_go)."""
-        for k, profile in enumerate(self.sa.handles):
+        """Whether SQLAlchemy's flush would write a profile a one-to-one replaced otherwise
+        than retort's. SQLAlchemy's backref leaves the replaced profile naming its user
+        (retort's takes the user away); its flush clears the profile's key through that user's
+        one-to-one where it lists the profile as replaced, as retort's does, but else:
+        - it writes that user's key where the profile was given the user since the last flush
+          (the user's one-to-one names another profile, whose INSERT would fail on the unique
+          user_id: test_relationships.py, test_improvement_a_profile_given_a_user_then_
+          replaced_in_its_one_to_one_lets_it_go);
+        - it writes nothing where the user's one-to-one had another value before (a new user,
+          or one given this profile since the last flush), and the row keeps the key it had.
+        Retort writes what its objects say: no user."""
+        sa = self.sa
+        for k, profile in enumerate(sa.handles):
             if type(profile).__name__ != "Profile" or not self.user_moved_by_retort_only(k):
                 continue
-            added = self.sa.api.inspect(profile).attrs.user.history.added
-            if any(user is not None for user in added):
+            user = profile.__dict__.get("user")
+            if user is None:
+                continue
+            if any(u is not None for u in sa.api.inspect(profile).attrs.user.history.added):
+                return True
+            if not any(p is profile for p in sa.api.inspect(user).attrs.profile.history.deleted):
                 return True
         return False
 
