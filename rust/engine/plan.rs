@@ -910,5 +910,44 @@ mod unique_tests {
             }
             for i in 0..k { prop_assert_eq!(held[i], Some(perm[i])); }
         }
+
+        /// Rows clearing values not known in memory, and rows (their own values not known
+        /// either) taking some of those values: simulating the levels, no statement puts one
+        /// value on two rows.
+        #[test]
+        fn rows_clearing_unknown_values_go_before_the_takers(
+            clears in proptest::collection::vec(any::<bool>(), 1..8),
+            pick in any::<proptest::sample::Index>(),
+        ) {
+            // row i holds value i; the clearing rows' values go to the takers, in some order
+            let n = clears.len();
+            let freed: Vec<i32> = (0..n).filter(|&i| clears[i]).map(|i| i as i32).collect();
+            let takers: Vec<usize> = (0..n).filter(|&i| !clears[i]).collect();
+            let mut target: Vec<Option<i32>> = vec![None; n];
+            if !freed.is_empty() {
+                let start = pick.index(freed.len());
+                for (j, &t) in takers.iter().enumerate().take(freed.len()) {
+                    target[t] = Some(freed[(start + j) % freed.len()]);
+                }
+            }
+            let rows: Vec<Vec<Handoff<i32>>> = (0..n)
+                .map(|i| vec![Handoff { gives: None, takes: target[i], frees_unknown: clears[i] }])
+                .collect();
+            let plan = unique_levels(&rows);
+            let mut held: Vec<Option<i32>> = (0..n as i32).map(Some).collect();
+            let top = plan.iter().map(|(l, _)| *l).max().unwrap_or(0);
+            for level in 0..=top {
+                let movers: Vec<usize> = (0..n).filter(|&i| plan[i].0 == level).collect();
+                for &i in &movers {
+                    if let Some(v) = target[i] {
+                        let clash = (0..n).any(|j| j != i && held[j] == Some(v));
+                        prop_assert!(!clash, "level {} row {} -> {}: {:?}", level, i, v, plan);
+                    }
+                }
+                for &i in &movers {
+                    held[i] = if clears[i] { None } else { target[i].or(held[i]) };
+                }
+            }
+        }
     }
 }
