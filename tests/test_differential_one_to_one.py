@@ -34,6 +34,8 @@ outcome is a documented improvement):
   refresh it); so is one whose columns SQLAlchemy's flush loaded before that rollback (to read
   the key it expires too) where retort's did not;
 - an object whose DELETE a flush ran is left alone once a rollback undid it;
+- a profile let go while outside the session, then added: under delete-orphan SQLAlchemy's
+  flush sends a DELETE for it, which has no row (the program stops); retort inserts it;
 - add() of an object whose many-to-one names an object whose DELETE was flushed raises in
   both; SQLAlchemy's leaves the object added, retort's attaches nothing (an improvement: the
   program stops);
@@ -114,6 +116,7 @@ class Side:
     session: Any = None
     handles: list[Any] = field(default_factory=list)
     nested: list[Any] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)  # by the last step
 
     def start(self, admin: psycopg.Connection[Any]) -> None:
         admin.execute(f"TRUNCATE {self.schema}.profiles, {self.schema}.users")
@@ -210,14 +213,16 @@ class Side:
         raise AssertionError(step)  # pragma: no cover
 
     def attempt(self, step: Step) -> Outcome:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             # (an object outside the session named by a relationship: both warn, and write
             # nothing for it)
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("always")
             try:
                 return Outcome(True, self.run(step))
             except Exception as err:
                 return Outcome(False, type(err).__name__, err)
+            finally:
+                self.warned = [str(w.message) for w in caught]
 
     def members(self) -> set[int]:
         """The handles of the objects in the session."""
@@ -354,6 +359,13 @@ class Lockstep:
         if not sa.ok and not type(sa.error).__module__.startswith(("sqlalchemy", "psycopg")):
             # an error of SQLAlchemy's own code (an AttributeError in its flush, seen after a
             # rollback): no oracle past this point
+            return False
+        if any("0 were matched" in w for w in self.sa.warned):
+            # SQLAlchemy's flush sent a DELETE for a profile that never had a row: a pending
+            # one its user's one-to-one lists as an orphan, having let it go while it was
+            # outside the session; retort inserts it without the key (test_relationships.py:
+            # test_a_profile_given_a_key_while_outside_the_session_and_let_go_is_inserted_
+            # without_it)
             return False
         if sa != rt:
             if (

@@ -853,7 +853,7 @@ def _sync_one_to_many(
         removed = list(value._removed.values())
     else:
         items = [] if value is None else [value]
-        removed = session._orphans.pop(id(obj), []) + _replaced_unknown(session, obj, prop, value)
+        removed = session._orphans.pop(id(obj), []) + _replaced(session, obj, prop, value)
         for child in items:
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
@@ -897,7 +897,8 @@ def _settle_removed(
                 session._core.delete(child)
                 session._cascade_delete(child)
                 continue
-            if not (
+            pending = state is not None and state.lifecycle == "pending"
+            if not pending and not (
                 parent_deleted
                 and (state is None or state.lifecycle == "transient" or deleted_by_flush(child))
             ):
@@ -905,7 +906,8 @@ def _settle_removed(
             # no orphan to delete (never in a session, made transient by a rollback, or
             # deleted by an earlier flush): as SQLAlchemy's flush of the parent's DELETE, clear
             # its foreign key, which names the deleted parent (in memory only for one without
-            # a row)
+            # a row). A pending one (added again after it lost the parent outside the session;
+            # one that lost it inside left the session then) is inserted without that key.
         elif session._core.is_marked_deleted(child):
             # one this flush deletes keeps its foreign key, as in SQLAlchemy, whose one-to-many
             # clears no key of an object it deletes
@@ -951,18 +953,23 @@ def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
     return ids
 
 
-def _replaced_unknown(session: Any, obj: Any, prop: Any, value: Any) -> list[Any]:
-    """The child that `obj`'s row has through its scalar one-to-many `prop`, where `prop`
-    was set since the last flush while it was not loaded (by a back reference clearing it, or
-    with no back reference to load it for): that child was replaced all the same. Loaded now,
-    as SQLAlchemy's flush loads the history it could not know."""
+def _replaced(session: Any, obj: Any, prop: Any, value: Any) -> list[Any]:
+    """The child `obj`'s scalar one-to-many `prop` held before its first change since the last
+    flush, where another value replaced it: _settle_removed clears its key unless it found
+    another parent, as SQLAlchemy's one-to-many history does. (The assignment took the user
+    away already, but a flush may have copied the key into it since, while it was outside the
+    session.) Where `prop` was set while not loaded (by a back reference clearing it, or with
+    no back reference to load it for), the child the row has is loaded now, as SQLAlchemy's
+    flush loads the history it could not know."""
     from retort.mapping import _NOT_SET, _has_identity
 
     history = obj.__dict__.get("_retort_history")
-    if history is None or history.get(prop.key, None) is not _NOT_SET or not _has_identity(obj):
-        return []  # (an object without a row has no child there)
-    committed = session._load_relationship(obj, prop)
-    return [] if committed is None or committed is value else [committed]
+    before = None if history is None else history.get(prop.key)
+    if before is _NOT_SET and _has_identity(obj):  # (a new object's row has no child)
+        before = session._load_relationship(obj, prop)
+    if before is None or before is _NOT_SET or before is value:
+        return []
+    return [before]
 
 
 def _parent_deleted(session: Any, obj: Any, prop: Any, changes: RelatedChanges) -> None:
@@ -984,7 +991,7 @@ def _parent_deleted(session: Any, obj: Any, prop: Any, changes: RelatedChanges) 
         return
     items = list(value) if prop.uselist else ([] if value is None else [value])
     if not prop.uselist:
-        items += _replaced_unknown(session, obj, prop, value)
+        items += _replaced(session, obj, prop, value)
     deletes = "delete" in prop.cascade
     # under delete-orphan, those taken out of the collection before are orphans (or lose their
     # key) all the same
