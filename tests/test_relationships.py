@@ -519,6 +519,25 @@ def test_a_profile_given_a_key_while_outside_the_session_and_let_go_is_inserted_
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(6, None)]
 
 
+def test_a_key_set_by_hand_after_a_flush_stays_when_the_user_is_added_again(orm: Api) -> None:
+    # add() of the (persistent) user changes nothing of its one-to-one: the flush copies no
+    # key into the profile, whose key set by hand is written (SQLAlchemy's history of the
+    # one-to-one is empty)
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add(Profile(id=1, bio="p"))
+        s.commit()
+    with orm.session() as s:
+        profile = s.get(Profile, 1)
+        user = User(id=6, name="u")
+        profile.user = user  # (the cascade adds the user)
+        s.flush()
+        profile.user_id = None
+        s.add(user)
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, None)]
+
+
 def test_improvement_one_to_one_replacement_with_delete_orphan(orm: Api) -> None:
     # SPEC §5: a DELETE that frees a unique value runs before the INSERT that takes it.
     # SQLAlchemy inserts the new profile before deleting the orphaned one and violates the

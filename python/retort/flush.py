@@ -854,7 +854,8 @@ def _sync_one_to_many(
     else:
         items = [] if value is None else [value]
         removed = session._orphans.pop(id(obj), []) + _replaced(session, obj, prop, value)
-        for child in items:
+        if items and _copies_key(obj, prop):
+            child = items[0]
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(child, dst.key, pv)
             # it keeps that key where a parent it had is deleted (see _clear_keys_left)
@@ -951,6 +952,24 @@ def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
         if state is not None and not state.has_identity:
             ids.update(map(id, coll))
     return ids
+
+
+def _copies_key(obj: Any, prop: Any) -> bool:
+    """Whether `obj`'s scalar one-to-many `prop` copies its key into its value: where it was
+    set since the last flush, where `obj` has no row (or its key changed), as SQLAlchemy's
+    history has it. (Not where the object is merely listed, as after an add(): a key set by
+    hand on the child since stays, as in SQLAlchemy.)"""
+    history = obj.__dict__.get("_retort_history")
+    if history is not None and prop.key in history:
+        return True
+    state = obj.__dict__.get("_retort_state")
+    if state is None or not state.has_identity:
+        return True
+    changed = state.changed
+    if not changed:
+        return False
+    mapper = type(obj).__mapper__
+    return any(mapper.keys.index(c.key) in changed for c in mapper.primary_key)
 
 
 def _replaced(session: Any, obj: Any, prop: Any, value: Any) -> list[Any]:
