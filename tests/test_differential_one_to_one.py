@@ -36,6 +36,9 @@ outcome is a documented improvement):
 - an object whose DELETE a flush ran is left alone once a rollback undid it;
 - a profile let go while outside the session, then added: under delete-orphan SQLAlchemy's
   flush sends a DELETE for it, which has no row (the program stops); retort inserts it;
+- a profile made transient by a rollback, holding a user whose key its user_id no longer
+  holds, in the session again: retort inserts it with the user's key, SQLAlchemy with the
+  user_id it holds (an improvement: the program stops, Lockstep.stale_key_to_insert);
 - add() of an object whose many-to-one names an object whose DELETE was flushed raises in
   both; SQLAlchemy's leaves the object added, retort's attaches nothing (an improvement: the
   program stops);
@@ -399,6 +402,8 @@ class Lockstep:
             # SQLAlchemy's add() keeps what it attached before the error, retort's attaches
             # nothing (test_differential.py: the same improvement)
             return False
+        if self.stale_key_to_insert():
+            return False
         if step[0] == "set":
             self.relationship_set = True
             if self.claimed_twice(step) or self.stale_user_to_flush():
@@ -455,6 +460,25 @@ class Lockstep:
             if any(u is not None for u in sa.api.inspect(profile).attrs.user.history.added):
                 return True
             if not any(p is profile for p in sa.api.inspect(user).attrs.profile.history.deleted):
+                return True
+        return False
+
+    def stale_key_to_insert(self) -> bool:
+        """Whether a new profile in the session holds a user whose key its user_id does not
+        hold, with no change of `user` for a flush to sync: a flush recorded the change, then
+        a rollback made the profile transient again (and a flush or a step set its user_id
+        since). Retort inserts it with the user's key, SQLAlchemy with the user_id it holds
+        (test_differential.py: Drawer.stale_key; test_relationships.py: test_improvement_an_
+        object_added_again_after_a_rollback_keeps_its_parent)."""
+        sa = self.sa
+        for profile in sa.handles:
+            if type(profile).__name__ != "Profile" or profile not in sa.session:
+                continue
+            insp = sa.api.inspect(profile)
+            user = profile.__dict__.get("user")
+            if insp.has_identity or user is None or insp.attrs.user.history.added:
+                continue
+            if user.__dict__.get("id") != profile.__dict__.get("user_id"):
                 return True
         return False
 
