@@ -138,6 +138,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   flushes load such an object (one marked deleted) and fail alike, get()'s autoflush raises
   PendingRollbackError in SQLAlchemy, the flush's ObjectDeletedError in retort (the program
   stops there);
+- an object whose row a flush deleted through another instance of it (merge()'s copy),
+  attached again by a save-update cascade: both flushes fail on the row that is gone,
+  SQLAlchemy's at an UPDATE of it (StaleDataError), retort's at the INSERT of a new object
+  naming it (IntegrityError; the program stops there);
 - get() of a key whose object is expired with its row gone, where the autoflush inserts a
   new object with the key: SQLAlchemy returns the old object (deleted, loaded with the new
   row), retort the new one (the program stops there);
@@ -2334,6 +2338,20 @@ class Lockstep:
             and (sa_obj is None or id(sa_obj) in self.sa.index)
         )
 
+    def names_a_row_a_flush_deleted(self, err: BaseException | None) -> bool:
+        """Whether `err` is a foreign key violation naming the key of a row that is gone, of an
+        object the program marked deleted (SQLAlchemy's failed flush may have made it
+        persistent again since)."""
+        found = re.search(r'Key \((\w+)\)=\((\d+)\) is not present in table "(\w+)"', str(err))
+        if found is None:
+            return False
+        return any(
+            i in self.rt.marked_deleted_once
+            and type(obj).__table__.name == found[3]
+            and self.sa.key(obj)[1] == int(found[2])
+            for i, obj in enumerate(self.sa.handles)
+        )
+
     def improvement(self, step: Step, sa: Outcome, rt: Outcome) -> str | None:
         """The SPEC §5 improvement this divergence is, if it is one."""
         if sa.ok and rt.ok and self.lost_node_key() is not None:
@@ -2423,6 +2441,18 @@ class Lockstep:
             return (
                 "a flush changing an object whose row is gone does not load it (then a row refused)"
             )
+        if (
+            sa.value == "StaleDataError"
+            and str(sa.error).startswith("UPDATE statement on table")
+            and rt.value == "IntegrityError"
+            and self.names_a_row_a_flush_deleted(rt.error)
+        ):
+            # an object whose row a flush deleted through another instance of it (merge()'s
+            # copy), attached again by a save-update cascade: both flushes fail on the row
+            # that is gone, SQLAlchemy's at an UPDATE of the object that matches no row,
+            # retort's earlier, at the INSERT of a new object naming it
+            # (test_divergence_a_flush_naming_a_row_another_instance_deleted)
+            return "a flush naming a row a DELETE of another instance removed fails in both"
         if sa.value == "CircularDependencyError" and rt.value == "IntegrityError":
             # retort broke the cycle, ran the flush and met the database's refusal of another
             # of its rows (a duplicate key) that SQLAlchemy never got to send
@@ -8134,6 +8164,36 @@ def test_divergence_a_flush_refused_before_it_gets_to_an_object_whose_row_is_gon
         "remove(1, 'parents', 0)  -> raised ObjectDeletedError / retort: raised IntegrityError "
         "(improvement: a flush changing an object whose row is gone does not load it (then a "
         "row refused))"
+    )
+
+
+def test_divergence_a_flush_naming_a_row_another_instance_deleted(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 5 is inserted, expunged, and merged back as another
+    # instance (handle 1), whose DELETE a flush runs. New node 6 is given the expunged node 5
+    # as its parent, and its save-update cascade attaches node 5 again. merge()'s autoflush:
+    # SQLAlchemy's UPDATE of node 5 matches no row (StaleDataError), retort's INSERT of node
+    # 6 names the row that is gone (IntegrityError)
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Node", 5, "a", "add", None),
+            ("begin_nested",),
+            ("expunge", 0),
+            ("merge", 0),
+            ("delete", 1),
+            ("flush",),
+            ("set", 0, "parent_id", None),
+            ("new", "Node", 6, "a", "set_parent_add", 0),
+        ],
+    ) as run:
+        assert [side.lifecycle(side.handles[1]) for side in sides] == ["deleted"] * 2
+        assert run.step(("merge", 0)) is None
+    assert run.program[-1] == (
+        "merge(0)  -> raised StaleDataError / retort: raised IntegrityError (improvement: a "
+        "flush naming a row a DELETE of another instance removed fails in both)"
     )
 
 
