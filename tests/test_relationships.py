@@ -538,6 +538,31 @@ def test_a_key_set_by_hand_after_a_flush_stays_when_the_user_is_added_again(orm:
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, None)]
 
 
+def test_a_user_inserted_again_after_a_rollback_copies_no_key_into_the_profile_it_holds(
+    orm: Api,
+) -> None:
+    # The rollback undoes the user's INSERT and the profile's new key; the user still holds
+    # the profile (its one-to-one unchanged since that flush). Added again, it is inserted,
+    # and the profile, expired, keeps the key its row has: nothing copies the user's key, as
+    # for a collection of such an owner (its gained members only) and in SQLAlchemy
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
+        s.commit()
+    with orm.session() as s:
+        profile = s.get(Profile, 1)
+        user = User(id=6, name="new")
+        profile.user = user
+        s.flush()
+        s.rollback()
+        assert orm.inspect(user).transient and user.profile is profile
+        s.expire(profile)
+        s.add(user)
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, 1)]
+    assert orm.fetch("SELECT id FROM users ORDER BY id") == [(1,), (6,)]
+
+
 def test_improvement_one_to_one_replacement_with_delete_orphan(orm: Api) -> None:
     # SPEC §5: a DELETE that frees a unique value runs before the INSERT that takes it.
     # SQLAlchemy inserts the new profile before deleting the orphaned one and violates the

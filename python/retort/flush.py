@@ -956,15 +956,15 @@ def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
 
 def _copies_key(obj: Any, prop: Any) -> bool:
     """Whether `obj`'s scalar one-to-many `prop` copies its key into its value: where it was
-    set since the last flush, where `obj` has no row (or its key changed), as SQLAlchemy's
-    history has it. (Not where the object is merely listed, as after an add(): a key set by
-    hand on the child since stays, as in SQLAlchemy.)"""
+    set since the last flush, where `obj` never had a row (or its key changed), as
+    SQLAlchemy's history has it. (Not where the object is merely listed, as after an add():
+    a key set by hand on the child since stays, as in SQLAlchemy.)"""
     history = obj.__dict__.get("_retort_history")
     if history is not None and prop.key in history:
         return True
     state = obj.__dict__.get("_retort_state")
-    if state is None or not state.has_identity:
-        return True
+    if state is None or not (state.has_identity or state.expired_insert):
+        return True  # (one whose INSERT a rollback undid copies changes only, as collections)
     changed = state.changed
     if not changed:
         return False
