@@ -141,7 +141,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
 - an object whose row a flush deleted through another instance of it (merge()'s copy),
   attached again by a save-update cascade: both flushes fail on the row that is gone,
   SQLAlchemy's at an UPDATE of it (StaleDataError), retort's at the INSERT of a new object
-  naming it (IntegrityError; the program stops there);
+  naming it, or at a row the database refuses before (IntegrityError; the program stops
+  there);
 - get() of a key whose object is expired with its row gone, where the autoflush inserts a
   new object with the key: SQLAlchemy returns the old object (deleted, loaded with the new
   row), retort the new one (the program stops there);
@@ -2338,6 +2339,18 @@ class Lockstep:
             and (sa_obj is None or id(sa_obj) in self.sa.index)
         )
 
+    def attached_again_after_another_instance_deleted_it(self) -> bool:
+        """Whether SQLAlchemy's session has attached an object of a key whose other instance
+        the program marked deleted (its row gone, where a flush ran that DELETE)."""
+        sa = self.sa
+        deleted = {sa.key(sa.handles[i]) for i in self.rt.marked_deleted_once}
+        return any(
+            i not in self.rt.marked_deleted_once
+            and sa.lifecycle(obj) == "persistent"
+            and sa.key(obj) in deleted
+            for i, obj in enumerate(sa.handles)
+        )
+
     def names_a_row_a_flush_deleted(self, err: BaseException | None) -> bool:
         """Whether `err` is a foreign key violation naming the key of a row that is gone, of an
         object the program marked deleted (SQLAlchemy's failed flush may have made it
@@ -2445,14 +2458,20 @@ class Lockstep:
             sa.value == "StaleDataError"
             and str(sa.error).startswith("UPDATE statement on table")
             and rt.value == "IntegrityError"
-            and self.names_a_row_a_flush_deleted(rt.error)
+            and self.attached_again_after_another_instance_deleted_it()
         ):
             # an object whose row a flush deleted through another instance of it (merge()'s
             # copy), attached again by a save-update cascade: both flushes fail on the row
             # that is gone, SQLAlchemy's at an UPDATE of the object that matches no row,
-            # retort's earlier, at the INSERT of a new object naming it
+            # retort's earlier, at the INSERT of a new object naming it, or at another row the
+            # database refuses before (a duplicate key)
             # (test_divergence_a_flush_naming_a_row_another_instance_deleted)
-            return "a flush naming a row a DELETE of another instance removed fails in both"
+            if self.names_a_row_a_flush_deleted(rt.error):
+                return "a flush naming a row a DELETE of another instance removed fails in both"
+            return (
+                "a flush naming a row a DELETE of another instance removed fails in both (then "
+                "a row refused)"
+            )
         if sa.value == "CircularDependencyError" and rt.value == "IntegrityError":
             # retort broke the cycle, ran the flush and met the database's refusal of another
             # of its rows (a duplicate key) that SQLAlchemy never got to send
