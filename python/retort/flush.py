@@ -661,7 +661,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     if session._orphan_children or session._orphans_if_changed:
         _delete_unparented(session)
     core = session._core
-    for obj, prop, value in core.sync_collections(objs, changes.collections):
+    for obj, prop, value, gained in core.sync_collections(objs, changes.collections):
         if prop is None and value is not None:
             _sync_queued(session, obj, value, changes)
         elif prop is None:
@@ -669,7 +669,7 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 if not p.viewonly:
                     _parent_deleted(session, obj, p, changes)
         elif prop.direction == "ONETOMANY":
-            _sync_one_to_many(session, obj, prop, value, changes)
+            _sync_one_to_many(session, obj, prop, value, changes, gained)
         else:
             for item in value._added.values():
                 if _linkable(session, item, prop):
@@ -843,10 +843,11 @@ def _delete_unparented(session: Any) -> None:
 
 
 def _sync_one_to_many(
-    session: Any, obj: Any, prop: Any, value: Any, changes: RelatedChanges
+    session: Any, obj: Any, prop: Any, value: Any, changes: RelatedChanges, gained: bool
 ) -> None:
     """What the core leaves of a one-to-many: the members a collection lost (those it gained
-    have the key already), or a scalar one-to-many's key copy and the object it replaced."""
+    have the key already), or the objects a scalar one-to-many replaced (`gained`: the core
+    gave its value the key)."""
     parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
     if prop.uselist:
         items = list(value)
@@ -854,12 +855,9 @@ def _sync_one_to_many(
     else:
         items = [] if value is None else [value]
         removed = session._orphans.pop(id(obj), []) + _replaced(session, obj, prop, value)
-        if items and _copies_key(obj, prop):
-            child = items[0]
-            for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
-                _set_if_different(child, dst.key, pv)
+        if gained:
             # it keeps that key where a parent it had is deleted (see _clear_keys_left)
-            changes.gains.setdefault(prop, set()).add(id(child))
+            changes.gains.setdefault(prop, set()).add(id(value))
     _settle_removed(session, obj, prop, items, removed, parent_values, changes)
 
 
@@ -952,24 +950,6 @@ def _gained_by(session: Any, changes: RelatedChanges, prop: Any) -> set[int]:
         if state is not None and not state.has_identity:
             ids.update(map(id, coll))
     return ids
-
-
-def _copies_key(obj: Any, prop: Any) -> bool:
-    """Whether `obj`'s scalar one-to-many `prop` copies its key into its value: where it was
-    set since the last flush, where `obj` never had a row (or its key changed), as
-    SQLAlchemy's history has it. (Not where the object is merely listed, as after an add():
-    a key set by hand on the child since stays, as in SQLAlchemy.)"""
-    history = obj.__dict__.get("_retort_history")
-    if history is not None and prop.key in history:
-        return True
-    state = obj.__dict__.get("_retort_state")
-    if state is None or not (state.has_identity or state.expired_insert):
-        return True  # (one whose INSERT a rollback undid copies changes only, as collections)
-    changed = state.changed
-    if not changed:
-        return False
-    mapper = type(obj).__mapper__
-    return any(mapper.keys.index(c.key) in changed for c in mapper.primary_key)
 
 
 def _replaced(session: Any, obj: Any, prop: Any, value: Any) -> list[Any]:

@@ -192,14 +192,14 @@ def configure_mappers() -> None:
 
 def _sync_spec(prop: Any) -> tuple[str, int, Any, list[str], list[str], Any]:
     """How the flush's key sync in the core treats a relationship (`MapperCore.set_cascade`):
-    0 many-to-one, 1 one-to-many collection (with the attribute names of the referred-to and
-    the foreign-key columns), 2 anything else, left to `flush.sync_related`. Last, for a
-    many-to-one referring to its target's primary key (in order), the target's MapperCore:
-    its foreign key is then an identity to look up."""
+    0 many-to-one, 1 one-to-many collection, 3 scalar one-to-many (with the attribute names of
+    the referred-to and the foreign-key columns), 2 anything else, left to
+    `flush.sync_related`. Last, for a many-to-one referring to its target's primary key (in
+    order), the target's MapperCore: its foreign key is then an identity to look up."""
     if prop.direction == "MANYTOONE":
         kind = 0
-    elif prop.direction == "ONETOMANY" and prop.uselist:
-        kind = 1
+    elif prop.direction == "ONETOMANY":
+        kind = 1 if prop.uselist else 3
     else:
         return (prop.key, 2, prop, [], [], None)
     src = [s.key for s, _ in prop.pairs]

@@ -138,7 +138,10 @@ pub enum SyncKind {
     ManyToOne,
     /// A one-to-many collection: this object's key goes into its members' foreign keys.
     OneToMany,
-    /// Anything else (a scalar one-to-many, a many-to-many): done in Python.
+    /// A scalar one-to-many (one-to-one): this object's key goes into its value's foreign key;
+    /// Python settles the value it replaced.
+    ScalarOneToMany,
+    /// Anything else (a many-to-many): done in Python.
     Other,
 }
 
@@ -305,6 +308,7 @@ impl MapperCore {
                 let kind = match kind {
                     0 => SyncKind::ManyToOne,
                     1 => SyncKind::OneToMany,
+                    3 => SyncKind::ScalarOneToMany,
                     _ => SyncKind::Other,
                 };
                 if kind != SyncKind::Other && (src.len() != dst.len() || src.is_empty()) {

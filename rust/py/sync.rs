@@ -1,8 +1,8 @@
 //! Relationship key sync before a flush: the parent's key copied into its children's foreign
 //! keys, in one call for all the objects whose relationships changed.
 //!
-//! The key copies run here: into the members a one-to-many collection gained, and from the
-//! object a many-to-one names (or None). Everything that settles removals, orphans, rows of
+//! The key copies run here: into the members a one-to-many collection gained (or the value a
+//! scalar one-to-many was given), and from the object a many-to-one names (or None). Everything that settles removals, orphans, rows of
 //! deleted parents and association rows goes back to Python (`flush.sync_related`), which
 //! keeps those rules in one place; those objects are returned, in order.
 
@@ -93,6 +93,21 @@ fn row_and_key_change(dict: &Bound<'_, PyDict>, mapper: &MapperCore) -> PyResult
     Ok((true, mapper.pk.iter().any(|c| changed.contains(c))))
 }
 
+/// Whether a scalar one-to-many copies its owner's key into its value: where it was set since
+/// the last flush (its history), where the owner never had a row, or its key changed (not
+/// where the owner is merely listed, as after an add(): a key set by hand on the value since
+/// stays, as in SQLAlchemy).
+fn scalar_copies(dict: &Bound<'_, PyDict>, mapper: &MapperCore, p: &SyncProp) -> PyResult<bool> {
+    let py = dict.py();
+    if let Some(history) = dict.get_item(HISTORY.get(py))? {
+        if history.contains(p.key.bind(py))? {
+            return Ok(true);
+        }
+    }
+    let (had_row, key_changed) = row_and_key_change(dict, mapper)?;
+    Ok(!had_row || key_changed)
+}
+
 /// Apply the pending expiry (commit, rollback, expire_all) of `child` before its foreign key
 /// is compared with the key to copy: the values its `__dict__` still holds are stale. False
 /// for a child whose DELETE a flush ran: it gets no key.
@@ -122,10 +137,12 @@ pub(crate) fn is_stale_in(dict: &Bound<'_, PyDict>) -> PyResult<bool> {
 /// Pass one, over the objects in order: each one-to-many collection copies its owner's key
 /// into its members (into the members it gained, when the owner has a row, or had one until
 /// a rollback undid its INSERT, and the same key as before; into all of them otherwise, as
-/// SQLAlchemy does). Returns, in order, what Python
-/// settles: `(obj, None, None)` for an object marked deleted, `(obj, prop, value)` for the
-/// removals of a collection, a scalar one-to-many or a many-to-many, and `(obj, None,
-/// queued)` for an object with changes queued for unloaded collections (its
+/// SQLAlchemy does); a scalar one-to-many likewise into its value (where it was set since the
+/// last flush, when the owner has a row and the same key). Returns, in order, what Python
+/// settles, as `(obj, prop, value, gained)`: `(obj, None, None, False)` for an object marked
+/// deleted, `(obj, prop, value, gained)` for the removals of a collection, a scalar
+/// one-to-many (`gained`: its value was given the key) or a many-to-many, and `(obj, None,
+/// queued, False)` for an object with changes queued for unloaded collections (its
 /// `_retort_pending`). `collections` receives each collection synced here (its history is
 /// reset after the flush).
 pub fn sync_collections<'py>(
@@ -138,7 +155,7 @@ pub fn sync_collections<'py>(
     let mut cache = PropCache::default();
     for obj in objs.iter() {
         if is_deleted(&obj)? {
-            rest.append((obj.clone(), py.None(), py.None()))?;
+            rest.append((obj.clone(), py.None(), py.None(), false))?;
             continue;
         }
         let (mapper, props) = cache.of(&obj)?;
@@ -154,7 +171,7 @@ pub fn sync_collections<'py>(
         if let Some(queued) = dict.get_item(PENDING.get(py))? {
             if queued.is_truthy()? {
                 // changes queued for unloaded collections: Python looks at them
-                rest.append((obj.clone(), py.None(), queued))?;
+                rest.append((obj.clone(), py.None(), queued, false))?;
             }
         }
         for p in props.iter() {
@@ -164,10 +181,23 @@ pub fn sync_collections<'py>(
             let Some(value) = dict.get_item(p.key.bind(py))? else {
                 continue;
             };
+            if p.kind == SyncKind::ScalarOneToMany {
+                // Python settles the value it replaced
+                let gained = !value.is_none() && scalar_copies(&dict, mapper.get(), p)?;
+                if gained {
+                    let value_dict = instance_dict(&value)?;
+                    for (src, dst) in p.src.iter().zip(&p.dst) {
+                        let pv = obj.getattr(src.bind(py))?;
+                        set_if_different(&value, &value_dict, dst.bind(py), &pv)?;
+                    }
+                }
+                rest.append((obj.clone(), p.prop.bind(py), &value, gained))?;
+                continue;
+            }
             if p.kind == SyncKind::Other || value.getattr(REMOVED.get(py))?.is_truthy()? {
                 // Python settles what it took out (after this call: its gained members have
-                // the key by then) or the whole of a scalar one-to-many or a many-to-many
-                rest.append((obj.clone(), p.prop.bind(py), &value))?;
+                // the key by then) or the whole of a many-to-many
+                rest.append((obj.clone(), p.prop.bind(py), &value, false))?;
                 if p.kind == SyncKind::Other {
                     continue;
                 }
