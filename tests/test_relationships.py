@@ -563,6 +563,40 @@ def test_a_user_inserted_again_after_a_rollback_copies_no_key_into_the_profile_i
     assert orm.fetch("SELECT id FROM users ORDER BY id") == [(1,), (6,)]
 
 
+@pytest.mark.parametrize("cascade", ["save-update, merge", "all, delete-orphan"])
+def test_improvement_a_user_added_again_after_a_rollback_cascades_to_the_profile_it_let_go(
+    orm: Api, cascade: str
+) -> None:
+    # The one-to-one is set while not loaded. Retort loads the profile it replaces at the
+    # assignment and keeps it in the history; SQLAlchemy defers that load to each reading of
+    # the history and keeps a placeholder. The rollback makes user and profile transient.
+    # add() of the user follows the history to the profile let go, as for a collection; the
+    # flush inserts it without the key, or, under delete-orphan, leaves it out as an orphan.
+    # SQLAlchemy's add() skips it, and its flush fails on the placeholder.
+    User, Profile = user_profile(orm, cascade=cascade)
+    with orm.session() as s:
+        user, profile = User(id=6, name="u"), Profile(id=7, bio="p")
+        user.profile = profile
+        s.add(user)
+        s.flush()
+        s.expire(user, ["profile"])
+        user.profile = None
+        s.rollback()
+        assert orm.inspect(user).transient and orm.inspect(profile).transient
+        s.add(user)
+        if orm.name == "sqlalchemy":
+            assert orm.inspect(profile).transient
+            with pytest.raises(AttributeError, match="_sa_instance_state"):
+                s.flush()
+            return
+        assert orm.inspect(profile).pending
+        s.commit()
+        assert orm.inspect(profile).transient is ("delete-orphan" in cascade)
+    assert orm.fetch("SELECT id FROM users") == [(6,)]
+    expected = [] if "delete-orphan" in cascade else [(7, None)]
+    assert orm.fetch("SELECT id, user_id FROM profiles") == expected
+
+
 def test_improvement_one_to_one_replacement_with_delete_orphan(orm: Api) -> None:
     # SPEC §5: a DELETE that frees a unique value runs before the INSERT that takes it.
     # SQLAlchemy inserts the new profile before deleting the orphaned one and violates the
