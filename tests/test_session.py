@@ -322,6 +322,12 @@ def test_get_hits_the_identity_map_without_sql(db: Engine, sql_log: Log) -> None
         assert s.get(User, (uid,)) is u
         assert s.get(User, {"id": uid}) is u
         assert s.get(User, [uid]) is u
+
+        class Key(int):  # (an int subclass takes the general conversion, to the same key)
+            pass
+
+        assert s.get(User, Key(uid)) is u
+        assert s.get(User, (Key(uid),)) is u
         assert sql_log == []
         assert s.scalars(select(User).where(User.id == uid)).one() is u
 

@@ -9,7 +9,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::engine::error::CoreError;
@@ -955,9 +955,19 @@ impl SessionCore {
         ident: &Bound<'py, PyAny>,
     ) -> PyResult<IdentityKey> {
         let n = mapper.pk.len();
+        if n == 1 {
+            if let Some(key) = int_key(mapper, ident) {
+                return Ok(key);
+            }
+        }
         if let Ok(t) = ident.cast::<PyTuple>() {
             if t.len() != n {
                 return Err(wrong_key_len(mapper, n, t.len()));
+            }
+            if n == 1 {
+                if let Some(key) = int_key(mapper, &t.get_item(0)?) {
+                    return Ok(key);
+                }
             }
             return identity_key(mapper.id, t.iter());
         }
@@ -1138,6 +1148,20 @@ impl SessionCore {
 }
 
 #[cold]
+/// The key of a one-column primary key whose value is an `int` (not a subclass, such as
+/// bool) that fits in i64: the common key, built without the general conversion, as
+/// `IdentityKey::new` builds it. None for any other value.
+fn int_key(mapper: &MapperCore, value: &Bound<'_, PyAny>) -> Option<IdentityKey> {
+    if !value.is_exact_instance_of::<PyInt>() {
+        return None;
+    }
+    let value = value.extract::<i64>().ok()?;
+    Some(IdentityKey::Int {
+        mapper: mapper.id,
+        value,
+    })
+}
+
 fn wrong_key_len(mapper: &MapperCore, expected: usize, got: usize) -> PyErr {
     InvalidRequestError::new_err(format!(
         "{} has a primary key of {expected} column(s) but {got} value(s) were given; pass a \
