@@ -563,6 +563,32 @@ def test_a_user_inserted_again_after_a_rollback_copies_no_key_into_the_profile_i
     assert orm.fetch("SELECT id FROM users ORDER BY id") == [(1,), (6,)]
 
 
+def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
+    orm: Api,
+) -> None:
+    # found by the nightly one-to-one search: profile 1 (of user 1) is given new user 7, whose
+    # one-to-one takes it; the rollback expires the profile and leaves user 7 transient, still
+    # holding it. A new profile given user 7 replaces it there. The expired profile's row names
+    # user 1, not user 7 (which never had a row): nothing changes it. Retort's backref read the
+    # value the profile held before the rollback (its expiry not applied yet), took the
+    # profile from user 7 and wrote a NULL user_id
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
+        s.commit()
+    with orm.session() as s:
+        profile = s.get(Profile, 1)
+        user = User(id=7, name="new")
+        profile.user = user
+        s.rollback()
+        assert orm.inspect(user).transient and user.profile is profile
+        Profile(id=6, bio="other").user = user
+        assert profile not in s.dirty
+        s.commit()
+        assert profile.user_id == 1
+    assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, 1)]
+
+
 @pytest.mark.parametrize("cascade", ["save-update, merge", "all, delete-orphan"])
 def test_improvement_a_user_added_again_after_a_rollback_cascades_to_the_profile_it_let_go(
     orm: Api, cascade: str
@@ -2335,6 +2361,35 @@ def test_bug_the_cascade_of_a_child_made_transient_by_a_rollback_skips_its_forme
         "SELECT p.name, c.name FROM children c JOIN parents p ON p.id = c.parent_id"
     ) == [("q", "c")]
     assert orm.fetch("SELECT name FROM parents") == [("q",)]
+
+
+def test_a_member_taken_out_after_a_rollback_is_cascaded_with_its_owner(orm: Api) -> None:
+    # p and c are inserted, c into p's loaded children; a failed flush rolls back, making both
+    # transient with c still listed. Taken out of the collection, c is a removal in its
+    # history, and the save-update cascade of p, attached again, follows it (as from any
+    # collection's removals): c is pending, and inserted without a parent
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        p = Parent(id=5, name="p")
+        s.add(p)
+        s.flush()
+        assert p.children == []
+        c = Child(id=6, name="c")
+        c.parent = p
+        s.add(c)
+        s.flush()
+        s.add(Child(id=8, name="bad", parent_id=999))  # (no such parent)
+        with pytest.raises(orm.IntegrityError):
+            s.flush()
+        s.rollback()
+        assert orm.inspect(p).transient and orm.inspect(c).transient and p.children == [c]
+        c.parent = None
+        other = Child(id=7, name="other")
+        s.add(other)
+        other.parent = p
+        assert orm.inspect(c).pending
+        s.commit()
+    assert orm.fetch("SELECT id, parent_id FROM children ORDER BY id") == [(6, None), (7, 5)]
 
 
 def test_objects_deleted_after_commit_stay_readable(orm: Api) -> None:

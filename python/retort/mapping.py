@@ -1276,15 +1276,16 @@ class RelationshipProperty:
                     current = self._load(obj)
             if current is other:
                 return
-            if (
-                current is not _NOT_SET
-                and current is not None
-                and self.direction == "ONETOMANY"
-                and (back_value := current.__dict__.get(initiator.key, _NOT_SET)) is not None
-                and (back_value is obj or back_value is _NOT_SET)
-            ):
-                # the one it had no longer refers to it
-                initiator._set_scalar(current, None, back=False)
+            if current is not _NOT_SET and current is not None and self.direction == "ONETOMANY":
+                # (a pending expiry of the one it had applies first: its values from before
+                # are stale)
+                _fresh(current.__dict__, current)
+                back_value = current.__dict__.get(initiator.key, _NOT_SET)
+                if back_value is obj or (back_value is _NOT_SET and _has_identity(obj)):
+                    # the one it had no longer refers to it. (Not loaded, it refers to obj
+                    # where obj has a row; a row cannot name an object without one, as one a
+                    # rollback made new again)
+                    initiator._set_scalar(current, None, back=False)
             if current is not _NOT_SET and current is not None and moved:
                 # a child moving to another parent leaves the old parent's collection
                 old_coll = _loaded_collection(current, initiator.key)
