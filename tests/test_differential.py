@@ -2094,6 +2094,9 @@ class Lockstep:
     sa_queued_nodes: set[tuple[int, Any]] = field(default_factory=set)
     # the outcomes of the step (SQLAlchemy's, retort's)
     outcomes: tuple[Outcome, Outcome] | None = None
+    # (handle, relationship) of each collection retort's object held loaded after a step where
+    # SQLAlchemy's did not (an object unchanged inside a rolled back SAVEPOINT stays loaded)
+    loaded_by_retort_only: set[tuple[int, str]] = field(default_factory=set)
 
     def fail(self, what: str, sa: Any, rt: Any) -> None:
         listing = "\n".join(f"  {i:2}. {p}" for i, p in enumerate(self.program))
@@ -3103,6 +3106,37 @@ class Lockstep:
                     return True
         return False
 
+    def note_collections_loaded_by_retort_only(self) -> None:
+        """Add to `loaded_by_retort_only` each collection retort's object holds loaded now
+        where SQLAlchemy's does not."""
+        sa, rt = self.sa, self.rt
+        for i, (a, b) in enumerate(zip(sa.handles, rt.handles, strict=True)):
+            for key in RELATIONSHIPS[sa.cls_of(a)]:
+                if (
+                    isinstance(b.__dict__.get(key), list)
+                    and key in _unloaded(sa, a)
+                    and (i, key) not in self.loaded_by_retort_only
+                ):
+                    self.loaded_by_retort_only.add((i, key))
+
+    def cascades_a_member_taken_out_of_a_collection_only_retort_held(self) -> bool:
+        """Whether an object pending in retort's session and transient in SQLAlchemy's is in
+        the removals of a collection of a pending object of retort's which, at some step, only
+        retort's side held loaded, and not in the removals of SQLAlchemy's."""
+        sa, rt = self.sa, self.rt
+        for a, b in zip(sa.handles, rt.handles, strict=True):
+            if rt.lifecycle(b) != "pending" or sa.lifecycle(a) != "transient":
+                continue
+            for i, key in self.loaded_by_retort_only:
+                owner = rt.handles[i]
+                removed = getattr(owner.__dict__.get(key), "_removed", {})
+                if rt.lifecycle(owner) != "pending" or not any(x is b for x in removed.values()):
+                    continue
+                theirs = sa.api.inspect(sa.handles[i]).attrs[key].history.deleted
+                if not any(x is a for x in theirs):
+                    return True
+        return False
+
     def sa_nodes_queued_for_children(self) -> set[tuple[int, Any]]:
         """(handle, parent's key) of each handled node queued for the unloaded children of a
         node of SQLAlchemy's session (its pending collection mutations)."""
@@ -3221,6 +3255,15 @@ class Lockstep:
             # association row that does not exist)
             # (test_divergence_a_member_taken_out_before_a_rollback_is_not_cascaded)
             return "a member taken out before a rollback made its owner new is not cascaded"
+        if self.cascades_a_member_taken_out_of_a_collection_only_retort_held():
+            # a collection SQLAlchemy's SAVEPOINT rollback expired (an attribute event touched
+            # its object inside, a value set again) and retort's did not (the object did not
+            # change): a member flushed into it since is in retort's collection, and taken out
+            # it is a removal, which the save-update cascade of its owner follows, as
+            # SQLAlchemy's does from a loaded collection; SQLAlchemy's collection, loaded
+            # after the member's row was gone, never held it
+            # (test_divergence_a_member_taken_out_of_a_collection_only_retort_held_is_cascaded)
+            return "a collection unchanged inside a SAVEPOINT cascades to a member taken out"
         if self.lost_node_key() is not None:
             # a node given a parent that was expunged before the flush (which writes nothing
             # for the relation: a warning in both), then attached again with the node queued
@@ -3534,6 +3577,7 @@ class Lockstep:
             self.check_retort_alone()
             return None
         self.compare_objects()
+        self.note_collections_loaded_by_retort_only()
         if sa.ok and step[0] == "flush":
             # after an earlier failed flush a flush with nothing to write succeeds, and the
             # session still refuses SQL until rollback(): then both must refuse
@@ -8331,6 +8375,48 @@ def test_divergence_a_member_taken_out_before_a_rollback_is_not_cascaded(
     assert run.program[-1] == (
         "move(0, 1, 'set')  -> ok None (improvement: a member taken out before a rollback made "
         "its owner new is not cascaded)"
+    )
+
+
+def test_divergence_a_member_taken_out_of_a_collection_only_retort_held_is_cascaded(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 5 (inserted) has its name set again and its children
+    # read inside a SAVEPOINT that is rolled back; SQLAlchemy expires it (an attribute event
+    # touched it), retort keeps it loaded (it did not change). New node 6 is given parent 5
+    # and flushed: retort's loaded collection now holds it, SQLAlchemy's, unloaded, does not.
+    # A failed flush rolls back, making both nodes new again. Node 6 is taken out of node 5's
+    # children: a removal in retort's collection, which the save-update cascade of node 5
+    # follows when node 1 is given parent 5 (as SQLAlchemy's does from a loaded collection:
+    # test_relationships.py, test_a_member_taken_out_after_a_rollback_is_cascaded_with_its_
+    # owner); SQLAlchemy's collection, first loaded after the rollback, never held node 6
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Node", 5, "a", "add", None),
+            ("flush",),
+            ("begin_nested",),
+            ("set", 0, "name", "a"),
+            ("remove", 0, "children", 0),
+            ("rollback_nested",),
+            ("new", "Node", 6, "a", "set_parent_add", 0),
+            ("flush",),
+            ("new", "Parent", 1, "a", "add", None),
+        ],
+    ) as run:
+        assert (0, "children") in run.loaded_by_retort_only
+        failed = run.step(("flush",))
+        assert failed is not None and failed.value == "IntegrityError"
+        assert run.step(("rollback",)) is not None
+        assert run.step(("node_parent", 1, None)) is not None
+        assert run.step(("get", "Node", 1)) is not None
+        assert run.step(("node_parent", 3, 0)) is None
+        assert run.cascades_a_member_taken_out_of_a_collection_only_retort_held()
+        assert [s.lifecycle(s.handles[1]) for s in sides] == ["transient", "pending"]
+    assert run.program[-1] == (
+        "node_parent(3, 0)  -> ok None (improvement: a collection unchanged inside a SAVEPOINT "
+        "cascades to a member taken out)"
     )
 
 
