@@ -50,6 +50,9 @@ outcome is a documented improvement):
   loaded (it defers that load to each reading of the history): retort's add() of the user
   brings the profile into the session, SQLAlchemy's does not, and its flush fails (the program
   stops, Lockstep.replaced_profile_kept_by_retort_only);
+- a user a rollback made new again, added again, whose one-to-one let go a profile that
+  named it in the flush the rollback undid: SQLAlchemy's flush writes a NULL user_id over the
+  profile's row, retort's leaves it (the program stops, Lockstep.stale_removal_to_flush);
 - two users whose one-to-one both hold one profile, each with a change to flush: SQLAlchemy
   writes either user's key, by the order of a set; retort the profile's many-to-one (the
   program stops, Lockstep.claimed_twice);
@@ -407,7 +410,11 @@ class Lockstep:
             # SQLAlchemy's add() keeps what it attached before the error, retort's attaches
             # nothing (test_differential.py: the same improvement)
             return False
-        if self.stale_key_to_insert() or self.replaced_profile_kept_by_retort_only():
+        if (
+            self.stale_key_to_insert()
+            or self.replaced_profile_kept_by_retort_only()
+            or self.stale_removal_to_flush()
+        ):
             return False
         if step[0] == "set":
             self.relationship_set = True
@@ -501,6 +508,29 @@ class Lockstep:
             theirs = self.sa.api.inspect(user).committed_state.get("profile")
             mine = self.rt.handles[k].__dict__.get("_retort_history", {}).get("profile")
             if theirs is PASSIVE_NO_RESULT and type(mine).__name__ == "Profile":
+                return True
+        return False
+
+    def stale_removal_to_flush(self) -> bool:
+        """Whether a user in SQLAlchemy's session without a row lists, as the profile its
+        one-to-one held before a change, a profile with a row: a profile that named the user
+        in a flush a rollback undid (the user's INSERT with it). SQLAlchemy's flush writes a
+        NULL user_id over that profile's row, which names another user or none; retort's
+        leaves it (test_relationships.py: test_improvement_a_user_inserted_again_after_a_
+        rollback_leaves_the_profile_it_let_go). (Read from the committed state, which loads
+        nothing.)"""
+        sa = self.sa
+        for user in sa.handles:
+            if type(user).__name__ != "User" or user not in sa.session:
+                continue
+            insp = sa.api.inspect(user)
+            before = insp.committed_state.get("profile")
+            if (
+                not insp.has_identity
+                and type(before).__name__ == "Profile"
+                and before is not user.__dict__.get("profile")
+                and sa.api.inspect(before).has_identity
+            ):
                 return True
         return False
 

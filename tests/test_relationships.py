@@ -563,6 +563,34 @@ def test_a_user_inserted_again_after_a_rollback_copies_no_key_into_the_profile_i
     assert orm.fetch("SELECT id FROM users ORDER BY id") == [(1,), (6,)]
 
 
+def test_improvement_a_user_inserted_again_after_a_rollback_leaves_the_profile_it_let_go(
+    orm: Api,
+) -> None:
+    # found by the nightly one-to-one search: profile 1 (of user 1) is given new user 7, and
+    # flushed naming it; then given user 1 again, which takes it from user 7's one-to-one.
+    # The rollback undoes user 7's INSERT and the profile's change. User 7, added again, is
+    # inserted; the profile's row names user 1, which the rollback restored. SQLAlchemy's
+    # flush reads user 7's history (the profile taken out) and writes a NULL user_id over it;
+    # retort's leaves the row as it is
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
+        s.commit()
+    with orm.session() as s:
+        profile = s.get(Profile, 1)
+        user = User(id=7, name="new")
+        profile.user = user
+        s.flush()
+        profile.user = s.get(User, 1)
+        s.rollback()
+        assert orm.inspect(user).transient and user.profile is None
+        s.add(user)
+        s.commit()
+    expected = [(1, None)] if orm.name == "sqlalchemy" else [(1, 1)]
+    assert orm.fetch("SELECT id, user_id FROM profiles") == expected
+    assert orm.fetch("SELECT id FROM users ORDER BY id") == [(1,), (7,)]
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:
