@@ -2420,6 +2420,44 @@ def test_a_member_taken_out_after_a_rollback_is_cascaded_with_its_owner(orm: Api
     assert orm.fetch("SELECT id, parent_id FROM children ORDER BY id") == [(6, None), (7, 5)]
 
 
+@pytest.mark.parametrize("second_flush", ["succeeds", "fails"])
+def test_a_child_whose_delete_a_savepoint_undid_reloads_the_key_a_later_flush_cleared(
+    orm: Api, second_flush: str
+) -> None:
+    # found by the nightly search: child 1's DELETE is flushed inside a SAVEPOINT; inside a
+    # second one its parent is deleted, and the flush clears the key of the child (still in
+    # the parent's loaded collection) in memory: it has no row. Rolling back the first
+    # SAVEPOINT brings the child's row back, naming the parent: the child reloads it (as
+    # SQLAlchemy's, which expires it). Retort kept None, while the row (and the child's
+    # many-to-one) said parent 1
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add(Parent(id=1, name="p", children=[Child(id=1, name="c"), Child(id=2, name="d")]))
+        s.commit()
+    with orm.session() as s:
+        parent = s.get(Parent, 1)
+        assert len(parent.children) == 2
+        child = s.get(Child, 1)
+        first = s.begin_nested()
+        s.delete(child)
+        s.flush()
+        second = s.begin_nested()
+        s.delete(parent)
+        if second_flush == "fails":
+            s.add(Child(id=9, name="bad", parent_id=999))  # (no such parent)
+            with pytest.raises(orm.IntegrityError):
+                s.flush()
+        else:
+            s.flush()
+            assert child.parent_id is None
+        second.rollback()
+        first.rollback()
+        assert orm.inspect(child).persistent
+        assert child.parent_id == 1 and child.parent is parent
+        s.commit()
+    assert orm.fetch("SELECT id, parent_id FROM children ORDER BY id") == [(1, 1), (2, 1)]
+
+
 def test_objects_deleted_after_commit_stay_readable(orm: Api) -> None:
     # commit() expired them; the flush loads them before the DELETE (retort: one SELECT for
     # all of them, SQLAlchemy one per object), so their values can be read afterwards

@@ -705,10 +705,12 @@ def _null_key(child: Any, prop: Any) -> None:
     """Set the foreign key of one-to-many `prop` in `child` to NULL. A child whose DELETE a
     flush ran (still listed by the loaded collection) has no row to write: its value clears in
     memory only, without the change a deleted object refuses, as SQLAlchemy's flush clears
-    it."""
+    it (which a rollback of that DELETE undoes, as SQLAlchemy's expires the child)."""
     if deleted_by_flush(child):
+        # (kept as a change: a rollback undoing the DELETE reloads the child)
+        cls = type(child)
         for _, dst in prop.pairs:
-            child.__dict__[dst.key] = None
+            getattr(cls, dst.key).clear_unwritten(child)
         return
     for _, dst in prop.pairs:
         setattr(child, dst.key, None)

@@ -218,6 +218,39 @@ impl ColumnAttribute {
         }
     }
 
+    /// Set the value of an object whose DELETE a flush ran to None, in memory only (it has no
+    /// row to write): a flush clearing the foreign key of a child of a parent it deletes. The
+    /// value before is kept as a change all the same, so that a rollback bringing the row
+    /// back (its DELETE undone) reloads the object rather than leave it holding None.
+    fn clear_unwritten(&self, instance: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = instance.py();
+        let dict = instance_dict(instance)?;
+        let key = self.key.bind(py);
+        let none = py.None();
+        if let Some(st) = state_in(&dict)? {
+            let state = st.get();
+            let mut inner = state.lock()?;
+            if inner.has_key() {
+                if inner.is_stale() {
+                    materialize_expiry(&mut inner, &dict, state.mapper.get())?;
+                }
+                let current = match dict.get_item(key)? {
+                    Some(v) => {
+                        track_state(&st);
+                        Committed::Value(v.unbind())
+                    }
+                    None => Committed::Unknown,
+                };
+                inner
+                    .committed
+                    .record_set(self.index, current, &none, |a, b| {
+                        values_equal(a.bind(py), b.bind(py))
+                    });
+            }
+        }
+        dict.set_item(key, none)
+    }
+
     fn __set__(&self, instance: &Bound<'_, PyAny>, value: Bound<'_, PyAny>) -> PyResult<()> {
         let dict = instance_dict(instance)?;
         self.set_value(instance, &dict, value)
