@@ -2403,6 +2403,10 @@ class Lockstep:
 
     def improvement(self, step: Step, sa: Outcome, rt: Outcome) -> str | None:
         """The SPEC §5 improvement this divergence is, if it is one."""
+        if step[0] == "read" and step[2] == "parent_id" and self.fk_synced_by_sa_only(step[1]):
+            # (Lockstep.fk_synced_by_sa_only: a key SQLAlchemy's flush wrote into a detached
+            # child in memory, read)
+            return "a flush writes no key into a detached child that left its parent"
         if sa.ok and rt.ok and self.lost_node_key() is not None:
             # the key retort's autoflush wrote (state_improvement(), below) moved the node
             # into another collection the step then loads or reads
@@ -8437,6 +8441,11 @@ def test_divergence_a_flush_writes_no_key_into_a_detached_child_that_left_its_pa
         assert run.step(("get", "Parent", 1)) is not None
         assert [s.handles[0].__dict__["parent_id"] for s in sides] == [None, 4]
         assert run.fk_synced_by_sa_only(0)
+        assert run.step(("read", 0, "parent_id")) is None
+    assert run.program[-1] == (
+        "read(0, 'parent_id')  -> ok None / retort: ok 4 (improvement: a flush writes no key "
+        "into a detached child that left its parent)"
+    )
 
 
 def test_harness_a_deleted_childs_key_after_a_failed_flush_is_unsettled(
