@@ -721,8 +721,8 @@ pub struct Handoff<V> {
     pub gives: Option<V>,
     /// The value it takes (None: NULL or unchanged).
     pub takes: Option<V>,
-    /// The row sets the group to NULL from a value not known in memory (an expired attribute
-    /// set without being loaded), which may be the value another row takes.
+    /// The row changes the group from a value not known in memory (an expired attribute set
+    /// without being loaded), which may be the value another row takes.
     pub frees_unknown: bool,
 }
 
@@ -734,11 +734,22 @@ pub struct Handoff<V> {
 /// by level) and whether the row first needs a step setting its group to NULL (at level 0),
 /// which breaks swaps and longer cycles.
 ///
-/// A row setting a group to NULL from a value not known in memory goes before the rows taking
-/// values of that group, unless that closes a cycle with the known handoffs (their order is
-/// then unknown).
+/// A row changing a group from a value not known in memory goes before the rows taking values
+/// of that group, unless that closes a cycle with the known handoffs (their order is then
+/// unknown). Such rows that take a value too come after those setting the group to NULL, and
+/// are not ordered among themselves.
 pub fn unique_levels<V: Eq + std::hash::Hash + Clone>(
     rows: &[Vec<Handoff<V>>],
+) -> Vec<(u32, bool)> {
+    unique_levels_parking(rows, &[])
+}
+
+/// `unique_levels`, where `parkable[g]` says group g accepts NULL: two rows or more changing
+/// it from values not known in memory to others are then parked as NULL first (either may
+/// hold what the other takes), as rows exchanging known values are.
+pub fn unique_levels_parking<V: Eq + std::hash::Hash + Clone>(
+    rows: &[Vec<Handoff<V>>],
+    parkable: &[bool],
 ) -> Vec<(u32, bool)> {
     let n = rows.len();
     // owner of each value given up, per group
@@ -763,6 +774,20 @@ pub fn unique_levels<V: Eq + std::hash::Hash + Clone>(
         }
     }
     let mut nulled = vec![false; n];
+    for (g, _) in parkable.iter().enumerate().filter(|(_, p)| **p) {
+        let unknown: Vec<usize> = (0..n)
+            .filter(|&i| {
+                rows[i]
+                    .get(g)
+                    .is_some_and(|h| h.frees_unknown && h.takes.is_some())
+            })
+            .collect();
+        if unknown.len() > 1 {
+            for i in unknown {
+                nulled[i] = true;
+            }
+        }
+    }
     let mut live = loop {
         let live: Vec<(usize, usize)> =
             edges.iter().copied().filter(|(r, _)| !nulled[*r]).collect();
@@ -775,39 +800,42 @@ pub fn unique_levels<V: Eq + std::hash::Hash + Clone>(
             }
         }
     };
-    // rows freeing unknown values of group g -> node n + g -> rows taking values of g
+    // per group g, two nodes a = n + 2g and b = a + 1: rows setting g to NULL from an unknown
+    // value -> a -> rows changing it from an unknown value to another -> b -> the other rows
+    // taking values of g (one node per side keeps the edges linear in the rows)
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let nodes = n + 2 * width;
     let mut freeing: Vec<(usize, usize)> = Vec::new();
     for g in 0..width {
-        let in_g = |i: &usize, f: fn(&Handoff<V>) -> bool| rows[*i].get(g).is_some_and(f);
-        if !(0..n).any(|i| in_g(&i, |h| h.frees_unknown)) {
+        let in_g = |i: usize, f: fn(&Handoff<V>) -> bool| rows[i].get(g).is_some_and(f);
+        if !(0..n).any(|i| in_g(i, |h| h.frees_unknown)) {
             continue;
         }
-        freeing.extend(
-            (0..n)
-                .filter(|i| in_g(i, |h| h.frees_unknown))
-                .map(|i| (i, n + g)),
-        );
-        freeing.extend(
-            (0..n)
-                .filter(|i| in_g(i, |h| h.takes.is_some()))
-                .map(|i| (n + g, i)),
-        );
+        let (a, b) = (n + 2 * g, n + 2 * g + 1);
+        freeing.push((a, b));
+        for i in 0..n {
+            match (in_g(i, |h| h.frees_unknown), in_g(i, |h| h.takes.is_some())) {
+                (true, false) => freeing.push((i, a)),
+                (true, true) => freeing.extend([(a, i), (i, b)]),
+                (false, true) => freeing.push((b, i)),
+                (false, false) => {}
+            }
+        }
     }
     let all: Vec<(usize, usize)> = live.iter().chain(&freeing).copied().collect();
-    let order = match topo::sort(n + width, &all) {
+    let order = match topo::sort(nodes, &all) {
         Ok(order) => {
             live = all;
             order
         }
-        Err(_) => topo::sort(n + width, &live).expect("the known handoffs have no cycle"),
+        Err(_) => topo::sort(nodes, &live).expect("the known handoffs have no cycle"),
     };
-    let mut before: Vec<Vec<usize>> = vec![Vec::new(); n + width];
+    let mut before: Vec<Vec<usize>> = vec![Vec::new(); nodes];
     for &(r, s) in &live {
         before[s].push(r);
     }
     let base = u32::from(nulled.iter().any(|x| *x));
-    let mut level = vec![base; n + width];
+    let mut level = vec![base; nodes];
     for &s in &order {
         // a group's node stands at the level of the rows freeing its values
         let step = u32::from(s < n);
@@ -872,6 +900,24 @@ mod unique_tests {
         let row0 = vec![h(None, None, true), h(None, Some(5), false)];
         let row1 = vec![h(None, Some(9), false), h(Some(5), None, false)];
         assert_eq!(unique_levels(&[row0, row1]), vec![(1, false), (0, false)]);
+        // row 0 takes a value; row 1 changes its own, not known, to another; row 2 sets its
+        // own, not known, to NULL: row 2 first, then row 1, then row 0
+        assert_eq!(
+            unique_levels(&[
+                vec![h(None, Some(7), false)],
+                vec![h(None, Some(8), true)],
+                frees(),
+            ]),
+            vec![(2, false), (1, false), (0, false)]
+        );
+        // rows 0 and 1 both change values not known in memory to others: either may hold what
+        // the other takes, so both are parked as NULL first where the group accepts NULL
+        let rows = [vec![h(None, Some(7), true)], vec![h(None, Some(8), true)]];
+        assert_eq!(unique_levels(&rows), vec![(1, false), (1, false)]);
+        assert_eq!(
+            unique_levels_parking(&rows, &[true]),
+            vec![(2, true), (2, true)]
+        );
     }
 
     proptest! {
@@ -909,6 +955,54 @@ mod unique_tests {
                 for &i in &movers { held[i] = Some(perm[i]); }
             }
             for i in 0..k { prop_assert_eq!(held[i], Some(perm[i])); }
+        }
+
+        /// Rows giving up values not known in memory (set to NULL, or to a value no row
+        /// holds), and rows giving up known values taking some of those: simulating the
+        /// levels, no statement puts one value on two rows.
+        #[test]
+        fn rows_replacing_unknown_values_go_before_the_takers(
+            kinds in proptest::collection::vec(0u8..3, 1..8),
+            pick in any::<proptest::sample::Index>(),
+        ) {
+            // row i holds value i; kind 0 clears it, kind 1 replaces it with 100 + i, kind 2
+            // gives it up (known) for a value a row of kind 0 or 1 gave up
+            let n = kinds.len();
+            let freed: Vec<i32> = (0..n).filter(|&i| kinds[i] < 2).map(|i| i as i32).collect();
+            let takers: Vec<usize> = (0..n).filter(|&i| kinds[i] == 2).collect();
+            let mut target: Vec<Option<i32>> =
+                (0..n).map(|i| (kinds[i] == 1).then_some(100 + i as i32)).collect();
+            if !freed.is_empty() {
+                let start = pick.index(freed.len());
+                for (j, &t) in takers.iter().enumerate().take(freed.len()) {
+                    target[t] = Some(freed[(start + j) % freed.len()]);
+                }
+            }
+            let rows: Vec<Vec<Handoff<i32>>> = (0..n)
+                .map(|i| {
+                    let known = kinds[i] == 2;
+                    vec![Handoff {
+                        gives: known.then_some(i as i32),
+                        takes: target[i],
+                        frees_unknown: !known,
+                    }]
+                })
+                .collect();
+            let plan = unique_levels(&rows);
+            let mut held: Vec<Option<i32>> = (0..n as i32).map(Some).collect();
+            let top = plan.iter().map(|(l, _)| *l).max().unwrap_or(0);
+            for level in 0..=top {
+                let movers: Vec<usize> = (0..n).filter(|&i| plan[i].0 == level).collect();
+                for &i in &movers {
+                    if let Some(v) = target[i] {
+                        let clash = (0..n).any(|j| j != i && held[j] == Some(v));
+                        prop_assert!(!clash, "level {} row {} -> {}: {:?}", level, i, v, plan);
+                    }
+                }
+                for &i in &movers {
+                    held[i] = if kinds[i] == 2 { target[i].or(held[i]) } else { target[i] };
+                }
+            }
         }
 
         /// Rows clearing values not known in memory, and rows (their own values not known

@@ -597,14 +597,19 @@ fn unique_handoffs(
                     (old, new) = (None, None);
                 }
                 per_group.push(plan::Handoff {
-                    frees_unknown: unknown && new.is_none(),
+                    frees_unknown: unknown,
                     gives: old,
                     takes: new,
                 });
             }
             groups.push(per_group);
         }
-        let plan = plan::unique_levels(&groups);
+        let parkable: Vec<bool> = m
+            .unique
+            .iter()
+            .map(|g| g.iter().all(|&c| m.nullable[c as usize]))
+            .collect();
+        let plan = plan::unique_levels_parking(&groups, &parkable);
         for (pos, &i) in idx.iter().enumerate() {
             let (level, nulled) = plan[pos];
             changes[i].level = level;
@@ -613,8 +618,9 @@ fn unique_handoffs(
             }
             let row = rows[changes[i].item].as_ref().expect("row present");
             let mut cols = ColSet::new();
-            for (g, h) in m.unique.iter().zip(&groups[pos]) {
-                if h.gives.is_some() {
+            for ((g, h), &park) in m.unique.iter().zip(&groups[pos]).zip(&parkable) {
+                // a value it gives up, or one not known in memory (parked where it may be)
+                if h.gives.is_some() || (park && h.frees_unknown && h.takes.is_some()) {
                     cols.extend(g.iter().copied());
                 }
             }
