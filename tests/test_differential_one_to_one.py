@@ -41,6 +41,9 @@ outcome is a documented improvement):
   (whose cascade follows what each holds), the program stops;
 - a profile let go while outside the session, then added: under delete-orphan SQLAlchemy's
   flush sends a DELETE for it, which has no row (the program stops); retort inserts it;
+- a profile that lost a user while outside the session (without a row), then added: under
+  delete-orphan SQLAlchemy's flush inserts it, and a later flush with a change of it deletes it
+  as an orphan; retort keeps it (the program stops, Lockstep.orphan_deleted_by_sa_only);
 - a profile made transient by a rollback, holding a user whose key its user_id no longer
   holds, in the session again: retort inserts it with the user's key, SQLAlchemy with the
   user_id it holds (an improvement: the program stops, Lockstep.stale_key_to_insert);
@@ -267,6 +270,8 @@ class Lockstep:
     # the handles whose DELETE a flush ran once: a rollback that undoes it leaves SQLAlchemy's
     # object in a state of its own (test_differential.py: Drawer.marked_deleted_once)
     deleted_once: set[int] = field(default_factory=set)
+    # the handles of the profiles that lost a user while outside any session, without a row
+    let_go_outside: set[int] = field(default_factory=set)
 
     def fail(self, what: str, sa: Any, rt: Any) -> None:
         listing = "\n".join(f"  {i:2}. {p}" for i, p in enumerate(self.program))
@@ -389,7 +394,13 @@ class Lockstep:
         loaded_by_sa_flush_only = any(
             map(self.columns_loaded_by_sa_flush_only, range(len(self.sa.handles)))
         )
+        held_outside = self.users_held_outside() if step[0] == "set" else {}
         sa, rt = self.sa.attempt(step), self.rt.attempt(step)
+        self.let_go_outside.update(
+            k
+            for k, user in held_outside.items()
+            if self.sa.handles[k].__dict__.get("user") is not user
+        )
         self.program[-1] += f"  -> {sa.value if sa.ok else 'raised ' + sa.value}"
         if not sa.ok and not type(sa.error).__module__.startswith(("sqlalchemy", "psycopg")):
             # an error of SQLAlchemy's own code (an AttributeError in its flush, seen after a
@@ -467,6 +478,8 @@ class Lockstep:
                 return False
         elif step[0] == "set_fk":
             self.key_set = True
+        if self.orphan_deleted_by_sa_only():
+            return False
         self.compare_lifecycles(f"step {len(self.program) - 1}")
         if not sa.ok:
             # (a failed flush: both roll back, as a caller recovering from it)
@@ -558,6 +571,32 @@ class Lockstep:
             if user.__dict__.get("id") != profile.__dict__.get("user_id"):
                 return True
         return False
+
+    def users_held_outside(self) -> dict[int, Any]:
+        """The user each profile of SQLAlchemy's side without a row, outside its session,
+        holds, by handle."""
+        sa = self.sa
+        return {
+            k: user
+            for k, p in enumerate(sa.handles)
+            if type(p).__name__ == "Profile"
+            and p not in sa.session
+            and not sa.api.inspect(p).has_identity
+            and (user := p.__dict__.get("user")) is not None
+        }
+
+    def orphan_deleted_by_sa_only(self) -> bool:
+        """Whether SQLAlchemy's flush deleted a profile that lost a user while it was outside
+        the session, which retort's keeps. SQLAlchemy's parent tracking remembers that loss:
+        its flush inserts the profile all the same, and deletes it as an orphan at a later
+        flush that has a change of it to write; retort counts as an orphan a profile that lost
+        its user in the session (or with a row), and keeps it."""
+        return any(
+            k in self.let_go_outside
+            and self.sa.lifecycle(a) == "deleted"
+            and self.rt.lifecycle(b) == "persistent"
+            for k, (a, b) in enumerate(zip(self.sa.handles, self.rt.handles, strict=True))
+        )
 
     def replaced_profile_kept_by_retort_only(self) -> bool:
         """Whether a user a rollback made transient holds, in retort's history of its

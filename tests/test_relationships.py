@@ -591,6 +591,31 @@ def test_improvement_a_user_inserted_again_after_a_rollback_leaves_the_profile_i
     assert orm.fetch("SELECT id FROM users ORDER BY id") == [(1,), (7,)]
 
 
+def test_improvement_a_profile_let_go_outside_the_session_is_not_deleted_by_a_later_flush(
+    orm: Api,
+) -> None:
+    # found by the nightly one-to-one search: a new profile, outside the session, is given a
+    # user and let go; added, it is inserted without a user (both). SQLAlchemy's parent
+    # tracking remembers the loss, and a later flush with a change of the profile deletes it
+    # as an orphan; retort counts as orphans the profiles that lose their user in the session
+    # (or with a row), and the profile stays
+    User, Profile = user_profile(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add(User(id=2, name="u"))
+        s.commit()
+    with orm.session() as s:
+        profile = Profile(id=6, bio="p")
+        profile.user = s.get(User, 2)
+        profile.user = None
+        s.add(profile)
+        s.flush()
+        assert orm.inspect(profile).persistent
+        profile.bio = "changed"
+        s.commit()
+    expected = [] if orm.name == "sqlalchemy" else [(6, None)]
+    assert orm.fetch("SELECT id, user_id FROM profiles") == expected
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:
