@@ -553,6 +553,11 @@ class Lockstep:
                 return True
         return False
 
+    def sa_session_objects(self, cls: str) -> list[Any]:
+        """The handled objects of class `cls` in SQLAlchemy's session."""
+        sa = self.sa
+        return [o for o in sa.handles if type(o).__name__ == cls and o in sa.session]
+
     def stale_key_to_insert(self) -> bool:
         """Whether a new profile in the session holds a user whose key its user_id does not
         hold, with no change of `user` for a flush to sync: a flush recorded the change, then
@@ -561,9 +566,7 @@ class Lockstep:
         (test_differential.py: Drawer.stale_key; test_relationships.py: test_improvement_an_
         object_added_again_after_a_rollback_keeps_its_parent)."""
         sa = self.sa
-        for profile in sa.handles:
-            if type(profile).__name__ != "Profile" or profile not in sa.session:
-                continue
+        for profile in self.sa_session_objects("Profile"):
             insp = sa.api.inspect(profile)
             user = profile.__dict__.get("user")
             if insp.has_identity or user is None or insp.attrs.user.history.added:
@@ -624,9 +627,7 @@ class Lockstep:
         rollback_leaves_the_profile_it_let_go). (Read from the committed state, which loads
         nothing.)"""
         sa = self.sa
-        for user in sa.handles:
-            if type(user).__name__ != "User" or user not in sa.session:
-                continue
+        for user in self.sa_session_objects("User"):
             insp = sa.api.inspect(user)
             before = insp.committed_state.get("profile")
             if (
@@ -675,20 +676,32 @@ class Lockstep:
             )
 
 
+@dataclass
+class Env:
+    """The databases and connections a lockstep run uses."""
+
+    dsn: str
+    schema: str
+    sa_schema: str
+    engine: Engine
+    admin: psycopg.Connection[Any]
+
+
+@pytest.fixture
+def env(
+    dsn: str, schema: str, sa_schema: str, engine: Engine, admin_conn: psycopg.Connection[Any]
+) -> Env:
+    return Env(dsn, schema, sa_schema, engine, admin_conn)
+
+
 @pytest.mark.parametrize("cascade", CASCADES)
-def test_random_one_to_one_programs_agree_with_sqlalchemy(
-    cascade: str,
-    dsn: str,
-    schema: str,
-    sa_schema: str,
-    engine: Engine,
-    admin_conn: psycopg.Connection[Any],
-) -> None:
-    sa_api = sqlalchemy_api(dsn, sa_schema, admin_conn)
-    rt_api = Api("retort", engine, [], admin_conn)
+def test_random_one_to_one_programs_agree_with_sqlalchemy(cascade: str, env: Env) -> None:
+    admin_conn = env.admin
+    sa_api = sqlalchemy_api(env.dsn, env.sa_schema, admin_conn)
+    rt_api = Api("retort", env.engine, [], admin_conn)
     sides = [
         Side(api, name, *user_profile(api, cascade=cascade))
-        for api, name in ((sa_api, sa_schema), (rt_api, schema))
+        for api, name in ((sa_api, env.sa_schema), (rt_api, env.schema))
     ]
     steps = _STEPS[_profile_name()]
 
@@ -720,25 +733,17 @@ def test_random_one_to_one_programs_agree_with_sqlalchemy(
 
 
 @contextmanager
-def _stepped(
-    dsn: str,
-    schema: str,
-    sa_schema: str,
-    engine: Engine,
-    admin_conn: psycopg.Connection[Any],
-    steps: list[Step],
-) -> Iterator[Lockstep]:
+def _stepped(env: Env, steps: list[Step]) -> Iterator[Lockstep]:
     """A lockstep run (save-update cascade) that has taken `steps`, each compared and none
     stopping the program, for a test to go on with; both sides are closed after it."""
-    sa_api = sqlalchemy_api(dsn, sa_schema, admin_conn)
-    rt_api = Api("retort", engine, [], admin_conn)
-    sides = [
-        Side(api, name, *user_profile(api)) for api, name in ((sa_api, sa_schema), (rt_api, schema))
-    ]
+    sa_api = sqlalchemy_api(env.dsn, env.sa_schema, env.admin)
+    rt_api = Api("retort", env.engine, [], env.admin)
+    pairs = ((sa_api, env.sa_schema), (rt_api, env.schema))
+    sides = [Side(api, name, *user_profile(api)) for api, name in pairs]
     try:
         for side in sides:
-            side.start(admin_conn)
-        run = Lockstep(sides[0], sides[1], admin_conn)
+            side.start(env.admin)
+        run = Lockstep(sides[0], sides[1], env.admin)
         for step in steps:
             assert run.step(step)
         yield run
@@ -762,18 +767,12 @@ _SET_AGAIN_INSIDE_A_SAVEPOINT: list[Step] = [
 ]
 
 
-def test_harness_a_read_that_loads_in_one_library_only_flushes_both_first(
-    dsn: str,
-    schema: str,
-    sa_schema: str,
-    engine: Engine,
-    admin_conn: psycopg.Connection[Any],
-) -> None:
+def test_harness_a_read_that_loads_in_one_library_only_flushes_both_first(env: Env) -> None:
     # found by the nightly search: with new user 6 set again inside a rolled back SAVEPOINT,
     # reading its one-to-one loads, and autoflushes the profile's DELETE, in SQLAlchemy only.
     # The harness flushes both before that read
     steps = [*_SET_AGAIN_INSIDE_A_SAVEPOINT, ("delete", 2)]
-    with _stepped(dsn, schema, sa_schema, engine, admin_conn, steps) as run:
+    with _stepped(env, steps) as run:
         sides = run.sides
         assert [side.api.inspect(side.handles[1]).expired for side in sides] == [True, False]
         assert run.loads_in_one_library_only(1, "profile")
@@ -783,17 +782,13 @@ def test_harness_a_read_that_loads_in_one_library_only_flushes_both_first(
 
 
 def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_reads_what_it_held(
-    dsn: str,
-    schema: str,
-    sa_schema: str,
-    engine: Engine,
-    admin_conn: psycopg.Connection[Any],
+    env: Env,
 ) -> None:
     # found by the nightly search: profile 1 is given user 6's key by hand and flushed. Reading
     # user 6's one-to-one, SQLAlchemy's (expired) loads the profile; retort's answers the None
     # it held, as for any one-to-one loaded before a key set by hand on the other side. The
     # program stops there
-    with _stepped(dsn, schema, sa_schema, engine, admin_conn, _SET_AGAIN_INSIDE_A_SAVEPOINT) as run:
+    with _stepped(env, _SET_AGAIN_INSIDE_A_SAVEPOINT) as run:
         assert run.step(("set_fk", 2, 6))
         assert run.step(("flush",))
         assert run.expired_in_sa_only(1)
@@ -803,11 +798,7 @@ def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_reads_what_
 
 
 def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_deletes_what_it_held(
-    dsn: str,
-    schema: str,
-    sa_schema: str,
-    engine: Engine,
-    admin_conn: psycopg.Connection[Any],
+    env: Env,
 ) -> None:
     # found by the nightly search: as above, then user 6 is deleted. SQLAlchemy's flush loads
     # its one-to-one (the profile given its key by hand) and clears the profile's key;
@@ -815,7 +806,7 @@ def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_deletes_wha
     # SQLAlchemy's does for a user whose one-to-one it loaded before the key was set). The
     # program stops at the delete
     steps = [*_SET_AGAIN_INSIDE_A_SAVEPOINT, ("set_fk", 2, 6), ("flush",)]
-    with _stepped(dsn, schema, sa_schema, engine, admin_conn, steps) as run:
+    with _stepped(env, steps) as run:
         assert run.expired_in_sa_only(1)
         assert not run.step(("delete", 1))
         assert run.program[-1] == "('delete', 1)  -> None"
@@ -825,11 +816,7 @@ def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_deletes_wha
 
 
 def test_divergence_a_profile_only_sqlalchemys_flush_loaded_is_refused_when_a_cascade_adds_it(
-    dsn: str,
-    schema: str,
-    sa_schema: str,
-    engine: Engine,
-    admin_conn: psycopg.Connection[Any],
+    env: Env,
 ) -> None:
     # found by the nightly search: new profile 6 is inserted and expired, then given new user
     # 7, and the autoflush writes both. SQLAlchemy's flush loads the expired profile (to read
@@ -849,7 +836,7 @@ def test_divergence_a_profile_only_sqlalchemys_flush_loaded_is_refused_when_a_ca
         ("rollback",),
         ("add", 2),
     ]
-    with _stepped(dsn, schema, sa_schema, engine, admin_conn, steps) as run:
+    with _stepped(env, steps) as run:
         assert run.columns_loaded_by_sa_flush_only(1)
         assert not run.step(("flush",))
         assert run.program[-1] == "('flush',)  -> None"

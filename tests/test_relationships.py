@@ -538,6 +538,15 @@ def test_a_key_set_by_hand_after_a_flush_stays_when_the_user_is_added_again(orm:
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, None)]
 
 
+def _user_1_with_profile_1(orm: Api) -> tuple[Any, Any]:
+    """User 1-1 Profile (save-update), committed: user 1 whose profile is profile 1."""
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
+        s.commit()
+    return User, Profile
+
+
 def test_a_user_inserted_again_after_a_rollback_copies_no_key_into_the_profile_it_holds(
     orm: Api,
 ) -> None:
@@ -545,10 +554,7 @@ def test_a_user_inserted_again_after_a_rollback_copies_no_key_into_the_profile_i
     # the profile (its one-to-one unchanged since that flush). Added again, it is inserted,
     # and the profile, expired, keeps the key its row has: nothing copies the user's key, as
     # for a collection of such an owner (its gained members only) and in SQLAlchemy
-    User, Profile = user_profile(orm)
-    with orm.session() as s:
-        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
-        s.commit()
+    User, Profile = _user_1_with_profile_1(orm)
     with orm.session() as s:
         profile = s.get(Profile, 1)
         user = User(id=6, name="new")
@@ -572,10 +578,7 @@ def test_improvement_a_user_inserted_again_after_a_rollback_leaves_the_profile_i
     # inserted; the profile's row names user 1, which the rollback restored. SQLAlchemy's
     # flush reads user 7's history (the profile taken out) and writes a NULL user_id over it;
     # retort's leaves the row as it is
-    User, Profile = user_profile(orm)
-    with orm.session() as s:
-        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
-        s.commit()
+    User, Profile = _user_1_with_profile_1(orm)
     with orm.session() as s:
         profile = s.get(Profile, 1)
         user = User(id=7, name="new")
@@ -625,10 +628,7 @@ def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_ta
     # user 1, not user 7 (which never had a row): nothing changes it. Retort's backref read the
     # value the profile held before the rollback (its expiry not applied yet), took the
     # profile from user 7 and wrote a NULL user_id
-    User, Profile = user_profile(orm)
-    with orm.session() as s:
-        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
-        s.commit()
+    User, Profile = _user_1_with_profile_1(orm)
     with orm.session() as s:
         profile = s.get(Profile, 1)
         user = User(id=7, name="new")

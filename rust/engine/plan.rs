@@ -920,6 +920,37 @@ mod unique_tests {
         );
     }
 
+    /// Run `plan`'s levels over rows holding the values 0..n, row i moving to `target[i]`
+    /// (a row that `keeps` its value where it has no target, else NULL): the first update
+    /// that finds its value on another row, as (level, row, value).
+    fn first_clash(
+        plan: &[(u32, bool)],
+        target: &[Option<i32>],
+        keeps: &[bool],
+    ) -> Option<(u32, usize, i32)> {
+        let n = target.len();
+        let mut held: Vec<Option<i32>> = (0..n as i32).map(Some).collect();
+        let top = plan.iter().map(|(l, _)| *l).max().unwrap_or(0);
+        for level in 0..=top {
+            let movers: Vec<usize> = (0..n).filter(|&i| plan[i].0 == level).collect();
+            for &i in &movers {
+                if let Some(v) = target[i] {
+                    if (0..n).any(|j| j != i && held[j] == Some(v)) {
+                        return Some((level, i, v));
+                    }
+                }
+            }
+            for &i in &movers {
+                held[i] = if keeps[i] {
+                    target[i].or(held[i])
+                } else {
+                    target[i]
+                };
+            }
+        }
+        None
+    }
+
     proptest! {
         /// Simulating the statements level by level (NULL steps first, rows of one level in
         /// any order) never puts one value on two rows.
@@ -988,21 +1019,9 @@ mod unique_tests {
                     }]
                 })
                 .collect();
+            let keeps: Vec<bool> = kinds.iter().map(|&k| k == 2).collect();
             let plan = unique_levels(&rows);
-            let mut held: Vec<Option<i32>> = (0..n as i32).map(Some).collect();
-            let top = plan.iter().map(|(l, _)| *l).max().unwrap_or(0);
-            for level in 0..=top {
-                let movers: Vec<usize> = (0..n).filter(|&i| plan[i].0 == level).collect();
-                for &i in &movers {
-                    if let Some(v) = target[i] {
-                        let clash = (0..n).any(|j| j != i && held[j] == Some(v));
-                        prop_assert!(!clash, "level {} row {} -> {}: {:?}", level, i, v, plan);
-                    }
-                }
-                for &i in &movers {
-                    held[i] = if kinds[i] == 2 { target[i].or(held[i]) } else { target[i] };
-                }
-            }
+            prop_assert_eq!(first_clash(&plan, &target, &keeps), None, "{:?}", plan);
         }
 
         /// Rows clearing values not known in memory, and rows (their own values not known
@@ -1027,21 +1046,9 @@ mod unique_tests {
             let rows: Vec<Vec<Handoff<i32>>> = (0..n)
                 .map(|i| vec![Handoff { gives: None, takes: target[i], frees_unknown: clears[i] }])
                 .collect();
+            let keeps: Vec<bool> = clears.iter().map(|&c| !c).collect();
             let plan = unique_levels(&rows);
-            let mut held: Vec<Option<i32>> = (0..n as i32).map(Some).collect();
-            let top = plan.iter().map(|(l, _)| *l).max().unwrap_or(0);
-            for level in 0..=top {
-                let movers: Vec<usize> = (0..n).filter(|&i| plan[i].0 == level).collect();
-                for &i in &movers {
-                    if let Some(v) = target[i] {
-                        let clash = (0..n).any(|j| j != i && held[j] == Some(v));
-                        prop_assert!(!clash, "level {} row {} -> {}: {:?}", level, i, v, plan);
-                    }
-                }
-                for &i in &movers {
-                    held[i] = if clears[i] { None } else { target[i].or(held[i]) };
-                }
-            }
+            prop_assert_eq!(first_clash(&plan, &target, &keeps), None, "{:?}", plan);
         }
     }
 }
