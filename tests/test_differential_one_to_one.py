@@ -864,7 +864,7 @@ def test_divergence_a_profile_only_sqlalchemys_flush_loaded_is_refused_when_a_ca
 
 
 def test_harness_draws_no_delete_of_a_profile_a_new_user_holds(env: Env) -> None:
-    # found by the nightly search: profile 1 is given new user 7; the rollback makes the user
+    # found by the nightly search: profile 1 is given new user 6; the rollback makes the user
     # new again, holding the profile. Added again, the user's INSERT gives the profile its key
     # at the next flush, which cancels a delete() of the profile in SQLAlchemy (SPEC: retort
     # honours it). The draw leaves such a profile alone, as any given a parent since the
