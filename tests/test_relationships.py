@@ -619,6 +619,32 @@ def test_improvement_a_profile_let_go_outside_the_session_is_not_deleted_by_a_la
     assert orm.fetch("SELECT id, user_id FROM profiles") == expected
 
 
+def test_a_key_set_by_hand_after_two_rollbacks_is_inserted(orm: Api) -> None:
+    # found by the nightly one-to-one search: a profile is inserted and its (empty) user read;
+    # a rollback undoes the INSERT. Its user_id is set by hand, it is added, and a second
+    # rollback (with nothing of it flushed) makes it transient again. Added once more, it is
+    # inserted with the user_id set by hand (both). Retort's second rollback forgot that the
+    # profile had had a row, so that the user it read then counted as set since its creation,
+    # and the flush wrote that NULL over the key
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add(User(id=2, name="u"))
+        s.commit()
+    with orm.session() as s:
+        profile = Profile(id=7, bio="p")
+        s.add(profile)
+        s.flush()
+        assert profile.user is None
+        s.rollback()
+        profile.user_id = 2
+        s.add(profile)
+        s.rollback()
+        assert orm.inspect(profile).transient
+        s.add(profile)
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles") == [(7, 2)]
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:

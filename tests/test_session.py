@@ -618,6 +618,13 @@ def test_an_object_expired_before_its_insert_was_rolled_back_is_inserted_once_se
         s.rollback()  # (the failed flush made u transient again, as SQLAlchemy's does)
         u.name, u.age = "bea", None
         s.add(u)
+        # that rollback does not make the value of a column expired before the first one
+        # known: each must be set again
+        with pytest.raises(exc.InvalidRequestError, match="attribute 'nickname' was expired"):
+            s.flush()
+        s.rollback()
+        u.nickname = None
+        s.add(u)
         s.commit()
         assert inspect(u).persistent
         s.expire(u)

@@ -492,7 +492,11 @@ fn make_transient_states(states: &[Py<InstanceState>], inserted: bool) -> PyResu
         inner.unlink();
         inner.set_key(None);
         inner.set_was_deleted(false);
-        inner.set_expired_insert(inserted);
+        if inserted {
+            // (a pending one keeps the mark of an INSERT an earlier rollback undid: the
+            // values it held then are not values set since its creation)
+            inner.set_expired_insert(true);
+        }
         drop(inner.committed.clear());
     }
     Ok(())
