@@ -13,7 +13,9 @@ use crate::engine::state::Lifecycle;
 
 use super::errors::{busy, DetachedInstanceError, InvalidRequestError};
 use super::interned::LOAD_HOOK;
-use super::state::{instance_dict, materialize_expiry, state_in, track_state, InstanceState};
+use super::state::{
+    instance_dict, materialize_expiry, state_in, track_state, InstanceState, StateGuard,
+};
 
 #[pyclass(frozen, subclass, module = "retort._core")]
 pub struct ColumnAttribute {
@@ -119,6 +121,35 @@ impl ColumnAttribute {
         Ok(py.None().into_bound(py))
     }
 
+    /// Record in the snapshot of `st` (an object with a key) an assignment of `value`: the
+    /// value before is kept on the first change (after a pending expiry applies). Returns
+    /// whether the object has a net change.
+    fn record(
+        &self,
+        st: &Bound<'_, InstanceState>,
+        inner: &mut StateGuard<'_>,
+        dict: &Bound<'_, PyDict>,
+        value: &Py<PyAny>,
+    ) -> PyResult<bool> {
+        let py = st.py();
+        if inner.is_stale() {
+            materialize_expiry(inner, dict, st.get().mapper.get())?;
+        }
+        let current = match dict.get_item(self.key.bind(py))? {
+            Some(v) => {
+                // the snapshot may keep this value: the collector must see the state
+                track_state(st);
+                Committed::Value(v.unbind())
+            }
+            None => Committed::Unknown,
+        };
+        Ok(inner
+            .committed
+            .record_set(self.index, current, value, |a, b| {
+                values_equal(a.bind(py), b.bind(py))
+            }))
+    }
+
     pub fn set_value(
         &self,
         instance: &Bound<'_, PyAny>,
@@ -148,23 +179,7 @@ impl ColumnAttribute {
                     instance.repr().map(|r| r.to_string()).unwrap_or_default()
                 )));
             }
-            if inner.is_stale() {
-                materialize_expiry(&mut inner, dict, state.mapper.get())?;
-            }
-            let current = match dict.get_item(key)? {
-                Some(v) => {
-                    // the snapshot may keep this value: the collector must see the state
-                    track_state(&st);
-                    Committed::Value(v.unbind())
-                }
-                None => Committed::Unknown,
-            };
-            let any =
-                inner
-                    .committed
-                    .record_set(self.index, current, &value.clone().unbind(), |a, b| {
-                        values_equal(a.bind(py), b.bind(py))
-                    });
+            let any = self.record(&st, &mut inner, dict, &value.clone().unbind())?;
             let session = match inner.effective() {
                 Lifecycle::Persistent => inner.session(),
                 _ => None,
@@ -228,24 +243,9 @@ impl ColumnAttribute {
         let key = self.key.bind(py);
         let none = py.None();
         if let Some(st) = state_in(&dict)? {
-            let state = st.get();
-            let mut inner = state.lock()?;
+            let mut inner = st.get().lock()?;
             if inner.has_key() {
-                if inner.is_stale() {
-                    materialize_expiry(&mut inner, &dict, state.mapper.get())?;
-                }
-                let current = match dict.get_item(key)? {
-                    Some(v) => {
-                        track_state(&st);
-                        Committed::Value(v.unbind())
-                    }
-                    None => Committed::Unknown,
-                };
-                inner
-                    .committed
-                    .record_set(self.index, current, &none, |a, b| {
-                        values_equal(a.bind(py), b.bind(py))
-                    });
+                self.record(&st, &mut inner, &dict, &none)?;
             }
         }
         dict.set_item(key, none)
