@@ -738,16 +738,11 @@ pub struct Handoff<V> {
 /// of that group, unless that closes a cycle with the known handoffs (their order is then
 /// unknown). Such rows that take a value too come after those setting the group to NULL, and
 /// are not ordered among themselves.
+///
+/// `parkable[g]` says group g accepts NULL: two rows or more changing it from values not known
+/// in memory to others are then parked as NULL first (either may hold what the other takes),
+/// as rows exchanging known values are.
 pub fn unique_levels<V: Eq + std::hash::Hash + Clone>(
-    rows: &[Vec<Handoff<V>>],
-) -> Vec<(u32, bool)> {
-    unique_levels_parking(rows, &[])
-}
-
-/// `unique_levels`, where `parkable[g]` says group g accepts NULL: two rows or more changing
-/// it from values not known in memory to others are then parked as NULL first (either may
-/// hold what the other takes), as rows exchanging known values are.
-pub fn unique_levels_parking<V: Eq + std::hash::Hash + Clone>(
     rows: &[Vec<Handoff<V>>],
     parkable: &[bool],
 ) -> Vec<(u32, bool)> {
@@ -863,12 +858,12 @@ mod unique_tests {
     fn freeing_then_taking_and_swapping() {
         // row 0 takes row 1's value: row 1 first
         assert_eq!(
-            unique_levels(&[one(10, 20), one(20, 30)]),
+            unique_levels(&[one(10, 20), one(20, 30)], &[]),
             vec![(1, false), (0, false)]
         );
         // a swap: row 0 is nulled first, row 1 takes its value, row 0 takes row 1's
         assert_eq!(
-            unique_levels(&[one(10, 20), one(20, 10)]),
+            unique_levels(&[one(10, 20), one(20, 10)], &[]),
             vec![(2, true), (1, false)]
         );
     }
@@ -883,41 +878,47 @@ mod unique_tests {
         let frees = || vec![h(None, None, true)];
         // row 0 takes a value; row 1 sets its own, not known, to NULL; row 2 takes another
         assert_eq!(
-            unique_levels(&[
-                vec![h(None, Some(7), false)],
-                frees(),
-                one(10, 20)[..].to_vec()
-            ]),
+            unique_levels(
+                &[
+                    vec![h(None, Some(7), false)],
+                    frees(),
+                    one(10, 20)[..].to_vec()
+                ],
+                &[]
+            ),
             vec![(1, false), (0, false), (1, false)]
         );
         // nothing to take: all in one statement
         assert_eq!(
-            unique_levels(&[frees(), frees()]),
+            unique_levels(&[frees(), frees()], &[]),
             vec![(0, false), (0, false)]
         );
         // row 0 frees an unknown value of group 0 but takes row 1's value of group 1, and
         // row 1 takes a value of group 0: the known handoff wins, the other order is unknown
         let row0 = vec![h(None, None, true), h(None, Some(5), false)];
         let row1 = vec![h(None, Some(9), false), h(Some(5), None, false)];
-        assert_eq!(unique_levels(&[row0, row1]), vec![(1, false), (0, false)]);
+        assert_eq!(
+            unique_levels(&[row0, row1], &[]),
+            vec![(1, false), (0, false)]
+        );
         // row 0 takes a value; row 1 changes its own, not known, to another; row 2 sets its
         // own, not known, to NULL: row 2 first, then row 1, then row 0
         assert_eq!(
-            unique_levels(&[
-                vec![h(None, Some(7), false)],
-                vec![h(None, Some(8), true)],
-                frees(),
-            ]),
+            unique_levels(
+                &[
+                    vec![h(None, Some(7), false)],
+                    vec![h(None, Some(8), true)],
+                    frees(),
+                ],
+                &[]
+            ),
             vec![(2, false), (1, false), (0, false)]
         );
         // rows 0 and 1 both change values not known in memory to others: either may hold what
         // the other takes, so both are parked as NULL first where the group accepts NULL
         let rows = [vec![h(None, Some(7), true)], vec![h(None, Some(8), true)]];
-        assert_eq!(unique_levels(&rows), vec![(1, false), (1, false)]);
-        assert_eq!(
-            unique_levels_parking(&rows, &[true]),
-            vec![(2, true), (2, true)]
-        );
+        assert_eq!(unique_levels(&rows, &[]), vec![(1, false), (1, false)]);
+        assert_eq!(unique_levels(&rows, &[true]), vec![(2, true), (2, true)]);
     }
 
     /// Run `plan`'s levels over rows holding the values 0..n, row i moving to `target[i]`
@@ -963,7 +964,7 @@ mod unique_tests {
             let k = perm.len();
             let rows: Vec<Vec<Handoff<i32>>> =
                 (0..k).map(|i| one(i as i32, perm[i])).collect();
-            let plan = unique_levels(&rows);
+            let plan = unique_levels(&rows, &[]);
             let mut held: Vec<Option<i32>> = (0..6).map(Some).collect();
             for (i, (_, nulled)) in plan.iter().enumerate() {
                 if *nulled { held[i] = None; }
@@ -1020,7 +1021,7 @@ mod unique_tests {
                 })
                 .collect();
             let keeps: Vec<bool> = kinds.iter().map(|&k| k == 2).collect();
-            let plan = unique_levels(&rows);
+            let plan = unique_levels(&rows, &[]);
             prop_assert_eq!(first_clash(&plan, &target, &keeps), None, "{:?}", plan);
         }
 
@@ -1047,7 +1048,7 @@ mod unique_tests {
                 .map(|i| vec![Handoff { gives: None, takes: target[i], frees_unknown: clears[i] }])
                 .collect();
             let keeps: Vec<bool> = clears.iter().map(|&c| !c).collect();
-            let plan = unique_levels(&rows);
+            let plan = unique_levels(&rows, &[]);
             prop_assert_eq!(first_clash(&plan, &target, &keeps), None, "{:?}", plan);
         }
     }

@@ -613,7 +613,7 @@ fn unique_handoffs(
             .iter()
             .map(|g| g.iter().all(|&c| m.nullable[c as usize]))
             .collect();
-        let plan = plan::unique_levels_parking(&groups, &parkable);
+        let plan = plan::unique_levels(&groups, &parkable);
         for (pos, &i) in idx.iter().enumerate() {
             let (level, nulled) = plan[pos];
             changes[i].level = level;
