@@ -332,6 +332,23 @@ def test_get_hits_the_identity_map_without_sql(db: Engine, sql_log: Log) -> None
         assert s.scalars(select(User).where(User.id == uid)).one() is u
 
 
+def test_get_by_a_bool_answers_from_the_identity_map_like_the_equal_int(
+    db: Engine, sql_log: Log
+) -> None:
+    # True == 1 in Python, and SQLAlchemy's identity map finds user 1 under (True,); a SELECT
+    # instead would compare an integer column with a boolean and abort the transaction
+    with Session(db) as s:
+        one = User(id=1, name="one")
+        s.add(one)
+        s.flush()
+        sql_log.clear()
+        assert s.get(User, True) is one
+        assert s.get(User, (True,)) is one
+        assert s.identity_map.get((User, (True,), None)) is one
+        assert sql_log == []
+        s.commit()
+
+
 def test_get_through_the_class_a_subclass_and_a_new_identity_map(db: Engine, sql_log: Log) -> None:
     # each session's `get` is its core's (a hit runs no Python): it must follow the core when
     # expunge_all() or close() replaces it, and step aside for a subclass's own get()

@@ -13,7 +13,12 @@ pub fn key_value(v: &Bound<'_, PyAny>) -> PyResult<KeyValue> {
     if let Ok(s) = v.cast::<PyString>() {
         return Ok(KeyValue::Str(s.to_str()?.into()));
     }
-    if v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>() {
+    if let Ok(b) = v.cast::<PyBool>() {
+        // True == 1 and False == 0 in Python, so SQLAlchemy's identity map (tuples of values)
+        // finds the object of key 1 under True: key them alike
+        return Ok(KeyValue::Int(i64::from(b.is_true())));
+    }
+    if v.is_instance_of::<PyInt>() {
         if let Ok(i) = v.extract::<i64>() {
             return Ok(KeyValue::Int(i));
         }
