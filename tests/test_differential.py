@@ -75,6 +75,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   object given a value it had (a column set again, a backref setting a child's parent to the
   one it has) stays readable (the program stops there, after rolling the SAVEPOINT back and
   checking that retort's objects hold their rows);
+- an object loaded from a row inserted inside a SAVEPOINT, by another instance than the one
+  that inserted it (expunged since), is expired by the SAVEPOINT's rollback in retort, which
+  removed the row; SQLAlchemy's keeps showing the row unless an attribute event touched the
+  object inside (the program stops there: Lockstep.holds_a_row_the_savepoint_removed);
 - what each holds expired may differ, and loading it autoflushes: an object given inside a
   SAVEPOINT a value it had (a column set again, a backref setting a child's parent to the one
   it has) stays loaded when the SAVEPOINT rolls back in retort, where SQLAlchemy expires it;
@@ -3125,6 +3129,26 @@ class Lockstep:
         gone = self.gone_object_sa_flush_loaded(sa.error)
         return gone is not None and f"the row of {gone!r} no longer exists" in str(rt.error)
 
+    def holds_a_row_the_savepoint_removed(self) -> bool:
+        """Whether retort's identity map holds an object expired by the step (not before),
+        whose key SQLAlchemy's holds loaded and whose row the transaction no longer has."""
+        rt = self.rt
+        keys = [
+            key
+            for o in rt.session._core.identity_objects()
+            if rt.api.inspect(o).persistent
+            and rt.api.inspect(o).expired
+            and (key := rt.key(o)) not in self.rt_expired_keys
+            and self.sa.held_loaded(*key)
+        ]
+        if not keys:
+            return False
+        rows = rt.transaction_rows()
+        return any(
+            all(r[0] != pk for r in rows[rt.models.by_name(cls).__table__.name])
+            for cls, pk in keys
+        )
+
     def cascades_a_member_taken_out_before_a_rollback(self) -> bool:
         """Whether an object pending in SQLAlchemy's session and transient in retort's is in
         the history of removals of a relationship of a pending object of SQLAlchemy's."""
@@ -3283,6 +3307,14 @@ class Lockstep:
             # does not hold it; retort detaches the other, so that one instance claims the key
             # (test_divergence_a_rollback_detaches_an_object_holding_a_restored_objects_key)
             return "an object displaced by a rollback's restored object is detached"
+        if step[0] == "rollback_nested" and self.holds_a_row_the_savepoint_removed():
+            # an object loaded from a row inserted inside the SAVEPOINT, by another instance
+            # than the one that inserted it (which left the session): retort's rollback expires
+            # it, as the row is gone, so that reading it raises ObjectDeletedError; SQLAlchemy's
+            # leaves it loaded with the values of no row (unless an attribute event touched it
+            # inside, as merge() does)
+            # (test_improvement_an_object_loaded_from_a_row_a_savepoint_inserted_is_expired)
+            return "an object whose row a SAVEPOINT's rollback removed is expired"
         if self.cascades_a_member_taken_out_before_a_rollback():
             # an object made new again by the rollback of a failed flush (its INSERT undone),
             # whose collection had a member taken out before: retort's rollback forgets the
@@ -4816,9 +4848,11 @@ def test_divergence_a_flush_of_a_value_set_again_on_an_object_whose_row_is_gone(
 ) -> None:
     # found by the nightly search: inside a SAVEPOINT, new child 6 is inserted (an autoflush),
     # expunged, and loaded again by get() (another instance), given no parent (it has none);
-    # the SAVEPOINT's rollback undoes the INSERT and expires the instance in SQLAlchemy only.
-    # Its name set again to the value it has: SQLAlchemy's flush loads it and raises
-    # ObjectDeletedError, retort's has nothing to flush
+    # the SAVEPOINT's rollback undoes the INSERT and expires the instance: SQLAlchemy's for
+    # the parent set, retort's because its row is gone. Its name set again to the value it
+    # had: SQLAlchemy's flush loads it and raises ObjectDeletedError; retort's sends the
+    # UPDATE, which matches no row (before its rollback expired the instance, it had nothing
+    # to flush)
     run = _play(
         sides,
         admin_conn,
@@ -4838,8 +4872,8 @@ def test_divergence_a_flush_of_a_value_set_again_on_an_object_whose_row_is_gone(
         ],
     )
     assert run.program[-1] == (
-        "flush()  -> raised ObjectDeletedError / retort: ok None (improvement: a flush changing "
-        "an object whose row is gone does not load it)"
+        "flush()  -> raised ObjectDeletedError / retort: raised StaleDataError (improvement: a "
+        "flush changing an object whose row is gone does not load it)"
     )
 
 
@@ -5704,6 +5738,33 @@ def test_improvement_an_object_unchanged_inside_a_rolled_back_savepoint_is_not_r
         "sqlalchemy": [["name", "parent_id"], ["name", "parent_id"], "persistent"],
         "retort": [[], [], "pending"],
     }
+
+
+def test_improvement_an_object_loaded_from_a_row_a_savepoint_inserted_is_expired(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # child 5, inserted inside a SAVEPOINT, is expunged, and its row loaded into another
+    # instance. The SAVEPOINT's rollback removes the row: retort expires that instance (reading
+    # it raises ObjectDeletedError); SQLAlchemy's keeps showing the row, unless merge() loaded
+    # it (an attribute event marks it modified, and the rollback expires it), where both agree
+    # (a nightly find, when retort's stayed loaded too)
+    inserted = [
+        ("begin_nested",),
+        ("new", "Child", 5, "a", "add", None),
+        ("flush",),
+        ("expunge", 0),
+    ]
+    run = _play(sides, admin_conn, [*inserted, ("get", "Child", 5), ("rollback_nested",)])
+    assert run.program[-1] == (
+        "rollback_nested()  -> ok None (improvement: an object whose row a SAVEPOINT's "
+        "rollback removed is expired)"
+    )
+    steps = [*inserted, ("merge", 0), ("rollback_nested",), ("read", 1, "name")]
+    run = _play(sides, admin_conn, steps)
+    assert run.program[-2:] == [
+        "read(1, 'name')  -> raised ObjectDeletedError",
+        "commit()  -> ok None",
+    ]
 
 
 def test_improvement_a_flush_loads_no_expired_parent(

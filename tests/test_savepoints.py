@@ -288,3 +288,32 @@ def test_an_object_whose_delete_a_rollback_undid_is_held_weakly_again(
         s.delete(copy)  # no other instance of the row is held: it attaches
         s.flush()
         assert s.get(Item, 1) is None
+
+
+@pytest.mark.parametrize("reload", ["get", "merge", "query"])
+def test_an_object_loaded_from_a_row_a_rolled_back_savepoint_inserted_is_expired(
+    db: Engine, reload: str
+) -> None:
+    # an item inserted inside a SAVEPOINT leaves the session (expunge), and its row is loaded
+    # into another instance; the SAVEPOINT's rollback removes the row, which that instance
+    # must not go on showing (SQLAlchemy's does, unless merge() touched it inside)
+    with Session(db) as s:
+        sp = s.begin_nested()
+        inserted = Item(id=5, name="c")
+        s.add(inserted)
+        s.flush()
+        s.expunge(inserted)
+        if reload == "get":
+            copy = s.get(Item, 5)
+        elif reload == "merge":
+            copy = s.merge(inserted)
+        else:
+            copy = s.scalars(select(Item).where(Item.id == 5)).one()
+        assert copy is not inserted and copy is not None and copy.name == "c"
+        sp.rollback()
+        assert inspect(copy).expired
+        with pytest.raises(exc.ObjectDeletedError, match="no longer exists"):
+            copy.name  # noqa: B018
+        assert s.get(Item, 5) is None
+        assert inspect(inserted).transient
+        s.commit()

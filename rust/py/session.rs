@@ -371,9 +371,11 @@ fn undo_rekeys(
 }
 
 /// What `undo_log` undid: the states of the objects whose INSERT it undid (to make
-/// transient), and those objects that were still in the identity map and whose class has
-/// relationships (whose collections may list members whose rows it undid).
-type Undone = (Vec<Py<InstanceState>>, Vec<Py<PyAny>>);
+/// transient), those objects that were still in the identity map and whose class has
+/// relationships (whose collections may list members whose rows it undid), and the other
+/// instances the identity map holds under a key whose INSERT it undid (loaded from that row
+/// after the inserting object left the session: their row is gone).
+type Undone = (Vec<Py<InstanceState>>, Vec<Py<PyAny>>, Vec<Held>);
 
 /// Replay a transaction's (or savepoint's) records backwards: rows inserted by its flushes
 /// leave the identity map and their objects are returned (to become transient, wherever they
@@ -391,9 +393,12 @@ fn undo_log(
     // per mapper (by address): whether its class has relationships
     let mut related: HashMap<usize, bool, ahash::RandomState> = HashMap::default();
     let mut inserted_states: HashSet<usize, ahash::RandomState> = HashSet::default();
+    let mut other = Vec::new();
     for (key, st) in inserted {
         if let Some((obj, live_st)) = uow.live(py, &key) {
-            if live_st.bind(py).is(st.bind(py)) {
+            if !live_st.bind(py).is(st.bind(py)) {
+                other.push((obj, live_st));
+            } else {
                 uow.watched.remove(&(obj.as_ptr() as usize));
                 uow.identity.remove(&key);
                 let mapper = st.get().mapper.get();
@@ -414,6 +419,8 @@ fn undo_log(
         inserted_states.insert(st.as_ptr() as usize);
         transient.push(st);
     }
+    // (an instance whose own INSERT it undid too becomes transient)
+    other.retain(|(_, st)| !inserted_states.contains(&(st.as_ptr() as usize)));
     // (after the inserted objects left the identity map: a deleted object whose key one of
     // them took, by a row switch or after finding its row gone, takes its place back)
     for (obj, st) in deleted {
@@ -444,7 +451,7 @@ fn undo_log(
         }
         watch(uow, obj.bind(py), st, st.get().mapper.get())?;
     }
-    Ok((transient, undone))
+    Ok((transient, undone, other))
 }
 
 /// What the session's sets held of an object taken out of them (`leave_session`), dropped
@@ -2085,8 +2092,11 @@ impl SessionCore {
         let savepoints = std::mem::take(&mut uow.savepoints);
         let rekeyed = std::mem::take(&mut uow.tx_rekeyed);
         undo_rekeys(py, &mut uow, rekeyed)?;
-        let (transient, undone) = undo_log(py, &self.shared, &mut uow, inserted, &tx_deleted)?;
+        // (every object is expired below, those holding a row it undid included)
+        let (transient, undone, gone) =
+            undo_log(py, &self.shared, &mut uow, inserted, &tx_deleted)?;
         drop(uow);
+        drop(gone);
         make_transient_states(&transient, true)?;
         let pending: Vec<Py<InstanceState>> =
             new.values().map(|(_, st)| st.clone_ref(py)).collect();
@@ -2150,7 +2160,8 @@ impl SessionCore {
         let added = uow.new.take_from(sp.new_seq);
         let unmarked = uow.deleted.take_from(sp.marked_seq);
         let dirty = std::mem::replace(&mut uow.dirty, fast_map());
-        let (transient, undone) = undo_log(py, &self.shared, &mut uow, inserted, &restored)?;
+        let (transient, undone, gone) =
+            undo_log(py, &self.shared, &mut uow, inserted, &restored)?;
         drop(uow);
         for (_, (_, st)) in &added {
             let mut inner = st.get().lock()?;
@@ -2180,6 +2191,15 @@ impl SessionCore {
                 expire_object(obj.bind(py), st.get())?;
             }
         }
+        // loaded from a row inserted inside it, by an instance other than the one that inserted
+        // it (which left the session since): the row is gone, and the object is expired so that
+        // reading it raises ObjectDeletedError instead of returning values of no row (where
+        // SQLAlchemy's stays loaded, unless an attribute event touched it inside)
+        for (obj, st) in &gone {
+            if st.get().lock()?.lifecycle() == Lifecycle::Persistent {
+                expire_object(obj.bind(py), st.get())?;
+            }
+        }
         for (obj, st) in &restored {
             let changed = {
                 let inner = st.get().lock()?;
@@ -2200,7 +2220,7 @@ impl SessionCore {
             let marker = Savepoint::at(&uow, outside);
             uow.savepoints.push(marker);
         }
-        drop((added, unmarked, dirty, transient, restored, sp));
+        drop((added, unmarked, dirty, transient, restored, gone, sp));
         Ok(undone)
     }
 
