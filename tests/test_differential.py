@@ -3145,8 +3145,7 @@ class Lockstep:
             return False
         rows = rt.transaction_rows()
         return any(
-            all(r[0] != pk for r in rows[rt.models.by_name(cls).__table__.name])
-            for cls, pk in keys
+            all(r[0] != pk for r in rows[rt.models.by_name(cls).__table__.name]) for cls, pk in keys
         )
 
     def cascades_a_member_taken_out_before_a_rollback(self) -> bool:

@@ -2160,8 +2160,7 @@ impl SessionCore {
         let added = uow.new.take_from(sp.new_seq);
         let unmarked = uow.deleted.take_from(sp.marked_seq);
         let dirty = std::mem::replace(&mut uow.dirty, fast_map());
-        let (transient, undone, gone) =
-            undo_log(py, &self.shared, &mut uow, inserted, &restored)?;
+        let (transient, undone, gone) = undo_log(py, &self.shared, &mut uow, inserted, &restored)?;
         drop(uow);
         for (_, (_, st)) in &added {
             let mut inner = st.get().lock()?;
