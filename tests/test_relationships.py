@@ -645,6 +645,34 @@ def test_a_key_set_by_hand_after_two_rollbacks_is_inserted(orm: Api) -> None:
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(7, 2)]
 
 
+@pytest.mark.parametrize("cascade", ["save-update, merge", "all, delete-orphan"])
+def test_a_profile_taken_from_an_unloaded_one_to_one_and_given_its_user_again_stays(
+    orm: Api, cascade: str
+) -> None:
+    # found by the nightly one-to-one search: new profile 7, given user 1 and rolled back,
+    # still names user 1, expired. Setting its user to None takes from user 1's one-to-one
+    # the profile it loads, profile 1 (both libraries). Profile 1's user, not loaded, is then
+    # set to user 1, the user its key names: SQLAlchemy's backref fires all the same and user
+    # 1 holds profile 1 again. Retort saw no change and left user 1's one-to-one empty, so
+    # that under delete-orphan its flush deleted profile 1
+    User, Profile = user_profile(orm, cascade=cascade)
+    with orm.session() as s:
+        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
+        s.commit()
+    with orm.session() as s:
+        profile, user = s.get(Profile, 1), s.get(User, 1)
+        new = Profile(id=7, bio="new")
+        user.profile = new
+        s.rollback()
+        new.user = None
+        profile.user = user
+        s.flush()
+        assert orm.inspect(profile).persistent
+        assert user.profile is profile and profile.user is user
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, 1)]
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:

@@ -1100,7 +1100,7 @@ class RelationshipProperty:
             refuse_if_deleted(obj, self)
             refuse_deleted_item(value, self)
         _fresh(d, obj)
-        old = d.get(self.key, _NOT_SET)
+        old = loaded = d.get(self.key, _NOT_SET)
         wants_old = (back and self.back is not None) or "delete-orphan" in self.cascade
         if old is _NOT_SET and wants_old and _has_identity(obj):
             # the old value is needed to take obj out of its collection: a many-to-one looks
@@ -1121,6 +1121,22 @@ class RelationshipProperty:
             # SQLAlchemy, which sets the attribute): the old value may come from the committed
             # key, not the one set by hand since
             d[self.key] = value
+            if (
+                loaded is _NOT_SET
+                and back
+                and value is not None
+                and self.back is not None
+                and self.direction == "MANYTOONE"
+                and not self.back.uselist
+                and self.back._holds_another(value, obj)
+            ):
+                # set while not loaded, to the object its key names, whose one-to-one, loaded,
+                # holds another value (obj was taken out since, unflushed: replaced by None
+                # where another profile let the user go, retort loading obj then). SQLAlchemy
+                # had not loaded obj, so its backref fires all the same: the user holds obj
+                # again, which is no orphan. (For a collection, obj's loaded key tells
+                # SQLAlchemy too that nothing changes: no backref)
+                self.back._set_backref(value, obj, self, changed=False)
             return
         if back and "_retort_state" in d:
             # the other side of a back_populates event does not cascade (SQLAlchemy 2.x). The
@@ -1181,6 +1197,13 @@ class RelationshipProperty:
         if "_retort_state" not in d:
             return  # never added: no session to tell (add() cascades later)
         _note_change(obj, self)
+
+    def _holds_another(self, obj: Any, other: Any) -> bool:
+        """Whether this scalar relationship of `obj` is loaded, holding a value other than
+        `other` (None included)."""
+        _fresh(obj.__dict__, obj)
+        current = obj.__dict__.get(self.key, _NOT_SET)
+        return current is not _NOT_SET and current is not other
 
     def _old_in_identity_map(self, obj: Any) -> Any:
         """The object a many-to-one refers to by its loaded foreign key, if the identity map
