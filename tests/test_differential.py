@@ -79,6 +79,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   that inserted it (expunged since), is expired by the SAVEPOINT's rollback in retort, which
   removed the row; SQLAlchemy's keeps showing the row unless an attribute event touched the
   object inside (the program stops there: Lockstep.holds_a_row_the_savepoint_removed);
+- a collection listing a member twice (appended from both sides: one association row) of an
+  object given inside a SAVEPOINT a value it had: SQLAlchemy's rollback expires it, and a step
+  loading the collection lists the row once; retort's keeps both entries (the program stops
+  there: Lockstep.lists_twice_what_sa_loaded_once);
 - what each holds expired may differ, and loading it autoflushes: an object given inside a
   SAVEPOINT a value it had (a column set again, a backref setting a child's parent to the one
   it has) stays loaded when the SAVEPOINT rolls back in retort, where SQLAlchemy expires it;
@@ -3179,6 +3183,19 @@ class Lockstep:
                 ):
                     self.loaded_by_retort_only.add((i, key))
 
+    def lists_twice_what_sa_loaded_once(self) -> bool:
+        """Whether a collection that, at some step, only retort's side held loaded, loaded in
+        both now, lists the same members in both, one of them twice in retort's only."""
+        sa, rt = self.sa, self.rt
+        for i, key in self.loaded_by_retort_only:
+            theirs, ours = sa.handles[i].__dict__.get(key), rt.handles[i].__dict__.get(key)
+            if not isinstance(theirs, list) or not isinstance(ours, list):
+                continue
+            a, b = sa.norm(list(theirs)), rt.norm(list(ours))
+            if a != b and set(a) == set(b) and len(set(b)) < len(b):
+                return True
+        return False
+
     def cascades_a_member_taken_out_of_a_collection_only_retort_held(self) -> bool:
         """Whether an object pending in retort's session and transient in SQLAlchemy's is in
         the removals of a collection of a pending object of retort's which, at some step, only
@@ -3332,6 +3349,14 @@ class Lockstep:
             # after the member's row was gone, never held it
             # (test_divergence_a_member_taken_out_of_a_collection_only_retort_held_is_cascaded)
             return "a collection unchanged inside a SAVEPOINT cascades to a member taken out"
+        if self.lists_twice_what_sa_loaded_once():
+            # a collection listing a member twice (appended from both sides: one association
+            # row, two entries in memory, in both libraries), of an object that SQLAlchemy's
+            # SAVEPOINT rollback expired and retort's did not (a value set again inside): a
+            # step loading it in SQLAlchemy lists the row once; retort's keeps both entries
+            # (test_improvement_a_collection_unchanged_inside_a_savepoint_keeps_a_member_listed_
+            # twice)
+            return "a collection unchanged inside a SAVEPOINT keeps a member listed twice"
         if self.lost_node_key() is not None:
             # a node given a parent that was expunged before the flush (which writes nothing
             # for the relation: a warning in both), then attached again with the node queued
@@ -8537,6 +8562,41 @@ def test_harness_a_deleted_childs_key_after_a_failed_flush_is_unsettled(
         assert [s.lifecycle(s.handles[1]) for s in sides] == ["deleted", "deleted"]
         assert run.rt.handles[1].parent_id is None
         assert run.sa.fk_unsettled(run.sa.handles[1])
+
+
+def test_improvement_a_collection_unchanged_inside_a_savepoint_keeps_a_member_listed_twice(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: new parent 4 is linked to tag 1 from both sides, so that
+    # tag 1's loaded parents list it twice (one association row). Tag 1's label, set again
+    # inside a SAVEPOINT that is rolled back, makes SQLAlchemy expire it; retort keeps it
+    # loaded (it did not change). The delete of parent 4 loads tag 1's parents in SQLAlchemy,
+    # listing the row once; retort's still list both entries. The program stops there
+    # (the label is set to "b" before the SAVEPOINT too)
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("get", "Tag", 1),
+            ("new", "Parent", 4, "a", "add", None),
+            ("link", 1, 0, True),
+            ("set", 0, "label", "b"),
+            ("link", 1, 0, False),
+            ("begin_nested",),
+            ("set", 0, "label", "b"),
+            ("rollback_nested",),
+            ("delete", 0),
+        ],
+    ) as run:
+        assert (0, "parents") in run.loaded_by_retort_only
+        assert not run.lists_twice_what_sa_loaded_once()
+        assert run.step(("delete", 1)) is None
+        assert run.lists_twice_what_sa_loaded_once()
+        assert [s.norm(list(s.handles[0].parents)).count(("h", 1)) for s in sides] == [1, 2]
+    assert run.program[-1] == (
+        "delete(1)  -> ok None (improvement: a collection unchanged inside a SAVEPOINT keeps a "
+        "member listed twice)"
+    )
 
 
 def test_divergence_a_member_taken_out_of_a_collection_only_retort_held_is_cascaded(
