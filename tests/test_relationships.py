@@ -673,6 +673,36 @@ def test_a_profile_taken_from_an_unloaded_one_to_one_and_given_its_user_again_st
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, 1)]
 
 
+@pytest.mark.parametrize("cascade", ["save-update, merge", "all, delete-orphan"])
+def test_improvement_a_one_to_one_set_to_the_profile_another_user_took_takes_it_back(
+    orm: Api, cascade: str
+) -> None:
+    # found by the nightly one-to-one search: profile 1 goes from user 1 to new user 6, and
+    # back to user 1; the move leaves user 6's one-to-one holding it (in both libraries). User
+    # 6's one-to-one set to profile 1 again: retort's profile comes back to user 6, and user 1
+    # then letting it go changes nothing; SQLAlchemy's sees no change (the value it holds),
+    # the profile stays with user 1, and letting it go writes NULL. Retort's flush deleted it
+    # as user 1's orphan, under delete-orphan, before it followed
+    User, Profile = user_profile(orm, cascade=cascade)
+    with orm.session() as s:
+        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
+        s.commit()
+    with orm.session() as s:
+        user, profile = s.get(User, 1), s.get(Profile, 1)
+        other = User(id=6, name="other")
+        profile.user = other
+        s.flush()
+        user.profile = profile
+        assert other.profile is profile  # (stale in both)
+        other.profile = profile
+        user.profile = None
+        s.flush()
+        assert orm.inspect(profile).persistent
+        s.commit()
+    expected = [(1, None)] if orm.name == "sqlalchemy" else [(1, 6)]
+    assert orm.fetch("SELECT id, user_id FROM profiles") == expected
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:

@@ -1122,20 +1122,28 @@ class RelationshipProperty:
             # key, not the one set by hand since
             d[self.key] = value
             if (
-                loaded is _NOT_SET
-                and back
+                back
                 and value is not None
                 and self.back is not None
-                and self.direction == "MANYTOONE"
+                and not self.uselist
                 and not self.back.uselist
+                and (loaded is _NOT_SET or self.direction == "ONETOMANY")
                 and self.back._holds_another(value, obj)
             ):
-                # set while not loaded, to the object its key names, whose one-to-one, loaded,
-                # holds another value (obj was taken out since, unflushed: replaced by None
-                # where another profile let the user go, retort loading obj then). SQLAlchemy
-                # had not loaded obj, so its backref fires all the same: the user holds obj
-                # again, which is no orphan. (For a collection, obj's loaded key tells
-                # SQLAlchemy too that nothing changes: no backref)
+                # a one-to-one set to the value it holds, whose other side, loaded, no longer
+                # refers to obj: the other side follows, as for a change, so that both sides
+                # agree again.
+                # - A profile's many-to-one set while not loaded to the user its key names,
+                #   whose one-to-one was replaced since (by None, where another profile let
+                #   the user go, retort loading this one then): SQLAlchemy had not loaded the
+                #   profile, and its backref fires all the same; the user holds it again, and
+                #   it is no orphan.
+                # - A user's one-to-one set to the profile it still holds, which another user
+                #   took since (a one-to-one's move leaves the old owner's value, in both
+                #   libraries): the profile comes back to this user, where SQLAlchemy's
+                #   backref sees no change and leaves the profile with the other user (and
+                #   then writes NULL, or an orphan's DELETE, as that user lets it go).
+                # (For a collection, a loaded key tells SQLAlchemy too that nothing changes)
                 self.back._set_backref(value, obj, self, changed=False)
             return
         if back and "_retort_state" in d:
