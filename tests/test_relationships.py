@@ -538,9 +538,10 @@ def test_a_key_set_by_hand_after_a_flush_stays_when_the_user_is_added_again(orm:
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, None)]
 
 
-def _user_1_with_profile_1(orm: Api) -> tuple[Any, Any]:
-    """User 1-1 Profile (save-update), committed: user 1 whose profile is profile 1."""
-    User, Profile = user_profile(orm)
+def _user_1_with_profile_1(orm: Api, cascade: str = "save-update, merge") -> tuple[Any, Any]:
+    """User 1-1 Profile (save-update, unless `cascade`), committed: user 1 whose profile is
+    profile 1."""
+    User, Profile = user_profile(orm, cascade=cascade)
     with orm.session() as s:
         s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
         s.commit()
@@ -655,10 +656,7 @@ def test_a_profile_taken_from_an_unloaded_one_to_one_and_given_its_user_again_st
     # set to user 1, the user its key names: SQLAlchemy's backref fires all the same and user
     # 1 holds profile 1 again. Retort saw no change and left user 1's one-to-one empty, so
     # that under delete-orphan its flush deleted profile 1
-    User, Profile = user_profile(orm, cascade=cascade)
-    with orm.session() as s:
-        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
-        s.commit()
+    User, Profile = _user_1_with_profile_1(orm, cascade)
     with orm.session() as s:
         profile, user = s.get(Profile, 1), s.get(User, 1)
         new = Profile(id=7, bio="new")
@@ -683,10 +681,7 @@ def test_improvement_a_one_to_one_set_to_the_profile_another_user_took_takes_it_
     # then letting it go changes nothing; SQLAlchemy's sees no change (the value it holds),
     # the profile stays with user 1, and letting it go writes NULL. Retort's flush deleted it
     # as user 1's orphan, under delete-orphan, before it followed
-    User, Profile = user_profile(orm, cascade=cascade)
-    with orm.session() as s:
-        s.add_all([User(id=1, name="u"), Profile(id=1, bio="p", user_id=1)])
-        s.commit()
+    User, Profile = _user_1_with_profile_1(orm, cascade)
     with orm.session() as s:
         user, profile = s.get(User, 1), s.get(Profile, 1)
         other = User(id=6, name="other")
