@@ -698,6 +698,30 @@ def test_improvement_a_one_to_one_set_to_the_profile_another_user_took_takes_it_
     assert orm.fetch("SELECT id, user_id FROM profiles") == expected
 
 
+def test_a_profile_a_rolled_back_new_user_held_is_no_orphan_when_another_replaces_it(
+    orm: Api,
+) -> None:
+    # found by the nightly one-to-one search (delete-orphan): profile 6, committed without a
+    # user, is given new user 7 (never flushed); the rollback expires the profile and leaves
+    # user 7 transient, its one-to-one holding it. Profile 1 given user 7 replaces profile 6
+    # there. Profile 6's row never named user 7, and nothing in memory does now (both): it
+    # is no orphan. Retort's flush deleted it
+    User, Profile = _user_1_with_profile_1(orm, "all, delete-orphan")
+    with orm.session() as s:
+        s.add(Profile(id=6, bio="six"))
+        s.commit()
+    with orm.session() as s:
+        six, one = s.get(Profile, 6), s.get(Profile, 1)
+        user = User(id=7, name="new")
+        six.user = user
+        s.rollback()
+        one.user = user
+        s.flush()
+        assert orm.inspect(six).persistent
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(1, 7), (6, None)]
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:

@@ -1169,6 +1169,21 @@ class RelationshipProperty:
                 # SQLAlchemy, whose history compares with that value), so a foreign key set
                 # by hand meanwhile is not overwritten with the parent's key
                 del history[self.key]
+        # (a persistent child a one-to-one owner without a row held, expired since, as by a
+        # rollback: its row never named the owner, and nothing in memory does now, so it is no
+        # orphan, as SQLAlchemy's flush, which the child is not part of, finds. Read before the
+        # backref below loads its many-to-one)
+        lost = True
+        if (
+            old is not _NOT_SET
+            and old is not None
+            and self.direction == "ONETOMANY"
+            and self.back is not None
+            and not _has_identity(obj)
+            and _has_identity(old)
+        ):
+            _fresh(old.__dict__, old)
+            lost = self.back.key in old.__dict__
         d[self.key] = value
         if back and self.back is not None:
             if old is not _NOT_SET and old is not None:
@@ -1193,15 +1208,15 @@ class RelationshipProperty:
                     and old.__dict__.get(self.back.key, obj) is None
                 ):
                     orphaned(old, self, obj)
-            else:
-                if _has_identity(old):
-                    lost = obj_session._orphans.setdefault(id(obj), [])
-                    if not any(o is old for o in lost):
-                        lost.append(old)
+            elif _has_identity(old):
+                if lost:
+                    losses = obj_session._orphans.setdefault(id(obj), [])
+                    if not any(o is old for o in losses):
+                        losses.append(old)
                     # (should a rollback undo its INSERT, see Session._forget_orphan_children)
                     obj_session._orphans_taken.append((old, self))
-                else:
-                    orphaned(old, self, obj)
+            else:
+                orphaned(old, self, obj)
         if "_retort_state" not in d:
             return  # never added: no session to tell (add() cascades later)
         _note_change(obj, self)
