@@ -38,6 +38,9 @@ outcome is a documented improvement):
   one-to-one's move leaves the old owner's value, in both libraries): retort's profile comes
   back to the user, SQLAlchemy's sees no change (the program stops,
   Lockstep.takes_back_a_profile_another_user_took);
+- under delete-orphan, a profile whose user is set to None while that user's one-to-one is
+  not loaded: retort loads it at the assignment and deletes the orphan, SQLAlchemy's flush
+  writes NULL and keeps it (the program stops, Lockstep.orphan_kept_by_sa_only);
 - an object whose DELETE a flush ran is left alone once a rollback undid it; where a cascade
   brings it back after a rollback that undid its INSERT too, and a flush inserts it again,
   SQLAlchemy reports it deleted (its rollback left the flag set), retort persistent (the
@@ -545,7 +548,11 @@ class Lockstep:
                 return False
         elif step[0] == "set_fk":
             self.key_set = True
-        if self.orphan_deleted_by_sa_only() or self.inserted_again_reported_deleted_by_sa():
+        if (
+            self.orphan_deleted_by_sa_only()
+            or self.inserted_again_reported_deleted_by_sa()
+            or self.orphan_kept_by_sa_only()
+        ):
             return False
         self.compare_lifecycles(f"step {len(self.program) - 1}")
         if not sa.ok:
@@ -669,6 +676,25 @@ class Lockstep:
             and self.sa.lifecycle(a) == "deleted"
             and self.rt.lifecycle(b) == "persistent"
             for k, (a, b) in enumerate(zip(self.sa.handles, self.rt.handles, strict=True))
+        )
+
+    def orphan_kept_by_sa_only(self) -> bool:
+        """Whether, under delete-orphan, SQLAlchemy's session keeps persistent a profile
+        whose user is None, which retort's deleted: one whose user was set to None while that
+        user's one-to-one was not loaded. SQLAlchemy's backref then knows no old profile to
+        take out, its parent tracking still counts the user as the profile's parent, and its
+        flush writes NULL; retort loads the one-to-one at the assignment and deletes the
+        orphan, as both do where it was loaded (test_relationships.py: test_improvement_a_
+        profile_let_go_by_an_expired_user_is_deleted_as_an_orphan)."""
+        if not self.sa.User.profile.property.cascade.delete_orphan:
+            return False
+        return any(
+            type(a).__name__ == "Profile"
+            and self.sa.lifecycle(a) == "persistent"
+            and self.rt.lifecycle(b) == "deleted"
+            and "user" in a.__dict__
+            and a.__dict__["user"] is None
+            for a, b in zip(self.sa.handles, self.rt.handles, strict=True)
         )
 
     def inserted_again_reported_deleted_by_sa(self) -> bool:
@@ -1066,3 +1092,36 @@ def test_harness_stops_where_a_one_to_one_takes_back_a_profile_another_user_took
         assert not run.step(take_back)
         assert run.rt.handles[1].user is run.rt.handles[2]
         assert run.sa.handles[1].user is run.sa.handles[0]
+
+
+def test_harness_stops_where_sqlalchemy_keeps_a_profile_an_expired_user_let_go(env: Env) -> None:
+    # found by the nightly search (delete-orphan): profile 6, given user 1 (whose profile 1
+    # the commit deletes as an orphan), is added after the commit expired user 1, and
+    # inserted as user 1's. Given user None, it is an orphan: retort's flush deletes it;
+    # SQLAlchemy's writes NULL and keeps it. The program stops there
+    sa_api = sqlalchemy_api(env.dsn, env.sa_schema, env.admin)
+    rt_api = Api("retort", env.engine, [], env.admin)
+    pairs = ((sa_api, env.sa_schema), (rt_api, env.schema))
+    sides = [Side(api, name, *user_profile(api, cascade=CASCADES[1])) for api, name in pairs]
+    try:
+        for side in sides:
+            side.start(env.admin)
+        run = Lockstep(sides[0], sides[1], env.admin)
+        for step in [
+            ("new", "Profile", 6, False),
+            ("get", "User", 1),
+            ("set", 0, "user", 1),
+            ("commit",),
+            ("add", 0),
+            ("flush",),
+            ("set", 0, "user", None),
+        ]:
+            assert run.step(step)
+        assert not run.orphan_kept_by_sa_only()
+        assert not run.step(("flush",))
+        assert run.orphan_kept_by_sa_only()
+        assert [side.lifecycle(side.handles[0]) for side in sides] == ["persistent", "deleted"]
+    finally:
+        for side in sides:
+            side.close()
+        sa_api.engine.dispose()
