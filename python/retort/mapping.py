@@ -1215,8 +1215,14 @@ class RelationshipProperty:
                         losses.append(old)
                     # (should a rollback undo its INSERT, see Session._forget_orphan_children)
                     obj_session._orphans_taken.append((old, self))
-            else:
+            elif (
+                self.back is None
+                or (held := old.__dict__.get(self.back.key)) is None
+                or (held is obj)
+            ):
                 orphaned(old, self, obj)
+            # (else a pending child another owner took since, its many-to-one naming that
+            # owner: no orphan, as SQLAlchemy's parent tracking goes by the last owner)
         if "_retort_state" not in d:
             return  # never added: no session to tell (add() cascades later)
         _note_change(obj, self)
