@@ -38,6 +38,10 @@ outcome is a documented improvement):
   one-to-one's move leaves the old owner's value, in both libraries): retort's profile comes
   back to the user, SQLAlchemy's sees no change (the program stops,
   Lockstep.takes_back_a_profile_another_user_took);
+- a user's one-to-one set while not loaded: SQLAlchemy's flush loads the profile it held and
+  clears its key, unless its parent tracking still names the user (the profile was given it
+  in this session), where it leaves the key; retort clears it (the program stops,
+  Lockstep.lets_go_a_profile_sa_tracks_unloaded);
 - under delete-orphan, a profile whose user is set to None while that user's one-to-one is
   not loaded: retort loads it at the assignment and deletes the orphan, SQLAlchemy's flush
   writes NULL and keeps it (the program stops, Lockstep.orphan_kept_by_sa_only);
@@ -395,6 +399,28 @@ class Lockstep:
             return ("set_fk", i, data.draw(st.sampled_from([None, 1, 2, 3]), label="key"))
         return (kind,)
 
+    def lets_go_a_profile_sa_tracks_unloaded(self, step: Step) -> bool:
+        """Whether this step sets a user's one-to-one that SQLAlchemy's side has not loaded,
+        while SQLAlchemy's parent tracking names that user as the parent of another profile of
+        its session."""
+        if step[0] != "set" or step[2] != "profile":
+            return False
+        sa = self.sa
+        user = sa.handles[step[1]]
+        insp = sa.api.inspect(user)
+        if "profile" not in insp.unloaded:
+            return False
+        value = None if step[3] is None else sa.handles[step[3]]
+        return any(
+            type(p).__name__ == "Profile"
+            and p is not value
+            and any(
+                parent is not False and parent.obj() is user
+                for parent in sa.api.inspect(p).parents.values()
+            )
+            for p in list(sa.session)
+        )
+
     def takes_back_a_profile_another_user_took(self, step: Step) -> bool:
         """Whether this step sets a user's one-to-one to the profile it holds (on retort's
         side), whose loaded many-to-one names another user."""
@@ -451,6 +477,7 @@ class Lockstep:
         )
         held_outside = self.users_held_outside() if step[0] == "set" else {}
         takes_back = self.takes_back_a_profile_another_user_took(step)
+        tracked = self.lets_go_a_profile_sa_tracks_unloaded(step)
         sa, rt = self.sa.attempt(step), self.rt.attempt(step)
         self.let_go_outside.update(
             k
@@ -468,6 +495,13 @@ class Lockstep:
             # outside the session; retort inserts it without the key (test_relationships.py:
             # test_a_profile_given_a_key_while_outside_the_session_and_let_go_is_inserted_
             # without_it)
+            return False
+        if tracked and sa.ok and rt.ok:
+            # a user's one-to-one, not loaded, set: SQLAlchemy's flush loads the profile it
+            # held to clear its key, but leaves it where its parent tracking still names the
+            # user (the profile was given the user in this session); retort loads it at the
+            # assignment and clears its key (test_relationships.py: test_improvement_a_one_to_
+            # one_set_while_not_loaded_lets_go_a_profile_given_the_user_before)
             return False
         if takes_back and sa.ok and rt.ok:
             # a user's one-to-one set to the profile it still holds, which another user took
@@ -1125,3 +1159,31 @@ def test_harness_stops_where_sqlalchemy_keeps_a_profile_an_expired_user_let_go(e
         for side in sides:
             side.close()
         sa_api.engine.dispose()
+
+
+def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_sa_tracks(
+    env: Env,
+) -> None:
+    # found by the nightly search: profile 6, given user 1 (profile 1 let go), is flushed;
+    # user 1, expired, has its one-to-one set to None. SQLAlchemy's flush leaves profile 6's
+    # key (its parent tracking still names user 1); retort's clears it. The program stops
+    # at the set
+    steps: list[Step] = [
+        ("new", "Profile", 6, True),
+        ("get", "User", 1),
+        ("set", 0, "user", 1),
+        ("flush",),
+        ("expire", 1),
+    ]
+    with _stepped(env, steps) as run:
+        let_go: Step = ("set", 1, "profile", None)
+        assert run.lets_go_a_profile_sa_tracks_unloaded(let_go)
+        assert not run.lets_go_a_profile_sa_tracks_unloaded(("set", 1, "profile", 0))
+        assert not run.step(let_go)
+        run.sa.session.flush()
+        run.rt.session.flush()
+        rows = [side.rows(env.admin, False)[1] for side in run.sides]
+        assert [[r for r in side if r[0] == 6] for side in rows] == [
+            [(6, "n6", 1)],
+            [(6, "n6", None)],
+        ]
