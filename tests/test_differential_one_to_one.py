@@ -42,6 +42,9 @@ outcome is a documented improvement):
   clears its key, unless its parent tracking still names the user (the profile was given it
   in this session), where it leaves the key; retort clears it (the program stops,
   Lockstep.lets_go_a_profile_sa_tracks_unloaded);
+- under delete-orphan, a pending profile given another user: SQLAlchemy's backref takes it
+  from its user first, so that its orphan check expunges it, retort's moves it (the program
+  stops, Lockstep.pending_profile_moved);
 - under delete-orphan, a profile whose user is set to None while that user's one-to-one is
   not loaded: retort loads it at the assignment and deletes the orphan, SQLAlchemy's flush
   writes NULL and keeps it (the program stops, Lockstep.orphan_kept_by_sa_only);
@@ -399,6 +402,18 @@ class Lockstep:
             return ("set_fk", i, data.draw(st.sampled_from([None, 1, 2, 3]), label="key"))
         return (kind,)
 
+    def pending_profile_moved(self, step: Step) -> bool:
+        """Whether this step, a profile's user set to a user, left the profile transient in
+        SQLAlchemy's session and pending, with that user, in retort's."""
+        if step[0] != "set" or step[2] != "user" or step[3] is None:
+            return False
+        a, b = self.sa.handles[step[1]], self.rt.handles[step[1]]
+        return (
+            self.sa.lifecycle(a) == "transient"
+            and self.rt.lifecycle(b) == "pending"
+            and b.__dict__.get("user") is self.rt.handles[step[3]]
+        )
+
     def lets_go_a_profile_sa_tracks_unloaded(self, step: Step) -> bool:
         """Whether this step sets a user's one-to-one that SQLAlchemy's side has not loaded,
         while SQLAlchemy's parent tracking names that user as the parent of another profile of
@@ -495,6 +510,13 @@ class Lockstep:
             # outside the session; retort inserts it without the key (test_relationships.py:
             # test_a_profile_given_a_key_while_outside_the_session_and_let_go_is_inserted_
             # without_it)
+            return False
+        if sa.ok and rt.ok and self.pending_profile_moved(step):
+            # a pending profile given another user: SQLAlchemy's backref takes it from its
+            # user's one-to-one before the new user counts as its parent, so its orphan check
+            # expunges it (delete-orphan), and the new user's backref does not cascade; retort
+            # moves it, as it moves a persistent one (test_differential.py: test_improvement_a_
+            # pending_child_moved_between_pending_parents_stays)
             return False
         if tracked and sa.ok and rt.ok:
             # a user's one-to-one, not loaded, set: SQLAlchemy's flush loads the profile it
@@ -1187,3 +1209,33 @@ def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_sa_trac
             [(6, "n6", 1)],
             [(6, "n6", None)],
         ]
+
+
+def test_harness_stops_where_a_pending_profile_given_another_user_stays(env: Env) -> None:
+    # found by the nightly search (delete-orphan): new profile 6, given user 1 (cascaded in),
+    # is given user 2. SQLAlchemy's orphan check expunges it as it leaves user 1; retort
+    # moves it to user 2. The program stops there
+    sa_api = sqlalchemy_api(env.dsn, env.sa_schema, env.admin)
+    rt_api = Api("retort", env.engine, [], env.admin)
+    pairs = ((sa_api, env.sa_schema), (rt_api, env.schema))
+    sides = [Side(api, name, *user_profile(api, cascade=CASCADES[1])) for api, name in pairs]
+    try:
+        for side in sides:
+            side.start(env.admin)
+        run = Lockstep(sides[0], sides[1], env.admin)
+        for step in [
+            ("get", "User", 1),
+            ("set", 0, "profile", None),
+            ("get", "User", 2),
+            ("new", "Profile", 6, False),
+            ("set", 0, "profile", 2),
+        ]:
+            assert run.step(step)
+        move: Step = ("set", 2, "user", 1)
+        assert not run.pending_profile_moved(move)
+        assert not run.step(move)
+        assert run.pending_profile_moved(move)
+    finally:
+        for side in sides:
+            side.close()
+        sa_api.engine.dispose()

@@ -807,6 +807,30 @@ def test_a_one_to_one_set_while_not_loaded_lets_its_profile_go(orm: Api) -> None
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, None)]
 
 
+def test_improvement_a_pending_profile_given_another_user_stays(orm: Api) -> None:
+    # (delete-orphan) new profile 6, cascaded in by user 1's one-to-one, is given user 2:
+    # SQLAlchemy's backref takes it from user 1 before user 2 counts as its parent, so its
+    # orphan check expunges it and it is never inserted (a warning at the flush); retort moves
+    # it, as it moves a persistent profile (as test_differential.py's pending child moved
+    # between parents)
+    User, Profile = _user_1_with_profile_1(orm, "all, delete-orphan")
+    with orm.session() as s:
+        s.add(User(id=2, name="two"))
+        s.commit()
+    with orm.session() as s:
+        one, two = s.get(User, 1), s.get(User, 2)
+        one.profile = None
+        profile = Profile(id=6, bio="six")
+        one.profile = profile
+        profile.user = two
+        assert two.profile is profile
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (SQLAlchemy: the profile is not in the session)
+            s.commit()
+    expected = [] if orm.name == "sqlalchemy" else [(6, 2)]
+    assert orm.fetch("SELECT id, user_id FROM profiles") == expected
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:
