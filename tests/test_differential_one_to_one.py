@@ -899,13 +899,14 @@ def test_random_one_to_one_programs_agree_with_sqlalchemy(cascade: str, env: Env
 
 
 @contextmanager
-def _stepped(env: Env, steps: list[Step]) -> Iterator[Lockstep]:
-    """A lockstep run (save-update cascade) that has taken `steps`, each compared and none
-    stopping the program, for a test to go on with; both sides are closed after it."""
+def _stepped(env: Env, steps: list[Step], cascade: str = CASCADES[0]) -> Iterator[Lockstep]:
+    """A lockstep run (save-update cascade, unless `cascade`) that has taken `steps`, each
+    compared and none stopping the program, for a test to go on with; both sides are closed
+    after it."""
     sa_api = sqlalchemy_api(env.dsn, env.sa_schema, env.admin)
     rt_api = Api("retort", env.engine, [], env.admin)
     pairs = ((sa_api, env.sa_schema), (rt_api, env.schema))
-    sides = [Side(api, name, *user_profile(api)) for api, name in pairs]
+    sides = [Side(api, name, *user_profile(api, cascade=cascade)) for api, name in pairs]
     try:
         for side in sides:
             side.start(env.admin)
@@ -1155,32 +1156,23 @@ def test_harness_stops_where_sqlalchemy_keeps_a_profile_an_expired_user_let_go(e
     # the commit deletes as an orphan), is added after the commit expired user 1, and
     # inserted as user 1's. Given user None, it is an orphan: retort's flush deletes it;
     # SQLAlchemy's writes NULL and keeps it. The program stops there
-    sa_api = sqlalchemy_api(env.dsn, env.sa_schema, env.admin)
-    rt_api = Api("retort", env.engine, [], env.admin)
-    pairs = ((sa_api, env.sa_schema), (rt_api, env.schema))
-    sides = [Side(api, name, *user_profile(api, cascade=CASCADES[1])) for api, name in pairs]
-    try:
-        for side in sides:
-            side.start(env.admin)
-        run = Lockstep(sides[0], sides[1], env.admin)
-        for step in [
-            ("new", "Profile", 6, False),
-            ("get", "User", 1),
-            ("set", 0, "user", 1),
-            ("commit",),
-            ("add", 0),
-            ("flush",),
-            ("set", 0, "user", None),
-        ]:
-            assert run.step(step)
+    steps: list[Step] = [
+        ("new", "Profile", 6, False),
+        ("get", "User", 1),
+        ("set", 0, "user", 1),
+        ("commit",),
+        ("add", 0),
+        ("flush",),
+        ("set", 0, "user", None),
+    ]
+    with _stepped(env, steps, CASCADES[1]) as run:
         assert not run.orphan_kept_by_sa_only()
         assert not run.step(("flush",))
         assert run.orphan_kept_by_sa_only()
-        assert [side.lifecycle(side.handles[0]) for side in sides] == ["persistent", "deleted"]
-    finally:
-        for side in sides:
-            side.close()
-        sa_api.engine.dispose()
+        assert [side.lifecycle(side.handles[0]) for side in run.sides] == [
+            "persistent",
+            "deleted",
+        ]
 
 
 def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_sa_tracks(
@@ -1215,27 +1207,15 @@ def test_harness_stops_where_a_pending_profile_given_another_user_stays(env: Env
     # found by the nightly search (delete-orphan): new profile 6, given user 1 (cascaded in),
     # is given user 2. SQLAlchemy's orphan check expunges it as it leaves user 1; retort
     # moves it to user 2. The program stops there
-    sa_api = sqlalchemy_api(env.dsn, env.sa_schema, env.admin)
-    rt_api = Api("retort", env.engine, [], env.admin)
-    pairs = ((sa_api, env.sa_schema), (rt_api, env.schema))
-    sides = [Side(api, name, *user_profile(api, cascade=CASCADES[1])) for api, name in pairs]
-    try:
-        for side in sides:
-            side.start(env.admin)
-        run = Lockstep(sides[0], sides[1], env.admin)
-        for step in [
-            ("get", "User", 1),
-            ("set", 0, "profile", None),
-            ("get", "User", 2),
-            ("new", "Profile", 6, False),
-            ("set", 0, "profile", 2),
-        ]:
-            assert run.step(step)
+    steps: list[Step] = [
+        ("get", "User", 1),
+        ("set", 0, "profile", None),
+        ("get", "User", 2),
+        ("new", "Profile", 6, False),
+        ("set", 0, "profile", 2),
+    ]
+    with _stepped(env, steps, CASCADES[1]) as run:
         move: Step = ("set", 2, "user", 1)
         assert not run.pending_profile_moved(move)
         assert not run.step(move)
         assert run.pending_profile_moved(move)
-    finally:
-        for side in sides:
-            side.close()
-        sa_api.engine.dispose()
