@@ -396,9 +396,7 @@ fn undo_log(
     let mut other = Vec::new();
     for (key, st) in inserted {
         if let Some((obj, live_st)) = uow.live(py, &key) {
-            if !live_st.bind(py).is(st.bind(py)) {
-                other.push((obj, live_st));
-            } else {
+            if live_st.bind(py).is(st.bind(py)) {
                 uow.watched.remove(&(obj.as_ptr() as usize));
                 uow.identity.remove(&key);
                 let mapper = st.get().mapper.get();
@@ -414,6 +412,8 @@ fn undo_log(
                 if has {
                     undone.push(obj);
                 }
+            } else {
+                other.push((obj, live_st));
             }
         }
         inserted_states.insert(st.as_ptr() as usize);
@@ -2172,8 +2172,12 @@ impl SessionCore {
         // changed inside the savepoint (flushed or not) and still persistent: reload from the
         // database (objects that became transient keep their values). An object whose flushed
         // DELETE it undid is expired only if it had changes the DELETE left unwritten, as in
-        // SQLAlchemy (its values are the row's again otherwise)
-        for (obj, st) in dirty.values().chain(sp.updated.iter()) {
+        // SQLAlchemy (its values are the row's again otherwise). Likewise an object loaded from
+        // a row inserted inside it by an instance other than the one that inserted it (which
+        // left the session since): the row is gone, and reading it raises ObjectDeletedError
+        // instead of returning values of no row (SQLAlchemy's stays loaded, unless an attribute
+        // event touched it inside)
+        for (obj, st) in dirty.values().chain(&sp.updated).chain(&gone) {
             if st.get().lock()?.lifecycle() == Lifecycle::Persistent {
                 expire_object(obj.bind(py), st.get())?;
             }
@@ -2187,15 +2191,6 @@ impl SessionCore {
                 inner.lifecycle() == Lifecycle::Persistent && !inner.committed.is_empty()
             };
             if changed {
-                expire_object(obj.bind(py), st.get())?;
-            }
-        }
-        // loaded from a row inserted inside it, by an instance other than the one that inserted
-        // it (which left the session since): the row is gone, and the object is expired so that
-        // reading it raises ObjectDeletedError instead of returning values of no row (where
-        // SQLAlchemy's stays loaded, unless an attribute event touched it inside)
-        for (obj, st) in &gone {
-            if st.get().lock()?.lifecycle() == Lifecycle::Persistent {
                 expire_object(obj.bind(py), st.get())?;
             }
         }
