@@ -3340,3 +3340,79 @@ def test_bug_a_profile_given_a_user_takes_the_users_unloaded_profile_from_it(
         "outside": [(1, None), (2, None)],
     }
     assert rows == expected[profile]
+
+
+@pytest.mark.parametrize("collection", ["unloaded", "loaded", "one-to-one"])
+def test_bug_a_many_to_one_set_back_after_a_flush_gave_its_key_outside_the_session_clears_it(
+    orm: Api, collection: str
+) -> None:
+    # found by the one-to-one differential search: object x, made transient by a rollback of
+    # its INSERT, holds its many-to-one as None (set while it had a row). Given a parent
+    # (outside the session, so x is not added), x gets the parent's key from the parent's
+    # flush all the same, as in SQLAlchemy. Its many-to-one set back to None is a change from
+    # the parent the key names now: x is inserted with NULL, as by SQLAlchemy. Retort counted
+    # it as a return to the value x had before its first change, kept the copied key, and its
+    # INSERT named a parent x no longer has (for a one-to-one, a unique violation after the
+    # rollback gave the user its own profile back). "unloaded": the parent's collection is not
+    # loaded (its queue gives the key); "loaded": it is
+    if collection == "one-to-one":
+        User, Profile = _user_1_with_profile_1(orm)
+        parent_class, child_class, back = User, Profile, "user"
+        make = lambda: Profile(id=7, bio="x")  # noqa: E731
+    else:
+        parent_class, child_class = parent_child(orm)
+        _family(orm, parent_class, child_class, {"p": ["a"]})
+        back = "parent"
+        make = lambda: child_class(id=7, name="x")  # noqa: E731
+    with orm.session() as s:
+        parent = s.get(parent_class, 1)
+        x = make()
+        s.add(x)
+        s.flush()
+        setattr(x, back, None)
+        s.rollback()
+        assert orm.inspect(x).transient
+        if collection == "loaded":
+            assert [c.name for c in parent.children] == ["a"]
+        setattr(x, back, parent)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy: x is not in the session
+            s.flush()  # (nothing of x is written)
+        assert x.__dict__[f"{back}_id"] == 1
+        setattr(x, back, None)
+        s.rollback()
+        s.add(x)
+        s.commit()
+    table = "profiles" if collection == "one-to-one" else "children"
+    column = f"{back}_id"
+    rows = orm.fetch(f"SELECT id, {column} FROM {table} ORDER BY id")
+    assert rows == [(1, 1), (7, None)]
+
+
+def test_improvement_a_many_to_one_read_then_set_back_after_a_flush_gave_its_key_clears_it(
+    orm: Api,
+) -> None:
+    # as above, where x's many-to-one was read (None) before it was set to None while it had a
+    # row: SQLAlchemy's history then compares with that None, finds no change, and inserts x
+    # with the key the flush copied while it was outside the session (naming a parent its
+    # many-to-one does not hold); retort inserts NULL whichever way the None came
+    Parent, Child = parent_child(orm)
+    _family(orm, Parent, Child, {"p": ["a"]})
+    with orm.session() as s:
+        parent = s.get(Parent, 1)
+        x = Child(id=7, name="x")
+        s.add(x)
+        s.flush()
+        assert x.parent is None
+        x.parent = None
+        s.rollback()
+        x.parent = parent
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy: x is not in the session
+            s.flush()
+        x.parent = None
+        s.rollback()
+        s.add(x)
+        s.commit()
+    expected = 1 if orm.name == "sqlalchemy" else None
+    assert orm.fetch("SELECT id, parent_id FROM children ORDER BY id") == [(1, 1), (7, expected)]

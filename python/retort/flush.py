@@ -765,6 +765,11 @@ def _sync_queued(
                 parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(item, dst.key, pv)
+            if prop.back is not None and not _in_session(session, item):
+                # its many-to-one's change to `obj` is settled (see sync.rs, settle_outside)
+                history = item.__dict__.get("_retort_history")
+                if history and item.__dict__.get(prop.back.key) is obj:
+                    history.pop(prop.back.key, None)
 
 
 def _many_to_one_settled(item: Any, prop: Any) -> bool:

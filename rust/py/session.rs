@@ -930,6 +930,11 @@ impl SessionCore {
         })
     }
 
+    /// Whether an instance's state belongs to this session.
+    fn holds(&self) -> impl Fn(&Bound<'_, InstanceState>) -> PyResult<bool> + '_ {
+        move |s: &Bound<'_, InstanceState>| Ok(s.get().lock()?.in_session(&self.shared))
+    }
+
     fn uow(&self) -> PyResult<MutexGuard<'_, Uow>> {
         self.shared.uow.try_lock().map_err(|_| busy("session"))
     }
@@ -1370,18 +1375,13 @@ impl SessionCore {
         objs: &Bound<'py, PyList>,
         collections: &Bound<'py, PyList>,
     ) -> PyResult<Bound<'py, PyList>> {
-        sync::sync_collections(objs, &self.marked_deleted()?, collections)
+        sync::sync_collections(objs, &self.marked_deleted()?, &self.holds(), collections)
     }
 
     /// The flush's relationship key sync, pass two: changed many-to-ones. Returns (target,
     /// relationship) for each target outside the session.
     fn sync_many_to_one<'py>(&self, objs: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
-        let is_deleted = self.marked_deleted()?;
-        let shared = &self.shared;
-        let in_session = |s: &Bound<'py, InstanceState>| -> PyResult<bool> {
-            Ok(s.get().lock()?.in_session(shared))
-        };
-        sync::sync_many_to_one(objs, &is_deleted, &in_session)
+        sync::sync_many_to_one(objs, &self.marked_deleted()?, &self.holds())
     }
 
     /// After the flush: the synced collections and objects forget their change history.

@@ -29,6 +29,8 @@ static ADDED: Interned = Interned::new("_added");
 static REMOVED: Interned = Interned::new("_removed");
 static HISTORY: Interned = Interned::new("_retort_history");
 static PENDING: Interned = Interned::new("_retort_pending");
+static BACK: Interned = Interned::new("back");
+static KEY: Interned = Interned::new("key");
 
 /// One mapper's relationships to sync, copied out of its lock once per call.
 type Props = Rc<Vec<SyncProp>>;
@@ -148,6 +150,7 @@ pub(crate) fn is_stale_in(dict: &Bound<'_, PyDict>) -> PyResult<bool> {
 pub fn sync_collections<'py>(
     objs: &Bound<'py, PyList>,
     is_deleted: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<bool>,
+    in_session: &dyn Fn(&Bound<'py, InstanceState>) -> PyResult<bool>,
     collections: &Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, PyList>> {
     let py = objs.py();
@@ -190,6 +193,7 @@ pub fn sync_collections<'py>(
                         let pv = obj.getattr(src.bind(py))?;
                         set_if_different(&value, &value_dict, dst.bind(py), &pv)?;
                     }
+                    settle_outside(&value, &value_dict, p, &obj, in_session)?;
                 }
                 rest.append((obj.clone(), p.prop.bind(py), &value, gained))?;
                 continue;
@@ -236,10 +240,51 @@ pub fn sync_collections<'py>(
                 for (dst, pv) in p.dst.iter().zip(&parent_values) {
                     set_if_different(&child, &child_dict, dst.bind(py), pv)?;
                 }
+                settle_outside(&child, &child_dict, p, &obj, in_session)?;
             }
         }
     }
     Ok(rest)
+}
+
+/// After `child`, outside the session, was given `obj`'s key along one-to-many `p`: where its
+/// many-to-one (the other side) names `obj`, set since the child's last flush, that change is
+/// settled, as the flush of an object settles its own: its foreign key follows it now. (Else
+/// setting the many-to-one back to the value it had before would count as no change, and
+/// leave a key naming `obj` where the many-to-one names another object, or none.) Objects in
+/// the session keep their history until their own flush is done (`sync_done`).
+/// (`flush._sync_queued` does the same for the children of unloaded collections.)
+fn settle_outside<'py>(
+    child: &Bound<'py, PyAny>,
+    child_dict: &Bound<'py, PyDict>,
+    p: &SyncProp,
+    obj: &Bound<'py, PyAny>,
+    in_session: &dyn Fn(&Bound<'py, InstanceState>) -> PyResult<bool>,
+) -> PyResult<()> {
+    let py = child.py();
+    let Some(history) = child_dict.get_item(HISTORY.get(py))? else {
+        return Ok(()); // (the usual case: a child whose many-to-one did not change)
+    };
+    let history = history.cast_into::<PyDict>()?;
+    if history.is_empty() {
+        return Ok(());
+    }
+    let back = p.prop.bind(py).getattr(BACK.get(py))?;
+    if back.is_none() {
+        return Ok(());
+    }
+    let back_key = back.getattr(KEY.get(py))?;
+    if !history.contains(&back_key)?
+        || !child_dict.get_item(&back_key)?.is_some_and(|v| v.is(obj))
+    {
+        return Ok(());
+    }
+    if let Some(state) = state_in(child_dict)? {
+        if in_session(&state)? {
+            return Ok(());
+        }
+    }
+    history.del_item(back_key)
 }
 
 /// Pass two, after Python settled orphans: each many-to-one changed since the object was
