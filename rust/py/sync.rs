@@ -274,8 +274,7 @@ fn settle_outside<'py>(
         return Ok(());
     }
     let back_key = back.getattr(KEY.get(py))?;
-    if !history.contains(&back_key)?
-        || !child_dict.get_item(&back_key)?.is_some_and(|v| v.is(obj))
+    if !history.contains(&back_key)? || !child_dict.get_item(&back_key)?.is_some_and(|v| v.is(obj))
     {
         return Ok(());
     }
