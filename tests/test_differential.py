@@ -2569,14 +2569,17 @@ class Lockstep:
         if (
             sa.value == "CircularDependencyError"
             and rt.value == "StaleDataError"
-            and str(rt.error).startswith("DELETE statement on table")
+            and str(rt.error).startswith(("DELETE statement on table", "UPDATE statement on"))
         ):
             # retort broke the cycle, ran the flush, and its DELETE of a row gone already
             # (another instance of the row, detached, deleted again after a flush deleted the
             # row) matched no row: StaleDataError (the improvement below), for a DELETE
             # SQLAlchemy never got to send
-            # (test_improvement_a_cycle_broken_then_a_delete_matching_no_row)
-            return "cycle through a nullable foreign key (then a DELETE matching no row)"
+            # (test_improvement_a_cycle_broken_then_a_delete_matching_no_row). Likewise an
+            # UPDATE of a row a rollback removed (its INSERT undone), which SQLAlchemy's flush
+            # would send as well (test_improvement_a_cycle_broken_then_an_update_matching_no_row)
+            what = "a DELETE" if str(rt.error).startswith("DELETE") else "an UPDATE"
+            return f"cycle through a nullable foreign key (then {what} matching no row)"
         if (
             sa.ok
             and rt.value == "ObjectDeletedError"
@@ -8948,6 +8951,33 @@ def test_improvement_a_cycle_broken_then_a_delete_matching_no_row(
         "remove(0, 'parents', 0)  -> raised CircularDependencyError / retort: raised "
         "StaleDataError (improvement: cycle through a nullable foreign key (then a DELETE "
         "matching no row))"
+    )
+
+
+def test_improvement_a_cycle_broken_then_an_update_matching_no_row(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 5, inserted by a flush, is expunged, and merge() loads
+    # its row into another instance (handle 1); a rollback undoes the INSERT, and handle 1
+    # stays, expired (in both libraries: its instance did not insert the row). Made its own
+    # parent, it is flushed by the commit: SQLAlchemy's flush fails on the cycle, retort's
+    # breaks it (SPEC 5), and its UPDATE matches no row (StaleDataError, as SQLAlchemy's would)
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Node", 5, "a", "add", None),
+            ("flush",),
+            ("expunge", 0),
+            ("merge", 0),
+            ("bad_sql", "Parent", 1),
+            ("node_parent", 1, 1),
+        ],
+    ) as run:
+        assert run.step(("commit",)) is None
+    assert run.program[-1] == (
+        "commit()  -> raised CircularDependencyError / retort: raised StaleDataError "
+        "(improvement: cycle through a nullable foreign key (then an UPDATE matching no row))"
     )
 
 
