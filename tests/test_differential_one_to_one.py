@@ -39,9 +39,9 @@ outcome is a documented improvement):
   back to the user, SQLAlchemy's sees no change (the program stops,
   Lockstep.takes_back_a_profile_another_user_took);
 - a user's one-to-one set while not loaded: SQLAlchemy's flush loads the profile it held and
-  clears its key, unless its parent tracking still names the user (the profile was given it
-  in this session), where it leaves the key; retort clears it (the program stops,
-  Lockstep.lets_go_a_profile_sa_tracks_unloaded);
+  clears its key, unless its parent tracking still names a parent (the profile was given the
+  user, or another user, in this session), where it leaves the key; retort clears it (the
+  program stops, Lockstep.lets_go_a_profile_sa_tracks_unloaded);
 - under delete-orphan, a pending profile given another user: SQLAlchemy's backref takes it
   from its user first, so that its orphan check expunges it, retort's moves it (the program
   stops, Lockstep.pending_profile_moved);
@@ -416,8 +416,9 @@ class Lockstep:
 
     def lets_go_a_profile_sa_tracks_unloaded(self, step: Step) -> bool:
         """Whether this step sets a user's one-to-one that SQLAlchemy's side has not loaded,
-        while SQLAlchemy's parent tracking names that user as the parent of another profile of
-        its session."""
+        while SQLAlchemy's parent tracking names a parent of another profile of its session:
+        that user, or any user where the profile's row may name this one (its user_id is not
+        loaded, or holds this user's key), so that its flush may let it go."""
         if step[0] != "set" or step[2] != "profile":
             return False
         sa = self.sa
@@ -426,11 +427,16 @@ class Lockstep:
         if "profile" not in insp.unloaded:
             return False
         value = None if step[3] is None else sa.handles[step[3]]
+        key = None if insp.identity is None else insp.identity[0]
+
+        def may_name_user(p: Any) -> bool:
+            return key is not None and p.__dict__.get("user_id", key) == key
+
         return any(
             type(p).__name__ == "Profile"
             and p is not value
             and any(
-                parent is not False and parent.obj() is user
+                parent is not False and (parent.obj() is user or may_name_user(p))
                 for parent in sa.api.inspect(p).parents.values()
             )
             for p in list(sa.session)
@@ -1200,6 +1206,37 @@ def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_sa_trac
         assert [[r for r in side if r[0] == 6] for side in rows] == [
             [(6, "n6", 1)],
             [(6, "n6", None)],
+        ]
+
+
+def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_another_user_took(
+    env: Env,
+) -> None:
+    # found by the nightly search: profile 1 is given new user 6, which is not added (the flush
+    # writes nothing of it), and a commit expires it; user 6's one-to-one is set to it again.
+    # User 1's one-to-one, not loaded, is set to None: SQLAlchemy's flush loads profile 1 and
+    # leaves its key (its parent tracking names user 6); retort's clears it. The program stops
+    # at the set
+    steps: list[Step] = [
+        ("get", "User", 1),
+        ("get", "Profile", 1),
+        ("new", "User", 6, False),
+        ("set", 2, "profile", 1),
+        ("commit",),
+        ("set", 2, "profile", 1),
+    ]
+    with _stepped(env, steps) as run:
+        let_go: Step = ("set", 0, "profile", None)
+        assert run.lets_go_a_profile_sa_tracks_unloaded(let_go)
+        # (user 2's row is named by no profile)
+        assert not run.lets_go_a_profile_sa_tracks_unloaded(("set", 2, "profile", None))
+        assert not run.step(let_go)
+        run.sa.session.flush()
+        run.rt.session.flush()
+        rows = [side.rows(env.admin, False)[1] for side in run.sides]
+        assert [[r for r in side if r[0] == 1] for side in rows] == [
+            [(1, "p1", 1)],
+            [(1, "p1", None)],
         ]
 
 
