@@ -751,7 +751,7 @@ def test_same_session_state_gives_the_same_statements(orm: Api) -> None:
                 s.add(Child(name=f"lone{k}"))
                 s.add(p)
                 for j in range(k + 1):
-                    Child(name=f"c{k}{j}", parent=p)
+                    s.add(Child(name=f"c{k}{j}", parent=p))
             orm.clear_log()
             s.flush()
             sqls = orm.statements()

@@ -9,10 +9,15 @@ statement's parameters are sent (a value psycopg cannot encode) becomes a `State
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class RetortError(Exception):
@@ -21,6 +26,15 @@ class RetortError(Exception):
 
 class RetortWarning(UserWarning):
     """A warning about something retort did not do, and why (SQLAlchemy's SAWarning)."""
+
+
+def warn(message: str) -> None:
+    """Issue a RetortWarning attributed to the first caller outside retort (the user's
+    flush(), commit() or the statement that autoflushed)."""
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RetortWarning, stacklevel=level)
 
 
 class ArgumentError(RetortError):

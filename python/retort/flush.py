@@ -19,7 +19,6 @@ Row counts of UPDATE and DELETE are checked: a mismatch raises `StaleDataError`.
 from __future__ import annotations
 
 import functools
-import warnings
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -566,6 +565,9 @@ class RelatedChanges:
         self.link_mapper: dict[Any, Any] = {}  # whose bind an association table's rows use
         self.link_cols: dict[Any, list[Any]] = {}  # an association table's columns, in order
         self.collections: list[Any] = []
+        # (member, one-to-many) for each member given the owner's key while outside the
+        # session: nothing of it is written (see _warn_outside_members)
+        self.outside: list[tuple[Any, Any]] = []
         # children left by their parent (taken out of its collection, or listed by a parent
         # being deleted without a delete cascade), to lose their foreign key unless another
         # parent gained them (see _clear_keys_left)
@@ -661,7 +663,9 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
     if session._orphan_children or session._orphans_if_changed:
         _delete_unparented(session)
     core = session._core
-    for obj, prop, value, gained in core.sync_collections(objs, changes.collections):
+    for obj, prop, value, gained in core.sync_collections(
+        objs, changes.collections, changes.outside
+    ):
         if prop is None and value is not None:
             _sync_queued(session, obj, value, changes)
         elif prop is None:
@@ -678,6 +682,8 @@ def sync_related(session: Any, objs: list[Any]) -> RelatedChanges:
                 if not _outside(session, item, prop):
                     changes.link_delete(prop, obj, item)
             changes.collections.append(value)
+    if changes.outside:
+        _warn_outside_members(changes.outside)
     if changes.left:
         _clear_keys_left(session, changes)
     # last: an orphan deleted above keeps its foreign key as it was, as in SQLAlchemy
@@ -765,10 +771,11 @@ def _sync_queued(
                 parent_values = [getattr(obj, src.key) for src, _ in prop.pairs]
             for (_, dst), pv in zip(prop.pairs, parent_values, strict=True):
                 _set_if_different(item, dst.key, pv)
-            if prop.back is not None and not _in_session(session, item):
+            if not _in_session(session, item):
+                changes.outside.append((item, prop))
                 # its many-to-one's change to `obj` is settled (see sync.rs, settle_outside)
                 history = item.__dict__.get("_retort_history")
-                if history and item.__dict__.get(prop.back.key) is obj:
+                if history and prop.back is not None and item.__dict__.get(prop.back.key) is obj:
                     history.pop(prop.back.key, None)
 
 
@@ -802,6 +809,21 @@ def _in_session(session: Any, item: Any) -> bool:
     return state is not None and state.session is session
 
 
+def _warn_outside_members(outside: list[tuple[Any, Any]]) -> None:
+    """Say, once per class and one-to-many, that members outside the session got their
+    owner's key in memory only, as SQLAlchemy warns that their flush "will not proceed"."""
+    seen = set()
+    for item, prop in outside:
+        if (type(item), prop) in seen:
+            continue
+        seen.add((type(item), prop))
+        exc.warn(
+            f"a {type(item).__name__} object that is not in the session was given its key "
+            f"through {prop}: the flush writes nothing of it (the key is set in memory only); "
+            "add it to the session"
+        )
+
+
 def _outside(session: Any, item: Any, prop: Any) -> bool:
     """Whether the object a many-to-one or many-to-many relation points at is outside the
     session (never added, or expunged): then the flush writes no key or row for the relation
@@ -810,11 +832,9 @@ def _outside(session: Any, item: Any, prop: Any) -> bool:
     state = item.__dict__.get("_retort_state")
     if state is not None and state.session is session:
         return False
-    warnings.warn(
+    exc.warn(
         f"{item!r} is not in the session, so the flush writes nothing for {prop} towards it; "
-        "add it to the session (or give the relationship the save-update cascade)",
-        exc.RetortWarning,
-        stacklevel=4,
+        "add it to the session (or give the relationship the save-update cascade)"
     )
     return True
 

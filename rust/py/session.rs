@@ -1374,8 +1374,10 @@ impl SessionCore {
         &self,
         objs: &Bound<'py, PyList>,
         collections: &Bound<'py, PyList>,
+        outside: &Bound<'py, PyList>,
     ) -> PyResult<Bound<'py, PyList>> {
-        sync::sync_collections(objs, &self.marked_deleted()?, &self.holds(), collections)
+        let is_deleted = self.marked_deleted()?;
+        sync::sync_collections(objs, &is_deleted, &self.holds(), collections, outside)
     }
 
     /// The flush's relationship key sync, pass two: changed many-to-ones. Returns (target,

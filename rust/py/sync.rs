@@ -111,20 +111,26 @@ fn scalar_copies(dict: &Bound<'_, PyDict>, mapper: &MapperCore, p: &SyncProp) ->
 }
 
 /// Apply the pending expiry (commit, rollback, expire_all) of `child` before its foreign key
-/// is compared with the key to copy: the values its `__dict__` still holds are stale. False
-/// for a child whose DELETE a flush ran: it gets no key.
-fn fresh_child(child_dict: &Bound<'_, PyDict>) -> PyResult<bool> {
-    if let Some(state) = state_in(child_dict)? {
+/// is compared with the key to copy: the values its `__dict__` still holds are stale. None
+/// for a child whose DELETE a flush ran: it gets no key. Else whether it is in the session.
+fn fresh_child<'py>(
+    child_dict: &Bound<'py, PyDict>,
+    in_session: &dyn Fn(&Bound<'py, InstanceState>) -> PyResult<bool>,
+) -> PyResult<Option<bool>> {
+    let Some(state) = state_in(child_dict)? else {
+        return Ok(Some(false));
+    };
+    {
         let st = state.get();
         let mut inner = st.lock()?;
         if inner.lifecycle() == Lifecycle::Deleted {
-            return Ok(false);
+            return Ok(None);
         }
         if inner.is_stale() {
             materialize_expiry(&mut inner, child_dict, st.mapper.get())?;
         }
     }
-    Ok(true)
+    Ok(Some(in_session(&state)?))
 }
 
 /// Whether the object of `dict` is stale: expired by a commit, rollback or expire_all()
@@ -146,12 +152,14 @@ pub(crate) fn is_stale_in(dict: &Bound<'_, PyDict>) -> PyResult<bool> {
 /// one-to-many (`gained`: its value was given the key) or a many-to-many, and `(obj, None,
 /// queued, False)` for an object with changes queued for unloaded collections (its
 /// `_retort_pending`). `collections` receives each collection synced here (its history is
-/// reset after the flush).
+/// reset after the flush); `outside` each `(member, prop)` given the key while outside the
+/// session (nothing of it is written: Python warns, as SQLAlchemy does).
 pub fn sync_collections<'py>(
     objs: &Bound<'py, PyList>,
     is_deleted: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<bool>,
     in_session: &dyn Fn(&Bound<'py, InstanceState>) -> PyResult<bool>,
     collections: &Bound<'py, PyList>,
+    outside: &Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, PyList>> {
     let py = objs.py();
     let rest = PyList::empty(py);
@@ -193,7 +201,14 @@ pub fn sync_collections<'py>(
                         let pv = obj.getattr(src.bind(py))?;
                         set_if_different(&value, &value_dict, dst.bind(py), &pv)?;
                     }
-                    settle_outside(&value, &value_dict, p, &obj, in_session)?;
+                    let inside = match state_in(&value_dict)? {
+                        Some(state) => in_session(&state)?,
+                        None => false,
+                    };
+                    if !inside {
+                        settle_outside(&value, &value_dict, p, &obj)?;
+                        outside.append((&value, p.prop.bind(py)))?;
+                    }
                 }
                 rest.append((obj.clone(), p.prop.bind(py), &value, gained))?;
                 continue;
@@ -232,15 +247,18 @@ pub fn sync_collections<'py>(
                     }
                 }
                 let child_dict = instance_dict(&child)?;
-                if !fresh_child(&child_dict)? {
+                let Some(inside) = fresh_child(&child_dict, in_session)? else {
                     // its DELETE was flushed (it was a member before): its row is gone, and
                     // nothing of it is written, as in SQLAlchemy
                     continue;
-                }
+                };
                 for (dst, pv) in p.dst.iter().zip(&parent_values) {
                     set_if_different(&child, &child_dict, dst.bind(py), pv)?;
                 }
-                settle_outside(&child, &child_dict, p, &obj, in_session)?;
+                if !inside {
+                    settle_outside(&child, &child_dict, p, &obj)?;
+                    outside.append((&child, p.prop.bind(py)))?;
+                }
             }
         }
     }
@@ -259,7 +277,6 @@ fn settle_outside<'py>(
     child_dict: &Bound<'py, PyDict>,
     p: &SyncProp,
     obj: &Bound<'py, PyAny>,
-    in_session: &dyn Fn(&Bound<'py, InstanceState>) -> PyResult<bool>,
 ) -> PyResult<()> {
     let py = child.py();
     let Some(history) = child_dict.get_item(HISTORY.get(py))? else {
@@ -277,11 +294,6 @@ fn settle_outside<'py>(
     if !history.contains(&back_key)? || !child_dict.get_item(&back_key)?.is_some_and(|v| v.is(obj))
     {
         return Ok(());
-    }
-    if let Some(state) = state_in(child_dict)? {
-        if in_session(&state)? {
-            return Ok(());
-        }
     }
     history.del_item(back_key)
 }
