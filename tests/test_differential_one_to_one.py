@@ -510,12 +510,16 @@ class Lockstep:
             # an error of SQLAlchemy's own code (an AttributeError in its flush, seen after a
             # rollback): no oracle past this point
             return False
-        if any("0 were matched" in w for w in self.sa.warned):
+        if any("0 were matched" in w for w in self.sa.warned) or (
+            sa.value == "FlushError" and "using NULL for primary key" in str(sa.error)
+        ):
             # SQLAlchemy's flush sent a DELETE for a profile that never had a row: a pending
             # one its user's one-to-one lists as an orphan, having let it go while it was
             # outside the session; retort inserts it without the key (test_relationships.py:
             # test_a_profile_given_a_key_while_outside_the_session_and_let_go_is_inserted_
-            # without_it)
+            # without_it). Where the profile never had a row at all, not even one a rollback
+            # took, SQLAlchemy's DELETE has no key to name and its flush fails (FlushError)
+            # (test_harness_stops_where_sqlalchemy_deletes_a_profile_that_never_had_a_row)
             return False
         if sa.ok and rt.ok and self.pending_profile_moved(step):
             # a pending profile given another user: SQLAlchemy's backref takes it from its
@@ -1238,6 +1242,31 @@ def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_another
             [(1, "p1", 1)],
             [(1, "p1", None)],
         ]
+
+
+def test_harness_stops_where_sqlalchemy_deletes_a_profile_that_never_had_a_row(env: Env) -> None:
+    # found by the nightly search (delete-orphan): new profile 6, not added, is given user 1;
+    # the flush deletes profile 1 as the user's orphan and gives profile 6 the key in memory.
+    # User 1 is deleted, and lets profile 6 go, which is then added: SQLAlchemy's flush lists
+    # it as an orphan to delete and fails, having no key for the DELETE; retort's inserts it
+    # without the key, and deletes the user. The program stops there
+    steps: list[Step] = [
+        ("get", "User", 1),
+        ("commit",),
+        ("new", "Profile", 6, False),
+        ("set", 1, "user", 0),
+        ("flush",),
+        ("get", "User", 1),
+        ("delete", 0),
+        ("set", 1, "user", None),
+        ("add", 1),
+    ]
+    with _stepped(env, steps, CASCADES[1]) as run:
+        assert not run.step(("flush",))
+        assert run.program[-1].endswith("-> raised FlushError")
+        run.rt.session.commit()
+        rows = run.rt.rows(env.admin, False)
+        assert [u for u in rows[0] if u[0] == 1] == [] and (6, "n6", None) in rows[1]
 
 
 def test_harness_stops_where_a_pending_profile_given_another_user_stays(env: Env) -> None:
