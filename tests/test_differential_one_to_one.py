@@ -56,7 +56,11 @@ outcome is a documented improvement):
   retort's leaves it loaded: a read that loads (and autoflushes) in one library only is
   preceded by a flush of both (Lockstep.loads_in_one_library_only); where the values read
   differ (a key set by hand on the other side since), and at a delete() of such an object
-  (whose cascade follows what each holds), the program stops;
+  (whose cascade follows what each holds), the program stops; the other way round, an object
+  got again after a flush inside the SAVEPOINT changed its row is a new instance in
+  SQLAlchemy (its weak identity map freed the one the flush wrote), which its rollback leaves
+  loaded with the values undone, where retort's rollback expires it: a read that differs
+  there stops the program (Lockstep.expired_in_rt_only);
 - a profile let go while outside the session, then added: under delete-orphan SQLAlchemy's
   flush sends a DELETE for it, which has no row (the program stops); retort inserts it;
 - a profile that lost a user while outside the session (without a row), then added: under
@@ -492,6 +496,7 @@ class Lockstep:
         nested = bool(self.sa.nested)
         members = (self.sa.members(), self.rt.members())
         expired_in_sa_only = step[0] in ("read", "delete") and self.expired_in_sa_only(step[1])
+        expired_in_rt_only = step[0] == "read" and self.expired_in_rt_only(step[1])
         moved_by_retort_only = step[0] == "read" and self.user_moved_by_retort_only(step[1])
         loaded_by_sa_flush_only = any(
             map(self.columns_loaded_by_sa_flush_only, range(len(self.sa.handles)))
@@ -555,6 +560,15 @@ class Lockstep:
                 # SQLAlchemy's rollback expired and retort's did not: SQLAlchemy's read loads the
                 # row, retort's answers what it held, which a key set by hand on the other side
                 # since does not change (test_differential.py: the same improvement)
+                return False
+            if expired_in_rt_only and sa.ok and rt.ok:
+                # the other way round: a profile whose row a flush inside a SAVEPOINT changed,
+                # got again after that flush. SQLAlchemy's weak identity map had freed the
+                # instance its flush wrote, and its get() loaded a new one, which its rollback
+                # of the SAVEPOINT leaves loaded with the values the rollback undid; retort's
+                # get() finds the instance its flush wrote, which the rollback expires, and its
+                # read loads the row (test_improvement_a_profile_a_savepoint_flush_changed_
+                # reads_its_row_after_the_rollback)
                 return False
             if (
                 not sa.ok
@@ -646,10 +660,16 @@ class Lockstep:
         pending = any(s.session.new or s.session.dirty or s.session.deleted for s in self.sides)
         return pending and loads(self.sa) != loads(self.rt)
 
-    def expired_in_sa_only(self, i: int) -> bool:
-        return bool(self.sa.api.inspect(self.sa.handles[i]).expired) and not bool(
-            self.rt.api.inspect(self.rt.handles[i]).expired
+    def expired_in_sa_only(self, i: int, sides: tuple[Side, Side] | None = None) -> bool:
+        """Whether handle `i` is expired on one side (SQLAlchemy's, unless `sides` says which
+        first) and not on the other."""
+        one, other = sides or (self.sa, self.rt)
+        return bool(one.api.inspect(one.handles[i]).expired) and not bool(
+            other.api.inspect(other.handles[i]).expired
         )
+
+    def expired_in_rt_only(self, i: int) -> bool:
+        return self.expired_in_sa_only(i, sides=(self.rt, self.sa))
 
     @property
     def sides(self) -> tuple[Side, Side]:
@@ -972,6 +992,36 @@ def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_reads_what_
         assert not run.step(("read", 1, "profile"))
         assert run.program[-1] == "('read', 1, 'profile')  -> 2"
         assert run.rt.handles[1].profile is None
+
+
+def test_improvement_a_profile_a_savepoint_flush_changed_reads_its_row_after_the_rollback(
+    env: Env,
+) -> None:
+    # found by the nightly search: new profile 6 is given user 1, and a rollback makes it
+    # transient again. Inside a SAVEPOINT it lets user 1 go, and the autoflush of get(Profile,
+    # 1) writes NULL over profile 1's key (user 1's one-to-one replaced it). SQLAlchemy's
+    # weak identity map had freed the instance its flush wrote: its get() loads a new one,
+    # which its rollback of the SAVEPOINT leaves loaded with the NULL that rollback undid.
+    # Retort's get() finds the instance its flush wrote, which the rollback expires, and its
+    # read loads the row: user 1. The program stops there
+    steps: list[Step] = [
+        ("new", "Profile", 6, True),
+        ("get", "User", 1),
+        ("set", 0, "user", 1),
+        ("rollback",),
+        ("begin_nested",),
+        ("set", 0, "user", None),
+        ("get", "Profile", 1),
+        ("rollback_nested",),
+    ]
+    with _stepped(env, steps) as run:
+        assert run.expired_in_rt_only(2) and not run.expired_in_sa_only(2)
+        assert run.sa.handles[2].__dict__["user_id"] is None
+        assert not run.step(("read", 2, "user"))
+        assert run.program[-1] == "('read', 2, 'user')  -> None"
+        assert run.rt.handles[2].user is run.rt.handles[1]
+        rows = [side.rows(env.admin, False)[1] for side in run.sides]
+        assert [[r for r in side if r[0] == 1] for side in rows] == [[(1, "p1", 1)]] * 2
 
 
 def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_deletes_what_it_held(
