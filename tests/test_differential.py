@@ -2132,6 +2132,8 @@ class Lockstep:
     rt_expired: set[int] = field(default_factory=set)
     # and those SQLAlchemy's side held persistent and expired before the step
     sa_expired: set[int] = field(default_factory=set)
+    # the ids of the objects SQLAlchemy's session held dirty before the step
+    sa_dirty_before: set[int] = field(default_factory=set)
     # the keys of the objects retort's identity map held persistent and expired before the step
     rt_expired_keys: set[tuple[str, Any]] = field(default_factory=set)
     # whether retort's session held nothing to flush before the step, and (before a merge)
@@ -2437,6 +2439,26 @@ class Lockstep:
             for i, obj in enumerate(sa.handles)
         )
 
+    def updates_a_gone_row_both_hold_changed(self, err: BaseException | None) -> bool:
+        """Whether retort's StaleDataError `err` is an UPDATE matching no row of a handled
+        object retort held expired before the step (a rollback undid the INSERT of its row),
+        which SQLAlchemy holds persistent, with a change to flush before the step too."""
+        found = re.search(
+            r"UPDATE statement on table '(\w+)'.*Rows not matched: id=(\d+)\.", str(err)
+        )
+        if found is None:
+            return False
+        return any(
+            TABLE_OF[key[0]] == found[1]
+            and key[1] == int(found[2])
+            and key in self.rt_expired_keys
+            and self.rt.api.inspect(obj).persistent
+            and self.sa.api.inspect(sa_obj).persistent
+            and id(sa_obj) in self.sa_dirty_before
+            for obj, sa_obj in zip(self.rt.handles, self.sa.handles, strict=True)
+            for key in [self.rt.key(obj)]
+        )
+
     def names_a_row_a_flush_deleted(self, err: BaseException | None) -> bool:
         """Whether `err` is a foreign key violation naming the key of a row that is gone, of an
         object the program marked deleted (SQLAlchemy's failed flush may have made it
@@ -2536,6 +2558,21 @@ class Lockstep:
             # test_divergence_a_flush_updating_an_object_whose_row_is_gone,
             # test_divergence_a_flush_removing_a_member_of_an_unhandled_parent_whose_row_is_gone)
             return "a flush changing an object whose row is gone does not load it"
+        if (
+            sa.value == "IntegrityError"
+            and rt.value == "StaleDataError"
+            and self.updates_a_gone_row_both_hold_changed(rt.error)
+        ):
+            # likewise, the other way round: SQLAlchemy's flush fails on a row the database
+            # refuses (a duplicate key) before it gets to the object, whose UPDATE retort's
+            # flush sends first, matching no row (retort orders the UPDATE before the INSERT
+            # of an unrelated table; SQLAlchemy would load the object there and raise)
+            # (test_divergence_a_flush_updating_an_object_whose_row_is_gone_before_a_row_
+            # refused)
+            return (
+                "a flush changing an object whose row is gone does not load it (its UPDATE "
+                "before a row refused)"
+            )
         if gone is not None and rt.value == "IntegrityError":
             # likewise, where retort's flush, which does not load the object, fails on another
             # row the database refuses (a duplicate key) before it gets to the object, a
@@ -3600,6 +3637,8 @@ class Lockstep:
         )
         self.sa_queued_nodes = self.sa_nodes_queued_for_children()
         self.sa_expired = self.sa.expired_handles()
+        # (a failed flush of its rolls back, expiring everything and forgetting the changes)
+        self.sa_dirty_before = {id(o) for o in self.sa.session.dirty}
         sa = _attempt(self.sa, step)
         self.sa_warnings = self.sa.warned[sa_warned:]
         if step[0] in ("rollback", "rollback_nested", "bad_sql"):
@@ -8449,6 +8488,36 @@ def test_divergence_a_flush_refused_before_it_gets_to_an_object_whose_row_is_gon
         "remove(1, 'parents', 0)  -> raised ObjectDeletedError / retort: raised IntegrityError "
         "(improvement: a flush changing an object whose row is gone does not load it (then a "
         "row refused))"
+    )
+
+
+def test_divergence_a_flush_updating_an_object_whose_row_is_gone_before_a_row_refused(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: child 5 is inserted, expunged, and got again as another
+    # instance (handle 1); a rollback undoes the INSERT (handle 1 stays, expired). New tag 1
+    # (a key taken) is added, and handle 1 is taken from its parent. SQLAlchemy's flush
+    # inserts the tag first and fails on its key; retort's sends the UPDATE of child 5 first,
+    # which matches no row (StaleDataError). Had SQLAlchemy's got there, it would load child 5
+    # and raise (test_divergence_a_flush_updating_an_object_whose_row_is_gone)
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Child", 5, "a", "add", None),
+            ("flush",),
+            ("expunge", 0),
+            ("get", "Child", 5),
+            ("rollback",),
+            ("new", "Tag", 1, "a", "add", None),
+            ("move", 1, None, "set"),
+        ],
+    ) as run:
+        assert run.step(("flush",)) is None
+    assert run.program[-1] == (
+        "flush()  -> raised IntegrityError / retort: raised StaleDataError (improvement: a "
+        "flush changing an object whose row is gone does not load it (its UPDATE before a row "
+        "refused))"
     )
 
 
