@@ -3210,6 +3210,26 @@ def test_history_of_a_many_to_one_set_over_an_unknown_value(orm: Api) -> None:
         assert [x.name for x in p2.children] == ["a"]
 
 
+def test_history_of_a_new_objects_many_to_one_set_to_a_parent_then_none(orm: Api) -> None:
+    # an object that never had a row has no value before its first change: None set over a
+    # parent is a change (added None), which the flush writes, in both libraries. Retort's
+    # history showed none (it wrote the NULL all the same)
+    Parent, Child = parent_child(orm)
+    with orm.session() as s:
+        s.add(Parent(name="p"))
+        s.commit()
+        p = _one(orm, s, Parent, name="p")
+        c = Child(name="c", parent_id=p.id)
+        c.parent = p
+        c.parent = None
+        history = orm.inspect(c).attrs.parent.history
+        assert list(history.added) == [None] and history.has_changes()
+        assert not list(history.unchanged) and not list(history.deleted)
+        s.add(c)
+        s.commit()
+    assert orm.fetch("SELECT name, parent_id FROM children") == [("c", None)]
+
+
 def test_a_child_given_twice_and_taken_out_once_by_its_many_to_one_is_an_orphan(
     orm: Api,
 ) -> None:

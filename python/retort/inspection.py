@@ -85,8 +85,11 @@ class RelationshipState(_MappedAttributeState):
                 tuple(value._removed.values()),
             )
         before = obj.__dict__.get("_retort_history", {}).get(self.key, _NOTHING)
-        if before is _NOT_SET:  # set, the value before not known without SQL
-            return History((value,), (), ()) if value is not None else History((), (), ())
+        if before is _NOT_SET:
+            # set, the value before not known without SQL (or none, for an object that never
+            # had a row): a change, None included, which the flush writes (as SQLAlchemy's
+            # history of a value set over NO_VALUE)
+            return History((value,), (), ())
         if before is _NOTHING or before is value:
             return History((), (value,), ()) if value is not None else History((), (), ())
         return History(
