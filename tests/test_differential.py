@@ -2604,6 +2604,18 @@ class Lockstep:
             # of its rows (a duplicate key) that SQLAlchemy never got to send
             return "cycle through a nullable foreign key (then a row the database refused)"
         if (
+            sa.value == "InvalidRequestError"
+            and rt.ok
+            and self.sa_cascade_attaches_a_removal_retort_forgot(sa.error)
+        ):
+            # as Lockstep.state_improvement's member taken out before a rollback made its
+            # owner new (or transient, where it was pending): SQLAlchemy's save-update cascade
+            # follows the removal still in the collection's history, and fails to attach the
+            # member, detached, where the session holds another instance of its row; retort's
+            # rollback forgot the removal
+            # (test_divergence_a_detached_member_taken_out_before_a_rollback_is_not_cascaded)
+            return "a member taken out before a rollback made its owner new is not cascaded"
+        if (
             sa.value == "CircularDependencyError"
             and rt.value == "StaleDataError"
             and str(rt.error).startswith(("DELETE statement on table", "UPDATE statement on"))
@@ -3252,6 +3264,24 @@ class Lockstep:
                     return True
         return False
 
+    def sa_cascade_attaches_a_removal_retort_forgot(self, err: BaseException | None) -> bool:
+        """Whether SQLAlchemy's `err` is its save-update cascade failing to attach an object
+        that the history of removals of a relationship of a pending object of its session
+        lists, where retort's object lists no removal there (its rollback forgot it)."""
+        found = re.search(r"Can't attach instance <\w+ at (0x[0-9a-f]+)>", str(err))
+        if found is None:
+            return False
+        address = int(found[1], 16)
+        sa, rt = self.sa, self.rt
+        for a, b in zip(sa.handles, rt.handles, strict=True):
+            if sa.lifecycle(a) != "pending":
+                continue
+            insp = sa.api.inspect(a)
+            for key in insp.mapper.relationships.keys():
+                if any(id(x) == address for x in insp.attrs[key].history.deleted):
+                    return not getattr(b.__dict__.get(key), "_removed", None)
+        return False
+
     def note_collections_loaded_by_retort_only(self) -> None:
         """Add to `loaded_by_retort_only` each collection retort's object holds loaded now
         where SQLAlchemy's does not."""
@@ -3420,7 +3450,8 @@ class Lockstep:
             # collection's history, and its save-update cascade follows it, attaching the
             # member when the object is attached again (its flush would then delete an
             # association row that does not exist)
-            # (test_divergence_a_member_taken_out_before_a_rollback_is_not_cascaded)
+            # (test_divergence_a_member_taken_out_before_a_rollback_is_not_cascaded; and
+            # Lockstep.improvement, where SQLAlchemy's cascade fails)
             return "a member taken out before a rollback made its owner new is not cascaded"
         if self.cascades_a_member_taken_out_of_a_collection_only_retort_held():
             # a collection SQLAlchemy's SAVEPOINT rollback expired (an attribute event touched
@@ -8666,6 +8697,41 @@ def test_divergence_a_member_taken_out_before_a_rollback_is_not_cascaded(
     assert run.program[-1] == (
         "move(0, 1, 'set')  -> ok None (improvement: a member taken out before a rollback made "
         "its owner new is not cascaded)"
+    )
+
+
+def test_divergence_a_detached_member_taken_out_before_a_rollback_is_not_cascaded(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: new tag 3 is made transient by a rollback (a failed
+    # statement), then linked to parent 1, loaded as a member of tag 1's parents (handle 5),
+    # which attaches it again. Handle 5 is expunged, parent 1 got again as another instance
+    # (handle 6), and handle 5 taken out of tag 3's parents; a rollback makes tag 3 transient.
+    # Linked to parent 2, tag 3 is attached again by the save-update cascade: SQLAlchemy's
+    # follows handle 5 (in the collection's history still) and fails to attach it beside
+    # handle 6; retort's rollback forgot the removal
+    with _stepped(
+        sides,
+        admin_conn,
+        [
+            ("new", "Node", 5, "a", "add", None),
+            ("get", "Parent", 2),
+            ("get", "Tag", 1),
+            ("new", "Tag", 3, "a", "add", None),
+            ("new", "Child", 1, "a", "add", None),
+            ("bad_sql", "Parent", 1),
+            ("read", 2, "parents"),
+            ("link", 5, 3, False),
+            ("expunge", 5),
+            ("get", "Parent", 1),
+            ("remove", 3, "parents", 0),
+            ("rollback",),
+        ],
+    ) as run:
+        assert run.step(("link", 1, 3, False)) is None
+    assert run.program[-1] == (
+        "link(1, 3, False)  -> raised InvalidRequestError / retort: ok None (improvement: a "
+        "member taken out before a rollback made its owner new is not cascaded)"
     )
 
 
