@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyType};
 
 use crate::engine::key::IdentityKey;
@@ -31,6 +32,8 @@ static HISTORY: Interned = Interned::new("_retort_history");
 static PENDING: Interned = Interned::new("_retort_pending");
 static BACK: Interned = Interned::new("back");
 static KEY: Interned = Interned::new("key");
+/// `retort.mapping._NOT_SET`: a value before a change that is not known.
+static NOT_SET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// One mapper's relationships to sync, copied out of its lock once per call.
 type Props = Rc<Vec<SyncProp>>;
@@ -266,11 +269,14 @@ pub fn sync_collections<'py>(
 }
 
 /// After `child`, outside the session, was given `obj`'s key along one-to-many `p`: where its
-/// many-to-one (the other side) names `obj`, set since the child's last flush, that change is
-/// settled, as the flush of an object settles its own: its foreign key follows it now. (Else
-/// setting the many-to-one back to the value it had before would count as no change, and
-/// leave a key naming `obj` where the many-to-one names another object, or none.) Objects in
-/// the session keep their history until their own flush is done (`sync_done`).
+/// many-to-one (the other side) names `obj`, set since the child's last flush, the value its
+/// key named before that change is gone, so the value before its next change is unknown
+/// (`mapping._NOT_SET`, as for an object that never had a row): any value set since counts
+/// as a change, which its flush writes. (Else setting the many-to-one back to the value it
+/// had before would count as no change, and leave a key naming `obj` where the many-to-one
+/// names another object, or none.) The save-update cascade follows no value before, as
+/// SQLAlchemy's, whose history of an object its flush did not write holds none either.
+/// Objects in the session keep their history until their own flush is done (`sync_done`).
 /// (`flush._sync_queued` does the same for the children of unloaded collections.)
 fn settle_outside<'py>(
     child: &Bound<'py, PyAny>,
@@ -295,7 +301,10 @@ fn settle_outside<'py>(
     {
         return Ok(());
     }
-    history.del_item(back_key)
+    let unknown = NOT_SET.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("retort.mapping")?.getattr("_NOT_SET")?.unbind())
+    })?;
+    history.set_item(back_key, unknown.bind(py))
 }
 
 /// Pass two, after Python settled orphans: each many-to-one changed since the object was
