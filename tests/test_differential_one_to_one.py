@@ -1041,8 +1041,7 @@ def test_improvement_a_profile_a_savepoint_flush_changed_reads_its_row_after_the
         assert run.sa.handles[2].__dict__["user_id"] is None
         assert run.sa.handles[2].user is None
         assert run.rt.handles[2].user is run.rt.handles[1]
-        rows = [side.rows(env.admin, False)[1] for side in run.sides]
-        assert [[r for r in side if r[0] == 1] for side in rows] == [[(1, "p1", 1)]] * 2
+        assert _rows_of_profile(env, run, 1) == [[(1, "p1", 1)]] * 2
 
 
 def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_deletes_what_it_held(
@@ -1208,6 +1207,12 @@ def test_the_draw_sets_no_key_where_only_sqlalchemy_counts_a_user_change(env: En
             run.step(("flush",))
 
 
+def _rows_of_profile(env: Env, run: Lockstep, key: int) -> list[list[tuple[Any, ...]]]:
+    """Per library (SQLAlchemy's, then retort's), the row of profile `key` its transaction
+    sees (none where it has none)."""
+    return [[r for r in side.rows(env.admin, False)[1] if r[0] == key] for side in run.sides]
+
+
 def test_harness_stops_where_a_one_to_one_takes_back_a_profile_another_user_took(
     env: Env,
 ) -> None:
@@ -1277,8 +1282,7 @@ def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_sa_trac
         assert not run.step(let_go)
         run.sa.session.flush()
         run.rt.session.flush()
-        rows = [side.rows(env.admin, False)[1] for side in run.sides]
-        assert [[r for r in side if r[0] == 6] for side in rows] == [
+        assert _rows_of_profile(env, run, 6) == [
             [(6, "n6", 1)],
             [(6, "n6", None)],
         ]
@@ -1308,8 +1312,7 @@ def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_another
         assert not run.step(let_go)
         run.sa.session.flush()
         run.rt.session.flush()
-        rows = [side.rows(env.admin, False)[1] for side in run.sides]
-        assert [[r for r in side if r[0] == 1] for side in rows] == [
+        assert _rows_of_profile(env, run, 1) == [
             [(1, "p1", 1)],
             [(1, "p1", None)],
         ]
@@ -1363,8 +1366,7 @@ def test_harness_stops_where_sqlalchemy_keeps_a_key_a_flush_gave_a_profile_outsi
         for side in run.sides:
             side.session.add(side.handles[0])
             side.session.flush()
-        rows = [side.rows(env.admin, False)[1] for side in run.sides]
-        assert [[r for r in side if r[0] == 6] for side in rows] == [
+        assert _rows_of_profile(env, run, 6) == [
             [(6, "n6", 1)],
             [(6, "n6", None)],
         ]
