@@ -470,9 +470,10 @@ class Lockstep:
         whose user_id names another user than it holds: set back to the value SQLAlchemy's
         history holds as the one before its change, after a flush gave the profile the key of
         the user it held meanwhile while it was outside the session. SQLAlchemy's flush keeps
-        that key, retort's (which counts the flushed change as settled) writes the key of the
-        user it holds (test_relationships.py: test_improvement_a_many_to_one_read_then_set_
-        back_after_a_flush_gave_its_key_clears_it)."""
+        that key; retort's, for which the value before is unknown once the flush gave the key
+        (any value set since is a change), writes the key of the user it holds
+        (test_relationships.py: test_improvement_a_many_to_one_read_then_set_back_after_a_
+        flush_gave_its_key_clears_it)."""
         for i, profile in enumerate(self.sa.handles):
             if type(profile).__name__ != "Profile" or not self.user_change_differs(i):
                 continue
@@ -1367,8 +1368,9 @@ def test_harness_stops_where_sqlalchemy_keeps_a_key_a_flush_gave_a_profile_outsi
     # found by the nightly search: profile 6, inserted and made transient again by a rollback,
     # holds its many-to-one loaded as None. Given user 1, it gets user 1's key from the commit
     # (outside the session). Set back to None and added: SQLAlchemy's history compares with
-    # that None, sees no change, and inserts the key; retort counts the flushed change as
-    # settled and inserts NULL. The program stops at the set
+    # that None, sees no change, and inserts the key; for retort the value before is unknown
+    # once the flush gave the key, so None is a change, and it inserts NULL. The program stops
+    # at the set
     steps: list[Step] = [
         ("new", "Profile", 6, True),
         ("set", 0, "user", None),
