@@ -3369,8 +3369,9 @@ def test_bug_a_many_to_one_set_back_after_a_flush_gave_its_key_outside_the_sessi
     # found by the one-to-one differential search: object x, made transient by a rollback of
     # its INSERT, holds its many-to-one as None (set while it had a row). Given a parent
     # (outside the session, so x is not added), x gets the parent's key from the parent's
-    # flush all the same, as in SQLAlchemy. Its many-to-one set back to None is a change from
-    # the parent the key names now: x is inserted with NULL, as by SQLAlchemy. Retort counted
+    # flush all the same, as in SQLAlchemy. Its many-to-one set back to None is a change (the
+    # value before is unknown once the flush gave the key, as SQLAlchemy's NO_VALUE where the
+    # attribute was not loaded): x is inserted with NULL, as by SQLAlchemy. Retort counted
     # it as a return to the value x had before its first change, kept the copied key, and its
     # INSERT named a parent x no longer has (for a one-to-one, a unique violation after the
     # rollback gave the user its own profile back). "unloaded": the parent's collection is not
