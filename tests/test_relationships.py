@@ -3509,3 +3509,24 @@ def test_a_profile_a_flush_gave_a_key_outside_the_session_cascades_to_no_user_it
         s.commit()
     assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(1, None), (6, 7)]
     assert orm.fetch("SELECT id FROM users ORDER BY id") == [(7,)]
+
+
+def test_expire_cascades_to_a_pending_object_which_leaves_the_session(orm: Api) -> None:
+    # found by the one-to-one differential search: the refresh-expire cascade (in "all")
+    # reaches a pending profile, which has no row to expire to: SQLAlchemy expunges it, and so
+    # does retort (it stayed pending, and the flush inserted it). A persistent one is expired
+    User, Profile = user_profile(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        s.add_all([User(id=1, name="u1"), User(id=2, name="u2", profile=Profile(id=2, bio="b"))])
+        s.commit()
+        u1, u2 = s.get(User, 1), s.get(User, 2)
+        p1 = Profile(id=1, bio="new")
+        u1.profile = p1
+        assert p1 in s and orm.inspect(p1).pending
+        s.expire(u1)
+        assert p1 not in s and orm.inspect(p1).transient
+        assert u2.profile.bio == "b"
+        s.expire(u2)
+        assert orm.inspect(u2.profile).persistent
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(2, 2)]

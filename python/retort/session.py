@@ -1902,8 +1902,16 @@ class Session:
             related = self._cascaded(instance, "refresh-expire") if rels else []
             self._expire_whole(instance, rels)
             for obj in related:
-                if obj in self and obj.__dict__.get("_retort_state").has_identity:
+                if obj not in self:
+                    continue
+                if obj.__dict__.get("_retort_state").has_identity:
                     self.expire(obj)
+                else:
+                    # a pending object the cascade reaches leaves the session, as in
+                    # SQLAlchemy (which has no values of a row to expire it to)
+                    self._core.expunge(obj)
+                    if self._related_changed.pop(id(obj), None) is not None:
+                        self._orphans_left_behind(obj)
             return
         self._core.expire(instance, [n for n in names if n not in rels])
         for n in names:
