@@ -86,7 +86,8 @@ outcome is a documented improvement):
 - two users whose one-to-one both hold one profile, each with a change to flush: SQLAlchemy
   writes either user's key, by the order of a set; retort the profile's many-to-one (the
   program stops, Lockstep.claimed_twice, and Lockstep.claimed_twice_in_session where a claim
-  made outside the session is attached since);
+  made outside the session is attached since); likewise where a user's claim contradicts the
+  profile's many-to-one, set since (Lockstep.claimed_against_its_many_to_one);
 - new objects take keys no row or object has had (the row switch of a new object taking a
   deleted object's key is searched by test_differential.py).
 """
@@ -649,7 +650,7 @@ class Lockstep:
             self.relationship_set = True
             if self.claimed_twice(step) or self.stale_user_to_flush() or self.stale_key_sa_keeps():
                 return False
-        if self.claimed_twice_in_session():
+        if self.claimed_twice_in_session() or self.claimed_against_its_many_to_one():
             return False
         elif step[0] == "set_fk":
             self.key_set = True
@@ -895,6 +896,26 @@ class Lockstep:
             if profile is not None and profile in sa.api.inspect(user).attrs.profile.history.added:
                 claims[id(profile)] = claims.get(id(profile), 0) + 1
         return any(n > 1 for n in claims.values())
+
+    def claimed_against_its_many_to_one(self) -> bool:
+        """Whether a user of SQLAlchemy's session holds a profile in its one-to-one with that
+        change to flush, while the profile's loaded many-to-one names another value (set since
+        while the user was unknown to it, as after a SAVEPOINT rollback expired the profile):
+        SQLAlchemy's flush writes the user's key, retort's the profile's many-to-one, the last
+        assignment (as for claimed_twice)."""
+        sa = self.sa
+        for user in sa.handles:
+            if type(user).__name__ != "User" or user not in sa.session:
+                continue
+            profile = user.__dict__.get("profile")
+            if (
+                profile is not None
+                and profile in sa.api.inspect(user).attrs.profile.history.added
+                and "user" in profile.__dict__
+                and profile.__dict__["user"] is not user
+            ):
+                return True
+        return False
 
     def compare_lifecycles(self, where: str) -> None:
         sa = [self.sa.lifecycle(o) for o in self.sa.handles]
@@ -1410,6 +1431,28 @@ def test_harness_stops_where_two_users_of_the_session_claim_one_profile(env: Env
         assert not run.claimed_twice_in_session()
         assert not run.step(("add", 0))
         assert run.claimed_twice_in_session()
+
+
+def test_harness_stops_where_a_users_claim_contradicts_the_profiles_many_to_one(
+    env: Env,
+) -> None:
+    # found by the nightly search: profile 1 is given new user 6 inside a SAVEPOINT, whose
+    # rollback expires the profile and makes user 6 transient, its one-to-one still holding
+    # the profile. Added again, user 6 claims it; the profile's many-to-one is then set to
+    # None (its old value unknown: no backref reaches user 6). SQLAlchemy's flush writes user
+    # 6's key, retort's the None. The program stops at the set
+    steps: list[Step] = [
+        ("get", "Profile", 1),
+        ("new", "User", 6, False),
+        ("begin_nested",),
+        ("set", 0, "user", 1),
+        ("rollback_nested",),
+        ("add", 1),
+    ]
+    with _stepped(env, steps) as run:
+        assert not run.claimed_against_its_many_to_one()
+        assert not run.step(("set", 0, "user", None))
+        assert run.claimed_against_its_many_to_one()
 
 
 def test_harness_stops_where_a_pending_profile_given_another_user_stays(env: Env) -> None:
