@@ -3530,3 +3530,26 @@ def test_expire_cascades_to_a_pending_object_which_leaves_the_session(orm: Api) 
         assert orm.inspect(u2.profile).persistent
         s.commit()
     assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(2, 2)]
+
+
+def test_a_child_moved_to_another_instance_of_its_parents_row_is_no_orphan(orm: Api) -> None:
+    # found by the differential search (delete-orphan): parent 1, expunged (p_old), is got
+    # again as another instance (p). Child c of p is appended to p_old's children, which takes
+    # it out of p's: it has a parent (SQLAlchemy's parent tracking records the append after the
+    # removal), the same row, and keeps its key. Retort took another instance of the row for
+    # the parent it left, and deleted the child as an orphan
+    Parent, Child = parent_child(orm, cascade="all, delete-orphan")
+    ids = _family(orm, Parent, Child, {"p": ["c"]})
+    with orm.session() as s:
+        p_old = s.get(Parent, ids["p"])
+        assert [x.name for x in p_old.children] == ["c"]
+        s.expunge(p_old)
+        p = s.get(Parent, ids["p"])
+        c = p.children[0]
+        p_old.children.append(c)
+        assert c.parent is p_old and c not in p.children
+        with pytest.warns(Warning, match="not in (the )?session"):  # (p_old, in both)
+            s.flush()
+        assert orm.inspect(c).persistent
+        s.commit()
+    assert _children_of(orm) == {"c": "p"}

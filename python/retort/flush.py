@@ -912,9 +912,16 @@ def _settle_removed(
             continue
         if prop.back is not None:
             # the other side says whether it found a new parent (another instance of this
-            # parent's row, from before an expunge, is this parent all the same)
-            back = child.__dict__.get(prop.back.key)
-            still_ours = back is None or back is obj or _same_row(back, obj)
+            # parent's row, from before an expunge, is this parent all the same, unless the
+            # child was given it since: then, as in SQLAlchemy, whose parent tracking records
+            # the append after the removal, it has a parent, and keeps its key)
+            d = child.__dict__
+            back = d.get(prop.back.key)
+            still_ours = (
+                back is None
+                or back is obj
+                or (_same_row(back, obj) and prop.back.key not in d.get("_retort_history", ()))
+            )
         else:
             still_ours = all(
                 child.__dict__.get(dst.key) == pv
