@@ -19,6 +19,7 @@ __all__ = [
     "fill_new_collection",
     "make_detached",
     "mapped_init_descriptor",
+    "settle_outside",
 ]
 
 __version__: Final[str]
@@ -33,6 +34,7 @@ def array_literals(rows: list[Any], width: int) -> list[str] | None: ...
 def fill_new_collection(
     added: dict[int, Any], items: list[Any], cls: type, back_key: str | None, owner: object
 ) -> bool: ...
+def settle_outside(child: object, prop: Any, obj: object) -> None: ...
 
 @final
 class MapperCore:

@@ -773,15 +773,7 @@ def _sync_queued(
                 _set_if_different(item, dst.key, pv)
             if not _in_session(session, item):
                 changes.outside.append((item, prop))
-                # the value its many-to-one's key named before its change to `obj` is gone
-                # (see sync.rs, settle_outside)
-                history = item.__dict__.get("_retort_history")
-                back = prop.back
-                if history and back is not None and item.__dict__.get(back.key) is obj:
-                    if back.key in history:
-                        from retort.mapping import _NOT_SET
-
-                        history[back.key] = _NOT_SET
+                _core.settle_outside(item, prop, obj)
 
 
 def _many_to_one_settled(item: Any, prop: Any) -> bool:

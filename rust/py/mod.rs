@@ -29,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<flush::FlushPlan>()?;
     m.add_function(wrap_pyfunction!(state::make_detached, m)?)?;
     m.add_function(wrap_pyfunction!(sync::fill_new_collection, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::settle_outside, m)?)?;
     m.add_function(wrap_pyfunction!(liveness::adopt_class, m)?)?;
     m.add_function(wrap_pyfunction!(copy::array_literals, m)?)?;
     m.add_function(wrap_pyfunction!(init::mapped_init_descriptor, m)?)?;

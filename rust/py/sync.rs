@@ -209,8 +209,7 @@ pub fn sync_collections<'py>(
                         None => false,
                     };
                     if !inside {
-                        settle_outside(&value, &value_dict, p, &obj)?;
-                        outside.append((&value, p.prop.bind(py)))?;
+                        note_outside(&value, &value_dict, p, &obj, outside)?;
                     }
                 }
                 rest.append((obj.clone(), p.prop.bind(py), &value, gained))?;
@@ -259,8 +258,7 @@ pub fn sync_collections<'py>(
                     set_if_different(&child, &child_dict, dst.bind(py), pv)?;
                 }
                 if !inside {
-                    settle_outside(&child, &child_dict, p, &obj)?;
-                    outside.append((&child, p.prop.bind(py)))?;
+                    note_outside(&child, &child_dict, p, &obj, outside)?;
                 }
             }
         }
@@ -268,23 +266,46 @@ pub fn sync_collections<'py>(
     Ok(rest)
 }
 
-/// After `child`, outside the session, was given `obj`'s key along one-to-many `p`: where its
-/// many-to-one (the other side) names `obj`, set since the child's last flush, the value its
-/// key named before that change is gone, so the value before its next change is unknown
+/// `child`, outside the session, was given `obj`'s key along one-to-many `p`: its
+/// many-to-one's change is settled (`settle_outside`), and it is listed in `outside` (Python
+/// warns).
+fn note_outside<'py>(
+    child: &Bound<'py, PyAny>,
+    child_dict: &Bound<'py, PyDict>,
+    p: &SyncProp,
+    obj: &Bound<'py, PyAny>,
+    outside: &Bound<'py, PyList>,
+) -> PyResult<()> {
+    let prop = p.prop.bind(child.py());
+    settle_outside_in(child_dict, prop, obj)?;
+    outside.append((child, prop))
+}
+
+/// After `child`, outside the session, was given `obj`'s key along one-to-many `prop`: where
+/// its many-to-one (the other side) names `obj`, set since the child's last flush, the value
+/// its key named before that change is gone, so the value before its next change is unknown
 /// (`mapping._NOT_SET`, as for an object that never had a row): any value set since counts
 /// as a change, which its flush writes. (Else setting the many-to-one back to the value it
 /// had before would count as no change, and leave a key naming `obj` where the many-to-one
 /// names another object, or none.) The save-update cascade follows no value before, as
 /// SQLAlchemy's, whose history of an object its flush did not write holds none either.
 /// Objects in the session keep their history until their own flush is done (`sync_done`).
-/// (`flush._sync_queued` does the same for the children of unloaded collections.)
-fn settle_outside<'py>(
-    child: &Bound<'py, PyAny>,
-    child_dict: &Bound<'py, PyDict>,
-    p: &SyncProp,
-    obj: &Bound<'py, PyAny>,
+/// (Also called by `flush._sync_queued` for the children of unloaded collections.)
+#[pyfunction]
+pub fn settle_outside(
+    child: &Bound<'_, PyAny>,
+    prop: &Bound<'_, PyAny>,
+    obj: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let py = child.py();
+    settle_outside_in(&instance_dict(child)?, prop, obj)
+}
+
+fn settle_outside_in(
+    child_dict: &Bound<'_, PyDict>,
+    prop: &Bound<'_, PyAny>,
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = child_dict.py();
     let Some(history) = child_dict.get_item(HISTORY.get(py))? else {
         return Ok(()); // (the usual case: a child whose many-to-one did not change)
     };
@@ -292,7 +313,7 @@ fn settle_outside<'py>(
     if history.is_empty() {
         return Ok(());
     }
-    let back = p.prop.bind(py).getattr(BACK.get(py))?;
+    let back = prop.getattr(BACK.get(py))?;
     if back.is_none() {
         return Ok(());
     }
