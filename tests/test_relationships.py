@@ -3553,3 +3553,52 @@ def test_a_child_moved_to_another_instance_of_its_parents_row_is_no_orphan(orm: 
         assert orm.inspect(c).persistent
         s.commit()
     assert _children_of(orm) == {"c": "p"}
+
+
+def _write_elsewhere(orm: Api, sql: str, params: Any = ()) -> None:
+    """Run `sql` on the separate autocommit connection, as another process would."""
+    orm._admin.execute(sql, params)
+
+
+@pytest.mark.parametrize("cascade", ["all, delete-orphan", "save-update, merge"])
+def test_refresh_reloads_a_collection_and_cascades_refresh_expire(orm: Api, cascade: str) -> None:
+    # refresh() is expire() then a load: the parent's collection is read again, and (under a
+    # cascade with refresh-expire) the objects it holds are expired and a pending one leaves
+    # the session. Retort reloaded the parent's columns only: its collection kept its old
+    # members, and a pending child it held was inserted by the next flush
+    Parent, Child = parent_child(orm, cascade=cascade)
+    ids = _family(orm, Parent, Child, {"p": ["c"]})
+    with orm.session() as s:
+        p = s.get(Parent, ids["p"])
+        c = p.children[0]
+        new = Child(name="new")
+        p.children.append(new)
+        assert new in s
+        _write_elsewhere(orm, "UPDATE children SET name = 'renamed' WHERE id = %s", (c.id,))
+        _write_elsewhere(orm, "INSERT INTO children (name, parent_id) VALUES ('d', %s)", (p.id,))
+        s.refresh(p)
+        expires = "refresh-expire" in cascade or cascade.startswith("all")
+        assert (new in s) is not expires
+        names = [x.name for x in p.children]
+        # (without the cascade, the load's autoflush inserts the pending child)
+        assert names == (["renamed", "d"] if expires else ["c", "d", "new"])
+        assert p.children[0] is c
+        s.commit()
+    kept = {} if expires else {"new": "p"}
+    assert _children_of(orm) == {"renamed": "p", "d": "p", **kept}
+
+
+def test_refresh_of_a_named_relationship_loads_it_now(orm: Api) -> None:
+    # a relationship named to refresh() is loaded by it (SQLAlchemy 2.x), not when next read;
+    # retort raised ("no column attribute children")
+    Parent, Child = parent_child(orm)
+    ids = _family(orm, Parent, Child, {"p": ["c"]})
+    with orm.session() as s:
+        p = s.get(Parent, ids["p"])
+        assert [x.name for x in p.children] == ["c"]
+        _write_elsewhere(orm, "INSERT INTO children (name, parent_id) VALUES ('d', %s)", (p.id,))
+        _write_elsewhere(orm, "UPDATE parents SET name = 'q' WHERE id = %s", (p.id,))
+        s.refresh(p, ["children"])
+        _write_elsewhere(orm, "INSERT INTO children (name, parent_id) VALUES ('e', %s)", (p.id,))
+        assert [x.name for x in p.children] == ["c", "d"]
+        assert p.name == "p"  # not named, so not read again

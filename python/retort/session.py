@@ -1876,13 +1876,14 @@ class Session:
         attribute_names: Iterable[str] | None = None,
         with_for_update: Any = None,
     ) -> None:
-        """Reload an object's attributes (all, or the ones named) from the database now."""
+        """Reload an object's attributes (all, or the ones named) from the database now: an
+        expire() of them (with no names, its refresh-expire cascade too), then a load of the
+        row. Relationships named are loaded now; others load when next read."""
         self._check_usable()
         names = list(attribute_names) if attribute_names is not None else None
-        self._core.expire(instance, names)
-        if names is None:
-            self._orphan_children.pop(id(instance), None)  # (see _expire_whole)
         mapper = object_mapper(instance)
+        self._core.require_persistent(instance, "refresh")
+        self._expire(instance, names)
         self._autoflush()
         rows = self._fetch_by_pk(mapper, mapper._core.primary_key_of(instance), with_for_update)
         if not rows:
@@ -1890,11 +1891,16 @@ class Session:
                 f"could not refresh {instance!r}: its row no longer exists in the database"
             )
         self._core.load_rows(mapper._core, rows, 0, False)
+        for name in names or ():
+            if name in mapper.relationships:
+                getattr(instance, name)
 
     @_exclusive
     def expire(self, instance: object, attribute_names: Iterable[str] | None = None) -> None:
         """Mark attributes (all by default) as expired: the next access reloads them."""
-        names = list(attribute_names) if attribute_names is not None else None
+        self._expire(instance, list(attribute_names) if attribute_names is not None else None)
+
+    def _expire(self, instance: object, names: list[str] | None) -> None:
         rels = object_mapper(instance).relationships
         if rels and id(instance) in self._related_changed:
             self._orphans_left_behind(instance, names, expiring=True)
@@ -1905,7 +1911,7 @@ class Session:
                 if obj not in self:
                     continue
                 if obj.__dict__.get("_retort_state").has_identity:
-                    self.expire(obj)
+                    self._expire(obj, None)
                 else:
                     # a pending object the cascade reaches leaves the session, as in
                     # SQLAlchemy (which has no values of a row to expire it to)

@@ -2242,6 +2242,13 @@ impl SessionCore {
         Ok(())
     }
 
+    /// Raise InvalidRequestError, naming `what` (the operation), unless `obj` is persistent
+    /// in this session.
+    fn require_persistent(&self, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
+        let dict = instance_dict(obj)?;
+        self.persistent_state(obj, &dict, what).map(drop)
+    }
+
     /// Expire some (or all) column attributes of one persistent object of this session.
     #[pyo3(signature = (obj, names=None))]
     fn expire(
@@ -2577,7 +2584,8 @@ impl SessionCore {
             }
             if inner.in_session(&self.shared) && life == Lifecycle::Deleted {
                 return Err(InvalidRequestError::new_err(format!(
-                    "cannot {what} {}: its row was deleted by a flush in this transaction;                      call rollback() to undo the delete",
+                    "cannot {what} {}: its row was deleted by a flush in this transaction; \
+                     call rollback() to undo the delete",
                     describe(obj)
                 )));
             }
