@@ -38,10 +38,11 @@ outcome is a documented improvement):
   one-to-one's move leaves the old owner's value, in both libraries): retort's profile comes
   back to the user, SQLAlchemy's sees no change (the program stops,
   Lockstep.takes_back_a_profile_another_user_took);
-- a user's one-to-one set while not loaded: SQLAlchemy's flush loads the profile it held and
-  clears its key, unless its parent tracking still names a parent (the profile was given the
-  user, or another user, in this session), where it leaves the key; retort clears it (the
-  program stops, Lockstep.lets_go_a_profile_sa_tracks_unloaded);
+- a user's one-to-one set while not loaded (or a profile's many-to-one set to such a user,
+  whose one-to-one the backref sets): SQLAlchemy's flush loads the profile it held and clears
+  its key, unless its parent tracking still names a parent (the profile was given the user,
+  or another user, in this session), where it leaves the key; retort clears it (the program
+  stops, Lockstep.lets_go_a_profile_sa_tracks_unloaded);
 - under delete-orphan, a pending profile given another user: SQLAlchemy's backref takes it
   from its user first, so that its orphan check expunges it, retort's moves it (the program
   stops, Lockstep.pending_profile_moved);
@@ -439,18 +440,22 @@ class Lockstep:
         )
 
     def lets_go_a_profile_sa_tracks_unloaded(self, step: Step) -> bool:
-        """Whether this step sets a user's one-to-one that SQLAlchemy's side has not loaded,
+        """Whether this step sets a user's one-to-one that SQLAlchemy's side has not loaded
+        (or a profile's many-to-one to such a user, whose one-to-one the backref sets),
         while SQLAlchemy's parent tracking names a parent of another profile of its session:
         that user, or any user where the profile's row may name this one (its user_id is not
         loaded, or holds this user's key), so that its flush may let it go."""
-        if step[0] != "set" or step[2] != "profile":
+        if step[0] != "set" or (step[3] is None and step[2] == "user"):
             return False
         sa = self.sa
-        user = sa.handles[step[1]]
+        if step[2] == "profile":
+            user = sa.handles[step[1]]
+            value = None if step[3] is None else sa.handles[step[3]]
+        else:
+            user, value = sa.handles[step[3]], sa.handles[step[1]]
         insp = sa.api.inspect(user)
         if "profile" not in insp.unloaded:
             return False
-        value = None if step[3] is None else sa.handles[step[3]]
         key = None if insp.identity is None else insp.identity[0]
 
         def may_name_user(p: Any) -> bool:
@@ -1513,3 +1518,24 @@ def test_the_draw_leaves_alone_an_object_whose_cascade_reaches_one_sqlalchemy_le
         assert run.usable(1) and run.usable(2)
         assert run.step(("rollback",))
         assert not any(run.usable(i) for i in range(3))
+
+
+def test_harness_stops_where_a_profile_given_a_user_lets_go_one_sa_tracks_unloaded(
+    env: Env,
+) -> None:
+    # found by the nightly search: profile 1 is given user 2 and flushed; user 2 is expired,
+    # and new profile 6 (outside the session) is given user 2, whose one-to-one, not loaded,
+    # takes it by the backref. SQLAlchemy's parent tracking still names user 2 as profile 1's
+    # parent, and its flush leaves profile 1's key; retort's clears it, as where the one-to-
+    # one itself is set (Lockstep.lets_go_a_profile_sa_tracks_unloaded). The program stops
+    steps: list[Step] = [
+        ("new", "Profile", 6, False),
+        ("get", "Profile", 1),
+        ("get", "User", 2),
+        ("set", 1, "user", 2),
+        ("flush",),
+        ("expire", 2),
+    ]
+    with _stepped(env, steps) as run:
+        assert run.lets_go_a_profile_sa_tracks_unloaded(("set", 0, "user", 2))
+        assert not run.step(("set", 0, "user", 2))
