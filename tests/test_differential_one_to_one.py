@@ -805,10 +805,11 @@ class Lockstep:
         the session, which retort's keeps. SQLAlchemy's parent tracking remembers that loss:
         its flush inserts the profile all the same, and deletes it as an orphan at a later
         flush that has a change of it to write; retort counts as an orphan a profile that lost
-        its user in the session (or with a row), and keeps it."""
+        its user in the session (or with a row), and keeps it. (Detached: the flush of a
+        commit deleted it.)"""
         return any(
             k in self.let_go_outside
-            and self.sa.lifecycle(a) == "deleted"
+            and self.sa.lifecycle(a) in ("deleted", "detached")
             and self.rt.lifecycle(b) == "persistent"
             for k, (a, b) in enumerate(zip(self.sa.handles, self.rt.handles, strict=True))
         )
@@ -1539,3 +1540,29 @@ def test_harness_stops_where_a_profile_given_a_user_lets_go_one_sa_tracks_unload
     with _stepped(env, steps) as run:
         assert run.lets_go_a_profile_sa_tracks_unloaded(("set", 0, "user", 2))
         assert not run.step(("set", 0, "user", 2))
+
+
+def test_harness_stops_where_a_commit_deletes_a_profile_that_lost_a_user_outside(
+    env: Env,
+) -> None:
+    # found by the nightly search: new profile 6, outside the session, is given user 1 and
+    # let go, then added and inserted (by begin_nested). Its many-to-one set to None again is
+    # a change of it to write, and the flush of the commit deletes it as an orphan in
+    # SQLAlchemy only, which the commit detaches (Lockstep.orphan_deleted_by_sa_only)
+    steps: list[Step] = [
+        ("get", "Profile", 1),
+        ("new", "Profile", 6, False),
+        ("get", "User", 1),
+        ("set", 1, "user", 2),
+        ("set", 1, "user", None),
+        ("add", 1),
+        ("begin_nested",),
+        ("set", 1, "user", None),
+    ]
+    with _stepped(env, steps, cascade="all, delete-orphan") as run:
+        assert not run.orphan_deleted_by_sa_only()
+        assert not run.step(("commit",))
+        assert [side.lifecycle(side.handles[1]) for side in (run.sa, run.rt)] == [
+            "detached",
+            "persistent",
+        ]
