@@ -3602,3 +3602,49 @@ def test_refresh_of_a_named_relationship_loads_it_now(orm: Api) -> None:
         _write_elsewhere(orm, "INSERT INTO children (name, parent_id) VALUES ('e', %s)", (p.id,))
         assert [x.name for x in p.children] == ["c", "d"]
         assert p.name == "p"  # not named, so not read again
+
+
+@pytest.mark.parametrize("method", ["expire", "refresh"])
+@pytest.mark.parametrize("loaded", [False, True], ids=["unloaded", "loaded"])
+@pytest.mark.parametrize("cascade", ["save-update, merge", "all, delete-orphan"])
+def test_a_many_to_one_expired_after_a_move_keeps_the_collection_that_gained_the_child(
+    orm: Api, cascade: str, loaded: bool, method: str
+) -> None:
+    # child c moved from p1 to p2 by its many-to-one, which expire() (or refresh()) of that
+    # attribute then forgets; p2's collection (or the append queued for it) still holds c,
+    # and the flush gives c p2's key, as SQLAlchemy's does. Retort's expiry kept the change
+    # of the many-to-one, read as a change back to p1, and wrote p1's key; under delete-orphan
+    # with loaded collections its flush took c, out of p1's children, for an orphan and
+    # deleted it (refresh() then found no row)
+    Parent, Child = parent_child(orm, cascade=cascade)
+    ids = _family(orm, Parent, Child, {"p1": ["c"], "p2": []})
+    with orm.session() as s:
+        p1, p2 = s.get(Parent, ids["p1"]), s.get(Parent, ids["p2"])
+        c = s.get(Child, ids["c"])
+        if loaded:
+            assert [list(p.children) for p in (p1, p2)] == [[c], []]
+        c.parent = p2
+        getattr(s, method)(c, ["parent"])
+        # (refresh's autoflush wrote p2's key first; expire's lazy load needs no SQL)
+        assert c.parent is (p2 if method == "refresh" else p1)
+        s.commit()
+    assert _children_of(orm) == {"c": "p2"}
+
+
+@pytest.mark.parametrize("cascade", ["save-update, merge", "all, delete-orphan"])
+def test_a_many_to_one_expired_after_a_removal_keeps_the_removal_from_the_collection(
+    orm: Api, cascade: str
+) -> None:
+    # the same with c's many-to-one set to None, the collections loaded: p1's children lost c,
+    # and the flush clears its key (or deletes the orphan), as SQLAlchemy's. Retort's expiry
+    # kept the change, read back as a change to p1, and wrote p1's key
+    Parent, Child = parent_child(orm, cascade=cascade)
+    ids = _family(orm, Parent, Child, {"p1": ["c"]})
+    with orm.session() as s:
+        p1, c = s.get(Parent, ids["p1"]), s.get(Child, ids["c"])
+        assert list(p1.children) == [c]
+        c.parent = None
+        s.expire(c, ["parent"])
+        assert c.parent is p1 and p1.children == []
+        s.commit()
+    assert _children_of(orm) == ({} if "delete-orphan" in cascade else {"c": None})

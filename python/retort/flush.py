@@ -924,6 +924,11 @@ def _settle_removed(
         if "delete-orphan" in prop.cascade:
             state = child.__dict__.get("_retort_state")
             if state is not None and state.lifecycle == "persistent":
+                if id(child) in _gained_by(session, changes, prop):
+                    # another collection of `prop` gained it: it has a parent, whose key it
+                    # gets, though an expiry since made its many-to-one read this one again
+                    # (SQLAlchemy's parent tracking, on the child, records that append)
+                    continue
                 session._core.delete(child)
                 session._cascade_delete(child)
                 continue

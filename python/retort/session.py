@@ -1920,9 +1920,26 @@ class Session:
                         self._orphans_left_behind(obj)
             return
         self._core.expire(instance, [n for n in names if n not in rels])
+        d = instance.__dict__
         for n in names:
             if n in rels:
-                instance.__dict__.pop(n, None)
+                # its value, and with it the change since the last flush (as SQLAlchemy's
+                # expiry drops the attribute's history and the changes queued for it)
+                if d.pop(n, None) is not None:
+                    self._parented(instance, n)
+                for changes in (d.get("_retort_history"), d.get("_retort_pending")):
+                    if changes:
+                        changes.pop(n, None)
+
+    def _parented(self, child: object, key: str) -> None:
+        """`child`, taken out of a delete-orphan collection (not loaded) since the last flush,
+        had a parent in its many-to-one `key`, which is expired now: no orphan then, as
+        SQLAlchemy's parent tracking (kept on the child through an expiry of an attribute)
+        records. The flush, which looks at that many-to-one, would find none."""
+        for candidates in (self._orphan_children, self._orphans_if_changed):
+            entry = candidates.get(id(child))
+            if entry is not None and entry[1].back is not None and entry[1].back.key == key:
+                del candidates[id(child)]
 
     def _expire_whole(self, instance: object, rels: Any) -> None:
         """Expire every attribute of `instance`, and nothing else (no cascade). Like
