@@ -541,9 +541,12 @@ class Lockstep:
         self.program.append(repr(step))
         nested = bool(self.sa.nested)
         members = (self.sa.members(), self.rt.members())
-        expired_in_sa_only = step[0] in ("read", "delete", "add") and self.expired_in_sa_only(
-            step[1]
-        )
+        expired_in_sa_only = step[0] in (
+            "read",
+            "delete",
+            "add",
+            "set",
+        ) and self.expired_in_sa_only(step[1])
         moved_by_retort_only = step[0] == "read" and self.user_moved_by_retort_only(step[1])
         loaded_by_sa_flush_only = any(
             map(self.columns_loaded_by_sa_flush_only, range(len(self.sa.handles)))
@@ -659,11 +662,13 @@ class Lockstep:
             # the row again (test_improvement_a_profile_a_savepoint_flush_changed_reads_its_
             # row_after_the_rollback)
             return False
-        if step[0] == "add" and expired_in_sa_only:
+        if step[0] in ("add", "set") and expired_in_sa_only:
             # add() of such an object: its save-update cascade follows the one-to-one retort's
             # holds (a profile outside the session, given it by the backref), SQLAlchemy's
-            # expired object none (test_improvement_a_user_unchanged_inside_a_rolled_back_
-            # savepoint_cascades_to_what_it_held)
+            # expired object none; a set of its one-to-one to the profile it holds is no
+            # change in retort, and SQLAlchemy's (the value before unknown) cascades to it
+            # (test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_cascades_to_
+            # what_it_held)
             return False
         if step[0] == "delete" and expired_in_sa_only:
             # the delete of an object SQLAlchemy's SAVEPOINT rollback expired and retort's did
@@ -1583,7 +1588,8 @@ def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_cascades_to
     # session) is given user 1, whose one-to-one takes it by the backref. Inside a SAVEPOINT
     # user 1's one-to-one is set to profile 6 again: SQLAlchemy counts user 1 changed (no
     # cascade: the value is the same) and its rollback expires it; retort's keeps it loaded.
-    # add(user 1) then cascades to profile 6 in retort only. The program stops at the add
+    # add(user 1) then cascades to profile 6 in retort only; a set of its one-to-one to
+    # profile 6 again, in SQLAlchemy only. The program stops at either
     steps: list[Step] = [
         ("get", "User", 1),
         ("set", 0, "profile", None),
@@ -1599,4 +1605,11 @@ def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_cascades_to
         assert [side.lifecycle(side.handles[1]) for side in (run.sa, run.rt)] == [
             "transient",
             "pending",
+        ]
+    # set to it again: a change, which cascades to it, in SQLAlchemy only
+    with _stepped(env, steps) as run:
+        assert not run.step(("set", 0, "profile", 1))
+        assert [side.lifecycle(side.handles[1]) for side in (run.sa, run.rt)] == [
+            "pending",
+            "transient",
         ]
