@@ -761,10 +761,14 @@ class Lockstep:
           replaced_in_its_one_to_one_lets_it_go);
         - it writes nothing where the user's one-to-one had another value before (a new user,
           or one given this profile since the last flush), and the row keeps the key it had.
-        Retort writes what its objects say: no user."""
+        Retort writes what its objects say: no user. (Not one whose DELETE was flushed: no
+        flush writes it, until a rollback brings it back; and SQLAlchemy's may hold the user
+        or not, from one run to the next.)"""
         sa = self.sa
         for k, profile in enumerate(sa.handles):
             if type(profile).__name__ != "Profile" or not self.user_moved_by_retort_only(k):
+                continue
+            if sa.lifecycle(profile) == "deleted":
                 continue
             user = profile.__dict__.get("user")
             if user is None:
