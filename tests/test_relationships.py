@@ -831,6 +831,33 @@ def test_improvement_a_pending_profile_given_another_user_stays(orm: Api) -> Non
     assert orm.fetch("SELECT id, user_id FROM profiles") == expected
 
 
+@pytest.mark.parametrize("replacement", ["none", "profile"])
+def test_a_profile_a_new_user_held_expired_since_is_an_orphan_when_the_user_lets_it_go(
+    orm: Api, replacement: str
+) -> None:
+    # found by the nightly one-to-one search (delete-orphan): new user 6 takes profile 1, a
+    # flush writes nothing of it (user 6 is outside the session), user 6 is added, profile 1
+    # expired. User 6's one-to-one set to None (or to another profile) lets profile 1 go: as
+    # SQLAlchemy's backref clears profile 1's many-to-one, which puts it in the flush, it is
+    # an orphan and deleted. Retort took the test above's rule (no orphan), meant for a
+    # profile replaced through the back reference, and kept it
+    User, Profile = _user_1_with_profile_1(orm, "all, delete-orphan")
+    with orm.session() as s:
+        user, one = User(id=6, name="new"), s.get(Profile, 1)
+        user.profile = one
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (not in the session: nothing written)
+            s.flush()
+        s.add(user)
+        s.expire(one)
+        user.profile = None if replacement == "none" else Profile(id=7, bio="seven")
+        s.flush()
+        assert orm.inspect(one).deleted
+        s.commit()
+    expected = [] if replacement == "none" else [(7, 6)]
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == expected
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:

@@ -1170,12 +1170,15 @@ class RelationshipProperty:
                 # by hand meanwhile is not overwritten with the parent's key
                 del history[self.key]
         # (a persistent child a one-to-one owner without a row held, expired since, as by a
-        # rollback: its row never named the owner, and nothing in memory does now, so it is no
-        # orphan, as SQLAlchemy's flush, which the child is not part of, finds. Read before the
-        # backref below loads its many-to-one)
+        # rollback, replaced through the back reference (another child given the owner): its
+        # row never named the owner, and nothing in memory does now, so it is no orphan, as
+        # SQLAlchemy's flush, which the child is not part of, finds. Read before the backref
+        # below loads its many-to-one. Replaced by a set of the one-to-one itself, SQLAlchemy's
+        # backref clears the child's many-to-one, which puts it in the flush, an orphan)
         lost = True
         if (
-            old is not _NOT_SET
+            not back
+            and old is not _NOT_SET
             and old is not None
             and self.direction == "ONETOMANY"
             and self.back is not None
