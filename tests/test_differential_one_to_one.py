@@ -38,11 +38,11 @@ outcome is a documented improvement):
   one-to-one's move leaves the old owner's value, in both libraries): retort's profile comes
   back to the user, SQLAlchemy's sees no change (the program stops,
   Lockstep.takes_back_a_profile_another_user_took);
-- a user's one-to-one set while not loaded (or a profile's many-to-one set to such a user,
-  whose one-to-one the backref sets): SQLAlchemy's flush loads the profile it held and clears
-  its key, unless its parent tracking still names a parent (the profile was given the user,
-  or another user, in this session), where it leaves the key; retort clears it (the program
-  stops, Lockstep.lets_go_a_profile_sa_tracks_unloaded);
+- a user's one-to-one set while not loaded (or a profile's many-to-one set to such a user, or
+  away from one, whose one-to-one the backref sets or clears): SQLAlchemy's flush loads the
+  profile it held and clears its key, unless its parent tracking still names a parent (the
+  profile was given the user, or another user, in this session), where it leaves the key;
+  retort clears it (the program stops, Lockstep.lets_go_a_profile_sa_tracks_unloaded);
 - under delete-orphan, a pending profile given another user: SQLAlchemy's backref takes it
   from its user first, so that its orphan check expunges it, retort's moves it (the program
   stops, Lockstep.pending_profile_moved);
@@ -441,18 +441,30 @@ class Lockstep:
 
     def lets_go_a_profile_sa_tracks_unloaded(self, step: Step) -> bool:
         """Whether this step sets a user's one-to-one that SQLAlchemy's side has not loaded
-        (or a profile's many-to-one to such a user, whose one-to-one the backref sets),
-        while SQLAlchemy's parent tracking names a parent of another profile of its session:
-        that user, or any user where the profile's row may name this one (its user_id is not
-        loaded, or holds this user's key), so that its flush may let it go."""
-        if step[0] != "set" or (step[3] is None and step[2] == "user"):
+        (or a profile's many-to-one, whose backref sets the new user's one-to-one and clears
+        the old user's), while SQLAlchemy's parent tracking names a parent of another profile
+        of its session: that user, or any user where the profile's row may name this one (its
+        user_id is not loaded, or holds this user's key), so that its flush may let it go."""
+        if step[0] != "set":
             return False
         sa = self.sa
         if step[2] == "profile":
-            user = sa.handles[step[1]]
             value = None if step[3] is None else sa.handles[step[3]]
+            changed = [(sa.handles[step[1]], value)]
         else:
-            user, value = sa.handles[step[3]], sa.handles[step[1]]
+            profile = sa.handles[step[1]]
+            new = None if step[3] is None else sa.handles[step[3]]
+            old = profile.__dict__.get("user")
+            # (the old user's one-to-one is cleared of this profile: not the profile to let go)
+            changed = [(new, profile), (None if old is new else old, profile)]
+        return any(
+            self.tracked_profile_let_go(user, value) for user, value in changed if user is not None
+        )
+
+    def tracked_profile_let_go(self, user: Any, value: Any) -> bool:
+        """(lets_go_a_profile_sa_tracks_unloaded) for SQLAlchemy's `user`, whose one-to-one
+        is set to `value` (or cleared of it)."""
+        sa = self.sa
         insp = sa.api.inspect(user)
         if "profile" not in insp.unloaded:
             return False
@@ -1617,3 +1629,29 @@ def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_cascades_to
             "pending",
             "transient",
         ]
+
+
+def test_harness_stops_where_a_profile_let_go_by_its_user_clears_a_one_to_one_not_loaded(
+    env: Env,
+) -> None:
+    # found by the nightly search: profile 6 (transient) holds user 1, whose one-to-one, set
+    # to it inside a rolled-back SAVEPOINT, still holds it; profile 1 is given user 1 and
+    # flushed, and user 1 expired. Profile 6's many-to-one set to None clears user 1's one-
+    # to-one (not loaded) by the backref, in both. SQLAlchemy's flush loads the profile it
+    # held, profile 1, whose parent tracking names user 1, and keeps its key; retort's clears
+    # it (Lockstep.lets_go_a_profile_sa_tracks_unloaded). The program stops at the set
+    steps: list[Step] = [
+        ("get", "User", 1),
+        ("set", 0, "profile", None),
+        ("new", "Profile", 6, False),
+        ("begin_nested",),
+        ("get", "Profile", 1),
+        ("set", 0, "profile", 1),
+        ("rollback_nested",),
+        ("set", 2, "user", 0),
+        ("flush",),
+        ("expire", 0),
+    ]
+    with _stepped(env, steps) as run:
+        assert run.lets_go_a_profile_sa_tracks_unloaded(("set", 1, "user", None))
+        assert not run.step(("set", 1, "user", None))
