@@ -73,6 +73,9 @@ outcome is a documented improvement):
 - add() of an object whose many-to-one names an object whose DELETE was flushed raises in
   both; SQLAlchemy's leaves the object added, retort's attaches nothing (an improvement: the
   program stops);
+- add() of a profile a rollback made transient, its many-to-one set since: SQLAlchemy's
+  cascade follows the value before (kept past the rollback) and raises where that user's
+  DELETE was flushed since; retort's adds it (an improvement: the program stops);
 - a profile a one-to-one replaced, where the user's one-to-one did not hold it at the last
   flush: SQLAlchemy's backref leaves it naming the user, and its flush writes that user's key
   (where the profile was given the user since) or nothing; retort's takes the user away and
