@@ -858,6 +858,58 @@ def test_a_profile_a_new_user_held_expired_since_is_an_orphan_when_the_user_lets
     assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == expected
 
 
+def test_a_profile_a_rolled_back_new_user_held_is_an_orphan_once_changed(orm: Api) -> None:
+    # the test above, then profile 6's many-to-one is set to None: that change puts it in the
+    # flush, whose parent tracking calls it parentless (user 7 let it go): deleted, as
+    # SQLAlchemy's flush does. Retort kept it
+    User, Profile = _user_1_with_profile_1(orm, "all, delete-orphan")
+    with orm.session() as s:
+        s.add(Profile(id=6, bio="six"))
+        s.commit()
+    with orm.session() as s:
+        six, one = s.get(Profile, 6), s.get(Profile, 1)
+        user = User(id=7, name="new")
+        six.user = user
+        s.rollback()
+        one.user = user
+        s.flush()
+        assert orm.inspect(six).persistent
+        six.user = None
+        s.flush()
+        assert orm.inspect(six).deleted
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(1, 7)]
+
+
+def test_a_profile_a_rollback_expired_and_a_new_user_let_go_is_an_orphan_once_changed(
+    orm: Api,
+) -> None:
+    # found by the nightly one-to-one search (delete-orphan): profile 1, given new user 7
+    # inside a SAVEPOINT (flushed), is expired by its rollback, which makes user 7 transient.
+    # Profile 6 (transient) given user 7 replaces profile 1 there, through the back
+    # reference: profile 1 is no orphan yet, nothing of it changed. Its many-to-one set to
+    # None puts it in the flush, whose parent tracking calls it parentless: deleted, as
+    # SQLAlchemy's flush does. Retort kept it
+    User, Profile = _user_1_with_profile_1(orm, "all, delete-orphan")
+    with orm.session() as s:
+        six, user = Profile(id=6, bio="six"), User(id=7, name="new")
+        nested = s.begin_nested()
+        one = s.get(Profile, 1)
+        one.user = user
+        s.flush()
+        nested.rollback()
+        six.user = user
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (profile 6, or user 7: not in the session)
+            s.flush()
+            assert orm.inspect(one).persistent
+            one.user = None
+            s.flush()
+        assert orm.inspect(one).deleted
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == []
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:

@@ -1211,6 +1211,8 @@ class RelationshipProperty:
                     and old.__dict__.get(self.back.key, obj) is None
                 ):
                     orphaned(old, self, obj)
+                elif not back and self.back is not None and _has_identity(old):
+                    self._orphan_if_changed(old)
             elif _has_identity(old):
                 if lost:
                     losses = obj_session._orphans.setdefault(id(obj), [])
@@ -1218,6 +1220,8 @@ class RelationshipProperty:
                         losses.append(old)
                     # (should a rollback undo its INSERT, see Session._forget_orphan_children)
                     obj_session._orphans_taken.append((old, self))
+                else:
+                    self._orphan_if_changed(old)
             elif (
                 self.back is None
                 or (held := old.__dict__.get(self.back.key)) is None
@@ -1229,6 +1233,19 @@ class RelationshipProperty:
         if "_retort_state" not in d:
             return  # never added: no session to tell (add() cascades later)
         _note_change(obj, self)
+
+    def _orphan_if_changed(self, child: Any) -> None:
+        """`child`, persistent, was replaced in this one-to-one through the back reference
+        (another child given the owner, which has no row or is outside the session) while its
+        own many-to-one was not loaded: nothing of it changed, but SQLAlchemy's parent
+        tracking calls it parentless now, and its flush deletes it once a change of its own
+        puts it there (as `flush._delete_unparented` does for `Session._orphans_if_changed`)."""
+        if self.back is None or self.back.key in child.__dict__:
+            return
+        session = _session_of(child)
+        if session is not None:
+            session._orphans_if_changed[id(child)] = (child, self)
+            session._orphans_taken.append((child, self))
 
     def _holds_another(self, obj: Any, other: Any) -> bool:
         """Whether this scalar relationship of `obj` is loaded, holding a value other than
