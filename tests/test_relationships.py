@@ -3727,3 +3727,22 @@ def test_a_many_to_one_expired_after_a_removal_keeps_the_removal_from_the_collec
         assert c.parent is p1 and p1.children == []
         s.commit()
     assert _children_of(orm) == ({} if "delete-orphan" in cascade else {"c": None})
+
+
+@pytest.mark.parametrize("method", ["expire", "expunge"])
+def test_a_cascade_from_an_object_a_rollback_expired_follows_nothing(orm: Api, method: str) -> None:
+    # found by the nightly one-to-one search ("all" cascades refresh-expire and expunge): user
+    # 1's one-to-one is given new profile 6, and a rollback expires user 1 and makes profile
+    # 6 transient; profile 6 is added again. expire(user 1) (or expunge) cascades along
+    # loaded relationships only, and user 1 has none loaded: profile 6 stays pending, as in
+    # SQLAlchemy. Retort's rollback expires lazily, and its cascade followed the value the
+    # expiry had not yet taken away, and expunged profile 6
+    User, Profile = _user_1_with_profile_1(orm, "all, delete-orphan")
+    with orm.session() as s:
+        user = s.get(User, 1)
+        six = Profile(id=6, bio="six")
+        user.profile = six
+        s.rollback()
+        s.add(six)
+        getattr(s, method)(user)
+        assert six in s and orm.inspect(six).pending

@@ -1223,6 +1223,9 @@ class Session:
         while stack:
             current = stack.pop()
             d = current.__dict__
+            state = d.get("_retort_state")
+            if state is not None and state.stale:
+                continue  # expired (a commit's or rollback's expiry not yet applied): none loaded
             for prop in type(current).__mapper__.relationships.values():
                 if cascade not in prop.cascade or prop.key not in d:
                     continue
