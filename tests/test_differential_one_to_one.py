@@ -64,9 +64,10 @@ outcome is a documented improvement):
   such a rollback (Lockstep.expired_in_rt_only);
 - a profile let go while outside the session, then added: under delete-orphan SQLAlchemy's
   flush sends a DELETE for it, which has no row (the program stops); retort inserts it;
-- a profile that lost a user while outside the session (without a row), then added: under
-  delete-orphan SQLAlchemy's flush inserts it, and a later flush with a change of it deletes it
-  as an orphan; retort keeps it (the program stops, Lockstep.orphan_deleted_by_sa_only);
+- a profile that lost a user without a row (outside the session, or pending, which then leaves
+  it as an orphan), then added: under delete-orphan SQLAlchemy's flush inserts it, and a later
+  flush with a change of it deletes it as an orphan; retort keeps it (the program stops,
+  Lockstep.orphan_deleted_by_sa_only);
 - a profile made transient by a rollback, holding a user whose key its user_id no longer
   holds, in the session again: retort inserts it with the user's key, SQLAlchemy with the
   user_id it holds (an improvement: the program stops, Lockstep.stale_key_to_insert);
@@ -833,14 +834,14 @@ class Lockstep:
         return False
 
     def users_held_outside(self) -> dict[int, Any]:
-        """The user each profile of SQLAlchemy's side without a row, outside its session,
+        """The user each profile of SQLAlchemy's side without a row (outside its session, or
+        pending: one let go then leaves the session as an orphan, and may be added again)
         holds, by handle."""
         sa = self.sa
         return {
             k: user
             for k, p in enumerate(sa.handles)
             if type(p).__name__ == "Profile"
-            and p not in sa.session
             and not sa.api.inspect(p).has_identity
             and (user := p.__dict__.get("user")) is not None
         }
@@ -1693,3 +1694,32 @@ def test_improvement_an_add_after_a_rollback_follows_no_deleted_old_user(env: En
         assert not run.step(("add", 0))
         assert run.program[-1].endswith("raised InvalidRequestError")
         assert run.rt.handles[0] in run.rt.session
+
+
+def test_harness_stops_where_a_flush_deletes_a_profile_let_go_while_pending_and_added_again(
+    env: Env,
+) -> None:
+    # found by the nightly search (delete-orphan): pending profile 6, let go by user 1, leaves
+    # the session as an orphan (both); added again, it is inserted. Its many-to-one set to
+    # None again is a change of it to write, and SQLAlchemy's flush deletes it as an orphan
+    # (its parent tracking remembers the loss); retort's add() forgot it, and keeps it. As for
+    # a profile let go while outside the session (Lockstep.orphan_deleted_by_sa_only)
+    steps: list[Step] = [
+        ("get", "User", 1),
+        ("set", 0, "profile", None),
+        ("new", "Profile", 6, False),
+        ("set", 0, "profile", 1),
+        ("new", "Profile", 7, False),
+        ("set", 0, "profile", None),
+        ("add", 1),
+        ("flush",),
+        ("delete", 0),
+        ("set", 1, "user", None),
+    ]
+    with _stepped(env, steps, cascade="all, delete-orphan") as run:
+        assert 1 in run.let_go_outside
+        assert not run.step(("flush",))
+        assert [side.lifecycle(side.handles[1]) for side in (run.sa, run.rt)] == [
+            "deleted",
+            "persistent",
+        ]
