@@ -766,6 +766,10 @@ class Lockstep:
     def sides(self) -> tuple[Side, Side]:
         return (self.sa, self.rt)
 
+    def lifecycles(self, i: int) -> list[str]:
+        """Handle `i`'s lifecycle in SQLAlchemy's session and in retort's."""
+        return [side.lifecycle(side.handles[i]) for side in self.sides]
+
     def user_moved_by_retort_only(self, i: int) -> bool:
         """Whether profile `i`'s many-to-one differs between the libraries: retort moved it
         when a one-to-one replaced the profile, SQLAlchemy's shows the old user until its
@@ -1365,10 +1369,7 @@ def test_harness_stops_where_sqlalchemy_keeps_a_profile_an_expired_user_let_go(e
         assert not run.orphan_kept_by_sa_only()
         assert not run.step(("flush",))
         assert run.orphan_kept_by_sa_only()
-        assert [side.lifecycle(side.handles[0]) for side in run.sides] == [
-            "persistent",
-            "deleted",
-        ]
+        assert run.lifecycles(0) == ["persistent", "deleted"]
 
 
 def test_harness_stops_where_a_one_to_one_set_unloaded_lets_go_a_profile_sa_tracks(
@@ -1608,10 +1609,7 @@ def test_harness_stops_where_a_commit_deletes_a_profile_that_lost_a_user_outside
     with _stepped(env, steps, cascade="all, delete-orphan") as run:
         assert not run.orphan_deleted_by_sa_only()
         assert not run.step(("commit",))
-        assert [side.lifecycle(side.handles[1]) for side in (run.sa, run.rt)] == [
-            "detached",
-            "persistent",
-        ]
+        assert run.lifecycles(1) == ["detached", "persistent"]
 
 
 def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_cascades_to_what_it_held(
@@ -1635,17 +1633,11 @@ def test_improvement_a_user_unchanged_inside_a_rolled_back_savepoint_cascades_to
     with _stepped(env, steps, cascade="all, delete-orphan") as run:
         assert run.expired_in_sa_only(0)
         assert not run.step(("add", 0))
-        assert [side.lifecycle(side.handles[1]) for side in (run.sa, run.rt)] == [
-            "transient",
-            "pending",
-        ]
+        assert run.lifecycles(1) == ["transient", "pending"]
     # set to it again: a change, which cascades to it, in SQLAlchemy only
     with _stepped(env, steps) as run:
         assert not run.step(("set", 0, "profile", 1))
-        assert [side.lifecycle(side.handles[1]) for side in (run.sa, run.rt)] == [
-            "pending",
-            "transient",
-        ]
+        assert run.lifecycles(1) == ["pending", "transient"]
 
 
 def test_harness_stops_where_a_profile_let_go_by_its_user_clears_a_one_to_one_not_loaded(
@@ -1719,7 +1711,4 @@ def test_harness_stops_where_a_flush_deletes_a_profile_let_go_while_pending_and_
     with _stepped(env, steps, cascade="all, delete-orphan") as run:
         assert 1 in run.let_go_outside
         assert not run.step(("flush",))
-        assert [side.lifecycle(side.handles[1]) for side in (run.sa, run.rt)] == [
-            "deleted",
-            "persistent",
-        ]
+        assert run.lifecycles(1) == ["deleted", "persistent"]

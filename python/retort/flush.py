@@ -899,6 +899,7 @@ def _settle_removed(
     under delete-orphan, else given a NULL foreign key (unless this flush deletes them),
     unless another parent took them (its many-to-one says so, or a collection gained them:
     see _clear_keys_left). (With `parent_deleted`, `obj` is being deleted.)"""
+    gained: set[int] | None = None  # (_gained_by, once, where an orphan needs it)
     for child in removed:
         if any(x is child for x in items):
             continue
@@ -924,7 +925,9 @@ def _settle_removed(
         if "delete-orphan" in prop.cascade:
             state = child.__dict__.get("_retort_state")
             if state is not None and state.lifecycle == "persistent":
-                if id(child) in _gained_by(session, changes, prop):
+                if gained is None:
+                    gained = _gained_by(session, changes, prop)
+                if id(child) in gained:
                     # another collection of `prop` gained it: it has a parent, whose key it
                     # gets, though an expiry since made its many-to-one read this one again
                     # (SQLAlchemy's parent tracking, on the child, records that append)

@@ -1211,7 +1211,7 @@ class RelationshipProperty:
                     and old.__dict__.get(self.back.key, obj) is None
                 ):
                     orphaned(old, self, obj)
-                elif not back and self.back is not None and _has_identity(old):
+                elif not back and _has_identity(old):
                     self._orphan_if_changed(old)
             elif _has_identity(old):
                 if lost:

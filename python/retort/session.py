@@ -1178,14 +1178,19 @@ class Session:
                     self._core.expunge(obj)
                     left.append(obj)
         for obj in left:
-            if self._related_changed.pop(id(obj), None) is not None:
-                self._orphans_left_behind(obj)
+            self._drop_related_changes(obj)
         if gone:
             for obj, was in gone:
                 if was == "persistent":
                     self._fire("persistent_to_detached", obj)
                 elif was == "deleted":
                     self._fire("deleted_to_detached", obj)
+
+    def _drop_related_changes(self, obj: Any) -> None:
+        """`obj` left the session: its relationship changes go with it, but for the members
+        they took out of delete-orphan relationships (`_orphans_left_behind`)."""
+        if self._related_changed.pop(id(obj), None) is not None:
+            self._orphans_left_behind(obj)
 
     def _orphans_left_behind(
         self, obj: Any, names: list[str] | None = None, *, expiring: bool = False
@@ -1919,8 +1924,7 @@ class Session:
                     # a pending object the cascade reaches leaves the session, as in
                     # SQLAlchemy (which has no values of a row to expire it to)
                     self._core.expunge(obj)
-                    if self._related_changed.pop(id(obj), None) is not None:
-                        self._orphans_left_behind(obj)
+                    self._drop_related_changes(obj)
             return
         self._core.expire(instance, [n for n in names if n not in rels])
         d = instance.__dict__
