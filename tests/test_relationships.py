@@ -910,6 +910,32 @@ def test_a_profile_a_rollback_expired_and_a_new_user_let_go_is_an_orphan_once_ch
     assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == []
 
 
+def test_a_profile_let_go_unloaded_and_added_again_is_no_orphan_until_changed(
+    orm: Api,
+) -> None:
+    # found by the nightly one-to-one search (delete-orphan): profile 6 is committed while
+    # new user 7, outside the session, holds it; the commit expires it. Profile 1 given user 7
+    # replaces profile 6 there, through the back reference, its many-to-one not loaded: no
+    # change of its own puts it in the flush, and it stays, as in SQLAlchemy. Retort deleted
+    # it where add() had attached it again (a persistent object, which changes nothing):
+    # its flush took being looked at for a change of its own
+    User, Profile = _user_1_with_profile_1(orm, "all, delete-orphan")
+    with orm.session() as s:
+        six, user = Profile(id=6, bio="six"), User(id=7, name="new")
+        s.add(six)
+        one = s.get(Profile, 1)
+        user.profile = six
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (user 7: not in the session)
+            s.commit()
+        s.add(six)
+        one.user = user
+        s.flush()
+        assert orm.inspect(six).persistent
+        s.commit()
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(1, 7), (6, None)]
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:

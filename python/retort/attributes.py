@@ -47,6 +47,26 @@ def deleted_by_flush(obj: Any) -> bool:
     return bool(state is not None and state.has_identity and state.lifecycle == "deleted")
 
 
+def holds_related_change(obj: Any) -> bool:
+    """Whether a relationship of `obj` changed: a collection's gains or losses, a
+    many-to-one's history, or changes queued for an unloaded collection (an object attached
+    again with none of these counts among those to look at, unchanged)."""
+    d = obj.__dict__
+    state = d.get("_retort_state")
+    if state is not None and state.stale:
+        # expired since (commit, rollback, expire_all): its changes are forgotten, though its
+        # __dict__ holds them until next used (as the flush's sync does, flush.sync_related)
+        return False
+    if d.get("_retort_pending") or d.get("_retort_history"):
+        return True
+    mapper = getattr(type(obj), "__mapper__", None)
+    for key in getattr(mapper, "relationships", ()):
+        value = d.get(key)
+        if getattr(value, "_added", None) or getattr(value, "_removed", None):
+            return True
+    return False
+
+
 def refuse_if_deleted(owner: Any, prop: RelationshipProperty) -> None:
     """A relationship of an object whose DELETE was flushed cannot change any more (nothing of
     it would be written): raise before anything changes."""

@@ -27,7 +27,7 @@ from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
 from retort import _core, exc
-from retort.attributes import deleted_by_flush
+from retort.attributes import deleted_by_flush, holds_related_change
 from retort.sql import compiler
 
 if TYPE_CHECKING:
@@ -849,9 +849,12 @@ def _delete_unparented(session: Any) -> None:
         # calls parentless
         related = session._related_changed
         for key, (child, prop) in list(maybe.items()):
+            # (attached again by add(), it is among those whose relationships the flush looks
+            # at, but that is no change of its own)
+            changed = key in related and holds_related_change(child)
             if child.__dict__.get(prop.back.key) is not None:
                 del maybe[key]  # another parent took it
-            elif key in related or session._core.is_modified(child):
+            elif changed or session._core.is_modified(child):
                 del maybe[key]
                 candidates.append((child, prop))
     for child, prop in candidates:

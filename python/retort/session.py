@@ -56,25 +56,6 @@ def _relationships_of(obj: Any) -> Any:
     return mapper.relationships if isinstance(mapper, Mapper) else ()
 
 
-def _holds_related_change(obj: Any) -> bool:
-    """Whether a relationship of `obj` changed: a collection's gains or losses, a
-    many-to-one's history, or changes queued for an unloaded collection (an object attached
-    again with none of these counts among those to look at, unchanged)."""
-    d = obj.__dict__
-    state = d.get("_retort_state")
-    if state is not None and state.stale:
-        # expired since (commit, rollback, expire_all): its changes are forgotten, though its
-        # __dict__ holds them until next used (as the flush's sync does, flush.sync_related)
-        return False
-    if d.get("_retort_pending") or d.get("_retort_history"):
-        return True
-    for key in _relationships_of(obj):
-        value = d.get(key)
-        if getattr(value, "_added", None) or getattr(value, "_removed", None):
-            return True
-    return False
-
-
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -593,7 +574,7 @@ class Session:
         relationship change (made inside it, or before it while they were outside the session
         and attached inside it), for its rollback to expire."""
         for key, obj in self._related_changed.items():
-            if key not in touched and _holds_related_change(obj):
+            if key not in touched and attributes.holds_related_change(obj):
                 touched[key] = obj
 
     def _forget_orphan_children(self, whole: bool = False) -> None:
@@ -1061,7 +1042,7 @@ class Session:
             d = current.__dict__
             state = d.get("_retort_state")
             if state is not None and state.stale:
-                continue  # its relationships are expired (see _holds_related_change)
+                continue  # its relationships are expired (see attributes.holds_related_change)
             for prop in type(current).__mapper__.relationships.values():
                 if "save-update" not in prop.cascade or prop.key not in d:
                     continue
@@ -1283,7 +1264,7 @@ class Session:
                     state is not None
                     and state.lifecycle == "persistent"
                     and obj not in deleted
-                    and _holds_related_change(obj)
+                    and attributes.holds_related_change(obj)
                 ):
                     objs.append(obj)
         return IdentitySet(objs)
@@ -1303,7 +1284,7 @@ class Session:
         if (
             include_collections
             and id(instance) in self._related_changed
-            and _holds_related_change(instance)
+            and attributes.holds_related_change(instance)
         ):
             return True
         return bool(self._core.is_modified(instance))
@@ -1325,7 +1306,7 @@ class Session:
         or an orphan is to be settled."""
         if self._orphans or self._orphan_children:
             return True
-        return any(_holds_related_change(o) for o in self._related_changed.values())
+        return any(attributes.holds_related_change(o) for o in self._related_changed.values())
 
     def _autoflush(self) -> None:
         if (
