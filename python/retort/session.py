@@ -2167,13 +2167,17 @@ class Session:
                 f"merge(load=False) takes objects without unflushed changes, and {instance!r} "
                 "has some; flush them in their own session first, or merge with load=True"
             )
-        if state is not None and state.lifecycle == "transient":
-            for key in mapper.keys:
-                if key not in instance.__dict__:
-                    # before anything changes: DetachedInstanceError for a column expired
-                    # before a rollback undid the object's INSERT (its value is lost), as
-                    # SQLAlchemy's merge() raises; None (not copied) for one never set
-                    getattr(instance, key)
+        if state is not None and state.lifecycle == "transient" and state.expired_insert:
+            # expired before a rollback undid its INSERT. As a whole (every column but the key
+            # gone: SQLAlchemy's expiry takes the key too, and its merge() raises reading it),
+            # DetachedInstanceError before anything changes; some columns only, those are not
+            # copied, as columns never set (SQLAlchemy's merge copies what __dict__ holds)
+            d = instance.__dict__
+            if not any(k in d for k in mapper.non_key_attrs) or not all(
+                k in d for k in mapper.keys if k not in mapper.non_key_attrs
+            ):
+                for key in mapper.keys:
+                    getattr(instance, key)  # (raises for the first one missing)
         ident = tuple(mapper._core.primary_key_of(instance))
         complete = all(v is not None for v in ident)
         target: Any = None
