@@ -6,7 +6,7 @@ import builtins
 from typing import Any, NamedTuple
 
 from retort import exc
-from retort.mapping import _NOT_SET, Mapper, object_mapper
+from retort.mapping import _NOT_SET, Mapper, _Unsettled, object_mapper
 
 __all__ = ["AttributeState", "History", "InstanceState", "inspect"]
 
@@ -85,6 +85,10 @@ class RelationshipState(_MappedAttributeState):
                 tuple(value._removed.values()),
             )
         before = obj.__dict__.get("_retort_history", {}).get(self.key, _NOTHING)
+        if type(before) is _Unsettled:
+            # (a change whatever the value: see mapping._Unsettled)
+            old = before.value
+            return History((value,), (), () if old is None or old is value else (old,))
         if before is _NOT_SET:
             # set, the value before not known without SQL (or none, for an object that never
             # had a row): a change, None included, which the flush writes (as SQLAlchemy's

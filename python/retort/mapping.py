@@ -92,6 +92,19 @@ class InstrumentedAttribute(_core.ColumnAttribute, ColumnOperators, Generic[_T])
 _NOT_SET: Any = object()
 
 
+class _Unsettled:
+    """A many-to-one's value before its change, in the history of an object a flush gave the
+    key of another object (through a one-to-many) while it was outside the session: its key no
+    longer names that value, so whatever is set since counts as a change, as for _NOT_SET; but
+    the save-update cascade still follows it, as SQLAlchemy's history of an object its flush
+    did not write holds it (see sync.rs, settle_outside)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class MappedColumn:
     """What `mapped_column()` returns: a column declaration waiting for its class."""
 

@@ -341,6 +341,8 @@ def _cascade_members(d: dict[str, Any], prop: Any) -> list[Any]:
         return items
     items = [] if value is None else [value]
     old = d.get("_retort_history", {}).get(prop.key)
+    if type(old) is mapping._Unsettled:
+        old = old.value
     if old is not None and old is not value and hasattr(type(old), "__mapper__"):
         items.append(old)
     return items

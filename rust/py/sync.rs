@@ -34,6 +34,16 @@ static BACK: Interned = Interned::new("back");
 static KEY: Interned = Interned::new("key");
 /// `retort.mapping._NOT_SET`: a value before a change that is not known.
 static NOT_SET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `retort.mapping._Unsettled`: a value before that only the save-update cascade follows.
+static UNSETTLED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn unsettled_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    Ok(UNSETTLED
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("retort.mapping")?.getattr("_Unsettled")?.unbind())
+        })?
+        .bind(py))
+}
 
 /// One mapper's relationships to sync, copied out of its lock once per call.
 type Props = Rc<Vec<SyncProp>>;
@@ -283,12 +293,12 @@ fn note_outside<'py>(
 
 /// After `child`, outside the session, was given `obj`'s key along one-to-many `prop`: where
 /// its many-to-one (the other side) names `obj`, set since the child's last flush, the value
-/// its key named before that change is gone, so the value before its next change is unknown
-/// (`mapping._NOT_SET`, as for an object that never had a row): any value set since counts
-/// as a change, which its flush writes. (Else setting the many-to-one back to the value it
-/// had before would count as no change, and leave a key naming `obj` where the many-to-one
-/// names another object, or none.) The save-update cascade follows no value before, as
-/// SQLAlchemy's, whose history of an object its flush did not write holds none either.
+/// its key named before that change is gone, so the value before its next change is unknown:
+/// any value set since counts as a change, which its flush writes. (Else setting the
+/// many-to-one back to the value it had before would count as no change, and leave a key
+/// naming `obj` where the many-to-one names another object, or none.) An object it named is
+/// kept, wrapped (`mapping._Unsettled`), for the save-update cascade to follow, as SQLAlchemy's
+/// history of an object its flush did not write holds it; else `mapping._NOT_SET`.
 /// Objects in the session keep their history until their own flush is done (`sync_done`).
 /// (Also called by `flush._sync_queued` for the children of unloaded collections.)
 #[pyfunction]
@@ -322,10 +332,19 @@ fn settle_outside_in(
     {
         return Ok(());
     }
-    let unknown = NOT_SET.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("retort.mapping")?.getattr("_NOT_SET")?.unbind())
-    })?;
-    history.set_item(back_key, unknown.bind(py))
+    let unsettled = unsettled_class(py)?;
+    match history.get_item(&back_key)? {
+        Some(before) if before.is_instance(unsettled)? => Ok(()),
+        Some(before) if !before.is_none() && mapper_of(&before).is_ok() => {
+            history.set_item(back_key, unsettled.call1((before,))?)
+        }
+        _ => {
+            let unknown = NOT_SET.get_or_try_init(py, || {
+                Ok::<_, PyErr>(py.import("retort.mapping")?.getattr("_NOT_SET")?.unbind())
+            })?;
+            history.set_item(back_key, unknown.bind(py))
+        }
+    }
 }
 
 /// Pass two, after Python settled orphans: each many-to-one changed since the object was
@@ -634,8 +653,12 @@ pub fn cascade_members<'py>(
     let old = dict
         .get_item(HISTORY.get(py))?
         .and_then(|h| h.cast_into::<PyDict>().ok())
-        .and_then(|h| h.get_item(key).ok().flatten())
-        .filter(|old| !old.is_none() && !old.is(&value) && mapper_of(old).is_ok());
+        .and_then(|h| h.get_item(key).ok().flatten());
+    let old = match old {
+        Some(o) if o.is_instance(unsettled_class(py)?)? => Some(o.getattr("value")?),
+        o => o,
+    }
+    .filter(|old| !old.is_none() && !old.is(&value) && mapper_of(old).is_ok());
     Ok([Some(value).filter(|v| !v.is_none()), old]
         .into_iter()
         .flatten()
