@@ -5,12 +5,13 @@ directly, appended to a parent's collection or given a parent), set columns (uni
 foreign keys included), move a child between parents, remove a child from a collection
 (delete-orphan), link and unlink tags (many-to-many), set a node's parent (self-referential,
 cycles included), delete, flush, commit, rollback, begin_nested with release or rollback,
-expire_all, expunge, merge (of a handled object or of a new transient copy), get, query, read
-an attribute (lazy loads included), and a fault (a statement the server refuses on the
-session's connection, a load by key in the failed transaction, then the rollback of the
-innermost SAVEPOINT or of the transaction). Each step runs on SQLAlchemy (the oracle) and on
-retort, each with its own Session over the same models (tests/_diff_models.py) in its own
-schema holding the same initial rows. Keys are natural, so both produce the same rows.
+expire_all, expire and refresh (of an object, or of one attribute), expunge, merge (of a
+handled object or of a new transient copy), get, query, read an attribute (lazy loads
+included), and a fault (a statement the server refuses on the session's connection, a load by
+key in the failed transaction, then the rollback of the innermost SAVEPOINT or of the
+transaction). Each step runs on SQLAlchemy (the oracle) and on retort, each with its own
+Session over the same models (tests/_diff_models.py) in its own schema holding the same initial
+rows. Keys are natural, so both produce the same rows.
 
 After every step the two must agree on: the outcome (the normalised result, or the class name
 of the error raised: retort.exc.X for sqlalchemy.exc.X / sqlalchemy.orm.exc.X), every handled
@@ -112,7 +113,13 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   object, relationships first, then columns, so the first copy's columns win) retort's first
   copy may hold such a column and SQLAlchemy's not, which then keeps the other copy's value
   (the draw merges no such pair: Drawer.merges_copies_of_a_key_loaded_differently), nor such
-  a copy onto another object of its key (Drawer.columns_loaded_by_retort_only_onto_another);
+  a copy onto another object of its key (Drawer.columns_loaded_by_retort_only_onto_another),
+  nor such an object at all (a merge loads the row, which another instance may have changed:
+  Drawer.merge_copies_a_written_none);
+- a child taken out of a collection while its many-to-one names another parent, loaded (its
+  key set by hand since): SQLAlchemy's parent tracking records no parent, and its flush clears
+  the key; retort's keeps it (the program stops there: Lockstep.removed_naming_another_
+  untracked);
 - a flush copies a parent's key into a child outside the session (given the parent, not
   added, or given it when detached) in both, into a node outside the session in retort only
   where SQLAlchemy's self-referential flush does it when the parent's children are loaded (the
@@ -742,6 +749,10 @@ def _run(side: Side, step: Step) -> Any:
     if kind == "expunge":
         s.expunge(h[args[0]])
         return None
+    if kind in ("expire", "refresh"):  # one object, or one attribute of it
+        target, attr = args
+        getattr(s, kind)(h[target], None if attr is None else [attr])
+        return None
     if kind in ("merge", "merge_new"):
         if kind == "merge":
             source = h[args[0]]
@@ -857,7 +868,7 @@ def _one_row_cycle(error: BaseException | None) -> bool:
 def _objects(step: Step) -> list[int]:
     """The handles a step acts on."""
     kind, *args = step
-    if kind in ("set", "delete", "expunge", "merge", "remove", "read"):
+    if kind in ("set", "delete", "expunge", "merge", "remove", "read", "expire", "refresh"):
         return [args[0]]
     if kind in ("move", "link", "node_parent"):
         return [a for a in args[:2] if a is not None]
@@ -915,6 +926,8 @@ KINDS: list[tuple[str, int]] = [
     ("release", 1),
     ("rollback_nested", 1),
     ("expire_all", 1),
+    ("expire", 2),
+    ("refresh", 1),
     ("expunge", 1),
     ("merge", 1),
     ("merge_new", 1),
@@ -2147,6 +2160,13 @@ class Drawer:
             return ("read", target, attr)
         if kind == "query":
             return ("query", self.one(["Parent", "Child", "Tag", "Node"]))
+        if kind in ("expire", "refresh"):
+            target = self.pick(classes, "Parent", "Child", "Tag", "Node", label="object")
+            if target is None or not self.oracle.session.is_active:
+                return None  # (not in a session to be rolled back)
+            cls = classes[target]
+            attr = self.one([None, None, *COLUMNS[cls][1:], *RELATIONSHIPS[cls]], "attr")
+            return (kind, target, attr)
         return (kind,)
 
 
@@ -2514,6 +2534,20 @@ class Lockstep:
             and self.sa.key(obj)[1] == int(found[2])
             for i, obj in enumerate(self.sa.handles)
         )
+
+    def removed_naming_another_untracked(self, step: Step, sa: Outcome) -> bool:
+        """Whether this removal from `children` took out (on SQLAlchemy's side) a handled child
+        whose loaded many-to-one names an object other than the holder, and for which
+        SQLAlchemy's parent tracking records no parent (so its flush clears the child's key,
+        where retort's finds the child moved to that object)."""
+        if step[2] != "children" or not (isinstance(sa.value, tuple) and sa.value[0] == "h"):
+            return False
+        owner, child = self.sa.handles[step[1]], self.sa.handles[sa.value[1]]
+        back = self.sa.api.inspect(child).dict.get("parent")
+        if back is None or back is owner:
+            return False
+        tracking = type(owner).children.impl  # (SQLAlchemy's parent tracking of the children)
+        return not tracking.hasparent(self.sa.api.inspect(child))
 
     def improvement(self, step: Step, sa: Outcome, rt: Outcome) -> str | None:
         """The SPEC §5 improvement this divergence is, if it is one."""
@@ -3837,6 +3871,16 @@ class Lockstep:
             return None
         self.compare_objects()
         self.note_collections_loaded_by_retort_only()
+        if step[0] == "remove" and sa.ok and self.removed_naming_another_untracked(step, sa):
+            # a child taken out of a collection while its many-to-one names another parent, a
+            # value loaded, not set (its key set by hand since): SQLAlchemy's parent tracking,
+            # which records appends and sets only, calls it parentless, and its flush clears
+            # the key; retort's reads the many-to-one, which says the child moved, and keeps
+            # the key (test_divergence_a_child_taken_out_naming_a_loaded_parent_keeps_its_key)
+            _event("divergence: a child taken out keeps its key")
+            self.program[-1] += " (divergence: a child taken out naming another parent)"
+            self.check_retort_alone()
+            return None
         if sa.ok and step[0] == "flush":
             # after an earlier failed flush a flush with nothing to write succeeds, and the
             # session still refuses SQL until rollback(): then both must refuse
@@ -6631,6 +6675,33 @@ def test_divergence_merge_copies_a_none_retorts_insert_wrote_for_a_column_never_
         assert not drawer.merge_copies_a_written_none(1)  # (parent_id loaded in both)
         with pytest.raises(Divergence, match=r"Node\.parent_id of handle 1"):
             run.step(("merge", 0))
+
+
+def test_divergence_a_child_taken_out_naming_a_loaded_parent_keeps_its_key(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 4's many-to-one reads node 1 (loaded with node 1's
+    # children, inside a SAVEPOINT rolled back since); its parent_id is set to 2 by hand, and
+    # the autoflush of loading node 2's children writes it, so node 2's children list it.
+    # Taken out there, SQLAlchemy's flush clears its key (its parent tracking records no
+    # parent for node 4: the many-to-one was loaded, not set); retort's finds node 4 moved to
+    # node 1 and keeps the key. The program stops at the removal
+    steps: list[Step] = [
+        ("query", "Node"),  # (nodes 1 to 4: handles 0 to 3)
+        ("begin_nested",),
+        ("delete", 3),
+        ("remove", 0, "children", 0),
+        ("rollback_nested",),
+        ("node_parent", 2, None),
+        ("set", 3, "parent_id", 2),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        assert run.step(("remove", 1, "children", 0)) is None
+        assert run.program[-1].endswith("(divergence: a child taken out naming another parent)")
+        run.sa.session.flush()
+        run.rt.session.flush()
+        assert run.sa.handles[3].parent_id is None
+        assert run.rt.handles[3].parent_id == 2
 
 
 def test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded(
