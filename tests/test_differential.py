@@ -1013,6 +1013,14 @@ class Drawer:
             # the cascade reaches), so what each attached before that differs
             # (test_the_draw_cascades_to_no_object_whose_delete_was_flushed)
             return None
+        if self.loads_in_one_after_a_failure(step):
+            # a session to be rolled back (a flush failed), and a step reading an attribute
+            # loaded in one library only: it loads, and raises PendingRollbackError, in the
+            # other. What a failed flush expired differs: retort's copies every key before its
+            # first statement, SQLAlchemy's as it goes, in an order that changes between runs
+            # (see Side.fk_unsettled) (test_the_draw_reads_nothing_loaded_in_one_library_only_
+            # after_a_failed_flush)
+            return None
         if self.parent_read_by_a_failed_delete(step):
             # the many-to-one of an object marked deleted in a flush that failed, which made it
             # new again (the autoflush of a delete cascade had inserted it): the flush read it
@@ -1532,6 +1540,23 @@ class Drawer:
             return False
         return (attr in _unloaded(sa, sa.handles[handle])) != (
             attr in _unloaded(rt, rt.handles[handle])
+        )
+
+    def loads_in_one_after_a_failure(self, step: Step) -> bool:
+        """Whether the session is to be rolled back and this step reads (or appends to, or
+        takes out of) an attribute of a persistent object that is loaded in one library
+        only."""
+        if self.oracle.session.is_active:
+            return False
+        read = _collection_or_attribute_read(step)
+        if read is None:
+            return False
+        target, attr = read
+        sa, rt = self.oracle, self.retort
+        if not sa.api.inspect(sa.handles[target]).persistent:
+            return False
+        return (attr in _unloaded(sa, sa.handles[target])) != (
+            attr in _unloaded(rt, rt.handles[target])
         )
 
     def relationship_changed(self, handle: int) -> bool:
@@ -6756,6 +6781,35 @@ def test_the_draw_expires_no_object_with_a_relationship_change(
         assert not drawer.relationship_changed(0)
         assert run.step(("flush",)) is not None
         assert not drawer.relationship_changed(child)
+
+
+def test_the_draw_reads_nothing_loaded_in_one_library_only_after_a_failed_flush(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search (reported flaky): inside a SAVEPOINT, a flush that nulls node
+    # 6's key (its parent deleted) fails on another row; retort's failed flush, which copies
+    # every key before its first statement, expired node 6, SQLAlchemy's in some runs only (the
+    # order of its tables follows a set). Taking a child out of node 6's children, loaded
+    # before, then raised PendingRollbackError in retort only. Here one library's expiry is
+    # made by hand, after a failure of both
+    steps: list[Step] = [
+        ("query", "Node"),  # (nodes 1 to 4: handles 0 to 3)
+        ("read", 0, "children"),
+        ("read", 1, "children"),
+        ("begin_nested",),
+        ("new", "Parent", 1, "a", "add", None),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        drawer = Drawer(None, run.sa, run.rt)
+        step: Step = ("remove", 0, "children", 0)
+        run.rt.session.expire(run.rt.handles[0], ["children"])
+        assert not drawer.loads_in_one_after_a_failure(step)  # (no failure yet)
+        flushed = run.step(("flush",))  # (parent 1's key is taken)
+        assert flushed is not None and not flushed.ok
+        assert drawer.loads_in_one_after_a_failure(step)
+        assert not drawer.loads_in_one_after_a_failure(("remove", 1, "children", 0))
+        with pytest.raises(Divergence, match="PendingRollbackError"):
+            run.step(step)
 
 
 def test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded(
