@@ -27,7 +27,12 @@ from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
 from retort import _core, exc
-from retort.attributes import deleted_by_flush, holds_related_change
+from retort.attributes import (
+    _has_identity,
+    deleted_by_flush,
+    holds_related_change,
+    object_session_of,
+)
 from retort.sql import compiler
 
 if TYPE_CHECKING:
@@ -911,12 +916,21 @@ def _settle_removed(
             # parent's row, from before an expunge, is this parent all the same, unless the
             # child was given it since: then, as in SQLAlchemy, whose parent tracking records
             # the append after the removal, it has a parent, and keeps its key)
+            # A new parent without a row, outside the session, taken from a parent without a
+            # row, is none: the flush writes nothing towards it, and the child would keep the
+            # key it holds (SQLAlchemy's parent tracking, which compares the parents' identity
+            # keys, takes the two for one, and its flush clears the key)
             d = child.__dict__
             back = d.get(prop.back.key)
             still_ours = (
                 back is None
                 or back is obj
                 or (_same_row(back, obj) and prop.back.key not in d.get("_retort_history", ()))
+                or (
+                    object_session_of(back) is not session
+                    and not _has_identity(back)
+                    and not _has_identity(obj)
+                )
             )
         else:
             still_ours = all(
