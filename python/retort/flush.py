@@ -852,14 +852,13 @@ def _delete_unparented(session: Any) -> None:
         # RelationshipProperty._names_other_than_new): orphans once a change of their own
         # puts them in a flush, as SQLAlchemy's flush deletes an object its parent tracking
         # calls parentless
-        related = session._related_changed
+        related, modified = session._related_changed, session._core.is_modified
         for key, (child, prop) in list(maybe.items()):
-            # (attached again by add(), it is among those whose relationships the flush looks
-            # at, but that is no change of its own)
-            changed = key in related and holds_related_change(child)
             if child.__dict__.get(prop.back.key) is not None:
                 del maybe[key]  # another parent took it
-            elif changed or session._core.is_modified(child):
+            # (attached again by add(), it is among those whose relationships the flush looks
+            # at, but that is no change of its own)
+            elif (key in related and holds_related_change(child)) or modified(child):
                 del maybe[key]
                 candidates.append((child, prop))
     for child, prop in candidates:
@@ -1016,7 +1015,7 @@ def _replaced(session: Any, obj: Any, prop: Any, value: Any) -> list[Any]:
     session.) Where `prop` was set while not loaded (by a back reference clearing it, or with
     no back reference to load it for), the child the row has is loaded now, as SQLAlchemy's
     flush loads the history it could not know."""
-    from retort.mapping import _NOT_SET, _has_identity
+    from retort.mapping import _NOT_SET
 
     history = obj.__dict__.get("_retort_history")
     before = None if history is None else history.get(prop.key)
