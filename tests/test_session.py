@@ -428,6 +428,22 @@ def test_expire_unloads_and_next_access_selects_once(db: Engine, sql_log: Log) -
         assert inspect(u).expired_attributes == set()
 
 
+def test_expire_and_refresh_of_an_empty_list_of_names_take_every_attribute(
+    db: Engine, admin_conn: Conn, schema: str
+) -> None:
+    # SQLAlchemy tests the names for truth: an empty list is no list, so all attributes go
+    (uid,) = _seed(db, "ann")
+    with Session(db) as s:
+        u = s.get(User, uid)
+        assert u is not None
+        s.expire(u, [])
+        assert inspect(u).expired_attributes == {"name", "nickname", "age"}
+        assert u.age == 30
+        admin_conn.execute(f"UPDATE {schema}.users SET age = 31, name = 'bea'")
+        s.refresh(u, iter(()))
+        assert (u.name, u.age) == ("bea", 31)
+
+
 def test_expire_picks_up_changes_made_by_others(db: Engine, admin_conn: Conn, schema: str) -> None:
     (uid,) = _seed(db, "ann")
     with Session(db) as s:

@@ -78,6 +78,13 @@ def _lifecycle(obj: Any) -> str:
     return "transient" if state is None else str(state.lifecycle)
 
 
+def _attribute_names(names: Iterable[str] | None) -> list[str] | None:
+    """The attribute names given to expire() or refresh(); None for all of them. An empty
+    list means all of them too, as in SQLAlchemy (which tests the argument for truth)."""
+    listed = list(names) if names is not None else None
+    return listed or None
+
+
 def _pending_in(plan: Any) -> list[Any]:
     """The pending objects a flush plan makes persistent, in flush order: its inserts, and the
     new objects that take a deleted object's row over (row switch: an UPDATE)."""
@@ -1871,7 +1878,7 @@ class Session:
         expire() of them (with no names, its refresh-expire cascade too), then a load of the
         row. Relationships named are loaded now; others load when next read."""
         self._check_usable()
-        names = list(attribute_names) if attribute_names is not None else None
+        names = _attribute_names(attribute_names)
         mapper = object_mapper(instance)
         self._core.require_persistent(instance, "refresh")
         self._expire(instance, names)
@@ -1889,7 +1896,7 @@ class Session:
     @_exclusive
     def expire(self, instance: object, attribute_names: Iterable[str] | None = None) -> None:
         """Mark attributes (all by default) as expired: the next access reloads them."""
-        self._expire(instance, list(attribute_names) if attribute_names is not None else None)
+        self._expire(instance, _attribute_names(attribute_names))
 
     def _expire(self, instance: object, names: list[str] | None) -> None:
         rels = object_mapper(instance).relationships
