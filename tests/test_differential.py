@@ -116,9 +116,6 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   a copy onto another object of its key (Drawer.columns_loaded_by_retort_only_onto_another),
   nor such an object at all (a merge loads the row, which another instance may have changed:
   Drawer.merge_copies_a_written_none);
-- an object whose only column but the key is expired by name is expired as a whole for
-  retort (its get() and the flush of its DELETE load it), not for SQLAlchemy (the draw expires
-  no such last column: Drawer.expires_the_last_column);
 - a child taken out of a collection while its many-to-one names another parent, loaded (its
   key set by hand since): SQLAlchemy's parent tracking records no parent, and its flush clears
   the key; retort's keeps it (the program stops there: Lockstep.removed_naming_another_
@@ -1564,14 +1561,6 @@ class Drawer:
             attr in _unloaded(rt, rt.handles[target])
         )
 
-    def expires_the_last_column(self, handle: int, attr: str) -> bool:
-        """Whether `attr` is a column, and the only one but the primary key that retort's
-        object holds."""
-        rt = self.retort
-        obj = rt.handles[handle]
-        columns = COLUMNS[rt.cls_of(obj)][1:]
-        return attr in columns and all(c == attr or c in _unloaded(rt, obj) for c in columns)
-
     def relationship_changed(self, handle: int) -> bool:
         """Whether a relationship change since the last flush (on SQLAlchemy's side) involves
         this object: one of its own loaded relationships changed, or another object's
@@ -2252,11 +2241,6 @@ class Drawer:
                 return None
             cls = classes[target]
             attr = self.one([None, None, *COLUMNS[cls][1:], *RELATIONSHIPS[cls]], "attr")
-            if attr is not None and self.expires_the_last_column(target, attr):
-                # every column but the key then missing: retort takes the object for expired as
-                # a whole (its get(), and the flush of its DELETE, load it), SQLAlchemy does
-                # not (test_divergence_an_object_whose_last_column_is_expired_by_name_loads)
-                return None
             return (kind, target, attr)
         return (kind,)
 
@@ -6879,23 +6863,22 @@ def test_the_draw_reads_nothing_loaded_in_one_library_only_after_a_failed_flush(
             run.step(step)
 
 
-def test_divergence_an_object_whose_last_column_is_expired_by_name_loads(
+def test_an_object_whose_last_column_is_expired_by_name_is_not_expired_as_a_whole(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:
     # found by the nightly search: tag 1, marked deleted, has its label (its only column but
-    # the key) expired by name. Retort takes it for expired as a whole, and the flush of its
-    # DELETE loads it; SQLAlchemy's does not, and merge() then copies no label into the new
-    # object it makes (the row is gone), whose INSERT fails on the NOT NULL label. The draw
-    # expires no such last column
+    # the key) expired by name. Retort took it for expired as a whole (every column but the
+    # key missing), and the flush of its DELETE loaded it; SQLAlchemy's does not, and merge()
+    # then copies no label into the new object it makes (the row is gone), whose INSERT fails
+    # on the NOT NULL label. Now neither loads it, and both flushes fail
     with _stepped(sides, admin_conn, [("get", "Tag", 1), ("get", "Parent", 1)]) as run:
-        drawer = Drawer(None, run.sa, run.rt)
-        assert drawer.expires_the_last_column(0, "label")
-        assert not drawer.expires_the_last_column(0, "parents")  # (a relationship)
-        assert not drawer.expires_the_last_column(1, "name")  # (code is loaded too)
         for step in [("delete", 0), ("expire", 0, "label"), ("merge", 0)]:
             assert run.step(step) is not None
-        with pytest.raises(Divergence, match="NotNullViolation"):
-            run.step(("flush",))
+        for side in sides:
+            assert "label" not in side.handles[0].__dict__
+        outcome = run.step(("flush",))
+        assert outcome is not None and outcome.value == "IntegrityError"
+    assert not _improved(run)
 
 
 def test_divergence_a_deleted_object_only_sqlalchemys_flush_loaded(

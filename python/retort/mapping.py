@@ -1301,7 +1301,7 @@ class RelationshipProperty:
             return _NOT_SET
         ident = tuple(by_target.values())
         found = session._core.identity_lookup(target._core, ident)
-        if found is None or _wholly_expired(found, target):
+        if found is None or _wholly_expired(found):
             # an expired object is no answer without SQL (as SQLAlchemy's no-fetch lookup)
             return _NOT_SET
         return found
@@ -1497,11 +1497,11 @@ class RelationshipProperty:
         if self.direction != "MANYTOONE":
             # an object expired as a whole is refreshed first, as SQLAlchemy does (which needs
             # its expired primary key), even where columns were set since: its row may be gone
-            # (ObjectDeletedError)
+            # (ObjectDeletedError). Not one expired by name, even in every column but the key
             d = obj.__dict__
             state = d.get("_retort_state")
             cols = [c.key for c in self.parent.columns if not c.primary_key]
-            if cols and ((state is not None and state.expired) or all(k not in d for k in cols)):
+            if cols and _wholly_expired(obj):
                 missing = [k for k in cols if k not in d]
                 if missing:
                     getattr(obj, missing[0])
@@ -1561,15 +1561,11 @@ def _loaded_collection(obj: Any, key: str) -> Any:
     return coll
 
 
-def _wholly_expired(obj: Any, mapper: Mapper) -> bool:
-    """Whether every loaded column of `obj` is expired (commit, rollback, expire_all or an
-    expire() of the whole object), rather than some attributes."""
-    d = obj.__dict__
-    state = d.get("_retort_state")
-    if state is not None and state.expired:
-        return True
-    others = mapper.non_key_attrs
-    return bool(others) and not any(k in d for k in others)
+def _wholly_expired(obj: Any) -> bool:
+    """Whether `obj` is expired as a whole (commit, rollback, expire_all or an expire() without
+    names), rather than in some attributes, even all of them but the key."""
+    state = obj.__dict__.get("_retort_state")
+    return state is not None and bool(state.expired)
 
 
 def _pending(obj: Any, key: str) -> list[tuple[bool, Any]]:

@@ -1334,7 +1334,7 @@ impl SessionCore {
             return Ok(py.None().into_bound(py));
         };
         drop(uow);
-        if wholly_expired(st.get(), &instance_dict(obj.bind(py))?)? {
+        if wholly_expired(st.get())? {
             return Ok(NEEDS_LOAD
                 .get(py)
                 .expect("module initialised")
@@ -2352,18 +2352,19 @@ impl SessionCore {
         PyList::new(py, self.uow()?.deleted.values().map(|h| h.0.clone_ref(py)))
     }
 
-    /// Objects marked for deletion whose column attributes are all expired (by a commit,
-    /// rollback or expire()): the flush loads them before their DELETE, as SQLAlchemy does, so
+    /// Objects marked for deletion expired as a whole (by a commit, rollback, expire_all or
+    /// expire() without names): the flush loads them before their DELETE, as SQLAlchemy does, so
     /// that their values stay readable after it.
     fn expired_deleted<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let uow = self.uow()?;
         for h in uow.deleted.values() {
             let obj = h.0.bind(py);
-            let dict = instance_dict(obj)?;
-            let Some(st) = state_in(&dict)? else { continue };
+            let Some(st) = state_in(&instance_dict(obj)?)? else {
+                continue;
+            };
             // (SQLAlchemy then needs the expired primary key and loads the row)
-            if wholly_expired(st.get(), &dict)? {
+            if wholly_expired(st.get())? {
                 out.append(obj)?;
             }
         }
@@ -2419,11 +2420,11 @@ impl SessionCore {
         })
     }
 
-    /// The expired objects of the identity map (wholly, or in every column) whose identity a
-    /// new object has: their rows may be gone (deleted by another transaction, or inserted by
-    /// a rolled-back one). A flush loads each first and marks the ones without a row deleted
-    /// (mark_gone), so that the new object takes its place, as SQLAlchemy's does. Objects
-    /// marked for deletion are left out: the flush switches their rows to the new objects.
+    /// The objects of the identity map expired as a whole whose identity a new object has:
+    /// their rows may be gone (deleted by another transaction, or inserted by a rolled-back
+    /// one). A flush loads each first and marks the ones without a row deleted (mark_gone), so
+    /// that the new object takes its place, as SQLAlchemy's does. Objects marked for deletion
+    /// are left out: the flush switches their rows to the new objects.
     fn expired_key_holders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let new: Vec<Held> = {
@@ -2454,7 +2455,7 @@ impl SessionCore {
             if holder.is(obj.bind(py)) {
                 continue;
             }
-            if wholly_expired(holder_st.get(), &instance_dict(&holder)?)? {
+            if wholly_expired(holder_st.get())? {
                 out.append(holder)?;
             }
         }
@@ -2600,26 +2601,10 @@ impl SessionCore {
     }
 }
 
-/// Whether an object is expired as a whole (its state says so, or every column but the
-/// primary key is missing from its dict: expire(), or a commit's expiry already applied).
-/// SQLAlchemy's get(), delete flush and new-object flush load such an object again; after
-/// expire(obj, [some names]) they do not.
-fn wholly_expired(st: &InstanceState, dict: &Bound<'_, PyDict>) -> PyResult<bool> {
-    Ok(st.lock()?.expired_whole() || all_expired(st.mapper.get(), dict))
-}
-
-/// Whether every column but the primary key is missing from the instance dict.
-fn all_expired(m: &MapperCore, dict: &Bound<'_, PyDict>) -> bool {
-    let py = dict.py();
-    let mut any = false;
-    for (i, k) in m.keys.iter().enumerate() {
-        if m.pk.contains(&(i as u16)) {
-            continue;
-        }
-        if dict.contains(k.bind(py)).unwrap_or(true) {
-            return false;
-        }
-        any = true;
-    }
-    any
+/// Whether an object is expired as a whole: expire() without names, or a commit, rollback or
+/// expire_all, since it was last loaded or flushed. SQLAlchemy's get(), delete flush and
+/// new-object flush load such an object again; after expire(obj, [names]) they do not, even
+/// where the names cover every column but the key.
+fn wholly_expired(st: &InstanceState) -> PyResult<bool> {
+    Ok(st.lock()?.expired_whole())
 }
