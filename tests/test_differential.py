@@ -160,6 +160,10 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   SQLAlchemy's at an UPDATE of it (StaleDataError), retort's at the INSERT of a new object
   naming it, or at a row the database refuses before (IntegrityError; the program stops
   there);
+- the same, where a new object holds the key too (merge() of the detached object after the
+  DELETE): SQLAlchemy's flush warns that the two conflict and fails at the UPDATE, retort's
+  inserts the new object first, and its UPDATE of the attached object changes that row (the
+  program stops there);
 - get() of a key whose object is expired with its row gone, where the autoflush inserts a
   new object with the key: SQLAlchemy returns the old object (deleted, loaded with the new
   row), retort the new one (the program stops there);
@@ -2764,6 +2768,20 @@ class Lockstep:
                 "a flush naming a row a DELETE of another instance removed fails in both (then "
                 "a row refused)"
             )
+        if (
+            sa.value == "StaleDataError"
+            and str(sa.error).startswith("UPDATE statement on table")
+            and rt.ok
+            and self.attached_again_after_another_instance_deleted_it()
+            and any("conflicts with persistent instance" in w for w in self.sa_warnings)
+        ):
+            # likewise, where a new object holds the key too (merge() of the detached object
+            # after the DELETE): SQLAlchemy's flush warns that the two conflict and sends the
+            # UPDATE first, which matches no row; retort's inserts the new object first (an
+            # UPDATE of a self-referencing key waits for its table's INSERTs), which gives the
+            # rows naming the key a row, and the UPDATE then changes that row
+            # (test_divergence_a_flush_updating_a_row_another_instance_deleted_a_new_one_took)
+            return "a flush naming a row a DELETE of another instance removed, a new object took"
         if sa.value == "CircularDependencyError" and rt.value == "IntegrityError":
             # retort broke the cycle, ran the flush and met the database's refusal of another
             # of its rows (a duplicate key) that SQLAlchemy never got to send
@@ -9005,6 +9023,34 @@ def test_divergence_a_flush_naming_a_row_another_instance_deleted(
         "merge(0)  -> raised StaleDataError / retort: raised IntegrityError (improvement: a "
         "flush naming a row a DELETE of another instance removed fails in both)"
     )
+
+
+def test_divergence_a_flush_updating_a_row_another_instance_deleted_a_new_one_took(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 2, expunged and given no parent, is merged back as
+    # another instance, whose DELETE a flush runs; merged again, it makes a new node 2. New node
+    # 5 is given the expunged node 2 as its parent, and its save-update cascade attaches it.
+    # SQLAlchemy's flush warns that the new node 2 conflicts with the attached one, and the
+    # attached one's UPDATE matches no row (StaleDataError); retort's inserts the new node 2
+    # and node 5 first, and the UPDATE changes the new row
+    steps: list[Step] = [
+        ("get", "Node", 2),
+        ("expunge", 0),
+        ("node_parent", 0, None),
+        ("merge", 0),
+        ("delete", 1),
+        ("flush",),
+        ("merge", 0),
+        ("new", "Node", 5, "a", "set_parent_add", 0),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        assert run.step(("flush",)) is None
+        assert run.program[-1] == (
+            "flush()  -> raised StaleDataError / retort: ok None (improvement: a flush naming a "
+            "row a DELETE of another instance removed, a new object took)"
+        )
+        assert [n[0] for n in run.rt.transaction_rows()["nodes"]] == [1, 2, 3, 4, 5]
 
 
 def test_divergence_a_read_of_a_parent_after_a_failed_flush_where_sqlalchemy_loaded_the_key(
