@@ -161,9 +161,8 @@ Accepted divergences, each encoded by a plain test (here or in test_relationship
   naming it, or at a row the database refuses before (IntegrityError; the program stops
   there);
 - the same, where a new object holds the key too (merge() of the detached object after the
-  DELETE): SQLAlchemy's flush warns that the two conflict and fails at the UPDATE, retort's
-  inserts the new object first, and its UPDATE of the attached object changes that row (the
-  program stops there);
+  DELETE): SQLAlchemy's flush fails at the UPDATE, retort's finds the row gone, marks the
+  object deleted and inserts the new one in its place (the program stops there);
 - get() of a key whose object is expired with its row gone, where the autoflush inserts a
   new object with the key: SQLAlchemy returns the old object (deleted, loaded with the new
   row), retort the new one (the program stops there);
@@ -2580,6 +2579,13 @@ class Lockstep:
             for i, obj in enumerate(sa.handles)
         )
 
+    def rt_replaced_a_gone_object(self) -> bool:
+        """Whether retort's session holds a handled persistent object of the key of a handled
+        object it holds deleted."""
+        rt = self.rt
+        gone = {rt.key(o) for o in rt.handles if rt.lifecycle(o) == "deleted"}
+        return any(rt.lifecycle(o) == "persistent" and rt.key(o) in gone for o in rt.handles)
+
     def updates_a_gone_row_both_hold_changed(self, err: BaseException | None) -> bool:
         """Whether retort's StaleDataError `err` is an UPDATE matching no row of a handled
         object retort held expired before the step (a rollback undid the INSERT of its row),
@@ -2773,15 +2779,16 @@ class Lockstep:
             and str(sa.error).startswith("UPDATE statement on table")
             and rt.ok
             and self.attached_again_after_another_instance_deleted_it()
-            and any("conflicts with persistent instance" in w for w in self.sa_warnings)
+            and self.rt_replaced_a_gone_object()
         ):
             # likewise, where a new object holds the key too (merge() of the detached object
-            # after the DELETE): SQLAlchemy's flush warns that the two conflict and sends the
-            # UPDATE first, which matches no row; retort's inserts the new object first (an
-            # UPDATE of a self-referencing key waits for its table's INSERTs), which gives the
-            # rows naming the key a row, and the UPDATE then changes that row
+            # after the DELETE): SQLAlchemy's flush sends the UPDATE first (after warning that
+            # the two conflict, where it flushes them together), which matches no row; retort's
+            # checks the row of an object whose key a new object has, finds it gone, marks the
+            # object deleted and inserts the new one in its place, as both do for an expired
+            # object (Session._settle_key_holders)
             # (test_divergence_a_flush_updating_a_row_another_instance_deleted_a_new_one_took)
-            return "a flush naming a row a DELETE of another instance removed, a new object took"
+            return "a new object takes the place of an object a DELETE of another instance removed"
         if sa.value == "CircularDependencyError" and rt.value == "IntegrityError":
             # retort broke the cycle, ran the flush and met the database's refusal of another
             # of its rows (a duplicate key) that SQLAlchemy never got to send
@@ -9031,9 +9038,12 @@ def test_divergence_a_flush_updating_a_row_another_instance_deleted_a_new_one_to
     # found by the nightly search: node 2, expunged and given no parent, is merged back as
     # another instance, whose DELETE a flush runs; merged again, it makes a new node 2. New node
     # 5 is given the expunged node 2 as its parent, and its save-update cascade attaches it.
-    # SQLAlchemy's flush warns that the new node 2 conflicts with the attached one, and the
-    # attached one's UPDATE matches no row (StaleDataError); retort's inserts the new node 2
-    # and node 5 first, and the UPDATE changes the new row
+    # SQLAlchemy's flush warns that the new node 2 conflicts with the attached one, whose
+    # UPDATE matches no row (StaleDataError). Retort's inserted the new node 2 and node 5
+    # first, and the UPDATE then changed the new row: two persistent objects of one row. Now
+    # it finds the row gone, as for an expired object, marks the attached node deleted, and
+    # the new node 2 takes its place. Likewise where the new node 2 is given the expunged one
+    # as its parent (SQLAlchemy then flushes the two apart, and does not warn)
     steps: list[Step] = [
         ("get", "Node", 2),
         ("expunge", 0),
@@ -9042,15 +9052,18 @@ def test_divergence_a_flush_updating_a_row_another_instance_deleted_a_new_one_to
         ("delete", 1),
         ("flush",),
         ("merge", 0),
-        ("new", "Node", 5, "a", "set_parent_add", 0),
     ]
-    with _stepped(sides, admin_conn, steps) as run:
-        assert run.step(("flush",)) is None
-        assert run.program[-1] == (
-            "flush()  -> raised StaleDataError / retort: ok None (improvement: a flush naming a "
-            "row a DELETE of another instance removed, a new object took)"
-        )
-        assert [n[0] for n in run.rt.transaction_rows()["nodes"]] == [1, 2, 3, 4, 5]
+    for last in [("new", "Node", 5, "a", "set_parent_add", 0), ("node_parent", 2, 0)]:
+        with _stepped(sides, admin_conn, [*steps, last]) as run:
+            assert run.step(("flush",)) is None
+            assert run.program[-1] == (
+                "flush()  -> raised StaleDataError / retort: ok None (improvement: a new object "
+                "takes the place of an object a DELETE of another instance removed)"
+            )
+            rt = run.rt
+            assert [rt.lifecycle(rt.handles[i]) for i in (0, 2)] == ["deleted", "persistent"]
+            assert rt.session.get(rt.models.Node, 2) is rt.handles[2]
+            assert (2, "n2") in [n[:2] for n in rt.transaction_rows()["nodes"]]
 
 
 def test_divergence_a_read_of_a_parent_after_a_failed_flush_where_sqlalchemy_loaded_the_key(

@@ -496,6 +496,33 @@ def test_an_object_expired_by_name_in_every_column_but_the_key_is_not_expired_as
         assert _verbs(sql_log) == ["DELETE"]
 
 
+def test_a_new_object_takes_the_place_of_a_loaded_object_whose_row_is_gone(
+    db: Engine, sql_log: Log, admin_conn: Conn, schema: str
+) -> None:
+    # the row of a loaded (not expired) object is deleted by another transaction, and a new
+    # object of its key is added: the flush checks the row (one SELECT), marks the old object
+    # deleted and inserts the new one in its place; where the row is there, the INSERT fails
+    (uid,) = _seed(db, "ann")
+    with Session(db) as s:
+        old = s.get(User, uid)
+        assert old is not None
+        admin_conn.execute(f"DELETE FROM {schema}.users WHERE id = %s", (uid,))
+        new = User(id=uid, name="bea")
+        s.add(new)
+        sql_log.clear()
+        s.flush()
+        assert _verbs(sql_log) == ["SELECT", "INSERT"]
+        assert inspect(old).deleted and inspect(new).persistent
+        assert s.get(User, uid) is new
+        s.commit()
+    assert _names(admin_conn, schema) == ["bea"]
+    with Session(db) as s:
+        assert s.get(User, uid) is not None
+        s.add(User(id=uid, name="cy"))
+        with pytest.raises(exc.IntegrityError):
+            s.flush()
+
+
 def test_expire_discards_unflushed_changes(db: Engine, admin_conn: Conn, schema: str) -> None:
     (uid,) = _seed(db, "ann")
     with Session(db) as s:

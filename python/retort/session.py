@@ -1379,7 +1379,7 @@ class Session:
                 if deleted:
                     self._load_expired_deleted()
                     self._core.read_many_to_ones(deleted)
-                self._settle_expired_key_holders()
+                self._settle_key_holders()
                 keys = None
                 if not deleted:
                     keys = flush.prefetch_keys(self, conn_for, key_counts)  # while it plans
@@ -1576,12 +1576,13 @@ class Session:
         if expired:
             self._load_objects(expired)
 
-    def _settle_expired_key_holders(self) -> None:
-        """Before planning: an expired object of the identity map whose identity a new object
-        has is loaded; if its row is gone (deleted by another transaction, or inserted by a
-        rolled-back one) it is marked deleted and the new object takes its place, as in
-        SQLAlchemy's flush. (If the row is there, the INSERT fails on its key.)"""
-        holders = self._core.expired_key_holders()
+    def _settle_key_holders(self) -> None:
+        """Before planning: an object of the identity map whose identity a new object has is
+        loaded; if its row is gone (deleted by another transaction, inserted by a rolled-back
+        one, or deleted by a flush of another instance) it is marked deleted and the new
+        object takes its place, as in SQLAlchemy's flush for an expired object. (If the row is
+        there, the INSERT fails on its key.)"""
+        holders = self._core.key_holders()
         if holders:
             for obj in self._load_objects(holders):
                 self._core.mark_gone(obj)

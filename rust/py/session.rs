@@ -2420,12 +2420,15 @@ impl SessionCore {
         })
     }
 
-    /// The objects of the identity map expired as a whole whose identity a new object has:
-    /// their rows may be gone (deleted by another transaction, or inserted by a rolled-back
-    /// one). A flush loads each first and marks the ones without a row deleted (mark_gone), so
-    /// that the new object takes its place, as SQLAlchemy's does. Objects marked for deletion
-    /// are left out: the flush switches their rows to the new objects.
-    fn expired_key_holders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// The objects of the identity map whose identity a new object has: their rows may be
+    /// gone (deleted by another transaction, inserted by a rolled-back one, or deleted by a
+    /// flush of another instance of the row, whose copy a cascade attached since). A flush
+    /// loads each first and marks the ones without a row deleted (mark_gone), so that the new
+    /// object takes its place, as SQLAlchemy's does for an expired one (for another, its flush
+    /// warns, and fails at the UPDATE, or at the INSERT where the row is there, as retort's
+    /// does then). Objects marked for deletion are left out: the flush switches their rows to
+    /// the new objects.
+    fn key_holders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let new: Vec<Held> = {
             let uow = self.uow()?;
@@ -2444,18 +2447,15 @@ impl SessionCore {
                 continue;
             }
             let key = key_from_dict(m, &dict)?;
-            let (holder, holder_st) = {
+            let holder = {
                 let uow = self.uow()?;
                 match uow.live(py, &key) {
-                    Some((o, s)) if !uow.deleted.contains_key(&(o.as_ptr() as usize)) => (o, s),
+                    Some((o, _)) if !uow.deleted.contains_key(&(o.as_ptr() as usize)) => o,
                     _ => continue,
                 }
             };
             let holder = holder.into_bound(py);
-            if holder.is(obj.bind(py)) {
-                continue;
-            }
-            if wholly_expired(holder_st.get())? {
+            if !holder.is(obj.bind(py)) {
                 out.append(holder)?;
             }
         }
