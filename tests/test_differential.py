@@ -3078,6 +3078,21 @@ class Lockstep:
             # SQLAlchemy's expiry drops the collection, and the instance goes
             # (test_divergence_a_detached_copy_of_a_row_only_retorts_expired_collection_kept)
             return "a row only retort's expired collection keeps refuses a detached copy"
+        if (
+            sa.value == "IntegrityError"
+            and _constraint(sa.error) == UNIQUE_CODE
+            and self.rt_wrote
+            and rt.value == "InvalidRequestError"
+            and "it was deleted by a flush in this transaction" in str(rt.error)
+        ):
+            # a unique value changing hands in one flush (below), where the step goes on to
+            # change an object whose DELETE retort's autoflush ran (deletes first, freeing the
+            # value): SQLAlchemy's autoflush fails on the value, retort refuses the change to
+            # the deleted object (SPEC §4)
+            # (test_improvement_a_unique_value_changing_hands_then_a_change_to_the_deleted_object)
+            return (
+                "unique value changing hands in one flush (then a deleted object's change refused)"
+            )
         if not rt.ok or sa.ok:
             return None
         if (
@@ -7170,6 +7185,30 @@ def test_improvement_a_value_set_again_makes_no_orphan_of_a_child_of_no_parent(
         "child that had no parent))"
     )
     assert (4, "c4", None) in fetch_rows(admin_conn, run.rt.schema)["children"]
+
+
+def test_improvement_a_unique_value_changing_hands_then_a_change_to_the_deleted_object(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 3 (code y) is deleted and parent 1 given code y; a
+    # tag appended to parent 3's tags loads them. SQLAlchemy's autoflush sends the UPDATE
+    # before the DELETE and fails on the unique code; retort's deletes first and succeeds,
+    # and the append to parent 3, whose DELETE it ran, is refused
+    steps: list[Step] = [
+        ("get", "Parent", 1),
+        ("get", "Parent", 3),
+        ("get", "Tag", 1),
+        ("delete", 1),
+        ("set", 0, "code", "y"),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        assert run.step(("link", 1, 2, False)) is None
+        assert run.program[-1].endswith(
+            "(improvement: unique value changing hands in one flush (then a deleted object's "
+            "change refused))"
+        )
+        assert run.rt.lifecycle(run.rt.handles[1]) == "deleted"
+        assert (1, "p1", "y") in run.rt.transaction_rows()["parents"]
 
 
 def test_harness_stops_where_a_delete_cascade_marks_a_child_just_given_a_parent(
