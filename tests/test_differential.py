@@ -3082,13 +3082,22 @@ class Lockstep:
             sa.value == "IntegrityError"
             and _constraint(sa.error) == UNIQUE_CODE
             and self.rt_wrote
-            and rt.value == "InvalidRequestError"
-            and "was deleted by a flush in this transaction" in str(rt.error)
+            and (
+                (
+                    rt.value == "InvalidRequestError"
+                    and "was deleted by a flush in this transaction" in str(rt.error)
+                )
+                or (
+                    rt.value == "ObjectDeletedError"
+                    and "deleted in this transaction" in str(rt.error)
+                )
+            )
         ):
             # a unique value changing hands in one flush (below), where the step goes on to
             # change an object whose DELETE retort's autoflush ran (deletes first, freeing the
-            # value), or to relate one: SQLAlchemy's autoflush fails on the value, retort
-            # refuses the change to the deleted object (SPEC §4)
+            # value), or to relate one, or to load one (expired before its delete()):
+            # SQLAlchemy's autoflush fails on the value; retort refuses the change to the
+            # deleted object (SPEC §4), or its load
             # (test_improvement_a_unique_value_changing_hands_then_a_change_to_the_deleted_object)
             return (
                 "unique value changing hands in one flush (then a deleted object's change refused)"
@@ -7194,7 +7203,8 @@ def test_improvement_a_unique_value_changing_hands_then_a_change_to_the_deleted_
     # tag appended to parent 3's tags loads them. SQLAlchemy's autoflush sends the UPDATE
     # before the DELETE and fails on the unique code; retort's deletes first and succeeds,
     # and the append to parent 3, whose DELETE it ran, is refused. Likewise for an append of
-    # a deleted tag to parent 1's tags
+    # a deleted tag to parent 1's tags, and for an append to the parents of a deleted tag,
+    # expired before (ObjectDeletedError: its load finds no row)
     steps: list[Step] = [
         ("get", "Parent", 1),
         ("get", "Parent", 3),
@@ -7205,6 +7215,7 @@ def test_improvement_a_unique_value_changing_hands_then_a_change_to_the_deleted_
     for extra, link, gone in [
         ([], ("link", 1, 2, False), 1),
         ([("delete", 2)], ("link", 0, 2, False), 2),
+        ([("expire", 2, None), ("delete", 2)], ("link", 0, 2, True), 2),
     ]:
         with _stepped(sides, admin_conn, [*steps, *extra]) as run:
             assert run.step(link) is None
