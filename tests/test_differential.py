@@ -7196,6 +7196,30 @@ def test_improvement_a_value_set_again_makes_no_orphan_of_a_child_of_no_parent(
     assert (4, "c4", None) in fetch_rows(admin_conn, run.rt.schema)["children"]
 
 
+def test_a_read_of_a_column_expired_before_a_failed_flush_undid_the_insert_needs_rollback(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: parent 4 is inserted, its name expired, and an autoflush
+    # fails (a new parent 1 takes a key that has a row): the rollback undid parent 4's INSERT.
+    # A child's cascade adds it again; reading its name raises PendingRollbackError in both
+    # (SQLAlchemy's load would need SQL). Retort raised its "expired before a rollback undid
+    # the INSERT" error first, which it raises once the session is rolled back
+    steps: list[Step] = [
+        ("new", "Parent", 4, "a", "add", None),
+        ("flush",),
+        ("new", "Parent", 1, "a", "add", None),
+        ("expire", 0, "name"),
+        ("get", "Parent", 1),
+        ("new", "Child", 1, "a", "set_parent_add", 0),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        outcome = run.step(("read", 0, "name"))
+        assert outcome is not None and outcome.value == "PendingRollbackError"
+        assert run.step(("rollback",)) is not None
+        with pytest.raises(retort.exc.InvalidRequestError, match="expired before a rollback"):
+            run.rt.handles[0].name  # noqa: B018
+
+
 def test_improvement_a_unique_value_changing_hands_then_a_change_to_the_deleted_object(
     sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
 ) -> None:

@@ -103,6 +103,13 @@ impl ColumnAttribute {
                     return Ok(v);
                 }
             } else if expired_insert && pending {
+                // (a session to be rolled back refuses first, as SQLAlchemy's, whose load of
+                // the attribute would need SQL)
+                let session = st.get().lock()?.session().map(|s| s.owner(py));
+                if let Some(s) = session.filter(|s| !s.is_none(py)) {
+                    s.bind(py)
+                        .call_method0(pyo3::intern!(py, "_check_usable"))?;
+                }
                 return Err(InvalidRequestError::new_err(format!(
                     "attribute '{key}' of {} was expired before a rollback undid the object's \
                      INSERT; the object is pending again but has no row to load it from; set \
