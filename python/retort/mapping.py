@@ -1500,12 +1500,12 @@ class RelationshipProperty:
             # (ObjectDeletedError). Not one expired by name, even in every column but the key
             d = obj.__dict__
             state = d.get("_retort_state")
-            cols = [c.key for c in self.parent.columns if not c.primary_key]
-            if cols and _wholly_expired(obj):
+            if state is not None and state.expired:
+                cols = [c.key for c in self.parent.columns if not c.primary_key]
                 missing = [k for k in cols if k not in d]
                 if missing:
                     getattr(obj, missing[0])
-                elif state is not None:
+                elif cols:
                     session._retort_load(obj, state)
         value = session._load_relationship(obj, self)
         if self.uselist:

@@ -1334,7 +1334,7 @@ impl SessionCore {
             return Ok(py.None().into_bound(py));
         };
         drop(uow);
-        if wholly_expired(st.get())? {
+        if st.get().lock()?.expired_whole() {
             return Ok(NEEDS_LOAD
                 .get(py)
                 .expect("module initialised")
@@ -2364,7 +2364,7 @@ impl SessionCore {
                 continue;
             };
             // (SQLAlchemy then needs the expired primary key and loads the row)
-            if wholly_expired(st.get())? {
+            if st.get().lock()?.expired_whole() {
                 out.append(obj)?;
             }
         }
@@ -2599,12 +2599,4 @@ impl SessionCore {
             describe(obj)
         )))
     }
-}
-
-/// Whether an object is expired as a whole: expire() without names, or a commit, rollback or
-/// expire_all, since it was last loaded or flushed. SQLAlchemy's get(), delete flush and
-/// new-object flush load such an object again; after expire(obj, [names]) they do not, even
-/// where the names cover every column but the key.
-fn wholly_expired(st: &InstanceState) -> PyResult<bool> {
-    Ok(st.lock()?.expired_whole())
 }

@@ -411,7 +411,10 @@ impl StateGuard<'_> {
         self.has_key() && self.inner.link.as_ref().is_some_and(|l| l.is_expired())
     }
 
-    /// Stale, or expired as a whole since it was last loaded or flushed.
+    /// Stale, or expired as a whole since it was last loaded or flushed (expire() without
+    /// names, commit, rollback, expire_all). SQLAlchemy's get(), delete flush and new-object
+    /// flush load such an object again; after expire(obj, [names]) they do not, even where
+    /// the names cover every column but the key.
     pub fn expired_whole(&self) -> bool {
         self.has_key() && (self.wholly_expired() || self.is_stale())
     }
