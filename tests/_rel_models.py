@@ -293,8 +293,9 @@ def association_model(orm: Api) -> tuple[Any, Any, Any]:
     return Order, Item, OrderLine
 
 
-def tree(orm: Api, *, cascade: str = "all, delete-orphan") -> Any:
-    """Self-referential Node with parent (remote_side) and children."""
+def tree(orm: Api, *, cascade: str = "all, delete-orphan", unique_names: bool = False) -> Any:
+    """Self-referential Node with parent (remote_side) and children (names unique, if
+    `unique_names`)."""
 
     class Base(orm.DeclarativeBase):
         pass
@@ -302,7 +303,7 @@ def tree(orm: Api, *, cascade: str = "all, delete-orphan") -> Any:
     class Node(Base):
         __tablename__ = "nodes"
         id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
-        name: orm.Mapped[str] = orm.mapped_column(orm.String(50))
+        name: orm.Mapped[str] = orm.mapped_column(orm.String(50), unique=unique_names)
         parent_id: orm.Mapped[int | None] = orm.mapped_column(orm.ForeignKey("nodes.id"))
         parent: orm.Mapped[Optional["Node"]] = orm.relationship(
             back_populates="children", remote_side="Node.id"

@@ -2533,6 +2533,44 @@ def test_update_clearing_an_unloaded_unique_value_runs_before_the_update_taking_
     ]
 
 
+@pytest.mark.parametrize("by_relationship", [False, True])
+def test_improvement_an_update_taking_a_unique_value_waits_for_a_row_pointed_at_a_new_row(
+    orm: Api, by_relationship: bool
+) -> None:
+    # In a self-referencing table, an UPDATE that points a row at another row of the table
+    # waits for the table's INSERTs (the row it names may be new). An UPDATE taking the
+    # unique value that row gives up must wait for it in turn. Found by the planner's contract
+    # check (rust/engine/plan_check.rs): the taker ran before the INSERTs, the row giving the
+    # value up after them, and the taker's UPDATE failed on the unique constraint.
+    # SPEC §5: SQLAlchemy fails too. Given the key by hand, its UPDATEs run before its INSERT
+    # (the row named is not there yet); given the relationship, it inserts first, then sends
+    # the taker's UPDATE before the other.
+    Node = tree(orm, unique_names=True)
+    with orm.session() as s:
+        s.add_all([Node(id=1, name="x"), Node(id=2, name="z")])
+        s.commit()
+    with orm.session() as s:
+        giver, taker = s.get(Node, 1), s.get(Node, 2)
+        new = Node(id=3, name="n")
+        giver.name = "y"
+        if by_relationship:
+            giver.parent = new
+        else:
+            s.add(new)
+            giver.parent_id = 3
+        taker.name = "x"
+        if orm.name == "sqlalchemy":
+            with pytest.raises(orm.IntegrityError):
+                s.commit()
+            return
+        s.commit()
+    assert orm.fetch("SELECT id, name, parent_id FROM nodes ORDER BY id") == [
+        (1, "y", 3),
+        (2, "x", None),
+        (3, "n", None),
+    ]
+
+
 def test_improvement_unique_value_swap_in_one_flush(orm: Api) -> None:
     # SPEC §5: the swap is a cycle through a nullable unique column, broken by a NULL step.
     # SQLAlchemy sends the two UPDATEs as they come and violates the unique constraint.

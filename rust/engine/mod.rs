@@ -9,6 +9,8 @@ pub mod key;
 pub mod ordered;
 pub mod pgbinary;
 pub mod plan;
+#[cfg(any(test, fuzzing))]
+pub mod plan_check;
 pub mod snapshot;
 pub mod state;
 pub mod topo;

@@ -279,27 +279,31 @@ pub fn plan_ordered(
         }
         cols
     };
-    // Which groups of a mapper's changes `take` picks: all, or only those whose columns do
-    // (or do not) include a self-referencing foreign key.
+    // Which groups of a mapper's changes `take` picks: all, or those that go before (after)
+    // its inserts: updates that do not point a row at another row of the same table, up to
+    // the lowest level of those that do (the rest).
     #[derive(Clone, Copy, PartialEq)]
     enum Pick {
         All,
-        SelfRef(bool),
+        BeforeInserts(u32),
+        AfterInserts(u32),
     }
+    let points = |refs: &ColSet, cols: &ColSet| cols.iter().any(|c| refs.contains(c));
     let take_some = |mapper: u32, op: Op, phase: Phase, pick: Pick, steps: &mut Vec<Batch>| {
         let refs = match pick {
             Pick::All => ColSet::new(),
-            Pick::SelfRef(_) => self_cols(mapper),
+            _ => self_cols(mapper),
         };
         let mut mine: Vec<(&GroupKey, &Vec<usize>)> = groups
             .iter()
-            .filter(|((m, o, p, _, cols), _)| {
+            .filter(|((m, o, p, level, cols), _)| {
                 *m == mapper
                     && *o == op
                     && *p == phase
                     && match pick {
                         Pick::All => true,
-                        Pick::SelfRef(wanted) => cols.iter().any(|c| refs.contains(c)) == wanted,
+                        Pick::BeforeInserts(top) => !points(&refs, cols) && *level <= top,
+                        Pick::AfterInserts(top) => points(&refs, cols) || *level > top,
                     }
             })
             .collect();
@@ -315,7 +319,7 @@ pub fn plan_ordered(
                 } else {
                     reason
                 };
-                let reason = if pick == Pick::SelfRef(true) {
+                let reason = if matches!(pick, Pick::AfterInserts(_)) && points(&refs, cols) {
                     Some("rows of this table referenced by updated rows are inserted first".into())
                 } else {
                     reason
@@ -371,12 +375,35 @@ pub fn plan_ordered(
                 );
             }
         }
-        if has(m, Op::Insert) && !self_cols(m).is_empty() {
+        let refs = self_cols(m);
+        if has(m, Op::Insert) && !refs.is_empty() {
             // Updates go before inserts (freeing unique values), except those that point a
             // row at another row of the same table, which may be one of the inserted rows.
-            take_some(m, Op::Update, Phase::Main, Pick::SelfRef(false), &mut steps);
+            // Levels still hold: an update taking a unique value such a row gives up (a higher
+            // level) follows it after the inserts.
+            let top = groups
+                .keys()
+                .filter(|(gm, op, phase, _, cols)| {
+                    *gm == m && *op == Op::Update && *phase == Phase::Main && points(&refs, cols)
+                })
+                .map(|(_, _, _, level, _)| *level)
+                .min()
+                .unwrap_or(u32::MAX);
+            take_some(
+                m,
+                Op::Update,
+                Phase::Main,
+                Pick::BeforeInserts(top),
+                &mut steps,
+            );
             take(m, Op::Insert, Phase::Main, &mut steps);
-            take_some(m, Op::Update, Phase::Main, Pick::SelfRef(true), &mut steps);
+            take_some(
+                m,
+                Op::Update,
+                Phase::Main,
+                Pick::AfterInserts(top),
+                &mut steps,
+            );
         } else {
             take(m, Op::Update, Phase::Main, &mut steps);
             take(m, Op::Insert, Phase::Main, &mut steps);
