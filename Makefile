@@ -13,7 +13,8 @@ help:
 	@echo "make test   - set up .venv, build the extension, run cargo test and pytest (real PostgreSQL)"
 	@echo "make bench  - set up .venv, build the extension, run the benchmark on an embedded PostgreSQL"
 	@echo "make lint   - ruff, mypy, stubtest, cargo fmt --check, clippy"
-	@echo "make nightly - the test suite with the long hypothesis profile"
+	@echo "make nightly - the test suite with the long hypothesis profile, and a longer fuzz run"
+	@echo "make fuzz   - cargo-fuzz on the flush planner for FUZZ_SECONDS (installs cargo-fuzz)"
 	@echo "make build  - (re)build the native extension into .venv"
 
 $(VENV)/.deps: pyproject.toml
@@ -33,10 +34,23 @@ build: venv
 test: build
 	cargo test --quiet
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory fuzz
 
 .PHONY: nightly
 nightly: build
 	HYPOTHESIS_PROFILE=nightly $(VPY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=1800
+
+# cargo-fuzz needs a nightly compiler's -Z flags (sanitizers, coverage); the machine's stable
+# toolchain accepts them under RUSTC_BOOTSTRAP=1, for this build only. Crashes are saved in
+# fuzz/artifacts/plan/ (replay one: cargo fuzz run plan <file>).
+FUZZ_SECONDS ?= 30
+.PHONY: fuzz
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	RUSTC_BOOTSTRAP=1 cargo fuzz run plan -- -max_total_time=$(FUZZ_SECONDS) \
+		> fuzz/last-run.log 2>&1 || { tail -n 60 fuzz/last-run.log; exit 1; }
+	@tail -n 1 fuzz/last-run.log
 
 .PHONY: bench
 bench: build
@@ -49,6 +63,7 @@ lint: build
 	$(VPY) -m mypy
 	$(VPY) -m mypy.stubtest retort._core
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 	cargo clippy --all-targets --features python -- -D warnings
 
 .PHONY: format
@@ -56,6 +71,7 @@ format: venv
 	$(VPY) -m ruff check --fix python tests benches
 	$(VPY) -m ruff format python tests benches
 	cargo fmt --all
+	cargo fmt --manifest-path fuzz/Cargo.toml
 
 .PHONY: clean
 clean:
