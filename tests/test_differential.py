@@ -3666,6 +3666,22 @@ class Lockstep:
     def state_improvement(self, step: Step, ok: bool) -> str | None:
         """The SPEC §5 improvement a step both libraries ran with the same outcome is, if the
         states they leave differ by one."""
+        sa, rt = self.outcomes
+        if (
+            sa.value == rt.value == "ObjectDeletedError"
+            and not self.sa.session.is_active
+            and self.rt.session.is_active
+            and self.gone_object_sa_flush_loaded(sa.error) is not None
+            and self.rt_replaced_a_gone_object()
+        ):
+            # a detached copy of a row another instance's DELETE removes, attached again as
+            # the parent of a new object of that key: SQLAlchemy's flush runs the DELETE, then
+            # loads the copy to copy its key into the new object and finds no row; retort's
+            # inserts the new object in the copy's place (Session._settle_key_holders), which
+            # it marks deleted, so that the step reading the copy raises the same error
+            # (test_divergence_a_flush_naming_a_copy_of_a_row_another_instance_deleted_a_new_
+            # one_took; and Lockstep.improvement)
+            return "a new object takes the place of an object a DELETE of another instance removed"
         if self.displaced():
             # a rollback (of a failed flush, or rollback()) undid the flushed DELETE of an
             # object whose key another instance took since (a detached copy of the row,
@@ -9166,6 +9182,37 @@ def test_divergence_a_flush_updating_a_row_another_instance_deleted_a_new_one_to
             assert [rt.lifecycle(rt.handles[i]) for i in (0, 2)] == ["deleted", "persistent"]
             assert rt.session.get(rt.models.Node, 2) is rt.handles[2]
             assert (2, "n2") in [n[:2] for n in rt.transaction_rows()["nodes"]]
+
+
+def test_divergence_a_flush_naming_a_copy_of_a_row_another_instance_deleted_a_new_one_took(
+    sides: tuple[Side, Side], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # found by the nightly search: node 3, expired, is expunged; another instance of its row,
+    # loaded since, is deleted and the DELETE flushed. A new node 3 is given the expunged copy
+    # as its parent, and its save-update cascade attaches the copy. Reading the copy
+    # autoflushes: SQLAlchemy's flush loads the copy to copy its key into the new node, finds
+    # no row and fails (ObjectDeletedError), rolling back. Retort's finds the copy's row gone
+    # (Session._settle_key_holders), marks it deleted and inserts the new node in its place,
+    # naming itself; its read of the copy then raises the same error
+    steps: list[Step] = [
+        ("query", "Node"),
+        ("commit",),
+        ("expunge", 2),
+        ("query", "Node"),
+        ("delete", 4),
+        ("flush",),
+        ("new", "Node", 3, "a", "set_parent_add", 2),
+    ]
+    with _stepped(sides, admin_conn, steps) as run:
+        assert run.step(("read", 2, "name")) is None
+        assert run.program[-1] == (
+            "read(2, 'name')  -> raised ObjectDeletedError (improvement: a new object takes "
+            "the place of an object a DELETE of another instance removed)"
+        )
+        rt = run.rt
+        assert [rt.lifecycle(rt.handles[i]) for i in (2, 5)] == ["deleted", "persistent"]
+        assert (3, "a", 3) in [n[:3] for n in rt.transaction_rows()["nodes"]]
+        assert not run.sa.session.is_active
 
 
 def test_divergence_a_read_of_a_parent_after_a_failed_flush_where_sqlalchemy_loaded_the_key(
