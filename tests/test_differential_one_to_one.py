@@ -328,6 +328,9 @@ class Lockstep:
     let_go_outside: set[int] = field(default_factory=set)
     # the handles of the profiles with a row that lost a user since the last flush
     let_go_with_a_row: set[int] = field(default_factory=set)
+    # the handles of the profiles let go by a user without a row, outside the session, whose
+    # many-to-one did not name that user (loaded again from the row since it took them)
+    let_go_unnamed: set[int] = field(default_factory=set)
 
     def fail(self, what: str, sa: Any, rt: Any) -> None:
         listing = "\n".join(f"  {i:2}. {p}" for i, p in enumerate(self.program))
@@ -615,6 +618,7 @@ class Lockstep:
             map(self.columns_loaded_by_sa_flush_only, range(len(self.sa.handles)))
         )
         held_outside = self.users_held_outside() if step[0] == "set" else {}
+        unnamed = self.profiles_held_unnamed() if step[0] == "set" else {}
         held = self.users_held_with_a_row() if step[0] == "set" else {}
         takes_back = self.takes_back_a_profile_another_user_took(step)
         tracked = self.lets_go_a_profile_sa_tracks_unloaded(step)
@@ -632,6 +636,11 @@ class Lockstep:
         )
         self.let_go_with_a_row.update(
             k for k, user in held.items() if self.sa.handles[k].__dict__.get("user") is not user
+        )
+        self.let_go_unnamed.update(
+            self.sa.norm(profile)
+            for k, profile in unnamed.items()
+            if self.sa.handles[k].__dict__.get("profile") is not profile
         )
         if step[0] in ("flush", "commit") and sa.ok:
             self.let_go_with_a_row.clear()
@@ -929,6 +938,23 @@ class Lockstep:
             and (user := p.__dict__.get("user")) is not None
         }
 
+    def profiles_held_unnamed(self) -> dict[int, Any]:
+        """The profile each user of SQLAlchemy's side without a row, outside its session,
+        holds in its one-to-one while the profile's many-to-one names another value (the
+        profile loaded again since the user took it: a commit wrote nothing of that), by the
+        user's handle."""
+        sa = self.sa
+        return {
+            k: profile
+            for k, u in enumerate(sa.handles)
+            if type(u).__name__ == "User"
+            and u not in sa.session
+            and not sa.api.inspect(u).has_identity
+            and (profile := u.__dict__.get("profile")) is not None
+            and profile.__dict__.get("user", u) is not u
+            and any(h is profile for h in sa.handles)
+        }
+
     def users_held_with_a_row(self) -> dict[int, Any]:
         """The user each profile of SQLAlchemy's side with a row holds, by handle."""
         sa = self.sa
@@ -946,9 +972,12 @@ class Lockstep:
         its flush inserts the profile all the same, and deletes it as an orphan at a later
         flush that has a change of it to write; retort counts as an orphan a profile that lost
         its user in the session (or with a row), and keeps it. (Detached: the flush of a
-        commit deleted it.)"""
+        commit deleted it.) Likewise a profile with a row let go by a user outside the session
+        that its many-to-one, loaded again, no longer named (let_go_unnamed: test_
+        relationships.py: test_improvement_a_profile_a_user_outside_the_session_lets_go_after_
+        a_commit_stays)."""
         return any(
-            k in self.let_go_outside
+            (k in self.let_go_outside or k in self.let_go_unnamed)
             and self.sa.lifecycle(a) in ("deleted", "detached")
             and self.rt.lifecycle(b) == "persistent"
             for k, (a, b) in enumerate(zip(self.sa.handles, self.rt.handles, strict=True))
@@ -1395,6 +1424,34 @@ def test_harness_stops_where_an_unloaded_one_to_one_lets_go_a_profile_another_us
         assert run.lets_go_a_profile_sa_tracks_unloaded(("set", 2, "profile", None))
         assert not run.lets_go_a_profile_sa_tracks_unloaded(("set", 0, "profile", None))
         assert not run.step(("set", 2, "profile", None))
+
+
+def test_harness_stops_where_sqlalchemy_deletes_a_profile_a_user_outside_let_go_unnamed(
+    env: Env,
+) -> None:
+    # found by the nightly search (delete-orphan): profile 2 is given to new user 6 outside the
+    # session; the commit writes nothing of it and expires the profile, whose user, read
+    # again, is None, and set to None. User 6 lets it go: SQLAlchemy's flush deletes it as an
+    # orphan, retort's keeps it (test_relationships.py: test_improvement_a_profile_a_user_
+    # outside_the_session_lets_go_after_a_commit_stays). The program stops at the flush
+    steps: list[Step] = [
+        ("get", "Profile", 2),
+        ("new", "User", 6, False),
+        ("set", 1, "profile", 0),
+        ("commit",),
+        ("read", 0, "user"),
+        ("set", 0, "user", None),
+        ("set", 1, "profile", None),
+    ]
+    with _stepped(env, steps, "all, delete-orphan") as run:
+        assert run.let_go_unnamed == {0}
+        assert not run.step(("flush",))
+        assert [s.lifecycle(s.handles[0]) for s in (run.sa, run.rt)] == ["deleted", "persistent"]
+    # without the commit, its many-to-one names the user it loses: both delete it
+    with _stepped(env, steps[:3] + steps[5:], "all, delete-orphan") as run:
+        assert run.let_go_unnamed == set()
+        assert run.step(("flush",))
+        assert [s.lifecycle(s.handles[0]) for s in (run.sa, run.rt)] == ["deleted", "deleted"]
 
 
 def test_harness_stops_where_a_delete_cascade_marks_a_profile_a_new_user_holds(env: Env) -> None:
