@@ -56,6 +56,7 @@ _NAMES: dict[str, dict[str, str]] = {
         "CircularDependencyError": "retort.exc",
         "IntegrityError": "retort.exc",
         "PendingRollbackError": "retort.exc",
+        "FlushError": "retort.exc",
     },
     "sqlalchemy": {
         "DeclarativeBase": "sqlalchemy.orm",
@@ -79,6 +80,7 @@ _NAMES: dict[str, dict[str, str]] = {
         "CircularDependencyError": "sqlalchemy.exc",
         "IntegrityError": "sqlalchemy.exc",
         "PendingRollbackError": "sqlalchemy.exc",
+        "FlushError": "sqlalchemy.orm.exc",
     },
 }
 

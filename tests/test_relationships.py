@@ -2600,6 +2600,42 @@ def test_improvement_an_update_taking_a_unique_value_waits_for_a_row_pointed_at_
     ]
 
 
+@pytest.mark.parametrize("parent", ["old", "new"])
+def test_improvement_an_insert_takes_the_unique_value_an_update_pointing_into_the_table_frees(
+    orm: Api, parent: str
+) -> None:
+    # Found by test_flush_order_property.py: row 2 gives its name to new row 3 and is moved
+    # under another row. Moved under an old row, its UPDATE need not wait for the INSERT and
+    # frees the name first; retort's waited for every INSERT of the table, and the INSERT
+    # failed. Moved under the new row, the UPDATE must follow the INSERT, which must follow
+    # the name's release: a nullable name is parked as NULL first (test_flush_order_
+    # property.py), this NOT NULL one cannot be, and retort refuses the flush before any
+    # statement, saying what to do. SPEC §5: SQLAlchemy inserts first and fails on the name
+    Node = tree(orm, unique_names=True)
+    with orm.session() as s:
+        s.add_all([Node(id=1, name="a"), Node(id=2, name="b")])
+        s.commit()
+    with orm.session() as s:
+        one, two = s.get(Node, 1), s.get(Node, 2)
+        new = Node(id=3, name="b")
+        s.add(new)
+        two.name = "c"
+        two.parent = one if parent == "old" else new
+        refused = orm.name == "sqlalchemy" or parent == "new"
+        if refused:
+            error = orm.IntegrityError if orm.name == "sqlalchemy" else orm.FlushError
+            with pytest.raises(error, match="DEFERRABLE" if orm.name == "retort" else "name"):
+                s.commit()
+        else:
+            s.commit()
+    rows = (
+        [(1, "a", None), (2, "b", None)]
+        if refused
+        else [(1, "a", None), (2, "c", 1), (3, "b", None)]
+    )
+    assert orm.fetch("SELECT id, name, parent_id FROM nodes ORDER BY id") == rows
+
+
 def test_improvement_unique_value_swap_in_one_flush(orm: Api) -> None:
     # SPEC §5: the swap is a cycle through a nullable unique column, broken by a NULL step.
     # SQLAlchemy sends the two UPDATEs as they come and violates the unique constraint.

@@ -72,7 +72,13 @@ class MapperCore:
         sync: list[tuple[str, int, Any, list[str], list[str], MapperCore | None]] = ...,
     ) -> None: ...
     def add_dependency(
-        self, parent: MapperCore, reason: str, cols: list[int], nullable: bool, post_update: bool
+        self,
+        parent: MapperCore,
+        reason: str,
+        cols: list[int],
+        refs: list[int],
+        nullable: bool,
+        post_update: bool,
     ) -> None: ...
     def init_instance(self, instance: object, kwargs: dict[str, Any] | None = None) -> None: ...
     def primary_key_of(self, instance: object) -> tuple[Any, ...]: ...

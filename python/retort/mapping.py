@@ -412,10 +412,13 @@ class Mapper:
                 continue
             names = ", ".join(str(fk.parent.name) for fk in fks)
             targets = ", ".join(fk.column.name for fk in fks)
+            parent_index = {id(c): i for i, c in enumerate(parent.columns)}
+            refs = [parent_index[id(fk.column)] for fk in fks if id(fk.column) in parent_index]
             self._core.add_dependency(
                 parent._core,
                 f"{self.local_table.name}.{names} references {parent.local_table.name}.{targets}",
                 cols,
+                refs if len(refs) == len(fks) else [],
                 all(fk.parent.nullable for fk in fks),
                 self._post_update_along(parent, {id(fk.parent) for fk in fks}),
             )

@@ -61,6 +61,10 @@ pub struct Change {
     /// Within one mapper's step, rows of a lower level run first (unique values changing
     /// hands between rows of one table).
     pub level: u32,
+    /// An UPDATE pointing its row at a row of the same table that this flush inserts, or
+    /// taking a unique value such an UPDATE gives up: it runs after the table's INSERTs (the
+    /// others run before them, freeing unique values).
+    pub follows_inserts: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +86,8 @@ pub struct Edge {
     pub child: u32,
     /// The child's foreign-key column indexes.
     pub cols: ColSet,
+    /// The parent's column indexes they reference, in the same order (empty if unknown).
+    pub refs: ColSet,
     pub nullable: bool,
     /// A relationship along this key asked for `post_update`.
     pub post_update: bool,
@@ -257,58 +263,47 @@ pub fn plan_ordered(
 ) -> CoreResult<Vec<Batch>> {
     let order = &ordering.order;
     let broken = &ordering.broken;
-    type GroupKey = (u32, Op, Phase, u32, ColSet);
+    type GroupKey = (u32, Op, Phase, u32, bool, ColSet);
     let mut groups: IndexMap<GroupKey, Vec<usize>, ahash::RandomState> =
         IndexMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4));
     for c in changes {
         groups
-            .entry((c.mapper, c.op, c.phase, c.level, c.cols.clone()))
+            .entry((
+                c.mapper,
+                c.op,
+                c.phase,
+                c.level,
+                c.follows_inserts,
+                c.cols.clone(),
+            ))
             .or_default()
             .push(c.item);
     }
     let mut steps = Vec::with_capacity(groups.len());
-    // The foreign-key columns by which a mapper's rows reference rows of the same table.
-    let self_cols = |mapper: u32| -> ColSet {
-        let mut cols = ColSet::new();
-        for e in graph
-            .edges
-            .iter()
-            .filter(|e| e.parent == mapper && e.child == mapper)
-        {
-            cols.extend(e.cols.iter().copied());
-        }
-        cols
-    };
     // Which groups of a mapper's changes `take` picks: all, or those that go before (after)
-    // its inserts: updates that do not point a row at another row of the same table, up to
-    // the lowest level of those that do (the rest).
+    // its inserts.
     #[derive(Clone, Copy, PartialEq)]
     enum Pick {
         All,
-        BeforeInserts(u32),
-        AfterInserts(u32),
+        BeforeInserts,
+        AfterInserts,
     }
-    let points = |refs: &ColSet, cols: &ColSet| cols.iter().any(|c| refs.contains(c));
     let take_some = |mapper: u32, op: Op, phase: Phase, pick: Pick, steps: &mut Vec<Batch>| {
-        let refs = match pick {
-            Pick::All => ColSet::new(),
-            _ => self_cols(mapper),
-        };
         let mut mine: Vec<(&GroupKey, &Vec<usize>)> = groups
             .iter()
-            .filter(|((m, o, p, level, cols), _)| {
+            .filter(|((m, o, p, _, follows, _), _)| {
                 *m == mapper
                     && *o == op
                     && *p == phase
                     && match pick {
                         Pick::All => true,
-                        Pick::BeforeInserts(top) => !points(&refs, cols) && *level <= top,
-                        Pick::AfterInserts(top) => points(&refs, cols) || *level > top,
+                        Pick::BeforeInserts => !follows,
+                        Pick::AfterInserts => *follows,
                     }
             })
             .collect();
-        mine.sort_by_key(|((_, _, _, level, _), _)| *level); // stable: first-appearance ties
-        for ((_, _, _, level, cols), items) in mine {
+        mine.sort_by_key(|((_, _, _, level, _, _), _)| *level); // stable: first-appearance ties
+        for ((_, _, _, level, follows, cols), items) in mine {
             {
                 let reason = match phase {
                     Phase::Main => graph.reason_for(mapper, op, broken),
@@ -319,7 +314,7 @@ pub fn plan_ordered(
                 } else {
                     reason
                 };
-                let reason = if matches!(pick, Pick::AfterInserts(_)) && points(&refs, cols) {
+                let reason = if *follows {
                     Some("rows of this table referenced by updated rows are inserted first".into())
                 } else {
                     reason
@@ -375,35 +370,16 @@ pub fn plan_ordered(
                 );
             }
         }
-        let refs = self_cols(m);
-        if has(m, Op::Insert) && !refs.is_empty() {
-            // Updates go before inserts (freeing unique values), except those that point a
-            // row at another row of the same table, which may be one of the inserted rows.
-            // Levels still hold: an update taking a unique value such a row gives up (a higher
-            // level) follows it after the inserts.
-            let top = groups
-                .keys()
-                .filter(|(gm, op, phase, _, cols)| {
-                    *gm == m && *op == Op::Update && *phase == Phase::Main && points(&refs, cols)
-                })
-                .map(|(_, _, _, level, _)| *level)
-                .min()
-                .unwrap_or(u32::MAX);
-            take_some(
-                m,
-                Op::Update,
-                Phase::Main,
-                Pick::BeforeInserts(top),
-                &mut steps,
-            );
+        // Updates go before inserts (freeing unique values), except those that point a row at
+        // a row being inserted, or take a unique value such a row gives up (the caller marks
+        // both: Change::follows_inserts).
+        let follows = groups.keys().any(|(gm, op, phase, _, follows, _)| {
+            *gm == m && *op == Op::Update && *phase == Phase::Main && *follows
+        });
+        if follows && has(m, Op::Insert) {
+            take_some(m, Op::Update, Phase::Main, Pick::BeforeInserts, &mut steps);
             take(m, Op::Insert, Phase::Main, &mut steps);
-            take_some(
-                m,
-                Op::Update,
-                Phase::Main,
-                Pick::AfterInserts(top),
-                &mut steps,
-            );
+            take_some(m, Op::Update, Phase::Main, Pick::AfterInserts, &mut steps);
         } else {
             take(m, Op::Update, Phase::Main, &mut steps);
             take(m, Op::Insert, Phase::Main, &mut steps);
@@ -439,6 +415,7 @@ mod tests {
             parent: a,
             child: b,
             cols: smallvec![0],
+            refs: smallvec![0],
             nullable,
             post_update: false,
             reason: format!("{b} references {a}"),
@@ -460,6 +437,7 @@ mod tests {
             item,
             phase: Phase::Main,
             level: 0,
+            follows_inserts: false,
         }
     }
 
@@ -552,11 +530,13 @@ mod tests {
         let mut e = edge(0, 0, true);
         e.cols = smallvec![2];
         g.edges.push(e);
-        let changes = vec![
+        let mut changes = vec![
             change(0, Op::Update, &[2], 0), // moved under a new row
             change(0, Op::Update, &[1], 1), // renamed: may free a unique value
             change(0, Op::Insert, &[0, 1, 2], 2),
+            change(0, Op::Update, &[1, 2], 3), // renamed, and moved under an old row
         ];
+        changes[0].follows_inserts = true;
         let steps = plan(&changes, &g).unwrap();
         let summary: Vec<(Op, Vec<usize>)> =
             steps.iter().map(|b| (b.op, b.items.clone())).collect();
@@ -564,11 +544,12 @@ mod tests {
             summary,
             vec![
                 (Op::Update, vec![1]),
+                (Op::Update, vec![3]),
                 (Op::Insert, vec![2]),
                 (Op::Update, vec![0])
             ]
         );
-        assert!(steps[2]
+        assert!(steps[3]
             .reason
             .as_deref()
             .unwrap()

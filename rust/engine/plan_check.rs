@@ -14,9 +14,10 @@ use crate::engine::plan::{Op, Phase};
 /// fuzzer or proptest draws them (every value is taken modulo its range):
 ///
 /// - an edge `(parent, child, nullable, post_update, column)`;
-/// - a change `(mapper, op, phase, columns, level)`: mapper 255 is not registered; `op` 0..3 is insert, update, delete; `phase` 1 and 2 (post-update,
-///   pre-delete) apply to updates only, as the binding builds them; `columns` is a bit set
-///   of columns 0..4.
+/// - a change `(mapper, op, phase, columns, level)`: mapper 255 is not registered; `op` 0..3
+///   is insert, update, delete; `phase` 1 and 2 (post-update, pre-delete) apply to updates
+///   only, as the binding builds them, and so does phase 3 (a main-phase update pointing its
+///   row at a row being inserted: `follows_inserts`); `columns` is a bit set of columns 0..4.
 pub fn build(
     mappers: u8,
     edges: &[(u8, u8, bool, bool, u8)],
@@ -33,6 +34,7 @@ pub fn build(
                     parent,
                     child,
                     cols: ColSet::from_slice(&[u16::from(col % 4)]),
+                    refs: ColSet::from_slice(&[0]),
                     nullable: nullable || post_update,
                     post_update,
                     reason: format!("{child} references {parent}"),
@@ -45,10 +47,11 @@ pub fn build(
         .enumerate()
         .map(|(item, &(m, op, phase, cols, level))| {
             let op = [Op::Insert, Op::Update, Op::Delete][usize::from(op % 3)];
-            let phase = match (op, phase % 3) {
-                (Op::Update, 1) => Phase::PostUpdate,
-                (Op::Update, 2) => Phase::PreDelete,
-                _ => Phase::Main,
+            let (phase, follows_inserts) = match (op, phase % 4) {
+                (Op::Update, 1) => (Phase::PostUpdate, false),
+                (Op::Update, 2) => (Phase::PreDelete, false),
+                (Op::Update, 3) => (Phase::Main, true),
+                _ => (Phase::Main, false),
             };
             Change {
                 // (255 names a mapper the graph does not have)
@@ -58,6 +61,7 @@ pub fn build(
                 item,
                 phase,
                 level: u32::from(level % 3),
+                follows_inserts,
             }
         })
         .collect();
@@ -194,26 +198,22 @@ pub fn check_answer(
         }
     }
     for &m in &involved {
-        let self_cols: ColSet = graph
-            .edges
-            .iter()
-            .filter(|e| e.parent == m && e.child == m)
-            .flat_map(|e| e.cols.iter().copied())
-            .collect();
-        if self_cols.is_empty() {
-            continue;
-        }
-        // a row pointed at another row of its own table, which may be one being inserted
-        let points = |c: &Change| {
-            c.mapper == m
-                && c.op == Op::Update
-                && c.phase == Phase::Main
-                && c.cols.iter().any(|col| self_cols.contains(col))
-        };
+        // an update pointing a row at a row being inserted runs after the inserts; one that
+        // may free a unique value for them (of a level no higher than any of those) before
         let inserts = |c: &Change| c.mapper == m && c.op == Op::Insert;
-        if let Err((a, b)) = pairs(&inserts, &points) {
+        let updates = |c: &Change| c.mapper == m && c.op == Op::Update && c.phase == Phase::Main;
+        let follows = |c: &Change| updates(c) && c.follows_inserts;
+        if let Err((a, b)) = pairs(&inserts, &follows) {
             return Err(format!(
-                "self-referencing update at step {b} before insert at {a}"
+                "an update pointing at a new row (step {b}) before insert {a}"
+            ));
+        }
+        let top = changes.iter().filter(|c| follows(c)).map(|c| c.level).min();
+        let frees =
+            |c: &Change| updates(c) && !c.follows_inserts && top.is_none_or(|t| c.level <= t);
+        if let Err((a, b)) = pairs(&frees, &inserts) {
+            return Err(format!(
+                "an update freeing unique values (step {a}) after insert {b}"
             ));
         }
     }
@@ -236,18 +236,22 @@ fn check_batches(changes: &[Change], steps: &[Batch]) -> Result<(), String> {
                 && c.op == batch.op
                 && c.phase == batch.phase
                 && c.cols == batch.cols
-                && c.level == level;
+                && c.level == level
+                && c.follows_inserts == changes[batch.items[0]].follows_inserts;
             if !fits || std::mem::replace(&mut seen[i], true) {
                 return Err(format!("change {c:?} misplaced or repeated in batch {s}"));
             }
         }
-        let key = |b: &Batch| (b.mapper, b.op, b.phase, changes[b.items[0]].level);
+        let key = |b: &Batch| {
+            let first = &changes[b.items[0]];
+            (b.mapper, b.op, b.phase, first.level, first.follows_inserts)
+        };
         for (t, later) in steps.iter().enumerate().skip(s + 1) {
             if key(later) == key(batch) && later.cols == batch.cols {
                 return Err(format!("batches {s} and {t} could have been one"));
             }
-            let same =
-                (later.mapper, later.op, later.phase) == (batch.mapper, batch.op, batch.phase);
+            let (k, j) = (key(later), key(batch));
+            let same = (k.0, k.1, k.2, k.4) == (j.0, j.1, j.2, j.4);
             if same && changes[later.items[0]].level < level {
                 return Err(format!("batch {t} of a lower level runs after batch {s}"));
             }

@@ -338,18 +338,21 @@ impl MapperCore {
         Ok(())
     }
 
-    /// Record a foreign key from `self`'s table (columns `cols`) to `parent`'s: its rows must
-    /// be inserted after the rows of `parent` they reference.
-    #[pyo3(signature = (parent, reason, cols, nullable, post_update))]
+    /// Record a foreign key from `self`'s table (columns `cols`) to `parent`'s (columns
+    /// `refs`, in the same order; empty where not all are mapped): its rows must be inserted
+    /// after the rows of `parent` they reference.
+    #[pyo3(signature = (parent, reason, cols, refs, nullable, post_update))]
     fn add_dependency(
         &self,
         parent: &MapperCore,
         reason: String,
         cols: Vec<u16>,
+        refs: Vec<u16>,
         nullable: bool,
         post_update: bool,
     ) -> PyResult<()> {
         let cols: crate::engine::plan::ColSet = cols.into_iter().collect();
+        let refs: crate::engine::plan::ColSet = refs.into_iter().collect();
         let known = graph()?
             .edges
             .iter()
@@ -360,6 +363,7 @@ impl MapperCore {
                     parent: parent.id,
                     child: self.id,
                     cols,
+                    refs,
                     nullable,
                     post_update,
                     reason,
