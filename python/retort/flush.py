@@ -919,16 +919,28 @@ def _settle_removed(
             # row, is none: the flush writes nothing towards it, and the child would keep the
             # key it holds (SQLAlchemy's parent tracking, which compares the parents' identity
             # keys, takes the two for one, and its flush clears the key)
+            # A back reference loaded (not set since the flush) that names another parent while
+            # the child's foreign key holds this parent's key was read before a flush gave it
+            # that key: it is stale, and the child still this parent's (as SQLAlchemy's parent
+            # tracking, which records sets and appends only, has it)
             d = child.__dict__
             back = d.get(prop.back.key)
+            loaded = prop.back.key not in d.get("_retort_history", ())
             still_ours = (
                 back is None
                 or back is obj
-                or (_same_row(back, obj) and prop.back.key not in d.get("_retort_history", ()))
+                or (_same_row(back, obj) and loaded)
                 or (
                     object_session_of(back) is not session
                     and not _has_identity(back)
                     and not _has_identity(obj)
+                )
+                or (
+                    loaded
+                    and all(
+                        dst.key in d and d[dst.key] == pv
+                        for (_, dst), pv in zip(prop.pairs, parent_values, strict=True)
+                    )
                 )
             )
         else:
