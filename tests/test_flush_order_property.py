@@ -1,25 +1,29 @@
 """Any set of changes whose end state the constraints allow, flushed at once, leaves that state.
 
-One self-referencing table: a natural key, a nullable unique `name` and a nullable `parent_id`
-referencing the table itself (NOT DEFERRABLE, as PostgreSQL creates them by default, so that
-every statement must leave the constraints met). Hypothesis draws the rows there are, and the
-rows the session must leave: some rows deleted, every kept row given a name and a parent
-(names may change hands, go round in cycles, or be cleared; parents may form cycles among kept
-rows and point at new rows) and new rows added, each with a name and a parent among the rows
-that stay. The changes are made in a drawn order, through the relationship or the foreign key
-column, and flushed once: the flush must succeed and leave exactly the rows drawn, whatever the
-order of the changes.
+Two tables, each with a natural key, a nullable unique text column and a nullable foreign key
+(NOT DEFERRABLE, as PostgreSQL creates them by default, so that every statement must leave the
+constraints met): `order_items` (`name`, `parent_id` referencing the table itself) and
+`order_tags` (`label`, `item_id` referencing `order_items`). Hypothesis draws the rows there
+are, and the rows the session must leave: some rows deleted, every kept row given a value and a
+reference (values may change hands, go round in cycles, or be cleared; parents may form cycles
+among kept items; references may point at new rows) and new rows added, each with a value and a
+reference among the rows that stay. The changes are made in a drawn order, through the
+relationship or the foreign key column, and flushed once: the flush must succeed and leave
+exactly the rows drawn, whatever the order of the changes.
 
 This is where retort promises more than SQLAlchemy (SPEC §5): its planner orders the rows of one
 table by the unique values they give up and take (parking a value as NULL to break a swap), by
-the rows they point at (inserting first, or updating after the inserts), and breaks cycles of
-parents through the nullable key. SQLAlchemy sends UPDATEs in key order and fails on many of
-these programs, so this test runs on retort alone.
+the rows they point at (inserting first, or updating after the inserts), runs a DELETE freeing
+a value first where nothing of the flush may still point at its row, and breaks cycles of
+parents through the nullable key. SQLAlchemy sends UPDATEs in key order, deletes last, and fails
+on many of these programs, so this test runs on retort alone.
 
-Left out of the draw: a deleted row whose name a row that stays takes. The planner keeps a
-self-referencing table's DELETEs after its UPDATEs and INSERTs (an UPDATE may move a row off a
-row being deleted, and must go first), so that name is still taken when the taker's statement
-runs; SQLAlchemy deletes last too.
+Left out of the draw: a deleted item whose name an item that stays takes. The planner keeps the
+DELETEs of a table that rows of the flush may point at (a self-referencing table with UPDATEs,
+or one another table of the flush references) after its UPDATEs and INSERTs, which may move rows
+off the row being deleted and must go first, so that name is still taken when the taker's
+statement runs; SQLAlchemy deletes last too. (Tags are referenced by nothing: their deleted
+labels are taken freely.)
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from retort import (
 )
 from retort.engine import Engine
 
-NAMES = ["a", "b", "c", "d", "e", "f", "g"]
+VALUES = ["a", "b", "c", "d", "e", "f", "g"]
 _EXAMPLES = {"ci": 120, "nightly": 4000}
 
 
@@ -59,22 +63,38 @@ class Item(Base):
     parent: Mapped[Item | None] = relationship(remote_side="Item.id")
 
 
-Row = tuple[int, str | None, int | None]
+class Tag(Base):
+    __tablename__ = "order_tags"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    label: Mapped[str | None] = mapped_column(String(5), unique=True)
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("order_items.id"))
+    item: Mapped[Item | None] = relationship()
+
+
+# per model: (table, unique column, foreign key, relationship, the model it references)
+MODELS: dict[str, tuple[type[Any], str, str, str, str, str]] = {
+    "item": (Item, "order_items", "name", "parent_id", "parent", "item"),
+    "tag": (Tag, "order_tags", "label", "item_id", "item", "item"),
+}
+Row = tuple[int, str | None, int | None]  # (id, unique value, foreign key)
+Ref = tuple[str, int]  # (model, id)
 
 
 @dataclass(frozen=True)
 class Case:
-    before: list[Row]  # (id, name, parent_id): the rows there are
-    after: list[Row]  # the rows the flush must leave, by id
-    deleted: list[int]
-    order: list[int]  # the ids of the rows to change, delete or add, in the order to do it
-    by_key: dict[int, bool]  # per row given a parent: through parent_id (else the relationship)
+    before: dict[str, list[Row]]  # per model, the rows there are
+    after: dict[str, list[Row]]  # per model, the rows the flush must leave
+    deleted: list[Ref]
+    order: list[Ref]  # the rows to change, delete or add, in the order to do it
+    by_key: dict[
+        Ref, bool
+    ]  # per row that stays: referencing through the key (else the relationship)
 
 
-def _named(draw: st.DrawFn, ids: list[int], names: list[str]) -> dict[int, str | None]:
-    """Names for `ids`: distinct, from `names` (in its order), or None."""
+def _valued(draw: st.DrawFn, ids: list[int], values: list[str]) -> dict[int, str | None]:
+    """Values for `ids`: distinct, from `values` (in its order), or None."""
     out: dict[int, str | None] = {}
-    pool = iter(names)
+    pool = iter(values)
     for i in ids:
         out[i] = next(pool, None) if draw(st.booleans()) else None
     return out
@@ -82,21 +102,36 @@ def _named(draw: st.DrawFn, ids: list[int], names: list[str]) -> dict[int, str |
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
-    n = draw(st.integers(1, 5))
-    ids = list(range(1, n + 1))
-    names_before = _named(draw, ids, draw(st.permutations(NAMES)))
-    before = [(i, names_before[i], draw(st.sampled_from([None, *ids]))) for i in ids]
-    deleted = [i for i in ids if draw(st.integers(0, 3)) == 0]
-    kept = [i for i in ids if i not in deleted]
-    new = list(range(n + 1, n + 1 + draw(st.integers(0, 3))))
-    staying = kept + new
-    # (no name a deleted row had goes to a row that stays: see the module's docstring)
-    freed = {names_before[i] for i in deleted}
-    names_after = _named(draw, staying, [x for x in draw(st.permutations(NAMES)) if x not in freed])
-    after = [(i, names_after[i], draw(st.sampled_from([None, *staying]))) for i in staying]
-    order = draw(st.permutations(deleted + staying))
-    by_key = {i: draw(st.booleans()) for i in staying}
-    return Case(before, after, deleted, list(order), by_key)
+    before: dict[str, list[Row]] = {}
+    after: dict[str, list[Row]] = {}
+    deleted: list[Ref] = []
+    staying: dict[str, list[int]] = {}
+    existing: dict[str, list[int]] = {}
+    for model in MODELS:
+        n = draw(st.integers(1 if model == "item" else 0, 4))
+        existing[model] = list(range(1, n + 1))
+        gone = [i for i in existing[model] if draw(st.integers(0, 3)) == 0]
+        deleted += [(model, i) for i in gone]
+        new = list(range(n + 1, n + 1 + draw(st.integers(0, 3))))
+        staying[model] = [i for i in existing[model] if i not in gone] + new
+    by_key: dict[Ref, bool] = {}
+    for model, (_, _, _, _, _, target) in MODELS.items():
+        ids = existing[model]
+        values = _valued(draw, ids, draw(st.permutations(VALUES)))
+        before[model] = [
+            (i, values[i], draw(st.sampled_from([None, *existing[target]]))) for i in ids
+        ]
+        # (no name a deleted item had goes to an item that stays: see the module's docstring)
+        freed = {values[i] for m, i in deleted if m == model} if model == "item" else set()
+        pool = [x for x in draw(st.permutations(VALUES)) if x not in freed]
+        values_after = _valued(draw, staying[model], pool)
+        after[model] = [
+            (i, values_after[i], draw(st.sampled_from([None, *staying[target]])))
+            for i in staying[model]
+        ]
+        by_key.update({(model, i): draw(st.booleans()) for i in staying[model]})
+    rows: list[Ref] = deleted + [(m, i) for m in MODELS for i in staying[m]]
+    return Case(before, after, deleted, list(draw(st.permutations(rows))), by_key)
 
 
 def _profile() -> str:
@@ -104,44 +139,50 @@ def _profile() -> str:
     return name if name in _EXAMPLES else "ci"
 
 
-def _seed(conn: psycopg.Connection[Any], schema: str, rows: list[Row]) -> None:
-    table = f"{schema}.order_items"
+def _seed(conn: psycopg.Connection[Any], schema: str, case: Case) -> None:
     with conn.cursor() as cur:
-        cur.execute(f"DELETE FROM {table}")  # (rows pointing at each other: one statement)
-        cur.executemany(
-            f"INSERT INTO {table} (id, name) VALUES (%s, %s)", [(i, name) for i, name, _ in rows]
-        )
-        cur.executemany(
-            f"UPDATE {table} SET parent_id = %s WHERE id = %s",
-            [(parent, i) for i, _, parent in rows if parent is not None],
-        )
+        for model in reversed(MODELS):  # (tags first: they reference items)
+            cur.execute(f"DELETE FROM {schema}.{MODELS[model][1]}")
+        for model, (_, table, column, _, _, _) in MODELS.items():
+            rows = case.before[model]
+            # (rows pointing at each other: the keys once all exist)
+            cur.executemany(
+                f"INSERT INTO {schema}.{table} (id, {column}) VALUES (%s, %s)",
+                [(i, value) for i, value, _ in rows],
+            )
+        for model, (_, table, _, key, _, _) in MODELS.items():
+            cur.executemany(
+                f"UPDATE {schema}.{table} SET {key} = %s WHERE id = %s",
+                [(ref, i) for i, _, ref in case.before[model] if ref is not None],
+            )
 
 
 def _apply(s: Session, case: Case) -> None:
-    """Make the case's changes in its order (the new rows' parents may be rows added later:
-    the relationship then names the object, the key its id)."""
-    items: dict[int, Item] = {}
-    for i, _, _ in case.before:
-        item = s.get(Item, i)
-        assert item is not None
-        items[i] = item
-    after = {i: (name, parent) for i, name, parent in case.after}
-    for i in after:
-        if i not in items:
-            items[i] = Item(id=i)
-    for i in case.order:
-        item = items[i]
-        if i in case.deleted:
-            s.delete(item)
+    """Make the case's changes in its order (a reference may name a row added later: the
+    relationship then names the object, the key its id)."""
+    objs: dict[Ref, Any] = {}
+    for model, (cls, *_) in MODELS.items():
+        for i, _, _ in case.before[model]:
+            objs[(model, i)] = s.get(cls, i)
+            assert objs[(model, i)] is not None
+        for i, _, _ in case.after[model]:
+            if (model, i) not in objs:
+                objs[(model, i)] = cls(id=i)
+    after = {(m, i): (value, ref) for m in MODELS for i, value, ref in case.after[m]}
+    for model, i in case.order:
+        obj = objs[(model, i)]
+        if (model, i) in case.deleted:
+            s.delete(obj)
             continue
-        name, parent = after[i]
-        item.name = name
-        if case.by_key[i]:
-            item.parent_id = parent
+        _, _, column, key, rel, target = MODELS[model]
+        value, ref = after[(model, i)]
+        setattr(obj, column, value)
+        if case.by_key[(model, i)]:
+            setattr(obj, key, ref)
         else:
-            item.parent = None if parent is None else items[parent]
-        if item not in s:
-            s.add(item)
+            setattr(obj, rel, None if ref is None else objs[(target, ref)])
+        if obj not in s:
+            s.add(obj)
 
 
 def test_a_flush_leaves_any_end_state_the_constraints_allow(
@@ -156,13 +197,14 @@ def test_a_flush_leaves_any_end_state_the_constraints_allow(
     )
     @given(case=cases())
     def flush_once(case: Case) -> None:
-        _seed(admin_conn, schema, case.before)
+        _seed(admin_conn, schema, case)
         with Session(engine) as s:
             _apply(s, case)
             s.commit()
-        rows = admin_conn.execute(
-            f"SELECT id, name, parent_id FROM {schema}.order_items ORDER BY id"
-        ).fetchall()
-        assert rows == sorted(case.after), case
+        for model, (_, table, column, key, _, _) in MODELS.items():
+            rows = admin_conn.execute(
+                f"SELECT id, {column}, {key} FROM {schema}.{table} ORDER BY id"
+            ).fetchall()
+            assert rows == sorted(case.after[model]), (model, case)
 
     flush_once()
