@@ -495,6 +495,31 @@ class Lockstep:
             self.tracked_profile_let_go(user, value) for user, value in changed if user is not None
         )
 
+    def lets_go_a_profile_naming_another_user(self, step: Step) -> bool:
+        """Whether this step sets a user's loaded one-to-one (on SQLAlchemy's side) away from a
+        profile whose loaded user_id holds another key than the user's, and whose loaded
+        many-to-one names another user, while SQLAlchemy's parent tracking records no parent
+        for the profile (a many-to-one loaded, not set): its flush clears the key of a profile
+        the one-to-one lost, retort's keeps the key that names another user."""
+        if step[0] != "set" or step[2] != "profile":
+            return False
+        sa = self.sa
+        user = sa.handles[step[1]]
+        old = user.__dict__.get("profile")
+        value = None if step[3] is None else sa.handles[step[3]]
+        if old is None or old is value:
+            return False
+        ident = sa.api.inspect(user).identity
+        d = old.__dict__
+        return (
+            ident is not None
+            and "user_id" in d
+            and d["user_id"] != ident[0]
+            and d.get("user") is not None
+            and d.get("user") is not user
+            and not type(user).profile.impl.hasparent(sa.api.inspect(old))
+        )
+
     def tracked_profile_let_go(self, user: Any, value: Any) -> bool:
         """(lets_go_a_profile_sa_tracks_unloaded) for SQLAlchemy's `user`, whose one-to-one
         is set to `value` (or cleared of it)."""
@@ -622,6 +647,7 @@ class Lockstep:
         held = self.users_held_with_a_row() if step[0] == "set" else {}
         takes_back = self.takes_back_a_profile_another_user_took(step)
         tracked = self.lets_go_a_profile_sa_tracks_unloaded(step)
+        named_elsewhere = self.lets_go_a_profile_naming_another_user(step)
         # (a commit expires them: see orphan_kept_by_sa_only)
         without_user = {
             k
@@ -700,6 +726,13 @@ class Lockstep:
             # user (the profile was given the user in this session); retort loads it at the
             # assignment and clears its key (test_relationships.py: test_improvement_a_one_to_
             # one_set_while_not_loaded_lets_go_a_profile_given_the_user_before)
+            return False
+        if named_elsewhere and sa.ok and rt.ok:
+            # a user's loaded one-to-one lets go a profile whose key and many-to-one name
+            # another user (set by hand and flushed since the user took it): SQLAlchemy's parent
+            # tracking records no other parent for it, and its flush clears the key;
+            # retort's keeps it (test_relationships.py: test_improvement_a_profile_let_go_whose_
+            # key_names_another_user_keeps_it)
             return False
         if takes_back and sa.ok and rt.ok:
             # a user's one-to-one set to the profile it still holds, which another user took
@@ -1424,6 +1457,31 @@ def test_harness_stops_where_an_unloaded_one_to_one_lets_go_a_profile_another_us
         assert run.lets_go_a_profile_sa_tracks_unloaded(("set", 2, "profile", None))
         assert not run.lets_go_a_profile_sa_tracks_unloaded(("set", 0, "profile", None))
         assert not run.step(("set", 2, "profile", None))
+
+
+def test_harness_stops_where_a_one_to_one_lets_go_a_profile_naming_another_user(
+    env: Env,
+) -> None:
+    # found by the nightly search: new user 6, outside the session, takes profile 1 and is
+    # added after a commit; the profile's user_id is set back to 1, its user read (user 1)
+    # and flushed. User 6 lets the profile go: SQLAlchemy's flush clears its key, retort's
+    # keeps it (test_relationships.py: test_improvement_a_profile_let_go_whose_key_names_
+    # another_user_keeps_it). The program stops at the assignment
+    steps: list[Step] = [
+        ("new", "User", 6, False),
+        ("get", "Profile", 1),
+        ("set", 0, "profile", 1),
+        ("commit",),
+        ("add", 0),
+        ("get", "User", 1),
+        ("set_fk", 1, 1),
+        ("read", 1, "user"),
+        ("flush",),
+    ]
+    with _stepped(env, steps) as run:
+        assert run.lets_go_a_profile_naming_another_user(("set", 0, "profile", None))
+        assert not run.lets_go_a_profile_naming_another_user(("set", 2, "profile", None))
+        assert not run.step(("set", 0, "profile", None))
 
 
 def test_harness_stops_where_sqlalchemy_deletes_a_profile_a_user_outside_let_go_unnamed(

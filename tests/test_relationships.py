@@ -2422,6 +2422,35 @@ def test_a_profile_let_go_whose_many_to_one_was_read_before_a_flush_gave_its_key
     assert orm.fetch("SELECT id, user_id FROM profiles") == [(1, None)]
 
 
+def test_improvement_a_profile_let_go_whose_key_names_another_user_keeps_it(orm: Api) -> None:
+    # found by the nightly one-to-one search: new user 6, outside the session, takes profile
+    # 1, and is added after a commit that wrote nothing of it. The profile's user_id is set
+    # back to 1 by hand, its user read (user 1), and flushed: the row names user 1. User 6
+    # then lets the profile go: SQLAlchemy's parent tracking records no other parent for it
+    # (its many-to-one was read, not set), and its flush clears the key; retort's profile
+    # names user 1, by its key and its many-to-one, and keeps it
+    User, Profile = user_profile(orm)
+    with orm.session() as s:
+        s.add_all([User(id=1, name="u1"), Profile(id=1, bio="p1", user_id=1)])
+        s.commit()
+    with orm.session() as s:
+        profile = s.get(Profile, 1)
+        user = User(id=6, name="n6")
+        user.profile = profile
+        with pytest.warns(Warning, match="not in (the )?session"):
+            s.commit()
+        s.add(user)
+        one = s.get(User, 1)
+        profile.user_id = 1
+        assert profile.user is one
+        s.flush()
+        assert s.execute(orm.select(Profile.user_id)).scalars().all() == [1]
+        user.profile = None
+        s.commit()
+    expected = [(1, None)] if orm.name == "sqlalchemy" else [(1, 1)]
+    assert orm.fetch("SELECT id, user_id FROM profiles") == expected
+
+
 def test_improvement_a_profile_a_user_outside_the_session_lets_go_after_a_commit_stays(
     orm: Api,
 ) -> None:
