@@ -198,8 +198,8 @@ pub fn check_answer(
         }
     }
     for &m in &involved {
-        // an update pointing a row at a row being inserted runs after the inserts; one that
-        // may free a unique value for them (of a level no higher than any of those) before
+        // an update pointing a row at a row being inserted (or taking a value such a row gives
+        // up) runs after the inserts; the others before, freeing unique values they may take
         let inserts = |c: &Change| c.mapper == m && c.op == Op::Insert;
         let updates = |c: &Change| c.mapper == m && c.op == Op::Update && c.phase == Phase::Main;
         let follows = |c: &Change| updates(c) && c.follows_inserts;
@@ -208,9 +208,7 @@ pub fn check_answer(
                 "an update pointing at a new row (step {b}) before insert {a}"
             ));
         }
-        let top = changes.iter().filter(|c| follows(c)).map(|c| c.level).min();
-        let frees =
-            |c: &Change| updates(c) && !c.follows_inserts && top.is_none_or(|t| c.level <= t);
+        let frees = |c: &Change| updates(c) && !c.follows_inserts;
         if let Err((a, b)) = pairs(&frees, &inserts) {
             return Err(format!(
                 "an update freeing unique values (step {a}) after insert {b}"
@@ -222,7 +220,8 @@ pub fn check_answer(
 
 /// Every change in exactly one batch, which holds only changes of its mapper, operation,
 /// phase, columns and level, in the order handed in; no two batches could have been one; and
-/// one mapper's batches of one operation and phase run by ascending level.
+/// one mapper's batches of one operation and phase run by ascending level (those following
+/// the inserts, and the others, each by ascending level).
 fn check_batches(changes: &[Change], steps: &[Batch]) -> Result<(), String> {
     let mut seen = vec![false; changes.len()];
     for (s, batch) in steps.iter().enumerate() {
