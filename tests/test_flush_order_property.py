@@ -14,16 +14,16 @@ exactly the rows drawn, whatever the order of the changes.
 This is where retort promises more than SQLAlchemy (SPEC §5): its planner orders the rows of one
 table by the unique values they give up and take (parking a value as NULL to break a swap), by
 the rows they point at (inserting first, or updating after the inserts), runs a DELETE freeing
-a value first where nothing of the flush may still point at its row, and breaks cycles of
+a value first where no row of the flush points at its row, and breaks cycles of
 parents through the nullable key. SQLAlchemy sends UPDATEs in key order, deletes last, and fails
 on many of these programs, so this test runs on retort alone.
 
-Left out of the draw: a deleted item whose name an item that stays takes. The planner keeps the
-DELETEs of a table that rows of the flush may point at (a self-referencing table with UPDATEs,
-or one another table of the flush references) after its UPDATEs and INSERTs, which may move rows
-off the row being deleted and must go first, so that name is still taken when the taker's
-statement runs; SQLAlchemy deletes last too. (Tags are referenced by nothing: their deleted
-labels are taken freely.)
+Left out of the draw: a deleted item whose name an item that stays takes, where another row
+pointed at the deleted one before the flush. Such a row is moved off it or deleted with it, and
+must go first: the planner then keeps the DELETE for the end of the flush (it orders tables, not
+rows, but for unique values changing hands), so that the name is still taken when the taker's
+statement runs; SQLAlchemy deletes last too. (A DELETE that nothing of the flush points at runs
+first, freeing its values; tags are referenced by nothing.)
 """
 
 from __future__ import annotations
@@ -114,15 +114,21 @@ def cases(draw: st.DrawFn) -> Case:
         deleted += [(model, i) for i in gone]
         new = list(range(n + 1, n + 1 + draw(st.integers(0, 3))))
         staying[model] = [i for i in existing[model] if i not in gone] + new
-    by_key: dict[Ref, bool] = {}
     for model, (_, _, _, _, _, target) in MODELS.items():
         ids = existing[model]
         values = _valued(draw, ids, draw(st.permutations(VALUES)))
-        before[model] = [
-            (i, values[i], draw(st.sampled_from([None, *existing[target]]))) for i in ids
-        ]
-        # (no name a deleted item had goes to an item that stays: see the module's docstring)
-        freed = {values[i] for m, i in deleted if m == model} if model == "item" else set()
+        refs = [None, *existing[target]]
+        before[model] = [(i, values[i], draw(st.sampled_from(refs))) for i in ids]
+    # (no name goes from a deleted item to an item that stays where another row pointed at the
+    # deleted one: see the module's docstring)
+    pointed = {ref for m in MODELS for i, _, ref in before[m] if (m, i) != ("item", ref)}
+    by_key: dict[Ref, bool] = {}
+    for model, (_, _, _, _, _, target) in MODELS.items():
+        freed = {
+            value
+            for i, value, _ in before[model]
+            if model == "item" and ("item", i) in deleted and i in pointed
+        }
         pool = [x for x in draw(st.permutations(VALUES)) if x not in freed]
         values_after = _valued(draw, staying[model], pool)
         after[model] = [

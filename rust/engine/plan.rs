@@ -65,6 +65,10 @@ pub struct Change {
     /// taking a unique value such an UPDATE gives up: it runs after the table's INSERTs (the
     /// others run before them, freeing unique values).
     pub follows_inserts: bool,
+    /// A DELETE freeing a unique value that a row of its table takes in this flush, whose row
+    /// no row of the flush points at (the caller checks the rows): it runs first in its
+    /// table's step, where the others wait for the end.
+    pub early: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -263,7 +267,7 @@ pub fn plan_ordered(
 ) -> CoreResult<Vec<Batch>> {
     let order = &ordering.order;
     let broken = &ordering.broken;
-    type GroupKey = (u32, Op, Phase, u32, bool, ColSet);
+    type GroupKey = (u32, Op, Phase, u32, bool, bool, ColSet);
     let mut groups: IndexMap<GroupKey, Vec<usize>, ahash::RandomState> =
         IndexMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4));
     for c in changes {
@@ -274,6 +278,7 @@ pub fn plan_ordered(
                 c.phase,
                 c.level,
                 c.follows_inserts,
+                c.early,
                 c.cols.clone(),
             ))
             .or_default()
@@ -287,11 +292,13 @@ pub fn plan_ordered(
         All,
         BeforeInserts,
         AfterInserts,
+        // deletes marked early, or the others
+        Early(bool),
     }
     let take_some = |mapper: u32, op: Op, phase: Phase, pick: Pick, steps: &mut Vec<Batch>| {
         let mut mine: Vec<(&GroupKey, &Vec<usize>)> = groups
             .iter()
-            .filter(|((m, o, p, _, follows, _), _)| {
+            .filter(|((m, o, p, _, follows, early, _), _)| {
                 *m == mapper
                     && *o == op
                     && *p == phase
@@ -299,11 +306,12 @@ pub fn plan_ordered(
                         Pick::All => true,
                         Pick::BeforeInserts => !follows,
                         Pick::AfterInserts => *follows,
+                        Pick::Early(wanted) => *early == wanted,
                     }
             })
             .collect();
-        mine.sort_by_key(|((_, _, _, level, _, _), _)| *level); // stable: first-appearance ties
-        for ((_, _, _, level, follows, cols), items) in mine {
+        mine.sort_by_key(|((_, _, _, level, _, _, _), _)| *level); // stable: first-appearance ties
+        for ((_, _, _, level, follows, _, cols), items) in mine {
             {
                 let reason = match phase {
                     Phase::Main => graph.reason_for(mapper, op, broken),
@@ -360,20 +368,24 @@ pub fn plan_ordered(
         })
         .collect();
     for &m in order {
-        if early.contains(&m) {
-            let first = steps.len();
-            take(m, Op::Delete, Phase::Main, &mut steps);
-            for step in &mut steps[first..] {
-                step.reason = Some(
-                    "deletes run before this table's inserts and updates, freeing unique values"
-                        .into(),
-                );
-            }
+        // (a mapper nothing else of the flush depends on: all its deletes; else those the
+        // caller marked early)
+        let first = steps.len();
+        let pick = if early.contains(&m) {
+            Pick::All
+        } else {
+            Pick::Early(true)
+        };
+        take_some(m, Op::Delete, Phase::Main, pick, &mut steps);
+        for step in &mut steps[first..] {
+            step.reason = Some(
+                "deletes run before this table's inserts and updates, freeing unique values".into(),
+            );
         }
         // Updates go before inserts (freeing unique values), except those that point a row at
         // a row being inserted, or take a unique value such a row gives up (the caller marks
         // both: Change::follows_inserts).
-        let follows = groups.keys().any(|(gm, op, phase, _, follows, _)| {
+        let follows = groups.keys().any(|(gm, op, phase, _, follows, _, _)| {
             *gm == m && *op == Op::Update && *phase == Phase::Main && *follows
         });
         if follows && has(m, Op::Insert) {
@@ -393,7 +405,7 @@ pub fn plan_ordered(
     }
     for &m in order.iter().rev() {
         if !early.contains(&m) {
-            take(m, Op::Delete, Phase::Main, &mut steps);
+            take_some(m, Op::Delete, Phase::Main, Pick::Early(false), &mut steps);
         }
     }
     if steps.iter().map(|b| b.items.len()).sum::<usize>() != changes.len() {
@@ -438,6 +450,7 @@ mod tests {
             phase: Phase::Main,
             level: 0,
             follows_inserts: false,
+            early: false,
         }
     }
 

@@ -17,7 +17,8 @@ use crate::engine::plan::{Op, Phase};
 /// - a change `(mapper, op, phase, columns, level)`: mapper 255 is not registered; `op` 0..3
 ///   is insert, update, delete; `phase` 1 and 2 (post-update, pre-delete) apply to updates
 ///   only, as the binding builds them, and so does phase 3 (a main-phase update pointing its
-///   row at a row being inserted: `follows_inserts`); `columns` is a bit set of columns 0..4.
+///   row at a row being inserted: `follows_inserts`), which for a delete marks it `early`;
+///   `columns` is a bit set of columns 0..4.
 pub fn build(
     mappers: u8,
     edges: &[(u8, u8, bool, bool, u8)],
@@ -47,6 +48,7 @@ pub fn build(
         .enumerate()
         .map(|(item, &(m, op, phase, cols, level))| {
             let op = [Op::Insert, Op::Update, Op::Delete][usize::from(op % 3)];
+            let early = op == Op::Delete && phase % 4 == 3;
             let (phase, follows_inserts) = match (op, phase % 4) {
                 (Op::Update, 1) => (Phase::PostUpdate, false),
                 (Op::Update, 2) => (Phase::PreDelete, false),
@@ -62,6 +64,7 @@ pub fn build(
                 phase,
                 level: u32::from(level % 3),
                 follows_inserts,
+                early,
             }
         })
         .collect();
@@ -154,8 +157,10 @@ pub fn check_answer(
     };
     let main_save =
         |m: u32| move |c: &Change| c.mapper == m && c.phase == Phase::Main && c.op != Op::Delete;
-    let main_delete =
-        |m: u32| move |c: &Change| c.mapper == m && c.phase == Phase::Main && c.op == Op::Delete;
+    // (deletes marked early: the caller answers for the rows that point at them)
+    let main_delete = |m: u32| {
+        move |c: &Change| c.mapper == m && c.phase == Phase::Main && c.op == Op::Delete && !c.early
+    };
     let phase_of = |m: u32, p: Phase| move |c: &Change| c.mapper == m && c.phase == p;
     for (e, edge) in graph.edges.iter().enumerate() {
         let (p, c) = (edge.parent, edge.child);
@@ -209,6 +214,11 @@ pub fn check_answer(
             ));
         }
         let frees = |c: &Change| updates(c) && !c.follows_inserts;
+        let early = |c: &Change| c.mapper == m && c.op == Op::Delete && c.early;
+        let saves = |c: &Change| c.mapper == m && c.phase == Phase::Main && c.op != Op::Delete;
+        if let Err((a, b)) = pairs(&early, &saves) {
+            return Err(format!("a delete marked early (step {a}) after save {b}"));
+        }
         if let Err((a, b)) = pairs(&frees, &inserts) {
             return Err(format!(
                 "an update freeing unique values (step {a}) after insert {b}"
@@ -236,21 +246,29 @@ fn check_batches(changes: &[Change], steps: &[Batch]) -> Result<(), String> {
                 && c.phase == batch.phase
                 && c.cols == batch.cols
                 && c.level == level
-                && c.follows_inserts == changes[batch.items[0]].follows_inserts;
+                && c.follows_inserts == changes[batch.items[0]].follows_inserts
+                && c.early == changes[batch.items[0]].early;
             if !fits || std::mem::replace(&mut seen[i], true) {
                 return Err(format!("change {c:?} misplaced or repeated in batch {s}"));
             }
         }
         let key = |b: &Batch| {
             let first = &changes[b.items[0]];
-            (b.mapper, b.op, b.phase, first.level, first.follows_inserts)
+            (
+                b.mapper,
+                b.op,
+                b.phase,
+                first.level,
+                first.follows_inserts,
+                first.early,
+            )
         };
         for (t, later) in steps.iter().enumerate().skip(s + 1) {
             if key(later) == key(batch) && later.cols == batch.cols {
                 return Err(format!("batches {s} and {t} could have been one"));
             }
             let (k, j) = (key(later), key(batch));
-            let same = (k.0, k.1, k.2, k.4) == (j.0, j.1, j.2, j.4);
+            let same = (k.0, k.1, k.2, k.4, k.5) == (j.0, j.1, j.2, j.4, j.5);
             if same && changes[later.items[0]].level < level {
                 return Err(format!("batch {t} of a lower level runs after batch {s}"));
             }

@@ -538,6 +538,147 @@ fn expire_object(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<()> 
     Ok(())
 }
 
+/// The values the row of `row` holds in the database for `cols` (before this flush): None
+/// where one is not known in memory (not loaded, or set while expired), Some(None) where one
+/// is NULL.
+fn db_values(
+    py: Python<'_>,
+    m: &MapperCore,
+    row: &Row,
+    cols: &[u16],
+) -> PyResult<Option<Option<Vec<KeyValue>>>> {
+    let dict = instance_dict(row.held.0.bind(py))?;
+    let inner = row.held.1.get().lock()?;
+    let mut out = Vec::with_capacity(cols.len());
+    let mut null = false;
+    for &c in cols {
+        let value = match inner.committed.get(c) {
+            Some(Committed::Value(v)) => v.bind(py).clone(),
+            Some(Committed::Unknown) => return Ok(None),
+            None => match dict.get_item(m.keys[c as usize].bind(py))? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+        };
+        if value.is_none() {
+            null = true;
+        } else {
+            out.push(key_value(&value)?);
+        }
+    }
+    Ok(Some((!null).then_some(out)))
+}
+
+/// Mark the DELETEs that free a unique value an UPDATE or INSERT of their table takes in this
+/// flush, whose row no row of the flush points at before it (none of its table's or of a
+/// table referencing it moves off the row or is deleted with it, as far as memory tells):
+/// they run first in their table's step. The planner keeps the other DELETEs of a table that
+/// rows of the flush may point at for the end, after the UPDATEs that move rows off them. (Not
+/// for a table with a foreign key broken out of a cycle, whose rows are cleared before the
+/// deletes.)
+fn mark_early_deletes(
+    py: Python<'_>,
+    graph: &plan::MapperGraph,
+    broken: &[usize],
+    mappers: &HashMap<u32, Py<MapperCore>, ahash::RandomState>,
+    changes: &mut [Change],
+    rows: &[Option<Row>],
+) -> PyResult<()> {
+    let row_of = |c: &Change| rows[c.item].as_ref().expect("row present");
+    let mut ids: Vec<u32> = changes
+        .iter()
+        .filter(|c| c.op == Op::Delete)
+        .map(|c| c.mapper)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let m = mappers[&id].get();
+        let cut = broken.iter().any(|&e| {
+            let edge = &graph.edges[e];
+            edge.parent == id || edge.child == id
+        });
+        if m.unique.is_empty() || cut {
+            continue;
+        }
+        // the values of each unique group the UPDATEs and INSERTs of the table take
+        let mut taken: Vec<HashSet<Vec<KeyValue>>> = vec![HashSet::new(); m.unique.len()];
+        for c in changes.iter() {
+            if c.mapper != id || c.phase != Phase::Main || c.op == Op::Delete {
+                continue;
+            }
+            let row = row_of(c);
+            'group: for (g, set) in m.unique.iter().zip(taken.iter_mut()) {
+                let mut value = Vec::with_capacity(g.len());
+                for col in g {
+                    match c.cols.iter().position(|x| x == col) {
+                        Some(pos) if !row.values[pos].is_none(py) => {
+                            value.push(key_value(row.values[pos].bind(py))?)
+                        }
+                        _ => continue 'group,
+                    }
+                }
+                set.insert(value);
+            }
+        }
+        if taken.iter().all(HashSet::is_empty) {
+            continue;
+        }
+        let pointing: Vec<&plan::Edge> = graph.edges.iter().filter(|e| e.parent == id).collect();
+        for d in 0..changes.len() {
+            let c = &changes[d];
+            if c.mapper != id || c.op != Op::Delete || c.phase != Phase::Main {
+                continue;
+            }
+            let row = row_of(c);
+            let mut frees = false;
+            for (g, set) in m.unique.iter().zip(&taken) {
+                if let Some(Some(value)) = db_values(py, m, row, g)? {
+                    frees |= set.contains(&value);
+                }
+            }
+            if !frees {
+                continue;
+            }
+            let mut clear = true;
+            'edges: for edge in &pointing {
+                if edge.refs.len() != edge.cols.len() {
+                    clear = false;
+                    break;
+                }
+                let Some(Some(key)) = db_values(py, m, row, &edge.refs)? else {
+                    continue; // (a NULL in the referenced columns: nothing points at it)
+                };
+                let child = mappers.get(&edge.child).map(|x| x.get());
+                for (o, other) in changes.iter().enumerate() {
+                    let moving = other.op == Op::Update
+                        && edge.cols.iter().any(|col| other.cols.contains(col));
+                    if o == d || other.mapper != edge.child || !(moving || other.op == Op::Delete) {
+                        continue;
+                    }
+                    let Some(child) = child else {
+                        clear = false;
+                        break 'edges;
+                    };
+                    match db_values(py, child, row_of(other), &edge.cols)? {
+                        None => {
+                            clear = false;
+                            break 'edges;
+                        }
+                        Some(Some(v)) if v == key => {
+                            clear = false;
+                            break 'edges;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            changes[d].early = clear;
+        }
+    }
+    Ok(())
+}
+
 /// Mark the UPDATEs that point a row at a row of its own table this flush inserts: they wait
 /// for the table's INSERTs, while the others go before them, freeing unique values the
 /// INSERTs may take. Where the key a new row will have is not known yet (generated by the
@@ -795,6 +936,7 @@ fn unique_handoffs(
                 phase: Phase::Main,
                 level: 0,
                 follows_inserts: false,
+                early: false,
             });
             rows.push(Some(step));
             extra.push((None, Vec::new()));
@@ -1790,6 +1932,7 @@ impl SessionCore {
                     phase,
                     level: 0,
                     follows_inserts: false,
+                    early: false,
                 });
                 rows.push(Some(row));
                 extra.push(x);
@@ -2009,6 +2152,7 @@ impl SessionCore {
             push(&mapper, Op::Delete, Phase::Main, pk, row, none.clone());
         }
         mark_follows_inserts(py, &graph, &mappers, &mut changes, &rows)?;
+        mark_early_deletes(py, &graph, &ordering.broken, &mappers, &mut changes, &rows)?;
         unique_handoffs(py, &mappers, &mut changes, &mut rows, &mut extra)?;
         let steps = plan::plan_ordered(&changes, &graph, &ordering).map_err(PyErr::from)?;
         let mut batches = Vec::with_capacity(steps.len());
