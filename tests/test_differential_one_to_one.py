@@ -495,30 +495,41 @@ class Lockstep:
             self.tracked_profile_let_go(user, value) for user, value in changed if user is not None
         )
 
-    def lets_go_a_profile_naming_another_user(self, step: Step) -> bool:
-        """Whether this step sets a user's loaded one-to-one (on SQLAlchemy's side) away from a
-        profile whose loaded user_id holds another key than the user's, and whose loaded
-        many-to-one names another user, while SQLAlchemy's parent tracking records no parent
-        for the profile (a many-to-one loaded, not set): its flush clears the key of a profile
-        the one-to-one lost, retort's keeps the key that names another user."""
-        if step[0] != "set" or step[2] != "profile":
-            return False
+    def profiles_let_go_naming_another_user(self, step: Step) -> list[Any]:
+        """The profiles (on SQLAlchemy's side) this step takes out of a user's loaded one-to-one
+        (set, or replaced through a profile's many-to-one), whose loaded user_id holds another
+        key than the user's and whose loaded many-to-one names another user. Where SQLAlchemy's
+        parent tracking records no parent for such a profile after the step (a many-to-one
+        loaded, not set; or one flag for all its parents, which this removal clears), its flush
+        clears the key of the profile the one-to-one lost; retort's keeps the key that names
+        another user (see lets_go_a_profile_naming_another_user)."""
+        if step[0] != "set" or (step[3] is None and step[2] == "user"):
+            return []
         sa = self.sa
-        user = sa.handles[step[1]]
+        if step[2] == "profile":
+            user = sa.handles[step[1]]
+            value = None if step[3] is None else sa.handles[step[3]]
+        else:
+            user, value = sa.handles[step[3]], sa.handles[step[1]]
         old = user.__dict__.get("profile")
-        value = None if step[3] is None else sa.handles[step[3]]
         if old is None or old is value:
-            return False
+            return []
         ident = sa.api.inspect(user).identity
         d = old.__dict__
-        return (
+        named_elsewhere = (
             ident is not None
             and "user_id" in d
             and d["user_id"] != ident[0]
             and d.get("user") is not None
             and d.get("user") is not user
-            and not type(user).profile.impl.hasparent(sa.api.inspect(old))
         )
+        return [old] if named_elsewhere else []
+
+    def lets_go_a_profile_naming_another_user(self, let_go: list[Any]) -> bool:
+        """Whether SQLAlchemy's parent tracking records no parent for one of `let_go`
+        (profiles_let_go_naming_another_user, before the step) now."""
+        impl = self.sa.User.profile.impl
+        return any(not impl.hasparent(self.sa.api.inspect(p)) for p in let_go)
 
     def tracked_profile_let_go(self, user: Any, value: Any) -> bool:
         """(lets_go_a_profile_sa_tracks_unloaded) for SQLAlchemy's `user`, whose one-to-one
@@ -647,7 +658,7 @@ class Lockstep:
         held = self.users_held_with_a_row() if step[0] == "set" else {}
         takes_back = self.takes_back_a_profile_another_user_took(step)
         tracked = self.lets_go_a_profile_sa_tracks_unloaded(step)
-        named_elsewhere = self.lets_go_a_profile_naming_another_user(step)
+        named_elsewhere = self.profiles_let_go_naming_another_user(step)
         # (a commit expires them: see orphan_kept_by_sa_only)
         without_user = {
             k
@@ -727,10 +738,12 @@ class Lockstep:
             # assignment and clears its key (test_relationships.py: test_improvement_a_one_to_
             # one_set_while_not_loaded_lets_go_a_profile_given_the_user_before)
             return False
-        if named_elsewhere and sa.ok and rt.ok:
+        if sa.ok and rt.ok and self.lets_go_a_profile_naming_another_user(named_elsewhere):
             # a user's loaded one-to-one lets go a profile whose key and many-to-one name
             # another user (set by hand and flushed since the user took it): SQLAlchemy's parent
-            # tracking records no other parent for it, and its flush clears the key;
+            # tracking records no parent for it (one flag for all parents, which the removal
+            # clears even where the other user's one-to-one holds it), and its flush clears the
+            # key;
             # retort's keeps it (test_relationships.py: test_improvement_a_profile_let_go_whose_
             # key_names_another_user_keeps_it)
             return False
@@ -1479,9 +1492,30 @@ def test_harness_stops_where_a_one_to_one_lets_go_a_profile_naming_another_user(
         ("flush",),
     ]
     with _stepped(env, steps) as run:
-        assert run.lets_go_a_profile_naming_another_user(("set", 0, "profile", None))
-        assert not run.lets_go_a_profile_naming_another_user(("set", 2, "profile", None))
+        assert run.profiles_let_go_naming_another_user(("set", 0, "profile", None)) == [
+            run.sa.handles[1]
+        ]
+        assert run.profiles_let_go_naming_another_user(("set", 2, "profile", None)) == []
         assert not run.step(("set", 0, "profile", None))
+    # likewise where user 6's one-to-one is replaced through another profile's many-to-one,
+    # while user 2, given profile 2 since, holds it: SQLAlchemy's parent tracking, one flag for
+    # all parents, records no parent for profile 2 after the removal, and its flush clears the
+    # key user 2's one-to-one holds
+    steps = [
+        ("new", "User", 6, False),
+        ("get", "Profile", 2),
+        ("set", 0, "profile", 1),
+        ("commit",),
+        ("add", 0),
+        ("get", "User", 2),
+        ("set_fk", 1, 2),
+        ("get", "Profile", 1),
+        ("flush",),
+        ("set", 1, "user", 2),
+    ]
+    with _stepped(env, steps) as run:
+        assert run.profiles_let_go_naming_another_user(("set", 3, "user", 0)) == [run.sa.handles[1]]
+        assert not run.step(("set", 3, "user", 0))
 
 
 def test_harness_stops_where_sqlalchemy_deletes_a_profile_a_user_outside_let_go_unnamed(
