@@ -538,6 +538,34 @@ fn expire_object(obj: &Bound<'_, PyAny>, state: &InstanceState) -> PyResult<()> 
     Ok(())
 }
 
+/// The values of each unique column group of `m` that the changes `which` picks write (a
+/// group with a column left NULL or not written left out: nothing to clash with).
+fn unique_values_written(
+    py: Python<'_>,
+    m: &MapperCore,
+    changes: &[Change],
+    rows: &[Option<Row>],
+    which: impl Fn(&Change) -> bool,
+) -> PyResult<Vec<HashSet<Vec<KeyValue>>>> {
+    let mut written: Vec<HashSet<Vec<KeyValue>>> = vec![HashSet::new(); m.unique.len()];
+    for c in changes.iter().filter(|c| which(c)) {
+        let row = rows[c.item].as_ref().expect("row present");
+        'group: for (g, set) in m.unique.iter().zip(written.iter_mut()) {
+            let mut value = Vec::with_capacity(g.len());
+            for col in g {
+                match c.cols.iter().position(|x| x == col) {
+                    Some(pos) if !row.values[pos].is_none(py) => {
+                        value.push(key_value(row.values[pos].bind(py))?)
+                    }
+                    _ => continue 'group,
+                }
+            }
+            set.insert(value);
+        }
+    }
+    Ok(written)
+}
+
 /// The values the row of `row` holds in the database for `cols` (before this flush): None
 /// where one is not known in memory (not loaded, or set while expired), Some(None) where one
 /// is NULL.
@@ -602,25 +630,9 @@ fn mark_early_deletes(
             continue;
         }
         // the values of each unique group the UPDATEs and INSERTs of the table take
-        let mut taken: Vec<HashSet<Vec<KeyValue>>> = vec![HashSet::new(); m.unique.len()];
-        for c in changes.iter() {
-            if c.mapper != id || c.phase != Phase::Main || c.op == Op::Delete {
-                continue;
-            }
-            let row = row_of(c);
-            'group: for (g, set) in m.unique.iter().zip(taken.iter_mut()) {
-                let mut value = Vec::with_capacity(g.len());
-                for col in g {
-                    match c.cols.iter().position(|x| x == col) {
-                        Some(pos) if !row.values[pos].is_none(py) => {
-                            value.push(key_value(row.values[pos].bind(py))?)
-                        }
-                        _ => continue 'group,
-                    }
-                }
-                set.insert(value);
-            }
-        }
+        let taken = unique_values_written(py, m, changes, rows, |c| {
+            c.mapper == id && c.phase == Phase::Main && c.op != Op::Delete
+        })?;
         if taken.iter().all(HashSet::is_empty) {
             continue;
         }
@@ -788,25 +800,9 @@ fn unique_handoffs(
             continue;
         }
         // the values of each unique group the INSERTs take
-        let mut inserted: Vec<HashSet<Vec<KeyValue>>> = vec![HashSet::new(); m.unique.len()];
-        for c in changes.iter() {
-            if c.mapper != id || c.op != Op::Insert || c.phase != Phase::Main {
-                continue;
-            }
-            let row = rows[c.item].as_ref().expect("row present");
-            'group: for (g, taken) in m.unique.iter().zip(inserted.iter_mut()) {
-                let mut value = Vec::with_capacity(g.len());
-                for col in g {
-                    match c.cols.iter().position(|x| x == col) {
-                        Some(pos) if !row.values[pos].is_none(py) => {
-                            value.push(key_value(row.values[pos].bind(py))?)
-                        }
-                        _ => continue 'group, // (NULL, or a default: nothing to clash with)
-                    }
-                }
-                taken.insert(value);
-            }
-        }
+        let inserted = unique_values_written(py, m, changes, rows, |c| {
+            c.mapper == id && c.op == Op::Insert && c.phase == Phase::Main
+        })?;
         let mut groups: Vec<Vec<Group>> = Vec::new();
         for &i in &idx {
             let row = rows[changes[i].item].as_ref().expect("row present");
