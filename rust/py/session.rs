@@ -566,6 +566,9 @@ fn unique_values_written(
     Ok(written)
 }
 
+/// The changes (their indexes) whose rows point at a row, by the key they point at.
+type PointersByKey = HashMap<Vec<KeyValue>, Vec<usize>>;
+
 /// The values the row of `row` holds in the database for `cols` (before this flush): None
 /// where one is not known in memory (not loaded, or set while expired), Some(None) where one
 /// is NULL.
@@ -636,9 +639,35 @@ fn mark_early_deletes(
         if taken.iter().all(HashSet::is_empty) {
             continue;
         }
-        let pointing: Vec<&plan::Edge> = graph.edges.iter().filter(|e| e.parent == id).collect();
-        for d in 0..changes.len() {
-            let c = &changes[d];
+        // per edge into this table, the rows of the flush that point along it before the flush
+        // and move off or are deleted: by the key they point at (None: one not known)
+        let mut pointers: Vec<(&plan::Edge, Option<PointersByKey>)> = Vec::new();
+        for edge in graph.edges.iter().filter(|e| e.parent == id) {
+            let child = mappers.get(&edge.child).map(|x| x.get());
+            let mut by_key = (edge.refs.len() == edge.cols.len()).then(HashMap::new);
+            for (o, other) in changes.iter().enumerate() {
+                let moving =
+                    other.op == Op::Update && edge.cols.iter().any(|col| other.cols.contains(col));
+                if other.mapper != edge.child || !(moving || other.op == Op::Delete) {
+                    continue;
+                }
+                let (Some(child), Some(keys)) = (child, by_key.as_mut()) else {
+                    by_key = None;
+                    break;
+                };
+                match db_values(py, child, row_of(other), &edge.cols)? {
+                    None => {
+                        by_key = None;
+                        break;
+                    }
+                    Some(Some(key)) => keys.entry(key).or_insert_with(Vec::new).push(o),
+                    Some(None) => {}
+                }
+            }
+            pointers.push((edge, by_key));
+        }
+        let mut early = Vec::new();
+        for (d, c) in changes.iter().enumerate() {
             if c.mapper != id || c.op != Op::Delete || c.phase != Phase::Main {
                 continue;
             }
@@ -653,39 +682,26 @@ fn mark_early_deletes(
                 continue;
             }
             let mut clear = true;
-            'edges: for edge in &pointing {
-                if edge.refs.len() != edge.cols.len() {
+            for (edge, by_key) in &pointers {
+                let Some(by_key) = by_key else {
                     clear = false;
                     break;
-                }
-                let Some(Some(key)) = db_values(py, m, row, &edge.refs)? else {
-                    continue; // (a NULL in the referenced columns: nothing points at it)
                 };
-                let child = mappers.get(&edge.child).map(|x| x.get());
-                for (o, other) in changes.iter().enumerate() {
-                    let moving = other.op == Op::Update
-                        && edge.cols.iter().any(|col| other.cols.contains(col));
-                    if o == d || other.mapper != edge.child || !(moving || other.op == Op::Delete) {
-                        continue;
-                    }
-                    let Some(child) = child else {
+                // (a NULL in the referenced columns: nothing points at it)
+                if let Some(Some(key)) = db_values(py, m, row, &edge.refs)? {
+                    let others = by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
+                    if others.iter().any(|&o| o != d) {
                         clear = false;
-                        break 'edges;
-                    };
-                    match db_values(py, child, row_of(other), &edge.cols)? {
-                        None => {
-                            clear = false;
-                            break 'edges;
-                        }
-                        Some(Some(v)) if v == key => {
-                            clear = false;
-                            break 'edges;
-                        }
-                        _ => {}
+                        break;
                     }
                 }
             }
-            changes[d].early = clear;
+            if clear {
+                early.push(d);
+            }
+        }
+        for d in early {
+            changes[d].early = true;
         }
     }
     Ok(())
