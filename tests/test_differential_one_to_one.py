@@ -1023,10 +1023,26 @@ class Lockstep:
         relationships.py: test_improvement_a_profile_a_user_outside_the_session_lets_go_after_
         a_commit_stays)."""
         return any(
-            (k in self.let_go_outside or k in self.let_go_unnamed)
+            (k in self.let_go_outside or k in self.let_go_unnamed or self.held_outside_rowless(a))
             and self.sa.lifecycle(a) in ("deleted", "detached")
             and self.rt.lifecycle(b) == "persistent"
             for k, (a, b) in enumerate(zip(self.sa.handles, self.rt.handles, strict=True))
+        )
+
+    def held_outside_rowless(self, profile: Any) -> bool:
+        """Whether a user without a row, outside SQLAlchemy's session, holds `profile` in its
+        one-to-one: SQLAlchemy's parent tracking compares the parents' identity keys, so that
+        a removal by another user without a row after that user took it leaves the profile
+        parentless, and its flush deletes it under delete-orphan; retort's keeps it (test_
+        relationships.py: test_sqlalchemy_bug_a_profile_a_user_outside_takes_before_a_new_user_
+        lets_go_is_deleted)."""
+        sa = self.sa
+        return any(
+            type(u).__name__ == "User"
+            and u.__dict__.get("profile") is profile
+            and u not in sa.session
+            and not sa.api.inspect(u).has_identity
+            for u in sa.handles
         )
 
     def orphan_kept_by_sa_only(self, without_user: Set[int] = frozenset()) -> bool:
@@ -1516,6 +1532,23 @@ def test_harness_stops_where_a_one_to_one_lets_go_a_profile_naming_another_user(
     with _stepped(env, steps) as run:
         assert run.profiles_let_go_naming_another_user(("set", 3, "user", 0)) == [run.sa.handles[1]]
         assert not run.step(("set", 3, "user", 0))
+
+
+def test_harness_knows_a_profile_a_rowless_user_outside_holds(env: Env) -> None:
+    # (Lockstep.held_outside_rowless: where SQLAlchemy's flush deleted such a profile as an
+    # orphan and retort's kept it, the program stops, as orphan_deleted_by_sa_only says; the
+    # search reaches it only past a rollback, two new users' claims on one profile being a stop
+    # of their own: test_relationships.py: test_sqlalchemy_bug_a_profile_a_user_outside_
+    # takes_before_a_new_user_lets_go_is_deleted)
+    steps: list[Step] = [
+        ("get", "Profile", 1),
+        ("new", "User", 6, False),
+        ("set", 1, "profile", 0),
+    ]
+    with _stepped(env, steps, "all, delete-orphan") as run:
+        assert run.held_outside_rowless(run.sa.handles[0])
+        run.step(("set", 1, "profile", None))
+        assert not run.held_outside_rowless(run.sa.handles[0])
 
 
 def test_harness_stops_where_sqlalchemy_deletes_a_profile_a_user_outside_let_go_unnamed(

@@ -1059,6 +1059,48 @@ def test_a_profile_a_new_user_lets_go_after_a_user_outside_took_it_loses_its_sta
     assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(1, 1), (7, None)]
 
 
+def test_a_profile_a_new_user_lets_go_then_a_user_outside_takes_is_no_orphan(orm: Api) -> None:
+    # found by the nightly one-to-one search (delete-orphan): new user 7 takes profile 1 (the
+    # many-to-one's cascade adds the user) and lets it go, and user 6, outside the session,
+    # takes it. Neither user has a row: retort counted the one outside as no parent and
+    # deleted the profile as user 7's orphan; SQLAlchemy's parent tracking records user 6's
+    # take last, and its flush keeps the profile (writing nothing towards user 6)
+    User, Profile = _user_1_with_profile_1(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        profile = s.get(Profile, 1)
+        seven, six = User(id=7, name="n7"), User(id=6, name="n6")
+        profile.user = seven
+        profile.user = None
+        six.profile = profile
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (user 6: not in the session)
+            s.commit()
+    assert orm.fetch("SELECT id FROM users ORDER BY id") == [(1,), (7,)]
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == [(1, 1)]
+
+
+def test_sqlalchemy_bug_a_profile_a_user_outside_takes_before_a_new_user_lets_go_is_deleted(
+    orm: Api,
+) -> None:
+    # The other order (test_a_profile_a_new_user_lets_go_then_a_user_outside_takes_is_no_
+    # orphan): user 6, outside the session, takes profile 1 before new user 7 lets it go.
+    # SQLAlchemy's parent tracking compares the parents' identity keys, takes the two users
+    # without a row for one, records the removal last, and its flush deletes the profile that
+    # user 6 holds; retort's keeps it
+    User, Profile = _user_1_with_profile_1(orm, cascade="all, delete-orphan")
+    with orm.session() as s:
+        profile = s.get(Profile, 1)
+        seven, six = User(id=7, name="n7"), User(id=6, name="n6")
+        profile.user = seven
+        six.profile = profile
+        seven.profile = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (user 6: not in the session)
+            s.commit()
+    expected = [] if orm.name == "sqlalchemy" else [(1, 1)]
+    assert orm.fetch("SELECT id, user_id FROM profiles ORDER BY id") == expected
+
+
 def test_a_profile_a_rollback_expired_keeps_its_user_when_the_new_user_it_had_takes_another(
     orm: Api,
 ) -> None:

@@ -918,7 +918,9 @@ def _settle_removed(
             # A new parent without a row, outside the session, taken from a parent without a
             # row, is none: the flush writes nothing towards it, and the child would keep the
             # key it holds (SQLAlchemy's parent tracking, which compares the parents' identity
-            # keys, takes the two for one, and its flush clears the key)
+            # keys, takes the two for one, and its flush clears the key). Under delete-orphan
+            # it is a parent all the same: the child it holds is no orphan to delete (as in
+            # SQLAlchemy where it took the child after the other let it go)
             # A back reference loaded (not set since the flush) that names another parent while
             # the child's foreign key holds this parent's key was read before a flush gave it
             # that key: it is stale, and the child still this parent's (as SQLAlchemy's parent
@@ -934,6 +936,7 @@ def _settle_removed(
                     object_session_of(back) is not session
                     and not _has_identity(back)
                     and not _has_identity(obj)
+                    and "delete-orphan" not in prop.cascade
                 )
                 or (
                     loaded
