@@ -4088,6 +4088,25 @@ def test_refresh_reloads_a_collection_and_cascades_refresh_expire(orm: Api, casc
     assert _children_of(orm) == {"renamed": "p", "d": "p", **kept}
 
 
+def test_improvement_a_refresh_naming_a_self_referential_many_to_one_loads_it(
+    orm: Api,
+) -> None:
+    # SQLAlchemy documents that a lazy relationship named to refresh() is loaded by it, as it
+    # does for a many-to-one between two tables; for a self-referential one its immediate
+    # loader stops (as for recursive eager loads) and leaves it unloaded. Retort loads it
+    Node = tree(orm)
+    with orm.session() as s:
+        s.add(Node(id=1, name="a"))
+        s.flush()
+        s.add(Node(id=2, name="b", parent_id=1))
+        s.commit()
+    with orm.session() as s:
+        two = s.get(Node, 2)
+        s.refresh(two, ["parent"])
+        assert ("parent" in two.__dict__) == (orm.name == "retort")
+        assert two.parent.name == "a"
+
+
 def test_refresh_of_a_named_relationship_loads_it_now(orm: Api) -> None:
     # a relationship named to refresh() is loaded by it (SQLAlchemy 2.x), not when next read;
     # retort raised ("no column attribute children")
