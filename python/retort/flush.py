@@ -928,6 +928,20 @@ def _settle_removed(
             d = child.__dict__
             back = d.get(prop.back.key)
             loaded = prop.back.key not in d.get("_retort_history", ())
+            stale = loaded and all(
+                dst.key in d and d[dst.key] == pv
+                for (_, dst), pv in zip(prop.pairs, parent_values, strict=True)
+            )
+            if stale and back is not None and back is not obj:
+                # (an append to another collection of `prop` sets the back reference without
+                # history: a move, not a read; so does a parent outside the session that holds
+                # the child)
+                if gained is None:
+                    gained = _gained_by(session, changes, prop)
+                held = back.__dict__.get(prop.key)
+                stale = id(child) not in gained and not (
+                    held is child or (prop.uselist and held is not None and child in held)
+                )
             still_ours = (
                 back is None
                 or back is obj
@@ -938,13 +952,7 @@ def _settle_removed(
                     and not _has_identity(obj)
                     and "delete-orphan" not in prop.cascade
                 )
-                or (
-                    loaded
-                    and all(
-                        dst.key in d and d[dst.key] == pv
-                        for (_, dst), pv in zip(prop.pairs, parent_values, strict=True)
-                    )
-                )
+                or stale
             )
         else:
             still_ours = all(
