@@ -791,15 +791,16 @@ class Lockstep:
             if (
                 sa.ok
                 and rt.value == "IntegrityError"
-                and "profiles_user_id_key" in str(rt.error)
+                and re.search(r"profiles_user_id_(key|fkey)", str(rt.error)) is not None
                 and self.orphan_deleted_by_sa_only(("persistent", "transient"))
             ):
                 # SQLAlchemy's flush deletes, as an orphan its parent tracking remembers, a
                 # profile that lost a user while outside the session (see orphan_deleted_by_
                 # sa_only); retort's keeps it and writes the user_id set by hand since, which
-                # another profile holds, and fails (its rollback makes the profile transient,
-                # where its INSERT was in this transaction) (test_harness_stops_where_
-                # sqlalchemy_deletes_a_profile_whose_key_retort_writes)
+                # another profile holds (or which names a user the flush deletes), and fails
+                # (its rollback makes the profile transient, where its INSERT was in this
+                # transaction) (test_harness_stops_where_sqlalchemy_deletes_a_profile_whose_
+                # key_retort_writes, ..._naming_a_deleted_user)
                 return False
             if (
                 not sa.ok
@@ -1570,6 +1571,29 @@ def test_harness_stops_where_sqlalchemy_deletes_a_profile_whose_key_retort_write
         assert 0 in run.let_go_outside
         assert not run.step(("flush",))
         assert run.sa.lifecycle(run.sa.handles[0]) == "deleted"
+
+
+def test_harness_stops_where_sqlalchemy_deletes_a_profile_naming_a_deleted_user(env: Env) -> None:
+    # found by the nightly search (delete-orphan): new profile 6, outside the session, is given
+    # user 2 and let go; user 2 is deleted, the profile added and its user_id set to 2 by
+    # hand. SQLAlchemy's flush deletes the profile, the orphan its parent tracking remembers;
+    # retort's writes the key, which names the user the same flush deletes (a foreign key
+    # violation). The program stops at the flush
+    steps: list[Step] = [
+        ("get", "User", 2),
+        ("new", "Profile", 6, False),
+        ("set", 0, "profile", 1),
+        ("set", 0, "profile", None),
+        ("flush",),
+        ("set_fk", 1, None),
+        ("delete", 0),
+        ("add", 1),
+        ("get", "User", 1),
+        ("set_fk", 1, 2),
+    ]
+    with _stepped(env, steps, "all, delete-orphan") as run:
+        assert not run.step(("flush",))
+        assert run.sa.lifecycle(run.sa.handles[1]) == "deleted"
 
 
 def test_harness_knows_a_profile_a_rowless_user_outside_holds(env: Env) -> None:
